@@ -1,0 +1,94 @@
+//! Errors and panics at the Ruby boundary.
+//!
+//! `TaskerTraceNative::Error` is defined once, at load. Rust panics never
+//! unwind into Ruby: [`guarded`] turns them into that error, and
+//! `handle_event` turns them into a `false` return.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use magnus::error::ErrorType;
+use magnus::prelude::*;
+use magnus::{Error, ExceptionClass, RModule, Ruby};
+
+/// Set by the hidden test hook: the next guarded native call panics on purpose.
+static PANIC_NEXT_CALL: AtomicBool = AtomicBool::new(false);
+
+pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
+    module.define_error("Error", ruby.exception_standard_error())?;
+    Ok(())
+}
+
+/// `TaskerTraceNative::Error`, looked up when needed rather than kept in Rust.
+pub fn error_class(ruby: &Ruby) -> ExceptionClass {
+    ruby.class_object()
+        .const_get::<_, RModule>("TaskerTraceNative")
+        .and_then(|m| m.const_get::<_, ExceptionClass>("Error"))
+        .unwrap_or_else(|_| ruby.exception_runtime_error())
+}
+
+pub fn native_error(ruby: &Ruby, message: impl Into<String>) -> Error {
+    Error::new(error_class(ruby), message.into())
+}
+
+pub fn argument_error(ruby: &Ruby, message: impl Into<String>) -> Error {
+    Error::new(ruby.exception_arg_error(), message.into())
+}
+
+/// Arms the test hook (`TaskerTraceNative::Native.__panic_next_call!`).
+pub fn arm_test_panic() {
+    PANIC_NEXT_CALL.store(true, Ordering::SeqCst);
+}
+
+/// Panics when the test hook is armed; called first inside every guarded section.
+pub fn maybe_injected_panic() {
+    if PANIC_NEXT_CALL.load(Ordering::Relaxed) && PANIC_NEXT_CALL.swap(false, Ordering::SeqCst) {
+        panic!("injected test panic");
+    }
+}
+
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Runs `f`, turning a Rust panic into `TaskerTraceNative::Error`.
+pub fn guarded<T>(ruby: &Ruby, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    match catch_unwind(AssertUnwindSafe(|| {
+        maybe_injected_panic();
+        f()
+    })) {
+        Ok(result) => result,
+        Err(payload) => Err(native_error(
+            ruby,
+            format!("internal error: {}", panic_message(payload.as_ref())),
+        )),
+    }
+}
+
+/// Whether an error from Ruby code should propagate instead of being absorbed:
+/// non-local exits (throw, Thread#kill) and exceptions outside StandardError
+/// (Interrupt, SystemExit, NoMemoryError, Timeout's exit) keep their meaning.
+pub fn must_propagate(ruby: &Ruby, err: &Error) -> bool {
+    match err.error_type() {
+        ErrorType::Jump(_) => true,
+        _ => !err.is_kind_of(ruby.exception_standard_error()),
+    }
+}
+
+/// The message of an error, for logs.
+pub fn error_message(err: &Error) -> String {
+    match err.error_type() {
+        ErrorType::Error(_, msg) => msg.to_string(),
+        ErrorType::Exception(e) => e
+            .funcall::<_, _, String>("message", ())
+            .unwrap_or_else(|_| "unknown error".to_string()),
+        ErrorType::Jump(_) => "non-local exit".to_string(),
+    }
+}

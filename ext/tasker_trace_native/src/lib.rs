@@ -1,0 +1,29 @@
+//! `tasker_trace_native`: the Ruby binding of the native trace backend.
+//!
+//! This crate only converts between Ruby objects and core values and defines
+//! the Ruby methods; the behaviour lives in the `tasker_trace_core` crate.
+//!
+//! - [`backend_methods`]: the Ruby methods and the process-wide backend
+//! - [`convert`]: Ruby payloads, names and keys to core values
+//! - [`to_ruby`]: core records and values to new Ruby objects
+//! - [`names`]: interned Symbols and encoding indexes
+//! - [`errors`]: `TaskerTraceNative::Error` and panic guards
+
+mod backend_methods;
+mod convert;
+mod errors;
+mod names;
+mod to_ruby;
+
+use magnus::{Error, Ruby};
+
+#[magnus::init]
+fn init(ruby: &Ruby) -> Result<(), Error> {
+    names::init();
+    let module = ruby.define_module("TaskerTraceNative")?;
+    errors::define(ruby, module)?;
+    backend_methods::define(ruby, module)?;
+    // Create the backend now, so `created_at` is the load time.
+    let _ = backend_methods::backend();
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Interned Symbols and encoding indexes shared by conversion in both directions.
+//!
+//! Only IDs (plain integers the VM never moves or frees for static symbols)
+//! and encoding indexes are kept; no Ruby object is stored.
+
+use std::sync::OnceLock;
+
+use rb_sys::{ID, VALUE};
+use tasker_trace_core::Encoding;
+
+struct Indexes {
+    utf8: i32,
+    usascii: i32,
+    binary: i32,
+}
+
+static ENCODINGS: OnceLock<Indexes> = OnceLock::new();
+
+/// Reads the VM's encoding indexes; called once at load.
+pub fn init() {
+    // SAFETY: these return constant indexes of built-in encodings.
+    let idx = unsafe {
+        Indexes {
+            utf8: rb_sys::rb_utf8_encindex(),
+            usascii: rb_sys::rb_usascii_encindex(),
+            binary: rb_sys::rb_ascii8bit_encindex(),
+        }
+    };
+    let _ = ENCODINGS.set(idx);
+    let _ = SYMS.set(Syms::load());
+}
+
+fn indexes() -> &'static Indexes {
+    ENCODINGS.get_or_init(|| Indexes {
+        // The VM's fixed values for the built-in encodings.
+        binary: 0,
+        utf8: 1,
+        usascii: 2,
+    })
+}
+
+pub fn encoding_from_index(idx: i32) -> Encoding {
+    let ix = indexes();
+    if idx == ix.utf8 {
+        Encoding::Utf8
+    } else if idx == ix.binary {
+        Encoding::Binary
+    } else if idx == ix.usascii {
+        Encoding::UsAscii
+    } else {
+        Encoding::Other(idx)
+    }
+}
+
+fn intern(name: &str) -> ID {
+    // SAFETY: rb_intern2 copies the name and returns a static symbol's ID.
+    unsafe { rb_sys::rb_intern2(name.as_ptr() as *const _, name.len() as _) }
+}
+
+macro_rules! symbol_table {
+    ($($field:ident => $name:literal,)*) => {
+        /// IDs of the static Symbols the binding uses as Hash keys.
+        pub struct Syms {
+            $(pub $field: ID,)*
+        }
+
+        impl Syms {
+            fn load() -> Syms {
+                Syms { $($field: intern($name),)* }
+            }
+        }
+    };
+}
+
+symbol_table! {
+    task_id => "task_id",
+    workflow_step_id => "workflow_step_id",
+    operation => "operation",
+    start_time => "start_time",
+    event_name => "event_name",
+    payload => "payload",
+    spans => "spans",
+    end_time => "end_time",
+    duration => "duration",
+    status => "status",
+    timestamp => "timestamp",
+    type_ => "type",
+    traces => "traces",
+    metadata => "metadata",
+    backend => "backend",
+    instance_id => "instance_id",
+    created_at => "created_at",
+    exported_at => "exported_at",
+    trace_count => "trace_count",
+    active_traces => "active_traces",
+    backend_uptime => "backend_uptime",
+    events_handled => "events_handled",
+    rejected_events => "rejected_events",
+    orphaned_events => "orphaned_events",
+    evicted_traces => "evicted_traces",
+    dropped_spans => "dropped_spans",
+    max_traces => "max_traces",
+    max_spans_per_trace => "max_spans_per_trace",
+    timestamp_precision => "timestamp_precision",
+}
+
+static SYMS: OnceLock<Syms> = OnceLock::new();
+
+fn syms() -> &'static Syms {
+    SYMS.get_or_init(Syms::load)
+}
+
+/// A static Symbol from the table. Static symbols are immortal immediates, so
+/// the VALUE is valid for the life of the process.
+pub fn sym(pick: impl FnOnce(&Syms) -> ID) -> VALUE {
+    rb_sys::ID2SYM(pick(syms()))
+}
+
+/// The static Symbol a trace-key field is looked up by.
+pub fn key_field_symbol(field: tasker_trace_core::KeyField) -> VALUE {
+    use tasker_trace_core::KeyField;
+    sym(|s| match field {
+        KeyField::TaskId => s.task_id,
+        KeyField::WorkflowStepId => s.workflow_step_id,
+        KeyField::Operation => s.operation,
+    })
+}

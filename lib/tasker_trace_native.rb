@@ -1,0 +1,14 @@
+# frozen_string_literal: true
+
+# tasker_trace_native: Tasker's Tasker::Telemetry::TraceBackend, in Rust.
+#
+#   require "tasker_trace_native"
+#   Tasker::Telemetry::TraceBackend.instance.handle_event("task.started", task_id: 1)
+
+require_relative "tasker_trace_native/version"
+require_relative "tasker_trace_native/native"
+require_relative "tasker_trace_native/configuration"
+require_relative "tasker_trace_native/trace_backend"
+
+TaskerTraceNative.install!
+

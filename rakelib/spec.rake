@@ -1,0 +1,6 @@
+# frozen_string_literal: true
+
+desc "Run the RSpec suite"
+task :spec do
+  sh "rspec"
+end

@@ -1,0 +1,285 @@
+//! Time: the wall clock for timestamps, the monotonic clock for durations, UTC
+//! ISO 8601 formatting, and unique `<seconds>.<fraction>` keys.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// A moment as both clocks saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// Nanoseconds since the Unix epoch (UTC), from the wall clock.
+    pub wall_ns: i64,
+    /// Nanoseconds on the process's monotonic clock.
+    pub mono_ns: u64,
+}
+
+impl Stamp {
+    pub fn now() -> Stamp {
+        Stamp {
+            wall_ns: wall_now_ns(),
+            mono_ns: monotonic_now_ns(),
+        }
+    }
+
+    /// Seconds from `self` to `later` on the monotonic clock, rounded to 6 decimals.
+    pub fn seconds_until(&self, later: &Stamp) -> f64 {
+        let ns = later.mono_ns.saturating_sub(self.mono_ns);
+        round6(ns as f64 / 1e9)
+    }
+}
+
+/// Rounds to 6 decimal places (microseconds), as Ruby's `Float#round(6)` does for
+/// the magnitudes durations have.
+pub fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+pub fn wall_now_ns() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+fn process_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub fn monotonic_now_ns() -> u64 {
+    u64::try_from(process_epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Days since 1970-01-01 to a (year, month, day) civil date (proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn push_2(out: &mut String, n: u32) {
+    out.push((b'0' + (n / 10) as u8) as char);
+    out.push((b'0' + (n % 10) as u8) as char);
+}
+
+/// Appends `wall_ns` as `YYYY-MM-DDTHH:MM:SS[.fffffffff]Z` with `precision`
+/// fractional digits (0–9, clamped), truncating like Ruby's `Time#iso8601(n)`.
+pub fn format_iso8601(out: &mut String, wall_ns: i64, precision: u8) {
+    let secs = wall_ns.div_euclid(1_000_000_000);
+    let nanos = wall_ns.rem_euclid(1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    let (y, m, d) = civil_from_days(days);
+    if (0..=9999).contains(&y) {
+        let y = y as u32;
+        push_2(out, y / 100);
+        push_2(out, y % 100);
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{y:04}");
+    }
+    out.push('-');
+    push_2(out, m);
+    out.push('-');
+    push_2(out, d);
+    out.push('T');
+    push_2(out, sod / 3600);
+    out.push(':');
+    push_2(out, (sod / 60) % 60);
+    out.push(':');
+    push_2(out, sod % 60);
+    let precision = precision.min(9) as u32;
+    if precision > 0 {
+        out.push('.');
+        let mut digits = [b'0'; 9];
+        let mut n = nanos;
+        for slot in digits.iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        for &b in &digits[..precision as usize] {
+            out.push(b as char);
+        }
+    }
+    out.push('Z');
+}
+
+/// `format_iso8601` into a new String.
+pub fn iso8601(wall_ns: i64, precision: u8) -> String {
+    let mut s = String::with_capacity(30);
+    format_iso8601(&mut s, wall_ns, precision);
+    s
+}
+
+/// Formats many timestamps, reusing the date and time part while consecutive
+/// stamps fall in the same second (exports format thousands of them).
+#[derive(Default)]
+pub struct TimestampFormatter {
+    precision: u8,
+    cached_second: Option<i64>,
+    cached_prefix: String,
+}
+
+impl TimestampFormatter {
+    pub fn new(precision: u8) -> Self {
+        TimestampFormatter {
+            precision: precision.min(9),
+            cached_second: None,
+            cached_prefix: String::new(),
+        }
+    }
+
+    pub fn format(&mut self, wall_ns: i64) -> String {
+        let second = wall_ns.div_euclid(1_000_000_000);
+        if self.cached_second != Some(second) {
+            self.cached_prefix.clear();
+            format_iso8601(&mut self.cached_prefix, second * 1_000_000_000, 0);
+            self.cached_prefix.pop(); // the 'Z'
+            self.cached_second = Some(second);
+        }
+        let mut out = String::with_capacity(self.cached_prefix.len() + 11);
+        out.push_str(&self.cached_prefix);
+        if self.precision > 0 {
+            let nanos = wall_ns.rem_euclid(1_000_000_000) as u32;
+            let full = format!("{nanos:09}");
+            out.push('.');
+            out.push_str(&full[..self.precision as usize]);
+        }
+        out.push('Z');
+        out
+    }
+}
+
+/// Hands out wall-clock nanosecond instants that are strictly increasing across
+/// all threads, so keys built from them never collide even within one clock tick.
+#[derive(Debug)]
+pub struct UniqueInstants {
+    last_ns: AtomicI64,
+}
+
+impl Default for UniqueInstants {
+    fn default() -> Self {
+        UniqueInstants {
+            last_ns: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl UniqueInstants {
+    /// The later of `now_ns` and one nanosecond past the last instant handed out.
+    pub fn next(&self, now_ns: i64) -> i64 {
+        let mut last = self.last_ns.load(Ordering::Relaxed);
+        loop {
+            let candidate = if now_ns > last {
+                now_ns
+            } else {
+                last.saturating_add(1)
+            };
+            match self.last_ns.compare_exchange_weak(
+                last,
+                candidate,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return candidate,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// `<prefix><seconds>.<nanoseconds>`, for example `generic_1764071947.123456789`.
+    pub fn key(&self, prefix: &str, now_ns: i64) -> String {
+        let ns = self.next(now_ns);
+        format!(
+            "{prefix}{}.{:09}",
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_ruby_iso8601() {
+        // 2026-11-25T11:59:07Z
+        let ns = 1_795_607_947_i64 * 1_000_000_000 + 123_456_789;
+        assert_eq!(iso8601(ns, 0), "2026-11-25T11:59:07Z");
+        assert_eq!(iso8601(ns, 3), "2026-11-25T11:59:07.123Z");
+        assert_eq!(iso8601(ns, 9), "2026-11-25T11:59:07.123456789Z");
+        assert_eq!(iso8601(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(-1, 3), "1969-12-31T23:59:59.999Z");
+        // leap day
+        assert_eq!(
+            iso8601(1_709_164_800 * 1_000_000_000, 0),
+            "2024-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn cached_formatter_matches_plain_formatting() {
+        let base = 1_795_607_947_i64 * 1_000_000_000;
+        for precision in [0u8, 1, 6, 9] {
+            let mut f = TimestampFormatter::new(precision);
+            for offset in [0_i64, 5, 999_999_999, 1_000_000_000, 86_400_000_000_000] {
+                assert_eq!(f.format(base + offset), iso8601(base + offset, precision));
+            }
+        }
+    }
+
+    #[test]
+    fn unique_instants_never_repeat_within_a_tick() {
+        let u = UniqueInstants::default();
+        let a = u.next(100);
+        let b = u.next(100);
+        let c = u.next(50);
+        assert!(a < b && b < c);
+        assert_eq!(u.next(1_000), 1_000);
+        assert_eq!(u.key("generic_", 2_000_000_001), "generic_2.000000001");
+        assert_eq!(u.key("generic_", 2_000_000_001), "generic_2.000000002");
+    }
+
+    #[test]
+    fn unique_instants_are_unique_across_threads() {
+        let u = std::sync::Arc::new(UniqueInstants::default());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let u = u.clone();
+                std::thread::spawn(move || (0..10_000).map(|_| u.next(7)).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all: Vec<i64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        let before = all.len();
+        all.dedup();
+        assert_eq!(all.len(), before);
+    }
+
+    #[test]
+    fn durations_round_to_microseconds() {
+        let a = Stamp {
+            wall_ns: 0,
+            mono_ns: 1_000,
+        };
+        let b = Stamp {
+            wall_ns: 0,
+            mono_ns: 1_500_001_600,
+        };
+        assert_eq!(a.seconds_until(&b), 1.500001);
+        assert_eq!(b.seconds_until(&a), 0.0);
+        assert_eq!(round6(1.23456789), 1.234568);
+    }
+}
