@@ -1,0 +1,45 @@
+# frozen_string_literal: true
+
+$LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
+require "tasker_trace_native"
+require "timeout"
+
+Dir[File.join(__dir__, "support", "**", "*.rb")].sort.each { |f| require f }
+
+RSpec.configure do |config|
+  config.disable_monkey_patching!
+  config.order = :random
+  Kernel.srand config.seed
+
+  config.expect_with :rspec do |c|
+    c.syntax = :expect
+  end
+
+  # Every example starts from an empty backend with default settings.
+  config.before do
+    TaskerTraceNative.configure do |c|
+      c.max_traces = 100_000
+      c.max_spans_per_trace = 10_000
+      c.timestamp_precision = 0
+    end
+    Tasker::Telemetry::TraceBackend.instance.reset!
+  end
+
+  # A hang fails the example instead of stalling CI. Override per example
+  # with `timeout: seconds` metadata.
+  config.around do |example|
+    Timeout.timeout(example.metadata.fetch(:timeout, 60)) { example.run }
+  end
+
+  # GC_STRESS=1 runs the examples tagged :gc_stress_safe (the quick ones)
+  # under GC.stress; the others are skipped in that mode.
+  if ENV["GC_STRESS"] == "1"
+    config.filter_run_including :gc_stress_safe
+    config.around do |example|
+      GC.stress = true
+      example.run
+    ensure
+      GC.stress = false
+    end
+  end
+end
