@@ -73,12 +73,22 @@ pub fn guarded<T>(ruby: &Ruby, f: impl FnOnce() -> Result<T, Error>) -> Result<T
 }
 
 /// Whether an error from Ruby code should propagate instead of being absorbed:
-/// non-local exits (throw, Thread#kill) and exceptions outside StandardError
-/// (Interrupt, SystemExit, NoMemoryError, Timeout's exit) keep their meaning.
+/// non-local exits (throw, Thread#kill) and exceptions that stop a thread or
+/// the process (Interrupt, SystemExit, NoMemoryError, Timeout's exit, other
+/// direct Exception subclasses) keep their meaning. What a broken payload
+/// object raises is absorbed: StandardError, and also ScriptError (a
+/// `NotImplementedError` from an abstract `to_s`) and SystemStackError (a
+/// `to_s` that recurses forever), which are not StandardErrors.
 pub fn must_propagate(ruby: &Ruby, err: &Error) -> bool {
     match err.error_type() {
         ErrorType::Jump(_) => true,
-        _ => !err.is_kind_of(ruby.exception_standard_error()),
+        _ => ![
+            ruby.exception_standard_error(),
+            ruby.exception_script_error(),
+            ruby.exception_sys_stack_error(),
+        ]
+        .into_iter()
+        .any(|class| err.is_kind_of(class)),
     }
 }
 
