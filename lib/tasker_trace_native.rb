@@ -12,3 +12,11 @@ require_relative "tasker_trace_native/trace_backend"
 
 TaskerTraceNative.install!
 
+# Rails integration: now if Rails is loaded, else when Rails loads later.
+if defined?(Rails::Railtie)
+  require_relative "tasker_trace_native/railtie"
+else
+  require_relative "tasker_trace_native/railtie_loader"
+  TaskerTraceNative::RailtieLoader.arm
+end
+

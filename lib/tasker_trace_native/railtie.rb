@@ -1,0 +1,74 @@
+# frozen_string_literal: true
+
+require "rails/railtie"
+
+module TaskerTraceNative
+  # Rails integration. Loaded only when Rails is present (see
+  # tasker_trace_native.rb and railtie_loader.rb).
+  #
+  #   # config/application.rb (or config/environments/*.rb, or an initializer)
+  #   config.tasker_trace_native.max_traces = 50_000
+  #   config.tasker_trace_native.max_spans_per_trace = 1_000
+  #   config.tasker_trace_native.timestamp_precision = 6
+  #
+  # - The settings given there are put in force at boot, after
+  #   config/initializers/ ran; a bad value or an unknown setting stops the
+  #   boot with an ArgumentError naming it.
+  # - The native methods serve Tasker::Telemetry::TraceBackend whether the
+  #   engine's own class was loaded before this gem, after it, or replaced by a
+  #   code reload.
+  # - `created_at` follows `Time.zone`, and internal errors in handle_event are
+  #   logged to `Rails.logger` (both hold with or without this Railtie; they
+  #   look for Rails at call time).
+  class Railtie < ::Rails::Railtie
+    CONFIG_PATH = "config.tasker_trace_native"
+
+    config.tasker_trace_native = ActiveSupport::OrderedOptions.new
+
+    class << self
+      # Puts the settings named in `config.tasker_trace_native` in force, once
+      # per application; the ones not named keep their values.
+      def apply_settings(app)
+        return if defined?(@applied_to) && @applied_to.equal?(app)
+
+        settings = settings_from(app.config.tasker_trace_native)
+        unless settings.empty?
+          begin
+            TaskerTraceNative.configure do |c|
+              settings.each { |name, value| c.public_send(:"#{name}=", value) }
+            end
+          rescue ArgumentError => e
+            raise ArgumentError, "#{CONFIG_PATH}.#{e.message}"
+          end
+        end
+        @applied_to = app
+      end
+
+      private
+
+      def settings_from(options)
+        settings = options.to_h.transform_keys(&:to_sym)
+        unknown = settings.keys - Configuration::SETTINGS
+        unless unknown.empty?
+          raise ArgumentError,
+                "#{CONFIG_PATH}.#{unknown.first}: unknown setting " \
+                "(settings: #{Configuration::SETTINGS.join(', ')})"
+        end
+        settings
+      end
+    end
+
+    initializer "tasker_trace_native.settings", after: :load_config_initializers do |app|
+      Railtie.apply_settings(app)
+    end
+
+    # Runs at the end of boot, or at once when this file is loaded after boot
+    # (the gem required lazily: the initializer above then never ran). A code
+    # reload can define the engine's class afresh: serve it natively too.
+    config.after_initialize do |app|
+      TaskerTraceNative.install!
+      Railtie.apply_settings(app)
+      app.reloader.to_prepare { TaskerTraceNative.install! }
+    end
+  end
+end
