@@ -110,10 +110,15 @@ fn syms() -> &'static Syms {
     SYMS.get_or_init(Syms::load)
 }
 
-/// A static Symbol from the table. Static symbols are immortal immediates, so
-/// the VALUE is valid for the life of the process.
+/// The Symbol of a table ID. Not rb-sys's `ID2SYM`, which only computes static
+/// symbols: when a name already existed as a dynamic Symbol (`"traces".to_sym`,
+/// `%i[]`, JSON `symbolize_names`) before the extension loaded, interning pinned
+/// that Symbol and its ID maps back to it only through the VM's lookup. Either
+/// way the Symbol lives as long as the process.
 pub fn sym(pick: impl FnOnce(&Syms) -> ID) -> VALUE {
-    rb_sys::ID2SYM(pick(syms()))
+    let id = pick(syms());
+    // SAFETY: `id` came from rb_intern2, so the VM has a Symbol for it.
+    unsafe { rb_sys::rb_id2sym(id) }
 }
 
 /// The static Symbol a trace-key field is looked up by.
