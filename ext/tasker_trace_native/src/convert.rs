@@ -13,7 +13,7 @@ use std::sync::Arc;
 use magnus::prelude::*;
 use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{Error, RString, Ruby, Value as RValue};
-use rb_sys::{ruby_value_type as T, VALUE};
+use rb_sys::{ruby_value_type as T, StableApiDefinition, VALUE};
 use tasker_trace_core::value::MAX_DEPTH;
 use tasker_trace_core::{Encoding, KeyField, KeySource, Str, Value};
 
@@ -338,8 +338,12 @@ fn interpolate(v: VALUE) -> Result<Str, Error> {
 
 /// The trace key: the first truthy of `task_id`, `workflow_step_id`, `operation`.
 pub fn trace_key(ruby: &Ruby, payload: VALUE) -> Result<KeySource, Error> {
-    // SAFETY: rb_obj_class reads the object's class pointer.
-    let plain_hash = unsafe { rb_sys::rb_obj_class(payload) } == unsafe { rb_sys::rb_cHash };
+    // The class pointer itself, not rb_obj_class: a Hash with a singleton class
+    // (say, a singleton `[]`) must be asked through `[]` like a subclass.
+    // SAFETY: `payload` is a heap T_HASH, so it has an RBasic header to read.
+    let klass = unsafe { rb_sys::stable_api::get_default().rbasic_class(payload) };
+    // SAFETY: rb_cHash is a global the VM sets at boot.
+    let plain_hash = klass.map(|k| k.as_ptr() as VALUE) == Some(unsafe { rb_sys::rb_cHash });
     for field in KeyField::ORDER {
         let v = lookup(ruby, payload, plain_hash, field)?;
         if !rb_sys::TEST(v) {
