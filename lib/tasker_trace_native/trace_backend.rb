@@ -14,6 +14,16 @@ module TaskerTraceNative
     end
   end
 
+  # Keeps `TraceBackend.instance` one object for the life of the process.
+  # Tasker's own file says `include Singleton`, and including Singleton again
+  # resets the class's instance: loaded after an instance exists (gem first, or
+  # a second load), it would make `.instance` hand out a new object.
+  module SingleInstance
+    def instance
+      @tasker_trace_native_instance ||= super
+    end
+  end
+
   class << self
     # Turns epoch nanoseconds into what `Time.current` would have given then.
     def current_time_at(epoch_ns)
@@ -36,6 +46,10 @@ module TaskerTraceNative
     def install!
       backend_class = define_trace_backend_class
       backend_class.prepend(BackendMethods) unless backend_class.ancestors.include?(BackendMethods)
+      meta = backend_class.singleton_class
+      meta.prepend(SingleInstance) unless meta.ancestors.include?(SingleInstance)
+      # An instance made before the gem loaded is the one to keep.
+      backend_class.instance if backend_class.instance_variable_get(:@singleton__instance__)
       backend_class
     end
 
