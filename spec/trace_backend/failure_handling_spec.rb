@@ -1,0 +1,132 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+
+# Contract rule 11: an internal failure returns false and, where Rails.logger
+# exists, logs "TraceBackend error handling <event_name>: <message>". Native
+# panics never cross into Ruby.
+RSpec.describe "TraceBackend failure handling" do
+  let(:backend) { Tasker::Telemetry::TraceBackend.instance }
+  let(:logger) { double("logger") }
+
+  # A stand-in for Rails with a logger, removed again after the example.
+  def stand_in_rails(with_logger)
+    rails = Module.new
+    rails.define_singleton_method(:logger) { with_logger }
+    stub_const("Rails", rails)
+  end
+
+  # The panic hook's Rust message goes to the process's stderr; keep spec
+  # output clean by sending file descriptor 2 elsewhere meanwhile.
+  def quietly
+    saved = $stderr.dup
+    $stderr.reopen(File::NULL)
+    yield
+  ensure
+    $stderr.reopen(saved)
+    saved.close
+  end
+
+  def failing_default_proc_payload(message)
+    Hash.new { raise ArgumentError, message }
+  end
+
+  describe "logging to Rails.logger" do
+    it "logs an internal failure at error level and returns false", :gc_stress_safe do
+      stand_in_rails(logger)
+      expect(logger).to receive(:error).with("TraceBackend error handling task.started: lookup failed").once
+      expect(backend.handle_event("task.started", failing_default_proc_payload("lookup failed"))).to be(false)
+      expect(backend.traces).to be_empty
+      expect(backend.stats[:rejected_events]).to eq(1)
+    end
+
+    it "names a Symbol event by its name" do
+      stand_in_rails(logger)
+      expect(logger).to receive(:error).with("TraceBackend error handling step.completed: nope")
+      backend.handle_event(:"step.completed", failing_default_proc_payload("nope"))
+    end
+
+    it "logs a failing id's to_s" do
+      id = Object.new
+      def id.to_s = raise("no to_s today")
+      stand_in_rails(logger)
+      expect(logger).to receive(:error).with("TraceBackend error handling task.failed: no to_s today")
+      expect(backend.handle_event("task.failed", task_id: id)).to be(false)
+    end
+
+    it "does not log refused input (not a Hash, bad name): that is not a failure" do
+      stand_in_rails(logger)
+      expect(logger).not_to receive(:error)
+      expect(backend.handle_event("task.started", nil)).to be(false)
+      expect(backend.handle_event(42, {})).to be(false)
+      expect(backend.handle_event("\xff".dup.force_encoding("UTF-8"), {})).to be(false)
+    end
+
+    it "does not log taken events, orphans included" do
+      stand_in_rails(logger)
+      expect(logger).not_to receive(:error)
+      expect(backend.handle_event("task.completed", task_id: 404)).to be(true)
+    end
+
+    it "returns false quietly without Rails, with a nil logger, or without a logger method" do
+      hide_const("Rails") if defined?(::Rails)
+      expect(backend.handle_event("task.started", failing_default_proc_payload("a"))).to be(false)
+      stand_in_rails(nil)
+      expect(backend.handle_event("task.started", failing_default_proc_payload("b"))).to be(false)
+      stub_const("Rails", Module.new)
+      expect(backend.handle_event("task.started", failing_default_proc_payload("c"))).to be(false)
+    end
+
+    it "still returns false when the logger itself raises" do
+      stand_in_rails(logger)
+      allow(logger).to receive(:error).and_raise(IOError, "disk full")
+      expect(backend.handle_event("task.started", failing_default_proc_payload("x"))).to be(false)
+    end
+  end
+
+  describe "the hidden panic hook (TaskerTraceNative::Native.__panic_next_call!)" do
+    before { backend.handle_event("task.started", task_id: 1) }
+
+    it "makes the next handle_event return false, logged, with nothing stored", :gc_stress_safe do
+      stand_in_rails(logger)
+      expect(logger).to receive(:error).with(/\ATraceBackend error handling task.started: .*injected test panic/)
+      TaskerTraceNative::Native.__panic_next_call!
+      quietly { expect(backend.handle_event("task.started", task_id: 2)).to be(false) }
+      expect(backend.traces.keys).to eq(["task_1"])
+      expect(backend.stats[:rejected_events]).to eq(1)
+    end
+
+    it "makes the next export raise TaskerTraceNative::Error", :gc_stress_safe do
+      TaskerTraceNative::Native.__panic_next_call!
+      quietly { expect { backend.export }.to raise_error(TaskerTraceNative::Error, /injected test panic/) }
+      expect(backend.export[:traces].keys).to eq(["task_1"])
+    end
+
+    it "makes the next stats raise TaskerTraceNative::Error", :gc_stress_safe do
+      TaskerTraceNative::Native.__panic_next_call!
+      quietly { expect { backend.stats }.to raise_error(TaskerTraceNative::Error, /injected test panic/) }
+      expect(backend.stats[:active_traces]).to eq(1)
+    end
+
+    it "fires once: only the next call fails" do
+      TaskerTraceNative::Native.__panic_next_call!
+      quietly { expect(backend.handle_event("workflow.x", {})).to be(false) }
+      expect(backend.handle_event("workflow.x", {})).to be(true)
+      expect(backend.traces.size).to eq(2)
+    end
+
+    it "leaves the backend whole and usable afterwards" do
+      %i[traces reset! export stats].each do |name|
+        TaskerTraceNative::Native.__panic_next_call!
+        quietly { expect { backend.public_send(name) }.to raise_error(TaskerTraceNative::Error) }
+      end
+      backend.handle_event("step.before_x", task_id: 1)
+      backend.handle_event("task.completed", task_id: 1)
+      expect(backend.traces["task_1"]).to include(status: "success", spans: [hash_including(event_name: "step.before_x")])
+    end
+
+    it "raises an error that is a StandardError, so ordinary rescue catches it" do
+      expect(TaskerTraceNative::Error.ancestors).to include(StandardError)
+    end
+  end
+end
