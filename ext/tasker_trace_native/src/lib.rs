@@ -17,6 +17,12 @@ mod to_ruby;
 
 use magnus::{Error, Ruby};
 
+// Every byte this library allocates or frees is reported to Ruby's GC
+// (`rb_gc_adjust_memory_usage`), so a growing store triggers GC the way Ruby's
+// own malloc'd memory does. The report is a pair of atomic counter updates,
+// safe from any thread.
+rb_sys::set_global_tracking_allocator!();
+
 #[magnus::init]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     names::init();

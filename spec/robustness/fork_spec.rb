@@ -1,0 +1,89 @@
+# frozen_string_literal: true
+
+require_relative "robustness_helper"
+
+# A forked child has its own copy of the store and works on it; the parent's
+# traces are untouched.
+RSpec.describe "Robustness: fork" do
+  def lifecycle(id, finish: "task.completed")
+    backend.handle_event("task.started", { task_id: id, from: Process.pid })
+    backend.handle_event("step.before_handle", { task_id: id })
+    backend.handle_event(finish, { task_id: id }) if finish
+  end
+
+  it "gives the child its own copy to ingest and export, and leaves the parent's traces untouched",
+     :gc_stress_safe, timeout: 60 do
+    lifecycle(1)
+    lifecycle(2, finish: nil)
+    parent_traces = exported_traces
+    parent_stats = backend.stats
+
+    child = in_child(timeout: 40) do
+      inherited = exported_traces
+      inherited_stats = backend.stats
+      lifecycle(3)
+      backend.handle_event("task.failed", { task_id: 2 })  # finishes the inherited open trace
+      backend.handle_event("task.started", { task_id: 1, restarted: true })
+      { inherited: inherited, inherited_stats: inherited_stats, after: exported_traces, stats: backend.stats,
+        pid: Process.pid }
+    end
+
+    expect(child[:inherited]).to eq(parent_traces)
+    expect(child[:inherited_stats].except(:backend_uptime)).to eq(parent_stats.except(:backend_uptime))
+    expect(child[:after].keys).to eq(%w[task_1 task_2 task_3])
+    expect(child[:after]["task_1"][:payload]).to eq(task_id: 1, restarted: true)
+    expect(child[:after]["task_2"][:status]).to eq("error")
+    expect(child[:after]["task_3"][:payload]).to eq(task_id: 3, from: child[:pid])
+    expect(child[:stats][:events_handled]).to eq(parent_stats[:events_handled] + 5)
+
+    # The parent saw none of it.
+    expect(exported_traces).to eq(parent_traces)
+    expect(backend.stats.except(:backend_uptime)).to eq(parent_stats.except(:backend_uptime))
+    lifecycle(4)
+    expect(exported_traces.keys).to eq(%w[task_1 task_2 task_4])
+  end
+
+  it "gives each of several children its own copy", timeout: 60 do
+    lifecycle(0)
+    results = Array.new(3) do |n|
+      in_child(timeout: 30) do
+        lifecycle(100 + n)
+        exported_traces.keys
+      end
+    end
+    expect(results).to eq([%w[task_0 task_100], %w[task_0 task_101], %w[task_0 task_102]])
+    expect(exported_traces.keys).to eq(["task_0"])
+  end
+
+  it "works in a child forked while other threads write and export", timeout: 120 do
+    stop = false
+    writers = Array.new(3) do |w|
+      Thread.new do
+        i = 0
+        until stop
+          lifecycle((w * 1_000_000) + i)
+          backend.export if (i % 200).zero?
+          i += 1
+        end
+        i
+      end
+    end
+    begin
+      children = Array.new(5) do |n|
+        sleep 0.01
+        in_child(timeout: 20) do
+          # Only this thread survives the fork; the store must not be left locked.
+          ok = [backend.handle_event("task.started", { task_id: "child#{n}" }),
+                backend.handle_event("task.completed", { task_id: "child#{n}" })]
+          [ok, exported_traces.fetch("task_child#{n}")[:status]]
+        end
+      end
+    ensure
+      stop = true
+      counts = writers.map(&:value)
+    end
+    expect(children).to all(eq([[true, true], "success"]))
+    expect(counts).to all(be > 0)
+    expect(exported_traces.keys.grep(/child/)).to eq([])
+  end
+end
