@@ -1,0 +1,106 @@
+# frozen_string_literal: true
+
+module TaskerTraceNative
+  module Bench
+    # The results as a Markdown table: reference, native, the ratio, and the
+    # issue's target for the case where it sets one.
+    class Report
+      # case => [label, unit, target]; target [:faster, x] means reference /
+      # native must be at least x.
+      ROWS = [
+        [:lifecycle, "lifecycle mix (start, 2 spans, finish)", :time, [:ratio, 20]],
+        [:start, "start", :time, nil],
+        [:span, "span", :time, nil],
+        [:finish, "finish", :time, [:ratio, 50]],
+        [:generic, "generic", :time, [:ratio, 15]],
+        [:stats, "stats", :time, [:ratio, 10]],
+        [:export, "export, %<traces>s traces (reference: its shallow `export`)", :time, nil],
+        [:export_copy, "export, %<traces>s traces, independent copy (reference: `export.deep_dup`)", :time,
+         [:ratio, 4]],
+        [:export_json, "export to JSON, %<traces>s traces (%<json>s)", :time, nil],
+        [:rss_per_trace, "retained RSS per trace, %<memory>s traces", :bytes, [:ratio, 3]],
+        [:gc_pause, "full GC pause, %<memory>s traces retained", :time, [:ratio, 5]]
+      ].freeze
+
+      def initialize(results, settings)
+        @r = results
+        @s = settings
+      end
+
+      def table
+        lines = []
+        lines << "| case | reference | native | reference / native | target | |"
+        lines << "| --- | ---: | ---: | ---: | --- | --- |"
+        ROWS.each do |key, label, unit, target|
+          ref = @r.dig(key, "reference")
+          nat = @r.dig(key, "native")
+          ratio = ref / nat
+          lines << row(format(label, label_values), fmt(ref, unit), fmt(nat, unit), "#{ratio_text(ratio)}×",
+                       target && "≥ #{target[1]}×", target && verdict(ratio >= target[1]))
+        end
+        noop = @r.dig(:noop, "native")
+        lines << row("no-op native call, same arguments (the floor)", "", fmt(noop, :time), "", "", "")
+        per_event = @r.dig(:lifecycle, "native") / 4.0
+        multiple = per_event / noop
+        lines << row("native handle_event per event (lifecycle mix) ÷ no-op", "", "#{ratio_text(multiple)}×", "",
+                     "≤ 8×", verdict(multiple <= 8))
+        lines.join("\n")
+      end
+
+      def notes
+        noop = @r.dig(:noop, "native")
+        kinds = %i[start span finish generic].map do |k|
+          "#{k} #{ratio_text(@r.dig(k, 'native') / noop)}×"
+        end
+        [
+          "Times are medians (benchmark-ips batches of about 100 ms; exports and GC pauses: " \
+          "#{@s.export_runs} and #{@s.gc_runs} runs). Each native handle_event as a multiple of the no-op: " \
+          "#{kinds.join(', ')}. The harness itself costs #{fmt(@r.dig(:harness, 'native'), :time)} an operation " \
+          "(an empty block), included in every per-event figure.",
+          "Full GC with an empty store (baseline): reference #{fmt(@r.dig(:gc_baseline, 'reference'), :time)}, " \
+          "native #{fmt(@r.dig(:gc_baseline, 'native'), :time)}.",
+          @s.quick ? "Quick mode: small numbers and short runs, a smoke test; no target is judged." : nil
+        ].compact.join("\n")
+      end
+
+      private
+
+      def label_values
+        { traces: count(@s.export_traces), memory: count(@s.memory_traces),
+          json: "reference: JSON.generate(export); native: #{@r.dig(:export_json_kind, 'native')}" }
+      end
+
+      def count(n)
+        n.to_s.reverse.scan(/\d{1,3}/).join(",").reverse
+      end
+
+      def row(*cells)
+        "| #{cells.map(&:to_s).join(' | ')} |"
+      end
+
+      def verdict(met)
+        return "" if @s.quick
+
+        met ? "met" : "**not met**"
+      end
+
+      def ratio_text(x)
+        x >= 100 ? x.round.to_s : format("%.1f", x)
+      end
+
+      def fmt(value, unit)
+        return "–" if value.nil?
+
+        case unit
+        when :bytes then "#{value.round} B"
+        when :time
+          if value < 1e3 then "#{value.round} ns"
+          elsif value < 1e6 then format("%.2f µs", value / 1e3)
+          elsif value < 1e9 then format("%.1f ms", value / 1e6)
+          else format("%.2f s", value / 1e9)
+          end
+        end
+      end
+    end
+  end
+end
