@@ -18,7 +18,7 @@ use crate::config::Limits;
 use crate::ids::IdGenerator;
 use crate::keys::KeySource;
 use crate::routing::{classify, finish_status, EventKind, Status};
-use crate::value::{Str, Value};
+use crate::value::{Packed, Str};
 
 /// A trace key, shared between the map and snapshots.
 pub type Key = Arc<Str>;
@@ -29,19 +29,20 @@ pub struct Event {
     pub name: Str,
     pub kind: EventKind,
     pub key: KeySource,
-    pub payload: Value,
+    pub payload: Packed,
     pub at: Stamp,
 }
 
 impl Event {
-    /// An event whose kind is derived from its name.
-    pub fn new(name: Str, key: KeySource, payload: Value, at: Stamp) -> Event {
+    /// An event whose kind is derived from its name. The payload is a
+    /// [`Packed`] value or a [`crate::Value`] tree (packed here).
+    pub fn new(name: Str, key: KeySource, payload: impl Into<Packed>, at: Stamp) -> Event {
         let kind = classify(name.bytes());
         Event {
             name,
             kind,
             key,
-            payload,
+            payload: payload.into(),
             at,
         }
     }
@@ -52,7 +53,7 @@ impl Event {
 pub struct SpanEvent {
     pub at: Stamp,
     pub event_name: Str,
-    pub payload: Arc<Value>,
+    pub payload: Packed,
 }
 
 /// How and when a trace finished.
@@ -63,7 +64,7 @@ pub struct Finish {
     pub duration: f64,
     pub status: Status,
     pub event_name: Str,
-    pub payload: Arc<Value>,
+    pub payload: Packed,
 }
 
 /// A trace opened by a start event.
@@ -71,7 +72,7 @@ pub struct Finish {
 pub struct TraceRecord {
     pub start: Stamp,
     pub event_name: Str,
-    pub payload: Arc<Value>,
+    pub payload: Packed,
     pub spans: Vec<SpanEvent>,
     pub finish: Option<Finish>,
     /// OTLP identity, fixed when the trace starts.
@@ -84,7 +85,7 @@ pub struct TraceRecord {
 pub struct GenericRecord {
     pub at: Stamp,
     pub event_name: Str,
-    pub payload: Arc<Value>,
+    pub payload: Packed,
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
 }
@@ -270,7 +271,7 @@ impl Backend {
                 let rec = Record::Generic(GenericRecord {
                     at,
                     event_name: name,
-                    payload: Arc::new(payload),
+                    payload,
                     trace_id,
                     span_id,
                 });
@@ -290,7 +291,7 @@ impl Backend {
                 let rec = Arc::new(Record::Trace(TraceRecord {
                     start: at,
                     event_name: name,
-                    payload: Arc::new(payload),
+                    payload,
                     spans: Vec::new(),
                     finish: None,
                     trace_id,
@@ -319,7 +320,6 @@ impl Backend {
                         return Outcome::Orphaned;
                     }
                 };
-                let payload = Arc::new(payload);
                 let mut store = self.store.lock();
                 let max_spans = store.limits.max_spans_per_trace;
                 let mut dropped = false;
@@ -480,6 +480,7 @@ impl Backend {
 mod tests {
     use super::*;
     use crate::keys::KeyField;
+    use crate::value::Value;
 
     fn at(secs: i64, mono_ms: u64) -> Stamp {
         Stamp {

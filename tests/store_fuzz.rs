@@ -428,7 +428,7 @@ fn compare(backend: &Backend, model: &Model) -> Result<(), TestCaseError> {
                     "position {i}: generic name"
                 );
                 check!(
-                    same(&g.payload, &m.payload),
+                    same(&g.payload.to_value(), &m.payload),
                     "position {i}: generic payload"
                 );
             }
@@ -441,7 +441,10 @@ fn compare(backend: &Backend, model: &Model) -> Result<(), TestCaseError> {
                     t.event_name == Str::utf8(m.event_name),
                     "position {i}: start name"
                 );
-                check!(same(&t.payload, &m.payload), "position {i}: start payload");
+                check!(
+                    same(&t.payload.to_value(), &m.payload),
+                    "position {i}: start payload"
+                );
                 check!(
                     t.spans.len() == m.spans.len(),
                     "position {i}: {} spans, model {}",
@@ -450,7 +453,10 @@ fn compare(backend: &Backend, model: &Model) -> Result<(), TestCaseError> {
                 );
                 for (s, (name, payload)) in t.spans.iter().zip(&m.spans) {
                     check!(s.event_name == Str::utf8(name), "position {i}: span name");
-                    check!(same(&s.payload, payload), "position {i}: span payload");
+                    check!(
+                        same(&s.payload.to_value(), payload),
+                        "position {i}: span payload"
+                    );
                     check!(
                         s.at.mono_ns >= t.start.mono_ns,
                         "position {i}: span before start"
@@ -548,9 +554,11 @@ fn snapshots_do_not_change_when_the_store_does() {
                         a.spans.len() == b.spans.len()
                             && a.finish.as_ref().map(|f| f.status)
                                 == b.finish.as_ref().map(|f| f.status)
-                            && same(&a.payload, &b.payload)
+                            && same(&a.payload.to_value(), &b.payload.to_value())
                     }
-                    (Record::Generic(a), Record::Generic(b)) => same(&a.payload, &b.payload),
+                    (Record::Generic(a), Record::Generic(b)) => {
+                        same(&a.payload.to_value(), &b.payload.to_value())
+                    }
                     _ => false,
                 };
                 check!(unchanged, "snapshot record changed under key {k:?}");
@@ -573,16 +581,25 @@ fn random_value_trees_survive_store_and_measure() {
                     .collect(),
             );
             let expected_depth = payload.depth();
-            let expected_size = payload.heap_size();
+            let expected_size = tasker_trace_core::value::Packed::from(&payload).heap_size();
             backend.ingest(event("task.started", Some(1), payload.clone(), stamp(1)));
             backend.ingest(event("step.before_x", Some(1), payload.clone(), stamp(2)));
             let snapshot = backend.snapshot();
             let Record::Trace(t) = &*snapshot.entries[0].1 else {
                 return Err(TestCaseError::fail("expected a trace"));
             };
-            check!(same(&t.payload, &payload), "payload changed in the store");
-            check!(same(&t.spans[0].payload, &payload), "span payload changed");
-            check!(t.payload.depth() == expected_depth, "depth changed");
+            check!(
+                same(&t.payload.to_value(), &payload),
+                "payload changed in the store"
+            );
+            check!(
+                same(&t.spans[0].payload.to_value(), &payload),
+                "span payload changed"
+            );
+            check!(
+                t.payload.to_value().depth() == expected_depth,
+                "depth changed"
+            );
             check!(t.payload.heap_size() == expected_size, "heap size changed");
             check!(
                 backend.heap_size() >= 2 * expected_size,

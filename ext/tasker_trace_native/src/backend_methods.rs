@@ -17,7 +17,8 @@ use tasker_trace_core::clock::{iso8601, wall_now_ns, Stamp};
 use tasker_trace_core::config::{
     Limits, SettingError, MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
-use tasker_trace_core::{Backend, Event, EventKind, KeySource, Value};
+use tasker_trace_core::routing::classify;
+use tasker_trace_core::{Backend, Event, EventKind, KeySource};
 
 use crate::convert::{self, NameRefusal, PayloadConverter};
 use crate::errors::{self, argument_error, guarded, must_propagate};
@@ -74,8 +75,8 @@ fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Result<Result<(), Refused
             return Ok(Err(Refused::Input))
         }
     };
-    let event = Event::new(name, KeySource::Fresh, Value::Nil, at);
-    let key = match event.kind {
+    let kind = classify(name.bytes());
+    let key = match kind {
         EventKind::Generic => KeySource::Fresh,
         _ => match convert::trace_key(ruby, payload) {
             Ok(k) => k,
@@ -83,15 +84,17 @@ fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Result<Result<(), Refused
             Err(e) => return Ok(Err(Refused::Internal(errors::error_message(&e)))),
         },
     };
-    let value = match PayloadConverter::new(ruby).convert_root(payload) {
+    let packed = match PayloadConverter::new(ruby).pack_root(payload) {
         Ok(v) => v,
         Err(e) if must_propagate(ruby, &e) => return Err(e),
         Err(e) => return Ok(Err(Refused::Internal(errors::error_message(&e)))),
     };
     backend().ingest(Event {
+        name,
+        kind,
         key,
-        payload: value,
-        ..event
+        payload: packed,
+        at,
     });
     Ok(Ok(()))
 }

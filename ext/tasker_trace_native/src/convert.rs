@@ -4,17 +4,19 @@
 //! (`to_s`, `iso8601`, a Hash subclass's `[]`) and any Ruby call can switch
 //! threads. The result owns all its data: no Ruby `VALUE` is kept.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 
 use magnus::prelude::*;
 use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{Error, RString, Ruby, Value as RValue};
 use rb_sys::{ruby_value_type as T, StableApiDefinition, VALUE};
-use tasker_trace_core::value::MAX_DEPTH;
+use tasker_trace_core::value::{
+    symbol_id, Packed, PackedWriter, DEPTH_LIMIT_MARKER, MAX_DEPTH, RECURSION_MARKER,
+};
 use tasker_trace_core::{Encoding, KeyField, KeySource, Str, Value};
 
 use crate::errors::{must_propagate, native_error, panic_message};
@@ -52,39 +54,93 @@ pub fn string_to_str(v: VALUE) -> Str {
     Str::new(string_bytes(v), encoding_of(v))
 }
 
+/// Hashes VALUEs (static Symbols: distinct integers that share their low
+/// bits) with a multiply and a fold, much cheaper than the default SipHash.
+#[derive(Default)]
+struct ValueHasher(u64);
+
+impl Hasher for ValueHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let h = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
 thread_local! {
-    /// Names of static (immortal) Symbols seen on this thread, so repeated
-    /// payload keys share one allocation. Static symbols never move or die,
-    /// so their VALUE is a stable identity.
-    static SYMBOL_NAMES: RefCell<HashMap<VALUE, Arc<Str>>> = RefCell::new(HashMap::new());
+    /// Numbers (from the core's Symbol table) of static Symbols seen on this
+    /// thread. Static symbols are immortal immediates, so their VALUE is a
+    /// stable identity; no Ruby object is kept.
+    static SYMBOL_IDS: RefCell<HashMap<VALUE, u32, BuildHasherDefault<ValueHasher>>> =
+        RefCell::new(HashMap::default());
+    /// A payload writer whose buffer is reused from one event to the next.
+    static WRITER: Cell<Option<PackedWriter>> = const { Cell::new(None) };
 }
 const SYMBOL_CACHE_LIMIT: usize = 4096;
 
-/// A Symbol's name as a shared core string.
-pub fn symbol_name(v: VALUE) -> Arc<Str> {
+/// A Symbol's name as a core string.
+pub fn symbol_name(v: VALUE) -> Str {
+    // SAFETY: `v` is a Symbol; rb_sym2str returns its (frozen) name String.
+    string_to_str(unsafe { rb_sys::rb_sym2str(v) })
+}
+
+/// Writes a Symbol: by number where it has one, else by name.
+fn write_symbol(w: &mut PackedWriter, v: VALUE) {
     let is_static = rb_sys::STATIC_SYM_P(v);
     if is_static {
-        if let Some(hit) = SYMBOL_NAMES.with(|c| c.borrow().get(&v).cloned()) {
-            return hit;
+        if let Some(id) = SYMBOL_IDS.with(|c| c.borrow().get(&v).copied()) {
+            w.sym_id(id);
+            return;
         }
     }
-    // SAFETY: `v` is a Symbol; rb_sym2str returns its (frozen) name String.
-    let name = unsafe { rb_sys::rb_sym2str(v) };
-    let sym = Arc::new(string_to_str(name));
+    let name = symbol_name(v);
     if is_static {
-        SYMBOL_NAMES.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.len() >= SYMBOL_CACHE_LIMIT {
-                c.clear();
-            }
-            c.insert(v, sym.clone());
-        });
+        if let Some(id) = symbol_id(&name) {
+            SYMBOL_IDS.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() >= SYMBOL_CACHE_LIMIT {
+                    c.clear();
+                }
+                c.insert(v, id);
+            });
+            w.sym_id(id);
+            return;
+        }
     }
-    sym
+    w.sym_name(name.bytes(), name.encoding());
+}
+
+/// Writes a Ruby String's bytes and encoding.
+fn write_string(w: &mut PackedWriter, v: VALUE) {
+    let encoding = encoding_of(v);
+    // SAFETY: `v` is a T_STRING; pointer and length describe its live buffer,
+    // copied into the writer before any Ruby code can run.
+    unsafe {
+        let len = rb_sys::RSTRING_LEN(v) as usize;
+        if len == 0 {
+            w.str(&[], encoding);
+        } else {
+            let ptr = rb_sys::RSTRING_PTR(v) as *const u8;
+            w.str(std::slice::from_raw_parts(ptr, len), encoding);
+        }
+    }
 }
 
 /// `#<ClassName>`, the stand-in for objects that cannot describe themselves.
-fn class_placeholder(v: VALUE) -> Value {
+fn write_class_placeholder(w: &mut PackedWriter, v: VALUE) {
     // SAFETY: rb_obj_class and rb_class_name read class metadata without
     // calling user code; the result is a String.
     let name = unsafe {
@@ -94,100 +150,129 @@ fn class_placeholder(v: VALUE) -> Value {
     let mut bytes = b"#<".to_vec();
     bytes.extend_from_slice(&string_bytes(name));
     bytes.push(b'>');
-    Value::Str(Str::new(bytes, Encoding::Utf8))
+    w.str(&bytes, Encoding::Utf8);
 }
 
-/// Converts a payload into owned core values, with cycle and depth guards.
+/// Converts a payload, in one pass, into a packed core value, with cycle and
+/// depth guards.
 pub struct PayloadConverter<'r> {
     ruby: &'r Ruby,
     /// The containers on the path from the root to the value being converted.
     path: Vec<VALUE>,
+    w: PackedWriter,
 }
 
 impl<'r> PayloadConverter<'r> {
     pub fn new(ruby: &'r Ruby) -> Self {
+        // A payload's own `to_s` may call handle_event again on this thread:
+        // that inner conversion finds no writer to reuse and makes its own.
+        let w = WRITER.with(|c| c.take()).unwrap_or_default();
         PayloadConverter {
             ruby,
-            path: Vec::with_capacity(8),
+            path: Vec::new(),
+            w,
         }
     }
 
-    /// Converts the root payload (a T_HASH).
-    pub fn convert_root(&mut self, v: VALUE) -> Result<Value, Error> {
-        self.convert(v, 1)
+    /// Converts the root payload (a T_HASH) into its packed form.
+    pub fn pack_root(&mut self, v: VALUE) -> Result<Packed, Error> {
+        self.w.clear();
+        match self.convert(v, 1) {
+            Ok(()) => Ok(self.w.finish()),
+            Err(e) => {
+                self.w.clear();
+                Err(e)
+            }
+        }
     }
 
-    fn convert(&mut self, v: VALUE, depth: usize) -> Result<Value, Error> {
+    /// Converts the root payload (a T_HASH) into a core value tree, for
+    /// callers that inspect a Hash (settings); events use `pack_root`.
+    #[allow(dead_code)]
+    pub fn convert_root(&mut self, v: VALUE) -> Result<Value, Error> {
+        self.pack_root(v).map(|p| p.to_value())
+    }
+
+    fn convert(&mut self, v: VALUE, depth: usize) -> Result<(), Error> {
         // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
         let ty = unsafe { rb_sys::RB_TYPE(v) };
-        Ok(match ty {
-            T::RUBY_T_NIL => Value::Nil,
-            T::RUBY_T_TRUE => Value::Bool(true),
-            T::RUBY_T_FALSE => Value::Bool(false),
+        match ty {
+            T::RUBY_T_NIL => self.w.nil(),
+            T::RUBY_T_TRUE => self.w.bool(true),
+            T::RUBY_T_FALSE => self.w.bool(false),
             // SAFETY: a Fixnum's value is in its tag bits.
-            T::RUBY_T_FIXNUM => Value::Int(unsafe { rb_sys::FIX2LONG(v) } as i64),
+            T::RUBY_T_FIXNUM => self.w.int(unsafe { rb_sys::FIX2LONG(v) } as i64),
             // SAFETY: `v` is a Float (flonum or heap); NUM2DBL reads it.
-            T::RUBY_T_FLOAT => Value::Float(unsafe { rb_sys::NUM2DBL(v) }),
-            T::RUBY_T_STRING => Value::Str(string_to_str(v)),
-            T::RUBY_T_SYMBOL => Value::Sym(symbol_name(v)),
+            T::RUBY_T_FLOAT => self.w.float(unsafe { rb_sys::NUM2DBL(v) }),
+            T::RUBY_T_STRING => write_string(&mut self.w, v),
+            T::RUBY_T_SYMBOL => write_symbol(&mut self.w, v),
             T::RUBY_T_BIGNUM => {
                 // SAFETY: `v` is a Bignum; rb_big2str returns a new String.
                 let s = unsafe { rb_sys::rb_big2str(v, 10) };
                 let digits = String::from_utf8_lossy(&string_bytes(s)).into_owned();
-                Value::BigInt(digits.into_boxed_str())
+                self.w.big_int(&digits);
             }
             T::RUBY_T_ARRAY => self.convert_array(v, depth)?,
             T::RUBY_T_HASH => self.convert_hash(v, depth)?,
             _ => self.convert_object(v)?,
-        })
+        }
+        Ok(())
     }
 
-    fn enter(&mut self, v: VALUE, depth: usize) -> Option<Value> {
+    /// Writes the marker instead when the container is too deep or repeats
+    /// one it is inside of; else enters it.
+    fn enter(&mut self, v: VALUE, depth: usize) -> bool {
         if depth > MAX_DEPTH {
-            return Some(Value::depth_limit_marker());
+            self.w.str(DEPTH_LIMIT_MARKER.as_bytes(), Encoding::Utf8);
+            return false;
         }
         if self.path.contains(&v) {
-            return Some(Value::recursion_marker());
+            self.w.str(RECURSION_MARKER.as_bytes(), Encoding::Utf8);
+            return false;
         }
         self.path.push(v);
-        None
+        true
     }
 
-    fn convert_array(&mut self, v: VALUE, depth: usize) -> Result<Value, Error> {
-        if let Some(marker) = self.enter(v, depth) {
-            return Ok(marker);
+    fn convert_array(&mut self, v: VALUE, depth: usize) -> Result<(), Error> {
+        if !self.enter(v, depth) {
+            return Ok(());
         }
+        let mark = self.w.begin_array();
         let result = (|| {
             // SAFETY: `v` is a T_ARRAY; its length is re-read every step because
             // a `to_s` called during conversion may change the array.
-            let mut items = Vec::with_capacity(unsafe { rb_sys::RARRAY_LEN(v) } as usize);
             let mut i: isize = 0;
             // SAFETY: as above; rb_ary_entry is bounds-checked.
             while i < unsafe { rb_sys::RARRAY_LEN(v) } as isize {
                 let item = unsafe { rb_sys::rb_ary_entry(v, i as _) };
-                items.push(self.convert(item, depth + 1)?);
+                self.convert(item, depth + 1)?;
                 i += 1;
             }
-            Ok(Value::Array(items))
+            Ok::<usize, Error>(i as usize)
         })();
         self.path.pop();
-        result
+        self.w.end(mark, result?);
+        Ok(())
     }
 
-    fn convert_hash(&mut self, v: VALUE, depth: usize) -> Result<Value, Error> {
-        if let Some(marker) = self.enter(v, depth) {
-            return Ok(marker);
+    fn convert_hash(&mut self, v: VALUE, depth: usize) -> Result<(), Error> {
+        if !self.enter(v, depth) {
+            return Ok(());
         }
+        let mark = self.w.begin_hash();
         let result = self.hash_pairs(v, depth);
         self.path.pop();
-        result.map(Value::Hash)
+        self.w.end(mark, result?);
+        Ok(())
     }
 
-    fn hash_pairs(&mut self, v: VALUE, depth: usize) -> Result<Vec<(Value, Value)>, Error> {
+    /// Writes the pairs of a Hash; returns how many.
+    fn hash_pairs(&mut self, v: VALUE, depth: usize) -> Result<usize, Error> {
         struct Walk<'a, 'r> {
             conv: &'a mut PayloadConverter<'r>,
             depth: usize,
-            pairs: Vec<(Value, Value)>,
+            pairs: usize,
             failure: Option<Error>,
         }
 
@@ -197,13 +282,12 @@ impl<'r> PayloadConverter<'r> {
             let walk = unsafe { &mut *(arg as *mut Walk) };
             let depth = walk.depth;
             let step = catch_unwind(AssertUnwindSafe(|| {
-                let k = walk.conv.convert(key, depth + 1)?;
-                let v = walk.conv.convert(val, depth + 1)?;
-                Ok::<_, Error>((k, v))
+                walk.conv.convert(key, depth + 1)?;
+                walk.conv.convert(val, depth + 1)
             }));
             match step {
-                Ok(Ok(pair)) => {
-                    walk.pairs.push(pair);
+                Ok(Ok(())) => {
+                    walk.pairs += 1;
                     rb_sys::st_retval::ST_CONTINUE as c_int
                 }
                 Ok(Err(e)) => {
@@ -221,12 +305,10 @@ impl<'r> PayloadConverter<'r> {
             }
         }
 
-        // SAFETY: `v` is a T_HASH.
-        let size = unsafe { rb_sys::RHASH_SIZE(v) };
         let mut walk = Walk {
             conv: self,
             depth,
-            pairs: Vec::with_capacity(size),
+            pairs: 0,
             failure: None,
         };
         let arg = &mut walk as *mut Walk as VALUE;
@@ -245,28 +327,42 @@ impl<'r> PayloadConverter<'r> {
     /// Any other object: its `iso8601` where it responds to it, else its `to_s`;
     /// `#<ClassName>` when that raises, is not a String, or the object is a
     /// BasicObject.
-    fn convert_object(&mut self, v: VALUE) -> Result<Value, Error> {
+    fn convert_object(&mut self, v: VALUE) -> Result<(), Error> {
         let obj = wrap(v);
         // SAFETY: rb_obj_is_kind_of walks the ancestry without calling user code.
         let is_object =
             unsafe { rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_cObject) } != rb_sys::Qfalse as VALUE;
         if !is_object {
-            return Ok(class_placeholder(v));
+            write_class_placeholder(&mut self.w, v);
+            return Ok(());
         }
         let method = match obj.respond_to("iso8601", false) {
             Ok(true) => "iso8601",
             Ok(false) => "to_s",
             Err(e) if must_propagate(self.ruby, &e) => return Err(e),
-            Err(_) => return Ok(class_placeholder(v)),
+            Err(_) => {
+                write_class_placeholder(&mut self.w, v);
+                return Ok(());
+            }
         };
         match obj.funcall::<_, _, RValue>(method, ()) {
             Ok(s) => match RString::from_value(s) {
-                Some(s) => Ok(Value::Str(string_to_str(s.as_raw()))),
-                None => Ok(class_placeholder(v)),
+                Some(s) => write_string(&mut self.w, s.as_raw()),
+                None => write_class_placeholder(&mut self.w, v),
             },
-            Err(e) if must_propagate(self.ruby, &e) => Err(e),
-            Err(_) => Ok(class_placeholder(v)),
+            Err(e) if must_propagate(self.ruby, &e) => return Err(e),
+            Err(_) => write_class_placeholder(&mut self.w, v),
         }
+        Ok(())
+    }
+}
+
+impl Drop for PayloadConverter<'_> {
+    fn drop(&mut self) {
+        // Hands the writer (and its buffer) back for the next event.
+        let mut w = std::mem::take(&mut self.w);
+        w.clear();
+        WRITER.with(|c| c.set(Some(w)));
     }
 }
 
@@ -324,7 +420,7 @@ fn interpolate(v: VALUE) -> Result<Str, Error> {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
     match unsafe { rb_sys::RB_TYPE(v) } {
         T::RUBY_T_STRING => Ok(string_to_str(v)),
-        T::RUBY_T_SYMBOL => Ok((*symbol_name(v)).clone()),
+        T::RUBY_T_SYMBOL => Ok(symbol_name(v)),
         _ => {
             let s = wrap(v).funcall::<_, _, RValue>("to_s", ())?;
             match RString::from_value(s) {
@@ -334,6 +430,34 @@ fn interpolate(v: VALUE) -> Result<Str, Error> {
             }
         }
     }
+}
+
+/// `"<prefix><n>"` for an Integer id, built on the stack and allocated once
+/// at its exact size (the same key `KeyField::key_for_int` gives).
+fn int_key(field: KeyField, n: i64) -> Str {
+    let prefix = field.prefix().as_bytes();
+    let mut buf = [0u8; 32];
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    let mut len = prefix.len();
+    if n < 0 {
+        buf[len] = b'-';
+        len += 1;
+    }
+    let tail = &digits[at..];
+    buf[len..len + tail.len()].copy_from_slice(tail);
+    len += tail.len();
+    Str::new(&buf[..len], Encoding::Utf8)
 }
 
 /// The trace key: the first truthy of `task_id`, `workflow_step_id`, `operation`.
@@ -351,9 +475,10 @@ pub fn trace_key(ruby: &Ruby, payload: VALUE) -> Result<KeySource, Error> {
         }
         if rb_sys::FIXNUM_P(v) {
             // SAFETY: `v` is a Fixnum.
-            return Ok(KeySource::Field(
-                field.key_for_int(unsafe { rb_sys::FIX2LONG(v) } as i64),
-            ));
+            return Ok(KeySource::Field(int_key(
+                field,
+                unsafe { rb_sys::FIX2LONG(v) } as i64,
+            )));
         }
         return Ok(KeySource::Field(field.key_for(&interpolate(v)?)));
     }
