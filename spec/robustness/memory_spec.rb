@@ -138,7 +138,9 @@ RSpec.describe "Robustness: memory and GC" do
           payload[:task_id] = i
           TaskerTraceNative::Native.noop("task.started", payload)
           # A small malloc'd Ruby allocation: where Ruby checks malloc growth.
-          String.new(capacity: 256)
+          # (4 KB: from Ruby 3.2 on, smaller strings are embedded in the
+          # object slot and never reach malloc.)
+          String.new(capacity: 4096)
         end
         baseline = { gcs: GC.count - gc_before, objects: GC.stat(:total_allocated_objects) - objects_before }
 
@@ -148,7 +150,7 @@ RSpec.describe "Robustness: memory and GC" do
         2_048.times do |i|
           payload[:task_id] = i
           backend.handle_event("task.started", payload)
-          String.new(capacity: 256)
+          String.new(capacity: 4096)
         end
         stored = { gcs: GC.count - gc_before, objects: GC.stat(:total_allocated_objects) - objects_before }
         { baseline: baseline, stored: stored, traces: backend.stats[:active_traces] }
