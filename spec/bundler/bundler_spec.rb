@@ -98,7 +98,7 @@ RSpec.describe "Using the gem through Bundler (path: checkout)" do
         rails_loaded_after_gem: $LOADED_FEATURES.index { |f| f.end_with?("/tasker_trace_native.rb") } <
                                 $LOADED_FEATURES.index { |f| f.end_with?("/rails.rb") },
         railtie_before_app: before_app,
-        config: TaskerTraceNative.config.to_h
+        config: TaskerTraceNative.config.to_h.slice(:max_traces, :max_spans_per_trace, :timestamp_precision)
       )
     RUBY
     result = bundle("exec", RbConfig.ruby, "-e", script)

@@ -135,7 +135,7 @@ module RailtieSpecSources
       SpecApp.initialize!
     rescue ArgumentError => e
       report[:boot_error] = { class: e.class.name, message: e.message }
-      report[:config] = TaskerTraceNative.config.to_h
+      report[:config] = TaskerTraceNative.config.to_h.slice(:max_traces, :max_spans_per_trace, :timestamp_precision)
       puts JSON.generate(report)
       exit 0
     end
@@ -147,7 +147,7 @@ module RailtieSpecSources
     report[:railtie_loaded] = !defined?(TaskerTraceNative::Railtie).nil?
     report[:router_holds_instance] = router.instance_variable_get(:@trace_backend).equal?(backend)
     report[:handle_event_owner] = backend.method(:handle_event).owner.name
-    report[:config] = TaskerTraceNative.config.to_h
+    report[:config] = TaskerTraceNative.config.to_h.slice(:max_traces, :max_spans_per_trace, :timestamp_precision)
     report[:routed] = [
       router.route_event("task.started", { task_id: 1, task_name: "order" }),
       router.route_event("step.before_handle", { task_id: 1, workflow_step_id: 10 }),
