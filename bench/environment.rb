@@ -41,20 +41,32 @@ module TaskerTraceNative
       end
     end
 
+    # What a task's events carry that comes from its records: Strings loaded
+    # from the database are objects of their own for each task (not shared
+    # literals), shared by that task's events.
+    def task_data(task_id)
+      {
+        name: String.new("order_fulfillment"),
+        customer: "customer-#{task_id % 997}",
+        region: String.new("eu-west-1"),
+        tags: [String.new("web"), String.new("priority"), String.new("eu")]
+      }
+    end
+
     # A realistic Tasker payload: ids, a name, and a nested context with a few
     # strings, numbers and an array. A new Hash each call, as each published
     # event carries its own.
-    def payload(task_id)
+    def payload(task_id, data = task_data(task_id))
       {
         task_id: task_id,
-        task_name: "order_fulfillment",
+        task_name: data[:name],
         context: {
           order_id: 100_000 + task_id,
-          customer: "acme-industries",
+          customer: data[:customer],
           amount: 129.95,
           priority: 3,
-          tags: %w[web priority eu],
-          region: "eu-west-1"
+          tags: data[:tags],
+          region: data[:region]
         }
       }
     end
@@ -63,7 +75,8 @@ module TaskerTraceNative
 
     # One whole task: start, two spans, finish, each event with its own payload.
     def lifecycle(backend, task_id)
-      LIFECYCLE.each { |name| backend.handle_event(name, payload(task_id)) }
+      data = task_data(task_id)
+      LIFECYCLE.each { |name| backend.handle_event(name, payload(task_id, data)) }
     end
 
     def rss_bytes

@@ -337,6 +337,11 @@ impl Backend {
                             } else if max_spans.is_some_and(|m| t.spans.len() >= m) {
                                 dropped = true;
                             } else {
+                                // Most traces have a few spans: grow one at a
+                                // time up to 4, then as usual (doubling).
+                                if t.spans.len() < 4 && t.spans.len() == t.spans.capacity() {
+                                    t.spans.reserve_exact(1);
+                                }
                                 t.spans.push(SpanEvent {
                                     at,
                                     event_name: name,

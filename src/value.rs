@@ -30,18 +30,43 @@ pub enum Encoding {
 }
 
 /// A byte string with its encoding label. Bytes are kept exactly, valid or not.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// One shared allocation holds the encoding label and then the bytes, so a
+/// `Str` is a single pointer pair (16 bytes) and a clone (an event name stored
+/// in many records) costs a reference count, not a copy.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Str {
-    bytes: Box<[u8]>,
-    encoding: Encoding,
+    /// The label (one code byte, then an `i32` for `Encoding::Other`), then
+    /// the bytes.
+    data: Arc<[u8]>,
 }
 
+const LABEL_UTF8: u8 = 0;
+const LABEL_US_ASCII: u8 = 1;
+const LABEL_BINARY: u8 = 2;
+const LABEL_OTHER: u8 = 3;
+
 impl Str {
-    pub fn new(bytes: impl Into<Box<[u8]>>, encoding: Encoding) -> Self {
-        Str {
-            bytes: bytes.into(),
-            encoding,
-        }
+    /// A string of these bytes (a `Vec<u8>`, `&[u8]` or `Box<[u8]>`), copied
+    /// once into the shared allocation.
+    pub fn new<B>(bytes: B, encoding: Encoding) -> Self
+    where
+        B: AsRef<[u8]> + Into<Arc<[u8]>>,
+    {
+        let mut label = [0u8; 5];
+        let label: &[u8] = match encoding {
+            Encoding::Utf8 => &[LABEL_UTF8],
+            Encoding::UsAscii => &[LABEL_US_ASCII],
+            Encoding::Binary => &[LABEL_BINARY],
+            Encoding::Other(idx) => {
+                label[0] = LABEL_OTHER;
+                label[1..].copy_from_slice(&idx.to_le_bytes());
+                &label
+            }
+        };
+        // Chained slices have an exact length: one allocation of the right size.
+        let data: Arc<[u8]> = label.iter().chain(bytes.as_ref().iter()).copied().collect();
+        Str { data }
     }
 
     /// A UTF-8 string.
@@ -49,30 +74,58 @@ impl Str {
         Str::new(s.as_bytes(), Encoding::Utf8)
     }
 
+    fn label_len(&self) -> usize {
+        if self.data.first() == Some(&LABEL_OTHER) {
+            5
+        } else {
+            1
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.data.get(self.label_len()..).unwrap_or(&[])
     }
 
     pub fn encoding(&self) -> Encoding {
-        self.encoding
+        match self.data.first() {
+            Some(&LABEL_US_ASCII) => Encoding::UsAscii,
+            Some(&LABEL_BINARY) => Encoding::Binary,
+            Some(&LABEL_OTHER) => {
+                let mut idx = [0u8; 4];
+                if let Some(b) = self.data.get(1..5) {
+                    idx.copy_from_slice(b);
+                }
+                Encoding::Other(i32::from_le_bytes(idx))
+            }
+            _ => Encoding::Utf8,
+        }
     }
 
     /// The text, when the bytes are valid UTF-8 and labelled UTF-8 or US-ASCII.
     pub fn as_utf8(&self) -> Option<&str> {
-        match self.encoding {
-            Encoding::Utf8 | Encoding::UsAscii => std::str::from_utf8(&self.bytes).ok(),
+        match self.encoding() {
+            Encoding::Utf8 | Encoding::UsAscii => std::str::from_utf8(self.bytes()).ok(),
             _ => None,
         }
     }
 
     /// The text with invalid sequences replaced, for messages and names.
     pub fn to_string_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.bytes).into_owned()
+        String::from_utf8_lossy(self.bytes()).into_owned()
     }
 
     /// Approximate heap bytes owned by this string.
     pub fn heap_size(&self) -> usize {
-        self.bytes.len()
+        self.data.len()
+    }
+}
+
+impl std::fmt::Debug for Str {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Str")
+            .field("bytes", &String::from_utf8_lossy(self.bytes()))
+            .field("encoding", &self.encoding())
+            .finish()
     }
 }
 
@@ -294,6 +347,9 @@ mod tag {
     pub const STR: u8 = 6;
     pub const SYM: u8 = 10;
     pub const SYM_ID: u8 = 14;
+    /// `SMALL_SYM_ID + n`: the Symbol numbered n, for n below `SMALL_SYM_IDS`.
+    pub const SMALL_SYM_ID: u8 = 0x40;
+    pub const SMALL_SYM_IDS: u32 = 0x80;
     pub const ARRAY: u8 = 15;
     pub const HASH: u8 = 16;
 
@@ -312,15 +368,15 @@ fn encoding_code(e: Encoding) -> u8 {
     }
 }
 
-/// A payload in compact form: the whole tree encoded in one shared, immutable
-/// byte buffer (one allocation, a fraction of a [`Value`] tree's size, freed
+/// A payload in compact form: the whole tree encoded in one immutable byte
+/// buffer (one allocation, a fraction of a [`Value`] tree's size, freed
 /// in one step). Build it with a [`PackedWriter`] or from a [`Value`]; read it
 /// with a [`PackedReader`] or back into a [`Value`] with [`Packed::to_value`].
 ///
 /// Every `Packed` is at most [`MAX_DEPTH`] containers deep: deeper parts are
 /// stored as [`DEPTH_LIMIT_MARKER`], so readers may recurse.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Packed(Arc<[u8]>);
+pub struct Packed(Box<[u8]>);
 
 impl Packed {
     /// The encoded bytes.
@@ -328,9 +384,9 @@ impl Packed {
         &self.0
     }
 
-    /// Heap bytes held (buffer and its reference counts).
+    /// Heap bytes held.
     pub fn heap_size(&self) -> usize {
-        self.0.len() + 2 * std::mem::size_of::<usize>()
+        self.0.len()
     }
 
     /// A reader positioned at the root value.
@@ -516,8 +572,13 @@ impl PackedWriter {
 
     /// A Symbol by a number from [`symbol_id`].
     pub fn sym_id(&mut self, id: u32) {
-        self.buf.push(tag::SYM_ID);
-        self.varint(u64::from(id));
+        if id < tag::SMALL_SYM_IDS {
+            // The first-numbered Symbols (payload keys, mostly) take one byte.
+            self.buf.push(tag::SMALL_SYM_ID + id as u8);
+        } else {
+            self.buf.push(tag::SYM_ID);
+            self.varint(u64::from(id));
+        }
     }
 
     /// A Symbol by its name in full.
@@ -525,10 +586,12 @@ impl PackedWriter {
         self.tagged_bytes(tag::SYM, bytes, encoding);
     }
 
+    /// A container's tag, then its element count as a varint: one byte is
+    /// kept for it, and `end` makes room for more when the count needs it.
     fn begin(&mut self, t: u8) -> ContainerMark {
         self.buf.push(t);
         let at = self.buf.len();
-        self.buf.extend_from_slice(&[0; 4]);
+        self.buf.push(0);
         ContainerMark(at)
     }
 
@@ -543,16 +606,35 @@ impl PackedWriter {
 
     /// Closes a container: `count` elements (pairs for a Hash) were written.
     pub fn end(&mut self, mark: ContainerMark, count: usize) {
-        let count = u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes();
-        if let Some(slot) = self.buf.get_mut(mark.0..mark.0 + 4) {
-            slot.copy_from_slice(&count);
+        let mut n = u32::try_from(count).unwrap_or(u32::MAX);
+        let mut digits = [0u8; 5];
+        let mut len = 0;
+        loop {
+            let more = n >= 0x80;
+            digits[len] = (n as u8 & 0x7f) | if more { 0x80 } else { 0 };
+            len += 1;
+            n >>= 7;
+            if !more {
+                break;
+            }
         }
+        let at = mark.0;
+        if at >= self.buf.len() {
+            return;
+        }
+        if len > 1 {
+            // Make room after the reserved byte by moving the elements along.
+            let old_len = self.buf.len();
+            self.buf.resize(old_len + len - 1, 0);
+            self.buf.copy_within(at + 1..old_len, at + len);
+        }
+        self.buf[at..at + len].copy_from_slice(&digits[..len]);
     }
 
     /// The payload written since the last `finish` (or `clear`), as one
     /// exactly sized allocation; the writer is left empty for the next.
     pub fn finish(&mut self) -> Packed {
-        let packed = Packed(Arc::from(&self.buf[..]));
+        let packed = Packed(Box::from(&self.buf[..]));
         self.clear();
         packed
     }
@@ -655,8 +737,7 @@ impl<'a> PackedReader<'a> {
     /// A container's element count; every element takes at least a byte, so
     /// a count beyond the bytes left is malformed.
     fn count(&mut self, per_element: usize) -> Option<u32> {
-        let b = self.take(4)?;
-        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let n = u32::try_from(self.varint()?).ok()?;
         let left = self.bytes.len() - self.pos;
         (n as usize)
             .checked_mul(per_element)
@@ -695,6 +776,10 @@ impl<'a> PackedReader<'a> {
                 let id = u32::try_from(self.varint()?).ok()?;
                 Item::SymId(id, symbol_name(id)?)
             }
+            t if (tag::SMALL_SYM_ID..tag::SMALL_SYM_ID + tag::SMALL_SYM_IDS as u8).contains(&t) => {
+                let id = u32::from(t - tag::SMALL_SYM_ID);
+                Item::SymId(id, symbol_name(id)?)
+            }
             tag::ARRAY => Item::Array(self.count(1)?),
             tag::HASH => Item::Hash(self.count(2)?),
             _ => return None,
@@ -724,6 +809,18 @@ mod tests {
         assert_eq!(h.get_symbol_key("task_id"), Some(&Value::Int(2)));
         assert_eq!(h.get_symbol_key("missing"), None);
         assert_eq!(Value::Int(1).get_symbol_key("task_id"), None);
+    }
+
+    #[test]
+    fn str_is_two_words_and_compares_by_bytes_and_encoding() {
+        assert_eq!(std::mem::size_of::<Str>(), 16);
+        let other = Str::new(&b"abc"[..], Encoding::Other(-7));
+        assert_eq!(other.bytes(), b"abc");
+        assert_eq!(other.encoding(), Encoding::Other(-7));
+        assert_eq!(Str::new(&b""[..], Encoding::Other(300)).bytes(), b"");
+        assert_ne!(Str::new(&b"abc"[..], Encoding::Binary), Str::utf8("abc"));
+        assert_eq!(Str::new(b"abc".to_vec(), Encoding::Utf8), Str::utf8("abc"));
+        assert_eq!(Str::utf8("").bytes(), b"");
     }
 
     #[test]
@@ -841,6 +938,12 @@ mod tests {
         let c = symbol_id(&Str::new(b"numbered_once".to_vec(), Encoding::Binary)).unwrap();
         assert_ne!(a, c);
         assert_eq!(symbol_name(u32::MAX), None);
+        // Symbols numbered beyond the one-byte range round trip too.
+        let many: Vec<Value> = (0..300)
+            .map(|i| Value::symbol(&format!("many_{i}")))
+            .collect();
+        let v = Value::Array(many);
+        assert_eq!(Packed::from_value(&v).to_value(), v);
     }
 
     #[test]
@@ -866,15 +969,33 @@ mod tests {
         let good = Packed::from_value(&sample());
         let bytes = good.as_bytes();
         for cut in 0..bytes.len() {
-            let truncated = Packed(Arc::from(&bytes[..cut]));
+            let truncated = Packed(Box::from(&bytes[..cut]));
             let _ = truncated.to_value();
         }
         // A count far beyond the bytes left is refused.
-        let huge = Packed(Arc::from(
-            &[tag::ARRAY, 0xff, 0xff, 0xff, 0xff, tag::NIL][..],
+        let huge = Packed(Box::from(
+            &[tag::ARRAY, 0xff, 0xff, 0xff, 0x0f, tag::NIL][..],
         ));
         assert_eq!(huge.reader().next(), None);
-        assert_eq!(Packed(Arc::from(&[200u8][..])).reader().next(), None);
+        assert_eq!(Packed(Box::from(&[200u8][..])).reader().next(), None);
+    }
+
+    #[test]
+    fn large_containers_round_trip() {
+        for n in [0usize, 1, 127, 128, 300, 20_000] {
+            let v = Value::Hash(vec![
+                (
+                    Value::symbol("items"),
+                    Value::Array((0..n as i64).map(Value::Int).collect()),
+                ),
+                (
+                    Value::symbol("pairs"),
+                    Value::Hash((0..n as i64).map(|i| (Value::Int(i), Value::Nil)).collect()),
+                ),
+                (Value::symbol("after"), Value::string("end")),
+            ]);
+            assert_eq!(Packed::from_value(&v).to_value(), v, "n = {n}");
+        }
     }
 
     #[test]

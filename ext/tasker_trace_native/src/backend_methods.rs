@@ -17,7 +17,6 @@ use tasker_trace_core::clock::{iso8601, wall_now_ns, Stamp};
 use tasker_trace_core::config::{
     Limits, SettingError, MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
-use tasker_trace_core::routing::classify;
 use tasker_trace_core::{Backend, Event, EventKind, KeySource};
 
 use crate::convert::{self, NameRefusal, PayloadConverter};
@@ -69,13 +68,13 @@ fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Result<Result<(), Refused
     if unsafe { rb_sys::RB_TYPE(payload) } != T::RUBY_T_HASH {
         return Ok(Err(Refused::Input));
     }
-    let name = match convert::event_name(name) {
+    let mut converter = PayloadConverter::new(ruby);
+    let (name, kind) = match converter.event_name(name) {
         Ok(n) => n,
         Err(NameRefusal::NotStringOrSymbol) | Err(NameRefusal::UnmatchableEncoding) => {
             return Ok(Err(Refused::Input))
         }
     };
-    let kind = classify(name.bytes());
     let key = match kind {
         EventKind::Generic => KeySource::Fresh,
         _ => match convert::trace_key(ruby, payload) {
@@ -84,7 +83,7 @@ fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Result<Result<(), Refused
             Err(e) => return Ok(Err(Refused::Internal(errors::error_message(&e)))),
         },
     };
-    let packed = match PayloadConverter::new(ruby).pack_root(payload) {
+    let packed = match converter.pack_root(payload) {
         Ok(v) => v,
         Err(e) if must_propagate(ruby, &e) => return Err(e),
         Err(e) => return Ok(Err(Refused::Internal(errors::error_message(&e)))),

@@ -4,7 +4,7 @@
 //! (`to_s`, `iso8601`, a Hash subclass's `[]`) and any Ruby call can switch
 //! threads. The result owns all its data: no Ruby `VALUE` is kept.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::raw::c_int;
@@ -14,10 +14,11 @@ use magnus::prelude::*;
 use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{Error, RString, Ruby, Value as RValue};
 use rb_sys::{ruby_value_type as T, StableApiDefinition, VALUE};
+use tasker_trace_core::routing::classify;
 use tasker_trace_core::value::{
     symbol_id, Packed, PackedWriter, DEPTH_LIMIT_MARKER, MAX_DEPTH, RECURSION_MARKER,
 };
-use tasker_trace_core::{Encoding, KeyField, KeySource, Str, Value};
+use tasker_trace_core::{Encoding, EventKind, KeyField, KeySource, Str, Value};
 
 use crate::errors::{must_propagate, native_error, panic_message};
 use crate::names;
@@ -28,30 +29,49 @@ fn wrap(v: VALUE) -> RValue {
     unsafe { RValue::from_raw(v) }
 }
 
-/// Bytes of a Ruby String, copied.
-fn string_bytes(v: VALUE) -> Vec<u8> {
-    // SAFETY: `v` is a T_STRING; pointer and length describe its live buffer,
-    // copied before any Ruby code can run.
+/// The bytes of a Ruby String, borrowed. Valid only until Ruby code runs
+/// (which could change or free the String): callers copy them at once.
+///
+/// # Safety
+/// `v` must be a live T_STRING.
+unsafe fn string_slice<'a>(v: VALUE) -> &'a [u8] {
+    // SAFETY: per the contract above, pointer and length describe the
+    // String's live buffer.
     unsafe {
         let len = rb_sys::RSTRING_LEN(v) as usize;
         if len == 0 {
-            return Vec::new();
+            return &[];
         }
-        let ptr = rb_sys::RSTRING_PTR(v) as *const u8;
-        std::slice::from_raw_parts(ptr, len).to_vec()
+        std::slice::from_raw_parts(rb_sys::RSTRING_PTR(v) as *const u8, len)
     }
+}
+
+/// Bytes of a Ruby String, copied.
+fn string_bytes(v: VALUE) -> Vec<u8> {
+    // SAFETY: `v` is a T_STRING; copied before any Ruby code can run.
+    unsafe { string_slice(v) }.to_vec()
 }
 
 /// The core encoding label of a Ruby String or Symbol-name String.
 fn encoding_of(v: VALUE) -> Encoding {
-    // SAFETY: reading a String's encoding index does not call Ruby code.
-    let idx = unsafe { rb_sys::rb_enc_get_index(v) };
+    use rb_sys::ruby_encoding_consts::{RUBY_ENCODING_INLINE_MAX, RUBY_ENCODING_SHIFT};
+    // SAFETY: `v` is a heap String, so it has an RBasic header; an encoding
+    // index below the inline maximum is kept in its flags.
+    let flags = unsafe { (*(v as *const rb_sys::RBasic)).flags };
+    let inline = ((flags >> RUBY_ENCODING_SHIFT as u32) & RUBY_ENCODING_INLINE_MAX as VALUE) as i32;
+    let idx = if inline == RUBY_ENCODING_INLINE_MAX as i32 {
+        // SAFETY: reading a String's encoding index does not call Ruby code.
+        unsafe { rb_sys::rb_enc_get_index(v) }
+    } else {
+        inline
+    };
     names::encoding_from_index(idx)
 }
 
 /// A Ruby String as a core string (bytes and encoding kept).
 pub fn string_to_str(v: VALUE) -> Str {
-    Str::new(string_bytes(v), encoding_of(v))
+    // SAFETY: `v` is a T_STRING; copied before any Ruby code can run.
+    Str::new(unsafe { string_slice(v) }, encoding_of(v))
 }
 
 /// Hashes VALUEs (static Symbols: distinct integers that share their low
@@ -65,9 +85,15 @@ impl Hasher for ValueHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(word));
         }
+        let mut last = [0u8; 8];
+        last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.write_u64(u64::from_le_bytes(last) ^ bytes.len() as u64);
     }
 
     fn write_u64(&mut self, n: u64) {
@@ -80,16 +106,29 @@ impl Hasher for ValueHasher {
     }
 }
 
-thread_local! {
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<ValueHasher>>;
+
+/// What conversion keeps on a thread from one event to the next.
+#[derive(Default)]
+struct ThreadState {
+    /// The payload writer, whose buffer is reused.
+    w: PackedWriter,
+    /// The containers on the path from the root to the value being converted.
+    path: Vec<VALUE>,
     /// Numbers (from the core's Symbol table) of static Symbols seen on this
     /// thread. Static symbols are immortal immediates, so their VALUE is a
     /// stable identity; no Ruby object is kept.
-    static SYMBOL_IDS: RefCell<HashMap<VALUE, u32, BuildHasherDefault<ValueHasher>>> =
-        RefCell::new(HashMap::default());
-    /// A payload writer whose buffer is reused from one event to the next.
-    static WRITER: Cell<Option<PackedWriter>> = const { Cell::new(None) };
+    symbols: FastMap<VALUE, u32>,
+    /// Event names seen on this thread, by their bytes: the shared core
+    /// string and the kind, so a repeated name costs no allocation.
+    names: FastMap<Box<[u8]>, (Str, EventKind)>,
+}
+
+thread_local! {
+    static STATE: Cell<Option<Box<ThreadState>>> = const { Cell::new(None) };
 }
 const SYMBOL_CACHE_LIMIT: usize = 4096;
+const NAME_CACHE_LIMIT: usize = 1024;
 
 /// A Symbol's name as a core string.
 pub fn symbol_name(v: VALUE) -> Str {
@@ -98,45 +137,34 @@ pub fn symbol_name(v: VALUE) -> Str {
 }
 
 /// Writes a Symbol: by number where it has one, else by name.
-fn write_symbol(w: &mut PackedWriter, v: VALUE) {
+fn write_symbol(st: &mut ThreadState, v: VALUE) {
     let is_static = rb_sys::STATIC_SYM_P(v);
     if is_static {
-        if let Some(id) = SYMBOL_IDS.with(|c| c.borrow().get(&v).copied()) {
-            w.sym_id(id);
+        if let Some(&id) = st.symbols.get(&v) {
+            st.w.sym_id(id);
             return;
         }
     }
     let name = symbol_name(v);
     if is_static {
         if let Some(id) = symbol_id(&name) {
-            SYMBOL_IDS.with(|c| {
-                let mut c = c.borrow_mut();
-                if c.len() >= SYMBOL_CACHE_LIMIT {
-                    c.clear();
-                }
-                c.insert(v, id);
-            });
-            w.sym_id(id);
+            if st.symbols.len() >= SYMBOL_CACHE_LIMIT {
+                st.symbols.clear();
+            }
+            st.symbols.insert(v, id);
+            st.w.sym_id(id);
             return;
         }
     }
-    w.sym_name(name.bytes(), name.encoding());
+    st.w.sym_name(name.bytes(), name.encoding());
 }
 
 /// Writes a Ruby String's bytes and encoding.
 fn write_string(w: &mut PackedWriter, v: VALUE) {
     let encoding = encoding_of(v);
-    // SAFETY: `v` is a T_STRING; pointer and length describe its live buffer,
-    // copied into the writer before any Ruby code can run.
-    unsafe {
-        let len = rb_sys::RSTRING_LEN(v) as usize;
-        if len == 0 {
-            w.str(&[], encoding);
-        } else {
-            let ptr = rb_sys::RSTRING_PTR(v) as *const u8;
-            w.str(std::slice::from_raw_parts(ptr, len), encoding);
-        }
-    }
+    // SAFETY: `v` is a T_STRING; copied into the writer before any Ruby code
+    // can run.
+    w.str(unsafe { string_slice(v) }, encoding);
 }
 
 /// `#<ClassName>`, the stand-in for objects that cannot describe themselves.
@@ -157,30 +185,56 @@ fn write_class_placeholder(w: &mut PackedWriter, v: VALUE) {
 /// depth guards.
 pub struct PayloadConverter<'r> {
     ruby: &'r Ruby,
-    /// The containers on the path from the root to the value being converted.
-    path: Vec<VALUE>,
-    w: PackedWriter,
+    st: Box<ThreadState>,
 }
 
 impl<'r> PayloadConverter<'r> {
     pub fn new(ruby: &'r Ruby) -> Self {
         // A payload's own `to_s` may call handle_event again on this thread:
-        // that inner conversion finds no writer to reuse and makes its own.
-        let w = WRITER.with(|c| c.take()).unwrap_or_default();
-        PayloadConverter {
-            ruby,
-            path: Vec::new(),
-            w,
+        // that inner conversion finds no state to reuse and makes its own.
+        let st = STATE.with(|c| c.take()).unwrap_or_default();
+        PayloadConverter { ruby, st }
+    }
+
+    /// The event name as a String (a Symbol is taken by its name), with its
+    /// kind. Names seen before on this thread come from a cache.
+    pub fn event_name(&mut self, v: VALUE) -> Result<(Str, EventKind), NameRefusal> {
+        // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+        let ty = unsafe { rb_sys::RB_TYPE(v) };
+        let s = match ty {
+            T::RUBY_T_STRING => v,
+            // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
+            T::RUBY_T_SYMBOL => unsafe { rb_sys::rb_sym2str(v) },
+            _ => return Err(NameRefusal::NotStringOrSymbol),
+        };
+        let encoding = encoding_of(s);
+        // SAFETY: `s` is a T_STRING; no Ruby code runs while the bytes are used.
+        let bytes = unsafe { string_slice(s) };
+        if let Some((name, kind)) = self.st.names.get(bytes) {
+            if name.encoding() == encoding {
+                return Ok((name.clone(), *kind));
+            }
         }
+        if !name_matchable(s) {
+            return Err(NameRefusal::UnmatchableEncoding);
+        }
+        let name = Str::new(bytes, encoding);
+        let kind = classify(bytes);
+        if self.st.names.len() >= NAME_CACHE_LIMIT {
+            self.st.names.clear();
+        }
+        self.st.names.insert(Box::from(bytes), (name.clone(), kind));
+        Ok((name, kind))
     }
 
     /// Converts the root payload (a T_HASH) into its packed form.
     pub fn pack_root(&mut self, v: VALUE) -> Result<Packed, Error> {
-        self.w.clear();
+        self.st.w.clear();
+        self.st.path.clear();
         match self.convert(v, 1) {
-            Ok(()) => Ok(self.w.finish()),
+            Ok(()) => Ok(self.st.w.finish()),
             Err(e) => {
-                self.w.clear();
+                self.st.w.clear();
                 Err(e)
             }
         }
@@ -197,20 +251,20 @@ impl<'r> PayloadConverter<'r> {
         // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
         let ty = unsafe { rb_sys::RB_TYPE(v) };
         match ty {
-            T::RUBY_T_NIL => self.w.nil(),
-            T::RUBY_T_TRUE => self.w.bool(true),
-            T::RUBY_T_FALSE => self.w.bool(false),
+            T::RUBY_T_NIL => self.st.w.nil(),
+            T::RUBY_T_TRUE => self.st.w.bool(true),
+            T::RUBY_T_FALSE => self.st.w.bool(false),
             // SAFETY: a Fixnum's value is in its tag bits.
-            T::RUBY_T_FIXNUM => self.w.int(unsafe { rb_sys::FIX2LONG(v) } as i64),
+            T::RUBY_T_FIXNUM => self.st.w.int(unsafe { rb_sys::FIX2LONG(v) } as i64),
             // SAFETY: `v` is a Float (flonum or heap); NUM2DBL reads it.
-            T::RUBY_T_FLOAT => self.w.float(unsafe { rb_sys::NUM2DBL(v) }),
-            T::RUBY_T_STRING => write_string(&mut self.w, v),
-            T::RUBY_T_SYMBOL => write_symbol(&mut self.w, v),
+            T::RUBY_T_FLOAT => self.st.w.float(unsafe { rb_sys::NUM2DBL(v) }),
+            T::RUBY_T_STRING => write_string(&mut self.st.w, v),
+            T::RUBY_T_SYMBOL => write_symbol(&mut self.st, v),
             T::RUBY_T_BIGNUM => {
                 // SAFETY: `v` is a Bignum; rb_big2str returns a new String.
                 let s = unsafe { rb_sys::rb_big2str(v, 10) };
                 let digits = String::from_utf8_lossy(&string_bytes(s)).into_owned();
-                self.w.big_int(&digits);
+                self.st.w.big_int(&digits);
             }
             T::RUBY_T_ARRAY => self.convert_array(v, depth)?,
             T::RUBY_T_HASH => self.convert_hash(v, depth)?,
@@ -223,14 +277,14 @@ impl<'r> PayloadConverter<'r> {
     /// one it is inside of; else enters it.
     fn enter(&mut self, v: VALUE, depth: usize) -> bool {
         if depth > MAX_DEPTH {
-            self.w.str(DEPTH_LIMIT_MARKER.as_bytes(), Encoding::Utf8);
+            self.st.w.str(DEPTH_LIMIT_MARKER.as_bytes(), Encoding::Utf8);
             return false;
         }
-        if self.path.contains(&v) {
-            self.w.str(RECURSION_MARKER.as_bytes(), Encoding::Utf8);
+        if self.st.path.contains(&v) {
+            self.st.w.str(RECURSION_MARKER.as_bytes(), Encoding::Utf8);
             return false;
         }
-        self.path.push(v);
+        self.st.path.push(v);
         true
     }
 
@@ -238,7 +292,7 @@ impl<'r> PayloadConverter<'r> {
         if !self.enter(v, depth) {
             return Ok(());
         }
-        let mark = self.w.begin_array();
+        let mark = self.st.w.begin_array();
         let result = (|| {
             // SAFETY: `v` is a T_ARRAY; its length is re-read every step because
             // a `to_s` called during conversion may change the array.
@@ -251,8 +305,8 @@ impl<'r> PayloadConverter<'r> {
             }
             Ok::<usize, Error>(i as usize)
         })();
-        self.path.pop();
-        self.w.end(mark, result?);
+        self.st.path.pop();
+        self.st.w.end(mark, result?);
         Ok(())
     }
 
@@ -260,10 +314,10 @@ impl<'r> PayloadConverter<'r> {
         if !self.enter(v, depth) {
             return Ok(());
         }
-        let mark = self.w.begin_hash();
+        let mark = self.st.w.begin_hash();
         let result = self.hash_pairs(v, depth);
-        self.path.pop();
-        self.w.end(mark, result?);
+        self.st.path.pop();
+        self.st.w.end(mark, result?);
         Ok(())
     }
 
@@ -333,7 +387,7 @@ impl<'r> PayloadConverter<'r> {
         let is_object =
             unsafe { rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_cObject) } != rb_sys::Qfalse as VALUE;
         if !is_object {
-            write_class_placeholder(&mut self.w, v);
+            write_class_placeholder(&mut self.st.w, v);
             return Ok(());
         }
         let method = match obj.respond_to("iso8601", false) {
@@ -341,17 +395,17 @@ impl<'r> PayloadConverter<'r> {
             Ok(false) => "to_s",
             Err(e) if must_propagate(self.ruby, &e) => return Err(e),
             Err(_) => {
-                write_class_placeholder(&mut self.w, v);
+                write_class_placeholder(&mut self.st.w, v);
                 return Ok(());
             }
         };
         match obj.funcall::<_, _, RValue>(method, ()) {
             Ok(s) => match RString::from_value(s) {
-                Some(s) => write_string(&mut self.w, s.as_raw()),
-                None => write_class_placeholder(&mut self.w, v),
+                Some(s) => write_string(&mut self.st.w, s.as_raw()),
+                None => write_class_placeholder(&mut self.st.w, v),
             },
             Err(e) if must_propagate(self.ruby, &e) => return Err(e),
-            Err(_) => write_class_placeholder(&mut self.w, v),
+            Err(_) => write_class_placeholder(&mut self.st.w, v),
         }
         Ok(())
     }
@@ -359,10 +413,11 @@ impl<'r> PayloadConverter<'r> {
 
 impl Drop for PayloadConverter<'_> {
     fn drop(&mut self) {
-        // Hands the writer (and its buffer) back for the next event.
-        let mut w = std::mem::take(&mut self.w);
-        w.clear();
-        WRITER.with(|c| c.set(Some(w)));
+        // Hands the state (and its buffers and caches) back for the next event.
+        let mut st = std::mem::take(&mut self.st);
+        st.w.clear();
+        st.path.clear();
+        STATE.with(|c| c.set(Some(st)));
     }
 }
 
@@ -374,27 +429,16 @@ pub enum NameRefusal {
     UnmatchableEncoding,
 }
 
-/// The event name as a String (a Symbol is taken by its name).
-pub fn event_name(v: VALUE) -> Result<Str, NameRefusal> {
-    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
-    let ty = unsafe { rb_sys::RB_TYPE(v) };
-    let s = match ty {
-        T::RUBY_T_STRING => v,
-        // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
-        T::RUBY_T_SYMBOL => unsafe { rb_sys::rb_sym2str(v) },
-        _ => return Err(NameRefusal::NotStringOrSymbol),
-    };
+/// Whether the original's regexps can match this name String: its bytes are
+/// valid for its encoding, and the encoding is ASCII-compatible.
+fn name_matchable(s: VALUE) -> bool {
     // SAFETY: coderange scanning and encoding lookups read the string only.
-    let matchable = unsafe {
+    unsafe {
         let enc = rb_sys::rb_enc_get(s);
         let broken = rb_sys::rb_enc_str_coderange(s)
             == rb_sys::ruby_coderange_type::RUBY_ENC_CODERANGE_BROKEN as c_int;
         !broken && (*enc).min_enc_len == 1 && rb_sys::rb_enc_dummy_p(enc) == 0
-    };
-    if !matchable {
-        return Err(NameRefusal::UnmatchableEncoding);
     }
-    Ok(string_to_str(s))
 }
 
 /// `payload[field]`: through `rb_hash_aref` for a plain Hash (default procs
