@@ -12,11 +12,13 @@
 //! - [`config`]: limits and their validation
 //! - [`store`]: the ordered, bounded trace store and its counters
 //! - [`ids`]: OTLP trace and span ids
+//! - [`otlp`]: OTLP/HTTP JSON encoding and delivery to a collector
 
 pub mod clock;
 pub mod config;
 pub mod ids;
 pub mod keys;
+pub mod otlp;
 pub mod routing;
 pub mod store;
 pub mod value;

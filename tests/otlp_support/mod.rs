@@ -1,0 +1,326 @@
+//! Shared by the OTLP integration tests: building stores, checking exports
+//! against the OTLP reference types, and a scripted collector on 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use serde_json::Value as Json;
+use tasker_trace_core::clock::Stamp;
+use tasker_trace_core::otlp::Resource;
+use tasker_trace_core::{Backend, Event, KeyField, KeySource, Str, Value};
+
+pub fn sym(s: &str) -> Value {
+    Value::symbol(s)
+}
+
+pub fn s(v: &str) -> Value {
+    Value::string(v)
+}
+
+pub fn hash(pairs: Vec<(Value, Value)>) -> Value {
+    Value::Hash(pairs)
+}
+
+pub fn task_key(id: i64) -> KeySource {
+    KeySource::Field(KeyField::TaskId.key_for_int(id))
+}
+
+pub fn at(wall_s: i64, mono_ms: u64) -> Stamp {
+    Stamp {
+        wall_ns: wall_s * 1_000_000_000,
+        mono_ns: mono_ms * 1_000_000,
+    }
+}
+
+pub fn event(b: &Backend, name: &str, key: KeySource, payload: Value, stamp: Stamp) {
+    b.ingest(Event::new(Str::utf8(name), key, payload, stamp));
+}
+
+pub fn resource() -> Resource {
+    Resource {
+        service_name: "orders".to_string(),
+        host_name: "test-host".to_string(),
+        pid: 4242,
+        version: "9.8.7".to_string(),
+        attributes: vec![("deployment.environment".to_string(), s("test"))],
+    }
+}
+
+/// One finished task trace with a paired step span, the shape of a Tasker task.
+pub fn finished_task(b: &Backend, id: i64) {
+    let t0 = Stamp::now();
+    event(
+        b,
+        "task.started",
+        task_key(id),
+        hash(vec![
+            (sym("task_id"), Value::Int(id)),
+            (sym("task_name"), s("order_fulfillment")),
+        ]),
+        t0,
+    );
+    for name in ["step.before_handle", "step.after_handle"] {
+        event(
+            b,
+            name,
+            task_key(id),
+            hash(vec![
+                (sym("task_id"), Value::Int(id)),
+                (sym("workflow_step_id"), Value::Int(id * 10)),
+            ]),
+            Stamp::now(),
+        );
+    }
+    event(
+        b,
+        "task.completed",
+        task_key(id),
+        hash(vec![(sym("task_id"), Value::Int(id))]),
+        Stamp::now(),
+    );
+}
+
+/// Parses an export with the OTLP reference types, with no nesting limit.
+pub fn parse(json: &[u8]) -> ExportTraceServiceRequest {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    de.disable_recursion_limit();
+    let req = serde::Deserialize::deserialize(&mut de).expect("export parses as OTLP");
+    de.end().expect("nothing after the request");
+    req
+}
+
+pub fn raw(json: &[u8]) -> Json {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    de.disable_recursion_limit();
+    serde::Deserialize::deserialize(&mut de).expect("export is JSON")
+}
+
+/// Every key and value of `input` is in `output` at the same place: the
+/// reference parser ignores unknown and misspelled keys, so anything it did
+/// not understand is missing after re-serialising.
+pub fn assert_survives(input: &Json, output: &Json, path: &str) {
+    match (input, output) {
+        (Json::Object(i), Json::Object(o)) => {
+            for (k, v) in i {
+                let here = format!("{path}.{k}");
+                let Some(ov) = o.get(k) else {
+                    panic!("{here} was dropped by the OTLP parser (unknown or misspelled key)");
+                };
+                assert_survives(v, ov, &here);
+            }
+        }
+        (Json::Array(i), Json::Array(o)) => {
+            assert_eq!(i.len(), o.len(), "{path}: array length changed");
+            for (n, (iv, ov)) in i.iter().zip(o).enumerate() {
+                assert_survives(iv, ov, &format!("{path}[{n}]"));
+            }
+        }
+        _ => assert_eq!(input, output, "{path}: value changed in the round trip"),
+    }
+}
+
+/// Parses, re-serialises and checks the round trip and the structural rules
+/// (ids, enums, times). Returns the parsed request.
+pub fn validate(json: &[u8]) -> ExportTraceServiceRequest {
+    let req = parse(json);
+    let again = serde_json::to_value(&req).expect("re-serialises");
+    assert_survives(&raw(json), &again, "$");
+    for rs in &req.resource_spans {
+        for ss in &rs.scope_spans {
+            for span in &ss.spans {
+                assert_eq!(span.trace_id.len(), 16, "traceId length");
+                assert_eq!(span.span_id.len(), 8, "spanId length");
+                assert!(span.trace_id.iter().any(|b| *b != 0), "traceId is zero");
+                assert!(span.span_id.iter().any(|b| *b != 0), "spanId is zero");
+                assert!(
+                    span.parent_span_id.is_empty() || span.parent_span_id.len() == 8,
+                    "parentSpanId length"
+                );
+                assert!(
+                    (0..=5).contains(&span.kind),
+                    "kind {} out of range",
+                    span.kind
+                );
+                assert!(
+                    span.end_time_unix_nano >= span.start_time_unix_nano,
+                    "span {} ends before it starts",
+                    span.name
+                );
+                assert!(span.start_time_unix_nano > 0, "start time set");
+                if let Some(st) = &span.status {
+                    assert!((0..=2).contains(&st.code), "status code {}", st.code);
+                }
+            }
+        }
+    }
+    req
+}
+
+/// What the scripted collector answers, request after request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: vec![],
+            body: "{}".to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    pub fn body(mut self, b: &str) -> Reply {
+        self.body = b.to_string();
+        self
+    }
+}
+
+/// A request the collector got, decoded with the OTLP reference types.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub request: Option<ExportTraceServiceRequest>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.request
+            .as_ref()
+            .map(|r| {
+                r.resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .map(|ss| ss.spans.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// A collector on 127.0.0.1 that answers with `replies` in turn (the last one
+/// repeats), one request per connection, and records what it got. It serves
+/// at most `replies.len() + 8` connections and then stops by itself.
+pub struct Collector {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Collector {
+    pub fn start(replies: Vec<Reply>) -> Collector {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().expect("local addr").port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        let limit = replies.len() + 8;
+        let handle = std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().take(limit).enumerate() {
+                let Ok(stream) = conn else { continue };
+                let reply = replies[n.min(replies.len() - 1)].clone();
+                if serve(stream, &reply, &log).is_err() {
+                    continue;
+                }
+                if log.lock().map(|l| l.len()).unwrap_or(0) >= limit {
+                    break;
+                }
+            }
+        });
+        Collector {
+            url: format!("http://127.0.0.1:{port}/v1/traces"),
+            received,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().expect("log").clone()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        // The accept loop is bounded; it is left to end with the process.
+        let _ = self.handle.take();
+    }
+}
+
+fn serve(stream: TcpStream, reply: &Reply, log: &Mutex<Vec<Received>>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body)?;
+    let request = serde_json::from_slice::<ExportTraceServiceRequest>(&body).ok();
+    log.lock().expect("log").push(Received {
+        at: Instant::now(),
+        method,
+        path,
+        headers,
+        body,
+        request,
+    });
+    std::thread::sleep(reply.delay);
+    let mut out = format!(
+        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
+    for (k, v) in &reply.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&reply.body);
+    let mut stream = stream;
+    stream.write_all(out.as_bytes())?;
+    stream.flush()
+}
