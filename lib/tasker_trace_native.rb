@@ -9,6 +9,7 @@ require_relative "tasker_trace_native/version"
 require_relative "tasker_trace_native/native"
 require_relative "tasker_trace_native/configuration"
 require_relative "tasker_trace_native/trace_backend"
+require_relative "tasker_trace_native/otlp"
 
 TaskerTraceNative.install!
 

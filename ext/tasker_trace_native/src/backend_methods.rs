@@ -333,10 +333,16 @@ fn check_setting(ruby: &Ruby, name: Symbol, value: RValue) -> Result<RValue, Err
                 .unwrap_or(i128::from(defaults.timestamp_precision));
             Limits::parse_precision(n).map_err(|e| setting_error(ruby, e))?;
         }
+        "service_name" => {
+            crate::otlp_methods::check_service_name(ruby, value)?;
+        }
+        "resource_attributes" => {
+            crate::otlp_methods::check_resource_attributes(ruby, value)?;
+        }
         other => {
             return Err(argument_error(
                 ruby,
-                format!("unknown setting {other} (settings: max_traces, max_spans_per_trace, timestamp_precision)"),
+                format!("unknown setting {other} (settings: max_traces, max_spans_per_trace, timestamp_precision, service_name, resource_attributes)"),
             ))
         }
     }

@@ -7,12 +7,14 @@
 //! - [`convert`]: Ruby payloads, names and keys to core values
 //! - [`to_ruby`]: core records and values to new Ruby objects
 //! - [`names`]: interned Symbols and encoding indexes
+//! - [`otlp_methods`]: OTLP export and push, resource settings
 //! - [`errors`]: `TaskerTraceNative::Error` and panic guards
 
 mod backend_methods;
 mod convert;
 mod errors;
 mod names;
+mod otlp_methods;
 mod to_ruby;
 
 use magnus::{Error, Ruby};
@@ -29,6 +31,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let module = ruby.define_module("TaskerTraceNative")?;
     errors::define(ruby, module)?;
     backend_methods::define(ruby, module)?;
+    otlp_methods::define(ruby, module)?;
     // Create the backend now, so `created_at` is the load time.
     let _ = backend_methods::backend();
     Ok(())
