@@ -8,17 +8,17 @@ RSpec.describe "TraceBackend#export" do
   let(:backend) { Tasker::Telemetry::TraceBackend.instance }
   let(:iso_second) { /\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\z/ }
 
-  it "returns traces and metadata, in that order", :gc_stress_safe do
+  it "returns traces and metadata, in that order" do
     expect(backend.export.keys).to eq(%i[traces metadata])
   end
 
-  it "returns an empty traces Hash for an empty backend", :gc_stress_safe do
+  it "returns an empty traces Hash for an empty backend" do
     export = backend.export
     expect(export[:traces]).to eq({})
     expect(export[:metadata][:trace_count]).to eq(0)
   end
 
-  it "lists traces in first-insertion order, whatever their kind", :gc_stress_safe do
+  it "lists traces in first-insertion order, whatever their kind" do
     backend.handle_event("task.started", task_id: 3)
     backend.handle_event("workflow.noted", {})
     backend.handle_event("task.started", task_id: 1)
@@ -44,7 +44,7 @@ RSpec.describe "TraceBackend#export" do
     expect(metadata[:created_at]).to eq(backend.created_at.getutc.iso8601)
   end
 
-  it "returns an independent copy: changing it changes nothing stored", :gc_stress_safe do
+  it "returns an independent copy: changing it changes nothing stored", :gc_stress_safe, timeout: 600 do
     backend.handle_event("task.started", task_id: 1, list: [1], text: "a")
     backend.handle_event("step.before_x", task_id: 1)
     export = backend.export

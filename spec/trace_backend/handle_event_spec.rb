@@ -29,14 +29,14 @@ RSpec.describe "TraceBackend#handle_event" do
   describe "rule 1: the payload must be a Hash" do
     [nil, [], [[:task_id, 1]], "task_id=1", 42, 1.5, :task_id, Object.new, Struct.new(:task_id).new(1)]
       .each do |payload|
-      it "returns false and records nothing for #{payload.inspect}", :gc_stress_safe do
+      it "returns false and records nothing for #{payload.inspect}" do
         expect(backend.handle_event("task.started", payload)).to be(false)
         expect(traces).to be_empty
         expect(backend.stats).to include(rejected_events: 1, events_handled: 0)
       end
     end
 
-    it "takes Hash subclasses as Hashes", :gc_stress_safe do
+    it "takes Hash subclasses as Hashes" do
       subclass = Class.new(Hash)
       payload = subclass.new
       payload[:task_id] = 7
@@ -52,13 +52,13 @@ RSpec.describe "TraceBackend#handle_event" do
   end
 
   describe "rule 2: the event name is a String or a Symbol" do
-    it "stores a Symbol name as a String (better)", :gc_stress_safe do
+    it "stores a Symbol name as a String (better)", :gc_stress_safe, timeout: 600 do
       expect(backend.handle_event(:"task.started", task_id: 1)).to be(true)
       expect(traces["task_1"][:event_name]).to eq("task.started")
       expect(traces["task_1"][:event_name]).to be_an_instance_of(String)
     end
 
-    it "finishes a trace fully with a Symbol finish event (the original failed halfway)", :gc_stress_safe do
+    it "finishes a trace fully with a Symbol finish event (the original failed halfway)" do
       backend.handle_event(:"task.started", task_id: 1)
       expect(backend.handle_event(:"task.failed", task_id: 1)).to be(true)
       expect(traces["task_1"]).to include(status: "error", end_time: kind_of(String), duration: kind_of(Float))
@@ -73,7 +73,7 @@ RSpec.describe "TraceBackend#handle_event" do
     end
 
     [nil, 42, 1.5, ["task.started"], { name: "task.started" }, Object.new, true].each do |name|
-      it "refuses #{name.inspect} with false and records nothing (better)", :gc_stress_safe do
+      it "refuses #{name.inspect} with false and records nothing (better)" do
         expect(backend.handle_event(name, task_id: 1)).to be(false)
         expect(traces).to be_empty
         expect(backend.stats[:rejected_events]).to eq(1)
@@ -87,7 +87,7 @@ RSpec.describe "TraceBackend#handle_event" do
       expect(traces["task_1"][:event_name]).to eq("task.started")
     end
 
-    it "keeps a frozen name usable and stores an unfrozen copy", :gc_stress_safe do
+    it "keeps a frozen name usable and stores an unfrozen copy" do
       name = "task.started".dup.freeze
       backend.handle_event(name, task_id: 1)
       stored = traces["task_1"][:event_name]
@@ -104,7 +104,7 @@ RSpec.describe "TraceBackend#handle_event" do
         "UTF-32BE" => "workflow.x".encode(Encoding::UTF_32BE),
         "broken Shift_JIS" => "task.started\x81".dup.force_encoding(Encoding::Shift_JIS)
       }.each do |label, name|
-        it "refuses #{label} with false", :gc_stress_safe do
+        it "refuses #{label} with false" do
           expect(backend.handle_event(name, task_id: 1)).to be(false)
           expect(backend.handle_event(name.to_sym, task_id: 1)).to be(false) if name.valid_encoding?
           expect(traces).to be_empty
@@ -161,7 +161,7 @@ RSpec.describe "TraceBackend#handle_event" do
       "x\ntask.completed" => :finish,
       "task.startedX\n" => :generic
     }.each do |name, kind|
-      it "treats #{name.inspect} as #{kind}", :gc_stress_safe do
+      it "treats #{name.inspect} as #{kind}" do
         expect(kind_of_event(name)).to eq(kind)
       end
 
@@ -200,25 +200,25 @@ RSpec.describe "TraceBackend#handle_event" do
       { task_id: false, workflow_step_id: false, operation: "op" } => "operation_op",
       { operation: "op", workflow_step_id: 2, task_id: 1 } => "task_1"
     }.each do |payload, key|
-      it "keys #{payload.inspect} as #{key.inspect}", :gc_stress_safe do
+      it "keys #{payload.inspect} as #{key.inspect}" do
         expect(backend.handle_event("task.started", payload)).to be(true)
         expect(traces.keys).to eq([key])
       end
     end
 
-    it "gives a fresh trace_ key when no field is truthy", :gc_stress_safe do
+    it "gives a fresh trace_ key when no field is truthy" do
       [{}, { task_id: nil }, { task_id: false, workflow_step_id: nil, operation: false }, { "task_id" => 1 }]
         .each { |payload| backend.handle_event("task.started", payload) }
       expect(traces.keys.size).to eq(4)
       expect(traces.keys).to all(match(/\Atrace_\d+\.\d+\z/))
     end
 
-    it "looks up Symbol keys only in a plain Hash", :gc_stress_safe do
+    it "looks up Symbol keys only in a plain Hash" do
       backend.handle_event("task.started", "task_id" => 5, "workflow_step_id" => 6, operation: "x")
       expect(traces.keys).to eq(["operation_x"])
     end
 
-    it "asks ActiveSupport::HashWithIndifferentAccess through [] (String keys work)", :gc_stress_safe do
+    it "asks ActiveSupport::HashWithIndifferentAccess through [] (String keys work)", :gc_stress_safe, timeout: 600 do
       payload = ActiveSupport::HashWithIndifferentAccess.new("task_id" => 5, "detail" => "x")
       expect(backend.handle_event("task.started", payload)).to be(true)
       expect(traces.keys).to eq(["task_5"])
@@ -257,7 +257,7 @@ RSpec.describe "TraceBackend#handle_event" do
     end
 
     describe "Hash defaults" do
-      it "uses a default proc's answer", :gc_stress_safe do
+      it "uses a default proc's answer", :gc_stress_safe, timeout: 600 do
         payload = Hash.new { |_h, key| key == :workflow_step_id ? 42 : nil }
         backend.handle_event("task.started", payload)
         expect(traces.keys).to eq(["step_42"])
@@ -271,7 +271,7 @@ RSpec.describe "TraceBackend#handle_event" do
         expect(traces["task_5"][:payload]).to eq(task_id: 5)
       end
 
-      it "uses a default value", :gc_stress_safe do
+      it "uses a default value" do
         backend.handle_event("task.started", Hash.new(:dflt))
         expect(traces.keys).to eq(["task_dflt"])
       end
@@ -337,13 +337,13 @@ RSpec.describe "TraceBackend#handle_event" do
   end
 
   describe "rule 5: start" do
-    it "stores start_time, event_name, payload and spans", :gc_stress_safe do
+    it "stores start_time, event_name, payload and spans" do
       backend.handle_event("task.started", task_id: 1, name: "x")
       expect(traces["task_1"].keys).to eq(%i[start_time event_name payload spans])
       expect(traces["task_1"]).to include(event_name: "task.started", payload: { task_id: 1, name: "x" }, spans: [])
     end
 
-    it "replaces an earlier trace with the key, keeping its place in the order", :gc_stress_safe do
+    it "replaces an earlier trace with the key, keeping its place in the order" do
       backend.handle_event("task.started", task_id: 1, run: 1)
       backend.handle_event("task.started", task_id: 2)
       backend.handle_event("step.before_handle", task_id: 1)
@@ -365,7 +365,7 @@ RSpec.describe "TraceBackend#handle_event" do
   describe "rule 6: finish" do
     before { backend.handle_event("task.started", task_id: 1) }
 
-    it "sets end_time, duration and status success", :gc_stress_safe do
+    it "sets end_time, duration and status success" do
       expect(backend.handle_event("task.completed", task_id: 1)).to be(true)
       expect(traces["task_1"].keys).to eq(%i[start_time event_name payload spans end_time duration status])
       expect(traces["task_1"]).to include(status: "success", event_name: "task.started")
@@ -394,7 +394,7 @@ RSpec.describe "TraceBackend#handle_event" do
       expect(second[:duration]).to be > first[:duration]
     end
 
-    it "takes an orphan finish: true, nothing stored", :gc_stress_safe do
+    it "takes an orphan finish: true, nothing stored" do
       expect(backend.handle_event("task.completed", task_id: 2)).to be(true)
       expect(backend.handle_event("task.failed", {})).to be(true)
       expect(traces.keys).to eq(["task_1"])
@@ -410,7 +410,7 @@ RSpec.describe "TraceBackend#handle_event" do
   describe "rule 8: span" do
     before { backend.handle_event("task.started", task_id: 1) }
 
-    it "appends timestamp, event_name and payload in order", :gc_stress_safe do
+    it "appends timestamp, event_name and payload in order", :gc_stress_safe, timeout: 600 do
       backend.handle_event("step.before_handle", task_id: 1, n: 1)
       backend.handle_event("step.after_handle", task_id: 1, n: 2)
       spans = traces["task_1"][:spans]
@@ -427,7 +427,7 @@ RSpec.describe "TraceBackend#handle_event" do
       expect(traces["task_1"][:status]).to eq("success")
     end
 
-    it "takes an orphan span: true, nothing stored", :gc_stress_safe do
+    it "takes an orphan span: true, nothing stored" do
       expect(backend.handle_event("step.before_x", task_id: 2)).to be(true)
       expect(backend.handle_event("step.before_x", {})).to be(true)
       expect(traces["task_1"][:spans]).to be_empty
@@ -437,7 +437,7 @@ RSpec.describe "TraceBackend#handle_event" do
   end
 
   describe "rule 9: generic" do
-    it "stores timestamp, event_name, payload and type under a generic_ key", :gc_stress_safe do
+    it "stores timestamp, event_name, payload and type under a generic_ key" do
       expect(backend.handle_event("workflow.viable_steps_discovered", task_id: 1, n: 2)).to be(true)
       key, record = traces.first
       expect(key).to match(/\Ageneric_\d+\.\d+\z/)

@@ -8,7 +8,7 @@ RSpec.describe "TraceBackend object and singleton" do
   let(:backend_class) { Tasker::Telemetry::TraceBackend }
   let(:backend) { backend_class.instance }
 
-  it "returns one shared object from .instance", :gc_stress_safe do
+  it "returns one shared object from .instance" do
     expect(backend_class.instance).to equal(backend_class.instance)
   end
 
@@ -17,16 +17,16 @@ RSpec.describe "TraceBackend object and singleton" do
     expect(ids.uniq).to eq([backend.object_id])
   end
 
-  it "keeps .new private (NoMethodError)", :gc_stress_safe do
+  it "keeps .new private (NoMethodError)" do
     expect { backend_class.new }.to raise_error(NoMethodError, /private method `new'/)
   end
 
-  it "refuses dup and clone with TypeError", :gc_stress_safe do
+  it "refuses dup and clone with TypeError" do
     expect { backend.dup }.to raise_error(TypeError)
     expect { backend.clone }.to raise_error(TypeError)
   end
 
-  it "has the public methods of the original", :gc_stress_safe do
+  it "has the public methods of the original" do
     %i[handle_event export reset! stats traces created_at].each do |name|
       expect(backend.public_methods).to include(name)
       expect(backend).to respond_to(name)
@@ -40,7 +40,7 @@ RSpec.describe "TraceBackend object and singleton" do
     expect(backend_class.ancestors.first).to eq(TaskerTraceNative::BackendMethods)
   end
 
-  it "takes handle_event(event_name, payload = {})", :gc_stress_safe do
+  it "takes handle_event(event_name, payload = {})" do
     expect(backend.handle_event("workflow.tick")).to be(true)
     expect(backend.export[:traces].values.first[:payload]).to eq({})
     expect { backend.handle_event }.to raise_error(ArgumentError, /given 0, expected 1\.\.2/)
@@ -55,12 +55,12 @@ RSpec.describe "TraceBackend object and singleton" do
       Time.zone = saved_zone
     end
 
-    it "is a Time when Time.zone is not set", :gc_stress_safe do
+    it "is a Time when Time.zone is not set" do
       Time.zone = nil
       expect(backend.created_at).to be_an_instance_of(Time)
     end
 
-    it "is an ActiveSupport::TimeWithZone in Time.zone when it is set", :gc_stress_safe do
+    it "is an ActiveSupport::TimeWithZone in Time.zone when it is set" do
       Time.zone = "Tokyo"
       created = backend.created_at
       expect(created).to be_an_instance_of(ActiveSupport::TimeWithZone)
@@ -77,12 +77,12 @@ RSpec.describe "TraceBackend object and singleton" do
       expect(first).to be > Time.now - (60 * 60 * 24)
     end
 
-    it "matches the created_at in export metadata", :gc_stress_safe do
+    it "matches the created_at in export metadata" do
       expect(backend.export[:metadata][:created_at]).to eq(backend.created_at.getutc.iso8601)
     end
   end
 
-  it "uses the host name as instance_id", :gc_stress_safe do
+  it "uses the host name as instance_id" do
     expect(backend.export[:metadata][:instance_id]).to eq(Socket.gethostname)
     expect(backend.stats[:instance_id]).to eq(Socket.gethostname)
   end

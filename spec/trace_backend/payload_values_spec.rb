@@ -30,7 +30,7 @@ RSpec.describe "TraceBackend payload values" do
       "a Hash" => { a: 1, "b" => 2, 3 => [:c], nil => nil, [1] => { x: true }, 1.5 => -1 },
       "an empty Hash" => {}
     }.each do |label, value|
-      it "keeps #{label}", :gc_stress_safe do
+      it "keeps #{label}" do
         back = round_trip(value)
         expect(back).to eql(value)
         expect(back.class).to eq(value.class)
@@ -47,7 +47,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(1 / round_trip(-0.0)).to eq(-Float::INFINITY)
     end
 
-    it "keeps Hash key order and key types", :gc_stress_safe do
+    it "keeps Hash key order and key types", :gc_stress_safe, timeout: 600 do
       value = { z: 1, "a" => 2, 10 => 3, m: 4, :"a" => 5, nil => 6 }
       back = round_trip(value)
       expect(back.keys).to eq([:z, "a", 10, :m, :a, nil])
@@ -59,7 +59,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(backend.export[:traces]["task_2"][:payload].to_a).to eq([["s", 1], [:task_id, 2], [3, 3]])
     end
 
-    it "keeps String bytes and encodings, valid or not" do
+    it "keeps String bytes and encodings, valid or not", :gc_stress_safe, timeout: 600 do
       [
         "\xff\xfe\x00".b,
         "caf\xE9".dup.force_encoding(Encoding::ISO_8859_1),
@@ -110,7 +110,7 @@ RSpec.describe "TraceBackend payload values" do
       Time.zone = saved_zone
     end
 
-    it "uses iso8601 for Time, Date, DateTime and TimeWithZone", :gc_stress_safe do
+    it "uses iso8601 for Time, Date, DateTime and TimeWithZone" do
       Time.zone = "UTC"
       expect(round_trip(Time.utc(2026, 11, 25, 11, 59, 7))).to eq("2026-11-25T11:59:07Z")
       expect(round_trip(Time.new(2026, 11, 25, 11, 59, 7, "+09:00"))).to eq("2026-11-25T11:59:07+09:00")
@@ -128,7 +128,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(round_trip(stamp)).to eq("custom-iso")
     end
 
-    it "uses to_s for everything else", :gc_stress_safe do
+    it "uses to_s for everything else" do
       expect(round_trip(1r / 3)).to eq("1/3")
       expect(round_trip(Complex(1, 2))).to eq("1+2i")
       expect(round_trip(1..3)).to eq("1..3")
@@ -162,7 +162,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(round_trip(BadRespond.new)).to eq("#<BadRespond>")
     end
 
-    it "stores #<ClassName> for a BasicObject, without calling it", :gc_stress_safe do
+    it "stores #<ClassName> for a BasicObject, without calling it", :gc_stress_safe, timeout: 600 do
       expect(round_trip(BasicObject.new)).to eq("#<BasicObject>")
       stub_const("MyBlank", Class.new(BasicObject) { def method_missing(*) = ::Kernel.raise("called") })
       expect(round_trip(MyBlank.new)).to eq("#<MyBlank>")
@@ -208,7 +208,7 @@ RSpec.describe "TraceBackend payload values" do
   end
 
   describe "containers that contain themselves" do
-    it "stores the repeated occurrence as [...]", :gc_stress_safe do
+    it "stores the repeated occurrence as [...]", :gc_stress_safe, timeout: 600 do
       a = [1]
       a << a
       expect(round_trip(a)).to eq([1, "[...]"])
@@ -254,7 +254,7 @@ RSpec.describe "TraceBackend payload values" do
       [depth, value]
     end
 
-    it "keeps 128 levels (the payload is level 1) and stores [depth limit] below", :gc_stress_safe do
+    it "keeps 128 levels (the payload is level 1) and stores [depth limit] below", :gc_stress_safe, timeout: 600 do
       backend.handle_event("workflow.deep", v: nested_arrays(127))
       payload = backend.export[:traces].values.first[:payload]
       expect(depth_of(payload)).to eq([128, nil])
@@ -285,7 +285,7 @@ RSpec.describe "TraceBackend payload values" do
   end
 
   describe "copied at arrival (better: the original kept references)" do
-    it "is not changed by later mutation of the caller's objects", :gc_stress_safe do
+    it "is not changed by later mutation of the caller's objects" do
       list = [1]
       text = +"abc"
       inner = { n: 1 }

@@ -31,7 +31,7 @@ RSpec.describe "TraceBackend time: timestamps, durations and generated keys" do
       Time.zone = saved_zone
     end
 
-    it "are UTC ISO 8601 seconds by default, like Time.current.iso8601 in a UTC Rails app", :gc_stress_safe do
+    it "are UTC ISO 8601 seconds by default, like Time.current.iso8601 in a UTC Rails app" do
       Time.zone = "UTC"
       before = Time.current.iso8601
       record_everything
@@ -62,7 +62,7 @@ RSpec.describe "TraceBackend time: timestamps, durations and generated keys" do
     end
 
     (0..9).each do |digits|
-      it "have #{digits} fractional digits at timestamp_precision #{digits}", :gc_stress_safe do
+      it "have #{digits} fractional digits at timestamp_precision #{digits}" do
         configure_precision(digits)
         record_everything
         fraction = digits.zero? ? "" : "\\.\\d{#{digits}}"
@@ -112,7 +112,7 @@ RSpec.describe "TraceBackend time: timestamps, durations and generated keys" do
       expect(duration).not_to eq(duration.round) # not whole seconds (better)
     end
 
-    it "are tiny, not zero, for back-to-back events", :gc_stress_safe do
+    it "are tiny, not zero, for back-to-back events" do
       backend.handle_event("task.started", task_id: 1)
       backend.handle_event("task.completed", task_id: 1)
       duration = backend.traces["task_1"][:duration]
@@ -183,7 +183,7 @@ RSpec.describe "TraceBackend time: timestamps, durations and generated keys" do
       expect(stamps.each_cons(2).all? { |a, b| b > a }).to be(true)
     end
 
-    it "are near the wall clock, in seconds since the epoch", :gc_stress_safe do
+    it "are near the wall clock, in seconds since the epoch" do
       before = Time.now.to_r
       backend.handle_event("workflow.tick", {})
       after = Time.now.to_r

@@ -15,13 +15,13 @@ RSpec.describe "TraceBackend#traces, #stats and #reset!" do
   end
 
   describe "#traces" do
-    it "equals export[:traces]", :gc_stress_safe do
+    it "equals export[:traces]" do
       fill
       expect(backend.traces).to eq(backend.export[:traces])
       expect(backend.traces).to be_an_instance_of(Hash)
     end
 
-    it "is a copy (better: the original returned its live Hash)", :gc_stress_safe do
+    it "is a copy (better: the original returned its live Hash)" do
       fill
       copy = backend.traces
       copy.clear
@@ -32,7 +32,7 @@ RSpec.describe "TraceBackend#traces, #stats and #reset!" do
   end
 
   describe "#stats" do
-    it "reports active_traces, backend_uptime and instance_id like the original", :gc_stress_safe do
+    it "reports active_traces, backend_uptime and instance_id like the original" do
       fill
       stats = backend.stats
       expect(stats.keys.first(3)).to eq(%i[active_traces backend_uptime instance_id])
@@ -50,7 +50,7 @@ RSpec.describe "TraceBackend#traces, #stats and #reset!" do
       expect(backend.stats[:backend_uptime]).to be >= uptime + 0.05
     end
 
-    it "adds the counters (better)", :gc_stress_safe do
+    it "adds the counters (better)" do
       expect(backend.stats.keys).to eq(
         %i[active_traces backend_uptime instance_id events_handled rejected_events orphaned_events
            evicted_traces dropped_spans max_traces]
@@ -84,7 +84,7 @@ RSpec.describe "TraceBackend#traces, #stats and #reset!" do
   end
 
   describe "#reset!" do
-    it "removes every trace and zeroes the counters", :gc_stress_safe do
+    it "removes every trace and zeroes the counters" do
       fill
       backend.handle_event("task.completed", task_id: 2)
       backend.handle_event("x", nil)
