@@ -119,6 +119,9 @@ pub fn iso8601(wall_ns: i64, precision: u8) -> String {
     s
 }
 
+/// Room for any timestamp `TimestampFormatter::format_into` writes.
+pub const STAMP_BUF: usize = 48;
+
 /// Formats many timestamps, reusing the date and time part while consecutive
 /// stamps fall in the same second (exports format thousands of them).
 #[derive(Default)]
@@ -138,6 +141,13 @@ impl TimestampFormatter {
     }
 
     pub fn format(&mut self, wall_ns: i64) -> String {
+        let mut buf = [0u8; STAMP_BUF];
+        self.format_into(wall_ns, &mut buf).to_string()
+    }
+
+    /// Formats into `buf` and returns the text: no allocation, for callers
+    /// that copy the text elsewhere at once.
+    pub fn format_into<'b>(&mut self, wall_ns: i64, buf: &'b mut [u8; STAMP_BUF]) -> &'b str {
         let second = wall_ns.div_euclid(1_000_000_000);
         if self.cached_second != Some(second) {
             self.cached_prefix.clear();
@@ -145,16 +155,28 @@ impl TimestampFormatter {
             self.cached_prefix.pop(); // the 'Z'
             self.cached_second = Some(second);
         }
-        let mut out = String::with_capacity(self.cached_prefix.len() + 11);
-        out.push_str(&self.cached_prefix);
+        let prefix = self.cached_prefix.as_bytes();
+        // A year past 9999 makes the prefix longer; the buffer has room for
+        // any i64 year, the fraction and the 'Z'.
+        let mut len = prefix.len().min(STAMP_BUF - 11);
+        buf[..len].copy_from_slice(&prefix[..len]);
         if self.precision > 0 {
-            let nanos = wall_ns.rem_euclid(1_000_000_000) as u32;
-            let full = format!("{nanos:09}");
-            out.push('.');
-            out.push_str(&full[..self.precision as usize]);
+            let mut nanos = wall_ns.rem_euclid(1_000_000_000) as u32;
+            let mut digits = [b'0'; 9];
+            for slot in digits.iter_mut().rev() {
+                *slot = b'0' + (nanos % 10) as u8;
+                nanos /= 10;
+            }
+            buf[len] = b'.';
+            len += 1;
+            let p = self.precision as usize;
+            buf[len..len + p].copy_from_slice(&digits[..p]);
+            len += p;
         }
-        out.push('Z');
-        out
+        buf[len] = b'Z';
+        len += 1;
+        // Only ASCII digits and separators were written.
+        std::str::from_utf8(&buf[..len]).unwrap_or("")
     }
 }
 

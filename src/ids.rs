@@ -1,13 +1,54 @@
 //! Random OTLP trace and span ids.
 //!
-//! A fast generator seeded from the operating system. It reseeds itself when
-//! the process id changes, so forked workers never hand out the same ids as
-//! their parent or each other.
+//! A fast generator seeded from the operating system. It reseeds itself in a
+//! forked child, so forked workers never hand out the same ids as their
+//! parent or each other.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Once;
 
 /// Non-zero random trace ids (16 bytes) and span ids (8 bytes).
 pub struct IdGenerator {
     state: u64,
     pid: u32,
+    forks: u64,
+}
+
+/// Forks seen by this process's lineage: bumped in the child of every fork by
+/// a `pthread_atfork` handler, so a generator notices it runs in a new
+/// process with an atomic load instead of a `getpid` system call per id.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+static FORK_HOOK: AtomicBool = AtomicBool::new(false);
+
+#[cfg(unix)]
+fn install_fork_hook() {
+    extern "C" fn in_child() {
+        FORKS.fetch_add(1, Ordering::Relaxed);
+    }
+    extern "C" {
+        fn pthread_atfork(
+            prepare: Option<extern "C" fn()>,
+            parent: Option<extern "C" fn()>,
+            child: Option<extern "C" fn()>,
+        ) -> std::os::raw::c_int;
+    }
+    // SAFETY: registers a child handler that only bumps an atomic counter
+    // (async-signal-safe, as a handler run right after fork must be).
+    let ok = unsafe { pthread_atfork(None, None, Some(in_child)) } == 0;
+    FORK_HOOK.store(ok, Ordering::Release);
+}
+
+#[cfg(not(unix))]
+fn install_fork_hook() {}
+
+/// The fork count, or `None` when no hook could be installed (then the
+/// process id is compared instead).
+fn forks() -> Option<u64> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(install_fork_hook);
+    FORK_HOOK
+        .load(Ordering::Acquire)
+        .then(|| FORKS.load(Ordering::Relaxed))
 }
 
 fn os_seed() -> u64 {
@@ -32,14 +73,22 @@ impl IdGenerator {
         IdGenerator {
             state: os_seed(),
             pid: std::process::id(),
+            forks: forks().unwrap_or(0),
         }
     }
 
     /// splitmix64: passes BigCrush, one add and a few multiplies per draw.
     fn next_u64(&mut self) -> u64 {
-        let pid = std::process::id();
-        if pid != self.pid {
-            self.pid = pid;
+        let forked = match forks() {
+            Some(n) if n != self.forks => {
+                self.forks = n;
+                true
+            }
+            Some(_) => false,
+            None => std::process::id() != self.pid,
+        };
+        if forked {
+            self.pid = std::process::id();
             self.state ^= os_seed();
         }
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -88,6 +137,13 @@ mod tests {
         assert_ne!(a, [0; 16]);
         assert_ne!(a, b);
         assert_ne!(g.span_id(), [0; 8]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_fork_hook_is_installed() {
+        let _ = IdGenerator::new();
+        assert!(forks().is_some());
     }
 
     #[test]

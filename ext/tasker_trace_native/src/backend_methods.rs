@@ -195,18 +195,29 @@ fn stats(ruby: &Ruby, _rb_self: RValue) -> Result<RValue, Error> {
         let b = backend();
         let s = b.stats();
         let uptime = (wall_now_ns() - b.created_at().wall_ns) as f64 / 1e9;
-        let h = new_hash(9);
         let count = |n: u64| int_to_ruby(i64::try_from(n).unwrap_or(i64::MAX));
-        hash_set(h, sym(|s| s.active_traces), count(s.active_traces as u64));
-        hash_set(h, sym(|s| s.backend_uptime), float_to_ruby(uptime));
-        hash_set(h, sym(|s| s.instance_id), utf8_to_ruby(b.instance_id()));
-        hash_set(h, sym(|s| s.events_handled), count(s.events_handled));
-        hash_set(h, sym(|s| s.rejected_events), count(s.rejected_events));
-        hash_set(h, sym(|s| s.orphaned_events), count(s.orphaned_events));
-        hash_set(h, sym(|s| s.evicted_traces), count(s.evicted_traces));
-        hash_set(h, sym(|s| s.dropped_spans), count(s.dropped_spans));
-        hash_set(h, sym(|s| s.max_traces), optional_count(s.max_traces));
-        Ok(rvalue(h))
+        // Built on the stack, inserted in one call into a table sized for it.
+        let kv = [
+            sym(|s| s.active_traces),
+            count(s.active_traces as u64),
+            sym(|s| s.backend_uptime),
+            float_to_ruby(uptime),
+            sym(|s| s.instance_id),
+            utf8_to_ruby(b.instance_id()),
+            sym(|s| s.events_handled),
+            count(s.events_handled),
+            sym(|s| s.rejected_events),
+            count(s.rejected_events),
+            sym(|s| s.orphaned_events),
+            count(s.orphaned_events),
+            sym(|s| s.evicted_traces),
+            count(s.evicted_traces),
+            sym(|s| s.dropped_spans),
+            count(s.dropped_spans),
+            sym(|s| s.max_traces),
+            optional_count(s.max_traces),
+        ];
+        Ok(rvalue(to_ruby::hash_from_pairs(&kv)))
     })
 }
 

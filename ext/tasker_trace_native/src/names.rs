@@ -3,6 +3,7 @@
 //! Only IDs (plain integers the VM never moves or frees for static symbols)
 //! and encoding indexes are kept; no Ruby object is stored.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use rb_sys::{ID, VALUE};
@@ -129,4 +130,38 @@ pub fn key_field_symbol(field: tasker_trace_core::KeyField) -> VALUE {
         KeyField::WorkflowStepId => s.workflow_step_id,
         KeyField::Operation => s.operation,
     })
+}
+
+/// Ruby IDs of the static Symbols that the core's numbered Symbol names stand
+/// for, by number (0 while unknown). Static symbols are immortal and never
+/// move, and an ID is a plain integer, so no Ruby object is kept; a name that
+/// is a dynamic Symbol is never cached and is looked up each time.
+fn numbered_symbol_ids() -> &'static [AtomicU64] {
+    static IDS: OnceLock<Box<[AtomicU64]>> = OnceLock::new();
+    IDS.get_or_init(|| {
+        (0..tasker_trace_core::value::MAX_NUMBERED_SYMBOLS)
+            .map(|_| AtomicU64::new(0))
+            .collect()
+    })
+}
+
+/// The Symbol for core Symbol number `n`, when it is known to be static.
+pub fn numbered_symbol(n: u32) -> Option<VALUE> {
+    let id = numbered_symbol_ids()
+        .get(n as usize)?
+        .load(Ordering::Relaxed);
+    // SAFETY: `id` is the ID of a static Symbol, which the VM keeps forever.
+    (id != 0).then(|| unsafe { rb_sys::rb_id2sym(id as ID) })
+}
+
+/// Remembers the Symbol found for core Symbol number `n` if it is static.
+pub fn remember_numbered_symbol(n: u32, symbol: VALUE) {
+    if !rb_sys::STATIC_SYM_P(symbol) {
+        return;
+    }
+    // SAFETY: `symbol` is a static Symbol; taking its ID pins nothing.
+    let id = unsafe { rb_sys::rb_sym2id(symbol) };
+    if let Some(slot) = numbered_symbol_ids().get(n as usize) {
+        slot.store(id as u64, Ordering::Relaxed);
+    }
 }

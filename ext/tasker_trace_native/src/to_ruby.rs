@@ -2,16 +2,17 @@
 //!
 //! Runs only on data already copied out of the store (a snapshot), with no
 //! lock held: building Ruby objects allocates, and allocation can run GC.
-//! Every object built is stored into its parent at once, so it is always
-//! reachable from the Rust stack (which Ruby's GC scans) or from its parent.
+//! Every object built is reachable from the Rust stack (which Ruby's GC scans
+//! conservatively) until it is stored into its parent: small Hashes are built
+//! from key/value arrays on the stack and filled in one call.
 
 use rb_sys::VALUE;
-use tasker_trace_core::clock::TimestampFormatter;
-use tasker_trace_core::store::{GenericRecord, TraceRecord};
+use tasker_trace_core::clock::{TimestampFormatter, STAMP_BUF};
+use tasker_trace_core::store::{GenericRecord, SpanEvent, TraceRecord};
 use tasker_trace_core::value::{Item, Packed, PackedReader};
 use tasker_trace_core::{Encoding, Record, Str, Value};
 
-use crate::names::sym;
+use crate::names::{self, sym};
 
 pub fn new_hash(_capacity: usize) -> VALUE {
     // SAFETY: allocates a new empty Hash.
@@ -175,13 +176,66 @@ fn bytes_to_ruby(bytes: &[u8], encoding: Encoding) -> VALUE {
     }
 }
 
+/// A frozen, deduplicated String: what a Hash stores for a String key.
+fn interned_to_ruby(bytes: &[u8], encoding: Encoding) -> VALUE {
+    let enc = encoding_ptr(encoding);
+    if enc.is_null() {
+        // An encoding this VM does not know: a plain String (the Hash
+        // freezes its own copy, as for any String key).
+        return bytes_to_ruby(bytes, encoding);
+    }
+    // SAFETY: copies the bytes into (or finds) the VM's frozen string of that
+    // content and encoding.
+    unsafe { rb_sys::rb_enc_interned_str(bytes.as_ptr() as *const _, bytes.len() as _, enc) }
+}
+
+/// The Symbol a core Symbol number stands for.
+fn numbered_symbol_to_ruby(n: u32, name: &Str) -> VALUE {
+    if let Some(symbol) = names::numbered_symbol(n) {
+        return symbol;
+    }
+    let symbol = symbol_to_ruby(name.bytes(), name.encoding());
+    names::remember_numbered_symbol(n, symbol);
+    symbol
+}
+
+/// Pairs up to this many are built on the stack and inserted in one call.
+const BULK_PAIRS: usize = 8;
+
+/// Builds a new Hash from pairs whose VALUEs are on this stack frame (so the
+/// GC sees them) in one call.
+pub fn hash_from_pairs(kv: &[VALUE]) -> VALUE {
+    // SAFETY: a new Hash; `kv` holds key, value, key, value … of live objects.
+    unsafe {
+        let hash = rb_sys::rb_hash_new();
+        if !kv.is_empty() {
+            rb_sys::rb_hash_bulk_insert(kv.len() as _, kv.as_ptr(), hash);
+        }
+        hash
+    }
+}
+
+/// A Hash key read from a packed payload: Strings as the frozen String a Hash
+/// would keep for them anyway.
+fn read_key_to_ruby(r: &mut PackedReader<'_>) -> VALUE {
+    match r.next() {
+        Some(Item::Str(bytes, encoding)) => interned_to_ruby(bytes, encoding),
+        Some(item) => item_to_ruby(item, r),
+        None => nil(),
+    }
+}
+
 /// The next value of a packed payload as a new Ruby object (nil where the
 /// buffer ends early). Packed values are at most MAX_DEPTH deep, so the
 /// recursion is bounded.
 fn read_to_ruby(r: &mut PackedReader<'_>) -> VALUE {
-    let Some(item) = r.next() else {
-        return nil();
-    };
+    match r.next() {
+        Some(item) => item_to_ruby(item, r),
+        None => nil(),
+    }
+}
+
+fn item_to_ruby(item: Item<'_>, r: &mut PackedReader<'_>) -> VALUE {
     match item {
         Item::Nil => nil(),
         Item::Bool(b) => bool_to_ruby(b),
@@ -194,7 +248,7 @@ fn read_to_ruby(r: &mut PackedReader<'_>) -> VALUE {
         Item::Float(f) => float_to_ruby(f),
         Item::Str(bytes, encoding) => bytes_to_ruby(bytes, encoding),
         Item::Sym(bytes, encoding) => symbol_to_ruby(bytes, encoding),
-        Item::SymId(_, name) => symbol_to_ruby(name.bytes(), name.encoding()),
+        Item::SymId(n, name) => numbered_symbol_to_ruby(n, name),
         Item::Array(n) => {
             // SAFETY: a new Array; each element is pushed as soon as it exists.
             let ary = unsafe { rb_sys::rb_ary_new_capa(n as _) };
@@ -207,10 +261,19 @@ fn read_to_ruby(r: &mut PackedReader<'_>) -> VALUE {
             }
             ary
         }
+        Item::Hash(n) if n as usize <= BULK_PAIRS => {
+            let n = n as usize;
+            let mut kv = [nil(); 2 * BULK_PAIRS];
+            for i in 0..n {
+                kv[2 * i] = read_key_to_ruby(r);
+                kv[2 * i + 1] = read_to_ruby(r);
+            }
+            hash_from_pairs(&kv[..2 * n])
+        }
         Item::Hash(n) => {
             let hash = new_hash(n as usize);
             for _ in 0..n {
-                let key = read_to_ruby(r);
+                let key = read_key_to_ruby(r);
                 let value = read_to_ruby(r);
                 hash_set(hash, key, value);
             }
@@ -224,56 +287,74 @@ pub fn packed_to_ruby(p: &Packed) -> VALUE {
     read_to_ruby(&mut p.reader())
 }
 
+/// A timestamp as a new String, formatted on the stack.
+fn stamp_to_ruby(fmt: &mut TimestampFormatter, wall_ns: i64) -> VALUE {
+    let mut buf = [0u8; STAMP_BUF];
+    utf8_to_ruby(fmt.format_into(wall_ns, &mut buf))
+}
+
+fn span_to_ruby(span: &SpanEvent, fmt: &mut TimestampFormatter) -> VALUE {
+    let kv = [
+        sym(|s| s.timestamp),
+        stamp_to_ruby(fmt, span.at.wall_ns),
+        sym(|s| s.event_name),
+        str_to_ruby(&span.event_name),
+        sym(|s| s.payload),
+        packed_to_ruby(&span.payload),
+    ];
+    hash_from_pairs(&kv)
+}
+
 fn start_record_to_ruby(t: &TraceRecord, fmt: &mut TimestampFormatter) -> VALUE {
-    let h = new_hash(7);
-    hash_set(
-        h,
-        sym(|s| s.start_time),
-        utf8_to_ruby(&fmt.format(t.start.wall_ns)),
-    );
-    hash_set(h, sym(|s| s.event_name), str_to_ruby(&t.event_name));
-    hash_set(h, sym(|s| s.payload), packed_to_ruby(&t.payload));
-    // SAFETY: a new Array for the spans, filled right away.
+    // SAFETY: a new Array for the spans; each is pushed as soon as it exists.
     let spans = unsafe { rb_sys::rb_ary_new_capa(t.spans.len() as _) };
-    hash_set(h, sym(|s| s.spans), spans);
     for span in &t.spans {
-        let sh = new_hash(3);
-        // SAFETY: `spans` is the Array created above; `sh` is pushed first so
-        // that it is reachable while it is filled.
+        let sh = span_to_ruby(span, fmt);
+        // SAFETY: `spans` is the Array created above.
         unsafe {
             rb_sys::rb_ary_push(spans, sh);
         }
-        hash_set(
-            sh,
-            sym(|s| s.timestamp),
-            utf8_to_ruby(&fmt.format(span.at.wall_ns)),
-        );
-        hash_set(sh, sym(|s| s.event_name), str_to_ruby(&span.event_name));
-        hash_set(sh, sym(|s| s.payload), packed_to_ruby(&span.payload));
     }
-    if let Some(f) = &t.finish {
-        hash_set(
-            h,
-            sym(|s| s.end_time),
-            utf8_to_ruby(&fmt.format(f.at.wall_ns)),
-        );
-        hash_set(h, sym(|s| s.duration), float_to_ruby(f.duration));
-        hash_set(h, sym(|s| s.status), utf8_to_ruby(f.status.as_str()));
-    }
-    h
+    let mut kv = [nil(); 14];
+    kv[..8].copy_from_slice(&[
+        sym(|s| s.start_time),
+        stamp_to_ruby(fmt, t.start.wall_ns),
+        sym(|s| s.event_name),
+        str_to_ruby(&t.event_name),
+        sym(|s| s.payload),
+        packed_to_ruby(&t.payload),
+        sym(|s| s.spans),
+        spans,
+    ]);
+    let len = match &t.finish {
+        Some(f) => {
+            kv[8..].copy_from_slice(&[
+                sym(|s| s.end_time),
+                stamp_to_ruby(fmt, f.at.wall_ns),
+                sym(|s| s.duration),
+                float_to_ruby(f.duration),
+                sym(|s| s.status),
+                utf8_to_ruby(f.status.as_str()),
+            ]);
+            14
+        }
+        None => 8,
+    };
+    hash_from_pairs(&kv[..len])
 }
 
 fn generic_record_to_ruby(g: &GenericRecord, fmt: &mut TimestampFormatter) -> VALUE {
-    let h = new_hash(4);
-    hash_set(
-        h,
+    let kv = [
         sym(|s| s.timestamp),
-        utf8_to_ruby(&fmt.format(g.at.wall_ns)),
-    );
-    hash_set(h, sym(|s| s.event_name), str_to_ruby(&g.event_name));
-    hash_set(h, sym(|s| s.payload), packed_to_ruby(&g.payload));
-    hash_set(h, sym(|s| s.type_), utf8_to_ruby("generic"));
-    h
+        stamp_to_ruby(fmt, g.at.wall_ns),
+        sym(|s| s.event_name),
+        str_to_ruby(&g.event_name),
+        sym(|s| s.payload),
+        packed_to_ruby(&g.payload),
+        sym(|s| s.type_),
+        utf8_to_ruby("generic"),
+    ];
+    hash_from_pairs(&kv)
 }
 
 pub fn record_to_ruby(rec: &Record, fmt: &mut TimestampFormatter) -> VALUE {
@@ -288,7 +369,8 @@ pub fn traces_to_ruby(snapshot: &tasker_trace_core::Snapshot) -> VALUE {
     let mut fmt = TimestampFormatter::new(snapshot.timestamp_precision);
     let traces = new_hash(snapshot.entries.len());
     for (key, rec) in &snapshot.entries {
-        let k = str_to_ruby(key);
+        // The frozen String the Hash would have made of a new key anyway.
+        let k = interned_to_ruby(key.bytes(), key.encoding());
         let v = record_to_ruby(rec, &mut fmt);
         hash_set(traces, k, v);
     }
