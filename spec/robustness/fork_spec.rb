@@ -12,7 +12,7 @@ RSpec.describe "Robustness: fork" do
   end
 
   it "gives the child its own copy to ingest and export, and leaves the parent's traces untouched",
-     timeout: 60 do
+     :gc_stress_safe, timeout: 60 do
     lifecycle(1)
     lifecycle(2, finish: nil)
     parent_traces = exported_traces

@@ -16,7 +16,7 @@ RSpec.describe "Robustness: memory and GC" do
     backend.handle_event("task.completed", { task_id: id })
   end
 
-  describe "retention limits" do
+  describe "retention limits", :gc_stress_safe do
     it "keeps at most max_traces, evicting the oldest first and counting evictions" do
       configure(max_traces: 50)
       500.times { |i| lifecycle(i) }
@@ -166,7 +166,7 @@ RSpec.describe "Robustness: memory and GC" do
   end
 
   describe "GC.compact" do
-    it "exports the same traces after compaction, and keeps working" do
+    it "exports the same traces after compaction, and keeps working", :gc_stress_safe do
       dynamic = Array.new(20) { |i| :"dyn_#{i}_#{rand(1 << 30)}" }
       30.times do |i|
         lifecycle(i, name: "task-#{i}", sym: dynamic[i % 20], dynamic[i % 20] => [i, "v#{i}", { k: i.to_s }])
