@@ -34,14 +34,14 @@ module TaskerTraceNative
         ROWS.each do |key, label, unit, target|
           ref = @r.dig(key, "reference")
           nat = @r.dig(key, "native")
-          ratio = ref / nat
+          ratio = ref.to_f / nat
           lines << row(format(label, label_values), fmt(ref, unit), fmt(nat, unit), "#{ratio_text(ratio)}×",
                        target && "≥ #{target[1]}×", target && verdict(ratio >= target[1]))
         end
         noop = @r.dig(:noop, "native")
         lines << row("no-op native call, same arguments (the floor)", "", fmt(noop, :time), "", "", "")
         per_event = @r.dig(:lifecycle, "native") / 4.0
-        multiple = per_event / noop
+        multiple = per_event / noop.to_f
         lines << row("native handle_event per event (lifecycle mix) ÷ no-op", "", "#{ratio_text(multiple)}×", "",
                      "≤ 8×", verdict(multiple <= 8))
         lines.join("\n")

@@ -1,9 +1,11 @@
 //! Time: the wall clock for timestamps, the monotonic clock for durations, UTC
 //! ISO 8601 formatting, and unique `<seconds>.<fraction>` keys.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::value::{Encoding, Str};
 
 /// A moment as both clocks saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,11 +17,22 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// Both clocks at once, for the price of one reading: the monotonic clock
+    /// is read, and the wall clock is that plus the offset between the two,
+    /// read afresh every [`WALL_RESYNC_NS`]. Both clocks run at the same
+    /// (NTP-disciplined) rate, so the offset only changes when the wall clock
+    /// is stepped; such a step shows in timestamps within that interval.
     pub fn now() -> Stamp {
-        Stamp {
-            wall_ns: wall_now_ns(),
-            mono_ns: monotonic_now_ns(),
+        let mono_ns = monotonic_now_ns();
+        let synced = WALL_SYNCED_AT.load(Ordering::Relaxed);
+        if synced != 0 && mono_ns.wrapping_sub(synced) < WALL_RESYNC_NS {
+            let wall_ns = (mono_ns as i64).saturating_add(WALL_OFFSET.load(Ordering::Relaxed));
+            return Stamp { wall_ns, mono_ns };
         }
+        let wall_ns = wall_now_ns();
+        WALL_OFFSET.store(wall_ns.saturating_sub(mono_ns as i64), Ordering::Relaxed);
+        WALL_SYNCED_AT.store(mono_ns.max(1), Ordering::Relaxed);
+        Stamp { wall_ns, mono_ns }
     }
 
     /// Seconds from `self` to `later` on the monotonic clock, rounded to 6 decimals.
@@ -28,6 +41,13 @@ impl Stamp {
         round6(ns as f64 / 1e9)
     }
 }
+
+/// How often [`Stamp::now`] reads the wall clock itself (100 ms).
+pub const WALL_RESYNC_NS: u64 = 100_000_000;
+/// Wall-clock nanoseconds minus monotonic nanoseconds, at the last reading.
+static WALL_OFFSET: AtomicI64 = AtomicI64::new(0);
+/// Monotonic nanoseconds of the last wall-clock reading (0: never).
+static WALL_SYNCED_AT: AtomicU64 = AtomicU64::new(0);
 
 /// Rounds to 6 decimal places (microseconds), as Ruby's `Float#round(6)` does for
 /// the magnitudes durations have.
@@ -217,6 +237,43 @@ impl UniqueInstants {
         }
     }
 
+    /// [`UniqueInstants::key`] as a UTF-8 [`Str`], written on the stack and
+    /// allocated once.
+    pub fn key_str(&self, prefix: &str, now_ns: i64) -> Str {
+        let ns = self.next(now_ns);
+        let mut buf = [0u8; 64];
+        let p = prefix.as_bytes();
+        let mut len = p.len().min(32);
+        buf[..len].copy_from_slice(&p[..len]);
+        let secs = ns.div_euclid(1_000_000_000);
+        if secs < 0 {
+            buf[len] = b'-';
+            len += 1;
+        }
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut m = secs.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (m % 10) as u8;
+            m /= 10;
+            if m == 0 {
+                break;
+            }
+        }
+        buf[len..len + digits.len() - at].copy_from_slice(&digits[at..]);
+        len += digits.len() - at;
+        buf[len] = b'.';
+        len += 1;
+        let mut frac = ns.rem_euclid(1_000_000_000) as u32;
+        for i in (0..9).rev() {
+            buf[len + i] = b'0' + (frac % 10) as u8;
+            frac /= 10;
+        }
+        len += 9;
+        Str::new(&buf[..len], Encoding::Utf8)
+    }
+
     /// `<prefix><seconds>.<nanoseconds>`, for example `generic_1764071947.123456789`.
     pub fn key(&self, prefix: &str, now_ns: i64) -> String {
         let ns = self.next(now_ns);
@@ -269,6 +326,23 @@ mod tests {
         assert_eq!(u.next(1_000), 1_000);
         assert_eq!(u.key("generic_", 2_000_000_001), "generic_2.000000001");
         assert_eq!(u.key("generic_", 2_000_000_001), "generic_2.000000002");
+        assert_eq!(
+            u.key_str("trace_", 5_000_000_000).bytes(),
+            b"trace_5.000000000"
+        );
+        assert_eq!(
+            UniqueInstants::default()
+                .key_str("generic_", -1_500_000_000)
+                .bytes(),
+            b"generic_-2.500000000"
+        );
+        let now = 1_795_607_947_123_456_789;
+        let plain = UniqueInstants::default();
+        let fast = UniqueInstants::default();
+        assert_eq!(
+            plain.key("generic_", now).as_bytes(),
+            fast.key_str("generic_", now).bytes()
+        );
     }
 
     #[test]
@@ -288,6 +362,19 @@ mod tests {
         let before = all.len();
         all.dedup();
         assert_eq!(all.len(), before);
+    }
+
+    #[test]
+    fn stamps_follow_both_clocks() {
+        let before = wall_now_ns();
+        let a = Stamp::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = Stamp::now();
+        let after = wall_now_ns();
+        // Within a millisecond of the wall clock read around them.
+        assert!(a.wall_ns >= before - 1_000_000 && a.wall_ns <= after + 1_000_000);
+        assert!(b.wall_ns >= before - 1_000_000 && b.wall_ns <= after + 1_000_000);
+        assert!(b.mono_ns > a.mono_ns && b.wall_ns > a.wall_ns);
     }
 
     #[test]

@@ -265,7 +265,7 @@ impl Backend {
         let mut garbage: Vec<Arc<Record>> = Vec::new();
         let outcome = match kind {
             EventKind::Generic => {
-                let key = Arc::new(Str::utf8(&self.instants.key("generic_", at.wall_ns)));
+                let key = Arc::new(self.instants.key_str("generic_", at.wall_ns));
                 let mut store = self.store.lock();
                 let (trace_id, span_id) = store.ids.trace_and_span();
                 let rec = Record::Generic(GenericRecord {
@@ -282,9 +282,7 @@ impl Backend {
             EventKind::Start => {
                 let key = match key {
                     KeySource::Field(k) => Arc::new(k),
-                    KeySource::Fresh => {
-                        Arc::new(Str::utf8(&self.instants.key("trace_", at.wall_ns)))
-                    }
+                    KeySource::Fresh => Arc::new(self.instants.key_str("trace_", at.wall_ns)),
                 };
                 let mut store = self.store.lock();
                 let (trace_id, span_id) = store.ids.trace_and_span();

@@ -40,6 +40,17 @@ fn indexes() -> &'static Indexes {
     })
 }
 
+/// The VM's encoding index for a built-in label (`None` for `Other`).
+pub fn builtin_index(e: Encoding) -> Option<i32> {
+    let ix = indexes();
+    match e {
+        Encoding::Utf8 => Some(ix.utf8),
+        Encoding::UsAscii => Some(ix.usascii),
+        Encoding::Binary => Some(ix.binary),
+        Encoding::Other(_) => None,
+    }
+}
+
 pub fn encoding_from_index(idx: i32) -> Encoding {
     let ix = indexes();
     if idx == ix.utf8 {

@@ -35,8 +35,7 @@ pub fn str_to_ruby(s: &Str) -> VALUE {
     // labels it with an encoding index taken from this VM.
     unsafe {
         match s.encoding() {
-            Encoding::Utf8 => rb_sys::rb_utf8_str_new(ptr, len),
-            Encoding::UsAscii => rb_sys::rb_usascii_str_new(ptr, len),
+            Encoding::Utf8 | Encoding::UsAscii => builtin_str_new(bytes, s.encoding()),
             Encoding::Binary => rb_sys::rb_str_new(ptr, len),
             Encoding::Other(idx) => {
                 let enc = rb_sys::rb_enc_from_index(idx);
@@ -50,9 +49,36 @@ pub fn str_to_ruby(s: &Str) -> VALUE {
     }
 }
 
+/// A new String of these bytes labelled with a built-in encoding. Made as a
+/// binary String and labelled in its flags (what `ENCODING_SET_INLINED`
+/// does), which skips `rb_enc_associate`'s checks: the String is new, not
+/// frozen, its coderange unknown, and UTF-8 and US-ASCII end with one NUL
+/// like binary.
+fn builtin_str_new(bytes: &[u8], encoding: Encoding) -> VALUE {
+    use rb_sys::ruby_encoding_consts::{RUBY_ENCODING_INLINE_MAX, RUBY_ENCODING_SHIFT};
+    let idx = names::builtin_index(encoding).unwrap_or(0);
+    // SAFETY: copies `bytes` into a new binary String.
+    let s = unsafe { rb_sys::rb_str_new(bytes.as_ptr() as *const _, bytes.len() as _) };
+    if idx > 0 && idx < RUBY_ENCODING_INLINE_MAX as i32 {
+        let shift = RUBY_ENCODING_SHIFT as u32;
+        let mask = (RUBY_ENCODING_INLINE_MAX as VALUE) << shift;
+        // SAFETY: `s` is the String just made, a heap object with an RBasic
+        // header that nothing else refers to yet.
+        unsafe {
+            let basic = s as *mut rb_sys::RBasic;
+            (*basic).flags = ((*basic).flags & !mask) | ((idx as VALUE) << shift);
+        }
+    } else if idx != 0 {
+        // SAFETY: labels the new String with a valid encoding index.
+        unsafe {
+            rb_sys::rb_enc_associate_index(s, idx);
+        }
+    }
+    s
+}
+
 pub fn utf8_to_ruby(s: &str) -> VALUE {
-    // SAFETY: copies the bytes of a live &str into a new UTF-8 String.
-    unsafe { rb_sys::rb_utf8_str_new(s.as_ptr() as *const _, s.len() as _) }
+    builtin_str_new(s.as_bytes(), Encoding::Utf8)
 }
 
 pub fn int_to_ruby(n: i64) -> VALUE {
@@ -161,8 +187,7 @@ fn bytes_to_ruby(bytes: &[u8], encoding: Encoding) -> VALUE {
     // with an encoding of this VM (binary when the index is unknown).
     unsafe {
         match encoding {
-            Encoding::Utf8 => rb_sys::rb_utf8_str_new(ptr, len),
-            Encoding::UsAscii => rb_sys::rb_usascii_str_new(ptr, len),
+            Encoding::Utf8 | Encoding::UsAscii => builtin_str_new(bytes, encoding),
             Encoding::Binary => rb_sys::rb_str_new(ptr, len),
             Encoding::Other(_) => {
                 let enc = encoding_ptr(encoding);
