@@ -64,8 +64,21 @@ impl Str {
                 &label
             }
         };
-        // Chained slices have an exact length: one allocation of the right size.
-        let data: Arc<[u8]> = label.iter().chain(bytes.as_ref().iter()).copied().collect();
+        let bytes = bytes.as_ref();
+        let len = label.len() + bytes.len();
+        // Short strings (names, keys) are assembled on the stack and copied
+        // once into an allocation of the right size.
+        let data: Arc<[u8]> = if len <= 64 {
+            let mut buf = [0u8; 64];
+            buf[..label.len()].copy_from_slice(label);
+            buf[label.len()..len].copy_from_slice(bytes);
+            Arc::from(&buf[..len])
+        } else {
+            let mut v = Vec::with_capacity(len);
+            v.extend_from_slice(label);
+            v.extend_from_slice(bytes);
+            Arc::from(v)
+        };
         Str { data }
     }
 
@@ -821,6 +834,12 @@ mod tests {
         assert_ne!(Str::new(&b"abc"[..], Encoding::Binary), Str::utf8("abc"));
         assert_eq!(Str::new(b"abc".to_vec(), Encoding::Utf8), Str::utf8("abc"));
         assert_eq!(Str::utf8("").bytes(), b"");
+        let long = "x".repeat(100);
+        let s = Str::new(long.as_bytes(), Encoding::Other(9));
+        assert_eq!(
+            (s.bytes(), s.encoding()),
+            (long.as_bytes(), Encoding::Other(9))
+        );
     }
 
     #[test]
