@@ -8,17 +8,17 @@ RSpec.describe "TraceBackend#export" do
   let(:backend) { Tasker::Telemetry::TraceBackend.instance }
   let(:iso_second) { /\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\z/ }
 
-  it "returns traces and metadata, in that order" do
+  it "returns traces and metadata, in that order", :gc_stress_safe do
     expect(backend.export.keys).to eq(%i[traces metadata])
   end
 
-  it "returns an empty traces Hash for an empty backend" do
+  it "returns an empty traces Hash for an empty backend", :gc_stress_safe do
     export = backend.export
     expect(export[:traces]).to eq({})
     expect(export[:metadata][:trace_count]).to eq(0)
   end
 
-  it "lists traces in first-insertion order, whatever their kind" do
+  it "lists traces in first-insertion order, whatever their kind", :gc_stress_safe do
     backend.handle_event("task.started", task_id: 3)
     backend.handle_event("workflow.noted", {})
     backend.handle_event("task.started", task_id: 1)
@@ -30,7 +30,7 @@ RSpec.describe "TraceBackend#export" do
     expect(keys[2..]).to eq(%w[task_1 operation_b])
   end
 
-  it "has the metadata of the original" do
+  it "has the metadata of the original", :gc_stress_safe do
     backend.handle_event("task.started", task_id: 1)
     backend.handle_event("workflow.noted", {})
     before = Time.now.utc.floor
@@ -44,7 +44,7 @@ RSpec.describe "TraceBackend#export" do
     expect(metadata[:created_at]).to eq(backend.created_at.getutc.iso8601)
   end
 
-  it "returns an independent copy: changing it changes nothing stored", :gc_stress_safe, timeout: 600 do
+  it "returns an independent copy: changing it changes nothing stored", :gc_stress_safe do
     backend.handle_event("task.started", task_id: 1, list: [1], text: "a")
     backend.handle_event("step.before_x", task_id: 1)
     export = backend.export
@@ -64,7 +64,7 @@ RSpec.describe "TraceBackend#export" do
     expect(again[:metadata][:trace_count]).to eq(1)
   end
 
-  it "builds new objects on every call" do
+  it "builds new objects on every call", :gc_stress_safe do
     backend.handle_event("task.started", task_id: 1)
     a = backend.export
     b = backend.export
@@ -73,7 +73,7 @@ RSpec.describe "TraceBackend#export" do
     expect(a[:traces]["task_1"][:payload]).not_to equal(b[:traces]["task_1"][:payload])
   end
 
-  it "is not changed by events after it was taken" do
+  it "is not changed by events after it was taken", :gc_stress_safe do
     backend.handle_event("task.started", task_id: 1)
     export = backend.export
     backend.handle_event("step.before_x", task_id: 1)

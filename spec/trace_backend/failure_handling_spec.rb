@@ -32,7 +32,7 @@ RSpec.describe "TraceBackend failure handling" do
   end
 
   describe "logging to Rails.logger" do
-    it "logs an internal failure at error level and returns false" do
+    it "logs an internal failure at error level and returns false", :gc_stress_safe do
       stand_in_rails(logger)
       expect(logger).to receive(:error).with("TraceBackend error handling task.started: lookup failed").once
       expect(backend.handle_event("task.started", failing_default_proc_payload("lookup failed"))).to be(false)
@@ -40,13 +40,13 @@ RSpec.describe "TraceBackend failure handling" do
       expect(backend.stats[:rejected_events]).to eq(1)
     end
 
-    it "names a Symbol event by its name" do
+    it "names a Symbol event by its name", :gc_stress_safe do
       stand_in_rails(logger)
       expect(logger).to receive(:error).with("TraceBackend error handling step.completed: nope")
       backend.handle_event(:"step.completed", failing_default_proc_payload("nope"))
     end
 
-    it "logs a failing id's to_s" do
+    it "logs a failing id's to_s", :gc_stress_safe do
       id = Object.new
       def id.to_s = raise("no to_s today")
       stand_in_rails(logger)
@@ -54,7 +54,7 @@ RSpec.describe "TraceBackend failure handling" do
       expect(backend.handle_event("task.failed", task_id: id)).to be(false)
     end
 
-    it "does not log refused input (not a Hash, bad name): that is not a failure" do
+    it "does not log refused input (not a Hash, bad name): that is not a failure", :gc_stress_safe do
       stand_in_rails(logger)
       expect(logger).not_to receive(:error)
       expect(backend.handle_event("task.started", nil)).to be(false)
@@ -62,13 +62,13 @@ RSpec.describe "TraceBackend failure handling" do
       expect(backend.handle_event("\xff".dup.force_encoding("UTF-8"), {})).to be(false)
     end
 
-    it "does not log taken events, orphans included" do
+    it "does not log taken events, orphans included", :gc_stress_safe do
       stand_in_rails(logger)
       expect(logger).not_to receive(:error)
       expect(backend.handle_event("task.completed", task_id: 404)).to be(true)
     end
 
-    it "returns false quietly without Rails, with a nil logger, or without a logger method" do
+    it "returns false quietly without Rails, with a nil logger, or without a logger method", :gc_stress_safe do
       hide_const("Rails") if defined?(::Rails)
       expect(backend.handle_event("task.started", failing_default_proc_payload("a"))).to be(false)
       stand_in_rails(nil)
@@ -77,7 +77,7 @@ RSpec.describe "TraceBackend failure handling" do
       expect(backend.handle_event("task.started", failing_default_proc_payload("c"))).to be(false)
     end
 
-    it "still returns false when the logger itself raises" do
+    it "still returns false when the logger itself raises", :gc_stress_safe do
       stand_in_rails(logger)
       allow(logger).to receive(:error).and_raise(IOError, "disk full")
       expect(backend.handle_event("task.started", failing_default_proc_payload("x"))).to be(false)
@@ -87,7 +87,7 @@ RSpec.describe "TraceBackend failure handling" do
   describe "the hidden panic hook (TaskerTraceNative::Native.__panic_next_call!)" do
     before { backend.handle_event("task.started", task_id: 1) }
 
-    it "makes the next handle_event return false, logged, with nothing stored", :gc_stress_safe, timeout: 600 do
+    it "makes the next handle_event return false, logged, with nothing stored", :gc_stress_safe do
       # A plain recording logger rather than a mock: this example also runs
       # under GC.stress, where mock setup alone takes minutes.
       messages = []
@@ -103,26 +103,26 @@ RSpec.describe "TraceBackend failure handling" do
       expect(backend.stats[:rejected_events]).to eq(1)
     end
 
-    it "makes the next export raise TaskerTraceNative::Error", :gc_stress_safe, timeout: 600 do
+    it "makes the next export raise TaskerTraceNative::Error", :gc_stress_safe do
       TaskerTraceNative::Native.__panic_next_call!
       quietly { expect { backend.export }.to raise_error(TaskerTraceNative::Error, /injected test panic/) }
       expect(backend.export[:traces].keys).to eq(["task_1"])
     end
 
-    it "makes the next stats raise TaskerTraceNative::Error" do
+    it "makes the next stats raise TaskerTraceNative::Error", :gc_stress_safe do
       TaskerTraceNative::Native.__panic_next_call!
       quietly { expect { backend.stats }.to raise_error(TaskerTraceNative::Error, /injected test panic/) }
       expect(backend.stats[:active_traces]).to eq(1)
     end
 
-    it "fires once: only the next call fails" do
+    it "fires once: only the next call fails", :gc_stress_safe do
       TaskerTraceNative::Native.__panic_next_call!
       quietly { expect(backend.handle_event("workflow.x", {})).to be(false) }
       expect(backend.handle_event("workflow.x", {})).to be(true)
       expect(backend.traces.size).to eq(2)
     end
 
-    it "leaves the backend whole and usable afterwards" do
+    it "leaves the backend whole and usable afterwards", :gc_stress_safe do
       %i[traces reset! export stats].each do |name|
         TaskerTraceNative::Native.__panic_next_call!
         quietly { expect { backend.public_send(name) }.to raise_error(TaskerTraceNative::Error) }
@@ -132,7 +132,7 @@ RSpec.describe "TraceBackend failure handling" do
       expect(backend.traces["task_1"]).to include(status: "success", spans: [hash_including(event_name: "step.before_x")])
     end
 
-    it "raises an error that is a StandardError, so ordinary rescue catches it" do
+    it "raises an error that is a StandardError, so ordinary rescue catches it", :gc_stress_safe do
       expect(TaskerTraceNative::Error.ancestors).to include(StandardError)
     end
   end

@@ -29,14 +29,14 @@ RSpec.describe "TraceBackend#handle_event" do
   describe "rule 1: the payload must be a Hash" do
     [nil, [], [[:task_id, 1]], "task_id=1", 42, 1.5, :task_id, Object.new, Struct.new(:task_id).new(1)]
       .each do |payload|
-      it "returns false and records nothing for #{payload.inspect}" do
+      it "returns false and records nothing for #{payload.inspect}", :gc_stress_safe do
         expect(backend.handle_event("task.started", payload)).to be(false)
         expect(traces).to be_empty
         expect(backend.stats).to include(rejected_events: 1, events_handled: 0)
       end
     end
 
-    it "takes Hash subclasses as Hashes" do
+    it "takes Hash subclasses as Hashes", :gc_stress_safe do
       subclass = Class.new(Hash)
       payload = subclass.new
       payload[:task_id] = 7
@@ -44,7 +44,7 @@ RSpec.describe "TraceBackend#handle_event" do
       expect(traces.keys).to eq(["task_7"])
     end
 
-    it "takes an empty Hash and the default payload" do
+    it "takes an empty Hash and the default payload", :gc_stress_safe do
       expect(backend.handle_event("task.started", {})).to be(true)
       expect(backend.handle_event("workflow.noted")).to be(true)
       expect(traces.size).to eq(2)
@@ -52,19 +52,19 @@ RSpec.describe "TraceBackend#handle_event" do
   end
 
   describe "rule 2: the event name is a String or a Symbol" do
-    it "stores a Symbol name as a String (better)", :gc_stress_safe, timeout: 600 do
+    it "stores a Symbol name as a String (better)", :gc_stress_safe do
       expect(backend.handle_event(:"task.started", task_id: 1)).to be(true)
       expect(traces["task_1"][:event_name]).to eq("task.started")
       expect(traces["task_1"][:event_name]).to be_an_instance_of(String)
     end
 
-    it "finishes a trace fully with a Symbol finish event (the original failed halfway)" do
+    it "finishes a trace fully with a Symbol finish event (the original failed halfway)", :gc_stress_safe do
       backend.handle_event(:"task.started", task_id: 1)
       expect(backend.handle_event(:"task.failed", task_id: 1)).to be(true)
       expect(traces["task_1"]).to include(status: "error", end_time: kind_of(String), duration: kind_of(Float))
     end
 
-    it "routes a Symbol by its name" do
+    it "routes a Symbol by its name", :gc_stress_safe do
       backend.handle_event(:"task.started", task_id: 1)
       backend.handle_event(:"step.before_handle", task_id: 1)
       backend.handle_event(:"workflow.noted", task_id: 1)
@@ -73,21 +73,21 @@ RSpec.describe "TraceBackend#handle_event" do
     end
 
     [nil, 42, 1.5, ["task.started"], { name: "task.started" }, Object.new, true].each do |name|
-      it "refuses #{name.inspect} with false and records nothing (better)" do
+      it "refuses #{name.inspect} with false and records nothing (better)", :gc_stress_safe do
         expect(backend.handle_event(name, task_id: 1)).to be(false)
         expect(traces).to be_empty
         expect(backend.stats[:rejected_events]).to eq(1)
       end
     end
 
-    it "takes String subclasses and stores the name as a plain String" do
+    it "takes String subclasses and stores the name as a plain String", :gc_stress_safe do
       name_class = Class.new(String)
       expect(backend.handle_event(name_class.new("task.started"), task_id: 1)).to be(true)
       expect(traces["task_1"][:event_name]).to be_an_instance_of(String)
       expect(traces["task_1"][:event_name]).to eq("task.started")
     end
 
-    it "keeps a frozen name usable and stores an unfrozen copy" do
+    it "keeps a frozen name usable and stores an unfrozen copy", :gc_stress_safe do
       name = "task.started".dup.freeze
       backend.handle_event(name, task_id: 1)
       stored = traces["task_1"][:event_name]
@@ -104,19 +104,19 @@ RSpec.describe "TraceBackend#handle_event" do
         "UTF-32BE" => "workflow.x".encode(Encoding::UTF_32BE),
         "broken Shift_JIS" => "task.started\x81".dup.force_encoding(Encoding::Shift_JIS)
       }.each do |label, name|
-        it "refuses #{label} with false" do
+        it "refuses #{label} with false", :gc_stress_safe do
           expect(backend.handle_event(name, task_id: 1)).to be(false)
           expect(backend.handle_event(name.to_sym, task_id: 1)).to be(false) if name.valid_encoding?
           expect(traces).to be_empty
         end
 
-        it "agrees with the original, which also returns false for #{label}" do
+        it "agrees with the original, which also returns false for #{label}", :gc_stress_safe do
           reference = TaskerTraceNative::Spec::ReferenceTraceBackend.new
           expect(reference.handle_event(name, task_id: 1)).to be(false)
         end
       end
 
-      it "takes valid names in other ASCII-compatible encodings, keeping bytes and encoding" do
+      it "takes valid names in other ASCII-compatible encodings, keeping bytes and encoding", :gc_stress_safe do
         names = [
           "task.started".encode(Encoding::EUC_JP),
           "t\xE9.started".dup.force_encoding(Encoding::ISO_8859_1),
@@ -161,11 +161,11 @@ RSpec.describe "TraceBackend#handle_event" do
       "x\ntask.completed" => :finish,
       "task.startedX\n" => :generic
     }.each do |name, kind|
-      it "treats #{name.inspect} as #{kind}" do
+      it "treats #{name.inspect} as #{kind}", :gc_stress_safe do
         expect(kind_of_event(name)).to eq(kind)
       end
 
-      it "routes #{name.inspect} as the original does" do
+      it "routes #{name.inspect} as the original does", :gc_stress_safe do
         reference = TaskerTraceNative::Spec::ReferenceTraceBackend.new
         reference.handle_event("zz.started", task_id: "probe")
         reference.handle_event(name, task_id: "probe")
@@ -200,25 +200,25 @@ RSpec.describe "TraceBackend#handle_event" do
       { task_id: false, workflow_step_id: false, operation: "op" } => "operation_op",
       { operation: "op", workflow_step_id: 2, task_id: 1 } => "task_1"
     }.each do |payload, key|
-      it "keys #{payload.inspect} as #{key.inspect}" do
+      it "keys #{payload.inspect} as #{key.inspect}", :gc_stress_safe do
         expect(backend.handle_event("task.started", payload)).to be(true)
         expect(traces.keys).to eq([key])
       end
     end
 
-    it "gives a fresh trace_ key when no field is truthy" do
+    it "gives a fresh trace_ key when no field is truthy", :gc_stress_safe do
       [{}, { task_id: nil }, { task_id: false, workflow_step_id: nil, operation: false }, { "task_id" => 1 }]
         .each { |payload| backend.handle_event("task.started", payload) }
       expect(traces.keys.size).to eq(4)
       expect(traces.keys).to all(match(/\Atrace_\d+\.\d+\z/))
     end
 
-    it "looks up Symbol keys only in a plain Hash" do
+    it "looks up Symbol keys only in a plain Hash", :gc_stress_safe do
       backend.handle_event("task.started", "task_id" => 5, "workflow_step_id" => 6, operation: "x")
       expect(traces.keys).to eq(["operation_x"])
     end
 
-    it "asks ActiveSupport::HashWithIndifferentAccess through [] (String keys work)", :gc_stress_safe, timeout: 600 do
+    it "asks ActiveSupport::HashWithIndifferentAccess through [] (String keys work)", :gc_stress_safe do
       payload = ActiveSupport::HashWithIndifferentAccess.new("task_id" => 5, "detail" => "x")
       expect(backend.handle_event("task.started", payload)).to be(true)
       expect(traces.keys).to eq(["task_5"])
@@ -227,7 +227,7 @@ RSpec.describe "TraceBackend#handle_event" do
       expect(stored).to eq("task_id" => 5, "detail" => "x")
     end
 
-    it "finishes and spans a HashWithIndifferentAccess-keyed trace" do
+    it "finishes and spans a HashWithIndifferentAccess-keyed trace", :gc_stress_safe do
       hwia = ->(h) { ActiveSupport::HashWithIndifferentAccess.new(h) }
       backend.handle_event("task.started", hwia.call("workflow_step_id" => 3))
       backend.handle_event("step.before_handle", hwia.call(workflow_step_id: 3))
@@ -237,7 +237,7 @@ RSpec.describe "TraceBackend#handle_event" do
       expect(traces["step_3"][:spans].size).to eq(1)
     end
 
-    it "asks any Hash subclass that defines its own []" do
+    it "asks any Hash subclass that defines its own []", :gc_stress_safe do
       custom = Class.new(Hash) do
         def [](key)
           key == :workflow_step_id ? "from-[]" : super
@@ -247,7 +247,7 @@ RSpec.describe "TraceBackend#handle_event" do
       expect(traces.keys).to eq(["step_from-[]"])
     end
 
-    it "asks a plain Hash's singleton [] like the original's payload[...] call" do
+    it "asks a plain Hash's singleton [] like the original's payload[...] call", :gc_stress_safe do
       payload = { task_id: 1 }
       def payload.[](key)
         key == :task_id ? "singleton" : super
@@ -257,37 +257,37 @@ RSpec.describe "TraceBackend#handle_event" do
     end
 
     describe "Hash defaults" do
-      it "uses a default proc's answer", :gc_stress_safe, timeout: 600 do
+      it "uses a default proc's answer", :gc_stress_safe do
         payload = Hash.new { |_h, key| key == :workflow_step_id ? 42 : nil }
         backend.handle_event("task.started", payload)
         expect(traces.keys).to eq(["step_42"])
         expect(traces["step_42"][:payload]).to eq({})
       end
 
-      it "stores what a default proc stored into the payload" do
+      it "stores what a default proc stored into the payload", :gc_stress_safe do
         payload = Hash.new { |h, key| h[key] = (key == :task_id ? 5 : nil) }
         backend.handle_event("task.started", payload)
         expect(traces.keys).to eq(["task_5"])
         expect(traces["task_5"][:payload]).to eq(task_id: 5)
       end
 
-      it "uses a default value" do
+      it "uses a default value", :gc_stress_safe do
         backend.handle_event("task.started", Hash.new(:dflt))
         expect(traces.keys).to eq(["task_dflt"])
       end
 
-      it "treats a false default as absent" do
+      it "treats a false default as absent", :gc_stress_safe do
         backend.handle_event("task.started", Hash.new(false))
         expect(traces.keys).to all(match(/\Atrace_/))
       end
 
-      it "returns false (and stores nothing) when a default proc raises" do
+      it "returns false (and stores nothing) when a default proc raises", :gc_stress_safe do
         payload = Hash.new { raise "no such key" }
         expect(backend.handle_event("task.started", payload)).to be(false)
         expect(traces).to be_empty
       end
 
-      it "answers compare_by_identity Hashes" do
+      it "answers compare_by_identity Hashes", :gc_stress_safe do
         payload = {}.compare_by_identity
         payload[:task_id] = 11
         backend.handle_event("task.started", payload)
@@ -296,14 +296,14 @@ RSpec.describe "TraceBackend#handle_event" do
     end
 
     describe "#{'#{v}'} is Ruby's to_s" do
-      it "uses the object's to_s" do
+      it "uses the object's to_s", :gc_stress_safe do
         id = Object.new
         def id.to_s = "custom-id"
         backend.handle_event("task.started", task_id: id)
         expect(traces.keys).to eq(["task_custom-id"])
       end
 
-      it "falls back to the default description when to_s does not return a String" do
+      it "falls back to the default description when to_s does not return a String", :gc_stress_safe do
         id = Object.new
         def id.to_s = 42
         backend.handle_event("task.started", task_id: id)
@@ -311,14 +311,14 @@ RSpec.describe "TraceBackend#handle_event" do
         expect(traces.keys.first).to eq("task_#{id}")
       end
 
-      it "returns false when to_s raises a StandardError" do
+      it "returns false when to_s raises a StandardError", :gc_stress_safe do
         id = Object.new
         def id.to_s = raise(ArgumentError, "bad id")
         expect(backend.handle_event("task.started", task_id: id)).to be(false)
         expect(traces).to be_empty
       end
 
-      it "lets an Interrupt raised by to_s propagate" do
+      it "lets an Interrupt raised by to_s propagate", :gc_stress_safe do
         id = Object.new
         def id.to_s = raise(Interrupt)
         expect { backend.handle_event("task.started", task_id: id) }.to raise_error(Interrupt)
@@ -326,7 +326,7 @@ RSpec.describe "TraceBackend#handle_event" do
         expect(backend.handle_event("task.started", task_id: 1)).to be(true)
       end
 
-      it "keeps a non-ASCII id's encoding in the key" do
+      it "keeps a non-ASCII id's encoding in the key", :gc_stress_safe do
         backend.handle_event("task.started", task_id: "caf\xE9".dup.force_encoding(Encoding::ISO_8859_1))
         key = traces.keys.first
         expect(key.encoding).to eq(Encoding::ISO_8859_1)
@@ -337,13 +337,13 @@ RSpec.describe "TraceBackend#handle_event" do
   end
 
   describe "rule 5: start" do
-    it "stores start_time, event_name, payload and spans" do
+    it "stores start_time, event_name, payload and spans", :gc_stress_safe do
       backend.handle_event("task.started", task_id: 1, name: "x")
       expect(traces["task_1"].keys).to eq(%i[start_time event_name payload spans])
       expect(traces["task_1"]).to include(event_name: "task.started", payload: { task_id: 1, name: "x" }, spans: [])
     end
 
-    it "replaces an earlier trace with the key, keeping its place in the order" do
+    it "replaces an earlier trace with the key, keeping its place in the order", :gc_stress_safe do
       backend.handle_event("task.started", task_id: 1, run: 1)
       backend.handle_event("task.started", task_id: 2)
       backend.handle_event("step.before_handle", task_id: 1)
@@ -356,7 +356,7 @@ RSpec.describe "TraceBackend#handle_event" do
       )
     end
 
-    it "gives each id-less start its own trace" do
+    it "gives each id-less start its own trace", :gc_stress_safe do
       3.times { backend.handle_event("task.started", {}) }
       expect(traces.keys.uniq.size).to eq(3)
     end
@@ -365,13 +365,13 @@ RSpec.describe "TraceBackend#handle_event" do
   describe "rule 6: finish" do
     before { backend.handle_event("task.started", task_id: 1) }
 
-    it "sets end_time, duration and status success" do
+    it "sets end_time, duration and status success", :gc_stress_safe do
       expect(backend.handle_event("task.completed", task_id: 1)).to be(true)
       expect(traces["task_1"].keys).to eq(%i[start_time event_name payload spans end_time duration status])
       expect(traces["task_1"]).to include(status: "success", event_name: "task.started")
     end
 
-    it "sets status error when the name contains failed anywhere" do
+    it "sets status error when the name contains failed anywhere", :gc_stress_safe do
       backend.handle_event("task.failed", task_id: 1)
       expect(traces["task_1"][:status]).to eq("error")
       backend.handle_event("failed_retry.completed", task_id: 1)
@@ -394,14 +394,14 @@ RSpec.describe "TraceBackend#handle_event" do
       expect(second[:duration]).to be > first[:duration]
     end
 
-    it "takes an orphan finish: true, nothing stored" do
+    it "takes an orphan finish: true, nothing stored", :gc_stress_safe do
       expect(backend.handle_event("task.completed", task_id: 2)).to be(true)
       expect(backend.handle_event("task.failed", {})).to be(true)
       expect(traces.keys).to eq(["task_1"])
       expect(backend.stats).to include(orphaned_events: 2, events_handled: 3)
     end
 
-    it "does not finish a trace under another field's key" do
+    it "does not finish a trace under another field's key", :gc_stress_safe do
       backend.handle_event("task.completed", workflow_step_id: 1)
       expect(traces["task_1"]).not_to include(:end_time)
     end
@@ -410,7 +410,7 @@ RSpec.describe "TraceBackend#handle_event" do
   describe "rule 8: span" do
     before { backend.handle_event("task.started", task_id: 1) }
 
-    it "appends timestamp, event_name and payload in order", :gc_stress_safe, timeout: 600 do
+    it "appends timestamp, event_name and payload in order", :gc_stress_safe do
       backend.handle_event("step.before_handle", task_id: 1, n: 1)
       backend.handle_event("step.after_handle", task_id: 1, n: 2)
       spans = traces["task_1"][:spans]
@@ -420,14 +420,14 @@ RSpec.describe "TraceBackend#handle_event" do
       )
     end
 
-    it "keeps spans on a finished trace and takes spans after the finish" do
+    it "keeps spans on a finished trace and takes spans after the finish", :gc_stress_safe do
       backend.handle_event("task.completed", task_id: 1)
       backend.handle_event("step.after_x", task_id: 1)
       expect(traces["task_1"][:spans].size).to eq(1)
       expect(traces["task_1"][:status]).to eq("success")
     end
 
-    it "takes an orphan span: true, nothing stored" do
+    it "takes an orphan span: true, nothing stored", :gc_stress_safe do
       expect(backend.handle_event("step.before_x", task_id: 2)).to be(true)
       expect(backend.handle_event("step.before_x", {})).to be(true)
       expect(traces["task_1"][:spans]).to be_empty
@@ -437,7 +437,7 @@ RSpec.describe "TraceBackend#handle_event" do
   end
 
   describe "rule 9: generic" do
-    it "stores timestamp, event_name, payload and type under a generic_ key" do
+    it "stores timestamp, event_name, payload and type under a generic_ key", :gc_stress_safe do
       expect(backend.handle_event("workflow.viable_steps_discovered", task_id: 1, n: 2)).to be(true)
       key, record = traces.first
       expect(key).to match(/\Ageneric_\d+\.\d+\z/)
@@ -446,7 +446,7 @@ RSpec.describe "TraceBackend#handle_event" do
                                 type: "generic")
     end
 
-    it "does not consult the payload's ids or their [] for generic events" do
+    it "does not consult the payload's ids or their [] for generic events", :gc_stress_safe do
       payload = Class.new(Hash) { def [](_key) = raise("not asked") }.new
       expect(backend.handle_event("workflow.noted", payload)).to be(true)
       expect(traces.size).to eq(1)

@@ -20,7 +20,7 @@ RSpec.describe "TraceBackend limits and configuration" do
   end
 
   describe "defaults" do
-    it "are max_traces 100_000, max_spans_per_trace 10_000, timestamp_precision 0" do
+    it "are max_traces 100_000, max_spans_per_trace 10_000, timestamp_precision 0", :gc_stress_safe do
       expect(in_force).to eq(max_traces: 100_000, max_spans_per_trace: 10_000, timestamp_precision: 0)
     end
 
@@ -33,7 +33,7 @@ RSpec.describe "TraceBackend limits and configuration" do
   end
 
   describe "TaskerTraceNative.config" do
-    it "shows the values in force, frozen" do
+    it "shows the values in force, frozen", :gc_stress_safe do
       configure(max_traces: 5, max_spans_per_trace: nil, timestamp_precision: 3)
       config = TaskerTraceNative.config
       expect(config).to be_frozen
@@ -43,24 +43,24 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect(in_force[:max_traces]).to eq(5)
     end
 
-    it "is returned by configure" do
+    it "is returned by configure", :gc_stress_safe do
       expect(TaskerTraceNative.configure { |c| c.max_traces = 9 }.to_h).to include(max_traces: 9)
     end
 
-    it "needs a block" do
+    it "needs a block", :gc_stress_safe do
       expect { TaskerTraceNative.configure }.to raise_error(ArgumentError, /block/)
     end
   end
 
   describe "max_traces" do
-    it "evicts the oldest (first inserted) trace for a new key and counts it" do
+    it "evicts the oldest (first inserted) trace for a new key and counts it", :gc_stress_safe do
       configure(max_traces: 3)
       5.times { |i| backend.handle_event("task.started", task_id: i) }
       expect(backend.traces.keys).to eq(%w[task_2 task_3 task_4])
       expect(backend.stats[:evicted_traces]).to eq(2)
     end
 
-    it "counts generic records and id-less traces too" do
+    it "counts generic records and id-less traces too", :gc_stress_safe do
       configure(max_traces: 2)
       backend.handle_event("task.started", task_id: 1)
       backend.handle_event("workflow.a", {})
@@ -71,7 +71,7 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect(keys[1]).to start_with("trace_")
     end
 
-    it "does not evict for a restart, a finish or a span of a stored trace" do
+    it "does not evict for a restart, a finish or a span of a stored trace", :gc_stress_safe do
       configure(max_traces: 2)
       backend.handle_event("task.started", task_id: 1)
       backend.handle_event("task.started", task_id: 2)
@@ -82,7 +82,7 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect(backend.stats[:evicted_traces]).to eq(0)
     end
 
-    it "makes a finish for an evicted trace an orphan" do
+    it "makes a finish for an evicted trace an orphan", :gc_stress_safe do
       configure(max_traces: 1)
       backend.handle_event("task.started", task_id: 1)
       backend.handle_event("task.started", task_id: 2)
@@ -91,7 +91,7 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect(backend.stats[:orphaned_events]).to eq(1)
     end
 
-    it "evicts at once when lowered" do
+    it "evicts at once when lowered", :gc_stress_safe do
       10.times { |i| backend.handle_event("task.started", task_id: i) }
       configure(max_traces: 4)
       expect(backend.traces.keys).to eq(%w[task_6 task_7 task_8 task_9])
@@ -106,20 +106,20 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect(backend.stats[:evicted_traces]).to eq(0)
     end
 
-    it "keeps one trace at 1" do
+    it "keeps one trace at 1", :gc_stress_safe do
       configure(max_traces: 1)
       3.times { backend.handle_event("workflow.x", {}) }
       expect(backend.traces.size).to eq(1)
     end
 
-    it "takes a huge Integer as effectively unbounded" do
+    it "takes a huge Integer as effectively unbounded", :gc_stress_safe do
       configure(max_traces: 2**80)
       expect(in_force[:max_traces]).to be >= 2**62
     end
   end
 
   describe "max_spans_per_trace" do
-    it "stores spans up to the limit and counts the rest as dropped" do
+    it "stores spans up to the limit and counts the rest as dropped", :gc_stress_safe do
       configure(max_spans_per_trace: 2)
       backend.handle_event("task.started", task_id: 1)
       5.times { |i| expect(backend.handle_event("step.before_x", task_id: 1, n: i)).to be(true) }
@@ -127,7 +127,7 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect(backend.stats[:dropped_spans]).to eq(3)
     end
 
-    it "stores no spans at 0" do
+    it "stores no spans at 0", :gc_stress_safe do
       configure(max_spans_per_trace: 0)
       backend.handle_event("task.started", task_id: 1)
       backend.handle_event("step.before_x", task_id: 1)
@@ -135,7 +135,7 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect(backend.stats[:dropped_spans]).to eq(1)
     end
 
-    it "counts per trace, and a restart starts the count again" do
+    it "counts per trace, and a restart starts the count again", :gc_stress_safe do
       configure(max_spans_per_trace: 1)
       backend.handle_event("task.started", task_id: 1)
       backend.handle_event("task.started", task_id: 2)
@@ -175,7 +175,7 @@ RSpec.describe "TraceBackend limits and configuration" do
       }.fetch(setting)
 
       values.each do |value|
-        it "refuses #{setting} = #{value.inspect} with ArgumentError naming the setting" do
+        it "refuses #{setting} = #{value.inspect} with ArgumentError naming the setting", :gc_stress_safe do
           configure(max_traces: 50, max_spans_per_trace: 60, timestamp_precision: 2)
           before = in_force
           expect { configure(setting => value) }
@@ -185,12 +185,12 @@ RSpec.describe "TraceBackend limits and configuration" do
       end
     end
 
-    it "shows the bad value in the message" do
+    it "shows the bad value in the message", :gc_stress_safe do
       expect { configure(timestamp_precision: 12) }.to raise_error(ArgumentError, /\(got 12\)/)
       expect { configure(max_traces: "5") }.to raise_error(ArgumentError, /\(got "5"\)/)
     end
 
-    it "changes nothing when a later assignment in the same block is bad" do
+    it "changes nothing when a later assignment in the same block is bad", :gc_stress_safe do
       before = in_force
       expect do
         TaskerTraceNative.configure do |c|
@@ -202,7 +202,7 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect(in_force).to eq(before)
     end
 
-    it "changes nothing when the block raises" do
+    it "changes nothing when the block raises", :gc_stress_safe do
       before = in_force
       expect do
         TaskerTraceNative.configure do |c|
@@ -213,7 +213,7 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect(in_force).to eq(before)
     end
 
-    it "does not evict when a lower max_traces is refused" do
+    it "does not evict when a lower max_traces is refused", :gc_stress_safe do
       5.times { |i| backend.handle_event("task.started", task_id: i) }
       expect do
         TaskerTraceNative.configure do |c|
@@ -224,12 +224,12 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect(backend.traces.size).to eq(5)
     end
 
-    it "refuses unknown settings" do
+    it "refuses unknown settings", :gc_stress_safe do
       expect { TaskerTraceNative.configure { |c| c.max_trace = 1 } }.to raise_error(NoMethodError, /max_trace=/)
     end
   end
 
-  it "accepts the edges of each range" do
+  it "accepts the edges of each range", :gc_stress_safe do
     configure(max_traces: 1, max_spans_per_trace: 0, timestamp_precision: 0)
     expect(in_force).to eq(max_traces: 1, max_spans_per_trace: 0, timestamp_precision: 0)
     configure(max_traces: nil, max_spans_per_trace: nil, timestamp_precision: 9)

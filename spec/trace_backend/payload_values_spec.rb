@@ -30,36 +30,36 @@ RSpec.describe "TraceBackend payload values" do
       "a Hash" => { a: 1, "b" => 2, 3 => [:c], nil => nil, [1] => { x: true }, 1.5 => -1 },
       "an empty Hash" => {}
     }.each do |label, value|
-      it "keeps #{label}" do
+      it "keeps #{label}", :gc_stress_safe do
         back = round_trip(value)
         expect(back).to eql(value)
         expect(back.class).to eq(value.class)
       end
     end
 
-    it "keeps NaN" do
+    it "keeps NaN", :gc_stress_safe do
       back = round_trip(Float::NAN)
       expect(back).to be_a(Float)
       expect(back).to be_nan
     end
 
-    it "keeps -0.0's sign" do
+    it "keeps -0.0's sign", :gc_stress_safe do
       expect(1 / round_trip(-0.0)).to eq(-Float::INFINITY)
     end
 
-    it "keeps Hash key order and key types", :gc_stress_safe, timeout: 600 do
+    it "keeps Hash key order and key types", :gc_stress_safe do
       value = { z: 1, "a" => 2, 10 => 3, m: 4, :"a" => 5, nil => 6 }
       back = round_trip(value)
       expect(back.keys).to eq([:z, "a", 10, :m, :a, nil])
       expect(back.keys.map(&:class)).to eq([Symbol, String, Integer, Symbol, Symbol, NilClass])
     end
 
-    it "keeps the top-level payload's key order and key types" do
+    it "keeps the top-level payload's key order and key types", :gc_stress_safe do
       backend.handle_event("task.started", { "s" => 1, task_id: 2, 3 => 3 })
       expect(backend.export[:traces]["task_2"][:payload].to_a).to eq([["s", 1], [:task_id, 2], [3, 3]])
     end
 
-    it "keeps String bytes and encodings, valid or not", :gc_stress_safe, timeout: 600 do
+    it "keeps String bytes and encodings, valid or not", :gc_stress_safe do
       [
         "\xff\xfe\x00".b,
         "caf\xE9".dup.force_encoding(Encoding::ISO_8859_1),
@@ -75,7 +75,7 @@ RSpec.describe "TraceBackend payload values" do
       end
     end
 
-    it "gives back unfrozen Strings that are not the caller's objects" do
+    it "gives back unfrozen Strings that are not the caller's objects", :gc_stress_safe do
       s = +"mutable"
       back = round_trip(s)
       expect(back).not_to equal(s)
@@ -83,7 +83,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(round_trip("frozen".dup.freeze)).not_to be_frozen
     end
 
-    it "returns a Hash subclass, an Array subclass and a String subclass as the base class" do
+    it "returns a Hash subclass, an Array subclass and a String subclass as the base class", :gc_stress_safe do
       hash_class = Class.new(Hash)
       array_class = Class.new(Array)
       string_class = Class.new(String)
@@ -94,7 +94,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(round_trip(hwia)).to be_an_instance_of(Hash).and eq("a" => 1)
     end
 
-    it "drops a Hash's default proc and default value" do
+    it "drops a Hash's default proc and default value", :gc_stress_safe do
       back = round_trip(Hash.new { |h, k| h[k] = 1 }.merge(a: 1))
       expect(back.default_proc).to be_nil
       expect(back[:missing]).to be_nil
@@ -110,7 +110,7 @@ RSpec.describe "TraceBackend payload values" do
       Time.zone = saved_zone
     end
 
-    it "uses iso8601 for Time, Date, DateTime and TimeWithZone" do
+    it "uses iso8601 for Time, Date, DateTime and TimeWithZone", :gc_stress_safe do
       Time.zone = "UTC"
       expect(round_trip(Time.utc(2026, 11, 25, 11, 59, 7))).to eq("2026-11-25T11:59:07Z")
       expect(round_trip(Time.new(2026, 11, 25, 11, 59, 7, "+09:00"))).to eq("2026-11-25T11:59:07+09:00")
@@ -121,14 +121,14 @@ RSpec.describe "TraceBackend payload values" do
       expect(round_trip(Time.zone.local(2026, 11, 25, 20, 59, 7))).to eq("2026-11-25T20:59:07+09:00")
     end
 
-    it "uses iso8601 for any object that responds to it" do
+    it "uses iso8601 for any object that responds to it", :gc_stress_safe do
       stamp = Object.new
       def stamp.iso8601 = "custom-iso"
       def stamp.to_s = "not used"
       expect(round_trip(stamp)).to eq("custom-iso")
     end
 
-    it "uses to_s for everything else" do
+    it "uses to_s for everything else", :gc_stress_safe do
       expect(round_trip(1r / 3)).to eq("1/3")
       expect(round_trip(Complex(1, 2))).to eq("1+2i")
       expect(round_trip(1..3)).to eq("1..3")
@@ -139,36 +139,36 @@ RSpec.describe "TraceBackend payload values" do
       expect(round_trip(nil.method(:to_s))).to be_a(String)
     end
 
-    it "stores #<ClassName> when to_s raises a StandardError" do
+    it "stores #<ClassName> when to_s raises a StandardError", :gc_stress_safe do
       failing = Class.new { def to_s = raise(ArgumentError, "nope") }
       stub_const("FailingToS", failing)
       expect(round_trip(FailingToS.new)).to eq("#<FailingToS>")
     end
 
-    it "stores #<ClassName> when iso8601 raises" do
+    it "stores #<ClassName> when iso8601 raises", :gc_stress_safe do
       stub_const("FailingIso", Class.new { def iso8601 = raise("nope") })
       expect(round_trip(FailingIso.new)).to eq("#<FailingIso>")
     end
 
-    it "stores #<ClassName> when to_s does not return a String" do
+    it "stores #<ClassName> when to_s does not return a String", :gc_stress_safe do
       stub_const("IntegerToS", Class.new { def to_s = 42 })
       stub_const("NilToS", Class.new { def to_s = nil })
       expect(round_trip(IntegerToS.new)).to eq("#<IntegerToS>")
       expect(round_trip(NilToS.new)).to eq("#<NilToS>")
     end
 
-    it "stores #<ClassName> when respond_to? raises" do
+    it "stores #<ClassName> when respond_to? raises", :gc_stress_safe do
       stub_const("BadRespond", Class.new { def respond_to?(*) = raise("nope") })
       expect(round_trip(BadRespond.new)).to eq("#<BadRespond>")
     end
 
-    it "stores #<ClassName> for a BasicObject, without calling it", :gc_stress_safe, timeout: 600 do
+    it "stores #<ClassName> for a BasicObject, without calling it", :gc_stress_safe do
       expect(round_trip(BasicObject.new)).to eq("#<BasicObject>")
       stub_const("MyBlank", Class.new(BasicObject) { def method_missing(*) = ::Kernel.raise("called") })
       expect(round_trip(MyBlank.new)).to eq("#<MyBlank>")
     end
 
-    it "uses to_s's String subclass result as a plain String" do
+    it "uses to_s's String subclass result as a plain String", :gc_stress_safe do
       string_class = Class.new(String)
       obj = Object.new
       obj.define_singleton_method(:to_s) { string_class.new("sub") }
@@ -176,7 +176,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(back).to be_an_instance_of(String).and eq("sub")
     end
 
-    it "keeps converting the rest of the payload after a failing object" do
+    it "keeps converting the rest of the payload after a failing object", :gc_stress_safe do
       failing = Class.new { def to_s = raise("nope") }.new
       backend.handle_event("workflow.x", a: 1, b: failing, c: [failing, 2])
       payload = backend.export[:traces].values.first[:payload]
@@ -185,7 +185,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(payload[:b]).to match(/\A#<.*>\z/)
     end
 
-    it "lets an Interrupt or SystemExit raised by to_s propagate, storing nothing" do
+    it "lets an Interrupt or SystemExit raised by to_s propagate, storing nothing", :gc_stress_safe do
       interrupting = Class.new { def to_s = raise(Interrupt) }.new
       exiting = Class.new { def to_s = exit(3) }.new
       expect { backend.handle_event("task.started", task_id: 1, x: interrupting) }.to raise_error(Interrupt)
@@ -194,7 +194,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(backend.handle_event("task.started", task_id: 1)).to be(true)
     end
 
-    it "absorbs an error raised when to_s changes the Hash being copied" do
+    it "absorbs an error raised when to_s changes the Hash being copied", :gc_stress_safe do
       payload = { a: 1 }
       adder = Object.new
       adder.define_singleton_method(:to_s) do
@@ -208,7 +208,7 @@ RSpec.describe "TraceBackend payload values" do
   end
 
   describe "containers that contain themselves" do
-    it "stores the repeated occurrence as [...]", :gc_stress_safe, timeout: 600 do
+    it "stores the repeated occurrence as [...]", :gc_stress_safe do
       a = [1]
       a << a
       expect(round_trip(a)).to eq([1, "[...]"])
@@ -217,7 +217,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(round_trip(h)).to eq(k: 1, self: "[...]")
     end
 
-    it "catches cycles through the payload itself and through keys" do
+    it "catches cycles through the payload itself and through keys", :gc_stress_safe do
       payload = { task_id: 1 }
       payload[:me] = [payload]
       backend.handle_event("task.started", payload)
@@ -227,7 +227,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(round_trip(key_cycle)).to eq([{ "[...]" => 1 }])
     end
 
-    it "copies a container shared by siblings in full (only ancestors count)" do
+    it "copies a container shared by siblings in full (only ancestors count)", :gc_stress_safe do
       shared = [1, 2]
       expect(round_trip([shared, shared, { x: shared }])).to eq([[1, 2], [1, 2], { x: [1, 2] }])
     end
@@ -254,7 +254,7 @@ RSpec.describe "TraceBackend payload values" do
       [depth, value]
     end
 
-    it "keeps 128 levels (the payload is level 1) and stores [depth limit] below", :gc_stress_safe, timeout: 600 do
+    it "keeps 128 levels (the payload is level 1) and stores [depth limit] below", :gc_stress_safe do
       backend.handle_event("workflow.deep", v: nested_arrays(127))
       payload = backend.export[:traces].values.first[:payload]
       expect(depth_of(payload)).to eq([128, nil])
@@ -264,7 +264,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(depth_of(payload)).to eq([128, "[depth limit]"])
     end
 
-    it "applies to Hashes too" do
+    it "applies to Hashes too", :gc_stress_safe do
       deep = {}
       current = deep
       200.times do
@@ -285,7 +285,7 @@ RSpec.describe "TraceBackend payload values" do
   end
 
   describe "copied at arrival (better: the original kept references)" do
-    it "is not changed by later mutation of the caller's objects" do
+    it "is not changed by later mutation of the caller's objects", :gc_stress_safe do
       list = [1]
       text = +"abc"
       inner = { n: 1 }
@@ -299,7 +299,7 @@ RSpec.describe "TraceBackend payload values" do
       expect(backend.export[:traces]["task_1"][:payload]).to eq(task_id: 1, list: [1], text: "abc", inner: { n: 1 })
     end
 
-    it "differs from the original, which shows the caller's later mutation" do
+    it "differs from the original, which shows the caller's later mutation", :gc_stress_safe do
       reference = TaskerTraceNative::Spec::ReferenceTraceBackend.new
       payload = { task_id: 1, list: [1] }
       reference.handle_event("task.started", payload)

@@ -31,7 +31,7 @@ RSpec.describe "TraceBackend time: timestamps, durations and generated keys" do
       Time.zone = saved_zone
     end
 
-    it "are UTC ISO 8601 seconds by default, like Time.current.iso8601 in a UTC Rails app" do
+    it "are UTC ISO 8601 seconds by default, like Time.current.iso8601 in a UTC Rails app", :gc_stress_safe do
       Time.zone = "UTC"
       before = Time.current.iso8601
       record_everything
@@ -43,14 +43,14 @@ RSpec.describe "TraceBackend time: timestamps, durations and generated keys" do
       expect(stamps.map(&:encoding).uniq).to eq([Encoding::UTF_8])
     end
 
-    it "stay UTC whatever Time.zone and TZ say" do
+    it "stay UTC whatever Time.zone and TZ say", :gc_stress_safe do
       Time.zone = "Tokyo"
       record_everything
       expect(all_timestamps).to all(end_with("Z"))
       expect(backend.export[:metadata][:exported_at]).to end_with("Z")
     end
 
-    it "are the reference backend's format exactly" do
+    it "are the reference backend's format exactly", :gc_stress_safe do
       Time.zone = "UTC"
       reference = TaskerTraceNative::Spec::ReferenceTraceBackend.new
       reference.handle_event("task.started", task_id: 1)
@@ -62,7 +62,7 @@ RSpec.describe "TraceBackend time: timestamps, durations and generated keys" do
     end
 
     (0..9).each do |digits|
-      it "have #{digits} fractional digits at timestamp_precision #{digits}" do
+      it "have #{digits} fractional digits at timestamp_precision #{digits}", :gc_stress_safe do
         configure_precision(digits)
         record_everything
         fraction = digits.zero? ? "" : "\\.\\d{#{digits}}"
@@ -73,7 +73,7 @@ RSpec.describe "TraceBackend time: timestamps, durations and generated keys" do
       end
     end
 
-    it "truncate like Ruby's Time#iso8601(n)" do
+    it "truncate like Ruby's Time#iso8601(n)", :gc_stress_safe do
       configure_precision(9)
       record_everything
       full = all_timestamps
@@ -183,7 +183,7 @@ RSpec.describe "TraceBackend time: timestamps, durations and generated keys" do
       expect(stamps.each_cons(2).all? { |a, b| b > a }).to be(true)
     end
 
-    it "are near the wall clock, in seconds since the epoch" do
+    it "are near the wall clock, in seconds since the epoch", :gc_stress_safe do
       before = Time.now.to_r
       backend.handle_event("workflow.tick", {})
       after = Time.now.to_r
@@ -191,7 +191,7 @@ RSpec.describe "TraceBackend time: timestamps, durations and generated keys" do
       expect(stamp).to be_between(before - 1, after + 1)
     end
 
-    it "show the original's collisions in the reference backend under the same load" do
+    it "show the original's collisions in the reference backend under the same load", :gc_stress_safe do
       reference = TaskerTraceNative::Spec::ReferenceTraceBackend.new
       # Stub the reference's clock to one tick, as a fast burst of events sees it.
       tick = Time.at(1_795_607_947, 123_456, :usec).in_time_zone("UTC")

@@ -15,13 +15,13 @@ RSpec.describe "TraceBackend#traces, #stats and #reset!" do
   end
 
   describe "#traces" do
-    it "equals export[:traces]" do
+    it "equals export[:traces]", :gc_stress_safe do
       fill
       expect(backend.traces).to eq(backend.export[:traces])
       expect(backend.traces).to be_an_instance_of(Hash)
     end
 
-    it "is a copy (better: the original returned its live Hash)" do
+    it "is a copy (better: the original returned its live Hash)", :gc_stress_safe do
       fill
       copy = backend.traces
       copy.clear
@@ -32,7 +32,7 @@ RSpec.describe "TraceBackend#traces, #stats and #reset!" do
   end
 
   describe "#stats" do
-    it "reports active_traces, backend_uptime and instance_id like the original" do
+    it "reports active_traces, backend_uptime and instance_id like the original", :gc_stress_safe do
       fill
       stats = backend.stats
       expect(stats.keys.first(3)).to eq(%i[active_traces backend_uptime instance_id])
@@ -50,14 +50,14 @@ RSpec.describe "TraceBackend#traces, #stats and #reset!" do
       expect(backend.stats[:backend_uptime]).to be >= uptime + 0.05
     end
 
-    it "adds the counters (better)" do
+    it "adds the counters (better)", :gc_stress_safe do
       expect(backend.stats.keys).to eq(
         %i[active_traces backend_uptime instance_id events_handled rejected_events orphaned_events
            evicted_traces dropped_spans max_traces]
       )
     end
 
-    it "counts what happened" do
+    it "counts what happened", :gc_stress_safe do
       TaskerTraceNative.configure do |c|
         c.max_traces = 2
         c.max_spans_per_trace = 1
@@ -77,14 +77,14 @@ RSpec.describe "TraceBackend#traces, #stats and #reset!" do
       )
     end
 
-    it "shows an unbounded max_traces as nil" do
+    it "shows an unbounded max_traces as nil", :gc_stress_safe do
       TaskerTraceNative.configure { |c| c.max_traces = nil }
       expect(backend.stats[:max_traces]).to be_nil
     end
   end
 
   describe "#reset!" do
-    it "removes every trace and zeroes the counters" do
+    it "removes every trace and zeroes the counters", :gc_stress_safe do
       fill
       backend.handle_event("task.completed", task_id: 2)
       backend.handle_event("x", nil)
@@ -97,7 +97,7 @@ RSpec.describe "TraceBackend#traces, #stats and #reset!" do
       )
     end
 
-    it "keeps the settings and created_at, and does not reuse generic keys" do
+    it "keeps the settings and created_at, and does not reuse generic keys", :gc_stress_safe do
       TaskerTraceNative.configure { |c| c.max_traces = 7 }
       created = backend.created_at
       backend.handle_event("workflow.a", {})
@@ -109,7 +109,7 @@ RSpec.describe "TraceBackend#traces, #stats and #reset!" do
       expect(backend.traces.keys.first).not_to eq(before)
     end
 
-    it "lets a restarted trace start afresh" do
+    it "lets a restarted trace start afresh", :gc_stress_safe do
       fill
       backend.reset!
       backend.handle_event("task.completed", task_id: 1)
