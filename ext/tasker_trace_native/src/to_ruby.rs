@@ -6,6 +6,9 @@
 //! conservatively) until it is stored into its parent: small Hashes are built
 //! from key/value arrays on the stack and filled in one call.
 
+use std::ffi::c_void;
+use std::sync::OnceLock;
+
 use rb_sys::VALUE;
 use tasker_trace_core::clock::{TimestampFormatter, STAMP_BUF};
 use tasker_trace_core::store::{GenericRecord, SpanEvent, TraceRecord};
@@ -14,7 +17,56 @@ use tasker_trace_core::{Encoding, Record, Str, Value};
 
 use crate::names::{self, sym};
 
-pub fn new_hash(_capacity: usize) -> VALUE {
+/// A constructor of Hashes sized for a number of entries.
+type HashNewCapa = unsafe extern "C" fn(std::os::raw::c_long) -> VALUE;
+
+/// `rb_hash_new_capa` (public from Ruby 3.2), or on Ruby 3.1 the VM's own
+/// `rb_hash_new_with_size` where the library exports it: looked up once in the
+/// loaded process, so the extension still loads where neither exists (then
+/// Hashes grow as they fill).
+fn hash_new_capa() -> Option<HashNewCapa> {
+    static FOUND: OnceLock<Option<HashNewCapa>> = OnceLock::new();
+    *FOUND.get_or_init(|| {
+        ["rb_hash_new_capa\0", "rb_hash_new_with_size\0"]
+            .iter()
+            .find_map(|name| {
+                let p = process_symbol(name);
+                // SAFETY: both functions take a size (a C long / st_index_t,
+                // passed the same way for sizes in range) and return a new
+                // Hash VALUE.
+                (!p.is_null())
+                    .then(|| unsafe { std::mem::transmute::<*mut c_void, HashNewCapa>(p) })
+            })
+    })
+}
+
+/// The address of a symbol already loaded in this process, or null.
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+fn process_symbol(nul_terminated: &str) -> *mut c_void {
+    extern "C" {
+        fn dlsym(handle: *mut c_void, symbol: *const std::os::raw::c_char) -> *mut c_void;
+    }
+    #[cfg(target_os = "linux")]
+    let default_handle: *mut c_void = std::ptr::null_mut();
+    #[cfg(not(target_os = "linux"))]
+    let default_handle: *mut c_void = -2isize as *mut c_void;
+    // SAFETY: looks a NUL-terminated name up among the loaded libraries.
+    unsafe { dlsym(default_handle, nul_terminated.as_ptr() as *const _) }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+fn process_symbol(_nul_terminated: &str) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+/// A new empty Hash with room for `capacity` entries where the VM allows.
+pub fn new_hash(capacity: usize) -> VALUE {
+    if capacity > 8 {
+        if let (Some(new_capa), Ok(capa)) = (hash_new_capa(), i32::try_from(capacity)) {
+            // SAFETY: allocates a new empty Hash sized for `capa` entries.
+            return unsafe { new_capa(std::os::raw::c_long::from(capa)) };
+        }
+    }
     // SAFETY: allocates a new empty Hash.
     unsafe { rb_sys::rb_hash_new() }
 }
@@ -232,7 +284,7 @@ const BULK_PAIRS: usize = 8;
 pub fn hash_from_pairs(kv: &[VALUE]) -> VALUE {
     // SAFETY: a new Hash; `kv` holds key, value, key, value … of live objects.
     unsafe {
-        let hash = rb_sys::rb_hash_new();
+        let hash = new_hash(kv.len() / 2);
         if !kv.is_empty() {
             rb_sys::rb_hash_bulk_insert(kv.len() as _, kv.as_ptr(), hash);
         }
