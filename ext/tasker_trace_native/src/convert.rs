@@ -447,8 +447,15 @@ fn name_matchable(s: VALUE) -> bool {
 fn lookup(ruby: &Ruby, payload: VALUE, plain_hash: bool, field: KeyField) -> Result<VALUE, Error> {
     let key = names::key_field_symbol(field);
     if plain_hash {
-        // SAFETY: `payload` is a T_HASH; rb_hash_aref may call a default proc,
-        // which may raise, so it runs under protect.
+        // SAFETY: `payload` is a T_HASH; looking a Symbol up runs no Ruby
+        // code and cannot raise. Qundef: the key is absent.
+        let found = unsafe { rb_sys::rb_hash_lookup2(payload, key, rb_sys::Qundef as VALUE) };
+        if found != rb_sys::Qundef as VALUE {
+            return Ok(found);
+        }
+        // Absent: `[]` gives the default, which may come from a default proc
+        // that may raise, so it runs under protect.
+        // SAFETY: as above; rb_hash_aref may call the default proc.
         magnus::rb_sys::protect(|| unsafe { rb_sys::rb_hash_aref(payload, key) })
     } else {
         let _ = ruby;
