@@ -92,7 +92,11 @@ fn setting_error(ruby: &Ruby, setting: &'static str, expected: &'static str, v: 
 pub fn check_service_name(ruby: &Ruby, v: RValue) -> Result<String, Error> {
     let bad = || setting_error(ruby, "service_name", SERVICE_NAME_EXPECTED, v);
     let s = RString::from_value(v).ok_or_else(bad)?;
-    let text = s.to_string().map_err(|_| bad())?;
+    // Read in place (no Ruby allocation): the bytes must be UTF-8 text.
+    let text = crate::convert::string_to_str(s.as_raw())
+        .as_utf8()
+        .map(str::to_string)
+        .ok_or_else(bad)?;
     if text.trim().is_empty() {
         return Err(bad());
     }
@@ -153,12 +157,9 @@ fn otlp_settings(ruby: &Ruby) -> Result<RValue, Error> {
             hash_set(attrs, utf8_to_ruby(k), value_to_ruby(v));
         }
         let h = ruby.hash_new();
-        h.aset(
-            ruby.to_symbol("service_name"),
-            ruby.str_new(&s.service_name),
-        )?;
+        h.aset(ruby.sym_new("service_name"), ruby.str_new(&s.service_name))?;
         // SAFETY: `attrs` is a Hash just built on this thread and still on the stack.
-        h.aset(ruby.to_symbol("resource_attributes"), unsafe {
+        h.aset(ruby.sym_new("resource_attributes"), unsafe {
             RValue::from_raw(attrs)
         })?;
         Ok(h.as_value())
@@ -495,9 +496,9 @@ fn push_result(
     error: Option<&str>,
 ) -> Result<RHash, Error> {
     let h = ruby.hash_new();
-    h.aset(ruby.to_symbol("sent"), count(ruby, sent))?;
-    h.aset(ruby.to_symbol("status"), status.map(i64::from))?;
-    h.aset(ruby.to_symbol("error"), error)?;
+    h.aset(ruby.sym_new("sent"), count(ruby, sent))?;
+    h.aset(ruby.sym_new("status"), status.map(i64::from))?;
+    h.aset(ruby.sym_new("error"), error)?;
     Ok(h)
 }
 
