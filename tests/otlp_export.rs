@@ -324,7 +324,7 @@ fn root_span_carries_the_start_payload_times_and_status() {
         .iter()
         .find(|kv| kv.key == "tasker.none")
         .expect("nil attribute");
-    assert!(none.value.as_ref().map_or(true, |v| v.value.is_none()));
+    assert!(none.value.as_ref().is_none_or(|v| v.value.is_none()));
     assert!(array(attr(a, "tasker.empty_list")).is_empty());
     assert!(kv_list(attr(a, "tasker.empty_hash")).is_empty());
 
