@@ -246,23 +246,7 @@ impl UniqueInstants {
         let mut len = p.len().min(32);
         buf[..len].copy_from_slice(&p[..len]);
         let secs = ns.div_euclid(1_000_000_000);
-        if secs < 0 {
-            buf[len] = b'-';
-            len += 1;
-        }
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut m = secs.unsigned_abs();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (m % 10) as u8;
-            m /= 10;
-            if m == 0 {
-                break;
-            }
-        }
-        buf[len..len + digits.len() - at].copy_from_slice(&digits[at..]);
-        len += digits.len() - at;
+        len += crate::digits::write_i64(&mut buf[len..], secs);
         buf[len] = b'.';
         len += 1;
         let mut frac = ns.rem_euclid(1_000_000_000) as u32;

@@ -54,11 +54,13 @@ impl KeyField {
     }
 
     /// The key for an integer id, without building an intermediate string.
+    /// Built on the stack and allocated once at its exact size.
     pub fn key_for_int(self, id: i64) -> Str {
-        let mut s = String::with_capacity(self.prefix().len() + 20);
-        s.push_str(self.prefix());
-        s.push_str(&id.to_string());
-        Str::new(s.into_bytes(), Encoding::Utf8)
+        let prefix = self.prefix().as_bytes();
+        let mut buf = [0u8; 32];
+        buf[..prefix.len()].copy_from_slice(prefix);
+        let len = prefix.len() + crate::digits::write_i64(&mut buf[prefix.len()..], id);
+        Str::new(&buf[..len], Encoding::Utf8)
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod digits;
 pub mod ids;
 pub mod keys;
 pub mod otlp;

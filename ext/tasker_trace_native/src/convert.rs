@@ -483,34 +483,6 @@ fn interpolate(v: VALUE) -> Result<Str, Error> {
     }
 }
 
-/// `"<prefix><n>"` for an Integer id, built on the stack and allocated once
-/// at its exact size (the same key `KeyField::key_for_int` gives).
-fn int_key(field: KeyField, n: i64) -> Str {
-    let prefix = field.prefix().as_bytes();
-    let mut buf = [0u8; 32];
-    buf[..prefix.len()].copy_from_slice(prefix);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut m = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    let mut len = prefix.len();
-    if n < 0 {
-        buf[len] = b'-';
-        len += 1;
-    }
-    let tail = &digits[at..];
-    buf[len..len + tail.len()].copy_from_slice(tail);
-    len += tail.len();
-    Str::new(&buf[..len], Encoding::Utf8)
-}
-
 /// The trace key: the first truthy of `task_id`, `workflow_step_id`, `operation`.
 pub fn trace_key(ruby: &Ruby, payload: VALUE) -> Result<KeySource, Error> {
     // The class pointer itself, not rb_obj_class: a Hash with a singleton class
@@ -526,10 +498,9 @@ pub fn trace_key(ruby: &Ruby, payload: VALUE) -> Result<KeySource, Error> {
         }
         if rb_sys::FIXNUM_P(v) {
             // SAFETY: `v` is a Fixnum.
-            return Ok(KeySource::Field(int_key(
-                field,
-                unsafe { rb_sys::FIX2LONG(v) } as i64,
-            )));
+            return Ok(KeySource::Field(
+                field.key_for_int(unsafe { rb_sys::FIX2LONG(v) } as i64),
+            ));
         }
         return Ok(KeySource::Field(field.key_for(&interpolate(v)?)));
     }
