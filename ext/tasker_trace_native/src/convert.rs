@@ -447,8 +447,10 @@ fn name_matchable(s: VALUE) -> bool {
 fn lookup(ruby: &Ruby, payload: VALUE, plain_hash: bool, field: KeyField) -> Result<VALUE, Error> {
     let key = names::key_field_symbol(field);
     if plain_hash {
-        // SAFETY: `payload` is a T_HASH; looking a Symbol up runs no Ruby
-        // code and cannot raise. Qundef: the key is absent.
+        // SAFETY: `payload` is a T_HASH. Looking a static Symbol up compares
+        // it with stored keys by identity or through Symbol#eql?, so it runs
+        // Ruby code only if an application redefines Symbol#eql? (accepted:
+        // the lookup stays unprotected on the hot path). Qundef: absent.
         let found = unsafe { rb_sys::rb_hash_lookup2(payload, key, rb_sys::Qundef as VALUE) };
         if found != rb_sys::Qundef as VALUE {
             return Ok(found);

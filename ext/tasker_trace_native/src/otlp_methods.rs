@@ -244,7 +244,8 @@ unsafe extern "C" fn cancel_push(data: *mut c_void) {
     // SAFETY: `data` is the `Cancel` that `push_otlp` keeps alive until the
     // blocking region has ended; `cancel` only stores a flag and unparks.
     let cancel = unsafe { &*(data as *const Cancel) };
-    cancel.cancel();
+    // Ruby calls this through C: a panic must not unwind out of it.
+    let _ = catch_unwind(AssertUnwindSafe(|| cancel.cancel()));
 }
 
 /// What a GVL-free call gave.
