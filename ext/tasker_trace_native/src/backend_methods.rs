@@ -134,7 +134,7 @@ fn handle_event(ruby: &Ruby, _rb_self: RValue, args: &[RValue]) -> Result<bool, 
         Ok(Err(e)) => Err(e),
         Err(panic) => {
             backend().reject();
-            let message = format!("internal error: {}", errors::panic_message(panic.as_ref()));
+            let message = errors::panic_report(panic.as_ref());
             log_error(ruby, name, &message);
             Ok(false)
         }

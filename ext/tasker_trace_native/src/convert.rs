@@ -20,7 +20,7 @@ use tasker_trace_core::value::{
 };
 use tasker_trace_core::{Encoding, EventKind, KeyField, KeySource, Str, Value};
 
-use crate::errors::{must_propagate, native_error, panic_message};
+use crate::errors::{must_propagate, panic_error};
 use crate::names;
 
 /// A raw VALUE as a magnus value, for calling Ruby methods through magnus.
@@ -350,10 +350,7 @@ impl<'r> PayloadConverter<'r> {
                 }
                 Err(panic) => {
                     let ruby = walk.conv.ruby;
-                    walk.failure = Some(native_error(
-                        ruby,
-                        format!("internal error: {}", panic_message(panic.as_ref())),
-                    ));
+                    walk.failure = Some(panic_error(ruby, panic.as_ref()));
                     rb_sys::st_retval::ST_STOP as c_int
                 }
             }

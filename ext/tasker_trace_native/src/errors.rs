@@ -60,6 +60,16 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+/// The message a caught panic is reported with: `internal error: <panic>`.
+pub fn panic_report(payload: &(dyn Any + Send)) -> String {
+    format!("internal error: {}", panic_message(payload))
+}
+
+/// A caught panic as `TaskerTraceNative::Error`.
+pub fn panic_error(ruby: &Ruby, payload: &(dyn Any + Send)) -> Error {
+    native_error(ruby, panic_report(payload))
+}
+
 /// Runs `f`, turning a Rust panic into `TaskerTraceNative::Error`.
 pub fn guarded<T>(ruby: &Ruby, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     match catch_unwind(AssertUnwindSafe(|| {
@@ -67,10 +77,7 @@ pub fn guarded<T>(ruby: &Ruby, f: impl FnOnce() -> Result<T, Error>) -> Result<T
         f()
     })) {
         Ok(result) => result,
-        Err(payload) => Err(native_error(
-            ruby,
-            format!("internal error: {}", panic_message(payload.as_ref())),
-        )),
+        Err(payload) => Err(panic_error(ruby, payload.as_ref())),
     }
 }
 

@@ -298,11 +298,21 @@ where
     }
 }
 
-fn panic_error(ruby: &Ruby, panic: &(dyn std::any::Any + Send)) -> Error {
-    native_error(
-        ruby,
-        format!("internal error: {}", errors::panic_message(panic)),
-    )
+impl<R> NoGvl<R> {
+    /// The work's value and any interrupt that arrived around it; a panic
+    /// inside the work, or work that never ran, is an error (the interrupt,
+    /// when there was one, else `TaskerTraceNative::Error`).
+    fn finished(self, ruby: &Ruby, what: &str) -> Result<(R, Option<Error>), Error> {
+        match self.result {
+            Some(Ok(value)) => Ok((value, self.interrupt)),
+            Some(Err(panic)) => Err(self
+                .interrupt
+                .unwrap_or_else(|| errors::panic_error(ruby, panic.as_ref()))),
+            None => Err(self
+                .interrupt
+                .unwrap_or_else(|| native_error(ruby, format!("{what} did not run")))),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -321,26 +331,16 @@ fn export_otlp(ruby: &Ruby, drain: RValue, include_open: RValue) -> Result<RStri
         },
         None,
     );
-    let export = match done.result {
-        Some(Ok(Ok(export))) => export,
+    let (encoded, interrupt) = done.finished(ruby, "export_otlp")?;
+    let export = match encoded {
+        Ok(export) => export,
         // `otlp::export` has put drained records back before failing.
-        Some(Ok(Err(e))) => {
-            return Err(done
-                .interrupt
+        Err(e) => {
+            return Err(interrupt
                 .unwrap_or_else(|| native_error(ruby, format!("OTLP encoding failed: {e}"))))
         }
-        Some(Err(panic)) => {
-            return Err(done
-                .interrupt
-                .unwrap_or_else(|| panic_error(ruby, panic.as_ref())))
-        }
-        None => {
-            return Err(done
-                .interrupt
-                .unwrap_or_else(|| native_error(ruby, "export_otlp did not run")))
-        }
     };
-    if let Some(interrupt) = done.interrupt {
+    if let Some(interrupt) = interrupt {
         if drain {
             b.restore(export.records);
         }
@@ -522,20 +522,8 @@ fn push_otlp(
         Some(&cancel),
     );
     // `push_finished` has already put undelivered records back, panics included.
-    let outcome = match done.result {
-        Some(Ok(outcome)) => outcome,
-        Some(Err(panic)) => {
-            return Err(done
-                .interrupt
-                .unwrap_or_else(|| panic_error(ruby, panic.as_ref())))
-        }
-        None => {
-            return Err(done
-                .interrupt
-                .unwrap_or_else(|| native_error(ruby, "push_otlp did not run")))
-        }
-    };
-    if let Some(interrupt) = done.interrupt {
+    let (outcome, interrupt) = done.finished(ruby, "push_otlp")?;
+    if let Some(interrupt) = interrupt {
         return Err(interrupt);
     }
     match outcome {
