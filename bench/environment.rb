@@ -12,6 +12,8 @@ require "active_support"
 require "active_support/core_ext/object/deep_dup"
 require "active_support/core_ext/time"
 require "concurrent"
+# The no-op floor is a test hook (TaskerTraceNative::TestHooks.noop).
+ENV["TASKER_TRACE_NATIVE_TEST_HOOKS"] = "1"
 require "tasker_trace_native"
 require File.join(ROOT, "spec", "support", "reference_trace_backend")
 

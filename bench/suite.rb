@@ -124,7 +124,7 @@ module TaskerTraceNative
       # nothing; and the harness's own cost per operation, for scale.
       def floor_cases(payloads)
         k = payloads.size
-        native = TaskerTraceNative::Native
+        native = TaskerTraceNative::TestHooks
         record(:noop, "native", @sampler.measure("native noop") { |i| native.noop("task.started", payloads[i % k]) })
         record(:harness, "native", @sampler.measure("empty operation") { |i| payloads[i % k] })
       end

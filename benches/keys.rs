@@ -2,8 +2,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
+use tasker_trace_core::backend::routing::{classify, finish_status};
 use tasker_trace_core::clock::{wall_now_ns, UniqueInstants};
-use tasker_trace_core::routing::{classify, finish_status};
 use tasker_trace_core::{KeyField, Str};
 
 fn keys(c: &mut Criterion) {

@@ -131,7 +131,7 @@ RSpec.describe "Load order of the gem and Tasker's own TraceBackend", timeout: 1
       puts JSON.generate(
         keys: t&.keys, status: t && t["task_1"][syms["status"]], spans: t && t["task_1"][syms["spans"]].size,
         duration: t && t["task_1"][syms["duration"]].is_a?(Float), metadata: !e[syms["metadata"]].nil?,
-        active: b.stats[syms["active_traces"]], max: TaskerTraceNative::Native.limits[syms["max_traces"]],
+        active: b.stats[syms["active_traces"]], max: TaskerTraceNative::Native.settings[syms["max_traces"]],
         same: e.keys.first.equal?(syms["traces"])
       )
     RUBY

@@ -1,6 +1,9 @@
 # frozen_string_literal: true
 
 $LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
+# The extension's test hooks (TaskerTraceNative::TestHooks) exist only when
+# this is set before it loads; subprocesses the specs start inherit it.
+ENV["TASKER_TRACE_NATIVE_TEST_HOOKS"] = "1"
 require "tasker_trace_native"
 require "timeout"
 

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use tasker_trace_core::backend::Limits;
 use tasker_trace_core::clock::{round6, Stamp};
-use tasker_trace_core::config::Limits;
-use tasker_trace_core::store::{Backend, Event, Record};
+use tasker_trace_core::{Backend, Event, Record};
 use tasker_trace_core::{Encoding, KeyField, KeySource, Status, Str, Value};
 
 /// Fixed seeds: every run explores the same cases.

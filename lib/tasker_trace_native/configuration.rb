@@ -6,20 +6,20 @@ module TaskerTraceNative
   # the setting), and the whole set is put in force only when the block returns
   # without error.
   class Configuration
-    SETTINGS = %i[max_traces max_spans_per_trace timestamp_precision service_name resource_attributes].freeze
+    # The setting names, from the extension (its settings.rs is their one home).
+    SETTINGS = Native::SETTING_NAMES
 
     attr_reader(*SETTINGS)
 
     def self.in_force
-      new(**Native.limits, **Native.otlp_settings)
+      new(**Native.settings)
     end
 
-    def initialize(max_traces:, max_spans_per_trace:, timestamp_precision:, service_name:, resource_attributes:)
-      self.max_traces = max_traces
-      self.max_spans_per_trace = max_spans_per_trace
-      self.timestamp_precision = timestamp_precision
-      self.service_name = service_name
-      self.resource_attributes = resource_attributes
+    def initialize(**settings)
+      missing = SETTINGS - settings.keys
+      raise ArgumentError, "missing settings: #{missing.join(', ')}" unless missing.empty?
+
+      settings.each { |name, value| public_send(:"#{name}=", value) }
     end
 
     SETTINGS.each do |setting|
@@ -29,13 +29,10 @@ module TaskerTraceNative
       end
     end
 
-    # Puts these settings in force (validated again, all or nothing).
+    # Puts these settings in force. Every value is checked again first (a
+    # Hash can be changed in place after it was assigned): all or nothing.
     def apply!
-      # The OTLP settings first: they are checked again (a Hash can be changed
-      # in place after it was assigned) before anything is put in force. The
-      # limits are immutable values already checked when they were assigned.
-      Native.apply_otlp_settings(service_name, resource_attributes)
-      Native.apply_limits(max_traces, max_spans_per_trace, timestamp_precision)
+      Native.apply_settings(to_h)
       self
     end
 

@@ -154,9 +154,9 @@ RSpec.describe "TraceBackend#export_otlp" do
   end
 
   it "describes the resource from the service_name and resource_attributes settings" do
-    saved = TaskerTraceNative::Native.otlp_settings
-    TaskerTraceNative::Native.apply_otlp_settings(
-      "billing", { "deployment.environment" => "prod", replicas: 3, "host.name" => "pod-1" }
+    saved = TaskerTraceNative::Native.settings
+    TaskerTraceNative::Native.apply_settings(
+      service_name: "billing", resource_attributes: { "deployment.environment" => "prod", replicas: 3, "host.name" => "pod-1" }
     )
     lifecycle(1)
     resource = JSON.parse(backend.export_otlp).fetch("resourceSpans").first.fetch("resource").fetch("attributes")
@@ -173,7 +173,7 @@ RSpec.describe "TraceBackend#export_otlp" do
     )
     expect(resource.map { |kv| kv["key"] }.uniq.size).to eq(resource.size)
   ensure
-    TaskerTraceNative::Native.apply_otlp_settings(saved[:service_name], saved[:resource_attributes]) if saved
+    TaskerTraceNative::Native.apply_settings(saved.slice(:service_name, :resource_attributes)) if saved
   end
 
   describe "arguments" do
@@ -196,7 +196,7 @@ RSpec.describe "TraceBackend#export_otlp" do
 
   it "turns a Rust panic into TaskerTraceNative::Error and loses nothing" do
     lifecycle(1)
-    TaskerTraceNative::Native.__panic_next_call!
+    TaskerTraceNative::TestHooks.panic_next_call!
     expect { backend.export_otlp(drain: true) }.to raise_error(TaskerTraceNative::Error, /internal error/)
     expect(backend.traces.keys).to eq(["task_1"])
     expect(root_keys(backend.export_otlp(drain: true))).to eq(["task_1"])

@@ -280,7 +280,7 @@ RSpec.describe "TraceBackend#push_otlp" do
 
   it "turns a Rust panic into TaskerTraceNative::Error and loses nothing" do
     finished(1)
-    TaskerTraceNative::Native.__panic_next_call!
+    TaskerTraceNative::TestHooks.panic_next_call!
     expect { backend.push_otlp(endpoint: "http://127.0.0.1:1", timeout: 0.2) }
       .to raise_error(TaskerTraceNative::Error, /internal error/)
     expect(backend.traces.keys).to eq(["task_1"])

@@ -176,7 +176,7 @@ module RailtieSpecSources
       zone: created_at.respond_to?(:time_zone) ? created_at.time_zone.name : nil
     }
 
-    TaskerTraceNative::Native.__panic_next_call!
+    TaskerTraceNative::TestHooks.panic_next_call!
     report[:failed_event] = router.route_event("task.failed", { task_id: 3 })
     report[:log] = LOG.string
 

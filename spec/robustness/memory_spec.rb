@@ -136,7 +136,7 @@ RSpec.describe "Robustness: memory and GC" do
         objects_before = GC.stat(:total_allocated_objects)
         2_048.times do |i|
           payload[:task_id] = i
-          TaskerTraceNative::Native.noop("task.started", payload)
+          TaskerTraceNative::TestHooks.noop("task.started", payload)
           # A small malloc'd Ruby allocation: where Ruby checks malloc growth.
           # (4 KB: from Ruby 3.2 on, smaller strings are embedded in the
           # object slot and never reach malloc.)

@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "spec_helper"
+require "open3"
 
 # Contract rule 11: an internal failure returns false and, where Rails.logger
 # exists, logs "TraceBackend error handling <event_name>: <message>". Native
@@ -84,7 +85,19 @@ RSpec.describe "TraceBackend failure handling" do
     end
   end
 
-  describe "the hidden panic hook (TaskerTraceNative::Native.__panic_next_call!)" do
+  describe "the test hooks" do
+    it "exist only in a process started with TASKER_TRACE_NATIVE_TEST_HOOKS=1" do
+      lib = File.expand_path("../../lib", __dir__)
+      script = 'require "tasker_trace_native"; ' \
+               'p [defined?(TaskerTraceNative::TestHooks), TaskerTraceNative::Native.respond_to?(:noop)]'
+      without, = Open3.capture2({ "TASKER_TRACE_NATIVE_TEST_HOOKS" => nil }, RbConfig.ruby, "-I", lib, "-e", script)
+      with, = Open3.capture2({ "TASKER_TRACE_NATIVE_TEST_HOOKS" => "1" }, RbConfig.ruby, "-I", lib, "-e", script)
+      expect(without.strip).to eq("[nil, false]")
+      expect(with.strip).to eq('["constant", false]')
+    end
+  end
+
+  describe "the hidden panic hook (TaskerTraceNative::TestHooks.panic_next_call!)" do
     before { backend.handle_event("task.started", task_id: 1) }
 
     it "makes the next handle_event return false, logged, with nothing stored", :gc_stress_safe do
@@ -94,7 +107,7 @@ RSpec.describe "TraceBackend failure handling" do
       recorder = Object.new
       recorder.define_singleton_method(:error) { |message| messages << message }
       stand_in_rails(recorder)
-      TaskerTraceNative::Native.__panic_next_call!
+      TaskerTraceNative::TestHooks.panic_next_call!
       result = quietly { backend.handle_event("task.started", task_id: 2) }
       expect(result).to be(false)
       expect(messages.size).to eq(1)
@@ -104,19 +117,19 @@ RSpec.describe "TraceBackend failure handling" do
     end
 
     it "makes the next export raise TaskerTraceNative::Error", :gc_stress_safe do
-      TaskerTraceNative::Native.__panic_next_call!
+      TaskerTraceNative::TestHooks.panic_next_call!
       quietly { expect { backend.export }.to raise_error(TaskerTraceNative::Error, /injected test panic/) }
       expect(backend.export[:traces].keys).to eq(["task_1"])
     end
 
     it "makes the next stats raise TaskerTraceNative::Error", :gc_stress_safe do
-      TaskerTraceNative::Native.__panic_next_call!
+      TaskerTraceNative::TestHooks.panic_next_call!
       quietly { expect { backend.stats }.to raise_error(TaskerTraceNative::Error, /injected test panic/) }
       expect(backend.stats[:active_traces]).to eq(1)
     end
 
     it "fires once: only the next call fails", :gc_stress_safe do
-      TaskerTraceNative::Native.__panic_next_call!
+      TaskerTraceNative::TestHooks.panic_next_call!
       quietly { expect(backend.handle_event("workflow.x", {})).to be(false) }
       expect(backend.handle_event("workflow.x", {})).to be(true)
       expect(backend.traces.size).to eq(2)
@@ -124,7 +137,7 @@ RSpec.describe "TraceBackend failure handling" do
 
     it "leaves the backend whole and usable afterwards", :gc_stress_safe do
       %i[traces reset! export stats].each do |name|
-        TaskerTraceNative::Native.__panic_next_call!
+        TaskerTraceNative::TestHooks.panic_next_call!
         quietly { expect { backend.public_send(name) }.to raise_error(TaskerTraceNative::Error) }
       end
       backend.handle_event("step.before_x", task_id: 1)

@@ -79,7 +79,7 @@ backend.handle_event("task.started", { task_id: "after-compact", sym: :"dynamic_
 check("after compaction") { backend.export[:traces].key?("task_after-compact") }
 
 # A panic inside Rust becomes TaskerTraceNative::Error or false.
-TaskerTraceNative::Native.__panic_next_call!
+TaskerTraceNative::TestHooks.panic_next_call!
 raised = begin
   backend.export
   false
@@ -87,7 +87,7 @@ rescue TaskerTraceNative::Error
   true
 end
 check("panic into error") { raised }
-TaskerTraceNative::Native.__panic_next_call!
+TaskerTraceNative::TestHooks.panic_next_call!
 check("panic into false") { backend.handle_event("task.started", { task_id: 1 }) == false }
 
 backend.reset!

@@ -17,6 +17,7 @@ use std::fmt::{self, Write as _};
 use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
+use crate::digits;
 use crate::value::{
     Encoding, Item, Packed, PackedReader, Str, Value, DEPTH_LIMIT_MARKER, MAX_DEPTH,
 };
@@ -43,32 +44,15 @@ impl Serialize for Hex<'_> {
     }
 }
 
-/// The decimal digits of `n` at the end of `buf`.
-fn digits(mut n: u64, buf: &mut [u8; 21]) -> usize {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return at;
-        }
-    }
-}
-
 /// A 64-bit integer as a JSON string of its decimal digits.
 pub(crate) struct Decimal(pub i128);
 
 impl Serialize for Decimal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 21];
+        let mut buf = [0u8; digits::MAX_LEN];
         let magnitude = u64::try_from(self.0.unsigned_abs()).unwrap_or(u64::MAX);
-        let mut at = digits(magnitude, &mut buf);
-        if self.0 < 0 {
-            at -= 1;
-            buf[at] = b'-';
-        }
-        s.serialize_str(std::str::from_utf8(&buf[at..]).unwrap_or_default())
+        let len = digits::write_signed(&mut buf, self.0 < 0, magnitude);
+        s.serialize_str(std::str::from_utf8(&buf[..len]).unwrap_or_default())
     }
 }
 
@@ -242,60 +226,6 @@ fn render_float(f: f64, out: &mut String) {
 // ---------------------------------------------------------------------------
 // Reading packed payloads.
 
-/// Values that follow a container item: `n` for an Array, `2n` for a Hash.
-fn children(item: &Item<'_>) -> u64 {
-    match item {
-        Item::Array(n) => u64::from(*n),
-        Item::Hash(n) => 2 * u64::from(*n),
-        _ => 0,
-    }
-}
-
-/// Skips what follows `item` (its elements, if it is a container).
-fn skip_rest(r: &mut PackedReader<'_>, item: &Item<'_>) {
-    let mut pending = children(item);
-    while pending > 0 {
-        match r.next() {
-            Some(next) => pending = pending - 1 + children(&next),
-            None => return,
-        }
-    }
-}
-
-/// Reads `item` and what follows it into a [`Value`] (for the rare keys that
-/// are not Strings or Symbols, and for looked-up fields).
-fn read_value(r: &mut PackedReader<'_>, item: Item<'_>, depth: usize) -> Value {
-    match item {
-        Item::Nil => Value::Nil,
-        Item::Bool(b) => Value::Bool(b),
-        Item::Int(n) => Value::Int(n),
-        Item::BigInt(d) => Value::BigInt(String::from_utf8_lossy(d).into()),
-        Item::Float(f) => Value::Float(f),
-        Item::Str(b, e) => Value::Str(Str::new(b, e)),
-        Item::Sym(b, e) => Value::Sym(std::sync::Arc::new(Str::new(b, e))),
-        Item::SymId(_, name) => Value::Sym(name.clone()),
-        Item::Array(_) | Item::Hash(_) if depth > MAX_DEPTH => {
-            skip_rest(r, &item);
-            Value::depth_limit_marker()
-        }
-        Item::Array(n) => Value::Array(
-            (0..n)
-                .map_while(|_| r.next().map(|i| read_value(r, i, depth + 1)))
-                .collect(),
-        ),
-        Item::Hash(n) => {
-            let mut pairs = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let Some(k) = r.next() else { break };
-                let k = read_value(r, k, depth + 1);
-                let Some(v) = r.next() else { break };
-                pairs.push((k, read_value(r, v, depth + 1)));
-            }
-            Value::Hash(pairs)
-        }
-    }
-}
-
 /// Looks a top-level field up by Symbol, else by String key (payloads with
 /// indifferent access arrive with String keys). nil counts as absent.
 pub fn field(payload: &Packed, name: &str) -> Option<Value> {
@@ -312,19 +242,19 @@ pub fn field(payload: &Packed, name: &str) -> Option<Value> {
             Item::SymId(_, s) => (true, s.bytes() == name),
             Item::Str(b, _) => (false, b == name),
             other => {
-                skip_rest(&mut r, &other);
+                r.skip_elements(&other);
                 (false, false)
             }
         };
         let v = r.next()?;
         if matches && !matches!(v, Item::Nil) && (symbol || by_string.is_none()) {
-            let value = read_value(&mut r, v, 2);
+            let value = r.read_value(v, 2);
             if symbol {
                 return Some(value);
             }
             by_string = Some(value);
         } else {
-            skip_rest(&mut r, &v);
+            r.skip_elements(&v);
         }
     }
     by_string
@@ -365,7 +295,7 @@ fn key_of<'a>(r: &mut PackedReader<'a>, item: Item<'a>) -> KeyText<'a> {
         Item::Str(b, _) | Item::Sym(b, _) => KeyText::Borrowed(b),
         Item::SymId(_, name) => KeyText::Borrowed(name.bytes()),
         other => {
-            let v = read_value(r, other, 2);
+            let v = r.read_value(other, 2);
             let mut s = String::new();
             render_text(&v, &mut s);
             KeyText::Owned(s.into_bytes())
@@ -421,7 +351,7 @@ fn top_level_keys(payload: &Packed) -> SeenKeys<'_> {
             let key = key_of(&mut r, k);
             seen.insert(&key);
             let Some(v) = r.next() else { break };
-            skip_rest(&mut r, &v);
+            r.skip_elements(&v);
         }
     }
     seen
@@ -479,7 +409,7 @@ impl Serialize for Streamed<'_, '_> {
             Some(Item::Sym(b, _)) => single(s, "stringValue", &Lossy(b)),
             Some(Item::SymId(_, name)) => single(s, "stringValue", &Lossy(name.bytes())),
             Some(container @ (Item::Array(_) | Item::Hash(_))) if self.depth >= MAX_DEPTH => {
-                skip_rest(&mut self.r.borrow_mut(), &container);
+                self.r.borrow_mut().skip_elements(&container);
                 single(s, "stringValue", DEPTH_LIMIT_MARKER)
             }
             Some(Item::Array(n)) => single(
@@ -552,7 +482,7 @@ impl Serialize for StreamedPairs<'_, '_> {
             if !seen.insert(&key) {
                 let mut r = self.r.borrow_mut();
                 if let Some(v) = r.next() {
-                    skip_rest(&mut r, &v);
+                    r.skip_elements(&v);
                 }
                 continue;
             }
@@ -691,7 +621,7 @@ impl Serialize for PayloadAttributes<'_> {
                     self.drop_one();
                     let mut rr = r.borrow_mut();
                     if let Some(v) = rr.next() {
-                        skip_rest(&mut rr, &v);
+                        rr.skip_elements(&v);
                     }
                     continue;
                 }

@@ -27,9 +27,9 @@ use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use super::attributes::{field, Decimal, Hex, Lossy, PayloadAttributes};
+use crate::backend::routing::Status;
+use crate::backend::store::{Finish, GenericRecord, Key, Record, SpanEvent, TraceRecord};
 use crate::clock::Stamp;
-use crate::routing::Status;
-use crate::store::{Finish, GenericRecord, Key, Record, SpanEvent, TraceRecord};
 use crate::value::{Packed, Str, Value};
 
 pub use super::attributes::{error_message, render_text, str_text, ATTRIBUTE_PREFIX};

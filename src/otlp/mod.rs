@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub use encode::{encode_request, Resource, SCOPE_NAME};
 pub use push::{post, Cancel, Delivery, Target};
 
-use crate::store::{Backend, Key, Record};
+use crate::backend::store::{Backend, Key, Record};
 
 /// The records an export covers, in store order: finished traces and generic
 /// events, and open traces too with `include_open`. With `drain` they are

@@ -11,10 +11,10 @@ use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use magnus::prelude::*;
-use magnus::rb_sys::{AsRawValue, FromRawValue};
+use magnus::rb_sys::AsRawValue;
 use magnus::{Error, RString, Ruby, Value as RValue};
 use rb_sys::{ruby_value_type as T, StableApiDefinition, VALUE};
-use tasker_trace_core::routing::classify;
+use tasker_trace_core::backend::routing::classify;
 use tasker_trace_core::value::{
     symbol_id, Packed, PackedWriter, DEPTH_LIMIT_MARKER, MAX_DEPTH, RECURSION_MARKER,
 };
@@ -22,12 +22,7 @@ use tasker_trace_core::{Encoding, EventKind, KeyField, KeySource, Str, Value};
 
 use crate::errors::{must_propagate, panic_error};
 use crate::names;
-
-/// A raw VALUE as a magnus value, for calling Ruby methods through magnus.
-fn wrap(v: VALUE) -> RValue {
-    // SAFETY: `v` came from Ruby on this thread and is still on the stack.
-    unsafe { RValue::from_raw(v) }
-}
+use crate::to_ruby::wrap;
 
 /// The bytes of a Ruby String, borrowed. Valid only until Ruby code runs
 /// (which could change or free the String): callers copy them at once.
@@ -242,7 +237,6 @@ impl<'r> PayloadConverter<'r> {
 
     /// Converts the root payload (a T_HASH) into a core value tree, for
     /// callers that inspect a Hash (settings); events use `pack_root`.
-    #[allow(dead_code)]
     pub fn convert_root(&mut self, v: VALUE) -> Result<Value, Error> {
         self.pack_root(v).map(|p| p.to_value())
     }
@@ -441,7 +435,7 @@ fn name_matchable(s: VALUE) -> bool {
 /// `payload[field]`: through `rb_hash_aref` for a plain Hash (default procs
 /// included), through the object's own `[]` for a Hash subclass, so
 /// HashWithIndifferentAccess answers for String keys too.
-fn lookup(ruby: &Ruby, payload: VALUE, plain_hash: bool, field: KeyField) -> Result<VALUE, Error> {
+fn lookup(payload: VALUE, plain_hash: bool, field: KeyField) -> Result<VALUE, Error> {
     let key = names::key_field_symbol(field);
     if plain_hash {
         // SAFETY: `payload` is a T_HASH. Looking a static Symbol up compares
@@ -457,7 +451,6 @@ fn lookup(ruby: &Ruby, payload: VALUE, plain_hash: bool, field: KeyField) -> Res
         // SAFETY: as above; rb_hash_aref may call the default proc.
         magnus::rb_sys::protect(|| unsafe { rb_sys::rb_hash_aref(payload, key) })
     } else {
-        let _ = ruby;
         wrap(payload)
             .funcall::<_, _, RValue>("[]", (wrap(key),))
             .map(|v| v.as_raw())
@@ -483,7 +476,7 @@ fn interpolate(v: VALUE) -> Result<Str, Error> {
 }
 
 /// The trace key: the first truthy of `task_id`, `workflow_step_id`, `operation`.
-pub fn trace_key(ruby: &Ruby, payload: VALUE) -> Result<KeySource, Error> {
+pub fn trace_key(payload: VALUE) -> Result<KeySource, Error> {
     // The class pointer itself, not rb_obj_class: a Hash with a singleton class
     // (say, a singleton `[]`) must be asked through `[]` like a subclass.
     // SAFETY: `payload` is a heap T_HASH, so it has an RBasic header to read.
@@ -491,7 +484,7 @@ pub fn trace_key(ruby: &Ruby, payload: VALUE) -> Result<KeySource, Error> {
     // SAFETY: rb_cHash is a global the VM sets at boot.
     let plain_hash = klass.map(|k| k.as_ptr() as VALUE) == Some(unsafe { rb_sys::rb_cHash });
     for field in KeyField::ORDER {
-        let v = lookup(ruby, payload, plain_hash, field)?;
+        let v = lookup(payload, plain_hash, field)?;
         if !rb_sys::TEST(v) {
             continue;
         }

@@ -22,8 +22,7 @@ pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
 
 /// `TaskerTraceNative::Error`, looked up when needed rather than kept in Rust.
 pub fn error_class(ruby: &Ruby) -> ExceptionClass {
-    ruby.class_object()
-        .const_get::<_, RModule>("TaskerTraceNative")
+    crate::root_module(ruby)
         .and_then(|m| m.const_get::<_, ExceptionClass>("Error"))
         .unwrap_or_else(|_| ruby.exception_runtime_error())
 }
@@ -36,7 +35,7 @@ pub fn argument_error(ruby: &Ruby, message: impl Into<String>) -> Error {
     Error::new(ruby.exception_arg_error(), message.into())
 }
 
-/// Arms the test hook (`TaskerTraceNative::Native.__panic_next_call!`).
+/// Arms the test hook (`TaskerTraceNative::TestHooks.panic_next_call!`).
 pub fn arm_test_panic() {
     PANIC_NEXT_CALL.store(true, Ordering::SeqCst);
 }

@@ -114,6 +114,10 @@ symbol_table! {
     max_traces => "max_traces",
     max_spans_per_trace => "max_spans_per_trace",
     timestamp_precision => "timestamp_precision",
+    service_name => "service_name",
+    resource_attributes => "resource_attributes",
+    sent => "sent",
+    error => "error",
 }
 
 static SYMS: OnceLock<Syms> = OnceLock::new();

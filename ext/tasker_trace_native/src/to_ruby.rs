@@ -9,9 +9,11 @@
 use std::ffi::c_void;
 use std::sync::OnceLock;
 
+use magnus::rb_sys::FromRawValue;
+use magnus::Value as RValue;
 use rb_sys::VALUE;
+use tasker_trace_core::backend::store::{GenericRecord, SpanEvent, TraceRecord};
 use tasker_trace_core::clock::{TimestampFormatter, STAMP_BUF};
-use tasker_trace_core::store::{GenericRecord, SpanEvent, TraceRecord};
 use tasker_trace_core::value::{Item, Packed, PackedReader};
 use tasker_trace_core::{Encoding, Record, Str, Value};
 
@@ -80,25 +82,7 @@ pub fn hash_set(hash: VALUE, key: VALUE, val: VALUE) {
 }
 
 pub fn str_to_ruby(s: &Str) -> VALUE {
-    let bytes = s.bytes();
-    let ptr = bytes.as_ptr() as *const _;
-    let len = bytes.len() as _;
-    // SAFETY: copies `len` bytes from a live slice into a new String, then
-    // labels it with an encoding index taken from this VM.
-    unsafe {
-        match s.encoding() {
-            Encoding::Utf8 | Encoding::UsAscii => builtin_str_new(bytes, s.encoding()),
-            Encoding::Binary => rb_sys::rb_str_new(ptr, len),
-            Encoding::Other(idx) => {
-                let enc = rb_sys::rb_enc_from_index(idx);
-                if enc.is_null() {
-                    rb_sys::rb_str_new(ptr, len)
-                } else {
-                    rb_sys::rb_enc_str_new(ptr, len, enc)
-                }
-            }
-        }
-    }
+    bytes_to_ruby(s.bytes(), s.encoding())
 }
 
 /// A new String of these bytes labelled with a built-in encoding. Made as a
@@ -133,6 +117,19 @@ pub fn utf8_to_ruby(s: &str) -> VALUE {
     builtin_str_new(s.as_bytes(), Encoding::Utf8)
 }
 
+/// A raw VALUE as a magnus value, for calling Ruby methods through magnus or
+/// returning it from a method.
+pub fn wrap(v: VALUE) -> RValue {
+    // SAFETY: `v` came from Ruby on this thread during this call and is still
+    // on the stack, where the GC sees it.
+    unsafe { RValue::from_raw(v) }
+}
+
+/// A count as an Integer; counts beyond `i64::MAX` saturate.
+pub fn count_to_ruby(n: impl TryInto<i64>) -> VALUE {
+    int_to_ruby(n.try_into().unwrap_or(i64::MAX))
+}
+
 pub fn int_to_ruby(n: i64) -> VALUE {
     // SAFETY: builds a Fixnum or Bignum from a machine integer.
     unsafe { rb_sys::rb_ll2inum(n) }
@@ -156,8 +153,7 @@ pub fn nil() -> VALUE {
 }
 
 /// A core value tree as a new Ruby object of the class it arrived as
-/// (stored payloads are packed: see `packed_to_ruby`).
-#[allow(dead_code)]
+/// (settings; stored payloads are packed: see `packed_to_ruby`).
 pub fn value_to_ruby(v: &Value) -> VALUE {
     match v {
         Value::Nil => nil(),
@@ -232,6 +228,8 @@ fn symbol_to_ruby(bytes: &[u8], encoding: Encoding) -> VALUE {
     unsafe { rb_sys::rb_str_intern(s) }
 }
 
+/// A new String of these bytes, labelled with an encoding of this VM (binary
+/// when the index is unknown).
 fn bytes_to_ruby(bytes: &[u8], encoding: Encoding) -> VALUE {
     let ptr = bytes.as_ptr() as *const _;
     let len = bytes.len() as _;

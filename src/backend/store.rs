@@ -13,11 +13,12 @@ use std::sync::Arc;
 use hashlink::LinkedHashMap;
 use parking_lot::Mutex;
 
+use super::keys::KeySource;
+use super::limits::Limits;
+use super::routing::{classify, finish_status, EventKind, Status};
 use crate::clock::{Stamp, UniqueInstants};
-use crate::config::Limits;
 use crate::ids::IdGenerator;
-use crate::keys::KeySource;
-use crate::routing::{classify, finish_status, EventKind, Status};
+use crate::settings::ResourceSettings;
 use crate::value::{Packed, Str};
 
 /// A trace key, shared between the map and snapshots.
@@ -163,34 +164,39 @@ struct Store {
 }
 
 impl Store {
-    /// Evicts the oldest records until one more fits. Evicted records are moved
-    /// to `garbage` so that they are freed after the lock is released.
-    fn make_room(&mut self, garbage: &mut Vec<Arc<Record>>) {
-        if let Some(max) = self.limits.max_traces {
-            while self.map.len() >= max {
-                match self.map.pop_front() {
-                    Some((_, rec)) => {
-                        self.evicted_traces += 1;
-                        garbage.push(rec);
-                    }
-                    None => break,
+    /// Evicts the oldest records until at most `keep` remain (under
+    /// `max_traces`). Evicted records are moved to `garbage` so that they are
+    /// freed after the lock is released.
+    fn evict_down_to(&mut self, keep: usize, garbage: &mut Vec<Arc<Record>>) {
+        while self.map.len() > keep {
+            match self.map.pop_front() {
+                Some((_, rec)) => {
+                    self.evicted_traces += 1;
+                    garbage.push(rec);
                 }
+                None => break,
             }
         }
     }
 
+    /// Evicts the oldest records until one more fits.
+    fn make_room(&mut self, garbage: &mut Vec<Arc<Record>>) {
+        if let Some(max) = self.limits.max_traces {
+            self.evict_down_to(max.saturating_sub(1), garbage);
+        }
+    }
+
+    /// Evicts the oldest records until the store is within `max_traces`.
     fn shrink_to_limit(&mut self, garbage: &mut Vec<Arc<Record>>) {
         if let Some(max) = self.limits.max_traces {
-            while self.map.len() > max {
-                match self.map.pop_front() {
-                    Some((_, rec)) => {
-                        self.evicted_traces += 1;
-                        garbage.push(rec);
-                    }
-                    None => break,
-                }
-            }
+            self.evict_down_to(max, garbage);
         }
+    }
+
+    /// Stores a new record under `key` at the end of the order, making room first.
+    fn insert_new(&mut self, key: Key, rec: Arc<Record>, garbage: &mut Vec<Arc<Record>>) {
+        self.make_room(garbage);
+        self.map.insert(key, rec);
     }
 }
 
@@ -203,6 +209,8 @@ pub struct Backend {
     instants: UniqueInstants,
     created_at: Stamp,
     instance_id: String,
+    /// What describes the process in OTLP requests.
+    resource: Mutex<ResourceSettings>,
 }
 
 /// A consistent copy of the store's contents, in order, taken under the lock.
@@ -232,6 +240,7 @@ impl Backend {
             instants: UniqueInstants::default(),
             created_at: Stamp::now(),
             instance_id: instance_id.into(),
+            resource: Mutex::new(ResourceSettings::from_env_values(None, None)),
         }
     }
 
@@ -254,6 +263,67 @@ impl Backend {
 
     /// Stores one event according to its kind.
     pub fn ingest(&self, event: Event) -> Outcome {
+        self.events_handled.fetch_add(1, Ordering::Relaxed);
+        let mut garbage: Vec<Arc<Record>> = Vec::new();
+        let outcome = match event.kind {
+            EventKind::Generic => self.store_generic(event, &mut garbage),
+            EventKind::Start => self.start_trace(event, &mut garbage),
+            EventKind::Finish | EventKind::Span => self.update_trace(event),
+        };
+        // Replaced and evicted records are freed here, after the lock is gone.
+        drop(garbage);
+        outcome
+    }
+
+    /// A generic event: a record of its own under a fresh `generic_` key.
+    fn store_generic(&self, event: Event, garbage: &mut Vec<Arc<Record>>) -> Outcome {
+        let key = Arc::new(self.instants.key_str("generic_", event.at.wall_ns));
+        let mut store = self.store.lock();
+        let (trace_id, span_id) = store.ids.trace_and_span();
+        let rec = Record::Generic(GenericRecord {
+            at: event.at,
+            event_name: event.name,
+            payload: event.payload,
+            trace_id,
+            span_id,
+        });
+        store.insert_new(key, Arc::new(rec), garbage);
+        Outcome::Stored
+    }
+
+    /// A start event: a new trace, or a restart of the one under its key,
+    /// which keeps the key's place in the order.
+    fn start_trace(&self, event: Event, garbage: &mut Vec<Arc<Record>>) -> Outcome {
+        let key = match event.key {
+            KeySource::Field(k) => Arc::new(k),
+            KeySource::Fresh => Arc::new(self.instants.key_str("trace_", event.at.wall_ns)),
+        };
+        let mut store = self.store.lock();
+        let (trace_id, span_id) = store.ids.trace_and_span();
+        let rec = Arc::new(Record::Trace(TraceRecord {
+            start: event.at,
+            event_name: event.name,
+            payload: event.payload,
+            spans: Vec::new(),
+            finish: None,
+            trace_id,
+            span_id,
+        }));
+        match store.map.get_mut(&key) {
+            Some(slot) => {
+                garbage.push(std::mem::replace(slot, rec));
+                Outcome::Restarted
+            }
+            None => {
+                store.insert_new(key, rec, garbage);
+                Outcome::Stored
+            }
+        }
+    }
+
+    /// A finish or span event: updates the open trace under its key, or is
+    /// counted as an orphan when there is none.
+    fn update_trace(&self, event: Event) -> Outcome {
         let Event {
             name,
             kind,
@@ -261,110 +331,45 @@ impl Backend {
             payload,
             at,
         } = event;
-        self.events_handled.fetch_add(1, Ordering::Relaxed);
-        let mut garbage: Vec<Arc<Record>> = Vec::new();
-        let outcome = match kind {
-            EventKind::Generic => {
-                let key = Arc::new(self.instants.key_str("generic_", at.wall_ns));
-                let mut store = self.store.lock();
-                let (trace_id, span_id) = store.ids.trace_and_span();
-                let rec = Record::Generic(GenericRecord {
-                    at,
-                    event_name: name,
-                    payload,
-                    trace_id,
-                    span_id,
-                });
-                store.make_room(&mut garbage);
-                store.map.insert(key, Arc::new(rec));
-                Outcome::Stored
-            }
-            EventKind::Start => {
-                let key = match key {
-                    KeySource::Field(k) => Arc::new(k),
-                    KeySource::Fresh => Arc::new(self.instants.key_str("trace_", at.wall_ns)),
-                };
-                let mut store = self.store.lock();
-                let (trace_id, span_id) = store.ids.trace_and_span();
-                let rec = Arc::new(Record::Trace(TraceRecord {
-                    start: at,
-                    event_name: name,
-                    payload,
-                    spans: Vec::new(),
-                    finish: None,
-                    trace_id,
-                    span_id,
-                }));
-                match store.map.get_mut(&key) {
-                    // Replace in place: the key keeps its place in the order.
-                    Some(slot) => {
-                        garbage.push(std::mem::replace(slot, rec));
-                        Outcome::Restarted
-                    }
-                    None => {
-                        store.make_room(&mut garbage);
-                        store.map.insert(key, rec);
-                        Outcome::Stored
-                    }
-                }
-            }
-            EventKind::Finish | EventKind::Span => {
-                let key = match key {
-                    KeySource::Field(k) => k,
-                    // A fresh key names no trace: the event is an orphan.
-                    KeySource::Fresh => {
-                        let mut store = self.store.lock();
-                        store.orphaned_events += 1;
-                        return Outcome::Orphaned;
-                    }
-                };
-                let mut store = self.store.lock();
-                let max_spans = store.limits.max_spans_per_trace;
-                let mut dropped = false;
-                let found = match store.map.get_mut(&key) {
-                    Some(slot) => match Arc::make_mut(slot) {
-                        Record::Trace(t) => {
-                            if kind == EventKind::Finish {
-                                t.finish = Some(Finish {
-                                    at,
-                                    duration: t.start.seconds_until(&at),
-                                    status: finish_status(name.bytes()),
-                                    event_name: name,
-                                    payload,
-                                });
-                            } else if max_spans.is_some_and(|m| t.spans.len() >= m) {
-                                dropped = true;
-                            } else {
-                                // Most traces have a few spans: grow one at a
-                                // time up to 4, then as usual (doubling).
-                                if t.spans.len() < 4 && t.spans.len() == t.spans.capacity() {
-                                    t.spans.reserve_exact(1);
-                                }
-                                t.spans.push(SpanEvent {
-                                    at,
-                                    event_name: name,
-                                    payload,
-                                });
-                            }
-                            true
-                        }
-                        Record::Generic(_) => false,
-                    },
-                    None => false,
-                };
-                if !found {
-                    store.orphaned_events += 1;
-                    Outcome::Orphaned
-                } else if dropped {
-                    store.dropped_spans += 1;
-                    Outcome::SpanDropped
-                } else {
-                    Outcome::Updated
-                }
+        let mut store = self.store.lock();
+        // A fresh key names no trace: the event is an orphan.
+        let KeySource::Field(key) = key else {
+            store.orphaned_events += 1;
+            return Outcome::Orphaned;
+        };
+        let max_spans = store.limits.max_spans_per_trace;
+        let trace = match store.map.get_mut(&key).map(Arc::make_mut) {
+            Some(Record::Trace(t)) => t,
+            Some(Record::Generic(_)) | None => {
+                store.orphaned_events += 1;
+                return Outcome::Orphaned;
             }
         };
-        drop(garbage);
-        outcome
+        if kind == EventKind::Finish {
+            trace.finish = Some(Finish {
+                at,
+                duration: trace.start.seconds_until(&at),
+                status: finish_status(name.bytes()),
+                event_name: name,
+                payload,
+            });
+            return Outcome::Updated;
+        }
+        if max_spans.is_some_and(|m| trace.spans.len() >= m) {
+            store.dropped_spans += 1;
+            return Outcome::SpanDropped;
+        }
+        // Most traces have a few spans: grow one at a time up to 4, then as
+        // usual (doubling).
+        if trace.spans.len() < 4 && trace.spans.len() == trace.spans.capacity() {
+            trace.spans.reserve_exact(1);
+        }
+        trace.spans.push(SpanEvent {
+            at,
+            event_name: name,
+            payload,
+        });
+        Outcome::Updated
     }
 
     /// Copies the store's contents out, in order.
@@ -434,6 +439,17 @@ impl Backend {
         drop(garbage);
     }
 
+    /// The resource settings in force (a copy).
+    pub fn resource_settings(&self) -> ResourceSettings {
+        self.resource.lock().clone()
+    }
+
+    /// Puts resource settings in force.
+    pub fn set_resource_settings(&self, settings: ResourceSettings) {
+        let old = std::mem::replace(&mut *self.resource.lock(), settings);
+        drop(old);
+    }
+
     /// Removes and returns the complete records (and the open ones too when
     /// `include_open`), in order, in one step under the lock.
     pub fn drain(&self, include_open: bool) -> Vec<(Key, Arc<Record>)> {
@@ -461,8 +477,7 @@ impl Backend {
                     garbage.push(rec);
                     continue;
                 }
-                store.make_room(&mut garbage);
-                store.map.insert(key, rec);
+                store.insert_new(key, rec, &mut garbage);
             }
         }
         drop(garbage);
@@ -482,7 +497,7 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::KeyField;
+    use crate::backend::keys::KeyField;
     use crate::value::Value;
 
     fn at(secs: i64, mono_ms: u64) -> Stamp {

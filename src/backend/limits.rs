@@ -1,6 +1,6 @@
-//! Limits and settings, with the validation every entry point shares.
+//! The store's limits, with the validation every entry point shares.
 
-use std::fmt;
+use crate::settings::SettingError;
 
 pub const DEFAULT_MAX_TRACES: usize = 100_000;
 pub const DEFAULT_MAX_SPANS_PER_TRACE: usize = 10_000;
@@ -26,26 +26,6 @@ impl Default for Limits {
         }
     }
 }
-
-/// A setting given a value it does not take.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SettingError {
-    pub setting: &'static str,
-    pub expected: &'static str,
-    pub got: String,
-}
-
-impl fmt::Display for SettingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} must be {} (got {})",
-            self.setting, self.expected, self.got
-        )
-    }
-}
-
-impl std::error::Error for SettingError {}
 
 pub const MAX_TRACES_EXPECTED: &str = "a positive Integer or nil";
 pub const MAX_SPANS_EXPECTED: &str = "a non-negative Integer or nil";
