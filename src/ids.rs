@@ -4,9 +4,6 @@
 //! forked child, so forked workers never hand out the same ids as their
 //! parent or each other.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Once;
-
 /// Non-zero random trace ids (16 bytes) and span ids (8 bytes).
 pub struct IdGenerator {
     state: u64,
@@ -14,41 +11,10 @@ pub struct IdGenerator {
     forks: u64,
 }
 
-/// Forks seen by this process's lineage: bumped in the child of every fork by
-/// a `pthread_atfork` handler, so a generator notices it runs in a new
-/// process with an atomic load instead of a `getpid` system call per id.
-static FORKS: AtomicU64 = AtomicU64::new(0);
-static FORK_HOOK: AtomicBool = AtomicBool::new(false);
-
-#[cfg(unix)]
-fn install_fork_hook() {
-    extern "C" fn in_child() {
-        FORKS.fetch_add(1, Ordering::Relaxed);
-    }
-    extern "C" {
-        fn pthread_atfork(
-            prepare: Option<extern "C" fn()>,
-            parent: Option<extern "C" fn()>,
-            child: Option<extern "C" fn()>,
-        ) -> std::os::raw::c_int;
-    }
-    // SAFETY: registers a child handler that only bumps an atomic counter
-    // (async-signal-safe, as a handler run right after fork must be).
-    let ok = unsafe { pthread_atfork(None, None, Some(in_child)) } == 0;
-    FORK_HOOK.store(ok, Ordering::Release);
-}
-
-#[cfg(not(unix))]
-fn install_fork_hook() {}
-
-/// The fork count, or `None` when no hook could be installed (then the
-/// process id is compared instead).
+/// The fork count ([`crate::fork::forks`]), or `None` when no fork handler
+/// could be installed (then the process id is compared instead).
 fn forks() -> Option<u64> {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(install_fork_hook);
-    FORK_HOOK
-        .load(Ordering::Acquire)
-        .then(|| FORKS.load(Ordering::Relaxed))
+    crate::fork::handlers_installed().then(crate::fork::forks)
 }
 
 fn os_seed() -> u64 {

@@ -11,12 +11,14 @@
 //! - [`otlp`]: OTLP encoding and delivery to a collector
 //! - [`settings`]: the setting error every entry point shares, resource settings
 //! - [`clock`]: wall and monotonic clocks, ISO 8601 formatting, unique instants
+//! - [`fork`]: fork-safe locks (held over `fork` by a `pthread_atfork` handler)
 //! - [`ids`]: OTLP trace and span ids
 //! - [`digits`]: decimal digits written on the stack
 
 pub mod backend;
 pub mod clock;
 pub mod digits;
+pub mod fork;
 pub mod ids;
 pub mod otlp;
 pub mod settings;

@@ -90,4 +90,51 @@ RSpec.describe "Robustness: fork" do
     expect(counts).to all(be > 0)
     expect(exported_traces.keys.grep(/child/)).to eq([])
   end
+
+  # A child forked while another thread holds a native lock without the GVL
+  # (export_otlp taking its snapshot, push_otlp draining and restoring) must
+  # not inherit that lock held: every native lock is held over fork by a
+  # pthread_atfork handler and released in both processes.
+  it "never hangs a child forked while other threads export, push and write", timeout: 300 do
+    TaskerTraceNative.configure { |c| c.max_traces = 100_000 }
+    2_000.times { |i| lifecycle(i) }
+    before = exported_traces
+    stop = false
+    workers = [
+      -> { backend.export_otlp(include_open: true) },
+      # A closed port: each push drains the finished traces under the store
+      # lock, fails at once and puts them back under the lock again.
+      -> { backend.push_otlp(endpoint: "http://127.0.0.1:9", timeout: 0.05) },
+      -> { backend.export },
+      -> { 50.times { |i| backend.handle_event("task.started", { task_id: "writer_#{i}" }) } }
+    ].map do |work|
+      Thread.new do
+        n = 0
+        until stop
+          work.call
+          n += 1
+        end
+        n
+      end
+    end
+    outcomes = begin
+      Array.new(200) do |n|
+        in_child(timeout: 20) do
+          # A child forked mid-push has the drained traces in no store (the
+          # pushing thread is not in it): only the locks are checked here.
+          [backend.handle_event("task.started", { task_id: "child#{n}" }),
+           backend.handle_event("task.completed", { task_id: "child#{n}" }),
+           backend.stats[:events_handled].positive?]
+        end
+      end
+    ensure
+      stop = true
+      counts = workers.map(&:value)
+    end
+    expect(outcomes).to all(eq([true, true, true]))
+    expect(counts).to all(be > 0)
+    after = exported_traces
+    expect(after.slice(*before.keys)).to eq(before)
+    expect(after.keys.grep(/child/)).to eq([])
+  end
 end

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use hashlink::LinkedHashMap;
-use parking_lot::Mutex;
 
 use super::keys::KeySource;
 use super::limits::Limits;
 use super::routing::{classify, finish_status, EventKind, Status};
 use crate::clock::{Stamp, UniqueInstants};
+use crate::fork::ForkSafeMutex;
 use crate::ids::IdGenerator;
 use crate::settings::ResourceSettings;
 use crate::value::{Packed, Str};
@@ -202,7 +202,7 @@ impl Store {
 
 /// The process-wide trace backend.
 pub struct Backend {
-    store: Mutex<Store>,
+    store: ForkSafeMutex<Store>,
     events_handled: AtomicU64,
     rejected_events: AtomicU64,
     precision: AtomicU8,
@@ -210,7 +210,7 @@ pub struct Backend {
     created_at: Stamp,
     instance_id: String,
     /// What describes the process in OTLP requests.
-    resource: Mutex<ResourceSettings>,
+    resource: ForkSafeMutex<ResourceSettings>,
 }
 
 /// A consistent copy of the store's contents, in order, taken under the lock.
@@ -226,7 +226,7 @@ impl Backend {
 
     pub fn with_limits(instance_id: impl Into<String>, limits: Limits) -> Backend {
         Backend {
-            store: Mutex::new(Store {
+            store: ForkSafeMutex::new(Store {
                 map: LinkedHashMap::new(),
                 limits,
                 ids: IdGenerator::new(),
@@ -240,8 +240,13 @@ impl Backend {
             instants: UniqueInstants::default(),
             created_at: Stamp::now(),
             instance_id: instance_id.into(),
-            resource: Mutex::new(ResourceSettings::from_env_values(None, None)),
+            resource: ForkSafeMutex::new(ResourceSettings::from_env_values(None, None)),
         }
+    }
+
+    /// Makes this process-wide backend's locks fork-safe (see [`crate::fork`]).
+    pub fn register_for_fork(&'static self) -> bool {
+        self.store.register() & self.resource.register()
     }
 
     pub fn instance_id(&self) -> &str {

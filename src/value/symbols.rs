@@ -2,11 +2,10 @@
 //! a Symbol by number instead of repeating its name.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
-
-use parking_lot::Mutex;
+use std::sync::{Arc, Once, OnceLock};
 
 use super::Str;
+use crate::fork::ForkSafeMutex;
 
 /// Symbol names that payloads refer to by number: at most this many are
 /// numbered; later names are stored in full.
@@ -21,18 +20,25 @@ type NameSlots = Box<[OnceLock<Arc<Str>>]>;
 /// and a number once given never changes, so readers need no lock: each slot
 /// is set once, before its number is handed out.
 struct SymbolTable {
-    ids: Mutex<HashMap<Arc<Str>, u32>>,
+    ids: ForkSafeMutex<HashMap<Arc<Str>, u32>>,
     chunks: Box<[OnceLock<NameSlots>]>,
 }
 
 fn symbol_table() -> &'static SymbolTable {
     static TABLE: OnceLock<SymbolTable> = OnceLock::new();
-    TABLE.get_or_init(|| SymbolTable {
-        ids: Mutex::new(HashMap::new()),
+    let table = TABLE.get_or_init(|| SymbolTable {
+        ids: ForkSafeMutex::new(HashMap::new()),
         chunks: (0..MAX_NUMBERED_SYMBOLS / SYMBOL_CHUNK)
             .map(|_| OnceLock::new())
             .collect(),
-    })
+    });
+    // Chunks are created and slots set only under `ids`, so holding it over
+    // a fork also keeps every OnceLock here whole.
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        table.ids.register();
+    });
+    table
 }
 
 fn name_slot(id: usize, create: bool) -> Option<&'static OnceLock<Arc<Str>>> {

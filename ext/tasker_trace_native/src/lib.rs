@@ -65,6 +65,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     test_hooks::define(root)?;
     // Create the backend now, so `created_at` is the load time, and read the
     // OTEL_* resource variables now.
+    backend().register_for_fork();
     settings::load_environment_defaults(backend());
     Ok(())
 }
