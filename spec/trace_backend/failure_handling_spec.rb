@@ -85,6 +85,58 @@ RSpec.describe "TraceBackend failure handling" do
     end
   end
 
+  # Only the logger's own StandardErrors are absorbed: what stops a thread or
+  # unwinds the stack keeps its meaning while the failure is being logged.
+  describe "interrupts while a failure is logged" do
+    def logger_doing(&action)
+      recorder = Object.new
+      recorder.define_singleton_method(:error) { |_message| action.call }
+      stand_in_rails(recorder)
+    end
+
+    it "lets a throw from the logger unwind through handle_event", :gc_stress_safe do
+      logger_doing { throw :stop, :thrown }
+      result = catch(:stop) { backend.handle_event("task.started", failing_default_proc_payload("x")) }
+      expect(result).to eq(:thrown)
+    end
+
+    it "lets an Interrupt from the logger propagate", :gc_stress_safe do
+      logger_doing { raise Interrupt }
+      expect { backend.handle_event("task.started", failing_default_proc_payload("x")) }.to raise_error(Interrupt)
+    end
+
+    it "lets Thread#kill from the logger end the thread" do
+      logger_doing { Thread.current.kill }
+      after_call = :not_reached
+      Thread.new do
+        backend.handle_event("task.started", failing_default_proc_payload("x"))
+        after_call = :reached
+      end.join(5)
+      expect(after_call).to eq(:not_reached)
+    end
+
+    it "lets a throw from the failing error's own #message propagate", :gc_stress_safe do
+      failing = Class.new(StandardError) { def message = throw(:from_message, :thrown) }
+      payload = Hash.new { raise failing }
+      stand_in_rails(nil)
+      expect(catch(:from_message) { backend.handle_event("task.started", payload) }).to eq(:thrown)
+    end
+
+    it "lets an Interrupt from a bad setting's #inspect propagate instead of an ArgumentError", :gc_stress_safe do
+      value = Object.new
+      def value.inspect = raise(Interrupt)
+      expect { TaskerTraceNative.configure { |c| c.max_traces = value } }.to raise_error(Interrupt)
+      expect { backend.export_otlp(drain: value) }.to raise_error(Interrupt)
+    end
+
+    it "still shows a bad setting whose #inspect raises a StandardError", :gc_stress_safe do
+      value = Object.new
+      def value.inspect = raise("no inspect")
+      expect { TaskerTraceNative.configure { |c| c.max_traces = value } }
+        .to raise_error(ArgumentError, /\Amax_traces must be a positive Integer or nil \(got #<Object:0x/)
+    end
+  end
+
   describe "the test hooks" do
     it "exist only in a process started with TASKER_TRACE_NATIVE_TEST_HOOKS=1" do
       lib = File.expand_path("../../lib", __dir__)

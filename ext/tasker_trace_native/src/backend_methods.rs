@@ -23,12 +23,16 @@ use crate::to_ruby::{
     self, count_to_ruby, float_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
 };
 
-/// `TaskerTraceNative.log_error(event_name, message)`, best effort: a failure
-/// to log is ignored, because handle_event must not raise.
+/// `TaskerTraceNative.log_error(event_name, message)`. A failure of the logger
+/// itself (a StandardError) is absorbed, because handle_event must not raise
+/// for it; an interrupt, a kill or a throw that arrives meanwhile propagates.
 fn log_error(ruby: &Ruby, event_name: RValue, message: &str) -> Result<(), Error> {
-    let _ = crate::root_module(ruby)
+    let logged = crate::root_module(ruby)
         .and_then(|module| module.funcall::<_, _, RValue>("log_error", (event_name, message)));
-    Ok(())
+    match logged {
+        Err(e) if must_propagate(ruby, &e) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// How `handle_event`'s work ended.
@@ -47,9 +51,11 @@ impl Ingested {
     /// A Ruby error met while converting: propagated, or a logged failure.
     fn from_error(ruby: &Ruby, e: Error) -> Ingested {
         if must_propagate(ruby, &e) {
-            Ingested::Raise(e)
-        } else {
-            Ingested::Failed(errors::error_message(&e))
+            return Ingested::Raise(e);
+        }
+        match errors::error_message(ruby, &e) {
+            Ok(message) => Ingested::Failed(message),
+            Err(interrupt) => Ingested::Raise(interrupt),
         }
     }
 }

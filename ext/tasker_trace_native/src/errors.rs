@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use magnus::error::ErrorType;
 use magnus::prelude::*;
-use magnus::{Error, ExceptionClass, RModule, Ruby};
+use magnus::rb_sys::AsRawValue;
+use magnus::{Error, ExceptionClass, RModule, RString, Ruby, Value as RValue};
 
 /// Set by the hidden test hook: the next guarded native call panics on purpose.
 static PANIC_NEXT_CALL: AtomicBool = AtomicBool::new(false);
@@ -100,13 +101,41 @@ pub fn must_propagate(ruby: &Ruby, err: &Error) -> bool {
     }
 }
 
-/// The message of an error, for logs.
-pub fn error_message(err: &Error) -> String {
+/// The message of an error, for logs. A `message` method that fails with a
+/// StandardError gives "unknown error"; one that raises something that must
+/// propagate (an interrupt, a throw) gives that error instead.
+pub fn error_message(ruby: &Ruby, err: &Error) -> Result<String, Error> {
     match err.error_type() {
-        ErrorType::Error(_, msg) => msg.to_string(),
-        ErrorType::Exception(e) => e
-            .funcall::<_, _, String>("message", ())
-            .unwrap_or_else(|_| "unknown error".to_string()),
-        ErrorType::Jump(_) => "non-local exit".to_string(),
+        ErrorType::Error(_, msg) => Ok(msg.to_string()),
+        ErrorType::Exception(e) => match e.funcall::<_, _, RValue>("message", ()) {
+            Ok(m) => Ok(RString::from_value(m)
+                .and_then(|s| s.to_string().ok())
+                .unwrap_or_else(|| "unknown error".to_string())),
+            Err(e) if must_propagate(ruby, &e) => Err(e),
+            Err(_) => Ok("unknown error".to_string()),
+        },
+        ErrorType::Jump(_) => Ok("non-local exit".to_string()),
     }
+}
+
+/// `v.inspect`, for error messages. An `inspect` that fails with a
+/// StandardError (or returns no String) gives Ruby's default
+/// `#<Class:0x...>`; an interrupt or a throw raised by it propagates.
+pub fn inspect(ruby: &Ruby, v: RValue) -> Result<String, Error> {
+    match v.funcall::<_, _, RValue>("inspect", ()) {
+        Ok(s) => {
+            if let Some(s) = RString::from_value(s) {
+                if let Ok(text) = s.to_string() {
+                    return Ok(text);
+                }
+            }
+        }
+        Err(e) if must_propagate(ruby, &e) => return Err(e),
+        Err(_) => {}
+    }
+    // SAFETY: rb_any_to_s builds "#<Class:0x...>" without calling user code.
+    let fallback = unsafe { rb_sys::rb_any_to_s(v.as_raw()) };
+    Ok(RString::from_value(crate::to_ruby::wrap(fallback))
+        .and_then(|s| s.to_string().ok())
+        .unwrap_or_default())
 }

@@ -62,7 +62,7 @@ fn boolean_argument(ruby: &Ruby, name: &str, v: RValue) -> Result<bool, Error> {
     } else {
         Err(argument_error(
             ruby,
-            format!("{name} must be true or false (got {})", shown(v)),
+            format!("{name} must be true or false (got {})", shown(ruby, v)?),
         ))
     }
 }
@@ -138,7 +138,7 @@ fn endpoint_argument(ruby: &Ruby, v: RValue) -> Result<Option<String>, Error> {
             ruby,
             format!(
                 "endpoint must be an http:// URL String or nil (got {})",
-                shown(v)
+                shown(ruby, v)?
             ),
         )),
     }
@@ -152,7 +152,7 @@ fn headers_argument(ruby: &Ruby, v: RValue) -> Result<Vec<(String, String)>, Err
         )
     };
     let Some(hash) = RHash::from_value(v) else {
-        return Err(bad(format!("got {}", shown(v))));
+        return Err(bad(format!("got {}", shown(ruby, v)?)));
     };
     let mut out = Vec::new();
     let mut problem: Option<String> = None;
@@ -166,7 +166,7 @@ fn headers_argument(ruby: &Ruby, v: RValue) -> Result<Vec<(String, String)>, Err
                 }
             },
             _ => {
-                problem = Some(format!("got {} => {}", shown(k), shown(val)));
+                problem = Some(format!("got {} => {}", shown(ruby, k)?, shown(ruby, val)?));
                 return Ok(ForEach::Stop);
             }
         }
@@ -193,7 +193,7 @@ fn timeout_argument(ruby: &Ruby, v: RValue) -> Result<Duration, Error> {
             ruby,
             format!(
                 "timeout must be a positive number of seconds, at most {MAX_TIMEOUT_SECONDS} (got {})",
-                shown(v)
+                shown(ruby, v)?
             ),
         ))
     }

@@ -21,7 +21,7 @@ use tasker_trace_core::{Backend, Limits, SettingError, Value};
 
 use crate::backend;
 use crate::convert::{self, PayloadConverter};
-use crate::errors::{argument_error, guarded};
+use crate::errors::{self, argument_error, guarded};
 use crate::names::sym;
 use crate::to_ruby::{
     count_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil, utf8_to_ruby,
@@ -72,26 +72,31 @@ pub fn load_environment_defaults(b: &Backend) {
     ));
 }
 
-/// A value shown in an error message: its `inspect`, at most 80 characters.
-pub fn shown(v: RValue) -> String {
-    v.inspect().chars().take(80).collect()
+/// A value shown in an error message: its `inspect`, at most 80
+/// characters. An interrupt raised by `inspect` is the error instead.
+pub fn shown(ruby: &Ruby, v: RValue) -> Result<String, Error> {
+    Ok(errors::inspect(ruby, v)?.chars().take(80).collect())
 }
 
-/// The ArgumentError for a setting given a value it does not take.
+/// The ArgumentError for a setting given a value it does not take (or the
+/// interrupt that arrived while the value was being described).
 pub fn setting_error(
     ruby: &Ruby,
     setting: &'static str,
     expected: &'static str,
     v: RValue,
 ) -> Error {
-    core_setting_error(
-        ruby,
-        SettingError {
-            setting,
-            expected,
-            got: shown(v),
-        },
-    )
+    match shown(ruby, v) {
+        Ok(got) => core_setting_error(
+            ruby,
+            SettingError {
+                setting,
+                expected,
+                got,
+            },
+        ),
+        Err(interrupt) => interrupt,
+    }
 }
 
 fn core_setting_error(ruby: &Ruby, e: SettingError) -> Error {
