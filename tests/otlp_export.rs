@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use otlp_support::*;
-use tasker_trace_core::otlp::{self, encode_request};
+use tasker_trace_core::otlp::{self, encode_request, Protocol};
 use tasker_trace_core::{Backend, Encoding, KeySource, Str, Value};
 
 fn spans(
@@ -51,8 +51,10 @@ fn export_all(b: &Backend, include_open: bool) -> Vec<u8> {
     let records = otlp::select(b, false, include_open);
     encode_request(
         &records,
+        &[],
         &resource(),
         tasker_trace_core::clock::Stamp::now(),
+        Protocol::HttpJson,
     )
     .expect("encodes")
 }
@@ -253,7 +255,14 @@ fn user_resource_attributes_replace_detected_ones_but_not_the_service_name() {
         ("replicas".to_string(), Value::Int(3)),
     ];
     let records = otlp::select(&b, false, false);
-    let json = encode_request(&records, &r, tasker_trace_core::clock::Stamp::now()).unwrap();
+    let json = encode_request(
+        &records,
+        &[],
+        &r,
+        tasker_trace_core::clock::Stamp::now(),
+        Protocol::HttpJson,
+    )
+    .unwrap();
     let req = validate(&json);
     let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
     assert_eq!(attr(attrs, "host.name"), &Av::StringValue("pod-7".into()));
@@ -468,16 +477,16 @@ fn ids_stay_the_same_across_exports_and_differ_between_traces() {
 #[test]
 fn drain_removes_exactly_what_was_exported() {
     let b = rich_store();
-    let export = otlp::export(&b, true, false, &resource()).expect("export");
+    let export = otlp::export(&b, true, false, &resource(), Protocol::HttpJson).expect("export");
     assert_eq!(export.records.len(), 2);
-    assert_eq!(spans(&validate(&export.json)).len(), 3);
+    assert_eq!(spans(&validate(&export.body)).len(), 3);
     // The open trace stays; a second drain finds nothing complete.
     assert_eq!(b.len(), 1);
-    let again = otlp::export(&b, true, false, &resource()).expect("export");
+    let again = otlp::export(&b, true, false, &resource(), Protocol::HttpJson).expect("export");
     assert!(again.records.is_empty());
-    assert!(spans(&validate(&again.json)).is_empty());
+    assert!(spans(&validate(&again.body)).is_empty());
     // include_open takes the rest.
-    let rest = otlp::export(&b, true, true, &resource()).expect("export");
+    let rest = otlp::export(&b, true, true, &resource(), Protocol::HttpJson).expect("export");
     assert_eq!(rest.records.len(), 1);
     assert!(b.is_empty());
 }
@@ -507,12 +516,20 @@ fn drain_under_concurrent_writers_exports_every_trace_once() {
         }
     };
     while writers.iter().any(|w| !w.is_finished()) {
-        collect(&otlp::export(&b, true, false, &resource()).unwrap().json);
+        collect(
+            &otlp::export(&b, true, false, &resource(), Protocol::HttpJson)
+                .unwrap()
+                .body,
+        );
     }
     for w in writers {
         w.join().unwrap();
     }
-    collect(&otlp::export(&b, true, false, &resource()).unwrap().json);
+    collect(
+        &otlp::export(&b, true, false, &resource(), Protocol::HttpJson)
+            .unwrap()
+            .body,
+    );
     assert_eq!(seen.len(), 2100, "every trace exported");
     seen.sort();
     seen.dedup();

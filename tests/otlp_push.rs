@@ -1,20 +1,48 @@
 //! Pushing to a collector: a scripted OTLP/HTTP receiver on 127.0.0.1, started
-//! by each test, decodes every body with the OTLP reference types.
+//! by each test, decompresses every body as its Content-Encoding says and
+//! decodes it strictly with the OTLP reference types (prost for protobuf).
 
 mod otlp_support;
 
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use otlp_support::*;
-use tasker_trace_core::otlp::{push_finished, Cancel, PushOutcome, Target};
+use tasker_trace_core::otlp::{
+    push_finished, Cancel, Compression, Protocol, PushOutcome, Target, Transport,
+};
 use tasker_trace_core::Backend;
 
-fn target(url: &str, timeout_ms: u64) -> Target {
-    Target {
-        url: url.to_string(),
+/// The defaults (http/protobuf, gzip) with a tenant header.
+fn target(url: &str, timeout_ms: u64) -> Transport {
+    Transport::new(Target {
         headers: vec![("x-tenant".to_string(), "acme".to_string())],
         timeout: Duration::from_millis(timeout_ms),
+        ..Target::new(url)
+    })
+    .expect("transport")
+}
+
+fn json_target(url: &str, timeout_ms: u64) -> Transport {
+    Transport::new(Target {
+        timeout: Duration::from_millis(timeout_ms),
+        protocol: Protocol::HttpJson,
+        compression: Compression::None,
+        ..Target::new(url)
+    })
+    .expect("transport")
+}
+
+fn sent(records: usize, spans: usize, attempts: u32) -> PushOutcome {
+    PushOutcome::Sent {
+        records,
+        spans,
+        status: 200,
+        attempts,
+        partial: None,
+        rejected_spans: 0,
+        requests: 1,
+        oversized_spans: 0,
     }
 }
 
@@ -52,26 +80,22 @@ fn success_sends_finished_traces_once_and_keeps_open_ones() {
         &target(&collector.url, 5_000),
         &Cancel::for_current_thread(),
     );
-    assert_eq!(
-        out,
-        PushOutcome::Sent {
-            records: 3,
-            spans: 6,
-            status: 200,
-            attempts: 1,
-            partial: None
-        }
-    );
+    assert_eq!(out, sent(3, 6, 1));
     assert_eq!(keys(&b), ["task_99"]);
     let got = collector.requests();
     assert_eq!(got.len(), 1);
     let r = &got[0];
     assert_eq!(r.method, "POST");
     assert_eq!(r.path, "/v1/traces");
-    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        r.header("user-agent"),
+        Some(concat!("tasker_trace_native/", env!("CARGO_PKG_VERSION")))
+    );
     assert_eq!(r.header("x-tenant"), Some("acme"));
+    assert!(r.wire.len() < r.body.len(), "gzip made it smaller");
     assert_eq!(r.span_count(), 6);
-    validate(&r.body);
     // Nothing left to send: no request at all.
     let again = push_finished(
         &b,
@@ -101,7 +125,7 @@ fn retries_503_with_backoff_then_succeeds() {
     }
     let got = collector.requests();
     assert_eq!(got.len(), 2);
-    assert_eq!(got[0].body, got[1].body, "the same request is sent again");
+    assert_eq!(got[0].wire, got[1].wire, "the same request is sent again");
     assert_eq!(got[1].span_count(), 6);
     let gap = got[1].at - got[0].at;
     assert!(gap >= Duration::from_millis(45), "backoff waited {gap:?}");
@@ -148,6 +172,7 @@ fn a_retry_after_beyond_the_timeout_gives_up_at_once_and_keeps_the_traces() {
             status,
             attempts,
             error,
+            ..
         } => {
             assert_eq!((records, status, attempts), (3, Some(503), 1));
             assert!(error.contains("would pass the timeout"), "{error}");
@@ -184,6 +209,7 @@ fn status_400_is_not_retried_and_the_traces_are_kept() {
                 status: got,
                 attempts,
                 error,
+                ..
             } => {
                 assert_eq!((records, got, attempts), (3, Some(status), 1));
                 assert!(error.contains("bad payload"), "{error}");
@@ -229,7 +255,7 @@ fn connection_refused_keeps_the_traces() {
             ..
         } => {
             assert_eq!((records, status), (3, None));
-            assert!(attempts >= 1);
+            assert!(attempts >= 2, "connection refused is retried ({attempts})");
         }
         other => panic!("{other:?}"),
     }
@@ -322,6 +348,227 @@ fn cancel_stops_a_backoff_wait() {
         other => panic!("{other:?}"),
     }
     assert_eq!(b.len(), 4);
+}
+
+#[test]
+fn json_without_compression_when_asked() {
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &json_target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    assert_eq!(out, sent(3, 6, 1));
+    let r = &collector.requests()[0];
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.wire, r.body);
+    validate(&r.body);
+    assert_eq!(r.span_count(), 6);
+}
+
+#[test]
+fn gzip_json_is_decompressed_by_the_receiver() {
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = store();
+    let transport = Transport::new(Target {
+        protocol: Protocol::HttpJson,
+        ..Target::new(&collector.url)
+    })
+    .unwrap();
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    assert_eq!(out, sent(3, 6, 1));
+    let r = &collector.requests()[0];
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    validate(&r.body);
+}
+
+#[test]
+fn one_transport_serves_many_pushes() {
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let transport = target(&collector.url, 5_000);
+    for round in 1..=3 {
+        let b = store();
+        let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+        assert_eq!(out, sent(3, 6, 1), "round {round}");
+    }
+    assert_eq!(collector.requests().len(), 3);
+}
+
+fn partial_success_protobuf(rejected: i64, message: &str) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    prost::Message::encode_to_vec(&ExportTraceServiceResponse {
+        partial_success: Some(ExportTracePartialSuccess {
+            rejected_spans: rejected,
+            error_message: message.to_string(),
+        }),
+    })
+}
+
+#[test]
+fn partial_success_in_protobuf_is_counted_and_not_retried() {
+    let collector = Collector::start(vec![Reply::status(200).bytes(
+        "application/x-protobuf",
+        partial_success_protobuf(2, "two spans too old"),
+    )]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    match out {
+        PushOutcome::Sent {
+            records,
+            rejected_spans,
+            partial,
+            attempts,
+            ..
+        } => {
+            assert_eq!((records, rejected_spans, attempts), (3, 2, 1));
+            assert_eq!(
+                partial.as_deref(),
+                Some("collector rejected 2 span(s): two spans too old")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(collector.requests().len(), 1);
+    assert_eq!(b.len(), 1, "rejected spans are not put back");
+}
+
+#[test]
+fn a_warning_without_rejected_spans_is_a_plain_success() {
+    let collector = Collector::start(vec![Reply::status(200).bytes(
+        "application/x-protobuf",
+        partial_success_protobuf(0, "just so you know"),
+    )]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    assert_eq!(out, sent(3, 6, 1));
+}
+
+#[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    // Civil date of `at` (days since 1970-01-01 to year/month/day).
+    let days = (at / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let date = format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        at % 86_400 / 3600,
+        at % 3600 / 60,
+        at % 60
+    );
+    let collector = Collector::start(vec![
+        Reply::status(503).header("Retry-After", &date),
+        Reply::status(200),
+    ]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 8_000),
+        &Cancel::for_current_thread(),
+    );
+    assert!(
+        matches!(out, PushOutcome::Sent { attempts: 2, .. }),
+        "{out:?} ({date})"
+    );
+    let got = collector.requests();
+    let gap = got[1].at - got[0].at;
+    // The date is 1 to 2 seconds away when the answer comes (whole seconds).
+    assert!(
+        gap >= Duration::from_millis(900),
+        "waited only {gap:?} for {date}"
+    );
+    assert!(gap < Duration::from_secs(4), "waited {gap:?} for {date}");
+}
+
+#[test]
+fn a_response_body_over_4_mib_is_an_error_and_not_retried() {
+    let collector = Collector::start(vec![
+        Reply::status(200).bytes("application/json", vec![b' '; 5 * 1024 * 1024]),
+        Reply::status(200),
+    ]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    match out {
+        PushOutcome::Failed {
+            records,
+            attempts,
+            error,
+            ..
+        } => {
+            assert_eq!((records, attempts), (3, 1));
+            assert!(error.contains("over 4 MiB"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(collector.requests().len(), 1);
+    assert_eq!(b.len(), 4);
+}
+
+#[test]
+fn an_error_body_in_protobuf_gives_its_status_message() {
+    // google.rpc.Status { code: 3, message: "span name too long" }
+    let mut status = vec![0x08, 0x03, 0x12, 18];
+    status.extend_from_slice(b"span name too long");
+    let collector = Collector::start(vec![
+        Reply::status(400).bytes("application/x-protobuf", status)
+    ]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    match out {
+        PushOutcome::Failed {
+            error, attempts, ..
+        } => {
+            assert_eq!(attempts, 1);
+            assert!(error.ends_with(": span name too long"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
