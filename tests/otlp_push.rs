@@ -593,3 +593,180 @@ fn partial_success_counts_as_sent_and_is_reported() {
     }
     assert_eq!(b.len(), 1);
 }
+
+#[test]
+fn the_received_protobuf_equals_the_json_export_of_the_same_records() {
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = rich_store();
+    // What is pushed: the finished records, as JSON, before the push.
+    let records = tasker_trace_core::otlp::select(&b, false, false);
+    let json = tasker_trace_core::otlp::encode_request(
+        &records,
+        &[],
+        &resource(),
+        tasker_trace_core::clock::Stamp::now(),
+        Protocol::HttpJson,
+    )
+    .unwrap();
+    let from_json = validate(&json);
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    assert!(matches!(out, PushOutcome::Sent { spans: 3, .. }), "{out:?}");
+    let got = collector.requests();
+    let decoded = got[0].request();
+    let (g, w) = (&decoded.resource_spans[0], &from_json.resource_spans[0]);
+    assert_eq!(g.resource, w.resource);
+    assert_eq!(g.scope_spans[0].scope, w.scope_spans[0].scope);
+    for (a, e) in g.scope_spans[0].spans.iter().zip(&w.scope_spans[0].spans) {
+        assert_eq!(a.name, e.name);
+        assert_eq!((&a.trace_id, &a.span_id), (&e.trace_id, &e.span_id));
+        assert_eq!(a.parent_span_id, e.parent_span_id);
+        assert_eq!(
+            (a.start_time_unix_nano, a.end_time_unix_nano),
+            (e.start_time_unix_nano, e.end_time_unix_nano)
+        );
+        assert_eq!(a.attributes, e.attributes, "{}", a.name);
+        assert_eq!(a.events, e.events, "{}", a.name);
+        assert_eq!(a.status, e.status, "{}", a.name);
+    }
+    assert_eq!(decoded, &from_json);
+}
+
+/// `n` finished tasks.
+fn tasks(n: i64) -> Backend {
+    let b = Backend::new("h");
+    for i in 1..=n {
+        finished_task(&b, i);
+    }
+    b
+}
+
+#[test]
+fn a_push_over_the_request_limit_goes_out_in_several_requests() {
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = tasks(40);
+    let transport = target(&collector.url, 5_000).with_request_limit(3_000);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let requests = match out {
+        PushOutcome::Sent {
+            records,
+            spans,
+            requests,
+            oversized_spans,
+            ..
+        } => {
+            assert_eq!((records, spans, oversized_spans), (40, 80, 0));
+            requests
+        }
+        other => panic!("{other:?}"),
+    };
+    let got = collector.requests();
+    assert!(requests > 3, "{requests} requests");
+    assert_eq!(got.len(), requests);
+    assert!(got.iter().all(|r| r.body.len() <= 3_000));
+    assert_eq!(got.iter().map(Received::span_count).sum::<usize>(), 80);
+    assert!(b.is_empty());
+}
+
+#[test]
+fn when_a_later_request_fails_only_what_it_carried_is_put_back() {
+    let collector = Collector::start(vec![Reply::status(200), Reply::status(400)]);
+    let b = tasks(40);
+    let transport = target(&collector.url, 5_000).with_request_limit(3_000);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let got = collector.requests();
+    assert_eq!(got.len(), 2, "the push stops at the failed request");
+    // The trace keys the first request delivered.
+    let delivered_keys: Vec<String> = got[0].request().resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .map(|s| {
+            match s
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "tasker.trace_key")
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value)
+            {
+                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(k)) => k,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    match out {
+        PushOutcome::Failed {
+            records,
+            delivered,
+            status,
+            error,
+            ..
+        } => {
+            assert_eq!(status, Some(400));
+            assert_eq!(records + delivered, 40);
+            assert!(
+                delivered > 0 && delivered <= delivered_keys.len(),
+                "{delivered}"
+            );
+            assert!(error.starts_with("request 2 of "), "{error}");
+            assert_eq!(b.len(), records);
+        }
+        other => panic!("{other:?}"),
+    }
+    let kept = keys(&b);
+    // A delivered record is not put back; what is put back was not (wholly) delivered.
+    for k in &delivered_keys[..delivered_keys.len() - 1] {
+        assert!(!kept.contains(k), "{k} was delivered and put back");
+    }
+    assert!(kept.iter().all(|k| k.starts_with("task_")));
+}
+
+#[test]
+fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
+    const MIB: usize = 1024 * 1024;
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = Backend::new("h");
+    let blob = "x".repeat(MIB);
+    for i in 1..=70 {
+        event(
+            &b,
+            "big.started",
+            task_key(i),
+            hash(vec![(sym("blob"), s(&blob))]),
+            tasker_trace_core::clock::Stamp::now(),
+        );
+        event(
+            &b,
+            "big.completed",
+            task_key(i),
+            hash(vec![]),
+            tasker_trace_core::clock::Stamp::now(),
+        );
+    }
+    let transport = Transport::new(Target {
+        compression: Compression::None,
+        timeout: Duration::from_secs(60),
+        ..Target::new(&collector.url)
+    })
+    .unwrap();
+    assert_eq!(transport.request_limit(), 64 * MIB);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    match out {
+        PushOutcome::Sent {
+            records,
+            spans,
+            requests,
+            ..
+        } => assert_eq!((records, spans, requests), (70, 70, 2)),
+        other => panic!("{other:?}"),
+    }
+    let got = collector.requests();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|r| r.body.len() <= 64 * MIB));
+    assert!(got[0].body.len() > 60 * MIB, "{}", got[0].body.len());
+    assert_eq!(got.iter().map(Received::span_count).sum::<usize>(), 70);
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value as Json;
 use tasker_trace_core::clock::Stamp;
 use tasker_trace_core::otlp::Resource;
-use tasker_trace_core::{Backend, Event, KeyField, KeySource, Str, Value};
+use tasker_trace_core::{Backend, Encoding, Event, KeyField, KeySource, Str, Value};
 
 pub fn sym(s: &str) -> Value {
     Value::symbol(s)
@@ -84,6 +86,125 @@ pub fn finished_task(b: &Backend, id: i64) {
         hash(vec![(sym("task_id"), Value::Int(id))]),
         Stamp::now(),
     );
+}
+
+/// A payload holding every value kind the store keeps.
+pub fn rich_payload() -> Value {
+    hash(vec![
+        (sym("task_id"), Value::Int(42)),
+        (sym("task_name"), s("order_fulfillment")),
+        (sym("negative"), Value::Int(i64::MIN)),
+        (
+            sym("big"),
+            Value::BigInt("123456789012345678901234567890".into()),
+        ),
+        (sym("ratio"), Value::Float(0.25)),
+        (sym("nan"), Value::Float(f64::NAN)),
+        (sym("inf"), Value::Float(f64::INFINITY)),
+        (sym("ninf"), Value::Float(f64::NEG_INFINITY)),
+        (sym("flag"), Value::Bool(true)),
+        (sym("off"), Value::Bool(false)),
+        (sym("none"), Value::Nil),
+        (sym("state"), sym("pending")),
+        (sym("unicode"), s("naïve ☃ \"quoted\" \\ \n tab\t")),
+        (
+            sym("raw"),
+            Value::Str(Str::new(vec![0xff, 0x00, 0xfe, b'a'], Encoding::Binary)),
+        ),
+        (
+            sym("latin1"),
+            Value::Str(Str::new(vec![b'c', b'a', b'f', 0xe9], Encoding::Other(7))),
+        ),
+        (
+            sym("context"),
+            hash(vec![
+                (s("customer"), s("c-1")),
+                (
+                    s("items"),
+                    Value::Array(vec![Value::Int(1), s("two"), Value::Nil]),
+                ),
+                (s("nested"), hash(vec![(sym("deep"), Value::Float(1.5))])),
+                (Value::Int(7), s("integer key")),
+            ]),
+        ),
+        (s("string_key"), s("kept")),
+        (sym("empty_list"), Value::Array(vec![])),
+        (sym("empty_hash"), hash(vec![])),
+    ])
+}
+
+pub fn rich_store() -> Backend {
+    let b = Backend::new("test-host");
+    event(
+        &b,
+        "task.started",
+        task_key(42),
+        rich_payload(),
+        at(1_700_000_000, 1_000),
+    );
+    let step = |id: i64| {
+        hash(vec![
+            (sym("task_id"), Value::Int(42)),
+            (sym("workflow_step_id"), Value::Int(id)),
+        ])
+    };
+    event(
+        &b,
+        "step.before_handle",
+        task_key(42),
+        step(1),
+        at(1_700_000_000, 1_100),
+    );
+    event(
+        &b,
+        "step.before_handle",
+        task_key(42),
+        step(2),
+        at(1_700_000_000, 1_150),
+    );
+    let mut after = step(1);
+    if let Value::Hash(p) = &mut after {
+        p.push((sym("result"), s("ok")));
+    }
+    event(
+        &b,
+        "step.after_handle",
+        task_key(42),
+        after,
+        at(1_700_000_000, 1_300),
+    );
+    event(
+        &b,
+        "step.after_retry",
+        task_key(42),
+        step(2),
+        at(1_700_000_000, 1_350),
+    );
+    event(
+        &b,
+        "task.failed",
+        task_key(42),
+        hash(vec![
+            (sym("task_id"), Value::Int(42)),
+            (sym("error_message"), s("payment declined")),
+        ]),
+        at(1_700_000_000, 3_500),
+    );
+    event(
+        &b,
+        "workflow.viable_steps_discovered",
+        KeySource::Fresh,
+        hash(vec![(sym("count"), Value::Int(3))]),
+        at(1_700_000_001, 4_000),
+    );
+    event(
+        &b,
+        "task.started",
+        task_key(43),
+        hash(vec![(sym("task_id"), Value::Int(43))]),
+        at(1_700_000_002, 5_000),
+    );
+    b
 }
 
 /// Parses an export with the OTLP reference types, with no nesting limit.
