@@ -54,8 +54,8 @@ fn encode(c: &mut Criterion) {
             b.iter(|| black_box(encode_request(&records, &[], &resource, now, protocol)))
         });
     }
-    let protobuf = encode_request(&records, &[], &resource, now, Protocol::HttpProtobuf)
-        .expect("encodes");
+    let protobuf =
+        encode_request(&records, &[], &resource, now, Protocol::HttpProtobuf).expect("encodes");
     group.bench_function("gzip of the protobuf body", |b| {
         b.iter(|| black_box(gzip_len(&protobuf)))
     });

@@ -12,7 +12,8 @@
 //! - [`config`]: limits and their validation
 //! - [`store`]: the ordered, bounded trace store and its counters
 //! - [`ids`]: OTLP trace and span ids
-//! - [`otlp`]: OTLP/HTTP JSON encoding and delivery to a collector
+//! - [`otlp`]: OTLP/HTTP export (protobuf or JSON) and delivery to any OTLP
+//!   backend (https, mTLS, gzip, retries)
 
 pub mod clock;
 pub mod config;

@@ -122,7 +122,7 @@ impl Tls {
 }
 
 /// Where and how to send.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Target {
     /// The full traces URL (`http://host:4318/v1/traces`, or `https://`).
     pub url: String,
@@ -135,6 +135,21 @@ pub struct Target {
     pub protocol: Protocol,
     pub compression: Compression,
     pub tls: Tls,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values often hold credentials: names only.
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .field("headers", &names)
+            .field("timeout", &self.timeout)
+            .field("protocol", &self.protocol)
+            .field("compression", &self.compression)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl Target {
@@ -854,6 +869,21 @@ mod tests {
         assert!(cancel.sleep_until(Instant::now() + Duration::from_secs(30)));
         assert!(started.elapsed() < Duration::from_secs(10));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn a_transport_can_be_shared_by_threads_and_hides_header_values() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Transport>();
+        let target = Target {
+            headers: vec![("authorization".into(), "Bearer secret".into())],
+            ..Target::new("http://127.0.0.1:1/v1/traces")
+        };
+        let shown = format!("{:?}", Transport::new(target).unwrap());
+        assert!(
+            shown.contains("authorization") && !shown.contains("secret"),
+            "{shown}"
+        );
     }
 
     #[test]
