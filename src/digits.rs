@@ -1,19 +1,18 @@
-//! Decimal digits written into a caller's buffer, so keys can be built on the
-//! stack and allocated once at their exact size.
-
-/// The most bytes a number written here takes: a sign and 20 digits.
-pub const MAX_LEN: usize = 21;
+//! Decimal digits written into a caller's buffer, so keys and encoded numbers
+//! can be built on the stack and allocated (or copied) once at their exact
+//! size. The crate's one decimal writer.
 
 /// Writes `n` in decimal at the start of `buf` and returns how many bytes it
 /// wrote. `buf` needs 20 bytes at most.
-pub fn write_u64(buf: &mut [u8], mut n: u64) -> usize {
+pub fn write_u64(buf: &mut [u8], n: u64) -> usize {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
+    let mut m = n;
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
+        digits[at] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
             break;
         }
     }
@@ -23,19 +22,13 @@ pub fn write_u64(buf: &mut [u8], mut n: u64) -> usize {
 }
 
 /// Writes `n` in decimal (with a leading `-` when negative) at the start of
-/// `buf` and returns how many bytes it wrote. `buf` needs [`MAX_LEN`] bytes
-/// at most.
+/// `buf` and returns how many bytes it wrote. `buf` needs 20 bytes at most.
 pub fn write_i64(buf: &mut [u8], n: i64) -> usize {
-    write_signed(buf, n < 0, n.unsigned_abs())
-}
-
-/// Writes a sign (when `negative`) and `magnitude` in decimal.
-pub fn write_signed(buf: &mut [u8], negative: bool, magnitude: u64) -> usize {
-    if negative {
+    if n < 0 {
         buf[0] = b'-';
-        1 + write_u64(&mut buf[1..], magnitude)
+        1 + write_u64(&mut buf[1..], n.unsigned_abs())
     } else {
-        write_u64(buf, magnitude)
+        write_u64(buf, n.unsigned_abs())
     }
 }
 
@@ -44,8 +37,14 @@ mod tests {
     use super::*;
 
     fn s(n: i64) -> String {
-        let mut buf = [0u8; MAX_LEN];
+        let mut buf = [0u8; 20];
         let len = write_i64(&mut buf, n);
+        String::from_utf8(buf[..len].to_vec()).unwrap()
+    }
+
+    fn u(n: u64) -> String {
+        let mut buf = [0u8; 20];
+        let len = write_u64(&mut buf, n);
         String::from_utf8(buf[..len].to_vec()).unwrap()
     }
 
@@ -54,8 +53,8 @@ mod tests {
         for n in [0, 7, -7, 10, 99, -100, 1_795_607_947, i64::MAX, i64::MIN] {
             assert_eq!(s(n), n.to_string());
         }
-        let mut buf = [0u8; MAX_LEN];
-        let len = write_u64(&mut buf, u64::MAX);
-        assert_eq!(&buf[..len], u64::MAX.to_string().as_bytes());
+        for n in [0, 9, 10, u64::from(u32::MAX), i64::MAX as u64 + 1, u64::MAX] {
+            assert_eq!(u(n), n.to_string());
+        }
     }
 }

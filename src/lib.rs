@@ -8,7 +8,8 @@
 //!
 //! - [`backend`]: the drop-in trace backend: store, routing, keys, limits
 //! - [`value`]: the owned payload model (bytes and encodings kept, depth-bounded)
-//! - [`otlp`]: OTLP encoding and delivery to a collector
+//! - [`otlp`]: OTLP/HTTP export (protobuf or JSON) and delivery to any OTLP
+//!   backend (https, mTLS, gzip, retries)
 //! - [`settings`]: the setting error every entry point shares, resource settings
 //! - [`clock`]: wall and monotonic clocks, ISO 8601 formatting, unique instants
 //! - [`fork`]: fork-safe locks (held over `fork` by a `pthread_atfork` handler)

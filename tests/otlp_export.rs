@@ -11,8 +11,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use otlp_support::*;
-use tasker_trace_core::otlp::{self, encode_request};
-use tasker_trace_core::{Backend, Encoding, KeySource, Str, Value};
+use tasker_trace_core::otlp::{self, encode_request, Protocol};
+use tasker_trace_core::{Backend, Encoding, Str, Value};
 
 fn spans(
     req: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
@@ -51,129 +51,12 @@ fn export_all(b: &Backend, include_open: bool) -> Vec<u8> {
     let records = otlp::select(b, false, include_open);
     encode_request(
         &records,
+        &[],
         &resource(),
         tasker_trace_core::clock::Stamp::now(),
+        Protocol::HttpJson,
     )
     .expect("encodes")
-}
-
-/// A payload holding every value kind the store keeps.
-fn rich_payload() -> Value {
-    hash(vec![
-        (sym("task_id"), Value::Int(42)),
-        (sym("task_name"), s("order_fulfillment")),
-        (sym("negative"), Value::Int(i64::MIN)),
-        (
-            sym("big"),
-            Value::BigInt("123456789012345678901234567890".into()),
-        ),
-        (sym("ratio"), Value::Float(0.25)),
-        (sym("nan"), Value::Float(f64::NAN)),
-        (sym("inf"), Value::Float(f64::INFINITY)),
-        (sym("ninf"), Value::Float(f64::NEG_INFINITY)),
-        (sym("flag"), Value::Bool(true)),
-        (sym("off"), Value::Bool(false)),
-        (sym("none"), Value::Nil),
-        (sym("state"), sym("pending")),
-        (sym("unicode"), s("naïve ☃ \"quoted\" \\ \n tab\t")),
-        (
-            sym("raw"),
-            Value::Str(Str::new(vec![0xff, 0x00, 0xfe, b'a'], Encoding::Binary)),
-        ),
-        (
-            sym("latin1"),
-            Value::Str(Str::new(vec![b'c', b'a', b'f', 0xe9], Encoding::Other(7))),
-        ),
-        (
-            sym("context"),
-            hash(vec![
-                (s("customer"), s("c-1")),
-                (
-                    s("items"),
-                    Value::Array(vec![Value::Int(1), s("two"), Value::Nil]),
-                ),
-                (s("nested"), hash(vec![(sym("deep"), Value::Float(1.5))])),
-                (Value::Int(7), s("integer key")),
-            ]),
-        ),
-        (s("string_key"), s("kept")),
-        (sym("empty_list"), Value::Array(vec![])),
-        (sym("empty_hash"), hash(vec![])),
-    ])
-}
-
-fn rich_store() -> Backend {
-    let b = Backend::new("test-host");
-    event(
-        &b,
-        "task.started",
-        task_key(42),
-        rich_payload(),
-        at(1_700_000_000, 1_000),
-    );
-    let step = |id: i64| {
-        hash(vec![
-            (sym("task_id"), Value::Int(42)),
-            (sym("workflow_step_id"), Value::Int(id)),
-        ])
-    };
-    event(
-        &b,
-        "step.before_handle",
-        task_key(42),
-        step(1),
-        at(1_700_000_000, 1_100),
-    );
-    event(
-        &b,
-        "step.before_handle",
-        task_key(42),
-        step(2),
-        at(1_700_000_000, 1_150),
-    );
-    let mut after = step(1);
-    if let Value::Hash(p) = &mut after {
-        p.push((sym("result"), s("ok")));
-    }
-    event(
-        &b,
-        "step.after_handle",
-        task_key(42),
-        after,
-        at(1_700_000_000, 1_300),
-    );
-    event(
-        &b,
-        "step.after_retry",
-        task_key(42),
-        step(2),
-        at(1_700_000_000, 1_350),
-    );
-    event(
-        &b,
-        "task.failed",
-        task_key(42),
-        hash(vec![
-            (sym("task_id"), Value::Int(42)),
-            (sym("error_message"), s("payment declined")),
-        ]),
-        at(1_700_000_000, 3_500),
-    );
-    event(
-        &b,
-        "workflow.viable_steps_discovered",
-        KeySource::Fresh,
-        hash(vec![(sym("count"), Value::Int(3))]),
-        at(1_700_000_001, 4_000),
-    );
-    event(
-        &b,
-        "task.started",
-        task_key(43),
-        hash(vec![(sym("task_id"), Value::Int(43))]),
-        at(1_700_000_002, 5_000),
-    );
-    b
 }
 
 #[test]
@@ -253,7 +136,14 @@ fn user_resource_attributes_replace_detected_ones_but_not_the_service_name() {
         ("replicas".to_string(), Value::Int(3)),
     ];
     let records = otlp::select(&b, false, false);
-    let json = encode_request(&records, &r, tasker_trace_core::clock::Stamp::now()).unwrap();
+    let json = encode_request(
+        &records,
+        &[],
+        &r,
+        tasker_trace_core::clock::Stamp::now(),
+        Protocol::HttpJson,
+    )
+    .unwrap();
     let req = validate(&json);
     let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
     assert_eq!(attr(attrs, "host.name"), &Av::StringValue("pod-7".into()));
@@ -468,16 +358,16 @@ fn ids_stay_the_same_across_exports_and_differ_between_traces() {
 #[test]
 fn drain_removes_exactly_what_was_exported() {
     let b = rich_store();
-    let export = otlp::export(&b, true, false, &resource()).expect("export");
+    let export = otlp::export(&b, true, false, &resource(), Protocol::HttpJson).expect("export");
     assert_eq!(export.records.len(), 2);
-    assert_eq!(spans(&validate(&export.json)).len(), 3);
+    assert_eq!(spans(&validate(&export.body)).len(), 3);
     // The open trace stays; a second drain finds nothing complete.
     assert_eq!(b.len(), 1);
-    let again = otlp::export(&b, true, false, &resource()).expect("export");
+    let again = otlp::export(&b, true, false, &resource(), Protocol::HttpJson).expect("export");
     assert!(again.records.is_empty());
-    assert!(spans(&validate(&again.json)).is_empty());
+    assert!(spans(&validate(&again.body)).is_empty());
     // include_open takes the rest.
-    let rest = otlp::export(&b, true, true, &resource()).expect("export");
+    let rest = otlp::export(&b, true, true, &resource(), Protocol::HttpJson).expect("export");
     assert_eq!(rest.records.len(), 1);
     assert!(b.is_empty());
 }
@@ -507,12 +397,20 @@ fn drain_under_concurrent_writers_exports_every_trace_once() {
         }
     };
     while writers.iter().any(|w| !w.is_finished()) {
-        collect(&otlp::export(&b, true, false, &resource()).unwrap().json);
+        collect(
+            &otlp::export(&b, true, false, &resource(), Protocol::HttpJson)
+                .unwrap()
+                .body,
+        );
     }
     for w in writers {
         w.join().unwrap();
     }
-    collect(&otlp::export(&b, true, false, &resource()).unwrap().json);
+    collect(
+        &otlp::export(&b, true, false, &resource(), Protocol::HttpJson)
+            .unwrap()
+            .body,
+    );
     assert_eq!(seen.len(), 2100, "every trace exported");
     seen.sort();
     seen.dedup();

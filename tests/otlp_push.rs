@@ -1,20 +1,48 @@
 //! Pushing to a collector: a scripted OTLP/HTTP receiver on 127.0.0.1, started
-//! by each test, decodes every body with the OTLP reference types.
+//! by each test, decompresses every body as its Content-Encoding says and
+//! decodes it strictly with the OTLP reference types (prost for protobuf).
 
 mod otlp_support;
 
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use otlp_support::*;
-use tasker_trace_core::otlp::{push_finished, Cancel, PushOutcome, Target};
+use tasker_trace_core::otlp::{
+    push_finished, Cancel, Compression, Protocol, PushOutcome, Target, Transport,
+};
 use tasker_trace_core::Backend;
 
-fn target(url: &str, timeout_ms: u64) -> Target {
-    Target {
-        url: url.to_string(),
+/// The defaults (http/protobuf, gzip) with a tenant header.
+fn target(url: &str, timeout_ms: u64) -> Transport {
+    Transport::new(Target {
         headers: vec![("x-tenant".to_string(), "acme".to_string())],
         timeout: Duration::from_millis(timeout_ms),
+        ..Target::new(url)
+    })
+    .expect("transport")
+}
+
+fn json_target(url: &str, timeout_ms: u64) -> Transport {
+    Transport::new(Target {
+        timeout: Duration::from_millis(timeout_ms),
+        protocol: Protocol::HttpJson,
+        compression: Compression::None,
+        ..Target::new(url)
+    })
+    .expect("transport")
+}
+
+fn sent(records: usize, spans: usize, attempts: u32) -> PushOutcome {
+    PushOutcome::Sent {
+        records,
+        spans,
+        status: 200,
+        attempts,
+        partial: None,
+        rejected_spans: 0,
+        requests: 1,
+        oversized_spans: 0,
     }
 }
 
@@ -52,26 +80,22 @@ fn success_sends_finished_traces_once_and_keeps_open_ones() {
         &target(&collector.url, 5_000),
         &Cancel::for_current_thread(),
     );
-    assert_eq!(
-        out,
-        PushOutcome::Sent {
-            records: 3,
-            spans: 6,
-            status: 200,
-            attempts: 1,
-            partial: None
-        }
-    );
+    assert_eq!(out, sent(3, 6, 1));
     assert_eq!(keys(&b), ["task_99"]);
     let got = collector.requests();
     assert_eq!(got.len(), 1);
     let r = &got[0];
     assert_eq!(r.method, "POST");
     assert_eq!(r.path, "/v1/traces");
-    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        r.header("user-agent"),
+        Some(concat!("tasker_trace_native/", env!("CARGO_PKG_VERSION")))
+    );
     assert_eq!(r.header("x-tenant"), Some("acme"));
+    assert!(r.wire.len() < r.body.len(), "gzip made it smaller");
     assert_eq!(r.span_count(), 6);
-    validate(&r.body);
     // Nothing left to send: no request at all.
     let again = push_finished(
         &b,
@@ -101,7 +125,7 @@ fn retries_503_with_backoff_then_succeeds() {
     }
     let got = collector.requests();
     assert_eq!(got.len(), 2);
-    assert_eq!(got[0].body, got[1].body, "the same request is sent again");
+    assert_eq!(got[0].wire, got[1].wire, "the same request is sent again");
     assert_eq!(got[1].span_count(), 6);
     let gap = got[1].at - got[0].at;
     assert!(gap >= Duration::from_millis(45), "backoff waited {gap:?}");
@@ -148,6 +172,7 @@ fn a_retry_after_beyond_the_timeout_gives_up_at_once_and_keeps_the_traces() {
             status,
             attempts,
             error,
+            ..
         } => {
             assert_eq!((records, status, attempts), (3, Some(503), 1));
             assert!(error.contains("would pass the timeout"), "{error}");
@@ -184,6 +209,7 @@ fn status_400_is_not_retried_and_the_traces_are_kept() {
                 status: got,
                 attempts,
                 error,
+                ..
             } => {
                 assert_eq!((records, got, attempts), (3, Some(status), 1));
                 assert!(error.contains("bad payload"), "{error}");
@@ -229,7 +255,7 @@ fn connection_refused_keeps_the_traces() {
             ..
         } => {
             assert_eq!((records, status), (3, None));
-            assert!(attempts >= 1);
+            assert!(attempts >= 2, "connection refused is retried ({attempts})");
         }
         other => panic!("{other:?}"),
     }
@@ -325,6 +351,227 @@ fn cancel_stops_a_backoff_wait() {
 }
 
 #[test]
+fn json_without_compression_when_asked() {
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &json_target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    assert_eq!(out, sent(3, 6, 1));
+    let r = &collector.requests()[0];
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.wire, r.body);
+    validate(&r.body);
+    assert_eq!(r.span_count(), 6);
+}
+
+#[test]
+fn gzip_json_is_decompressed_by_the_receiver() {
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = store();
+    let transport = Transport::new(Target {
+        protocol: Protocol::HttpJson,
+        ..Target::new(&collector.url)
+    })
+    .unwrap();
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    assert_eq!(out, sent(3, 6, 1));
+    let r = &collector.requests()[0];
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    validate(&r.body);
+}
+
+#[test]
+fn one_transport_serves_many_pushes() {
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let transport = target(&collector.url, 5_000);
+    for round in 1..=3 {
+        let b = store();
+        let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+        assert_eq!(out, sent(3, 6, 1), "round {round}");
+    }
+    assert_eq!(collector.requests().len(), 3);
+}
+
+fn partial_success_protobuf(rejected: i64, message: &str) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    prost::Message::encode_to_vec(&ExportTraceServiceResponse {
+        partial_success: Some(ExportTracePartialSuccess {
+            rejected_spans: rejected,
+            error_message: message.to_string(),
+        }),
+    })
+}
+
+#[test]
+fn partial_success_in_protobuf_is_counted_and_not_retried() {
+    let collector = Collector::start(vec![Reply::status(200).bytes(
+        "application/x-protobuf",
+        partial_success_protobuf(2, "two spans too old"),
+    )]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    match out {
+        PushOutcome::Sent {
+            records,
+            rejected_spans,
+            partial,
+            attempts,
+            ..
+        } => {
+            assert_eq!((records, rejected_spans, attempts), (3, 2, 1));
+            assert_eq!(
+                partial.as_deref(),
+                Some("collector rejected 2 span(s): two spans too old")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(collector.requests().len(), 1);
+    assert_eq!(b.len(), 1, "rejected spans are not put back");
+}
+
+#[test]
+fn a_warning_without_rejected_spans_is_a_plain_success() {
+    let collector = Collector::start(vec![Reply::status(200).bytes(
+        "application/x-protobuf",
+        partial_success_protobuf(0, "just so you know"),
+    )]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    assert_eq!(out, sent(3, 6, 1));
+}
+
+#[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    // Civil date of `at` (days since 1970-01-01 to year/month/day).
+    let days = (at / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let date = format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        at % 86_400 / 3600,
+        at % 3600 / 60,
+        at % 60
+    );
+    let collector = Collector::start(vec![
+        Reply::status(503).header("Retry-After", &date),
+        Reply::status(200),
+    ]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 8_000),
+        &Cancel::for_current_thread(),
+    );
+    assert!(
+        matches!(out, PushOutcome::Sent { attempts: 2, .. }),
+        "{out:?} ({date})"
+    );
+    let got = collector.requests();
+    let gap = got[1].at - got[0].at;
+    // The date is 1 to 2 seconds away when the answer comes (whole seconds).
+    assert!(
+        gap >= Duration::from_millis(900),
+        "waited only {gap:?} for {date}"
+    );
+    assert!(gap < Duration::from_secs(4), "waited {gap:?} for {date}");
+}
+
+#[test]
+fn a_response_body_over_4_mib_is_an_error_and_not_retried() {
+    let collector = Collector::start(vec![
+        Reply::status(200).bytes("application/json", vec![b' '; 5 * 1024 * 1024]),
+        Reply::status(200),
+    ]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    match out {
+        PushOutcome::Failed {
+            records,
+            attempts,
+            error,
+            ..
+        } => {
+            assert_eq!((records, attempts), (3, 1));
+            assert!(error.contains("over 4 MiB"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(collector.requests().len(), 1);
+    assert_eq!(b.len(), 4);
+}
+
+#[test]
+fn an_error_body_in_protobuf_gives_its_status_message() {
+    // google.rpc.Status { code: 3, message: "span name too long" }
+    let mut status = vec![0x08, 0x03, 0x12, 18];
+    status.extend_from_slice(b"span name too long");
+    let collector = Collector::start(vec![
+        Reply::status(400).bytes("application/x-protobuf", status)
+    ]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    match out {
+        PushOutcome::Failed {
+            error, attempts, ..
+        } => {
+            assert_eq!(attempts, 1);
+            assert!(error.ends_with(": span name too long"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn partial_success_counts_as_sent_and_is_reported() {
     let collector = Collector::start(vec![Reply::status(200)
         .body(r#"{"partialSuccess":{"rejectedSpans":"1","errorMessage":"span too big"}}"#)]);
@@ -345,4 +592,181 @@ fn partial_success_counts_as_sent_and_is_reported() {
         other => panic!("{other:?}"),
     }
     assert_eq!(b.len(), 1);
+}
+
+#[test]
+fn the_received_protobuf_equals_the_json_export_of_the_same_records() {
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = rich_store();
+    // What is pushed: the finished records, as JSON, before the push.
+    let records = tasker_trace_core::otlp::select(&b, false, false);
+    let json = tasker_trace_core::otlp::encode_request(
+        &records,
+        &[],
+        &resource(),
+        tasker_trace_core::clock::Stamp::now(),
+        Protocol::HttpJson,
+    )
+    .unwrap();
+    let from_json = validate(&json);
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    assert!(matches!(out, PushOutcome::Sent { spans: 3, .. }), "{out:?}");
+    let got = collector.requests();
+    let decoded = got[0].request();
+    let (g, w) = (&decoded.resource_spans[0], &from_json.resource_spans[0]);
+    assert_eq!(g.resource, w.resource);
+    assert_eq!(g.scope_spans[0].scope, w.scope_spans[0].scope);
+    for (a, e) in g.scope_spans[0].spans.iter().zip(&w.scope_spans[0].spans) {
+        assert_eq!(a.name, e.name);
+        assert_eq!((&a.trace_id, &a.span_id), (&e.trace_id, &e.span_id));
+        assert_eq!(a.parent_span_id, e.parent_span_id);
+        assert_eq!(
+            (a.start_time_unix_nano, a.end_time_unix_nano),
+            (e.start_time_unix_nano, e.end_time_unix_nano)
+        );
+        assert_eq!(a.attributes, e.attributes, "{}", a.name);
+        assert_eq!(a.events, e.events, "{}", a.name);
+        assert_eq!(a.status, e.status, "{}", a.name);
+    }
+    assert_eq!(decoded, &from_json);
+}
+
+/// `n` finished tasks.
+fn tasks(n: i64) -> Backend {
+    let b = Backend::new("h");
+    for i in 1..=n {
+        finished_task(&b, i);
+    }
+    b
+}
+
+#[test]
+fn a_push_over_the_request_limit_goes_out_in_several_requests() {
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = tasks(40);
+    let transport = target(&collector.url, 5_000).with_request_limit(3_000);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let requests = match out {
+        PushOutcome::Sent {
+            records,
+            spans,
+            requests,
+            oversized_spans,
+            ..
+        } => {
+            assert_eq!((records, spans, oversized_spans), (40, 80, 0));
+            requests
+        }
+        other => panic!("{other:?}"),
+    };
+    let got = collector.requests();
+    assert!(requests > 3, "{requests} requests");
+    assert_eq!(got.len(), requests);
+    assert!(got.iter().all(|r| r.body.len() <= 3_000));
+    assert_eq!(got.iter().map(Received::span_count).sum::<usize>(), 80);
+    assert!(b.is_empty());
+}
+
+#[test]
+fn when_a_later_request_fails_only_what_it_carried_is_put_back() {
+    let collector = Collector::start(vec![Reply::status(200), Reply::status(400)]);
+    let b = tasks(40);
+    let transport = target(&collector.url, 5_000).with_request_limit(3_000);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let got = collector.requests();
+    assert_eq!(got.len(), 2, "the push stops at the failed request");
+    // The trace keys the first request delivered.
+    let delivered_keys: Vec<String> = got[0].request().resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .map(|s| {
+            match s
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "tasker.trace_key")
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value)
+            {
+                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(k)) => k,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    match out {
+        PushOutcome::Failed {
+            records,
+            delivered,
+            status,
+            error,
+            ..
+        } => {
+            assert_eq!(status, Some(400));
+            assert_eq!(records + delivered, 40);
+            assert!(
+                delivered > 0 && delivered <= delivered_keys.len(),
+                "{delivered}"
+            );
+            assert!(error.starts_with("request 2 of "), "{error}");
+            assert_eq!(b.len(), records);
+        }
+        other => panic!("{other:?}"),
+    }
+    let kept = keys(&b);
+    // A delivered record is not put back; what is put back was not (wholly) delivered.
+    for k in &delivered_keys[..delivered_keys.len() - 1] {
+        assert!(!kept.contains(k), "{k} was delivered and put back");
+    }
+    assert!(kept.iter().all(|k| k.starts_with("task_")));
+}
+
+#[test]
+fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
+    const MIB: usize = 1024 * 1024;
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = Backend::new("h");
+    let blob = "x".repeat(MIB);
+    for i in 1..=70 {
+        event(
+            &b,
+            "big.started",
+            task_key(i),
+            hash(vec![(sym("blob"), s(&blob))]),
+            tasker_trace_core::clock::Stamp::now(),
+        );
+        event(
+            &b,
+            "big.completed",
+            task_key(i),
+            hash(vec![]),
+            tasker_trace_core::clock::Stamp::now(),
+        );
+    }
+    let transport = Transport::new(Target {
+        compression: Compression::None,
+        timeout: Duration::from_secs(60),
+        ..Target::new(&collector.url)
+    })
+    .unwrap();
+    assert_eq!(transport.request_limit(), 64 * MIB);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    match out {
+        PushOutcome::Sent {
+            records,
+            spans,
+            requests,
+            ..
+        } => assert_eq!((records, spans, requests), (70, 70, 2)),
+        other => panic!("{other:?}"),
+    }
+    let got = collector.requests();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|r| r.body.len() <= 64 * MIB));
+    assert!(got[0].body.len() > 60 * MIB, "{}", got[0].body.len());
+    assert_eq!(got.iter().map(Received::span_count).sum::<usize>(), 70);
 }

@@ -258,9 +258,14 @@ RSpec.describe "TraceBackend#push_otlp" do
       end
     end
 
-    it "refuses an https endpoint (no TLS in this build), naming endpoint" do
-      expect { backend.push_otlp(endpoint: "https://collector:4318") }
-        .to raise_error(ArgumentError, /endpoint: .*no TLS/)
+    it "refuses an endpoint that is not http:// or https://, naming endpoint" do
+      expect { backend.push_otlp(endpoint: "ftp://collector:4318") }.to raise_error(ArgumentError, /endpoint/)
+    end
+
+    it "takes an https endpoint (TLS is built in): a closed port is a failed push, not an ArgumentError" do
+      result = backend.push_otlp(endpoint: "https://127.0.0.1:9", timeout: 0.3)
+      expect(result).to include(sent: 0, status: nil)
+      expect(result[:error]).to include("127.0.0.1:9")
     end
 
     [nil, "k=v", [%w[a b]], { "bad name" => "v" }, { "x" => 1 }, { "x" => "a\r\nb" }].each do |bad|

@@ -7,7 +7,24 @@
 //! - `OTEL_EXPORTER_OTLP_ENDPOINT`: a base URL; `/v1/traces` is appended.
 //! - `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`:
 //!   `key=value` pairs separated by commas, values percent-encoded.
+//! - `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (default) or `http/json`;
+//!   `grpc` is refused.
+//! - `OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` (default) or `none`.
+//! - `OTEL_EXPORTER_OTLP_TIMEOUT`: milliseconds per request (default 10000);
+//!   0 means no limit.
+//! - `OTEL_EXPORTER_OTLP_CERTIFICATE`: a PEM file of the only CA(s) trusted.
+//! - `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_KEY`:
+//!   PEM files of a client certificate chain and its key, for mTLS.
 //! - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: the resource.
+//!
+//! Each exporter variable has an `OTEL_EXPORTER_OTLP_TRACES_*` form that takes
+//! precedence. [`exporter_settings`] reads them all through a lookup function
+//! and returns typed values plus [`Warning`]s for values it could not use
+//! (each is then ignored, as if unset).
+
+use std::time::Duration;
+
+use super::transport::{Compression, Protocol, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 
 /// Where traces go when nothing else is configured.
 pub const DEFAULT_TRACES_ENDPOINT: &str = "http://localhost:4318/v1/traces";
@@ -78,19 +95,15 @@ pub fn traces_endpoint(
     (DEFAULT_TRACES_ENDPOINT.to_string(), EndpointSource::Default)
 }
 
-/// Checks that `url` is something this exporter can POST to: `http://` with a
-/// host. TLS is not built in, so `https://` is refused with advice.
+/// Checks that `url` is something this exporter can POST to: `http://` or
+/// `https://` with a host.
 pub fn check_endpoint(url: &str) -> Result<(), String> {
     let lower = url.to_ascii_lowercase();
-    let rest = if let Some(rest) = lower.strip_prefix("http://") {
-        rest
-    } else if lower.starts_with("https://") {
-        return Err(format!(
-            "{url} is https; this build sends plain http only (no TLS built in): \
-             send to an OpenTelemetry Collector or agent on the host or network over http"
-        ));
-    } else {
-        return Err(format!("{url} is not an http:// URL"));
+    let Some(rest) = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+    else {
+        return Err(format!("{url} is not an http:// or https:// URL"));
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
@@ -235,6 +248,240 @@ pub fn resource_defaults(
     (service, deduped)
 }
 
+// ---------------------------------------------------------------------------
+// The exporter's settings.
+
+/// A variable whose value was not used: the binding reports it (once) and
+/// goes on as if it were unset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ignored: {}", self.variable, self.message)
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`'s value.
+pub fn parse_protocol(v: &str) -> Result<Protocol, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "http/json" => Ok(Protocol::HttpJson),
+        "grpc" => Err(
+            "grpc is not supported by this exporter (OTLP/HTTP only): send to the \
+             collector's OTLP/HTTP port, 4318, with http/protobuf"
+                .to_string(),
+        ),
+        other => Err(format!(
+            "{other:?} is not a protocol (http/protobuf or http/json)"
+        )),
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`'s value.
+pub fn parse_compression(v: &str) -> Result<Compression, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "gzip" => Ok(Compression::Gzip),
+        "none" => Ok(Compression::None),
+        other => Err(format!("{other:?} is not a compression (gzip or none)")),
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`'s value: whole milliseconds; 0 means no limit
+/// ([`MAX_TIMEOUT`], as is anything longer).
+pub fn parse_timeout_ms(v: &str) -> Result<Duration, String> {
+    let t = v.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{t:?} is not a whole number of milliseconds"));
+    }
+    let ms = t.parse::<u64>().unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Ok(MAX_TIMEOUT);
+    }
+    Ok(Duration::from_millis(ms).min(MAX_TIMEOUT))
+}
+
+/// A variable's name and value.
+type Var<'a> = (&'static str, Option<&'a str>);
+
+/// The first usable value of `vars` (the traces variable, then the generic
+/// one), with warnings for the unusable ones before it.
+fn first_valid<T>(
+    vars: [Var<'_>; 2],
+    parse: impl Fn(&str) -> Result<T, String>,
+    warnings: &mut Vec<Warning>,
+) -> Option<T> {
+    for (variable, value) in vars {
+        if let Some(v) = set(value) {
+            match parse(v) {
+                Ok(t) => return Some(t),
+                Err(message) => warnings.push(Warning { variable, message }),
+            }
+        }
+    }
+    None
+}
+
+/// The protocol: the traces variable, else the generic one, else http/protobuf.
+pub fn protocol(
+    traces: Option<&str>,
+    generic: Option<&str>,
+    warnings: &mut Vec<Warning>,
+) -> Protocol {
+    first_valid(
+        [
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", traces),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", generic),
+        ],
+        parse_protocol,
+        warnings,
+    )
+    .unwrap_or_default()
+}
+
+/// The compression: the traces variable, else the generic one, else gzip.
+pub fn compression(
+    traces: Option<&str>,
+    generic: Option<&str>,
+    warnings: &mut Vec<Warning>,
+) -> Compression {
+    first_valid(
+        [
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", traces),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", generic),
+        ],
+        parse_compression,
+        warnings,
+    )
+    .unwrap_or_default()
+}
+
+/// The timeout: the traces variable, else the generic one, else 10 s.
+pub fn timeout(
+    traces: Option<&str>,
+    generic: Option<&str>,
+    warnings: &mut Vec<Warning>,
+) -> Duration {
+    first_valid(
+        [
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", traces),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", generic),
+        ],
+        parse_timeout_ms,
+        warnings,
+    )
+    .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+/// A file path: the traces variable, else the generic one (blank is unset).
+pub fn path(traces: Option<&str>, generic: Option<&str>) -> Option<String> {
+    set(traces).or(set(generic)).map(str::to_string)
+}
+
+/// Everything the OTLP exporter takes from the environment, typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExporterSettings {
+    pub endpoint: String,
+    pub endpoint_source: EndpointSource,
+    pub headers: Vec<(String, String)>,
+    pub protocol: Protocol,
+    pub compression: Compression,
+    pub timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE`.
+    pub certificate: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE`.
+    pub client_certificate: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY`.
+    pub client_key: Option<String>,
+}
+
+/// Reads the exporter's variables through `get` (the process environment in
+/// the binding, a map in tests). Unusable values become warnings and count as
+/// unset: a bad traces variable falls back to the generic one, then to the
+/// default. A malformed headers variable is ignored whole.
+pub fn exporter_settings(get: impl Fn(&str) -> Option<String>) -> (ExporterSettings, Vec<Warning>) {
+    let var = |name: &str| get(name);
+    let mut warnings = Vec::new();
+    let traces_endpoint_var = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let base_endpoint_var = var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    let mut traces_endpoint_value = traces_endpoint_var.as_deref();
+    let mut base_endpoint_value = base_endpoint_var.as_deref();
+    let (endpoint, endpoint_source) = loop {
+        let (url, source) = traces_endpoint(None, traces_endpoint_value, base_endpoint_value);
+        match check_endpoint(&url) {
+            Ok(()) => break (url, source),
+            Err(message) => {
+                warnings.push(Warning {
+                    variable: source.name(),
+                    message,
+                });
+                match source {
+                    EndpointSource::TracesVariable => traces_endpoint_value = None,
+                    EndpointSource::BaseVariable => base_endpoint_value = None,
+                    // The default is valid; an argument is not read here.
+                    _ => break (DEFAULT_TRACES_ENDPOINT.to_string(), EndpointSource::Default),
+                }
+            }
+        }
+    };
+    let mut headers = Vec::new();
+    for variable in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        let value = var(variable);
+        let Some(v) = set(value.as_deref()) else {
+            continue;
+        };
+        let parsed = parse_key_values(v).and_then(|pairs| {
+            for (name, value) in &pairs {
+                check_header(name, value)?;
+            }
+            Ok(pairs)
+        });
+        match parsed {
+            Ok(pairs) => merge_headers(&mut headers, pairs),
+            Err(message) => warnings.push(Warning { variable, message }),
+        }
+    }
+    let protocol = protocol(
+        var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").as_deref(),
+        var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref(),
+        &mut warnings,
+    );
+    let compression = compression(
+        var("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION").as_deref(),
+        var("OTEL_EXPORTER_OTLP_COMPRESSION").as_deref(),
+        &mut warnings,
+    );
+    let timeout = timeout(
+        var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").as_deref(),
+        var("OTEL_EXPORTER_OTLP_TIMEOUT").as_deref(),
+        &mut warnings,
+    );
+    let pair = |suffix: &str| {
+        path(
+            var(&format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}")).as_deref(),
+            var(&format!("OTEL_EXPORTER_OTLP_{suffix}")).as_deref(),
+        )
+    };
+    let settings = ExporterSettings {
+        endpoint,
+        endpoint_source,
+        headers,
+        protocol,
+        compression,
+        timeout,
+        certificate: pair("CERTIFICATE"),
+        client_certificate: pair("CLIENT_CERTIFICATE"),
+        client_key: pair("CLIENT_KEY"),
+    };
+    (settings, warnings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,12 +528,11 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_must_be_plain_http_with_a_host() {
+    fn endpoints_must_be_http_or_https_with_a_host() {
         assert!(check_endpoint("http://localhost:4318/v1/traces").is_ok());
         assert!(check_endpoint("HTTP://127.0.0.1:1/v1/traces").is_ok());
-        assert!(check_endpoint("https://x/v1/traces")
-            .unwrap_err()
-            .contains("no TLS"));
+        assert!(check_endpoint("https://collector.example:4318/v1/traces").is_ok());
+        assert!(check_endpoint("https:///v1/traces").is_err());
         assert!(check_endpoint("ftp://x").is_err());
         assert!(check_endpoint("http:///v1/traces").is_err());
         assert!(check_endpoint("http://:4318/v1/traces").is_err());
@@ -363,5 +609,128 @@ mod tests {
             resource_defaults(None, Some("a=1,broken")),
             ("tasker".to_string(), vec![])
         );
+    }
+
+    fn settings(vars: &[(&str, &str)]) -> (ExporterSettings, Vec<Warning>) {
+        let map: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        exporter_settings(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn exporter_defaults() {
+        let (s, w) = settings(&[]);
+        assert!(w.is_empty());
+        assert_eq!(
+            s,
+            ExporterSettings {
+                endpoint: DEFAULT_TRACES_ENDPOINT.to_string(),
+                endpoint_source: EndpointSource::Default,
+                headers: vec![],
+                protocol: Protocol::HttpProtobuf,
+                compression: Compression::Gzip,
+                timeout: Duration::from_secs(10),
+                certificate: None,
+                client_certificate: None,
+                client_key: None,
+            }
+        );
+    }
+
+    #[test]
+    fn traces_variables_take_precedence() {
+        let (s, w) = settings(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "NONE"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "750"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/generic/cert.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/traces/key.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/generic/key.pem"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://base:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,b=2"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "B=3"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.protocol, Protocol::HttpJson);
+        assert_eq!(s.compression, Compression::None);
+        assert_eq!(s.timeout, Duration::from_millis(750));
+        assert_eq!(s.certificate.as_deref(), Some("/traces/ca.pem"));
+        assert_eq!(s.client_certificate.as_deref(), Some("/generic/cert.pem"));
+        assert_eq!(s.client_key.as_deref(), Some("/traces/key.pem"));
+        assert_eq!(s.endpoint, "https://base:4318/v1/traces");
+        assert_eq!(s.endpoint_source, EndpointSource::BaseVariable);
+        assert_eq!(
+            s.headers,
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("B".to_string(), "3".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn timeouts_are_milliseconds_and_zero_is_no_limit() {
+        assert_eq!(parse_timeout_ms("10000"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_timeout_ms(" 1 "), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_timeout_ms("0"), Ok(MAX_TIMEOUT));
+        assert_eq!(parse_timeout_ms("99999999999999999999999"), Ok(MAX_TIMEOUT));
+        for bad in ["10s", "1.5", "-1", "", "ten"] {
+            assert!(parse_timeout_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unusable_values_warn_name_their_variable_and_fall_back() {
+        let (s, w) = settings(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "5s"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "broken"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "ok=1"),
+        ]);
+        assert_eq!(s.protocol, Protocol::HttpJson, "the generic value is used");
+        assert_eq!(s.compression, Compression::Gzip);
+        assert_eq!(s.timeout, Duration::from_secs(10));
+        assert_eq!(s.endpoint, DEFAULT_TRACES_ENDPOINT);
+        assert_eq!(s.headers, vec![("ok".to_string(), "1".to_string())]);
+        let named: Vec<_> = w.iter().map(|w| w.variable).collect();
+        assert_eq!(
+            named,
+            [
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            ]
+        );
+        let grpc = w[3].to_string();
+        assert!(
+            grpc.contains("4318") && grpc.contains("http/protobuf"),
+            "{grpc}"
+        );
+    }
+
+    #[test]
+    fn protocol_and_compression_names() {
+        assert_eq!(parse_protocol(" HTTP/JSON "), Ok(Protocol::HttpJson));
+        assert_eq!(parse_protocol("http/protobuf"), Ok(Protocol::HttpProtobuf));
+        assert!(parse_protocol("http").is_err());
+        assert_eq!(parse_compression("Gzip"), Ok(Compression::Gzip));
+        assert_eq!(parse_compression("none"), Ok(Compression::None));
+        assert!(parse_compression("deflate").is_err());
+        assert_eq!(path(Some(" "), Some("/a")), Some("/a".to_string()));
+        assert_eq!(path(None, None), None);
     }
 }

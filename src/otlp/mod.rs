@@ -1,26 +1,55 @@
-//! OpenTelemetry export: records to OTLP/HTTP JSON, and delivery to a
-//! collector.
+//! OpenTelemetry export: the store's records as OTLP/HTTP requests
+//! (protobuf or JSON), and their delivery to a collector or any OTLP backend.
 //!
-//! - [`encode`]: the `ExportTraceServiceRequest` JSON encoder and the mapping
-//!   (attribute values are streamed from the packed payloads by `attributes`)
-//! - [`push`]: the blocking HTTP client with retries, backoff and `Retry-After`
-//! - [`env`]: endpoint, headers and resource defaults from `OTEL_*` values
+//! Where things are:
+//! - [`span`]: the span-writer interface ([`SpanView`], [`SpanWriter`]) and
+//!   spans that do not come from the store ([`OwnedSpan`])
+//! - [`mapping`]: records to spans (which spans, names, ids, times,
+//!   attributes, events, status), written once for every format
+//! - `payload` (private): reading packed payloads as OTLP values
+//! - [`json`], [`protobuf`]: one encoder per wire format
+//! - [`request`]: request bodies, split where one would pass 64 MiB
+//! - [`transport`]: the HTTP client: compression, attempts, responses
+//! - [`tls`]: rustls (ring), the certificate store or a CA, mTLS
+//! - [`retry`]: retryable statuses, backoff, `Retry-After`, cancellation
+//! - [`env`]: `OTEL_EXPORTER_OTLP_*` and resource variables, parsed
 //!
 //! [`select`] picks what an export covers; with `drain` it removes it from the
 //! store in the same step, so each record is exported exactly once.
 
-mod attributes;
-pub mod encode;
 pub mod env;
-pub mod push;
+pub mod json;
+pub mod mapping;
+mod payload;
+pub mod protobuf;
+pub mod request;
+pub mod retry;
+pub mod span;
+pub mod tls;
+pub mod transport;
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-pub use encode::{encode_request, Resource, SCOPE_NAME};
-pub use push::{post, Cancel, Delivery, Target};
+pub use mapping::{child_span_id, pair_spans, Pair, Pairing, Resource, SCOPE_NAME};
+pub use payload::{error_message, render_text, str_text, PayloadAttributes, ATTRIBUTE_PREFIX};
+pub use request::{encode_request, Body, Encoder, MAX_REQUEST_BODY};
+pub use span::{
+    AttributeValue, EncodeError, KeyValue, OwnedEvent, OwnedSpan, SpanLink, SpanView, SpanWriter,
+    SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK, STATUS_CODE_UNSET,
+};
+pub use transport::{Cancel, Compression, Delivery, Protocol, Target, Tls, Transport};
 
 use crate::backend::store::{Backend, Key, Record};
+
+/// The partial success a collector reported in a 2xx response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartialSuccess {
+    /// Spans the collector rejected (0 with a message: a warning).
+    pub rejected_spans: i64,
+    pub error_message: String,
+}
 
 /// The records an export covers, in store order: finished traces and generic
 /// events, and open traces too with `include_open`. With `drain` they are
@@ -42,17 +71,16 @@ pub fn select(backend: &Backend, drain: bool, include_open: bool) -> Vec<(Key, A
 pub fn span_count(records: &[(Key, Arc<Record>)]) -> usize {
     records
         .iter()
-        .map(|(_, rec)| match &**rec {
-            Record::Trace(t) => 1 + encode::pair_spans(&t.spans).pairs.len(),
-            Record::Generic(_) => 1,
-        })
+        .map(|(_, rec)| mapping::record_span_count(rec))
         .sum()
 }
 
-/// An export: the records it covers and their encoding.
+/// An export: the records it covers and their encoding (one request body in
+/// `protocol`, however large).
 pub struct Export {
     pub records: Vec<(Key, Arc<Record>)>,
-    pub json: Vec<u8>,
+    pub protocol: Protocol,
+    pub body: Vec<u8>,
 }
 
 /// Selects (and with `drain`, removes) records and encodes them. When
@@ -63,12 +91,19 @@ pub fn export(
     drain: bool,
     include_open: bool,
     resource: &Resource,
-) -> Result<Export, serde_json::Error> {
+    protocol: Protocol,
+) -> Result<Export, EncodeError> {
     let records = select(backend, drain, include_open);
     let now = crate::clock::Stamp::now();
-    let encoded = catch_unwind(AssertUnwindSafe(|| encode_request(&records, resource, now)));
+    let encoded = catch_unwind(AssertUnwindSafe(|| {
+        encode_request(&records, &[], resource, now, protocol)
+    }));
     match encoded {
-        Ok(Ok(json)) => Ok(Export { records, json }),
+        Ok(Ok(body)) => Ok(Export {
+            records,
+            protocol,
+            body,
+        }),
         Ok(Err(e)) => {
             if drain {
                 backend.restore(records);
@@ -87,93 +122,193 @@ pub fn export(
 /// How a push ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PushOutcome {
-    /// No finished trace or generic event was waiting; nothing was sent.
+    /// No finished trace or generic event (and no extra span) was waiting;
+    /// nothing was sent.
     Nothing,
-    /// Delivered: `records` traces and generic events (`spans` spans) left the
-    /// store for good.
+    /// Delivered: `records` traces and generic events (`spans` spans, extra
+    /// spans included) left the store for good, in `requests` requests.
     Sent {
         records: usize,
         spans: usize,
+        /// The last response's status.
         status: u16,
+        /// Attempts over all requests.
         attempts: u32,
-        /// A partial success reported by the collector.
+        /// `collector rejected N span(s): <message>` when the collector
+        /// reported rejected spans (they are not retried).
         partial: Option<String>,
+        /// Spans the collector reported rejected, over all requests.
+        rejected_spans: u64,
+        requests: usize,
+        /// Spans left out because one alone would pass the request size
+        /// limit (their records count as delivered).
+        oversized_spans: usize,
     },
-    /// Not delivered: the `records` drained were put back into the store.
+    /// Not delivered: the `records` not delivered were put back into the
+    /// store. When the export took several requests, `delivered` records
+    /// went out in the requests before the one that failed (a record split
+    /// across that boundary is put back whole and may arrive twice).
     Failed {
         records: usize,
+        delivered: usize,
+        /// Whether the extra spans went out (in the requests that succeeded).
+        extra_delivered: bool,
         status: Option<u16>,
         attempts: u32,
         error: String,
     },
 }
 
-/// Drains the finished traces and generic events, sends them to `target`, and
-/// puts them back into the store when delivery fails (or panics), so nothing
-/// is lost. Touches no foreign runtime: safe to run with the Ruby GVL released.
+/// Drains the finished traces and generic events, sends them through
+/// `transport`, and puts them back into the store when delivery fails (or
+/// panics), so nothing is lost. Touches no foreign runtime: safe to run with
+/// the Ruby GVL released.
 pub fn push_finished(
     backend: &Backend,
     resource: &Resource,
-    target: &Target,
+    transport: &Transport,
     cancel: &Cancel,
 ) -> PushOutcome {
+    push_finished_with(backend, resource, transport, cancel, &[])
+}
+
+/// [`push_finished`] with `extra` spans (from outside the store) sent in the
+/// same request(s), before the records. The caller keeps the extra spans:
+/// they are delivered when the outcome is `Sent`, or `Failed` with
+/// `extra_delivered`.
+pub fn push_finished_with(
+    backend: &Backend,
+    resource: &Resource,
+    transport: &Transport,
+    cancel: &Cancel,
+    extra: &[OwnedSpan],
+) -> PushOutcome {
     let records = backend.drain(false);
-    if records.is_empty() {
+    if records.is_empty() && extra.is_empty() {
         return PushOutcome::Nothing;
     }
     let now = crate::clock::Stamp::now();
-    let delivered = catch_unwind(AssertUnwindSafe(|| {
-        let spans = span_count(&records);
-        match encode_request(&records, resource, now) {
-            Ok(json) => (spans, post(&json, target, cancel)),
-            Err(e) => (
-                spans,
-                Delivery::Failed {
-                    status: None,
-                    attempts: 0,
-                    error: format!("encoding failed: {e}"),
-                },
-            ),
-        }
+    // How far delivery got, kept outside the unwinding region so that a
+    // panic puts back only what was not delivered.
+    let delivered_records = Cell::new(0usize);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        send_records(
+            &records,
+            extra,
+            resource,
+            transport,
+            cancel,
+            now,
+            &delivered_records,
+        )
     }));
-    let count = records.len();
-    match delivered {
-        Ok((
-            spans,
-            Delivery::Sent {
-                status,
-                attempts,
-                partial,
-            },
-        )) => {
-            drop(records);
-            PushOutcome::Sent {
-                records: count,
-                spans,
-                status,
-                attempts,
-                partial,
+    let mut records = records;
+    match result {
+        Ok(outcome) => {
+            if let PushOutcome::Failed { delivered, .. } = &outcome {
+                backend.restore(records.split_off(*delivered));
             }
-        }
-        Ok((
-            _,
-            Delivery::Failed {
-                status,
-                attempts,
-                error,
-            },
-        )) => {
-            backend.restore(records);
-            PushOutcome::Failed {
-                records: count,
-                status,
-                attempts,
-                error,
-            }
+            outcome
         }
         Err(panic) => {
-            backend.restore(records);
+            backend.restore(records.split_off(delivered_records.get()));
             resume_unwind(panic)
         }
+    }
+}
+
+fn send_records(
+    records: &[(Key, Arc<Record>)],
+    extra: &[OwnedSpan],
+    resource: &Resource,
+    transport: &Transport,
+    cancel: &Cancel,
+    now: crate::clock::Stamp,
+    delivered_records: &Cell<usize>,
+) -> PushOutcome {
+    let failed = |error: String| PushOutcome::Failed {
+        records: records.len(),
+        delivered: 0,
+        extra_delivered: false,
+        status: None,
+        attempts: 0,
+        error,
+    };
+    let target = transport.target();
+    let mut enc = match Encoder::with_limit(target.protocol, resource, transport.request_limit()) {
+        Ok(enc) => enc,
+        Err(e) => return failed(format!("encoding failed: {e}")),
+    };
+    enc.reserve_spans(extra.len() + records.len() * 2);
+    let mut encoded = Ok(());
+    for span in extra {
+        encoded = encoded.and_then(|()| enc.span(&span.view()));
+    }
+    for (key, record) in records {
+        encoded = encoded.and_then(|()| enc.record(key, record, now));
+    }
+    if let Err(e) = encoded {
+        return failed(format!("encoding failed: {e}"));
+    }
+    let oversized_spans = enc.oversized();
+    let bodies = enc.finish();
+    let requests = bodies.len();
+    let mut spans = 0usize;
+    let mut attempts = 0u32;
+    let mut rejected_spans = 0u64;
+    let mut messages: Vec<String> = Vec::new();
+    let mut last_status = 0u16;
+    for (i, body) in bodies.iter().enumerate() {
+        match transport.send(body.bytes(), cancel) {
+            Delivery::Sent {
+                status,
+                attempts: a,
+                partial,
+            } => {
+                attempts = attempts.saturating_add(a);
+                last_status = status;
+                spans += body.spans;
+                if let Some(p) = partial.filter(|p| p.rejected_spans > 0) {
+                    rejected_spans = rejected_spans.saturating_add(p.rejected_spans as u64);
+                    messages.push(p.error_message);
+                }
+                let next_first = bodies.get(i + 1).map_or(records.len(), |b| b.first_record);
+                delivered_records.set(next_first);
+            }
+            Delivery::Failed {
+                status,
+                attempts: a,
+                error,
+            } => {
+                let error = if requests > 1 {
+                    format!("request {} of {requests}: {error}", i + 1)
+                } else {
+                    error
+                };
+                return PushOutcome::Failed {
+                    records: records.len() - body.first_record,
+                    delivered: body.first_record,
+                    extra_delivered: !extra.is_empty() && !bodies[i..].iter().any(|b| b.has_extra),
+                    status,
+                    attempts: attempts.saturating_add(a),
+                    error,
+                };
+            }
+        }
+    }
+    PushOutcome::Sent {
+        records: records.len(),
+        spans,
+        status: last_status,
+        attempts,
+        partial: (rejected_spans > 0).then(|| {
+            format!(
+                "collector rejected {rejected_spans} span(s): {}",
+                messages.join("; ")
+            )
+        }),
+        rejected_spans,
+        requests,
+        oversized_spans,
     }
 }

@@ -17,7 +17,9 @@ use magnus::{
     function, Error, Float, Integer, RHash, RModule, RString, Ruby, Symbol, Value as RValue,
 };
 use tasker_trace_core::otlp::env::{self, EndpointSource};
-use tasker_trace_core::otlp::{self, Cancel, PushOutcome, Resource, Target};
+use tasker_trace_core::otlp::{
+    self, Cancel, Compression, Protocol, PushOutcome, Resource, Target, Transport,
+};
 
 use crate::backend;
 use crate::errors::{self, argument_error, native_error};
@@ -79,7 +81,7 @@ fn export_otlp(ruby: &Ruby, drain: RValue, include_open: RValue) -> Result<RStri
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            otlp::export(b, drain, include_open, &resource)
+            otlp::export(b, drain, include_open, &resource, Protocol::HttpJson)
         },
         NO_UNBLOCK,
     );
@@ -99,9 +101,9 @@ fn export_otlp(ruby: &Ruby, drain: RValue, include_open: RValue) -> Result<RStri
         return Err(interrupt);
     }
     // serde_json writes UTF-8 only; the check is a fast scan, kept as a guard.
-    let text = match std::str::from_utf8(&export.json) {
+    let text = match std::str::from_utf8(&export.body) {
         Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(&export.json),
+        Err(_) => String::from_utf8_lossy(&export.body),
     };
     let string = magnus::rb_sys::protect(|| utf8_to_ruby(&text));
     match string {
@@ -227,10 +229,14 @@ fn push_target(
     )
     .map_err(|(variable, e)| argument_error(ruby, format!("{variable}: {e}")))?;
     env::merge_headers(&mut headers, extra_headers);
+    // JSON, uncompressed, as before: the OTEL_* protocol, compression and
+    // TLS settings (`env::exporter_settings`) are not wired in yet.
     Ok(Target {
-        url,
         headers,
         timeout,
+        protocol: Protocol::HttpJson,
+        compression: Compression::None,
+        ..Target::new(url)
     })
 }
 
@@ -255,6 +261,7 @@ fn push_otlp(
     timeout: RValue,
 ) -> Result<RValue, Error> {
     let target = push_target(ruby, endpoint, headers, timeout)?;
+    let transport = Transport::new(target).map_err(|e| argument_error(ruby, e))?;
     let resource = resource(ruby);
     let b = backend();
     let cancel = Cancel::for_current_thread();
@@ -262,7 +269,7 @@ fn push_otlp(
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            otlp::push_finished(b, &resource, &target, &cancel)
+            otlp::push_finished(b, &resource, &transport, &cancel)
         },
         Some(&unblock),
     );

@@ -1,12 +1,9 @@
-//! Records to an OTLP/HTTP JSON `ExportTraceServiceRequest`.
+//! The mapping of the store's records to OTLP spans, written once for every
+//! wire format: which spans a record makes, their names, ids, times,
+//! attributes, events and status. Each span is described as a [`SpanView`]
+//! and handed to a [`SpanWriter`] (the JSON or the protobuf encoder).
 //!
-//! The JSON is written in one pass with serde_json straight from the stored
-//! records and their packed payloads: no value trees, no intermediate JSON
-//! document. It follows the OTLP JSON rules: lowerCamelCase keys, trace and
-//! span ids as lowercase hex, 64-bit integers as decimal strings, enums as
-//! integers, fields at their default values left out.
-//!
-//! Mapping, per record:
+//! Per record:
 //! - a trace becomes a root span (kind INTERNAL) named after its start event
 //!   without `.started`, with `tasker.trace_key` and the start payload as
 //!   `tasker.<key>` attributes, status OK or ERROR (message from the finish
@@ -19,29 +16,21 @@
 //! and every later time in the trace is the start plus the monotonic interval,
 //! so durations are exact and an end is never before its start.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
-use serde::ser::{SerializeSeq, SerializeStruct};
-use serde::{Serialize, Serializer};
-
-use super::attributes::{field, Decimal, Hex, Lossy, PayloadAttributes};
+use super::payload::{error_message, field, Lossy, PayloadAttributes};
+use super::span::{
+    Attributes, EncodeError, Events, RootEvents, SpanView, SpanWriter, StatusView,
+    SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK,
+};
 use crate::backend::routing::Status;
-use crate::backend::store::{Finish, GenericRecord, Key, Record, SpanEvent, TraceRecord};
+use crate::backend::store::{GenericRecord, Key, Record, SpanEvent, TraceRecord};
 use crate::clock::Stamp;
 use crate::value::{Packed, Str, Value};
 
-pub use super::attributes::{error_message, render_text, str_text, ATTRIBUTE_PREFIX};
-
 /// The instrumentation scope's name.
 pub const SCOPE_NAME: &str = "tasker_trace_native";
-/// `SPAN_KIND_INTERNAL`.
-pub const SPAN_KIND_INTERNAL: i32 = 1;
-/// `STATUS_CODE_OK`.
-pub const STATUS_CODE_OK: i32 = 1;
-/// `STATUS_CODE_ERROR`.
-pub const STATUS_CODE_ERROR: i32 = 2;
 
 /// What describes the process in every request.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,7 +77,8 @@ impl Resource {
         out
     }
 
-    fn packed_attributes(&self) -> Packed {
+    /// The attributes packed, to be streamed like a payload.
+    pub(crate) fn packed_attributes(&self) -> Packed {
         Packed::from_value(&Value::Hash(
             self.attribute_values()
                 .into_iter()
@@ -98,47 +88,18 @@ impl Resource {
     }
 }
 
-/// Bytes per record of the last export, to size the next one's buffer.
-static BYTES_PER_RECORD: AtomicUsize = AtomicUsize::new(1500);
-
-/// Encodes `records` as one `ExportTraceServiceRequest`. `now` closes the root
-/// spans of open traces (exported only when asked for).
-pub fn encode_request(
-    records: &[(Key, Arc<Record>)],
-    resource: &Resource,
-    now: Stamp,
-) -> Result<Vec<u8>, serde_json::Error> {
-    // Sized from what the last export wrote per record, so that a large
-    // export is written without reallocating and copying as it grows.
-    let per_record = BYTES_PER_RECORD
-        .load(Ordering::Relaxed)
-        .clamp(256, 64 * 1024);
-    let mut out = Vec::with_capacity(1024 + records.len().saturating_mul(per_record));
-    let request = Request {
-        resource,
-        resource_attributes: resource.packed_attributes(),
-        spans: Spans { records, now },
-    };
-    serde_json::to_writer(&mut out, &request)?;
-    if !records.is_empty() {
-        // A little over the average, so the next export of the same shape fits.
-        BYTES_PER_RECORD.store(out.len() / records.len() + 64, Ordering::Relaxed);
-    }
-    Ok(out)
-}
-
 // ---------------------------------------------------------------------------
 // Times and ids.
 
 /// Nanoseconds since the epoch of `at`, measured from `anchor` on the monotonic
 /// clock, so that every time in a trace is consistent with its durations.
-fn unix_nanos(anchor: Stamp, at: Stamp) -> u64 {
+pub(crate) fn unix_nanos(anchor: Stamp, at: Stamp) -> u64 {
     let offset = i128::from(at.mono_ns) - i128::from(anchor.mono_ns);
     let t = i128::from(anchor.wall_ns) + offset;
     t.clamp(0, i128::from(u64::MAX)) as u64
 }
 
-fn wall_nanos(at: Stamp) -> u64 {
+pub(crate) fn wall_nanos(at: Stamp) -> u64 {
     u64::try_from(at.wall_ns).unwrap_or(0)
 }
 
@@ -263,310 +224,111 @@ fn root_name(start: &Str) -> &[u8] {
 }
 
 // ---------------------------------------------------------------------------
-// The request.
+// Records to spans.
 
-struct Request<'a> {
-    resource: &'a Resource,
-    resource_attributes: Packed,
-    spans: Spans<'a>,
-}
-
-impl Serialize for Request<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("ExportTraceServiceRequest", 1)?;
-        m.serialize_field("resourceSpans", &[ResourceSpans(self)])?;
-        m.end()
-    }
-}
-
-struct ResourceSpans<'a, 'b>(&'b Request<'a>);
-
-impl Serialize for ResourceSpans<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("ResourceSpans", 2)?;
-        m.serialize_field("resource", &ResourceJson(&self.0.resource_attributes))?;
-        m.serialize_field("scopeSpans", &[ScopeSpans(self.0)])?;
-        m.end()
-    }
-}
-
-struct ResourceJson<'a>(&'a Packed);
-
-impl Serialize for ResourceJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("Resource", 1)?;
-        m.serialize_field("attributes", &PayloadAttributes::plain(self.0))?;
-        m.end()
-    }
-}
-
-struct ScopeSpans<'a, 'b>(&'b Request<'a>);
-
-impl Serialize for ScopeSpans<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("ScopeSpans", 2)?;
-        m.serialize_field("scope", &Scope(&self.0.resource.version))?;
-        m.serialize_field("spans", &self.0.spans)?;
-        m.end()
-    }
-}
-
-struct Scope<'a>(&'a str);
-
-impl Serialize for Scope<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("InstrumentationScope", 2)?;
-        m.serialize_field("name", SCOPE_NAME)?;
-        m.serialize_field("version", self.0)?;
-        m.end()
-    }
-}
-
-struct Spans<'a> {
-    records: &'a [(Key, Arc<Record>)],
+/// Describes the spans of one record to `w`, in order: a trace's root span,
+/// then its child spans in the order of their `.before_` events; a generic
+/// event's one span. `now` closes the root span of an open trace.
+pub fn write_record(
+    key: &Key,
+    record: &Record,
     now: Stamp,
-}
-
-impl Serialize for Spans<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(None)?;
-        for (key, rec) in self.records {
-            match &**rec {
-                Record::Trace(t) => {
-                    let pairing = pair_spans(&t.spans);
-                    seq.serialize_element(&RootSpan {
-                        key,
-                        trace: t,
-                        pairing: &pairing,
-                        now: self.now,
-                    })?;
-                    for pair in &pairing.pairs {
-                        seq.serialize_element(&ChildSpan { trace: t, pair })?;
-                    }
-                }
-                Record::Generic(g) => seq.serialize_element(&GenericSpan { key, generic: g })?,
+    w: &mut dyn SpanWriter,
+) -> Result<(), EncodeError> {
+    match record {
+        Record::Trace(t) => {
+            let pairing = pair_spans(&t.spans);
+            w.write_span(&root_span(key, t, &pairing, now))?;
+            for pair in &pairing.pairs {
+                let name = child_name(&t.spans[pair.before].event_name);
+                w.write_span(&child_span(t, pair, name.as_bytes()))?;
             }
+            Ok(())
         }
-        seq.end()
+        Record::Generic(g) => w.write_span(&generic_span(key, g)),
     }
 }
 
-/// The fields every span has, in the order OTLP lists them.
-struct SpanHead<'a> {
-    trace_id: &'a [u8; 16],
-    span_id: [u8; 8],
-    parent_span_id: Option<&'a [u8; 8]>,
-    name: &'a [u8],
-    start: u64,
-    end: u64,
-}
-
-fn serialize_span<S: Serializer>(
-    s: S,
-    head: SpanHead<'_>,
-    attributes: &PayloadAttributes<'_>,
-    events: Option<RootEvents<'_>>,
-    status: Option<(i32, Option<String>)>,
-) -> Result<S::Ok, S::Error> {
-    let mut m = s.serialize_struct("Span", 11)?;
-    m.serialize_field("traceId", &Hex(head.trace_id))?;
-    m.serialize_field("spanId", &Hex(&head.span_id))?;
-    if let Some(p) = head.parent_span_id {
-        m.serialize_field("parentSpanId", &Hex(p))?;
-    }
-    m.serialize_field("name", &Lossy(head.name))?;
-    m.serialize_field("kind", &SPAN_KIND_INTERNAL)?;
-    m.serialize_field("startTimeUnixNano", &Decimal(i128::from(head.start)))?;
-    m.serialize_field(
-        "endTimeUnixNano",
-        &Decimal(i128::from(head.end.max(head.start))),
-    )?;
-    m.serialize_field("attributes", attributes)?;
-    // Known once the attributes are written.
-    let dropped = attributes.dropped.get();
-    if dropped > 0 {
-        m.serialize_field("droppedAttributesCount", &dropped)?;
-    }
-    if let Some(events) = events.filter(|e| !e.is_empty()) {
-        m.serialize_field("events", &events)?;
-    }
-    if let Some((code, message)) = status {
-        m.serialize_field("status", &StatusJson { code, message })?;
-    }
-    m.end()
-}
-
-struct StatusJson {
-    code: i32,
-    message: Option<String>,
-}
-
-impl Serialize for StatusJson {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("Status", 2)?;
-        if let Some(msg) = &self.message {
-            m.serialize_field("message", msg)?;
-        }
-        m.serialize_field("code", &self.code)?;
-        m.end()
+/// Number of spans a record describes.
+pub fn record_span_count(record: &Record) -> usize {
+    match record {
+        Record::Trace(t) => 1 + pair_spans(&t.spans).pairs.len(),
+        Record::Generic(_) => 1,
     }
 }
 
-struct RootSpan<'a> {
+/// A trace's root span: named after its start event without `.started`, the
+/// trace key and the start payload as attributes, status from the finish.
+fn root_span<'a>(
     key: &'a Key,
-    trace: &'a TraceRecord,
+    t: &'a TraceRecord,
     pairing: &'a Pairing,
     now: Stamp,
-}
-
-impl Serialize for RootSpan<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.trace;
-        let start = wall_nanos(t.start);
-        let end_stamp = t.finish.as_ref().map(|f| f.at).unwrap_or(self.now);
-        let status = t.finish.as_ref().map(|f| match f.status {
-            Status::Success => (STATUS_CODE_OK, None),
-            Status::Error => (STATUS_CODE_ERROR, error_message(&f.payload)),
-        });
-        serialize_span(
-            s,
-            SpanHead {
-                trace_id: &t.trace_id,
-                span_id: t.span_id,
-                parent_span_id: None,
-                name: root_name(&t.event_name),
-                start,
-                end: unix_nanos(t.start, end_stamp),
+) -> SpanView<'a> {
+    let end_stamp = t.finish.as_ref().map(|f| f.at).unwrap_or(now);
+    SpanView {
+        trace_id: t.trace_id,
+        span_id: t.span_id,
+        parent_span_id: None,
+        name: root_name(&t.event_name),
+        kind: SPAN_KIND_INTERNAL,
+        start_time_unix_nano: wall_nanos(t.start),
+        end_time_unix_nano: unix_nanos(t.start, end_stamp),
+        attributes: Attributes::Payload(PayloadAttributes::span(Some(key), &t.payload)),
+        events: Events::Root(RootEvents {
+            trace: t,
+            unpaired: &pairing.unpaired,
+        }),
+        links: &[],
+        status: t.finish.as_ref().map(|f| match f.status {
+            Status::Success => StatusView {
+                code: STATUS_CODE_OK,
+                message: None,
             },
-            &PayloadAttributes::span(Some(self.key), &t.payload),
-            Some(RootEvents {
-                trace: t,
-                unpaired: &self.pairing.unpaired,
-            }),
-            status,
-        )
-    }
-}
-
-/// The root span's events: unpaired span events, then the finish event of a
-/// failed trace (its payload holds the error's details; a successful finish
-/// adds nothing the span does not already say).
-struct RootEvents<'a> {
-    trace: &'a TraceRecord,
-    unpaired: &'a [usize],
-}
-
-impl<'a> RootEvents<'a> {
-    fn failure(&self) -> Option<&'a Finish> {
-        self.trace
-            .finish
-            .as_ref()
-            .filter(|f| f.status == Status::Error)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.unpaired.is_empty() && self.failure().is_none()
-    }
-}
-
-impl Serialize for RootEvents<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.trace;
-        let mut seq = s.serialize_seq(None)?;
-        for &i in self.unpaired {
-            let ev = &t.spans[i];
-            seq.serialize_element(&EventJson {
-                time: unix_nanos(t.start, ev.at),
-                name: ev.event_name.bytes(),
-                payload: &ev.payload,
-            })?;
-        }
-        if let Some(f) = self.failure() {
-            seq.serialize_element(&EventJson {
-                time: unix_nanos(t.start, f.at).max(wall_nanos(t.start)),
-                name: f.event_name.bytes(),
-                payload: &f.payload,
-            })?;
-        }
-        seq.end()
-    }
-}
-
-struct EventJson<'a> {
-    time: u64,
-    name: &'a [u8],
-    payload: &'a Packed,
-}
-
-impl Serialize for EventJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let attributes = PayloadAttributes::span(None, self.payload);
-        let mut m = s.serialize_struct("Event", 4)?;
-        m.serialize_field("timeUnixNano", &Decimal(i128::from(self.time)))?;
-        m.serialize_field("name", &Lossy(self.name))?;
-        m.serialize_field("attributes", &attributes)?;
-        let dropped = attributes.dropped.get();
-        if dropped > 0 {
-            m.serialize_field("droppedAttributesCount", &dropped)?;
-        }
-        m.end()
-    }
-}
-
-struct ChildSpan<'a> {
-    trace: &'a TraceRecord,
-    pair: &'a Pair,
-}
-
-impl Serialize for ChildSpan<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.trace;
-        let before = &t.spans[self.pair.before];
-        let after = &t.spans[self.pair.after];
-        let start = unix_nanos(t.start, before.at);
-        let name = child_name(&before.event_name);
-        serialize_span(
-            s,
-            SpanHead {
-                trace_id: &t.trace_id,
-                span_id: child_span_id(t.span_id, self.pair.before),
-                parent_span_id: Some(&t.span_id),
-                name: name.as_bytes(),
-                start,
-                end: unix_nanos(t.start, after.at),
+            Status::Error => StatusView {
+                code: STATUS_CODE_ERROR,
+                message: error_message(&f.payload).map(Cow::Owned),
             },
-            // The step's keys from both events; a key in both takes the
-            // `.after_` value (what the step reported last).
-            &PayloadAttributes::merged(&before.payload, &after.payload),
-            None,
-            None,
-        )
+        }),
     }
 }
 
-struct GenericSpan<'a> {
-    key: &'a Key,
-    generic: &'a GenericRecord,
+/// A `.before_X`/`.after_X` pair's span, a child of the root.
+fn child_span<'a>(t: &'a TraceRecord, pair: &Pair, name: &'a [u8]) -> SpanView<'a> {
+    let before = &t.spans[pair.before];
+    let after = &t.spans[pair.after];
+    SpanView {
+        trace_id: t.trace_id,
+        span_id: child_span_id(t.span_id, pair.before),
+        parent_span_id: Some(t.span_id),
+        name,
+        kind: SPAN_KIND_INTERNAL,
+        start_time_unix_nano: unix_nanos(t.start, before.at),
+        end_time_unix_nano: unix_nanos(t.start, after.at),
+        // The step's keys from both events; a key in both takes the
+        // `.after_` value (what the step reported last).
+        attributes: Attributes::Payload(PayloadAttributes::merged(&before.payload, &after.payload)),
+        events: Events::None,
+        links: &[],
+        status: None,
+    }
 }
 
-impl Serialize for GenericSpan<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let g = self.generic;
-        let at = wall_nanos(g.at);
-        serialize_span(
-            s,
-            SpanHead {
-                trace_id: &g.trace_id,
-                span_id: g.span_id,
-                parent_span_id: None,
-                name: g.event_name.bytes(),
-                start: at,
-                end: at,
-            },
-            &PayloadAttributes::span(Some(self.key), &g.payload),
-            None,
-            None,
-        )
+/// A generic event: a zero-length span in a trace of its own.
+fn generic_span<'a>(key: &'a Key, g: &'a GenericRecord) -> SpanView<'a> {
+    let at = wall_nanos(g.at);
+    SpanView {
+        trace_id: g.trace_id,
+        span_id: g.span_id,
+        parent_span_id: None,
+        name: g.event_name.bytes(),
+        kind: SPAN_KIND_INTERNAL,
+        start_time_unix_nano: at,
+        end_time_unix_nano: at,
+        attributes: Attributes::Payload(PayloadAttributes::span(Some(key), &g.payload)),
+        events: Events::None,
+        links: &[],
+        status: None,
     }
 }
 

@@ -1,0 +1,188 @@
+//! TLS for the transport: rustls with the ring provider, the platform's
+//! certificate store or a configured CA (then only that CA is trusted), and
+//! client certificates for mTLS. PEM files are read once, when the target is
+//! built; their contents are never printed.
+
+use std::sync::Arc;
+
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+
+/// A PEM file's contents, read when the target is built.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemFile {
+    /// Where it was read from (for messages).
+    pub path: String,
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        write!(f, "PemFile({:?}, {} bytes)", self.path, self.pem.len())
+    }
+}
+
+impl PemFile {
+    pub fn read(path: &str) -> Result<PemFile, String> {
+        std::fs::read(path)
+            .map(|pem| PemFile {
+                path: path.to_string(),
+                pem,
+            })
+            .map_err(|e| format!("cannot read {path}: {e}"))
+    }
+}
+
+/// TLS settings beyond the defaults (the platform's certificate store, no
+/// client certificate).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// CA certificate(s): when given, ONLY these are trusted.
+    pub certificate: Option<PemFile>,
+    /// The client certificate chain and its key (PKCS#8, SEC1 or PKCS#1), for mTLS.
+    pub client_certificate: Option<PemFile>,
+    pub client_key: Option<PemFile>,
+}
+
+impl Tls {
+    /// Reads the files now (their contents are kept; no file is read again).
+    pub fn from_files(
+        certificate: Option<&str>,
+        client_certificate: Option<&str>,
+        client_key: Option<&str>,
+    ) -> Result<Tls, String> {
+        Ok(Tls {
+            certificate: certificate.map(PemFile::read).transpose()?,
+            client_certificate: client_certificate.map(PemFile::read).transpose()?,
+            client_key: client_key.map(PemFile::read).transpose()?,
+        })
+    }
+}
+
+fn certificates(file: &PemFile, what: &str) -> Result<Vec<Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&file.pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{what} {}: {e}", file.path)),
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!(
+            "{what} {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+            file.path
+        ));
+    }
+    Ok(certs)
+}
+
+fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The CA certificates, each checked now (a bad one is an error here rather
+/// than a silently smaller trust store).
+pub(super) fn root_certs(file: &PemFile) -> Result<RootCerts, String> {
+    let certs = certificates(file, "CA certificate file")?;
+    let mut store = rustls::RootCertStore::empty();
+    for c in &certs {
+        store
+            .add(rustls::pki_types::CertificateDer::from(c.der()))
+            .map_err(|e| format!("CA certificate file {}: {e}", file.path))?;
+    }
+    Ok(RootCerts::new_with_certs(&certs))
+}
+
+/// The client certificate and key, checked now to belong together (rustls
+/// would otherwise refuse them only at the first connection).
+fn client_cert(cert: &PemFile, key: &PemFile) -> Result<ClientCert, String> {
+    let chain = certificates(cert, "client certificate file")?;
+    let private = PrivateKey::from_pem(&key.pem).map_err(|e| {
+        format!(
+            "client key file {}: {e} (a PKCS#8, SEC1 or PKCS#1 PEM private key is needed)",
+            key.path
+        )
+    })?;
+    let der_chain = chain
+        .iter()
+        .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec()))
+        .collect();
+    let der_key = {
+        use rustls::pki_types::pem::PemObject as _;
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(&key.pem)
+            .map_err(|e| format!("client key file {}: {e}", key.path))?
+    };
+    rustls::ClientConfig::builder_with_provider(ring())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_client_auth_cert(der_chain, der_key)
+        .map_err(|e| {
+            format!(
+                "client certificate {} and key {} cannot be used together: {e}",
+                cert.path, key.path
+            )
+        })?;
+    Ok(ClientCert::new_with_certs(&chain, private))
+}
+
+pub(super) fn tls_config(tls: &Tls) -> Result<TlsConfig, String> {
+    let roots = match &tls.certificate {
+        Some(file) => root_certs(file)?,
+        None => RootCerts::PlatformVerifier,
+    };
+    let client = match (&tls.client_certificate, &tls.client_key) {
+        (Some(cert), Some(key)) => Some(client_cert(cert, key)?),
+        (None, None) => None,
+        (Some(cert), None) => {
+            return Err(format!(
+                "client certificate {} given without a client key",
+                cert.path
+            ))
+        }
+        (None, Some(key)) => {
+            return Err(format!(
+                "client key {} given without a client certificate",
+                key.path
+            ))
+        }
+    };
+    Ok(TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(ring())
+        .root_certs(roots)
+        .client_cert(client)
+        .build())
+}
+
+/// A TLS failure in plain words.
+pub(super) fn tls_message(e: &rustls::Error, url: &str) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::Other(other))
+            if format!("{other:?}").contains("CaUsedAsEndEntity") =>
+        {
+            format!(
+                "TLS certificate error with {url}: the server's certificate is a CA \
+                 certificate (basic constraints CA:TRUE), which TLS does not accept as a \
+                 server certificate; give the server a certificate without the CA flag, \
+                 signed by the CA"
+            )
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => format!(
+            "TLS certificate error with {url}: the server's certificate is not signed by a \
+             trusted CA (set OTEL_EXPORTER_OTLP_CERTIFICATE to the CA's PEM file, or add the \
+             CA to the system's store)"
+        ),
+        rustls::Error::InvalidCertificate(c) => {
+            format!("TLS certificate error with {url}: the server's certificate was refused: {c}")
+        }
+        rustls::Error::AlertReceived(alert) => format!(
+            "TLS error with {url}: the server ended the handshake ({alert:?}); it may require \
+             a client certificate (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and \
+             OTEL_EXPORTER_OTLP_CLIENT_KEY) or refuse the one sent"
+        ),
+        other => format!("TLS error with {url}: {other}"),
+    }
+}

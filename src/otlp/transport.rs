@@ -1,0 +1,646 @@
+//! POSTing encoded requests to an OTLP/HTTP receiver: a blocking client (no
+//! async runtime) built once per [`Transport`] and reused across pushes,
+//! https with rustls (ring provider) and the platform's certificate store or
+//! a configured CA, mTLS, gzip, retries with backoff and `Retry-After`, one
+//! deadline per request, cancellation from another thread, and the
+//! response's partial success.
+//!
+//! Nothing here touches the trace store: the caller drains records, encodes
+//! them, calls [`Transport::send`], and puts the records back when delivery
+//! failed.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::retry::jitter;
+pub use super::retry::{
+    backoff, parse_http_date, parse_retry_after, Cancel, INITIAL_BACKOFF, MAX_BACKOFF,
+    RETRYABLE_STATUSES,
+};
+use super::tls::{tls_config, tls_message};
+pub use super::tls::{PemFile, Tls};
+use super::{json, protobuf, PartialSuccess};
+
+/// The default timeout of one request (every attempt and wait included).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest timeout; "no limit" (a timeout of 0 in the environment) is this.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// A response body longer than this is an error (not retried).
+pub const MAX_RESPONSE_BODY: u64 = 4 * 1024 * 1024;
+/// `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("tasker_trace_native/", env!("CARGO_PKG_VERSION"));
+
+/// The OTLP/HTTP encoding of request bodies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http/protobuf`, `application/x-protobuf`: the default.
+    #[default]
+    HttpProtobuf,
+    /// `http/json`, `application/json`.
+    HttpJson,
+}
+
+impl Protocol {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "application/x-protobuf",
+            Protocol::HttpJson => "application/json",
+        }
+    }
+
+    /// The name `OTEL_EXPORTER_OTLP_PROTOCOL` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::HttpJson => "http/json",
+        }
+    }
+}
+
+/// Compression of request bodies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// `Content-Encoding: gzip`: the default.
+    #[default]
+    Gzip,
+    None,
+}
+
+/// Where and how to send.
+#[derive(Clone)]
+pub struct Target {
+    /// The full traces URL (`http://host:4318/v1/traces`, or `https://`).
+    pub url: String,
+    /// Extra headers (authorization, tenant ids ...). `Content-Type`,
+    /// `Content-Encoding` and `Content-Length` are set by the transport; headers
+    /// of those names here are ignored.
+    pub headers: Vec<(String, String)>,
+    /// The budget of one request: every attempt and every wait fit in it.
+    pub timeout: Duration,
+    pub protocol: Protocol,
+    pub compression: Compression,
+    pub tls: Tls,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values often hold credentials: names only.
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .field("headers", &names)
+            .field("timeout", &self.timeout)
+            .field("protocol", &self.protocol)
+            .field("compression", &self.compression)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl Target {
+    /// `url` with the defaults: http/protobuf, gzip, 10 s, no headers, the
+    /// platform's certificates.
+    pub fn new(url: impl Into<String>) -> Target {
+        Target {
+            url: url.into(),
+            headers: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            protocol: Protocol::default(),
+            compression: Compression::default(),
+            tls: Tls::default(),
+        }
+    }
+
+    /// A target from parsed `OTEL_*` settings; reads the TLS files now.
+    pub fn from_settings(s: &super::env::ExporterSettings) -> Result<Target, String> {
+        Ok(Target {
+            url: s.endpoint.clone(),
+            headers: s.headers.clone(),
+            timeout: s.timeout,
+            protocol: s.protocol,
+            compression: s.compression,
+            tls: Tls::from_files(
+                s.certificate.as_deref(),
+                s.client_certificate.as_deref(),
+                s.client_key.as_deref(),
+            )?,
+        })
+    }
+}
+
+/// How one request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The receiver accepted the request (2xx). `partial` is the response's
+    /// partial success, if it had one (rejected spans are not retried, as
+    /// the specification says).
+    Sent {
+        status: u16,
+        attempts: u32,
+        partial: Option<PartialSuccess>,
+    },
+    /// Not delivered. `status` is the last HTTP status, if any response came.
+    Failed {
+        status: Option<u16>,
+        attempts: u32,
+        error: String,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// The transport.
+
+/// A target and its HTTP client, built once and reused for every push
+/// (connections are kept alive between pushes).
+pub struct Transport {
+    target: Target,
+    agent: ureq::Agent,
+    request_limit: usize,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one attempt gave.
+enum Attempt {
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    },
+    Transport {
+        error: String,
+        retryable: bool,
+    },
+}
+
+impl Transport {
+    /// Checks the URL and the TLS files' contents and builds the client.
+    pub fn new(target: Target) -> Result<Transport, String> {
+        super::env::check_endpoint(&target.url)?;
+        let timeout = target.timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(timeout))
+            .user_agent(USER_AGENT)
+            .tls_config(tls_config(&target.tls)?)
+            .build();
+        Ok(Transport {
+            target,
+            agent: ureq::Agent::new_with_config(config),
+            request_limit: super::request::MAX_REQUEST_BODY,
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Most bytes of one (uncompressed) request body.
+    pub fn request_limit(&self) -> usize {
+        self.request_limit
+    }
+
+    /// A smaller request limit, for tests of the splitting.
+    #[doc(hidden)]
+    pub fn with_request_limit(mut self, limit: usize) -> Transport {
+        self.request_limit = limit;
+        self
+    }
+
+    /// Sends `body` (an encoded `ExportTraceServiceRequest` in the target's
+    /// protocol), compressed as the target says.
+    ///
+    /// Statuses 429, 502, 503 and 504 and connection failures are retried
+    /// with backoff, waiting what `Retry-After` asks where given, while the
+    /// timeout allows; a wait that would pass it is not started. Any other
+    /// status (400 and 413 among them), a TLS failure, or a response body
+    /// over 4 MiB ends the request at once.
+    pub fn send(&self, body: &[u8], cancel: &Cancel) -> Delivery {
+        let deadline = Instant::now() + self.target.timeout.min(MAX_TIMEOUT);
+        let compressed;
+        let wire = match self.target.compression {
+            Compression::None => body,
+            Compression::Gzip => match gzip(body) {
+                Ok(c) => {
+                    compressed = c;
+                    &compressed[..]
+                }
+                Err(e) => {
+                    return Delivery::Failed {
+                        status: None,
+                        attempts: 0,
+                        error: format!("gzip failed: {e}"),
+                    }
+                }
+            },
+        };
+        let mut attempts = 0u32;
+        let mut last_status: Option<u16> = None;
+        loop {
+            if cancel.is_cancelled() {
+                return Delivery::Failed {
+                    status: last_status,
+                    attempts,
+                    error: "interrupted".to_string(),
+                };
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Delivery::Failed {
+                    status: last_status,
+                    attempts,
+                    error: format!(
+                        "timed out after {attempts} attempt(s) ({})",
+                        self.target.url
+                    ),
+                };
+            }
+            attempts += 1;
+            let (wait, failure) = match self.attempt(wire, attempts == 1, remaining) {
+                Attempt::Status {
+                    status,
+                    content_type,
+                    body,
+                    ..
+                } if (200..300).contains(&status) => {
+                    return Delivery::Sent {
+                        status,
+                        attempts,
+                        partial: self.partial_success(content_type.as_deref(), &body),
+                    };
+                }
+                Attempt::Status {
+                    status,
+                    retry_after,
+                    content_type,
+                    body,
+                } => {
+                    last_status = Some(status);
+                    let error = format!(
+                        "HTTP {status} from {}: {}",
+                        self.target.url,
+                        self.error_text(content_type.as_deref(), &body)
+                    );
+                    if !RETRYABLE_STATUSES.contains(&status) {
+                        return Delivery::Failed {
+                            status: Some(status),
+                            attempts,
+                            error,
+                        };
+                    }
+                    let wait = retry_after.unwrap_or_else(|| backoff(attempts, jitter()));
+                    (wait, error)
+                }
+                Attempt::Transport { error, retryable } => {
+                    if !retryable {
+                        return Delivery::Failed {
+                            status: last_status,
+                            attempts,
+                            error,
+                        };
+                    }
+                    (backoff(attempts, jitter()), error)
+                }
+            };
+            let resume = Instant::now() + wait;
+            if resume >= deadline {
+                return Delivery::Failed {
+                    status: last_status,
+                    attempts,
+                    error: format!(
+                        "{failure}; gave up after {attempts} attempt(s): the next retry \
+                         (in {:.1}s) would pass the timeout",
+                        wait.as_secs_f64()
+                    ),
+                };
+            }
+            if cancel.sleep_until(resume) {
+                return Delivery::Failed {
+                    status: last_status,
+                    attempts,
+                    error: format!("interrupted; last error: {failure}"),
+                };
+            }
+        }
+    }
+
+    fn attempt(&self, body: &[u8], first: bool, remaining: Duration) -> Attempt {
+        let t = &self.target;
+        let mut request = self
+            .agent
+            .post(&t.url)
+            .header("Content-Type", t.protocol.content_type());
+        if t.compression == Compression::Gzip {
+            request = request.header("Content-Encoding", "gzip");
+        }
+        for (name, value) in &t.headers {
+            let managed = ["content-type", "content-encoding", "content-length"]
+                .iter()
+                .any(|m| name.eq_ignore_ascii_case(m));
+            if !managed {
+                request = request.header(name.as_str(), value.as_str());
+            }
+        }
+        if !first {
+            // Retries get what is left of the budget. (The first attempt
+            // uses the agent's own settings, whose TLS setup the agent
+            // keeps between requests.)
+            request = request.config().timeout_global(Some(remaining)).build();
+        }
+        match request.send(body) {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let retry_after =
+                    header("retry-after").and_then(|v| parse_retry_after(&v, SystemTime::now()));
+                let content_type = header("content-type");
+                match response
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_RESPONSE_BODY)
+                    .read_to_vec()
+                {
+                    Ok(body) => Attempt::Status {
+                        status,
+                        retry_after,
+                        content_type,
+                        body,
+                    },
+                    Err(ureq::Error::BodyExceedsLimit(_)) => Attempt::Transport {
+                        error: format!(
+                            "HTTP {status} from {}: the response body is over {} MiB",
+                            t.url,
+                            MAX_RESPONSE_BODY >> 20
+                        ),
+                        retryable: false,
+                    },
+                    // The status came; a body cut short only loses details.
+                    Err(_) => Attempt::Status {
+                        status,
+                        retry_after,
+                        content_type,
+                        body: Vec::new(),
+                    },
+                }
+            }
+            Err(e) => classify(e, &t.url),
+        }
+    }
+
+    /// How a response body is encoded: as its Content-Type says; without
+    /// one, as the request was.
+    fn response_format(&self, content_type: Option<&str>) -> BodyFormat {
+        match content_type.map(|c| c.trim().to_ascii_lowercase()) {
+            Some(c) if c.starts_with("application/x-protobuf") => BodyFormat::Protobuf,
+            Some(c) if c.starts_with("application/json") => BodyFormat::Json,
+            Some(_) => BodyFormat::Other,
+            None => match self.target.protocol {
+                Protocol::HttpProtobuf => BodyFormat::Protobuf,
+                Protocol::HttpJson => BodyFormat::Json,
+            },
+        }
+    }
+
+    fn partial_success(&self, content_type: Option<&str>, body: &[u8]) -> Option<PartialSuccess> {
+        if body.is_empty() {
+            return None;
+        }
+        match self.response_format(content_type) {
+            BodyFormat::Protobuf => protobuf::partial_success(body),
+            BodyFormat::Json => json::partial_success(body),
+            BodyFormat::Other => None,
+        }
+    }
+
+    /// An error response's message: the `google.rpc.Status` message, else
+    /// the start of the body as text.
+    fn error_text(&self, content_type: Option<&str>, body: &[u8]) -> String {
+        let status = match self.response_format(content_type) {
+            BodyFormat::Protobuf => protobuf::status_message(body),
+            BodyFormat::Json => json::status_message(body),
+            BodyFormat::Other => None,
+        };
+        if let Some(message) = status.filter(|m| !m.is_empty()) {
+            return message;
+        }
+        match std::str::from_utf8(body) {
+            Ok(text) => snippet(text),
+            Err(_) => format!("({} bytes)", body.len()),
+        }
+    }
+}
+
+enum BodyFormat {
+    Protobuf,
+    Json,
+    Other,
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    // Level 1: OTLP bodies are repetitive and shrink well at the fastest
+    // level; higher levels cost much more CPU for a few percent.
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    e.write_all(body)?;
+    e.finish()
+}
+
+/// A ureq error as a message and whether it is worth retrying: connection
+/// failures and timeouts are; TLS failures (certificates above all) and
+/// anything else are not.
+fn classify(e: ureq::Error, url: &str) -> Attempt {
+    let tls = match &e {
+        ureq::Error::Rustls(t) => Some(t.clone()),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .cloned(),
+        _ => None,
+    };
+    if let Some(t) = tls {
+        return Attempt::Transport {
+            error: tls_message(&t, url),
+            retryable: false,
+        };
+    }
+    let retryable = matches!(
+        e,
+        ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+    );
+    Attempt::Transport {
+        error: format!("{e} ({url})"),
+        retryable,
+    }
+}
+
+fn snippet(body: &str) -> String {
+    let trimmed = body.trim();
+    let mut end = trimmed.len().min(300);
+    while !trimmed.is_char_boundary(end) {
+        end -= 1;
+    }
+    trimmed[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tls::root_certs;
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        assert_eq!(backoff(1, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(2, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff(3, 0.5), Duration::from_millis(200));
+        assert_eq!(backoff(10, 1.0), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX, 1.0), MAX_BACKOFF);
+        assert_eq!(backoff(1, 7.0), Duration::from_millis(100));
+        for _ in 0..100 {
+            let j = jitter();
+            assert!((0.5..=1.0).contains(&j), "{j}");
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+    }
+
+    #[test]
+    fn http_dates_parse_exactly() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Thu, 29 Feb 2024 00:00:00 GMT"),
+            Some(1_709_164_800)
+        );
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 PST"), None);
+        assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 25:49:37 GMT"), None);
+    }
+
+    #[test]
+    fn cancel_wakes_a_sleeper() {
+        let cancel = std::sync::Arc::new(Cancel::for_current_thread());
+        let c = cancel.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            c.cancel();
+        });
+        let started = Instant::now();
+        assert!(cancel.sleep_until(Instant::now() + Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_transport_can_be_shared_by_threads_and_hides_header_values() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Transport>();
+        let target = Target {
+            headers: vec![("authorization".into(), "Bearer secret".into())],
+            ..Target::new("http://127.0.0.1:1/v1/traces")
+        };
+        let shown = format!("{:?}", Transport::new(target).unwrap());
+        assert!(
+            shown.contains("authorization") && !shown.contains("secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        let body = b"resourceSpans ".repeat(1000);
+        let packed = gzip(&body).unwrap();
+        assert!(packed.len() < body.len() / 10);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&packed[..]), &mut out)
+            .unwrap();
+        assert_eq!(out, body);
+    }
+
+    #[test]
+    fn tls_files_must_hold_what_they_are_for() {
+        let file = |pem: &str| PemFile {
+            path: "/x.pem".into(),
+            pem: pem.as_bytes().to_vec(),
+        };
+        let err = root_certs(&file("not a certificate")).unwrap_err();
+        assert!(
+            err.contains("/x.pem") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        let tls = Tls {
+            client_key: Some(file("")),
+            ..Tls::default()
+        };
+        assert!(tls_config(&tls)
+            .unwrap_err()
+            .contains("without a client certificate"));
+        let target = Target {
+            tls: Tls {
+                certificate: Some(file("")),
+                ..Tls::default()
+            },
+            ..Target::new("https://127.0.0.1:1/v1/traces")
+        };
+        assert!(Transport::new(target)
+            .unwrap_err()
+            .contains("CA certificate file"));
+        assert!(Transport::new(Target::new("ftp://x")).is_err());
+        assert!(Tls::from_files(Some("/nonexistent/ca.pem"), None, None)
+            .unwrap_err()
+            .contains("/nonexistent/ca.pem"));
+    }
+
+    #[test]
+    fn the_status_message_or_the_start_of_the_body_explains_an_error() {
+        let t = Transport::new(Target::new("http://127.0.0.1:1/v1/traces")).unwrap();
+        assert_eq!(
+            t.error_text(Some("application/json"), br#"{"code":3,"message":"bad"}"#),
+            "bad"
+        );
+        assert_eq!(
+            t.error_text(Some("application/x-protobuf"), &[0x12, 0x02, b'n', b'o']),
+            "no"
+        );
+        assert_eq!(t.error_text(Some("text/plain"), b"  oops \n"), "oops");
+        assert_eq!(t.error_text(None, &[0xff, 0xfe]), "(2 bytes)");
+    }
+}
