@@ -13,12 +13,14 @@
 //! - [`store`]: the ordered, bounded trace store and its counters
 //! - [`ids`]: OTLP trace and span ids
 //! - [`otlp`]: OTLP/HTTP JSON encoding and delivery to a collector
+//! - [`lifecycle`]: Tasker lifecycle events as one trace per task run (root and step attempt spans)
 
 pub mod clock;
 pub mod config;
 pub mod digits;
 pub mod ids;
 pub mod keys;
+pub mod lifecycle;
 pub mod otlp;
 pub mod routing;
 pub mod store;
