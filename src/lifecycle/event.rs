@@ -501,15 +501,52 @@ impl LifecycleEvent {
 
     /// Done before the tracer's lock is taken: drops the identity keys, lets an
     /// `error_class` shadow an `exception_class` of the same event, and makes
-    /// room for the two identity attributes the tracer may add.
+    /// room for the identity attributes the tracer may add (see
+    /// [`LifecycleEvent::identity_room`]).
     pub(crate) fn prepare(&mut self) {
-        let has_error_class = self.attrs.iter().any(|(k, _)| *k == AttrKey::ErrorClass);
-        self.attrs.retain(|(k, _)| {
-            let identity = matches!(k, AttrKey::TaskId | AttrKey::StepId);
-            let shadowed = has_error_class && *k == AttrKey::ExceptionClass;
-            !identity && !shadowed
-        });
-        self.attrs.reserve(2);
+        let mut error_class = false;
+        let mut identity = false;
+        let mut exception_class = false;
+        for (k, _) in &self.attrs {
+            match k {
+                AttrKey::ErrorClass => error_class = true,
+                AttrKey::ExceptionClass => exception_class = true,
+                AttrKey::TaskId | AttrKey::StepId => identity = true,
+                _ => {}
+            }
+        }
+        if identity || (error_class && exception_class) {
+            self.attrs.retain(|(k, _)| {
+                let identity = matches!(k, AttrKey::TaskId | AttrKey::StepId);
+                let shadowed = error_class && *k == AttrKey::ExceptionClass;
+                !identity && !shadowed
+            });
+        }
+        self.attrs.reserve(self.identity_room());
+    }
+
+    /// How many attributes the tracer may add to this event's own when it
+    /// becomes a span or a span event (`task_id`, `step_id`). A binding that
+    /// builds `attrs` with this much spare capacity saves a reallocation.
+    pub fn identity_room(&self) -> usize {
+        match self.kind() {
+            EventKind::TaskStartRequested => 1,
+            EventKind::StepExecutionRequested | EventKind::StepBeforeHandle => 2,
+            // On the task span an event names its step.
+            EventKind::StepBackoff | EventKind::StepRetryRequested | EventKind::TaskLevel => {
+                usize::from(self.step_id.is_some())
+            }
+            // Closing and task events add nothing (an orphaned closing step
+            // event, rare, grows its vector under the lock).
+            _ => 0,
+        }
+    }
+
+    /// An event with room for `attrs` attributes plus the identity ones.
+    pub fn with_capacity(name: EventName, at: Stamp, attrs: usize) -> LifecycleEvent {
+        let mut ev = LifecycleEvent::new(name, at);
+        ev.attrs = Vec::with_capacity(attrs + 2);
+        ev
     }
 }
 
@@ -583,6 +620,13 @@ mod tests {
         ev.prepare();
         let keys: Vec<&AttrKey> = ev.attrs.iter().map(|(k, _)| k).collect();
         assert_eq!(keys, [&AttrKey::ErrorClass, &AttrKey::Error]);
-        assert!(ev.attrs.capacity() >= ev.attrs.len() + 2);
+        assert_eq!(ev.identity_room(), 0);
+        let mut ev = LifecycleEvent::named(b"step.execution_requested", Stamp::now())
+            .with_attr(AttrKey::StepName, "a");
+        ev.prepare();
+        assert_eq!(ev.identity_room(), 2);
+        assert!(ev.attrs.capacity() >= 3);
+        let with_step = LifecycleEvent::named(b"workflow.x", Stamp::now()).with_step(1);
+        assert_eq!(with_step.identity_room(), 1);
     }
 }

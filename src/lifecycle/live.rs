@@ -34,15 +34,17 @@ enum Rule {
 /// stored, an `error_class` always does (stored as `exception_class`); any
 /// other key takes the newer value.
 pub(crate) fn merge_attrs(into: &mut Vec<Attr>, incoming: &mut [Attr]) {
+    const EXCEPTION_CLASS: AttrKey = AttrKey::ExceptionClass;
     for (key, value) in incoming.iter_mut() {
-        let (target, rule) = match key {
-            AttrKey::AttemptNumber | AttrKey::ExecutionDuration => (key.clone(), Rule::Max),
-            AttrKey::ExceptionClass => (AttrKey::ExceptionClass, Rule::KeepFirst),
-            AttrKey::ErrorClass => (AttrKey::ExceptionClass, Rule::Replace),
+        let rule = match key {
+            AttrKey::AttemptNumber | AttrKey::ExecutionDuration => Rule::Max,
+            AttrKey::ExceptionClass => Rule::KeepFirst,
             AttrKey::TaskId | AttrKey::StepId => continue,
-            _ => (key.clone(), Rule::Replace),
+            _ => Rule::Replace,
         };
-        match into.iter_mut().find(|(k, _)| *k == target) {
+        let renamed = *key == AttrKey::ErrorClass;
+        let target = if renamed { &EXCEPTION_CLASS } else { &*key };
+        match into.iter_mut().find(|(k, _)| k == target) {
             Some((_, old)) => {
                 let take = match rule {
                     Rule::Replace => true,
@@ -57,8 +59,14 @@ pub(crate) fn merge_attrs(into: &mut Vec<Attr>, incoming: &mut [Attr]) {
                 }
             }
             None => {
-                let value = std::mem::replace(value, AttrValue::Bool(false));
-                into.push((target, value));
+                // Moved out without touching a reference count; placeholders
+                // (no heap) are left behind.
+                let key = if renamed {
+                    AttrKey::ExceptionClass
+                } else {
+                    std::mem::replace(key, AttrKey::TaskId)
+                };
+                into.push((key, std::mem::replace(value, AttrValue::Bool(false))));
             }
         }
     }
