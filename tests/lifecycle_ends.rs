@@ -228,3 +228,21 @@ fn a_finished_run_still_closes_its_open_attempts_but_opens_none() {
     assert_eq!(run.attempts()[0].end, Some(at(11)));
     assert_eq!(run.attempts()[0].status.code, StatusCode::Ok);
 }
+
+#[test]
+fn events_after_a_newer_run_expired_do_not_go_to_the_older_waiting_run() {
+    let t = tracer();
+    t.record(start_requested(1, secs(0)));
+    t.record(ev("task.initialize_requested", 1, secs(1)));
+    // The next run opens and is never finished: it expires.
+    t.record(start_requested(1, secs(2)));
+    assert_eq!(t.expire_at(secs(3_602)), 1);
+    assert_eq!(
+        t.record(step_ev("step.completed", 1, 5, 1, secs(3_603))),
+        O::Late
+    );
+    let runs = drain(&t);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].end, RunEnd::Pending);
+    assert_eq!(event_names(runs[0].root().unwrap()), ["task.pending"]);
+}

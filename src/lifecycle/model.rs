@@ -206,7 +206,12 @@ impl State {
             }
         }
         let (trace_id, span_id) = self.ids.trace_and_span();
-        let link = self.history.get(&task).map(|p| p.link);
+        // From now on the task's events belong to this run; its previous run,
+        // if still waiting for export, takes no more of them.
+        let link = self.history.get_mut(&task).map(|p| {
+            p.waiting = None;
+            p.link
+        });
         let mut attrs = std::mem::take(&mut ev.attrs);
         rename_error_class(&mut attrs);
         attrs.push((AttrKey::TaskId, task.to_value()));
