@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 
 use crate::clock::Stamp;
 
-use super::event::{Attr, AttrKey, AttrValue, EventKind, EventName, Id, Text};
+use super::attr::{Attr, AttrKey, AttrValue, Text};
+use super::event::{EventKind, EventName, Id};
 use super::run::{Link, Run, RunEnd, Span, SpanEvent, SpanStatus, STEP_SPAN_NAME, TASK_SPAN_NAME};
 
 /// The later of two stamps on the monotonic clock (an event stamped just

@@ -48,6 +48,7 @@
 //! - The task's previous run is remembered (for links and to tell late events
 //!   from orphans) for up to `max_open_runs + max_finished_runs` tasks.
 
+mod attr;
 mod event;
 mod limits;
 mod live;
@@ -55,9 +56,8 @@ mod model;
 mod run;
 mod tracer;
 
-pub use event::{
-    classify, Attr, AttrKey, AttrValue, EventKind, EventName, Id, LifecycleEvent, Text,
-};
+pub use attr::{Attr, AttrKey, AttrValue, Text};
+pub use event::{classify, EventKind, EventName, Id, LifecycleEvent};
 pub use limits::{
     LifecycleLimits, DEFAULT_LIFECYCLE_TTL, DEFAULT_MAX_FINISHED_RUNS, DEFAULT_MAX_OPEN_RUNS,
     DEFAULT_MAX_SPANS_PER_RUN, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,

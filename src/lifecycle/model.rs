@@ -8,7 +8,8 @@ use hashlink::LinkedHashMap;
 
 use crate::ids::IdGenerator;
 
-use super::event::{AttrKey, EventKind, EventName, Id, LifecycleEvent};
+use super::attr::AttrKey;
+use super::event::{EventKind, EventName, Id, LifecycleEvent};
 use super::limits::LifecycleLimits;
 use super::live::{closing_status, merge_attrs, rename_error_class, LiveRun, Room, Target};
 use super::run::{Link, Run, RunEnd};

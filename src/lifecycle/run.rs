@@ -26,7 +26,8 @@
 
 use crate::clock::Stamp;
 
-use super::event::{Attr, EventName, Id, Text};
+use super::attr::{Attr, AttrValue, Text};
+use super::event::{EventName, Id};
 
 /// The root span's name.
 pub const TASK_SPAN_NAME: &str = "tasker.task.execution";
@@ -106,7 +107,7 @@ pub struct Span {
 
 impl Span {
     /// The attribute stored under the key named `key` (without prefix).
-    pub fn attr(&self, key: &str) -> Option<&super::event::AttrValue> {
+    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
         self.attributes
             .iter()
             .find(|(k, _)| k.as_str() == key)
