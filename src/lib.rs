@@ -7,6 +7,8 @@
 //! that the binding turns into Ruby objects.
 //!
 //! - [`backend`]: the drop-in trace backend: store, routing, keys, limits
+//! - [`lifecycle`]: Tasker's lifecycle events as one trace per task run
+//!   (root and step attempt spans), the native lifecycle tracer
 //! - [`value`]: the owned payload model (bytes and encodings kept, depth-bounded)
 //! - [`otlp`]: OTLP/HTTP export (protobuf or JSON) and delivery to any OTLP
 //!   backend (https, mTLS, gzip, retries)
@@ -21,6 +23,7 @@ pub mod clock;
 pub mod digits;
 pub mod fork;
 pub mod ids;
+pub mod lifecycle;
 pub mod otlp;
 pub mod settings;
 pub mod value;

@@ -1,0 +1,132 @@
+//! The process-wide lifecycle tracer: one mutex around the whole state, held
+//! only while an event is applied; whatever the event leaves over and every
+//! run dropped meanwhile is freed after it is released.
+
+use std::time::Duration;
+
+use crate::fork::ForkSafeMutex;
+
+use crate::clock::Stamp;
+
+use super::event::LifecycleEvent;
+use super::limits::LifecycleLimits;
+use super::model::{Garbage, LifecycleStats, RecordOutcome, State};
+use super::run::Run;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Turns lifecycle events into one trace per task run.
+///
+/// All mutable state (runs, counters, limits and the id generator) lives
+/// behind the single `state` mutex and nowhere else; the process-wide tracer
+/// makes it fork-safe with [`Tracer::register_for_fork`] (see [`crate::fork`]).
+pub struct Tracer {
+    state: ForkSafeMutex<State>,
+}
+
+impl Default for Tracer {
+    fn default() -> Self {
+        Tracer::new(LifecycleLimits::default())
+    }
+}
+
+impl Tracer {
+    pub fn new(limits: LifecycleLimits) -> Tracer {
+        Tracer {
+            state: ForkSafeMutex::new(State::new(limits)),
+        }
+    }
+
+    /// Makes this process-wide tracer's lock fork-safe.
+    pub fn register_for_fork(&'static self) -> bool {
+        self.state.register()
+    }
+
+    /// Applies one event. Its clock reading (`event.at`) is the time used for
+    /// spans and for expiring idle runs.
+    pub fn record(&self, mut event: LifecycleEvent) -> RecordOutcome {
+        event.prepare();
+        let mut garbage = Garbage::default();
+        let outcome = self.state.lock().apply(&mut event, &mut garbage);
+        drop(garbage);
+        drop(event);
+        outcome
+    }
+
+    pub fn limits(&self) -> LifecycleLimits {
+        self.state.lock().limits()
+    }
+
+    /// Puts new limits in force; lower bounds evict at once (oldest first).
+    /// Runs holding more spans than a lower `max_spans_per_run` shed them as
+    /// they next grow.
+    pub fn configure(&self, limits: LifecycleLimits) {
+        let mut garbage = Garbage::default();
+        self.state.lock().configure(limits, &mut garbage);
+        drop(garbage);
+    }
+
+    /// Removes and returns the runs ready for export, each exactly once:
+    /// restored runs, then finished runs idle for at least `settled_for`
+    /// (so their late duplicates have landed), oldest first. Also expires
+    /// idle open runs.
+    pub fn drain_finished(&self, settled_for: Duration) -> Vec<Run> {
+        self.drain_finished_at(Stamp::now(), settled_for)
+    }
+
+    /// [`Tracer::drain_finished`] as of `now`.
+    pub fn drain_finished_at(&self, now: Stamp, settled_for: Duration) -> Vec<Run> {
+        let mut garbage = Garbage::default();
+        let (restored, settled) =
+            self.state
+                .lock()
+                .take_settled(now.mono_ns, nanos(settled_for), &mut garbage);
+        drop(garbage);
+        let mut runs = Vec::with_capacity(restored.len() + settled.len());
+        runs.extend(restored);
+        runs.extend(settled.into_iter().map(|r| r.into_run()));
+        runs
+    }
+
+    /// Copies of the runs waiting for export (restored, then finished), and
+    /// of the open runs as they stand when `include_open`; removes nothing.
+    pub fn snapshot(&self, include_open: bool) -> Vec<Run> {
+        self.state.lock().snapshot(include_open)
+    }
+
+    /// Puts drained runs back after a failed delivery. They are exported
+    /// first next time; if they do not fit under `max_finished_runs`, the
+    /// oldest waiting runs are dropped (counted). Restored runs take no more
+    /// merges: late duplicates for them count as late.
+    pub fn restore(&self, runs: Vec<Run>) {
+        let mut garbage = Garbage::default();
+        self.state.lock().restore(runs, &mut garbage);
+        drop(garbage);
+    }
+
+    pub fn stats(&self) -> LifecycleStats {
+        self.state.lock().stats()
+    }
+
+    /// Forgets every run and zeroes the counters; the limits stay.
+    pub fn reset(&self) {
+        let mut garbage = Garbage::default();
+        self.state.lock().reset(&mut garbage);
+        drop(garbage);
+    }
+
+    /// Expires the open runs idle for at least the TTL now; returns how many.
+    pub fn expire_now(&self) -> usize {
+        self.expire_at(Stamp::now())
+    }
+
+    /// [`Tracer::expire_now`] as of `now`.
+    pub fn expire_at(&self, now: Stamp) -> usize {
+        let mut garbage = Garbage::default();
+        let expired = self.state.lock().expire(now.mono_ns, &mut garbage);
+        drop(garbage);
+        expired
+    }
+}
