@@ -142,13 +142,25 @@ pub fn iso8601(wall_ns: i64, precision: u8) -> String {
 /// Room for any timestamp `TimestampFormatter::format_into` writes.
 pub const STAMP_BUF: usize = 48;
 
+/// Room for the date and time part (`YYYY-MM-DDTHH:MM:SS`, any i64 year).
+const PREFIX_BUF: usize = 36;
+
 /// Formats many timestamps, reusing the date and time part while consecutive
-/// stamps fall in the same second (exports format thousands of them).
-#[derive(Default)]
+/// stamps fall in the same second (exports format thousands of them). It owns
+/// no heap memory (no destructor), so it may live in frames that a Ruby
+/// exception can unwind past.
+#[derive(Clone, Copy)]
 pub struct TimestampFormatter {
     precision: u8,
     cached_second: Option<i64>,
-    cached_prefix: String,
+    prefix: [u8; PREFIX_BUF],
+    prefix_len: usize,
+}
+
+impl Default for TimestampFormatter {
+    fn default() -> Self {
+        Self::new(0)
+    }
 }
 
 impl TimestampFormatter {
@@ -156,7 +168,8 @@ impl TimestampFormatter {
         TimestampFormatter {
             precision: precision.min(9),
             cached_second: None,
-            cached_prefix: String::new(),
+            prefix: [0; PREFIX_BUF],
+            prefix_len: 0,
         }
     }
 
@@ -170,12 +183,15 @@ impl TimestampFormatter {
     pub fn format_into<'b>(&mut self, wall_ns: i64, buf: &'b mut [u8; STAMP_BUF]) -> &'b str {
         let second = wall_ns.div_euclid(1_000_000_000);
         if self.cached_second != Some(second) {
-            self.cached_prefix.clear();
-            format_iso8601(&mut self.cached_prefix, second * 1_000_000_000, 0);
-            self.cached_prefix.pop(); // the 'Z'
+            let mut text = String::with_capacity(PREFIX_BUF);
+            format_iso8601(&mut text, second.saturating_mul(1_000_000_000), 0);
+            text.pop(); // the 'Z'
+            let len = text.len().min(PREFIX_BUF);
+            self.prefix[..len].copy_from_slice(&text.as_bytes()[..len]);
+            self.prefix_len = len;
             self.cached_second = Some(second);
         }
-        let prefix = self.cached_prefix.as_bytes();
+        let prefix = &self.prefix[..self.prefix_len];
         // A year past 9999 makes the prefix longer; the buffer has room for
         // any i64 year, the fraction and the 'Z'.
         let mut len = prefix.len().min(STAMP_BUF - 11);

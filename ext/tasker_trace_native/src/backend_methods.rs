@@ -20,7 +20,7 @@ use crate::convert::{self, NameRefusal, PayloadConverter};
 use crate::errors::{self, argument_error, guarded, must_propagate};
 use crate::names::sym;
 use crate::to_ruby::{
-    self, count_to_ruby, float_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
+    self, build_protected, count_to_ruby, float_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
 };
 
 /// `TaskerTraceNative.log_error(event_name, message)`. A failure of the logger
@@ -139,24 +139,29 @@ fn export(ruby: &Ruby, _rb_self: RValue) -> Result<RValue, Error> {
     guarded(ruby, || {
         let b = backend();
         let snapshot = b.snapshot();
-        let exported_at = wall_now_ns();
         let precision = snapshot.timestamp_precision;
-        let traces = to_ruby::traces_to_ruby(&snapshot);
-        let metadata = [
-            sym(|s| s.backend),
-            utf8_to_ruby("trace"),
-            sym(|s| s.instance_id),
-            utf8_to_ruby(b.instance_id()),
-            sym(|s| s.created_at),
-            utf8_to_ruby(&iso8601(b.created_at().wall_ns, precision)),
-            sym(|s| s.exported_at),
-            utf8_to_ruby(&iso8601(exported_at, precision)),
-            sym(|s| s.trace_count),
-            count_to_ruby(snapshot.entries.len()),
-        ];
-        let metadata = hash_from_pairs(&metadata);
-        let result = [sym(|s| s.traces), traces, sym(|s| s.metadata), metadata];
-        Ok(wrap(hash_from_pairs(&result)))
+        let created_at = iso8601(b.created_at().wall_ns, precision);
+        let exported_at = iso8601(wall_now_ns(), precision);
+        // The snapshot and the timestamps are owned here, outside the
+        // protected build, and freed whatever the build does.
+        let built = build_protected(ruby, || {
+            let traces = to_ruby::traces_to_ruby(&snapshot);
+            let metadata = [
+                sym(|s| s.backend),
+                utf8_to_ruby("trace"),
+                sym(|s| s.instance_id),
+                utf8_to_ruby(b.instance_id()),
+                sym(|s| s.created_at),
+                utf8_to_ruby(&created_at),
+                sym(|s| s.exported_at),
+                utf8_to_ruby(&exported_at),
+                sym(|s| s.trace_count),
+                count_to_ruby(snapshot.entries.len()),
+            ];
+            let metadata = hash_from_pairs(&metadata);
+            hash_from_pairs(&[sym(|s| s.traces), traces, sym(|s| s.metadata), metadata])
+        });
+        built.map(wrap)
     })
 }
 
@@ -164,7 +169,7 @@ fn export(ruby: &Ruby, _rb_self: RValue) -> Result<RValue, Error> {
 fn traces(ruby: &Ruby, _rb_self: RValue) -> Result<RValue, Error> {
     guarded(ruby, || {
         let snapshot = backend().snapshot();
-        Ok(wrap(to_ruby::traces_to_ruby(&snapshot)))
+        build_protected(ruby, || to_ruby::traces_to_ruby(&snapshot)).map(wrap)
     })
 }
 

@@ -163,17 +163,20 @@ fn write_string(w: &mut PackedWriter, v: VALUE) {
 }
 
 /// `#<ClassName>`, the stand-in for objects that cannot describe themselves.
-fn write_class_placeholder(w: &mut PackedWriter, v: VALUE) {
-    // SAFETY: rb_obj_class and rb_class_name read class metadata without
-    // calling user code; the result is a String.
-    let name = unsafe {
+fn write_class_placeholder(w: &mut PackedWriter, v: VALUE) -> Result<(), Error> {
+    // rb_class_name calls no user code but may allocate (an anonymous
+    // class's name), so it can raise NoMemoryError: under protect.
+    // SAFETY: rb_obj_class and rb_class_name read class metadata; the result
+    // is a String.
+    let name = magnus::rb_sys::protect(|| unsafe {
         let klass = rb_sys::rb_obj_class(v);
         rb_sys::rb_class_name(klass)
-    };
+    })?;
     let mut bytes = b"#<".to_vec();
     bytes.extend_from_slice(&string_bytes(name));
     bytes.push(b'>');
     w.str(&bytes, Encoding::Utf8);
+    Ok(())
 }
 
 /// Converts a payload, in one pass, into a packed core value, with cycle and
@@ -255,8 +258,9 @@ impl<'r> PayloadConverter<'r> {
             T::RUBY_T_STRING => write_string(&mut self.st.w, v),
             T::RUBY_T_SYMBOL => write_symbol(&mut self.st, v),
             T::RUBY_T_BIGNUM => {
+                // Allocates, so it can raise NoMemoryError: under protect.
                 // SAFETY: `v` is a Bignum; rb_big2str returns a new String.
-                let s = unsafe { rb_sys::rb_big2str(v, 10) };
+                let s = magnus::rb_sys::protect(|| unsafe { rb_sys::rb_big2str(v, 10) })?;
                 let digits = String::from_utf8_lossy(&string_bytes(s)).into_owned();
                 self.st.w.big_int(&digits);
             }
@@ -378,25 +382,23 @@ impl<'r> PayloadConverter<'r> {
         let is_object =
             unsafe { rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_cObject) } != rb_sys::Qfalse as VALUE;
         if !is_object {
-            write_class_placeholder(&mut self.st.w, v);
-            return Ok(());
+            return write_class_placeholder(&mut self.st.w, v);
         }
         let method = match obj.respond_to("iso8601", false) {
             Ok(true) => "iso8601",
             Ok(false) => "to_s",
             Err(e) if must_propagate(self.ruby, &e) => return Err(e),
             Err(_) => {
-                write_class_placeholder(&mut self.st.w, v);
-                return Ok(());
+                return write_class_placeholder(&mut self.st.w, v);
             }
         };
         match obj.funcall::<_, _, RValue>(method, ()) {
             Ok(s) => match RString::from_value(s) {
                 Some(s) => write_string(&mut self.st.w, s.as_raw()),
-                None => write_class_placeholder(&mut self.st.w, v),
+                None => write_class_placeholder(&mut self.st.w, v)?,
             },
             Err(e) if must_propagate(self.ruby, &e) => return Err(e),
-            Err(_) => write_class_placeholder(&mut self.st.w, v),
+            Err(_) => write_class_placeholder(&mut self.st.w, v)?,
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! This crate only converts between Ruby objects and core values and defines
 //! the Ruby methods; the behaviour lives in the `tasker_trace_core` crate.
 //!
+//! - [`allocator`]: the global allocator (GC accounting, live bytes)
 //! - [`backend_methods`]: `handle_event`, `export`, `traces`, `stats`, `reset!`
 //! - [`otlp_methods`]: `export_otlp` and `push_otlp`, with their arguments
 //! - [`settings`]: every setting: its check, its name, how it is put in force
@@ -13,6 +14,7 @@
 //! - [`errors`]: `TaskerTraceNative::Error`, panic guards, what propagates
 //! - [`test_hooks`]: hooks for the test suite and benchmarks, defined only on request
 
+mod allocator;
 mod backend_methods;
 mod convert;
 mod errors;
@@ -28,12 +30,6 @@ use std::sync::OnceLock;
 use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby};
 use tasker_trace_core::Backend;
-
-// Every byte this library allocates or frees is reported to Ruby's GC
-// (`rb_gc_adjust_memory_usage`), so a growing store triggers GC the way Ruby's
-// own malloc'd memory does. The report is a pair of atomic counter updates,
-// safe from any thread.
-rb_sys::set_global_tracking_allocator!();
 
 static BACKEND: OnceLock<Backend> = OnceLock::new();
 

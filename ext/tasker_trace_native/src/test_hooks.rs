@@ -7,7 +7,9 @@
 //!   Rust (how the specs show that a panic never crosses into Ruby);
 //! - `TestHooks.noop(name, payload)`: a native method that takes
 //!   `handle_event`'s arguments and does nothing, the floor no binding can
-//!   beat, for benchmarks.
+//!   beat, for benchmarks;
+//! - `TestHooks.native_live_bytes`: the bytes this library has allocated and
+//!   not freed, for leak checks.
 
 use magnus::prelude::*;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
@@ -26,6 +28,10 @@ fn panic_next_call() -> bool {
     true
 }
 
+fn native_live_bytes() -> i64 {
+    crate::allocator::live_bytes() as i64
+}
+
 pub fn define(root: RModule) -> Result<(), Error> {
     if std::env::var(ENABLE_VARIABLE).as_deref() != Ok("1") {
         return Ok(());
@@ -33,5 +39,6 @@ pub fn define(root: RModule) -> Result<(), Error> {
     let hooks = root.define_module("TestHooks")?;
     hooks.define_module_function("noop", function!(noop, -1))?;
     hooks.define_module_function("panic_next_call!", function!(panic_next_call, 0))?;
+    hooks.define_module_function("native_live_bytes", function!(native_live_bytes, 0))?;
     Ok(())
 }

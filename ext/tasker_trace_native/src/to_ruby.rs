@@ -2,6 +2,14 @@
 //!
 //! Runs only on data already copied out of the store (a snapshot), with no
 //! lock held: building Ruby objects allocates, and allocation can run GC.
+//!
+//! Building can also raise: a Hash key's `#hash` or `#eql?` (an Array or Hash
+//! key, when an application redefines them) and any allocation
+//! (`NoMemoryError`). So whole results are built inside [`build_protected`]:
+//! the builders below own nothing with a destructor (their locals are VALUEs,
+//! readers and stack buffers; the snapshot is owned by the caller, outside),
+//! so a Ruby exception that unwinds past them skips no destructor, stops at
+//! the protect boundary and is raised once the caller has freed its copy.
 //! Every object built is reachable from the Rust stack (which Ruby's GC scans
 //! conservatively) until it is stored into its parent: small Hashes are built
 //! from key/value arrays on the stack and filled in one call.
@@ -10,7 +18,7 @@ use std::ffi::c_void;
 use std::sync::OnceLock;
 
 use magnus::rb_sys::FromRawValue;
-use magnus::Value as RValue;
+use magnus::{Error, Ruby, Value as RValue};
 use rb_sys::VALUE;
 use tasker_trace_core::backend::store::{GenericRecord, SpanEvent, TraceRecord};
 use tasker_trace_core::clock::{TimestampFormatter, STAMP_BUF};
@@ -115,6 +123,28 @@ fn builtin_str_new(bytes: &[u8], encoding: Encoding) -> VALUE {
 
 pub fn utf8_to_ruby(s: &str) -> VALUE {
     builtin_str_new(s.as_bytes(), Encoding::Utf8)
+}
+
+/// Runs `build` under `rb_protect`, with panics caught inside: a Ruby
+/// exception raised while building (see the module doc) or a panic comes
+/// back as an error after the protect boundary. `build` and everything it
+/// calls must own no value with a destructor while they call Ruby.
+pub fn build_protected(ruby: &Ruby, build: impl FnOnce() -> VALUE) -> Result<VALUE, Error> {
+    let mut panic: Option<Box<dyn std::any::Any + Send>> = None;
+    let slot = &mut panic;
+    let built = magnus::rb_sys::protect(move || {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)) {
+            Ok(v) => v,
+            Err(p) => {
+                *slot = Some(p);
+                nil()
+            }
+        }
+    });
+    match panic {
+        Some(p) => Err(crate::errors::panic_error(ruby, p.as_ref())),
+        None => built,
+    }
 }
 
 /// A raw VALUE as a magnus value, for calling Ruby methods through magnus or
@@ -222,7 +252,7 @@ fn symbol_to_ruby(bytes: &[u8], encoding: Encoding) -> VALUE {
             return found;
         }
     }
-    let s = str_to_ruby(&Str::new(bytes, encoding));
+    let s = bytes_to_ruby(bytes, encoding);
     // SAFETY: rb_str_intern returns the Symbol with that name, creating a
     // collectable dynamic symbol when none exists.
     unsafe { rb_sys::rb_str_intern(s) }
