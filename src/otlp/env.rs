@@ -381,6 +381,45 @@ pub fn path(traces: Option<&str>, generic: Option<&str>) -> Option<String> {
     set(traces).or(set(generic)).map(str::to_string)
 }
 
+/// The variables of a TLS file, the traces form first.
+pub type FileVariables = [&'static str; 2];
+
+pub const CERTIFICATE_VARIABLES: FileVariables = [
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+];
+pub const CLIENT_CERTIFICATE_VARIABLES: FileVariables = [
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+];
+pub const CLIENT_KEY_VARIABLES: FileVariables = [
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+];
+
+/// The variable a file path is taken from ([`path`]'s choice), for messages.
+pub fn path_variable(
+    variables: FileVariables,
+    get: impl Fn(&str) -> Option<String>,
+) -> &'static str {
+    let [traces, generic] = variables;
+    if set(get(traces).as_deref()).is_some() {
+        traces
+    } else {
+        generic
+    }
+}
+
+/// A warning for a malformed `OTEL_RESOURCE_ATTRIBUTES` (which
+/// [`resource_defaults`] ignores whole).
+pub fn resource_attributes_warning(value: Option<&str>) -> Option<Warning> {
+    let message = parse_key_values(set(value)?).err()?;
+    Some(Warning {
+        variable: "OTEL_RESOURCE_ATTRIBUTES",
+        message,
+    })
+}
+
 /// Everything the OTLP exporter takes from the environment, typed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExporterSettings {
@@ -462,12 +501,8 @@ pub fn exporter_settings(get: impl Fn(&str) -> Option<String>) -> (ExporterSetti
         var("OTEL_EXPORTER_OTLP_TIMEOUT").as_deref(),
         &mut warnings,
     );
-    let pair = |suffix: &str| {
-        path(
-            var(&format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}")).as_deref(),
-            var(&format!("OTEL_EXPORTER_OTLP_{suffix}")).as_deref(),
-        )
-    };
+    let file =
+        |[traces, generic]: FileVariables| path(var(traces).as_deref(), var(generic).as_deref());
     let settings = ExporterSettings {
         endpoint,
         endpoint_source,
@@ -475,9 +510,9 @@ pub fn exporter_settings(get: impl Fn(&str) -> Option<String>) -> (ExporterSetti
         protocol,
         compression,
         timeout,
-        certificate: pair("CERTIFICATE"),
-        client_certificate: pair("CLIENT_CERTIFICATE"),
-        client_key: pair("CLIENT_KEY"),
+        certificate: file(CERTIFICATE_VARIABLES),
+        client_certificate: file(CLIENT_CERTIFICATE_VARIABLES),
+        client_key: file(CLIENT_KEY_VARIABLES),
     };
     (settings, warnings)
 }
