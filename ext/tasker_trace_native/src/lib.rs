@@ -27,6 +27,7 @@ use std::sync::OnceLock;
 
 use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby};
+use tasker_trace_core::otlp::Exporter;
 use tasker_trace_core::Backend;
 
 // Every byte this library allocates or frees is reported to Ruby's GC
@@ -47,6 +48,14 @@ pub fn backend() -> &'static Backend {
     })
 }
 
+static EXPORTER: Exporter = Exporter::new();
+
+/// The process-wide OTLP exporter: the `otlp_*` settings in force and the
+/// transport built from them.
+pub fn exporter() -> &'static Exporter {
+    &EXPORTER
+}
+
 /// `TaskerTraceNative`, looked up when needed rather than kept in Rust.
 pub fn root_module(ruby: &Ruby) -> Result<RModule, Error> {
     ruby.class_object().const_get("TaskerTraceNative")
@@ -64,8 +73,9 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     settings::define(native)?;
     test_hooks::define(root)?;
     // Create the backend now, so `created_at` is the load time, and read the
-    // OTEL_* resource variables now.
+    // OTEL_* variables now.
     backend().register_for_fork();
+    exporter().register_for_fork();
     settings::load_environment_defaults(backend());
     Ok(())
 }

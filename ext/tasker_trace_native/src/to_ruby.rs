@@ -117,6 +117,11 @@ pub fn utf8_to_ruby(s: &str) -> VALUE {
     builtin_str_new(s.as_bytes(), Encoding::Utf8)
 }
 
+/// A new binary (ASCII-8BIT) String of these bytes.
+pub fn binary_to_ruby(bytes: &[u8]) -> VALUE {
+    bytes_to_ruby(bytes, Encoding::Binary)
+}
+
 /// A raw VALUE as a magnus value, for calling Ruby methods through magnus or
 /// returning it from a method.
 pub fn wrap(v: VALUE) -> RValue {
