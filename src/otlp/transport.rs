@@ -482,7 +482,7 @@ impl Transport {
                     },
                 }
             }
-            Err(e) => classify(e, &t.url),
+            Err(e) => classify(e, &t.url, t.tls.client_certificate.is_none()),
         }
     }
 
@@ -563,8 +563,9 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// A ureq error as a message and whether it is worth retrying: connection
 /// failures and timeouts are; TLS failures (certificates above all) and
-/// anything else are not.
-fn classify(e: ureq::Error, url: &str) -> Attempt {
+/// anything else are not. `no_client_certificate`: none is configured (a
+/// connection cut short over https then says that one may be needed).
+fn classify(e: ureq::Error, url: &str, no_client_certificate: bool) -> Attempt {
     let tls = match &e {
         ureq::Error::Rustls(t) => Some(t.clone()),
         ureq::Error::Io(io) => io
@@ -586,8 +587,25 @@ fn classify(e: ureq::Error, url: &str) -> Attempt {
             | ureq::Error::Io(_)
             | ureq::Error::Timeout(_)
     );
+    // A server that wants a client certificate and gets none may end the
+    // connection right after the handshake, before its alert is read.
+    let cut_short = matches!(&e, ureq::Error::Io(io) if matches!(
+        io.kind(),
+        std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::UnexpectedEof
+    ));
+    let https = url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    let hint = if cut_short && https && no_client_certificate {
+        "; the server ended the connection, as one that requires a client certificate \
+         (otlp_client_certificate, otlp_client_key) may"
+    } else {
+        ""
+    };
     Attempt::Transport {
-        error: format!("{e} ({url})"),
+        error: format!("{e} ({url}){hint}"),
         retryable,
     }
 }

@@ -369,7 +369,8 @@ const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
 pub const TIMEOUT_EXPECTED: &str = "a positive number of seconds, at most 86400";
 
 /// The ArgumentError for a value refused for a reason beyond its type:
-/// `<setting> must be <expected> (got <inspect>): <why>`.
+/// `<setting> must be <expected> (got <inspect>): <why>`, the reason cut
+/// at 300 characters (it may quote the value, which can be huge).
 fn setting_error_because(
     ruby: &Ruby,
     setting: &'static str,
@@ -377,6 +378,10 @@ fn setting_error_because(
     v: RValue,
     why: &str,
 ) -> Error {
+    let why: String = match why.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}...", &why[..cut]),
+        None => why.to_string(),
+    };
     match shown(ruby, v) {
         Ok(got) => argument_error(
             ruby,

@@ -9,7 +9,8 @@ require "zlib"
 # answers each request with the next reply (the last one repeats) and records
 # what it got. At most 50 connections, one request each unless `keep_alive:`
 # (then up to 20 requests a connection). With `tls:` (an
-# OpenSSL::SSL::SSLContext) it speaks https; failed handshakes are counted.
+# OpenSSL::SSL::SSLContext) it speaks https; failed handshakes are counted
+# (and the connection drained before it is closed, unless `abrupt:`).
 class OtlpSpecCollector
   Request = Struct.new(:method, :path, :headers, :raw_body, :connection, :at, keyword_init: true) do
     # The body as sent, decompressed when it came gzipped.
@@ -28,10 +29,11 @@ class OtlpSpecCollector
 
   attr_reader :handshake_errors
 
-  def initialize(*replies, keep_alive: false, tls: nil)
+  def initialize(*replies, keep_alive: false, tls: nil, abrupt: false)
     @replies = replies.empty? ? [{ status: 200 }] : replies
     @keep_alive = keep_alive
     @tls = tls
+    @abrupt = abrupt
     @server = TCPServer.new("127.0.0.1", 0)
     @requests = []
     @connections = 0
@@ -90,8 +92,23 @@ class OtlpSpecCollector
     ssl
   rescue OpenSSL::SSL::SSLError, IOError, SystemCallError => e
     @lock.synchronize { @handshake_errors << e.message }
-    socket.close
+    @abrupt ? socket.close : drain_and_close(socket)
     nil
+  end
+
+  # After a failed handshake OpenSSL has sent its alert: read what the
+  # client still sends until it closes, so that closing here does not reset
+  # the connection before the client has read the alert.
+  def drain_and_close(socket)
+    socket.shutdown(Socket::SHUT_WR)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 2
+    while IO.select([socket], nil, nil, [deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC), 0].max)
+      break if socket.read_nonblock(4096, exception: false).nil?
+    end
+  rescue IOError, SystemCallError, SocketError
+    nil
+  ensure
+    socket.close
   end
 
   def handle_connection(socket, connection, served)
