@@ -117,6 +117,14 @@ RSpec.describe "OTLP exporter settings (otlp_*)" do
     expect(otlp_config).to include(otlp_client_certificate: cert_file, otlp_client_key: key_file)
   end
 
+  it "keep header values (credentials) out of inspect" do
+    configure_otlp(headers: { "authorization" => "Bearer secret-token" })
+    shown = TaskerTraceNative.config.inspect
+    expect(shown).to include("otlp_headers={\"authorization\"=>\"[FILTERED]\"}")
+    expect(shown).not_to include("secret-token")
+    expect(TaskerTraceNative.config.otlp_headers).to eq("authorization" => "Bearer secret-token")
+  end
+
   it "check each assignment at once, inside the block" do
     TaskerTraceNative.configure do |c|
       expect { c.otlp_timeout = 0 }.to raise_error(ArgumentError, /\Aotlp_timeout must be/)

@@ -228,6 +228,24 @@ RSpec.describe "TraceBackend#push_otlp" do
       end
     end
 
+    it "gives a forked child a client of its own: it never writes on the parent's kept-alive connection",
+       timeout: 30 do
+      with_collector({ status: 200 }, keep_alive: true) do |c|
+        configure_otlp(endpoint: c.base_url, protocol: "http/json")
+        finished(1)
+        expect(backend.push_otlp).to include(sent: 1)
+        pid = fork do
+          finished(2)
+          exit!(backend.push_otlp[:sent] == 1 ? 0 : 1)
+        end
+        _, status = Process.wait2(pid)
+        expect(status.exitstatus).to eq(0)
+        finished(3)
+        expect(backend.push_otlp).to include(sent: 1)
+        expect(c.requests.map { |r| [r.connection, r.span_count] }).to eq([[1, 2], [2, 2], [1, 2]])
+      end
+    end
+
     it "reports an unreadable certificate file as a failed push, before draining" do
       ca = OtlpTestCa.new
       configure_otlp(certificate: ca.ca_file)

@@ -38,6 +38,7 @@ class OtlpSpecCollector
     @requests = []
     @connections = 0
     @handshake_errors = []
+    @open = []
     @lock = Mutex.new
     @thread = Thread.new { serve }
   end
@@ -61,7 +62,7 @@ class OtlpSpecCollector
   def close
     @server.close
     # A kept-alive connection would wait for the next request: end it.
-    @lock.synchronize { @open&.close }
+    @lock.synchronize { @open.each(&:close) }
     @thread.join(2) || @thread.kill
   rescue IOError, SystemCallError
     @thread.kill
@@ -69,20 +70,27 @@ class OtlpSpecCollector
 
   private
 
+  # Connections one after the other; kept-alive ones each in a thread of
+  # their own (a client may open a second while the first stays open).
   def serve
-    served = 0
+    handlers = []
     while @connections < 50
       socket = @server.accept
       connection = @lock.synchronize { @connections += 1 }
       socket = secure(socket) if @tls
       next unless socket
 
-      @lock.synchronize { @open = socket }
-
-      served = handle_connection(socket, connection, served)
+      @lock.synchronize { @open << socket }
+      if @keep_alive
+        handlers << Thread.new { handle_connection(socket, connection) }
+      else
+        handle_connection(socket, connection)
+      end
     end
   rescue IOError, SystemCallError
     nil
+  ensure
+    handlers&.each { |t| t.join(1) || t.kill }
   end
 
   def secure(socket)
@@ -111,21 +119,17 @@ class OtlpSpecCollector
     socket.close
   end
 
-  def handle_connection(socket, connection, served)
+  def handle_connection(socket, connection)
     (@keep_alive ? 20 : 1).times do
-      reply = @replies[[served, @replies.size - 1].min]
-      break unless handle(socket, reply, connection)
-
-      served += 1
+      break unless handle(socket, connection)
     end
-    served
   rescue IOError, SystemCallError, OpenSSL::SSL::SSLError
-    served
+    nil
   ensure
     socket.close
   end
 
-  def handle(socket, reply, connection)
+  def handle(socket, connection)
     line = socket.gets
     return false unless line
 
@@ -136,9 +140,10 @@ class OtlpSpecCollector
       headers[name.downcase] = value.strip
     end
     body = socket.read(headers.fetch("content-length", "0").to_i)
-    @lock.synchronize do
+    reply = @lock.synchronize do
       @requests << Request.new(method: method, path: path, headers: headers, raw_body: body, connection: connection,
                                at: Process.clock_gettime(Process::CLOCK_MONOTONIC))
+      @replies[[@requests.size - 1, @replies.size - 1].min]
     end
     sleep(reply[:delay]) if reply[:delay]
     text = reply.fetch(:body, "{}")
