@@ -91,12 +91,15 @@ pub fn target_for(
     })
 }
 
-/// The settings the environment gives, and a warning for every value that
-/// cannot be used (then ignored, as if unset). `get` reads a variable.
+/// The settings the environment gives, the traces URL it names (or the
+/// default), and a warning for every value that cannot be used (then
+/// ignored, as if unset): the TLS files are read and checked too. `get`
+/// reads a variable.
 pub fn settings_from_environment(
     get: impl Fn(&str) -> Option<String>,
 ) -> (OtlpSettings, String, Vec<Warning>) {
     let (from_env, mut warnings) = env::exporter_settings(&get);
+    let mut settings = from_env.settings;
     let mut file = |path: Option<String>, role: PemRole, variables: env::FileVariables| {
         let path = path?;
         match check_pem_file(&path, role) {
@@ -110,23 +113,24 @@ pub fn settings_from_environment(
             }
         }
     };
-    let certificate = file(
-        from_env.certificate,
+    settings.certificate = file(
+        settings.certificate.take(),
         PemRole::Ca,
         env::CERTIFICATE_VARIABLES,
     );
-    let mut client_certificate = file(
-        from_env.client_certificate,
+    settings.client_certificate = file(
+        settings.client_certificate.take(),
         PemRole::ClientCertificate,
         env::CLIENT_CERTIFICATE_VARIABLES,
     );
-    let mut client_key = file(
-        from_env.client_key,
+    settings.client_key = file(
+        settings.client_key.take(),
         PemRole::ClientKey,
         env::CLIENT_KEY_VARIABLES,
     );
-    if let Err(message) = check_client_files(client_certificate.as_deref(), client_key.as_deref()) {
-        let variables = if client_certificate.is_some() {
+    let (cert, key) = (&settings.client_certificate, &settings.client_key);
+    if let Err(message) = check_client_files(cert.as_deref(), key.as_deref()) {
+        let variables = if cert.is_some() {
             env::CLIENT_CERTIFICATE_VARIABLES
         } else {
             env::CLIENT_KEY_VARIABLES
@@ -135,22 +139,12 @@ pub fn settings_from_environment(
             variable: env::path_variable(variables, &get),
             message: format!("{message} (no client certificate is sent)"),
         });
-        client_certificate = None;
-        client_key = None;
+        settings.client_certificate = None;
+        settings.client_key = None;
     }
     warnings.extend(env::resource_attributes_warning(
         get("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
     ));
-    let settings = OtlpSettings {
-        endpoint: None,
-        headers: from_env.headers,
-        protocol: from_env.protocol,
-        compression: from_env.compression,
-        timeout: from_env.timeout,
-        certificate,
-        client_certificate,
-        client_key,
-    };
     (settings, from_env.endpoint, warnings)
 }
 

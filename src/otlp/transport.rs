@@ -116,22 +116,6 @@ impl Target {
             tls: Tls::default(),
         }
     }
-
-    /// A target from parsed `OTEL_*` settings; reads the TLS files now.
-    pub fn from_settings(s: &super::env::ExporterSettings) -> Result<Target, String> {
-        Ok(Target {
-            url: s.endpoint.clone(),
-            headers: s.headers.clone(),
-            timeout: s.timeout,
-            protocol: s.protocol,
-            compression: s.compression,
-            tls: Tls::from_files(
-                s.certificate.as_deref(),
-                s.client_certificate.as_deref(),
-                s.client_key.as_deref(),
-            )?,
-        })
-    }
 }
 
 /// How one request ended.
