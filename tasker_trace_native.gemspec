@@ -11,7 +11,8 @@ Gem::Specification.new do |spec|
   spec.description = <<~DESC
     Tasker's in-memory trace backend reimplemented in Rust behind the same
     singleton API: faster, bounded, safe under threads, fork and hostile input,
-    with microsecond durations and OpenTelemetry (OTLP/HTTP JSON) export.
+    with microsecond durations and OpenTelemetry export (OTLP/HTTP, protobuf
+    or JSON, over http or https).
   DESC
   spec.required_ruby_version = ">= 3.1"
 

@@ -4,6 +4,9 @@ $LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
 # The extension's test hooks (TaskerTraceNative::TestHooks) exist only when
 # this is set before it loads; subprocesses the specs start inherit it.
 ENV["TASKER_TRACE_NATIVE_TEST_HOOKS"] = "1"
+# The gem reads OpenTelemetry's variables when it loads: the suite runs with
+# none of the caller's (specs of the variables start fresh processes).
+ENV.keys.grep(/\AOTEL_/).each { |name| ENV.delete(name) }
 require "tasker_trace_native"
 require "timeout"
 

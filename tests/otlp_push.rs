@@ -351,6 +351,51 @@ fn cancel_stops_a_backoff_wait() {
 }
 
 #[test]
+fn cancel_ends_the_wait_for_a_silent_collector_at_once() {
+    // The collector takes the request and answers only after 5 s; the
+    // push's timeout is 30 s. Cancelling must end the wait at once.
+    let mut silent = Reply::status(200);
+    silent.delay = Duration::from_secs(5);
+    let collector = Collector::start(vec![silent]);
+    let b = std::sync::Arc::new(store());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pushing = {
+        let b = b.clone();
+        let url = collector.url.clone();
+        std::thread::spawn(move || {
+            let cancel = std::sync::Arc::new(Cancel::for_current_thread());
+            tx.send(cancel.clone()).unwrap();
+            push_finished(&b, &resource(), &target(&url, 30_000), &cancel)
+        })
+    };
+    let cancel = rx.recv().unwrap();
+    while collector.requests().is_empty() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    cancel.cancel();
+    let out = pushing.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    match out {
+        PushOutcome::Failed {
+            records: 3,
+            delivered: 0,
+            error,
+            ..
+        } => assert!(
+            error.contains("interrupted") && error.contains("in flight"),
+            "{error}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.len(), 4, "the drained traces are back at once");
+}
+
+#[test]
 fn json_without_compression_when_asked() {
     let collector = Collector::start(vec![Reply::status(200)]);
     let b = store();

@@ -44,8 +44,16 @@ module TaskerTraceNative
       other.is_a?(Configuration) && other.to_h == to_h
     end
 
+    # Settings whose values can hold credentials (authorization headers):
+    # `inspect` shows their keys only.
+    CREDENTIAL_SETTINGS = %i[otlp_headers].freeze
+
     def inspect
-      "#<TaskerTraceNative::Configuration #{to_h.map { |k, v| "#{k}=#{v.inspect}" }.join(' ')}>"
+      shown = to_h.map do |k, v|
+        v = v.to_h { |name, _| [name, "[FILTERED]"] } if CREDENTIAL_SETTINGS.include?(k) && v.is_a?(Hash)
+        "#{k}=#{v.inspect}"
+      end
+      "#<TaskerTraceNative::Configuration #{shown.join(' ')}>"
     end
   end
 

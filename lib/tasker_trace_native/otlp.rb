@@ -1,29 +1,40 @@
 # frozen_string_literal: true
 
 module TaskerTraceNative
-  # OpenTelemetry export (OTLP/HTTP JSON). The work is native: selection,
-  # encoding and the network wait run in Rust with the GVL released.
+  # OpenTelemetry export (OTLP/HTTP, protobuf or JSON). The work is native:
+  # selection, encoding and the network wait run in Rust with the GVL
+  # released.
   module BackendMethods
-    # An OTLP/HTTP JSON ExportTraceServiceRequest (a String) for the finished
-    # traces and generic events; open traces too with `include_open: true`.
-    # With `drain: true` what was exported is removed from the store in the
-    # same step, so each trace is exported exactly once even with writers
-    # running.
-    def export_otlp(drain: false, include_open: false)
-      Native.export_otlp(drain, include_open)
+    # An OTLP/HTTP ExportTraceServiceRequest for the finished traces and
+    # generic events; open traces too with `include_open: true`. With
+    # `drain: true` what was exported is removed from the store in the same
+    # step, so each trace is exported exactly once even with writers running.
+    # `protocol: "http/json"` (the default) gives a UTF-8 JSON String,
+    # `"http/protobuf"` a binary (ASCII-8BIT) String.
+    def export_otlp(drain: false, include_open: false, protocol: "http/json")
+      Native.export_otlp(drain, include_open, protocol)
     end
 
-    # Drains the finished traces and generic events and POSTs them to
-    # `<endpoint>/v1/traces` (Content-Type: application/json), retrying
-    # 429/502/503/504 with backoff and Retry-After within `timeout` seconds.
-    # Without `endpoint:` the OTEL_EXPORTER_OTLP_TRACES_ENDPOINT /
-    # OTEL_EXPORTER_OTLP_ENDPOINT variables apply, else
-    # http://localhost:4318/v1/traces; `headers:` are added to those of
-    # OTEL_EXPORTER_OTLP_HEADERS. Returns `{ sent:, status:, error: }`: `sent`
-    # counts the traces and generic events delivered; on failure they are back
-    # in the store, `sent` is 0 and `error` says why.
-    def push_otlp(endpoint: nil, headers: {}, timeout: 10)
-      Native.push_otlp(endpoint, headers, timeout)
+    # Drains the finished traces and generic events and POSTs them to the
+    # collector, retrying 429/502/503/504 and connection failures with
+    # backoff and Retry-After within `timeout`. Each argument left nil takes
+    # its setting (`otlp_endpoint`, `otlp_timeout`, `otlp_protocol`, whose
+    # defaults come from the OTEL_EXPORTER_OTLP_* variables); `headers:` are
+    # sent on top of `otlp_headers`. `endpoint:` is a base URL
+    # (`/v1/traces` is appended unless it ends so); `timeout:` is in seconds.
+    #
+    # Returns `{ sent:, status:, error:, rejected: }`: `sent` counts the
+    # traces and generic events delivered, `rejected` the spans the collector
+    # refused (partial success, with its message in `error`). What was not
+    # delivered is back in the store. An interrupt (Thread#kill, Timeout,
+    # Interrupt) returns at once, the traces back in the store; one cut off
+    # while its request was on the wire may also have arrived.
+    def push_otlp(endpoint: nil, headers: {}, timeout: nil, protocol: nil)
+      Native.push_otlp(endpoint, headers, timeout, protocol)
     end
   end
+
+  # OTEL_* values that could not be used when the extension loaded were
+  # ignored; say so, once per process.
+  Native.environment_warnings.each { |message| warn("tasker_trace_native: #{message}") }
 end

@@ -3,6 +3,7 @@
 require "spec_helper"
 require "json"
 require "base64"
+require_relative "support/helpers"
 
 RSpec.describe "TraceBackend#export_otlp" do
   let(:backend) { Tasker::Telemetry::TraceBackend.instance }
@@ -174,6 +175,51 @@ RSpec.describe "TraceBackend#export_otlp" do
     expect(resource.map { |kv| kv["key"] }.uniq.size).to eq(resource.size)
   ensure
     TaskerTraceNative::Native.apply_settings(saved.slice(:service_name, :resource_attributes)) if saved
+  end
+
+  describe "protocol:" do
+    include OtlpSpecHelpers
+
+    it "gives http/protobuf as a binary String, what push_otlp sends, and smaller than JSON" do
+      lifecycle(1)
+      lifecycle(2, failed: true)
+      protobuf = backend.export_otlp(protocol: "http/protobuf")
+      expect(protobuf.encoding).to eq(Encoding::ASCII_8BIT)
+      expect(protobuf.getbyte(0)).to eq(0x0A) # field 1 (resource_spans), length-delimited
+      expect(protobuf).to include("task_1", "task_2", "card declined")
+      expect(protobuf.bytesize).to be < backend.export_otlp.bytesize / 2
+      expect(backend.export_otlp(protocol: :"http/protobuf")).to eq(protobuf)
+      configure_otlp(compression: "none")
+      with_collector({ status: 200 }) do |c|
+        expect(backend.push_otlp(endpoint: c.base_url)).to include(sent: 2)
+        expect(c.requests.first.raw_body).to eq(protobuf)
+      end
+    end
+
+    it "is http/json by default, whatever otlp_protocol says" do
+      configure_otlp(protocol: "http/protobuf")
+      lifecycle(1)
+      json = backend.export_otlp
+      expect(json.encoding).to eq(Encoding::UTF_8)
+      expect(json).to eq(backend.export_otlp(protocol: "http/json"))
+      expect(root_keys(json)).to eq(["task_1"])
+    end
+
+    it "drains with protobuf too" do
+      lifecycle(1)
+      expect(backend.export_otlp(drain: true, protocol: "http/protobuf")).to include("task_1")
+      expect(backend.traces).to be_empty
+      expect(backend.export_otlp(protocol: "http/protobuf")).not_to include("task_1")
+    end
+
+    [nil, 5, "", "grpc", "http", "x" * 100_000, :grpc].each do |bad|
+      it "refuses protocol: #{bad.inspect[0, 40]} with an ArgumentError naming protocol, before draining" do
+        lifecycle(1)
+        expect { backend.export_otlp(drain: true, protocol: bad) }
+          .to raise_error(ArgumentError, /\Aprotocol must be "http\/protobuf" or "http\/json"/)
+        expect(backend.traces.keys).to eq(["task_1"])
+      end
+    end
   end
 
   describe "arguments" do

@@ -4,138 +4,68 @@ require "spec_helper"
 require "json"
 require "socket"
 require "timeout"
-
-# A scripted OTLP/HTTP collector on 127.0.0.1, in a thread of this process:
-# answers each request with the next reply (the last one repeats), one
-# request per connection, and records what it got.
-class OtlpSpecCollector
-  Request = Struct.new(:method, :path, :headers, :body, :at, keyword_init: true) do
-    def json
-      JSON.parse(body)
-    end
-
-    def span_count
-      json.fetch("resourceSpans").sum { |rs| rs.fetch("scopeSpans").sum { |ss| ss.fetch("spans").size } }
-    end
-  end
-
-  def initialize(*replies)
-    @replies = replies.empty? ? [{ status: 200 }] : replies
-    @server = TCPServer.new("127.0.0.1", 0)
-    @requests = []
-    @lock = Mutex.new
-    @thread = Thread.new { serve }
-  end
-
-  def port
-    @server.addr[1]
-  end
-
-  def base_url
-    "http://127.0.0.1:#{port}"
-  end
-
-  def requests
-    @lock.synchronize { @requests.dup }
-  end
-
-  def close
-    @server.close
-    @thread.join(2) || @thread.kill
-  end
-
-  private
-
-  def serve
-    served = 0
-    while served < 50
-      socket = @server.accept
-      reply = @replies[[served, @replies.size - 1].min]
-      served += 1
-      handle(socket, reply)
-    end
-  rescue IOError, SystemCallError
-    nil
-  end
-
-  def handle(socket, reply)
-    method, path = socket.gets.to_s.split
-    headers = {}
-    while (line = socket.gets) && line != "\r\n"
-      name, value = line.split(":", 2)
-      headers[name.downcase] = value.strip
-    end
-    body = socket.read(headers.fetch("content-length", "0").to_i)
-    @lock.synchronize do
-      @requests << Request.new(method: method, path: path, headers: headers, body: body,
-                               at: Process.clock_gettime(Process::CLOCK_MONOTONIC))
-    end
-    sleep(reply[:delay]) if reply[:delay]
-    text = reply.fetch(:body, "{}")
-    extra = reply.fetch(:headers, {}).map { |k, v| "#{k}: #{v}\r\n" }.join
-    socket.write("HTTP/1.1 #{reply[:status]} X\r\nContent-Type: application/json\r\n" \
-                 "Content-Length: #{text.bytesize}\r\nConnection: close\r\n#{extra}\r\n#{text}")
-  rescue IOError, SystemCallError
-    nil
-  ensure
-    socket.close
-  end
-end
+require "zlib"
+require_relative "support/helpers"
 
 RSpec.describe "TraceBackend#push_otlp" do
+  include OtlpSpecHelpers
+
   let(:backend) { Tasker::Telemetry::TraceBackend.instance }
-  let(:otel_variables) do
-    %w[OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_EXPORTER_OTLP_ENDPOINT
-       OTEL_EXPORTER_OTLP_HEADERS OTEL_EXPORTER_OTLP_TRACES_HEADERS]
-  end
-
-  around do |example|
-    saved = otel_variables.to_h { |k| [k, ENV.fetch(k, nil)] }
-    otel_variables.each { |k| ENV.delete(k) }
-    example.run
-  ensure
-    saved.each { |k, v| v ? ENV[k] = v : ENV.delete(k) }
-  end
-
-  def finished(id)
-    backend.handle_event("task.started", { task_id: id, task_name: "order" })
-    backend.handle_event("step.before_handle", { task_id: id, workflow_step_id: id })
-    backend.handle_event("step.after_handle", { task_id: id, workflow_step_id: id })
-    backend.handle_event("task.completed", { task_id: id })
-  end
 
   def fill
     (1..3).each { |i| finished(i) }
     backend.handle_event("task.started", { task_id: 99 })
   end
 
-  def with_collector(*replies)
-    collector = OtlpSpecCollector.new(*replies)
-    yield collector
-  ensure
-    collector&.close
+  def json_push(**args)
+    backend.push_otlp(protocol: "http/json", **args)
   end
 
-  it "POSTs the finished traces as JSON to <endpoint>/v1/traces and removes them" do
+  it "POSTs the finished traces as gzipped protobuf to <endpoint>/v1/traces by default and removes them" do
     fill
     with_collector({ status: 200 }) do |c|
       result = backend.push_otlp(endpoint: c.base_url, headers: { "x-tenant" => "acme", authorization: "Bearer t" })
-      expect(result).to eq(sent: 3, status: 200, error: nil)
+      expect(result).to eq(sent: 3, status: 200, error: nil, rejected: 0)
       expect(c.requests.size).to eq(1)
       request = c.requests.first
       expect(request.method).to eq("POST")
       expect(request.path).to eq("/v1/traces")
-      expect(request.headers).to include("content-type" => "application/json", "x-tenant" => "acme",
-                                         "authorization" => "Bearer t")
-      expect(request.span_count).to eq(6)
+      expect(request.headers).to include("content-type" => "application/x-protobuf", "content-encoding" => "gzip",
+                                         "x-tenant" => "acme", "authorization" => "Bearer t",
+                                         "user-agent" => "tasker_trace_native/#{TaskerTraceNative::VERSION}")
+      expect(request.headers.fetch("content-length").to_i).to eq(request.raw_body.bytesize)
+      # The body gunzips to an ExportTraceServiceRequest (decoded strictly by
+      # the cargo tests): it carries each trace's key.
+      body = request.body
+      expect(body.bytesize).to be > request.raw_body.bytesize
+      expect(%w[task_1 task_2 task_3].map { |k| body.include?(k) }).to eq([true, true, true])
+      expect(body).not_to include("task_99")
       expect(backend.traces.keys).to eq(["task_99"])
+    end
+  end
+
+  it "sends the same spans as http/json, larger than protobuf" do
+    fill
+    with_collector({ status: 200 }) do |c|
+      expect(backend.push_otlp(endpoint: c.base_url, headers: { "x-tenant" => "one" })).to include(sent: 3)
+      backend.reset!
+      fill
+      expect(json_push(endpoint: c.base_url)).to include(sent: 3)
+      protobuf, json = c.requests
+      expect(json.headers).to include("content-type" => "application/json", "content-encoding" => "gzip")
+      expect(json.span_count).to eq(6)
+      keys = json.json["resourceSpans"].flat_map { |rs| rs["scopeSpans"] }.flat_map { |ss| ss["spans"] }
+                 .filter_map { |s| s["attributes"].find { |a| a["key"] == "tasker.trace_key" } }
+                 .map { |a| a["value"]["stringValue"] }
+      expect(keys).to eq(%w[task_1 task_2 task_3])
+      expect(protobuf.body.bytesize).to be < json.body.bytesize / 2
     end
   end
 
   it "sends nothing when no trace is finished" do
     backend.handle_event("task.started", { task_id: 1 })
     with_collector({ status: 200 }) do |c|
-      expect(backend.push_otlp(endpoint: c.base_url)).to eq(sent: 0, status: nil, error: nil)
+      expect(backend.push_otlp(endpoint: c.base_url)).to eq(sent: 0, status: nil, error: nil, rejected: 0)
       expect(c.requests).to be_empty
     end
   end
@@ -143,7 +73,7 @@ RSpec.describe "TraceBackend#push_otlp" do
   it "retries a 503 with backoff and then succeeds" do
     fill
     with_collector({ status: 503 }, { status: 200 }) do |c|
-      expect(backend.push_otlp(endpoint: c.base_url)).to eq(sent: 3, status: 200, error: nil)
+      expect(json_push(endpoint: c.base_url)).to eq(sent: 3, status: 200, error: nil, rejected: 0)
       expect(c.requests.size).to eq(2)
       expect(c.requests.map(&:body).uniq.size).to eq(1)
       expect(backend.traces.keys).to eq(["task_99"])
@@ -154,8 +84,8 @@ RSpec.describe "TraceBackend#push_otlp" do
     fill
     before = backend.export_otlp
     with_collector({ status: 400, body: '{"message":"bad"}' }, { status: 200 }) do |c|
-      result = backend.push_otlp(endpoint: c.base_url)
-      expect(result).to include(sent: 0, status: 400)
+      result = json_push(endpoint: c.base_url)
+      expect(result).to include(sent: 0, status: 400, rejected: 0)
       expect(result[:error]).to match(/HTTP 400.*bad/)
       sleep 0.3
       expect(c.requests.size).to eq(1)
@@ -164,12 +94,39 @@ RSpec.describe "TraceBackend#push_otlp" do
     expect(backend.export_otlp).to eq(before)
   end
 
+  it "reports a partial success: delivered, the rejected spans counted, the message in error, not retried" do
+    fill
+    reply = { status: 200, body: '{"partialSuccess":{"rejectedSpans":"2","errorMessage":"spans too old"}}' }
+    with_collector(reply) do |c|
+      result = json_push(endpoint: c.base_url)
+      expect(result).to include(sent: 3, status: 200, rejected: 2)
+      expect(result[:error]).to eq("collector rejected 2 span(s): spans too old")
+      sleep 0.2
+      expect(c.requests.size).to eq(1)
+    end
+    expect(backend.traces.keys).to eq(["task_99"])
+  end
+
+  it "over 64 MiB, splits the push; when a later request fails it reports what was delivered", timeout: 60 do
+    big = "x" * 25_000_000
+    (1..3).each { |i| finished(i, blob: big) }
+    configure_otlp(compression: "none")
+    with_collector({ status: 200 }, { status: 400, body: '{"message":"no more"}' }) do |c|
+      result = backend.push_otlp(endpoint: c.base_url)
+      sizes = c.requests.map { |r| r.raw_body.bytesize }
+      expect(sizes.size).to eq(2)
+      expect(sizes).to all(be <= 64 * 1024 * 1024)
+      expect(result).to include(sent: 2, status: 400, rejected: 0)
+      expect(result[:error]).to match(/\Arequest 2 of 2: HTTP 400 .*no more/)
+    end
+    expect(backend.traces.keys).to eq(["task_3"])
+  end
+
   it "keeps the traces when the connection is refused" do
     fill
     port = TCPServer.open("127.0.0.1", 0) { |s| s.addr[1] }
     result = backend.push_otlp(endpoint: "http://127.0.0.1:#{port}", timeout: 0.5)
-    expect(result[:sent]).to eq(0)
-    expect(result[:status]).to be_nil
+    expect(result).to include(sent: 0, status: nil)
     expect(result[:error]).to match(/refused|connect/i)
     expect(backend.traces.keys.sort).to eq(%w[task_1 task_2 task_3 task_99])
   end
@@ -188,7 +145,7 @@ RSpec.describe "TraceBackend#push_otlp" do
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       result = backend.push_otlp(endpoint: c.base_url, timeout: 10)
       finished = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      expect(result).to eq(sent: 3, status: 200, error: nil)
+      expect(result).to eq(sent: 3, status: 200, error: nil, rejected: 0)
       expect(finished - started).to be >= 1.0
       # The collector thread (in this process) answered, and the ticker ran
       # throughout: with the GVL held neither could have run at all.
@@ -206,43 +163,97 @@ RSpec.describe "TraceBackend#push_otlp" do
       expect do
         Timeout.timeout(0.5) { backend.push_otlp(endpoint: c.base_url, timeout: 20) }
       end.to raise_error(Timeout::Error)
-      expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 3
+      expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 1
       expect(c.requests.size).to eq(1)
     end
     expect(backend.traces.keys.sort).to eq(%w[task_1 task_2 task_3 task_99])
   end
 
-  describe "the endpoint and headers from OpenTelemetry's variables" do
-    it "appends /v1/traces to OTEL_EXPORTER_OTLP_ENDPOINT and sends OTEL_EXPORTER_OTLP_HEADERS" do
-      finished(1)
+  describe "the otlp_* settings" do
+    it "sends where and how they say; arguments win, headers: are added on top" do
       with_collector({ status: 200 }) do |c|
-        ENV["OTEL_EXPORTER_OTLP_ENDPOINT"] = "#{c.base_url}/"
-        ENV["OTEL_EXPORTER_OTLP_HEADERS"] = "api-key=secret%20one,x-tenant=env"
-        expect(backend.push_otlp(headers: { "X-Tenant" => "arg" })).to include(sent: 1, status: 200)
-        request = c.requests.first
-        expect(request.path).to eq("/v1/traces")
-        expect(request.headers).to include("api-key" => "secret one", "x-tenant" => "arg")
+        configure_otlp(endpoint: "#{c.base_url}/", headers: { "x-tenant" => "setting", "api-key" => "k" },
+                       protocol: "http/json", compression: "none")
+        finished(1)
+        expect(backend.push_otlp).to include(sent: 1, status: 200)
+        finished(2)
+        expect(backend.push_otlp(headers: { "X-Tenant" => "argument" }, protocol: :"http/protobuf"))
+          .to include(sent: 1)
+        plain, overridden = c.requests
+        expect(plain.path).to eq("/v1/traces")
+        expect(plain.headers).to include("content-type" => "application/json", "x-tenant" => "setting",
+                                         "api-key" => "k")
+        expect(plain.headers).not_to have_key("content-encoding")
+        expect(plain.span_count).to eq(2)
+        expect(overridden.headers).to include("content-type" => "application/x-protobuf", "x-tenant" => "argument",
+                                              "api-key" => "k")
       end
     end
 
-    it "uses OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, over OTEL_EXPORTER_OTLP_ENDPOINT" do
-      finished(1)
+    it "takes an endpoint already ending in /v1/traces as is" do
       with_collector({ status: 200 }) do |c|
-        ENV["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:1"
-        ENV["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "#{c.base_url}/custom/traces"
+        configure_otlp(endpoint: "#{c.base_url}/v1/traces")
+        finished(1)
         expect(backend.push_otlp).to include(sent: 1)
-        expect(c.requests.first.path).to eq("/custom/traces")
+        expect(c.requests.first.path).to eq("/v1/traces")
       end
     end
 
-    it "raises ArgumentError naming a malformed variable, before draining" do
+    it "gives up within otlp_timeout (seconds) when the collector is slow" do
+      configure_otlp(timeout: 0.3)
       finished(1)
-      ENV["OTEL_EXPORTER_OTLP_HEADERS"] = "no-equals-sign"
-      expect { backend.push_otlp(endpoint: "http://127.0.0.1:1") }
-        .to raise_error(ArgumentError, /OTEL_EXPORTER_OTLP_HEADERS/)
-      ENV.delete("OTEL_EXPORTER_OTLP_HEADERS")
-      ENV["OTEL_EXPORTER_OTLP_ENDPOINT"] = "collector:4318"
-      expect { backend.push_otlp }.to raise_error(ArgumentError, /OTEL_EXPORTER_OTLP_ENDPOINT/)
+      with_collector({ status: 200, delay: 1 }) do |c|
+        started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        result = backend.push_otlp(endpoint: c.base_url)
+        expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 1.5
+        expect(result).to include(sent: 0, status: nil)
+        expect(result[:error]).to match(/time/i)
+      end
+      expect(backend.traces.keys).to eq(["task_1"])
+    end
+
+    it "reuses one client (one kept-alive connection) across pushes until a setting changes" do
+      with_collector({ status: 200 }, keep_alive: true) do |c|
+        configure_otlp(endpoint: c.base_url)
+        3.times do |i|
+          finished(i + 1)
+          expect(backend.push_otlp).to include(sent: 1)
+        end
+        expect(c.requests.map(&:connection)).to eq([1, 1, 1])
+        configure_otlp(headers: { "x-changed" => "1" })
+        finished(9)
+        expect(backend.push_otlp).to include(sent: 1)
+        expect(c.requests.last.connection).to eq(2)
+        expect(c.requests.last.headers).to include("x-changed" => "1")
+      end
+    end
+
+    it "gives a forked child a client of its own: it never writes on the parent's kept-alive connection",
+       timeout: 30 do
+      with_collector({ status: 200 }, keep_alive: true) do |c|
+        configure_otlp(endpoint: c.base_url, protocol: "http/json")
+        finished(1)
+        expect(backend.push_otlp).to include(sent: 1)
+        pid = fork do
+          finished(2)
+          exit!(backend.push_otlp[:sent] == 1 ? 0 : 1)
+        end
+        _, status = Process.wait2(pid)
+        expect(status.exitstatus).to eq(0)
+        finished(3)
+        expect(backend.push_otlp).to include(sent: 1)
+        expect(c.requests.map { |r| [r.connection, r.span_count] }).to eq([[1, 2], [2, 2], [1, 2]])
+      end
+    end
+
+    it "reports an unreadable certificate file as a failed push, before draining" do
+      ca = OtlpTestCa.new
+      configure_otlp(certificate: ca.ca_file)
+      ca.remove
+      finished(1)
+      result = backend.push_otlp(endpoint: "https://127.0.0.1:1")
+      expect(result).to include(sent: 0, status: nil)
+      expect(result[:error]).to include(ca.ca_file)
       expect(backend.traces.keys).to eq(["task_1"])
     end
   end
@@ -252,14 +263,10 @@ RSpec.describe "TraceBackend#push_otlp" do
 
     after { expect(backend.traces.keys).to eq(["task_1"]) }
 
-    [5, :sym, ["http://x"]].each do |bad|
+    [5, :sym, ["http://x"], "", "ftp://collector:4318", "http://", "collector:4318"].each do |bad|
       it "refuses endpoint: #{bad.inspect} with an ArgumentError naming endpoint" do
-        expect { backend.push_otlp(endpoint: bad) }.to raise_error(ArgumentError, /endpoint/)
+        expect { backend.push_otlp(endpoint: bad) }.to raise_error(ArgumentError, /\Aendpoint must be/)
       end
-    end
-
-    it "refuses an endpoint that is not http:// or https://, naming endpoint" do
-      expect { backend.push_otlp(endpoint: "ftp://collector:4318") }.to raise_error(ArgumentError, /endpoint/)
     end
 
     it "takes an https endpoint (TLS is built in): a closed port is a failed push, not an ArgumentError" do
@@ -268,18 +275,38 @@ RSpec.describe "TraceBackend#push_otlp" do
       expect(result[:error]).to include("127.0.0.1:9")
     end
 
-    [nil, "k=v", [%w[a b]], { "bad name" => "v" }, { "x" => 1 }, { "x" => "a\r\nb" }].each do |bad|
+    [nil, "k=v", [%w[a b]], { "bad name" => "v" }, { "x" => 1 }, { "x" => "a\r\nb" }, { "" => "v" },
+     { "x" => "\xFF".b }].each do |bad|
       it "refuses headers: #{bad.inspect} with an ArgumentError naming headers" do
         expect { backend.push_otlp(endpoint: "http://127.0.0.1:1", headers: bad) }
-          .to raise_error(ArgumentError, /headers/)
+          .to raise_error(ArgumentError, /\Aheaders must be/)
       end
     end
 
-    [0, -1, "10", nil, Float::NAN, Float::INFINITY, 10**30, 100_000].each do |bad|
+    [0, -1, "10", Float::NAN, Float::INFINITY, 10**30, 100_000, 86_400.5, 1e-12, Object.new].each do |bad|
       it "refuses timeout: #{bad.inspect} with an ArgumentError naming timeout" do
         expect { backend.push_otlp(endpoint: "http://127.0.0.1:1", timeout: bad) }
-          .to raise_error(ArgumentError, /timeout/)
+          .to raise_error(ArgumentError, /\Atimeout must be a positive number of seconds, at most 86400/)
       end
+    end
+
+    [5, "", "http", "HTTP/2", "x" * 100_000, [], :grpc].each do |bad|
+      it "refuses protocol: #{bad.inspect[0, 40]} with an ArgumentError naming protocol" do
+        expect { backend.push_otlp(endpoint: "http://127.0.0.1:1", protocol: bad) }
+          .to raise_error(ArgumentError, /\Aprotocol must be "http\/protobuf" or "http\/json"/)
+      end
+    end
+
+    it "refuses grpc, saying to use port 4318 with http/protobuf" do
+      expect { backend.push_otlp(endpoint: "http://127.0.0.1:1", protocol: "grpc") }
+        .to raise_error(ArgumentError, /grpc.*4318.*http\/protobuf/)
+    end
+
+    it "takes a huge header value and many headers (a failed push, nothing lost)" do
+      headers = (1..2_000).to_h { |i| ["x-h#{i}", "v" * 100] }.merge("x-big" => "v" * 100_000)
+      port = TCPServer.open("127.0.0.1", 0) { |s| s.addr[1] }
+      result = backend.push_otlp(endpoint: "http://127.0.0.1:#{port}", headers: headers, timeout: 0.3)
+      expect(result).to include(sent: 0, status: nil)
     end
   end
 

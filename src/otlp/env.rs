@@ -24,6 +24,7 @@
 
 use std::time::Duration;
 
+use super::exporter::OtlpSettings;
 use super::transport::{Compression, Protocol, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 
 /// Where traces go when nothing else is configured.
@@ -381,21 +382,53 @@ pub fn path(traces: Option<&str>, generic: Option<&str>) -> Option<String> {
     set(traces).or(set(generic)).map(str::to_string)
 }
 
-/// Everything the OTLP exporter takes from the environment, typed.
+/// The variables of a TLS file, the traces form first.
+pub type FileVariables = [&'static str; 2];
+
+pub const CERTIFICATE_VARIABLES: FileVariables = [
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+];
+pub const CLIENT_CERTIFICATE_VARIABLES: FileVariables = [
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+];
+pub const CLIENT_KEY_VARIABLES: FileVariables = [
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+];
+
+/// The variable a file path is taken from ([`path`]'s choice), for messages.
+pub fn path_variable(
+    variables: FileVariables,
+    get: impl Fn(&str) -> Option<String>,
+) -> &'static str {
+    let [traces, generic] = variables;
+    if set(get(traces).as_deref()).is_some() {
+        traces
+    } else {
+        generic
+    }
+}
+
+/// A warning for a malformed `OTEL_RESOURCE_ATTRIBUTES` (which
+/// [`resource_defaults`] ignores whole).
+pub fn resource_attributes_warning(value: Option<&str>) -> Option<Warning> {
+    let message = parse_key_values(set(value)?).err()?;
+    Some(Warning {
+        variable: "OTEL_RESOURCE_ATTRIBUTES",
+        message,
+    })
+}
+
+/// Everything the OTLP exporter takes from the environment, typed: the
+/// traces URL and the other settings (whose `endpoint`, a setting's base
+/// URL, is `None`: the URL here applies).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExporterSettings {
     pub endpoint: String,
     pub endpoint_source: EndpointSource,
-    pub headers: Vec<(String, String)>,
-    pub protocol: Protocol,
-    pub compression: Compression,
-    pub timeout: Duration,
-    /// `OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE`.
-    pub certificate: Option<String>,
-    /// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE`.
-    pub client_certificate: Option<String>,
-    /// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY`.
-    pub client_key: Option<String>,
+    pub settings: OtlpSettings,
 }
 
 /// Reads the exporter's variables through `get` (the process environment in
@@ -462,22 +495,21 @@ pub fn exporter_settings(get: impl Fn(&str) -> Option<String>) -> (ExporterSetti
         var("OTEL_EXPORTER_OTLP_TIMEOUT").as_deref(),
         &mut warnings,
     );
-    let pair = |suffix: &str| {
-        path(
-            var(&format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}")).as_deref(),
-            var(&format!("OTEL_EXPORTER_OTLP_{suffix}")).as_deref(),
-        )
-    };
+    let file =
+        |[traces, generic]: FileVariables| path(var(traces).as_deref(), var(generic).as_deref());
     let settings = ExporterSettings {
         endpoint,
         endpoint_source,
-        headers,
-        protocol,
-        compression,
-        timeout,
-        certificate: pair("CERTIFICATE"),
-        client_certificate: pair("CLIENT_CERTIFICATE"),
-        client_key: pair("CLIENT_KEY"),
+        settings: OtlpSettings {
+            endpoint: None,
+            headers,
+            protocol,
+            compression,
+            timeout,
+            certificate: file(CERTIFICATE_VARIABLES),
+            client_certificate: file(CLIENT_CERTIFICATE_VARIABLES),
+            client_key: file(CLIENT_KEY_VARIABLES),
+        },
     };
     (settings, warnings)
 }
@@ -628,13 +660,16 @@ mod tests {
             ExporterSettings {
                 endpoint: DEFAULT_TRACES_ENDPOINT.to_string(),
                 endpoint_source: EndpointSource::Default,
-                headers: vec![],
-                protocol: Protocol::HttpProtobuf,
-                compression: Compression::Gzip,
-                timeout: Duration::from_secs(10),
-                certificate: None,
-                client_certificate: None,
-                client_key: None,
+                settings: OtlpSettings {
+                    endpoint: None,
+                    headers: vec![],
+                    protocol: Protocol::HttpProtobuf,
+                    compression: Compression::Gzip,
+                    timeout: Duration::from_secs(10),
+                    certificate: None,
+                    client_certificate: None,
+                    client_key: None,
+                },
             }
         );
     }
@@ -658,16 +693,19 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "B=3"),
         ]);
         assert!(w.is_empty(), "{w:?}");
-        assert_eq!(s.protocol, Protocol::HttpJson);
-        assert_eq!(s.compression, Compression::None);
-        assert_eq!(s.timeout, Duration::from_millis(750));
-        assert_eq!(s.certificate.as_deref(), Some("/traces/ca.pem"));
-        assert_eq!(s.client_certificate.as_deref(), Some("/generic/cert.pem"));
-        assert_eq!(s.client_key.as_deref(), Some("/traces/key.pem"));
+        assert_eq!(s.settings.protocol, Protocol::HttpJson);
+        assert_eq!(s.settings.compression, Compression::None);
+        assert_eq!(s.settings.timeout, Duration::from_millis(750));
+        assert_eq!(s.settings.certificate.as_deref(), Some("/traces/ca.pem"));
+        assert_eq!(
+            s.settings.client_certificate.as_deref(),
+            Some("/generic/cert.pem")
+        );
+        assert_eq!(s.settings.client_key.as_deref(), Some("/traces/key.pem"));
         assert_eq!(s.endpoint, "https://base:4318/v1/traces");
         assert_eq!(s.endpoint_source, EndpointSource::BaseVariable);
         assert_eq!(
-            s.headers,
+            s.settings.headers,
             vec![
                 ("a".to_string(), "1".to_string()),
                 ("B".to_string(), "3".to_string())
@@ -698,11 +736,18 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_HEADERS", "broken"),
             ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "ok=1"),
         ]);
-        assert_eq!(s.protocol, Protocol::HttpJson, "the generic value is used");
-        assert_eq!(s.compression, Compression::Gzip);
-        assert_eq!(s.timeout, Duration::from_secs(10));
+        assert_eq!(
+            s.settings.protocol,
+            Protocol::HttpJson,
+            "the generic value is used"
+        );
+        assert_eq!(s.settings.compression, Compression::Gzip);
+        assert_eq!(s.settings.timeout, Duration::from_secs(10));
         assert_eq!(s.endpoint, DEFAULT_TRACES_ENDPOINT);
-        assert_eq!(s.headers, vec![("ok".to_string(), "1".to_string())]);
+        assert_eq!(
+            s.settings.headers,
+            vec![("ok".to_string(), "1".to_string())]
+        );
         let named: Vec<_> = w.iter().map(|w| w.variable).collect();
         assert_eq!(
             named,

@@ -13,11 +13,14 @@
 //! - [`tls`]: rustls (ring), the certificate store or a CA, mTLS
 //! - [`retry`]: retryable statuses, backoff, `Retry-After`, cancellation
 //! - [`env`]: `OTEL_EXPORTER_OTLP_*` and resource variables, parsed
+//! - [`exporter`]: the `otlp_*` settings in force and the transport built
+//!   from them ([`Exporter::transport`])
 //!
 //! [`select`] picks what an export covers; with `drain` it removes it from the
 //! store in the same step, so each record is exported exactly once.
 
 pub mod env;
+pub mod exporter;
 pub mod json;
 pub mod mapping;
 mod payload;
@@ -32,6 +35,7 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+pub use exporter::{Exporter, OtlpSettings, PushOverrides};
 pub use mapping::{child_span_id, pair_spans, Pair, Pairing, Resource, SCOPE_NAME};
 pub use payload::{error_message, render_text, str_text, PayloadAttributes, ATTRIBUTE_PREFIX};
 pub use request::{encode_request, Body, Encoder, MAX_REQUEST_BODY};
@@ -153,6 +157,9 @@ pub enum PushOutcome {
         delivered: usize,
         /// Whether the extra spans went out (in the requests that succeeded).
         extra_delivered: bool,
+        /// Spans the collector reported rejected in the requests that
+        /// succeeded.
+        rejected_spans: u64,
         status: Option<u16>,
         attempts: u32,
         error: String,
@@ -230,6 +237,7 @@ fn send_records(
         records: records.len(),
         delivered: 0,
         extra_delivered: false,
+        rejected_spans: 0,
         status: None,
         attempts: 0,
         error,
@@ -253,13 +261,18 @@ fn send_records(
     let oversized_spans = enc.oversized();
     let bodies = enc.finish();
     let requests = bodies.len();
+    // Where each body starts, and the last body with extra spans: what is
+    // known of the bodies once each is handed to the transport.
+    let first_records: Vec<usize> = bodies.iter().map(|b| b.first_record).collect();
+    let last_with_extra = bodies.iter().rposition(|b| b.has_extra);
     let mut spans = 0usize;
     let mut attempts = 0u32;
     let mut rejected_spans = 0u64;
     let mut messages: Vec<String> = Vec::new();
     let mut last_status = 0u16;
-    for (i, body) in bodies.iter().enumerate() {
-        match transport.send(body.bytes(), cancel) {
+    for (i, body) in bodies.into_iter().enumerate() {
+        let body_spans = body.spans;
+        match transport.send(body, cancel) {
             Delivery::Sent {
                 status,
                 attempts: a,
@@ -267,12 +280,12 @@ fn send_records(
             } => {
                 attempts = attempts.saturating_add(a);
                 last_status = status;
-                spans += body.spans;
+                spans += body_spans;
                 if let Some(p) = partial.filter(|p| p.rejected_spans > 0) {
                     rejected_spans = rejected_spans.saturating_add(p.rejected_spans as u64);
                     messages.push(p.error_message);
                 }
-                let next_first = bodies.get(i + 1).map_or(records.len(), |b| b.first_record);
+                let next_first = first_records.get(i + 1).copied().unwrap_or(records.len());
                 delivered_records.set(next_first);
             }
             Delivery::Failed {
@@ -285,10 +298,12 @@ fn send_records(
                 } else {
                     error
                 };
+                let first_record = first_records[i];
                 return PushOutcome::Failed {
-                    records: records.len() - body.first_record,
-                    delivered: body.first_record,
-                    extra_delivered: !extra.is_empty() && !bodies[i..].iter().any(|b| b.has_extra),
+                    records: records.len() - first_record,
+                    delivered: first_record,
+                    extra_delivered: !extra.is_empty() && last_with_extra.is_none_or(|l| l < i),
+                    rejected_spans,
                     status,
                     attempts: attempts.saturating_add(a),
                     error,

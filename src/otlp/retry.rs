@@ -1,8 +1,9 @@
 //! When to try again: the statuses worth retrying, exponential backoff with
 //! jitter, `Retry-After` (seconds or an HTTP-date), and [`Cancel`], which
-//! lets another thread end a push's waiting at once.
+//! lets another thread end a push's waiting at once, mid-request included.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,32 +15,76 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Lets another thread stop a push: a pending backoff wait ends at once and no
-/// further attempt starts. A request already on the wire runs until it ends or
-/// its timeout passes.
+/// Lets another thread stop a push: the wait for a request on the wire (on
+/// its worker thread, see [`Transport::send`](super::Transport::send)) and a
+/// pending backoff wait end at once, and no further attempt starts.
+///
+/// A `Cancel` is made on the thread that waits; [`cancel`](Cancel::cancel)
+/// wakes that thread and the worker sending for it.
 #[derive(Debug)]
 pub struct Cancel {
+    shared: Arc<CancelShared>,
+}
+
+#[derive(Debug)]
+struct CancelShared {
     cancelled: AtomicBool,
     waiter: Thread,
+    /// The worker thread of the request in flight, if any.
+    worker: Mutex<Option<Thread>>,
 }
 
 impl Cancel {
     /// A token for the current thread, which is the one that will wait.
     pub fn for_current_thread() -> Cancel {
         Cancel {
-            cancelled: AtomicBool::new(false),
-            waiter: std::thread::current(),
+            shared: Arc::new(CancelShared {
+                cancelled: AtomicBool::new(false),
+                waiter: std::thread::current(),
+                worker: Mutex::new(None),
+            }),
         }
     }
 
-    /// Cancels; callable from any thread. Lock-free and allocation-free.
+    /// Cancels; callable from any thread, never blocks (it may run in
+    /// Ruby's unblocking function).
     pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-        self.waiter.unpark();
+        let s = &self.shared;
+        s.cancelled.store(true, Ordering::SeqCst);
+        s.waiter.unpark();
+        // `try_lock`: never wait here. When the slot is busy, the worker is
+        // registering itself and checks the flag (set above) before it
+        // sleeps, so no wake-up is lost.
+        if let Ok(worker) = s.worker.try_lock() {
+            if let Some(t) = worker.as_ref() {
+                t.unpark();
+            }
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
+        self.shared.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// The same token, to hand to a worker thread.
+    pub(super) fn share(&self) -> Cancel {
+        Cancel {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Called on a worker thread: [`cancel`](Cancel::cancel) wakes it too.
+    pub(super) fn register_worker(&self) {
+        *self
+            .shared
+            .worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::thread::current());
+    }
+
+    /// Wakes the waiting thread (a worker's result is ready).
+    pub(super) fn wake_waiter(&self) {
+        self.shared.waiter.unpark();
     }
 
     /// Sleeps until `until` or cancellation; true when cancelled.

@@ -59,6 +59,34 @@ impl Tls {
     }
 }
 
+/// What a PEM file is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PemRole {
+    /// CA certificate(s), the only ones trusted.
+    Ca,
+    /// A client certificate chain, for mTLS.
+    ClientCertificate,
+    /// The client certificate's private key.
+    ClientKey,
+}
+
+/// Reads the file at `path` and checks that it holds what `role` needs
+/// (the message names the file and what is wrong).
+pub fn check_pem_file(path: &str, role: PemRole) -> Result<(), String> {
+    let file = PemFile::read(path)?;
+    match role {
+        PemRole::Ca => root_certs(&file).map(drop),
+        PemRole::ClientCertificate => certificates(&file, "client certificate file").map(drop),
+        PemRole::ClientKey => private_key(&file).map(drop),
+    }
+}
+
+/// Reads the client certificate and key files and checks that both are
+/// given or neither, and that they belong together.
+pub fn check_client_files(certificate: Option<&str>, key: Option<&str>) -> Result<(), String> {
+    tls_config(&Tls::from_files(None, certificate, key)?).map(drop)
+}
+
 fn certificates(file: &PemFile, what: &str) -> Result<Vec<Certificate<'static>>, String> {
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&file.pem) {
@@ -98,12 +126,7 @@ pub(super) fn root_certs(file: &PemFile) -> Result<RootCerts, String> {
 /// would otherwise refuse them only at the first connection).
 fn client_cert(cert: &PemFile, key: &PemFile) -> Result<ClientCert, String> {
     let chain = certificates(cert, "client certificate file")?;
-    let private = PrivateKey::from_pem(&key.pem).map_err(|e| {
-        format!(
-            "client key file {}: {e} (a PKCS#8, SEC1 or PKCS#1 PEM private key is needed)",
-            key.path
-        )
-    })?;
+    let private = private_key(key)?;
     let der_chain = chain
         .iter()
         .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec()))
@@ -125,6 +148,15 @@ fn client_cert(cert: &PemFile, key: &PemFile) -> Result<ClientCert, String> {
             )
         })?;
     Ok(ClientCert::new_with_certs(&chain, private))
+}
+
+fn private_key(key: &PemFile) -> Result<PrivateKey<'static>, String> {
+    PrivateKey::from_pem(&key.pem).map_err(|e| {
+        format!(
+            "client key file {}: {e} (a PKCS#8, SEC1 or PKCS#1 PEM private key is needed)",
+            key.path
+        )
+    })
 }
 
 pub(super) fn tls_config(tls: &Tls) -> Result<TlsConfig, String> {
@@ -172,16 +204,17 @@ pub(super) fn tls_message(e: &rustls::Error, url: &str) -> String {
         }
         rustls::Error::InvalidCertificate(C::UnknownIssuer) => format!(
             "TLS certificate error with {url}: the server's certificate is not signed by a \
-             trusted CA (set OTEL_EXPORTER_OTLP_CERTIFICATE to the CA's PEM file, or add the \
-             CA to the system's store)"
+             trusted CA (set otlp_certificate or OTEL_EXPORTER_OTLP_CERTIFICATE to the CA's \
+             PEM file, or add the CA to the system's store)"
         ),
         rustls::Error::InvalidCertificate(c) => {
             format!("TLS certificate error with {url}: the server's certificate was refused: {c}")
         }
         rustls::Error::AlertReceived(alert) => format!(
             "TLS error with {url}: the server ended the handshake ({alert:?}); it may require \
-             a client certificate (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and \
-             OTEL_EXPORTER_OTLP_CLIENT_KEY) or refuse the one sent"
+             a client certificate (otlp_client_certificate and otlp_client_key, or \
+             OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY) or \
+             refuse the one sent"
         ),
         other => format!("TLS error with {url}: {other}"),
     }

@@ -2,16 +2,21 @@
 //! async runtime) built once per [`Transport`] and reused across pushes,
 //! https with rustls (ring provider) and the platform's certificate store or
 //! a configured CA, mTLS, gzip, retries with backoff and `Retry-After`, one
-//! deadline per request, cancellation from another thread, and the
-//! response's partial success.
+//! deadline per request, cancellation from another thread (mid-request
+//! included: each request runs on a worker thread), and the response's
+//! partial success.
 //!
 //! Nothing here touches the trace store: the caller drains records, encodes
 //! them, calls [`Transport::send`], and puts the records back when delivery
 //! failed.
 
 use std::io::Write as _;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{sync_channel, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::request::Body;
 use super::retry::jitter;
 pub use super::retry::{
     backoff, parse_http_date, parse_retry_after, Cancel, INITIAL_BACKOFF, MAX_BACKOFF,
@@ -66,8 +71,9 @@ pub enum Compression {
     None,
 }
 
-/// Where and how to send.
-#[derive(Clone)]
+/// Where and how to send. Two targets are equal when they send the same
+/// way (TLS files compared by their contents).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     /// The full traces URL (`http://host:4318/v1/traces`, or `https://`).
     pub url: String,
@@ -110,22 +116,6 @@ impl Target {
             tls: Tls::default(),
         }
     }
-
-    /// A target from parsed `OTEL_*` settings; reads the TLS files now.
-    pub fn from_settings(s: &super::env::ExporterSettings) -> Result<Target, String> {
-        Ok(Target {
-            url: s.endpoint.clone(),
-            headers: s.headers.clone(),
-            timeout: s.timeout,
-            protocol: s.protocol,
-            compression: s.compression,
-            tls: Tls::from_files(
-                s.certificate.as_deref(),
-                s.client_certificate.as_deref(),
-                s.client_key.as_deref(),
-            )?,
-        })
-    }
 }
 
 /// How one request ended.
@@ -151,9 +141,11 @@ pub enum Delivery {
 // The transport.
 
 /// A target and its HTTP client, built once and reused for every push
-/// (connections are kept alive between pushes).
+/// (connections are kept alive between pushes). Cloning is cheap and the
+/// clones share the client and its connections.
+#[derive(Clone)]
 pub struct Transport {
-    target: Target,
+    target: Arc<Target>,
     agent: ureq::Agent,
     request_limit: usize,
 }
@@ -193,7 +185,7 @@ impl Transport {
             .tls_config(tls_config(&target.tls)?)
             .build();
         Ok(Transport {
-            target,
+            target: Arc::new(target),
             agent: ureq::Agent::new_with_config(config),
             request_limit: super::request::MAX_REQUEST_BODY,
         })
@@ -223,7 +215,84 @@ impl Transport {
     /// timeout allows; a wait that would pass it is not started. Any other
     /// status (400 and 413 among them), a TLS failure, or a response body
     /// over 4 MiB ends the request at once.
-    pub fn send(&self, body: &[u8], cancel: &Cancel) -> Delivery {
+    ///
+    /// The request runs on a worker thread while this one waits, so that
+    /// `cancel` ends the wait at once even while the receiver is silent: the
+    /// result is then `Failed` ("interrupted"), and the worker, abandoned,
+    /// makes no further attempt and ends with its request (at the latest at
+    /// the timeout). A request cancelled in flight may still have arrived.
+    /// When no thread can be started, the request runs on this thread.
+    pub fn send(&self, body: Body, cancel: &Cancel) -> Delivery {
+        let body = Arc::new(body);
+        let (tx, rx) = sync_channel(1);
+        let worker = {
+            let transport = self.clone();
+            let body = body.clone();
+            let cancel = cancel.share();
+            move || {
+                cancel.register_worker();
+                // Reports and wakes the waiter however this thread ends.
+                let mut end = WorkerEnd {
+                    cancel: cancel.share(),
+                    report: Some(tx),
+                };
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    transport.send_on_this_thread(body.bytes(), &cancel)
+                }));
+                if let Some(report) = end.report.take() {
+                    let _ = report.send(result);
+                }
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("tasker-otlp-send".to_string())
+            .spawn(worker);
+        if spawned.is_err() {
+            return self.send_on_this_thread(body.bytes(), cancel);
+        }
+        drop(body);
+        // The worker ends by its request's deadline; this one is a guard
+        // against a worker that never reports.
+        let give_up =
+            Instant::now() + self.target.timeout.min(MAX_TIMEOUT) + Duration::from_secs(5);
+        loop {
+            match rx.try_recv() {
+                Ok(Ok(delivery)) => return delivery,
+                Ok(Err(panic)) => resume_unwind(panic),
+                Err(TryRecvError::Disconnected) => {
+                    return Delivery::Failed {
+                        status: None,
+                        attempts: 0,
+                        error: format!("the request to {} ended without a result", self.target.url),
+                    }
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            if cancel.is_cancelled() {
+                return Delivery::Failed {
+                    status: None,
+                    attempts: 0,
+                    error: format!(
+                        "interrupted while the request to {} was in flight (it may still arrive)",
+                        self.target.url
+                    ),
+                };
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                return Delivery::Failed {
+                    status: None,
+                    attempts: 0,
+                    error: format!("timed out waiting for the request to {}", self.target.url),
+                };
+            }
+            std::thread::park_timeout(give_up - now);
+        }
+    }
+
+    /// [`send`](Self::send) on this thread: `cancel` ends a backoff wait and
+    /// stops further attempts, but not a request on the wire.
+    fn send_on_this_thread(&self, body: &[u8], cancel: &Cancel) -> Delivery {
         let deadline = Instant::now() + self.target.timeout.min(MAX_TIMEOUT);
         let compressed;
         let wire = match self.target.compression {
@@ -397,7 +466,7 @@ impl Transport {
                     },
                 }
             }
-            Err(e) => classify(e, &t.url),
+            Err(e) => classify(e, &t.url, t.tls.client_certificate.is_none()),
         }
     }
 
@@ -450,6 +519,21 @@ enum BodyFormat {
     Other,
 }
 
+/// The end of a worker: its report channel is closed (after the report,
+/// if one was sent) and then the waiting thread is woken, whether the
+/// worker returned or unwound.
+struct WorkerEnd {
+    cancel: Cancel,
+    report: Option<std::sync::mpsc::SyncSender<std::thread::Result<Delivery>>>,
+}
+
+impl Drop for WorkerEnd {
+    fn drop(&mut self) {
+        drop(self.report.take());
+        self.cancel.wake_waiter();
+    }
+}
+
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     // Level 1: OTLP bodies are repetitive and shrink well at the fastest
     // level; higher levels cost much more CPU for a few percent.
@@ -463,8 +547,9 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// A ureq error as a message and whether it is worth retrying: connection
 /// failures and timeouts are; TLS failures (certificates above all) and
-/// anything else are not.
-fn classify(e: ureq::Error, url: &str) -> Attempt {
+/// anything else are not. `no_client_certificate`: none is configured (a
+/// connection cut short over https then says that one may be needed).
+fn classify(e: ureq::Error, url: &str, no_client_certificate: bool) -> Attempt {
     let tls = match &e {
         ureq::Error::Rustls(t) => Some(t.clone()),
         ureq::Error::Io(io) => io
@@ -486,8 +571,25 @@ fn classify(e: ureq::Error, url: &str) -> Attempt {
             | ureq::Error::Io(_)
             | ureq::Error::Timeout(_)
     );
+    // A server that wants a client certificate and gets none may end the
+    // connection right after the handshake, before its alert is read.
+    let cut_short = matches!(&e, ureq::Error::Io(io) if matches!(
+        io.kind(),
+        std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::UnexpectedEof
+    ));
+    let https = url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    let hint = if cut_short && https && no_client_certificate {
+        "; the server ended the connection, as one that requires a client certificate \
+         (otlp_client_certificate, otlp_client_key) may"
+    } else {
+        ""
+    };
     Attempt::Transport {
-        error: format!("{e} ({url})"),
+        error: format!("{e} ({url}){hint}"),
         retryable,
     }
 }

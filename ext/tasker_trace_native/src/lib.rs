@@ -29,6 +29,7 @@ use std::sync::OnceLock;
 
 use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby};
+use tasker_trace_core::otlp::Exporter;
 use tasker_trace_core::Backend;
 
 static BACKEND: OnceLock<Backend> = OnceLock::new();
@@ -41,6 +42,14 @@ pub fn backend() -> &'static Backend {
             .unwrap_or_default();
         Backend::new(host)
     })
+}
+
+static EXPORTER: Exporter = Exporter::new();
+
+/// The process-wide OTLP exporter: the `otlp_*` settings in force and the
+/// transport built from them.
+pub fn exporter() -> &'static Exporter {
+    &EXPORTER
 }
 
 /// `TaskerTraceNative`, looked up when needed rather than kept in Rust.
@@ -60,8 +69,9 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     settings::define(native)?;
     test_hooks::define(root)?;
     // Create the backend now, so `created_at` is the load time, and read the
-    // OTEL_* resource variables now.
+    // OTEL_* variables now.
     backend().register_for_fork();
+    exporter().register_for_fork();
     settings::load_environment_defaults(backend());
     Ok(())
 }

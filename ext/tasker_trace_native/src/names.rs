@@ -118,6 +118,15 @@ symbol_table! {
     resource_attributes => "resource_attributes",
     sent => "sent",
     error => "error",
+    rejected => "rejected",
+    otlp_endpoint => "otlp_endpoint",
+    otlp_headers => "otlp_headers",
+    otlp_protocol => "otlp_protocol",
+    otlp_compression => "otlp_compression",
+    otlp_timeout => "otlp_timeout",
+    otlp_certificate => "otlp_certificate",
+    otlp_client_certificate => "otlp_client_certificate",
+    otlp_client_key => "otlp_client_key",
 }
 
 static SYMS: OnceLock<Syms> = OnceLock::new();

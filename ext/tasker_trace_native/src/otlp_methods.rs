@@ -1,39 +1,24 @@
-//! OpenTelemetry export from Ruby: `export_otlp`, `push_otlp` and the
-//! resource settings (`service_name`, `resource_attributes`).
+//! OpenTelemetry export from Ruby: `export_otlp` and `push_otlp`.
 //!
 //! Each method converts and checks all its arguments first (ArgumentError
-//! naming the argument), then releases the GVL for the work that touches no
-//! Ruby (selecting, encoding, the network wait), then builds its Ruby result.
-//! Inside the GVL-free section panics are caught and no Ruby API is called;
-//! drained records go back into the store whenever the result cannot reach
-//! the caller.
-
-use std::time::Duration;
+//! naming the argument; the checks are the `otlp_*` settings' own, in
+//! `settings.rs`), then releases the GVL for the work that touches no Ruby
+//! (selecting, encoding, the transport, the network wait), then builds its
+//! Ruby result. Inside the GVL-free section panics are caught and no Ruby
+//! API is called; drained records go back into the store whenever the
+//! result cannot reach the caller.
 
 use magnus::prelude::*;
-use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
-use magnus::{
-    function, Error, Float, Integer, RHash, RModule, RString, Ruby, Symbol, Value as RValue,
-};
-use tasker_trace_core::otlp::env::{self, EndpointSource};
-use tasker_trace_core::otlp::{
-    self, Cancel, Compression, Protocol, PushOutcome, Resource, Target, Transport,
-};
+use magnus::{function, Error, RModule, RString, Ruby, Value as RValue};
+use tasker_trace_core::otlp::{self, Cancel, Protocol, PushOutcome, PushOverrides, Resource};
 
-use crate::backend;
 use crate::errors::{self, argument_error, native_error};
 use crate::gvl::{without_gvl, NO_UNBLOCK};
 use crate::names::sym;
-use crate::settings::shown;
-use crate::to_ruby::{count_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap};
-
-/// Longest `timeout:` taken, in seconds (a day).
-const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
-
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
+use crate::settings::{self, shown};
+use crate::to_ruby::{binary_to_ruby, count_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap};
+use crate::{backend, exporter};
 
 fn gem_version(ruby: &Ruby) -> String {
     ruby.class_object()
@@ -72,16 +57,23 @@ fn boolean_argument(ruby: &Ruby, name: &str, v: RValue) -> Result<bool, Error> {
 // ---------------------------------------------------------------------------
 // export_otlp
 
-/// `Native.export_otlp(drain, include_open)` → the JSON String.
-fn export_otlp(ruby: &Ruby, drain: RValue, include_open: RValue) -> Result<RString, Error> {
+/// `Native.export_otlp(drain, include_open, protocol)` → the request: a
+/// UTF-8 String in http/json, a binary String in http/protobuf.
+fn export_otlp(
+    ruby: &Ruby,
+    drain: RValue,
+    include_open: RValue,
+    protocol: RValue,
+) -> Result<RString, Error> {
     let drain = boolean_argument(ruby, "drain", drain)?;
     let include_open = boolean_argument(ruby, "include_open", include_open)?;
+    let protocol = settings::protocol_value(ruby, "protocol", protocol)?;
     let resource = resource(ruby);
     let b = backend();
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            otlp::export(b, drain, include_open, &resource, Protocol::HttpJson)
+            otlp::export(b, drain, include_open, &resource, protocol)
         },
         NO_UNBLOCK,
     );
@@ -100,12 +92,17 @@ fn export_otlp(ruby: &Ruby, drain: RValue, include_open: RValue) -> Result<RStri
         }
         return Err(interrupt);
     }
-    // serde_json writes UTF-8 only; the check is a fast scan, kept as a guard.
-    let text = match std::str::from_utf8(&export.body) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(&export.body),
+    let string = match protocol {
+        Protocol::HttpProtobuf => magnus::rb_sys::protect(|| binary_to_ruby(&export.body)),
+        Protocol::HttpJson => {
+            // serde_json writes UTF-8 only; the check is a fast scan, kept as a guard.
+            let text = match std::str::from_utf8(&export.body) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(&export.body),
+            };
+            magnus::rb_sys::protect(|| utf8_to_ruby(&text))
+        }
     };
-    let string = magnus::rb_sys::protect(|| utf8_to_ruby(&text));
     match string {
         Ok(v) => match RString::from_value(wrap(v)) {
             Some(s) => Ok(s),
@@ -123,125 +120,37 @@ fn export_otlp(ruby: &Ruby, drain: RValue, include_open: RValue) -> Result<RStri
 // ---------------------------------------------------------------------------
 // push_otlp
 
-fn string_like(v: RValue) -> Option<String> {
-    if let Some(s) = RString::from_value(v) {
-        return s.to_string().ok();
-    }
-    Symbol::from_value(v).and_then(|s| s.name().ok().map(|n| n.into_owned()))
-}
-
-fn endpoint_argument(ruby: &Ruby, v: RValue) -> Result<Option<String>, Error> {
-    if v.is_nil() {
-        return Ok(None);
-    }
-    match RString::from_value(v).and_then(|s| s.to_string().ok()) {
-        Some(s) => Ok(Some(s)),
-        None => Err(argument_error(
-            ruby,
-            format!(
-                "endpoint must be an http:// URL String or nil (got {})",
-                shown(ruby, v)?
-            ),
-        )),
-    }
-}
-
-fn headers_argument(ruby: &Ruby, v: RValue) -> Result<Vec<(String, String)>, Error> {
-    let bad = |detail: String| {
-        argument_error(
-            ruby,
-            format!("headers must be a Hash of String or Symbol names to String values ({detail})"),
-        )
-    };
-    let Some(hash) = RHash::from_value(v) else {
-        return Err(bad(format!("got {}", shown(ruby, v)?)));
-    };
-    let mut out = Vec::new();
-    let mut problem: Option<String> = None;
-    hash.foreach(|k: RValue, val: RValue| {
-        match (string_like(k), string_like(val)) {
-            (Some(name), Some(value)) => match env::check_header(&name, &value) {
-                Ok(()) => out.push((name, value)),
-                Err(e) => {
-                    problem = Some(e);
-                    return Ok(ForEach::Stop);
-                }
-            },
-            _ => {
-                problem = Some(format!("got {} => {}", shown(ruby, k)?, shown(ruby, val)?));
-                return Ok(ForEach::Stop);
-            }
-        }
-        Ok(ForEach::Continue)
-    })?;
-    match problem {
-        Some(p) => Err(bad(p)),
-        None => Ok(out),
-    }
-}
-
-fn timeout_argument(ruby: &Ruby, v: RValue) -> Result<Duration, Error> {
-    let seconds = if let Some(i) = Integer::from_value(v) {
-        i.to_i64().map(|n| n as f64).unwrap_or(f64::INFINITY)
-    } else if let Some(f) = Float::from_value(v) {
-        f.to_f64()
-    } else {
-        f64::NAN
-    };
-    if seconds.is_finite() && seconds > 0.0 && seconds <= MAX_TIMEOUT_SECONDS {
-        Ok(Duration::from_secs_f64(seconds))
-    } else {
-        Err(argument_error(
-            ruby,
-            format!(
-                "timeout must be a positive number of seconds, at most {MAX_TIMEOUT_SECONDS} (got {})",
-                shown(ruby, v)?
-            ),
-        ))
-    }
-}
-
-/// The target of a push: the argument or OpenTelemetry's variables.
-fn push_target(
+/// A push's arguments over the settings: nil (and empty headers) leave the
+/// setting in force.
+fn push_overrides(
     ruby: &Ruby,
     endpoint: RValue,
     headers: RValue,
     timeout: RValue,
-) -> Result<Target, Error> {
-    let endpoint = endpoint_argument(ruby, endpoint)?;
-    let extra_headers = headers_argument(ruby, headers)?;
-    let timeout = timeout_argument(ruby, timeout)?;
-    let (url, source) = env::traces_endpoint(
-        endpoint.as_deref(),
-        env_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").as_deref(),
-        env_var("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
-    );
-    env::check_endpoint(&url).map_err(|e| {
-        let name = source.name();
-        match source {
-            EndpointSource::Argument => argument_error(ruby, format!("endpoint: {e}")),
-            _ => argument_error(ruby, format!("{name}: {e}")),
-        }
-    })?;
-    let mut headers = env::headers_from_env(
-        env_var("OTEL_EXPORTER_OTLP_HEADERS").as_deref(),
-        env_var("OTEL_EXPORTER_OTLP_TRACES_HEADERS").as_deref(),
-    )
-    .map_err(|(variable, e)| argument_error(ruby, format!("{variable}: {e}")))?;
-    env::merge_headers(&mut headers, extra_headers);
-    // JSON, uncompressed, as before: the OTEL_* protocol, compression and
-    // TLS settings (`env::exporter_settings`) are not wired in yet.
-    Ok(Target {
-        headers,
-        timeout,
-        protocol: Protocol::HttpJson,
-        compression: Compression::None,
-        ..Target::new(url)
+    protocol: RValue,
+) -> Result<PushOverrides, Error> {
+    let optional = |v: RValue| (!v.is_nil()).then_some(v);
+    Ok(PushOverrides {
+        endpoint: settings::endpoint_value(ruby, "endpoint", endpoint)?,
+        headers: settings::headers_value(ruby, "headers", headers)?,
+        timeout: optional(timeout)
+            .map(|v| settings::seconds_value(ruby, "timeout", v))
+            .transpose()?,
+        protocol: optional(protocol)
+            .map(|v| settings::protocol_value(ruby, "protocol", v))
+            .transpose()?,
     })
 }
 
-/// `{sent:, status:, error:}`.
-fn push_result(sent: usize, status: Option<u16>, error: Option<&str>) -> RValue {
+/// How a push went, before it becomes a Hash.
+enum Pushed {
+    /// No transport could be built (a TLS file, the URL); nothing drained.
+    NoTransport(String),
+    Done(PushOutcome),
+}
+
+/// `{sent:, status:, error:, rejected:}`.
+fn push_result(sent: usize, status: Option<u16>, error: Option<&str>, rejected: u64) -> RValue {
     let kv = [
         sym(|s| s.sent),
         count_to_ruby(sent),
@@ -249,49 +158,68 @@ fn push_result(sent: usize, status: Option<u16>, error: Option<&str>) -> RValue 
         status.map_or_else(nil, |s| count_to_ruby(u64::from(s))),
         sym(|s| s.error),
         error.map_or_else(nil, utf8_to_ruby),
+        sym(|s| s.rejected),
+        count_to_ruby(rejected),
     ];
     wrap(hash_from_pairs(&kv))
 }
 
-/// `Native.push_otlp(endpoint, headers, timeout)` → `{sent:, status:, error:}`.
+/// `Native.push_otlp(endpoint, headers, timeout, protocol)` →
+/// `{sent:, status:, error:, rejected:}`.
 fn push_otlp(
     ruby: &Ruby,
     endpoint: RValue,
     headers: RValue,
     timeout: RValue,
+    protocol: RValue,
 ) -> Result<RValue, Error> {
-    let target = push_target(ruby, endpoint, headers, timeout)?;
-    let transport = Transport::new(target).map_err(|e| argument_error(ruby, e))?;
+    let overrides = push_overrides(ruby, endpoint, headers, timeout, protocol)?;
     let resource = resource(ruby);
     let b = backend();
     let cancel = Cancel::for_current_thread();
+    // Ruby calls this (Thread#raise, #kill, Timeout, a signal) to interrupt
+    // the push: the wait for the request ends at once.
     let unblock = || cancel.cancel();
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            otlp::push_finished(b, &resource, &transport, &cancel)
+            match exporter().transport(&overrides) {
+                Ok(transport) => {
+                    Pushed::Done(otlp::push_finished(b, &resource, &transport, &cancel))
+                }
+                Err(e) => Pushed::NoTransport(e),
+            }
         },
         Some(&unblock),
     );
-    // `push_finished` has already put undelivered records back, panics included.
-    let (outcome, interrupt) = done.finished(ruby, "push_otlp")?;
+    // `push_finished` has already put undelivered records back, panics and
+    // interrupts included.
+    let (pushed, interrupt) = done.finished(ruby, "push_otlp")?;
     if let Some(interrupt) = interrupt {
         return Err(interrupt);
     }
-    Ok(match outcome {
-        PushOutcome::Nothing => push_result(0, None, None),
-        PushOutcome::Sent {
+    Ok(match pushed {
+        Pushed::NoTransport(error) => push_result(0, None, Some(&error), 0),
+        Pushed::Done(PushOutcome::Nothing) => push_result(0, None, None, 0),
+        Pushed::Done(PushOutcome::Sent {
             records,
             status,
             partial,
+            rejected_spans,
             ..
-        } => push_result(records, Some(status), partial.as_deref()),
-        PushOutcome::Failed { status, error, .. } => push_result(0, status, Some(&error)),
+        }) => push_result(records, Some(status), partial.as_deref(), rejected_spans),
+        Pushed::Done(PushOutcome::Failed {
+            delivered,
+            status,
+            error,
+            rejected_spans,
+            ..
+        }) => push_result(delivered, status, Some(&error), rejected_spans),
     })
 }
 
 pub fn define(native: RModule) -> Result<(), Error> {
-    native.define_module_function("export_otlp", function!(export_otlp, 2))?;
-    native.define_module_function("push_otlp", function!(push_otlp, 3))?;
+    native.define_module_function("export_otlp", function!(export_otlp, 3))?;
+    native.define_module_function("push_otlp", function!(push_otlp, 4))?;
     Ok(())
 }

@@ -11,30 +11,45 @@
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
-use magnus::{function, Error, Integer, RHash, RModule, RString, Ruby, Symbol, Value as RValue};
+use magnus::{
+    function, Error, Float, Integer, RArray, RHash, RModule, RRational, RString, Ruby, Symbol,
+    TryConvert, Value as RValue,
+};
 use rb_sys::VALUE;
 use tasker_trace_core::backend::limits::{
     MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
+use tasker_trace_core::otlp::env;
+use tasker_trace_core::otlp::tls::{check_client_files, check_pem_file, PemRole};
+use tasker_trace_core::otlp::{Compression, OtlpSettings, Protocol};
 use tasker_trace_core::settings::ResourceSettings;
 use tasker_trace_core::{Backend, Limits, SettingError, Value};
 
-use crate::backend;
 use crate::convert::{self, PayloadConverter};
 use crate::errors::{self, argument_error, guarded};
 use crate::names::sym;
 use crate::to_ruby::{
-    count_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil, utf8_to_ruby,
-    value_to_ruby, wrap,
+    count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
+    utf8_to_ruby, value_to_ruby, wrap,
 };
+use crate::{backend, exporter};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 5] = [
+pub const SETTING_NAMES: [&str; 13] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
     "service_name",
     "resource_attributes",
+    // OTLP export: where `push_otlp` sends and how.
+    "otlp_endpoint",
+    "otlp_headers",
+    "otlp_protocol",
+    "otlp_compression",
+    "otlp_timeout",
+    "otlp_certificate",
+    "otlp_client_certificate",
+    "otlp_client_key",
 ];
 
 pub const SERVICE_NAME_EXPECTED: &str = "a non-empty String";
@@ -46,6 +61,7 @@ pub const RESOURCE_ATTRIBUTES_EXPECTED: &str =
 struct InForce {
     limits: Limits,
     resource: ResourceSettings,
+    otlp: OtlpSettings,
 }
 
 impl InForce {
@@ -53,23 +69,28 @@ impl InForce {
         InForce {
             limits: b.limits(),
             resource: b.resource_settings(),
+            otlp: exporter().settings(),
         }
     }
 
     fn put_in_force(self, b: &Backend) {
         b.set_resource_settings(self.resource);
+        exporter().set_settings(self.otlp);
         b.configure(self.limits);
     }
 }
 
-/// `Native.load_environment_defaults`: the resource settings from
-/// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, read once at load.
+/// The defaults from the environment, read once at load: the resource
+/// settings from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, the
+/// `otlp_*` settings from the `OTEL_EXPORTER_OTLP_*` variables (what cannot
+/// be used is kept as a warning, see `environment_warnings`).
 pub fn load_environment_defaults(b: &Backend) {
     let var = |name: &str| std::env::var(name).ok();
     b.set_resource_settings(ResourceSettings::from_env_values(
         var("OTEL_SERVICE_NAME").as_deref(),
         var("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
     ));
+    exporter().load_environment(var);
 }
 
 /// A value shown in an error message: its `inspect`, at most 80
@@ -199,6 +220,7 @@ fn check_resource_attributes(ruby: &Ruby, v: RValue) -> Result<Vec<(String, Valu
 fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) -> Result<(), Error> {
     let limits = &mut settings.limits;
     let resource = &mut settings.resource;
+    let otlp = &mut settings.otlp;
     match name {
         "max_traces" => {
             let n = integer_setting(ruby, "max_traces", MAX_TRACES_EXPECTED, value, true)?;
@@ -221,6 +243,24 @@ fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) ->
         }
         "service_name" => resource.service_name = check_service_name(ruby, value)?,
         "resource_attributes" => resource.attributes = check_resource_attributes(ruby, value)?,
+        "otlp_endpoint" => otlp.endpoint = endpoint_value(ruby, "otlp_endpoint", value)?,
+        "otlp_headers" => otlp.headers = headers_value(ruby, "otlp_headers", value)?,
+        "otlp_protocol" => otlp.protocol = protocol_value(ruby, "otlp_protocol", value)?,
+        "otlp_compression" => otlp.compression = compression_value(ruby, value)?,
+        "otlp_timeout" => otlp.timeout = seconds_value(ruby, "otlp_timeout", value)?,
+        "otlp_certificate" => {
+            let file = PemSetting::CA;
+            otlp.certificate = file.check(ruby, value, otlp.certificate.as_deref())?;
+        }
+        "otlp_client_certificate" => {
+            let file = PemSetting::CLIENT_CERTIFICATE;
+            otlp.client_certificate =
+                file.check(ruby, value, otlp.client_certificate.as_deref())?;
+        }
+        "otlp_client_key" => {
+            let file = PemSetting::CLIENT_KEY;
+            otlp.client_key = file.check(ruby, value, otlp.client_key.as_deref())?;
+        }
         other => {
             return Err(argument_error(
                 ruby,
@@ -246,11 +286,13 @@ fn check_setting(ruby: &Ruby, name: Symbol, value: RValue) -> Result<RValue, Err
 /// again, then puts them all in force; the settings not given keep their
 /// values. A bad value raises and changes nothing.
 fn apply_settings(ruby: &Ruby, given: RHash) -> Result<bool, Error> {
-    let mut next = InForce::read(backend());
+    let before = InForce::read(backend());
+    let mut next = before.clone();
     given.foreach(|name: Symbol, value: RValue| {
         check_into(ruby, &mut next, &name.name()?, value)?;
         Ok(ForEach::Continue)
     })?;
+    check_client_pair(ruby, &before.otlp, &next.otlp)?;
     guarded(ruby, || {
         next.put_in_force(backend());
         Ok(true)
@@ -264,8 +306,14 @@ fn optional_count(n: Option<usize>) -> VALUE {
 /// `Native.settings` → every setting in force, by name.
 fn settings(ruby: &Ruby) -> Result<RValue, Error> {
     guarded(ruby, || {
-        let InForce { limits, resource } = InForce::read(backend());
+        let InForce {
+            limits,
+            resource,
+            otlp,
+        } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
+        let otlp_headers = new_headers_hash(&otlp.headers);
+        let optional_text = |s: &Option<String>| s.as_deref().map_or_else(nil, utf8_to_ruby);
         let kv = [
             sym(|s| s.max_traces),
             optional_count(limits.max_traces),
@@ -277,6 +325,22 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             utf8_to_ruby(&resource.service_name),
             sym(|s| s.resource_attributes),
             attrs,
+            sym(|s| s.otlp_endpoint),
+            optional_text(&otlp.endpoint),
+            sym(|s| s.otlp_headers),
+            otlp_headers,
+            sym(|s| s.otlp_protocol),
+            utf8_to_ruby(otlp.protocol.name()),
+            sym(|s| s.otlp_compression),
+            utf8_to_ruby(compression_name(otlp.compression)),
+            sym(|s| s.otlp_timeout),
+            seconds_to_ruby(otlp.timeout),
+            sym(|s| s.otlp_certificate),
+            optional_text(&otlp.certificate),
+            sym(|s| s.otlp_client_certificate),
+            optional_text(&otlp.client_certificate),
+            sym(|s| s.otlp_client_key),
+            optional_text(&otlp.client_key),
         ];
         Ok(wrap(hash_from_pairs(&kv)))
     })
@@ -292,6 +356,262 @@ fn new_attributes_hash(attributes: &[(String, Value)]) -> VALUE {
     hash
 }
 
+// ---------------------------------------------------------------------------
+// OTLP export settings (`otlp_*`). The value checks also serve `push_otlp`'s
+// and `export_otlp`'s arguments, under the argument's name.
+
+pub const ENDPOINT_EXPECTED: &str = "an http:// or https:// URL String, or nil";
+pub const HEADERS_EXPECTED: &str = "a Hash of String or Symbol names to String values";
+pub const PROTOCOL_EXPECTED: &str = "\"http/protobuf\" or \"http/json\"";
+const COMPRESSION_EXPECTED: &str = "\"gzip\" or \"none\"";
+/// Longest timeout taken, in seconds (a day).
+const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
+pub const TIMEOUT_EXPECTED: &str = "a positive number of seconds, at most 86400";
+
+/// The ArgumentError for a value refused for a reason beyond its type:
+/// `<setting> must be <expected> (got <inspect>): <why>`, the reason cut
+/// at 300 characters (it may quote the value, which can be huge).
+fn setting_error_because(
+    ruby: &Ruby,
+    setting: &'static str,
+    expected: &'static str,
+    v: RValue,
+    why: &str,
+) -> Error {
+    let why: String = match why.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}...", &why[..cut]),
+        None => why.to_string(),
+    };
+    match shown(ruby, v) {
+        Ok(got) => argument_error(
+            ruby,
+            format!(
+                "{}: {why}",
+                SettingError {
+                    setting,
+                    expected,
+                    got
+                }
+            ),
+        ),
+        Err(interrupt) => interrupt,
+    }
+}
+
+/// A String (UTF-8) or a Symbol's name.
+pub fn string_like(v: RValue) -> Option<String> {
+    if let Some(s) = RString::from_value(v) {
+        return s.to_string().ok();
+    }
+    Symbol::from_value(v).and_then(|s| s.name().ok().map(|n| n.into_owned()))
+}
+
+/// An endpoint: nil (`None`), or a base URL whose traces URL is http(s)://
+/// with a host, kept as given.
+pub fn endpoint_value(ruby: &Ruby, name: &'static str, v: RValue) -> Result<Option<String>, Error> {
+    if v.is_nil() {
+        return Ok(None);
+    }
+    let Some(url) = RString::from_value(v).and_then(|s| s.to_string().ok()) else {
+        return Err(setting_error(ruby, name, ENDPOINT_EXPECTED, v));
+    };
+    match env::check_endpoint(&env::traces_url_from_base(&url)) {
+        Ok(()) => Ok(Some(url)),
+        Err(why) => Err(setting_error_because(
+            ruby,
+            name,
+            ENDPOINT_EXPECTED,
+            v,
+            &why,
+        )),
+    }
+}
+
+/// HTTP headers: a Hash of String or Symbol names to String (or Symbol)
+/// values, each a valid header; a later name replaces an earlier one that
+/// differs only in case.
+pub fn headers_value(
+    ruby: &Ruby,
+    name: &'static str,
+    v: RValue,
+) -> Result<Vec<(String, String)>, Error> {
+    let Some(hash) = RHash::from_value(v) else {
+        return Err(setting_error(ruby, name, HEADERS_EXPECTED, v));
+    };
+    let mut pairs = Vec::new();
+    let mut problem: Option<String> = None;
+    hash.foreach(|k: RValue, val: RValue| {
+        match (string_like(k), string_like(val)) {
+            (Some(header), Some(value)) => match env::check_header(&header, &value) {
+                Ok(()) => pairs.push((header, value)),
+                Err(e) => problem = Some(e),
+            },
+            _ => problem = Some(format!("{} => {}", shown(ruby, k)?, shown(ruby, val)?)),
+        }
+        Ok(if problem.is_some() {
+            ForEach::Stop
+        } else {
+            ForEach::Continue
+        })
+    })?;
+    if let Some(why) = problem {
+        return Err(setting_error_because(ruby, name, HEADERS_EXPECTED, v, &why));
+    }
+    let mut headers = Vec::with_capacity(pairs.len());
+    env::merge_headers(&mut headers, pairs);
+    Ok(headers)
+}
+
+/// `"http/protobuf"` or `"http/json"`, as a String or a Symbol; `grpc` is
+/// refused with where to send instead.
+pub fn protocol_value(ruby: &Ruby, name: &'static str, v: RValue) -> Result<Protocol, Error> {
+    let Some(text) = string_like(v) else {
+        return Err(setting_error(ruby, name, PROTOCOL_EXPECTED, v));
+    };
+    env::parse_protocol(&text)
+        .map_err(|why| setting_error_because(ruby, name, PROTOCOL_EXPECTED, v, &why))
+}
+
+fn compression_value(ruby: &Ruby, v: RValue) -> Result<Compression, Error> {
+    let setting = "otlp_compression";
+    let Some(text) = string_like(v) else {
+        return Err(setting_error(ruby, setting, COMPRESSION_EXPECTED, v));
+    };
+    env::parse_compression(&text).map_err(|_| setting_error(ruby, setting, COMPRESSION_EXPECTED, v))
+}
+
+fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => "gzip",
+        Compression::None => "none",
+    }
+}
+
+/// Seconds as an Integer, Float or Rational: positive, at most a day,
+/// rounded to whole nanoseconds.
+pub fn seconds_value(
+    ruby: &Ruby,
+    name: &'static str,
+    v: RValue,
+) -> Result<std::time::Duration, Error> {
+    let seconds = if let Some(i) = Integer::from_value(v) {
+        i.to_i64().map_or(f64::INFINITY, |n| n as f64)
+    } else if Float::from_value(v).is_some() || RRational::from_value(v).is_some() {
+        f64::try_convert(v).unwrap_or(f64::NAN)
+    } else {
+        f64::NAN
+    };
+    let nanos = (seconds * 1e9).round();
+    if seconds.is_finite() && seconds <= MAX_TIMEOUT_SECONDS && nanos >= 1.0 {
+        Ok(std::time::Duration::from_nanos(nanos as u64))
+    } else {
+        Err(setting_error(ruby, name, TIMEOUT_EXPECTED, v))
+    }
+}
+
+/// Whole seconds as an Integer, others as a Float.
+fn seconds_to_ruby(d: std::time::Duration) -> VALUE {
+    if d.subsec_nanos() == 0 {
+        count_to_ruby(d.as_secs())
+    } else {
+        float_to_ruby(d.as_secs_f64())
+    }
+}
+
+/// A setting naming a PEM file.
+struct PemSetting {
+    setting: &'static str,
+    expected: &'static str,
+    role: PemRole,
+}
+
+impl PemSetting {
+    const CA: PemSetting = PemSetting {
+        setting: "otlp_certificate",
+        expected: "the path of a PEM file of CA certificates, or nil",
+        role: PemRole::Ca,
+    };
+    const CLIENT_CERTIFICATE: PemSetting = PemSetting {
+        setting: "otlp_client_certificate",
+        expected: "the path of a PEM file of a client certificate (chain), or nil",
+        role: PemRole::ClientCertificate,
+    };
+    const CLIENT_KEY: PemSetting = PemSetting {
+        setting: "otlp_client_key",
+        expected: "the path of a PEM file of a private key (PKCS#8, SEC1 or PKCS#1), or nil",
+        role: PemRole::ClientKey,
+    };
+
+    /// nil, or the path of a file holding what the setting needs. A path
+    /// equal to the one in force is not read again, so that an unrelated
+    /// change never fails for a file that changed since it was set.
+    fn check(
+        &self,
+        ruby: &Ruby,
+        v: RValue,
+        in_force: Option<&str>,
+    ) -> Result<Option<String>, Error> {
+        if v.is_nil() {
+            return Ok(None);
+        }
+        let path = RString::from_value(v)
+            .and_then(|s| s.to_string().ok())
+            .filter(|p| !p.trim().is_empty() && !p.contains('\0'))
+            .ok_or_else(|| setting_error(ruby, self.setting, self.expected, v))?;
+        if in_force != Some(path.as_str()) {
+            check_pem_file(&path, self.role)
+                .map_err(|why| setting_error_because(ruby, self.setting, self.expected, v, &why))?;
+        }
+        Ok(Some(path))
+    }
+}
+
+/// A client certificate needs its key and the other way round, and they
+/// must belong together; checked when either changes.
+fn check_client_pair(ruby: &Ruby, before: &OtlpSettings, next: &OtlpSettings) -> Result<(), Error> {
+    let (cert, key) = (&next.client_certificate, &next.client_key);
+    if (cert, key) == (&before.client_certificate, &before.client_key) {
+        return Ok(());
+    }
+    let message = match (cert, key) {
+        (Some(_), None) => {
+            "otlp_client_key must be set with otlp_client_certificate (got nil)".to_string()
+        }
+        (None, Some(_)) => {
+            "otlp_client_certificate must be set with otlp_client_key (got nil)".to_string()
+        }
+        _ => match check_client_files(cert.as_deref(), key.as_deref()) {
+            Ok(()) => return Ok(()),
+            Err(why) => format!(
+                "otlp_client_key must be the key of otlp_client_certificate (got {:?}): {why}",
+                key.as_deref().unwrap_or("")
+            ),
+        },
+    };
+    Err(argument_error(ruby, message))
+}
+
+/// Headers as a new Hash of String names to String values, filled entry by
+/// entry (each key and value is on this stack frame until it is stored).
+fn new_headers_hash(headers: &[(String, String)]) -> VALUE {
+    let hash = new_hash(headers.len());
+    for (k, v) in headers {
+        hash_set(hash, utf8_to_ruby(k), utf8_to_ruby(v));
+    }
+    hash
+}
+
+/// `Native.environment_warnings` → the OTEL_* values that could not be
+/// used when the gem loaded (each ignored), as messages naming the variable.
+fn environment_warnings(ruby: &Ruby) -> Result<RArray, Error> {
+    let warnings = guarded(ruby, || Ok(exporter().environment_warnings()))?;
+    let list = ruby.ary_new_capa(warnings.len());
+    for w in &warnings {
+        list.push(ruby.str_new(&w.to_string()))?;
+    }
+    Ok(list)
+}
+
 pub fn define(native: RModule) -> Result<(), Error> {
     let ruby = Ruby::get_with(native);
     let names = ruby.ary_new_capa(SETTING_NAMES.len());
@@ -303,5 +623,6 @@ pub fn define(native: RModule) -> Result<(), Error> {
     native.define_module_function("settings", function!(settings, 0))?;
     native.define_module_function("check_setting", function!(check_setting, 2))?;
     native.define_module_function("apply_settings", function!(apply_settings, 1))?;
+    native.define_module_function("environment_warnings", function!(environment_warnings, 0))?;
     Ok(())
 }

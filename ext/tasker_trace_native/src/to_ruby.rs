@@ -147,6 +147,11 @@ pub fn build_protected(ruby: &Ruby, build: impl FnOnce() -> VALUE) -> Result<VAL
     }
 }
 
+/// A new binary (ASCII-8BIT) String of these bytes.
+pub fn binary_to_ruby(bytes: &[u8]) -> VALUE {
+    bytes_to_ruby(bytes, Encoding::Binary)
+}
+
 /// A raw VALUE as a magnus value, for calling Ruby methods through magnus or
 /// returning it from a method.
 pub fn wrap(v: VALUE) -> RValue {
