@@ -53,6 +53,7 @@ mod event;
 mod limits;
 mod live;
 mod model;
+pub mod otlp;
 mod run;
 mod tracer;
 
@@ -66,4 +67,4 @@ pub use model::{LifecycleStats, RecordOutcome};
 pub use run::{
     Link, Run, RunEnd, Span, SpanEvent, SpanStatus, StatusCode, STEP_SPAN_NAME, TASK_SPAN_NAME,
 };
-pub use tracer::Tracer;
+pub use tracer::{ExportRuns, Tracer};

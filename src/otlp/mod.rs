@@ -13,6 +13,8 @@
 //! - [`tls`]: rustls (ring), the certificate store or a CA, mTLS
 //! - [`retry`]: retryable statuses, backoff, `Retry-After`, cancellation
 //! - [`env`]: `OTEL_EXPORTER_OTLP_*` and resource variables, parsed
+//! - [`sources`]: exports and pushes of the backend's records together with
+//!   the lifecycle tracer's runs
 //!
 //! [`select`] picks what an export covers; with `drain` it removes it from the
 //! store in the same step, so each record is exported exactly once.
@@ -24,6 +26,7 @@ mod payload;
 pub mod protobuf;
 pub mod request;
 pub mod retry;
+pub mod sources;
 pub mod span;
 pub mod tls;
 pub mod transport;
