@@ -57,8 +57,8 @@ pub mod otlp;
 mod run;
 mod tracer;
 
-pub use attr::{Attr, AttrKey, AttrValue, Text};
-pub use event::{classify, EventKind, EventName, Id, LifecycleEvent};
+pub use attr::{Attr, AttrKey, AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
+pub use event::{classify, EventKind, EventName, Id, LifecycleEvent, KNOWN_EVENT_NAMES};
 pub use limits::{
     LifecycleLimits, DEFAULT_LIFECYCLE_TTL, DEFAULT_MAX_FINISHED_RUNS, DEFAULT_MAX_OPEN_RUNS,
     DEFAULT_MAX_SPANS_PER_RUN, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,

@@ -23,12 +23,19 @@ use crate::to_ruby::{
     self, count_to_ruby, float_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
 };
 
-/// `TaskerTraceNative.log_error(event_name, message)`. A failure of the logger
-/// itself (a StandardError) is absorbed, because handle_event must not raise
-/// for it; an interrupt, a kill or a throw that arrives meanwhile propagates.
-fn log_error(ruby: &Ruby, event_name: RValue, message: &str) -> Result<(), Error> {
+/// `TaskerTraceNative.<logger>(event_name, message)` (`log_error`, or
+/// `log_lifecycle_error` for the lifecycle tracer). A failure of the logger
+/// itself (a StandardError) is absorbed, because the recorders must not
+/// raise for it; an interrupt, a kill or a throw that arrives meanwhile
+/// propagates.
+pub fn log_failure(
+    ruby: &Ruby,
+    logger: &str,
+    event_name: RValue,
+    message: &str,
+) -> Result<(), Error> {
     let logged = crate::root_module(ruby)
-        .and_then(|module| module.funcall::<_, _, RValue>("log_error", (event_name, message)));
+        .and_then(|module| module.funcall::<_, _, RValue>(logger, (event_name, message)));
     match logged {
         Err(e) if must_propagate(ruby, &e) => Err(e),
         _ => Ok(()),
@@ -127,7 +134,7 @@ fn handle_event(ruby: &Ruby, _rb_self: RValue, args: &[RValue]) -> Result<bool, 
         }
         Ingested::Failed(message) => {
             backend().reject();
-            log_error(ruby, name, &message)?;
+            log_failure(ruby, "log_error", name, &message)?;
             Ok(false)
         }
         Ingested::Raise(e) => Err(e),

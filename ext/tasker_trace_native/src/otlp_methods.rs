@@ -21,12 +21,12 @@ use tasker_trace_core::otlp::{
     self, Cancel, Compression, Protocol, PushOutcome, Resource, Target, Transport,
 };
 
-use crate::backend;
 use crate::errors::{self, argument_error, native_error};
 use crate::gvl::{without_gvl, NO_UNBLOCK};
 use crate::names::sym;
 use crate::settings::shown;
 use crate::to_ruby::{count_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap};
+use crate::{backend, lifecycle_tracer};
 
 /// Longest `timeout:` taken, in seconds (a day).
 const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
@@ -77,11 +77,11 @@ fn export_otlp(ruby: &Ruby, drain: RValue, include_open: RValue) -> Result<RStri
     let drain = boolean_argument(ruby, "drain", drain)?;
     let include_open = boolean_argument(ruby, "include_open", include_open)?;
     let resource = resource(ruby);
-    let b = backend();
+    let (b, t) = (backend(), lifecycle_tracer());
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            otlp::export(b, drain, include_open, &resource, Protocol::HttpJson)
+            otlp::sources::export(b, t, drain, include_open, &resource, Protocol::HttpJson)
         },
         NO_UNBLOCK,
     );
@@ -95,15 +95,13 @@ fn export_otlp(ruby: &Ruby, drain: RValue, include_open: RValue) -> Result<RStri
         }
     };
     if let Some(interrupt) = interrupt {
-        if drain {
-            b.restore(export.records);
-        }
+        export.restore(b, t);
         return Err(interrupt);
     }
     // serde_json writes UTF-8 only; the check is a fast scan, kept as a guard.
-    let text = match std::str::from_utf8(&export.body) {
+    let text = match std::str::from_utf8(&export.export.body) {
         Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(&export.body),
+        Err(_) => String::from_utf8_lossy(&export.export.body),
     };
     let string = magnus::rb_sys::protect(|| utf8_to_ruby(&text));
     match string {
@@ -112,9 +110,8 @@ fn export_otlp(ruby: &Ruby, drain: RValue, include_open: RValue) -> Result<RStri
             None => Err(native_error(ruby, "export_otlp built no String")),
         },
         Err(e) => {
-            if drain {
-                b.restore(export.records);
-            }
+            drop(text);
+            export.restore(b, t);
             Err(e)
         }
     }
@@ -263,13 +260,14 @@ fn push_otlp(
     let target = push_target(ruby, endpoint, headers, timeout)?;
     let transport = Transport::new(target).map_err(|e| argument_error(ruby, e))?;
     let resource = resource(ruby);
-    let b = backend();
+    let (b, t) = (backend(), lifecycle_tracer());
     let cancel = Cancel::for_current_thread();
     let unblock = || cancel.cancel();
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            otlp::push_finished(b, &resource, &transport, &cancel)
+            let settle = otlp::sources::EXPLICIT_SETTLE;
+            otlp::sources::push(b, t, &resource, &transport, &cancel, settle)
         },
         Some(&unblock),
     );
