@@ -14,7 +14,8 @@ use magnus::rb_sys::AsRawValue;
 use std::time::Duration;
 
 use magnus::{
-    function, Error, Float, Integer, RArray, RHash, RModule, RString, Ruby, Symbol, Value as RValue,
+    function, Error, Float, Integer, RArray, RClass, RHash, RModule, RString, Ruby, Symbol,
+    Value as RValue,
 };
 use rb_sys::VALUE;
 use tasker_trace_core::backend::limits::{
@@ -247,7 +248,7 @@ fn numeric_or_duration(ruby: &Ruby, v: RValue) -> bool {
     let duration = ruby
         .class_object()
         .const_get::<_, RModule>("ActiveSupport")
-        .and_then(|m| m.const_get::<_, RModule>("Duration"));
+        .and_then(|m| m.const_get::<_, RClass>("Duration"));
     match duration {
         // SAFETY: as above; `d` is a class.
         Ok(d) => unsafe {
