@@ -128,7 +128,7 @@ spans = task_traces.values.map { |t| t[:spans].size }
 durations = task_traces.values.filter_map { |t| t[:duration] }
 stats = backend.stats
 
-puts "## The drop-in TraceBackend: the EventRouter's events, as the pure-Ruby backend records them"
+puts "## The drop-in TraceBackend: the EventRouter's events, recorded as the pure-Ruby backend does"
 puts
 puts "replayed          #{router.routed} events from #{tasks} tasks through the router"
 puts "events/second     #{(router.routed / elapsed).round.to_s.reverse.scan(/\d{1,3}/).join(',').reverse} " \
@@ -140,6 +140,6 @@ puts "durations         min #{format('%.6f', durations.min)} s, max #{format('%.
 puts "stats             #{stats.slice(:events_handled, :rejected_events, :orphaned_events, :evicted_traces, :dropped_spans).map { |k, v| "#{k}=#{v}" }.join(' ')}"
 puts
 key, sample = task_traces.find { |_, t| t[:status] == "error" && t[:spans].size >= 4 } || task_traces.first
-puts "one trace (#{key}, first 2 spans of #{sample[:spans].size}):"
-shown = sample.merge(spans: sample[:spans].first(2))
+puts "one trace (#{key}, first 4 spans of #{sample[:spans].size}):"
+shown = sample.merge(spans: sample[:spans].first(4))
 puts JSON.pretty_generate(shown)

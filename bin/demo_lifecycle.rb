@@ -156,8 +156,9 @@ module LifecycleDemo
       to = ((s[:end_time] || t1) - t0) / total
       duration = s[:duration] ? ms(s[:duration]) : "open"
       row = "#{mark} #{label(s).ljust(name_w)[0, name_w]}#{duration.rjust(10)} │"
-      out << (row + color(bar(from, to, bar_w), COLORS.fetch(code)))
+      out << (row + color(bar(from, to, bar_w).rstrip, COLORS.fetch(code)))
     end
+    out << "#{' ' * (name_w + 12)} │#{MARKS.map { |code, mark| "#{mark} #{code}" }.join('   ')} (open, or ended with its run)"
     out.join("\n")
   end
 
@@ -205,13 +206,13 @@ module LifecycleDemo
     shown = runs.find { |r| r[:task_id] == SHOWN }
     puts
     root = shown[:spans].first
-    puts "one task run: trace #{shown[:trace_id]}, #{shown[:end]} in #{ms(root[:duration])}, " \
-         "#{root[:events].size} span events on the root"
+    puts "one task run   trace #{shown[:trace_id]}, #{shown[:end]} in #{ms(root[:duration])}, " \
+         "#{root[:events].size} root events"
     puts waterfall(shown)
     puts
     json = Tasker::Telemetry::TraceBackend.instance.export_otlp
     spans = runs.sum { |r| r[:spans].size }
-    puts "export_otlp       #{json.bytesize} bytes of OTLP JSON for these #{runs.size} runs " \
-         "(#{runs.size} traces, #{spans} spans); push_otlp sends the same"
+    puts "export_otlp       #{json.bytesize} bytes of OTLP JSON: #{runs.size} runs as #{runs.size} traces " \
+         "of #{spans} spans (push_otlp too)"
   end
 end
