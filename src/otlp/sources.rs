@@ -122,49 +122,26 @@ pub fn push(
         push_finished_with(backend, resource, transport, cancel, &spans)
     }));
     match pushed {
-        Ok(PushOutcome::Sent {
-            records,
-            spans,
-            status,
-            attempts,
-            partial,
-            rejected_spans,
-            requests,
-            oversized_spans,
-        }) => PushOutcome::Sent {
-            records: records + n,
-            spans,
-            status,
-            attempts,
-            partial,
-            rejected_spans,
-            requests,
-            oversized_spans,
-        },
-        Ok(PushOutcome::Failed {
-            records,
-            delivered,
-            extra_delivered,
-            status,
-            attempts,
-            error,
-        }) => {
-            let (records, delivered) = if extra_delivered {
-                (records, delivered + n)
-            } else {
-                runs.restore_into(tracer);
-                (records + n, delivered)
-            };
-            PushOutcome::Failed {
-                records,
-                delivered,
-                extra_delivered,
-                status,
-                attempts,
-                error,
+        Ok(mut outcome) => {
+            let mut put_back = false;
+            match &mut outcome {
+                PushOutcome::Sent { records, .. } => *records += n,
+                PushOutcome::Failed {
+                    delivered,
+                    extra_delivered: true,
+                    ..
+                } => *delivered += n,
+                PushOutcome::Failed { records, .. } => {
+                    *records += n;
+                    put_back = true;
+                }
+                PushOutcome::Nothing => {}
             }
+            if put_back {
+                runs.restore_into(tracer);
+            }
+            outcome
         }
-        Ok(PushOutcome::Nothing) => PushOutcome::Nothing,
         Err(panic) => {
             // Whether the runs went out is unknown: put them back (a run may
             // then arrive twice, never not at all).

@@ -23,37 +23,23 @@ use tasker_trace_core::clock::Stamp;
 use tasker_trace_core::lifecycle::otlp::attribute_prefix;
 use tasker_trace_core::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
 
-use crate::backend_methods::log_failure;
-use crate::errors::{self, argument_error, guarded, must_propagate};
+use crate::backend_methods::{recorder_result, Ingested};
+use crate::errors::{self, argument_error, guarded};
 use crate::lifecycle_convert::{self, Read, MAX_KEY_BYTES};
 use crate::lifecycle_to_ruby::{runs_to_ruby, stats_to_ruby};
 use crate::settings::shown;
-use crate::to_ruby::{nil, utf8_to_ruby, wrap};
+use crate::to_ruby::{array_of, nil, utf8_to_ruby, wrap};
 use crate::{backend, lifecycle_tracer};
 
-/// How `record_lifecycle_event`'s work ended.
-enum Outcome {
-    Recorded,
-    Refused,
-    Failed(String),
-    Raise(Error),
-}
-
-fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Outcome {
+fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
     errors::maybe_injected_panic();
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(event)) => {
             lifecycle_tracer().record(event);
-            Outcome::Recorded
+            Ingested::Stored
         }
-        Ok(Read::Refused) => Outcome::Refused,
-        // Only what must propagate leaves the reader; anything else is a
-        // failure of ours.
-        Err(e) if must_propagate(ruby, &e) => Outcome::Raise(e),
-        Err(e) => match errors::error_message(ruby, &e) {
-            Ok(message) => Outcome::Failed(message),
-            Err(interrupt) => Outcome::Raise(interrupt),
-        },
+        Ok(Read::Refused) => Ingested::Refused,
+        Err(e) => Ingested::from_error(ruby, e),
     }
 }
 
@@ -67,21 +53,10 @@ fn record_lifecycle_event(ruby: &Ruby, name: RValue, payload: RValue) -> Result<
     let at = Stamp::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         record(ruby, name.as_raw(), payload.as_raw(), at)
-    }))
-    .unwrap_or_else(|panic| Outcome::Failed(errors::panic_report(panic.as_ref())));
-    match outcome {
-        Outcome::Recorded => Ok(true),
-        Outcome::Refused => {
-            lifecycle_tracer().refuse();
-            Ok(false)
-        }
-        Outcome::Failed(message) => {
-            lifecycle_tracer().refuse();
-            log_failure(ruby, "log_lifecycle_error", name, &message)?;
-            Ok(false)
-        }
-        Outcome::Raise(e) => Err(e),
-    }
+    }));
+    recorder_result(ruby, outcome, name, "log_lifecycle_error", || {
+        lifecycle_tracer().refuse()
+    })
 }
 
 /// `Native.lifecycle_stats` → counters and sizes (idle runs past the TTL are
@@ -190,11 +165,7 @@ fn set_lifecycle_filters(ruby: &Ruby, decisions: RValue) -> Result<bool, Error> 
 fn lifecycle_filtered_keys(ruby: &Ruby) -> Result<RValue, Error> {
     guarded(ruby, || {
         let names = lifecycle_convert::current_plan().filtered_names();
-        let ary = ruby.ary_new_capa(names.len());
-        for n in &names {
-            ary.push(wrap(utf8_to_ruby(n)))?;
-        }
-        Ok(ary.as_value())
+        Ok(wrap(array_of(names.iter(), |n| utf8_to_ruby(n))))
     })
 }
 

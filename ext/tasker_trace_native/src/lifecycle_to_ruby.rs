@@ -21,8 +21,8 @@ use tasker_trace_core::lifecycle::{
 
 use crate::names::sym;
 use crate::to_ruby::{
-    bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash,
-    nil, utf8_to_ruby,
+    array_of, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby,
+    new_hash, nil, utf8_to_ruby,
 };
 
 /// Lowercase hex of an id, as a new String.
@@ -38,18 +38,6 @@ fn hex_to_ruby(bytes: &[u8]) -> VALUE {
     utf8_to_ruby(std::str::from_utf8(&buf[..2 * n]).unwrap_or_default())
 }
 
-fn new_array(capacity: usize) -> VALUE {
-    // SAFETY: allocates a new empty Array.
-    unsafe { rb_sys::rb_ary_new_capa(capacity as _) }
-}
-
-fn push(ary: VALUE, item: VALUE) {
-    // SAFETY: `ary` is an Array this module just created.
-    unsafe {
-        rb_sys::rb_ary_push(ary, item);
-    }
-}
-
 fn nanos_to_ruby(ns: u64) -> VALUE {
     int_to_ruby(i64::try_from(ns).unwrap_or(i64::MAX))
 }
@@ -60,14 +48,7 @@ fn value_to_ruby(v: &AttrValue) -> VALUE {
         AttrValue::Float(x) => float_to_ruby(*x),
         AttrValue::Bool(b) => bool_to_ruby(*b),
         AttrValue::Str(t) => utf8_to_ruby(t),
-        AttrValue::Array(items) => {
-            let ary = new_array(items.len());
-            for item in items.iter() {
-                let elem = value_to_ruby(item);
-                push(ary, elem);
-            }
-            ary
-        }
+        AttrValue::Array(items) => array_of(items.iter(), value_to_ruby),
     }
 }
 
@@ -121,22 +102,16 @@ fn status_to_ruby(span: &Span) -> VALUE {
 
 fn span_to_ruby(span: &Span, clock: &RunClock, prefix: &str) -> VALUE {
     let (start, end) = clock.span_times(span);
-    let events = new_array(span.events.len());
-    for e in &span.events {
-        let event = event_to_ruby(e, clock, prefix);
-        push(events, event);
-    }
-    let links = new_array(span.links.len());
-    for l in &span.links {
+    let events = array_of(span.events.iter(), |e| event_to_ruby(e, clock, prefix));
+    let links = array_of(span.links.iter(), |l| {
         let kv = [
             sym(|s| s.trace_id),
             hex_to_ruby(&l.trace_id),
             sym(|s| s.span_id),
             hex_to_ruby(&l.span_id),
         ];
-        let link = hash_from_pairs(&kv);
-        push(links, link);
-    }
+        hash_from_pairs(&kv)
+    });
     let kv = [
         sym(|s| s.span_id),
         hex_to_ruby(&span.span_id),
@@ -164,11 +139,7 @@ fn span_to_ruby(span: &Span, clock: &RunClock, prefix: &str) -> VALUE {
 
 fn run_to_ruby(run: &Run, prefix: &str) -> VALUE {
     let clock = RunClock::new(run);
-    let spans = new_array(run.spans.len());
-    for span in &run.spans {
-        let s = span_to_ruby(span, &clock, prefix);
-        push(spans, s);
-    }
+    let spans = array_of(run.spans.iter(), |span| span_to_ruby(span, &clock, prefix));
     let kv = [
         sym(|s| s.trace_id),
         hex_to_ruby(&run.trace_id),
@@ -184,12 +155,7 @@ fn run_to_ruby(run: &Run, prefix: &str) -> VALUE {
 
 /// The runs as an Array of Hashes, in the tracer's order.
 pub fn runs_to_ruby(runs: &[Run], prefix: &str) -> VALUE {
-    let ary = new_array(runs.len());
-    for run in runs {
-        let r = run_to_ruby(run, prefix);
-        push(ary, r);
-    }
-    ary
+    array_of(runs.iter(), |run| run_to_ruby(run, prefix))
 }
 
 /// `lifecycle_stats`.

@@ -31,7 +31,7 @@ use crate::lifecycle_convert::{self, MAX_ALLOWLIST};
 use crate::lifecycle_methods::key_name;
 use crate::names::sym;
 use crate::to_ruby::{
-    count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
+    array_of, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
     utf8_to_ruby, value_to_ruby, wrap,
 };
 use crate::{backend, lifecycle_tracer};
@@ -394,7 +394,7 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             lifecycle_attributes,
         } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
-        let allowlist = string_array(&lifecycle_attributes);
+        let allowlist = array_of(lifecycle_attributes.iter(), |n| utf8_to_ruby(n));
         let kv = [
             sym(|s| s.max_traces),
             optional_count(limits.max_traces),
@@ -428,20 +428,6 @@ fn seconds_to_ruby(d: Duration) -> VALUE {
     } else {
         float_to_ruby(d.as_secs_f64())
     }
-}
-
-/// Names as a new Array of Strings, each pushed as soon as it exists.
-fn string_array(names: &[String]) -> VALUE {
-    // SAFETY: a new Array; each element is pushed as soon as it exists.
-    let ary = unsafe { rb_sys::rb_ary_new_capa(names.len() as _) };
-    for n in names {
-        let s = utf8_to_ruby(n);
-        // SAFETY: `ary` is the Array created above.
-        unsafe {
-            rb_sys::rb_ary_push(ary, s);
-        }
-    }
-    ary
 }
 
 /// The resource attributes as a new Hash of String keys. Filled entry by
