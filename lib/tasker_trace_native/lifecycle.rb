@@ -160,7 +160,22 @@ module TaskerTraceNative
     end
 
     # The finished runs waiting for export (and the open ones with
-    # `include_open: true`) as plain Hashes; removes nothing.
+    # `include_open: true`) as plain Hashes, oldest first; removes nothing.
+    #
+    #   [{trace_id: "<32 hex>", task_id: 42 (or a String id),
+    #     end: "completed" | "failed" | "pending" | "cancelled" | "resolved_manually" | "open",
+    #     spans: [                        # the root first, then one per step attempt
+    #       {span_id: "<16 hex>", parent_span_id: nil | "<16 hex>",
+    #        name: "tasker.task.execution" | "tasker.step.execution",
+    #        start_time: 1796116863015194624,   # Unix nanoseconds (the OTLP export's numbers)
+    #        end_time: Integer | nil,           # nil while open
+    #        duration: 0.000105066 | nil,       # Float seconds
+    #        status: {code: "OK" | "ERROR" | "UNSET", message: nil | String},
+    #        attributes: {"tasker.task_id" => 42, "tasker.task_name" => "order", ...},
+    #        events: [{name: "step.before_handle", time: Integer, attributes: {...}}],
+    #        links: [{trace_id: "<32 hex>", span_id: "<16 hex>"}]}]}]   # root: the task's previous run
+    #
+    # Attribute keys are prefixed with the service name (`tasker.` by default).
     def lifecycle_runs(include_open: false)
       Native.lifecycle_runs(include_open)
     end
