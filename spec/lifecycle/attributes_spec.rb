@@ -137,6 +137,18 @@ RSpec.describe "Lifecycle tracer: attributes, secrets and values" do
       expect(attrs(root(only_run))).to include("task_id" => 9, "task_name" => "hwia", "v" => 1)
     end
 
+    it "finds allowlisted keys in a large allowlist, and keys that were dynamic Symbols first" do
+      dynamic = "dyn_key_#{Process.pid}_#{rand(1 << 30)}"
+      key = dynamic.to_sym # a dynamic Symbol before the allowlist names it
+      names = Array.new(200) { |i| "k#{i}" } + [dynamic]
+      configure_lifecycle(lifecycle_attributes: names)
+      got = step_attrs(k0: 0, k150: 150, key => "dyn", other: 1)
+      expect(got).to include("k0" => 0, "k150" => 150, dynamic => "dyn")
+      expect(got.keys).not_to include("other")
+      configure_lifecycle(lifecycle_attributes: [dynamic])
+      expect(step_attrs(key => "small plan")[dynamic]).to eq("small plan")
+    end
+
     it "does not read a Hash's default value" do
       payload = Hash.new { |_h, k| raise "read #{k}" }.merge(task_id: 1)
       expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", payload)).to be(true)

@@ -1,11 +1,13 @@
 //! A published lifecycle event (a name and a Symbol-keyed payload) read into
 //! a core [`LifecycleEvent`], before any lock is taken.
 //!
-//! Per event: the payload is read once, for the keys the model uses only
-//! (`task_id`, `step_id`, the other [`AttrKey::PAYLOAD_KEYS`] and the
-//! `lifecycle_attributes` allowlist), each by one hash lookup; nothing else
-//! of it is touched, so `step_results`, `step_inputs`, `task_context` and
-//! `backtrace` are never read. The result owns all its data.
+//! Per event: the payload is read once, in one pass over its keys, for the
+//! keys the model uses only (`task_id`, `step_id`, the other
+//! [`AttrKey::PAYLOAD_KEYS`] and the `lifecycle_attributes` allowlist): the
+//! pass only compares keys (no Ruby code runs in it) and notes where the
+//! values of those keys are; only they are converted, so `step_results`,
+//! `step_inputs`, `task_context` and `backtrace` are never read. The result
+//! owns all its data.
 //!
 //! Which keys are read, and which are exported as `"[FILTERED]"`, is a
 //! [`ReadPlan`] decided once whenever the allowlist or the filter decisions
@@ -14,8 +16,8 @@
 //! checks one counter per event to see whether it is still current.
 //!
 //! Keys: Symbols; when the payload has no `:task_id` but a `"task_id"`
-//! (HashWithIndifferentAccess, JSON), every key is read as a String. A
-//! payload without a task id is read no further (the tracer ignores it).
+//! (HashWithIndifferentAccess, JSON), every key is read as a String. Of a
+//! payload without a task id nothing is converted (the tracer ignores it).
 //!
 //! Values: Integer (Bignum as its decimal String), Float, true/false, String
 //! (as UTF-8, invalid bytes replaced, cut at [`MAX_TEXT_BYTES`]), Symbol (its
@@ -26,6 +28,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -53,9 +57,12 @@ const NAME_CACHE_LIMIT: usize = 1024;
 /// One payload key an event reads, besides the identity.
 #[derive(Clone, Debug)]
 struct PlanKey {
-    /// The key's static Symbol (an ID is a plain integer; the Symbol of an
-    /// interned name lives as long as the process).
+    /// The key's Symbol ID (a plain integer; the Symbol of an interned name
+    /// lives as long as the process).
     id: ID,
+    /// The key's Symbol when it is a static one: an immediate that encodes
+    /// the ID (no object); `Qundef` when the name was a dynamic Symbol first.
+    sym: VALUE,
     name: Box<str>,
     attr: AttrKey,
     filtered: bool,
@@ -64,9 +71,54 @@ struct PlanKey {
 /// The keys every event reads, with their filtering decided.
 #[derive(Debug)]
 pub struct ReadPlan {
-    task_id: ID,
-    step_id: ID,
+    task_id: PlanKey,
+    step_id: PlanKey,
     keys: Vec<PlanKey>,
+    /// For large plans: the index of each key by its static Symbol.
+    by_symbol: Option<FastMap<VALUE, usize>>,
+}
+
+/// The Symbol of `id` if it is static (an immediate), else `Qundef`.
+fn static_symbol(id: ID) -> VALUE {
+    // SAFETY: `id` came from rb_intern2: the VM has its Symbol.
+    let sym = unsafe { rb_sys::rb_id2sym(id) };
+    if rb_sys::STATIC_SYM_P(sym) {
+        sym
+    } else {
+        QUNDEF
+    }
+}
+
+const QUNDEF: VALUE = rb_sys::Qundef as VALUE;
+
+impl PlanKey {
+    fn new(name: &str, attr: AttrKey, filtered: bool) -> PlanKey {
+        let id = intern(name);
+        PlanKey {
+            id,
+            sym: static_symbol(id),
+            name: name.into(),
+            attr,
+            filtered,
+        }
+    }
+
+    /// Whether a payload key is this key, in `mode`. Runs no Ruby code.
+    fn is(&self, key: VALUE, mode: KeyMode) -> bool {
+        match mode {
+            KeyMode::Symbols if self.sym != QUNDEF => key == self.sym,
+            // SAFETY: the ID's Symbol exists; looking it up creates nothing.
+            KeyMode::Symbols => key == unsafe { rb_sys::rb_id2sym(self.id) },
+            KeyMode::Strings => {
+                // SAFETY: RB_TYPE only inspects the VALUE; `key` is then a
+                // live String whose bytes are compared at once.
+                unsafe {
+                    rb_sys::RB_TYPE(key) == T::RUBY_T_STRING
+                        && string_slice(key) == self.name.as_bytes()
+                }
+            }
+        }
+    }
 }
 
 fn intern(name: &str) -> ID {
@@ -95,31 +147,36 @@ impl ReadPlan {
             if matches!(attr, AttrKey::TaskId | AttrKey::StepId) {
                 continue;
             }
-            keys.push(PlanKey {
-                id: intern(name),
-                name: name.into(),
-                attr,
-                // Known keys are exported unless a filter matches them.
-                filtered: decided(name, false),
-            });
+            // Known keys are exported unless a filter matches them.
+            keys.push(PlanKey::new(name, attr, decided(name, false)));
         }
         for name in &inputs.allowlist {
             if AttrKey::from_payload_key(name.as_bytes()).is_some() {
                 continue;
             }
-            keys.push(PlanKey {
-                id: intern(name),
-                name: (**name).into(),
-                attr: AttrKey::Extra(name.clone()),
-                // An allowlisted key no decision was made for is filtered
-                // until one is (never exported by mistake).
-                filtered: decided(name, true),
-            });
+            // An allowlisted key no decision was made for is filtered until
+            // one is (never exported by mistake).
+            keys.push(PlanKey::new(
+                name,
+                AttrKey::Extra(name.clone()),
+                decided(name, true),
+            ));
         }
+        let by_symbol = (keys.len() > SMALL_PLAN && keys.iter().all(|k| k.sym != QUNDEF))
+            .then(|| keys.iter().enumerate().map(|(i, k)| (k.sym, i)).collect());
         ReadPlan {
-            task_id: intern("task_id"),
-            step_id: intern("step_id"),
+            task_id: PlanKey::new("task_id", AttrKey::TaskId, false),
+            step_id: PlanKey::new("step_id", AttrKey::StepId, false),
             keys,
+            by_symbol,
+        }
+    }
+
+    /// The index of the plan key `key` is, in `mode`.
+    fn index_of(&self, key: VALUE, mode: KeyMode) -> Option<usize> {
+        match (&self.by_symbol, mode) {
+            (Some(map), KeyMode::Symbols) => map.get(&key).copied(),
+            _ => self.keys.iter().position(|k| k.is(key, mode)),
         }
     }
 
@@ -198,6 +255,7 @@ pub fn set_decisions(decisions: Vec<(String, bool)>) {
 thread_local! {
     static PLAN: RefCell<Option<(u64, Arc<ReadPlan>)>> = const { RefCell::new(None) };
     static NAMES: RefCell<Option<FastMap<Box<[u8]>, EventName>>> = const { RefCell::new(None) };
+    static TEXTS: RefCell<Option<FastMap<Box<[u8]>, Text>>> = const { RefCell::new(None) };
     /// Attributes of the event being read, reused from one event to the next
     /// (taken while in use, so a nested call makes its own).
     static SCRATCH: Cell<Vec<Attr>> = const { Cell::new(Vec::new()) };
@@ -269,19 +327,56 @@ enum KeyMode {
     Strings,
 }
 
-/// `payload[key]` when the key is there (a default value is not read).
-fn lookup(payload: VALUE, id: ID, mode: KeyMode) -> Option<VALUE> {
-    let key = match mode {
-        // SAFETY: `id` came from rb_intern2: the VM has its Symbol.
-        KeyMode::Symbols => unsafe { rb_sys::rb_id2sym(id) },
-        // SAFETY: rb_id2str returns the frozen name String of a live ID.
-        KeyMode::Strings => unsafe { rb_sys::rb_id2str(id) },
-    };
-    // SAFETY: `payload` is a T_HASH; a Symbol or frozen String key is
-    // compared with stored keys by identity or their built-in eql?. Qundef
-    // marks an absent key.
-    let found = unsafe { rb_sys::rb_hash_lookup2(payload, key, rb_sys::Qundef as VALUE) };
-    (found != rb_sys::Qundef as VALUE).then_some(found)
+/// Where one pass over a payload found the keys of a plan: `found[i]` is
+/// the value under `plan.keys[i]` (`Qundef`: absent). Kept on the stack, so
+/// the GC sees the values while they are converted.
+struct Found<'a> {
+    plan: &'a ReadPlan,
+    mode: KeyMode,
+    task: VALUE,
+    step: VALUE,
+    values: &'a mut [VALUE],
+    /// In Symbol mode: a String "task_id" key was seen.
+    string_task_id: bool,
+}
+
+impl Found<'_> {
+    fn note(&mut self, key: VALUE, val: VALUE) {
+        let mode = self.mode;
+        if self.plan.task_id.is(key, mode) {
+            self.task = val;
+        } else if self.plan.step_id.is(key, mode) {
+            self.step = val;
+        } else if let Some(i) = self.plan.index_of(key, mode) {
+            if let Some(slot) = self.values.get_mut(i) {
+                *slot = val;
+            }
+        } else if mode == KeyMode::Symbols && self.task == QUNDEF {
+            self.string_task_id |= self.plan.task_id.is(key, KeyMode::Strings);
+        }
+    }
+}
+
+/// Notes where the plan's keys are in `payload`, in one pass over it; runs
+/// no Ruby code. A default value is not read.
+fn find_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
+    unsafe extern "C" fn each_pair(key: VALUE, val: VALUE, arg: VALUE) -> c_int {
+        // SAFETY: `arg` is the address of the Found below, alive for the
+        // whole rb_hash_foreach call and used by this thread only.
+        let found = unsafe { &mut *(arg as *mut Found) };
+        // Comparisons only; a panic (there is none to expect) must not
+        // unwind into the VM.
+        let _ = catch_unwind(AssertUnwindSafe(|| found.note(key, val)));
+        rb_sys::st_retval::ST_CONTINUE as c_int
+    }
+    let arg = found as *mut Found as VALUE;
+    // SAFETY: `payload` is a T_HASH; the callback never raises nor unwinds;
+    // protect catches anything rb_hash_foreach itself raises.
+    magnus::rb_sys::protect(|| unsafe {
+        rb_sys::rb_hash_foreach(payload, Some(each_pair), arg);
+        rb_sys::Qnil as VALUE
+    })?;
+    Ok(())
 }
 
 /// The bytes of what an object says of itself, `#<ClassName>` when it cannot.
@@ -293,9 +388,30 @@ fn described_text(ruby: &Ruby, v: VALUE) -> Result<Text, Error> {
     })
 }
 
+/// Strings up to this many bytes are shared per thread (a step name comes
+/// with every event of its step), at most `TEXT_CACHE_LIMIT` of them.
+const TEXT_CACHE_BYTES: usize = 64;
+const TEXT_CACHE_LIMIT: usize = 512;
+
 fn string_text(s: VALUE) -> Text {
     // SAFETY: `s` is a T_STRING; copied before any Ruby code can run.
-    Text::from_bytes_capped(unsafe { string_slice(s) }, MAX_TEXT_BYTES)
+    let bytes = unsafe { string_slice(s) };
+    if bytes.len() > TEXT_CACHE_BYTES {
+        return Text::from_bytes_capped(bytes, MAX_TEXT_BYTES);
+    }
+    TEXTS.with(|c| {
+        let mut cache = c.borrow_mut();
+        let cache = cache.get_or_insert_with(FastMap::default);
+        if let Some(text) = cache.get(bytes) {
+            return text.clone();
+        }
+        if cache.len() >= TEXT_CACHE_LIMIT {
+            cache.clear();
+        }
+        let text = Text::from_bytes(bytes);
+        cache.insert(Box::from(bytes), text.clone());
+        text
+    })
 }
 
 fn bignum_text(v: VALUE) -> Text {
@@ -396,23 +512,57 @@ pub fn read_event(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Result
         return Ok(Read::Refused);
     };
     let plan = current_plan();
-    let (mode, task) = match lookup(payload, plan.task_id, KeyMode::Symbols) {
-        Some(v) => (KeyMode::Symbols, v),
-        None => match lookup(payload, plan.task_id, KeyMode::Strings) {
-            Some(v) => (KeyMode::Strings, v),
-            None => return Ok(Read::Event(LifecycleEvent::new(name, at))),
-        },
+    if plan.keys.len() <= SMALL_PLAN {
+        let mut values = [QUNDEF; SMALL_PLAN];
+        read_with(ruby, payload, name, at, &plan, &mut values)
+    } else {
+        let mut values = [QUNDEF; LARGE_PLAN];
+        read_with(ruby, payload, name, at, &plan, &mut values)
+    }
+}
+
+/// Plans of up to this many keys are read with a small array on the stack.
+const SMALL_PLAN: usize = 24;
+const LARGE_PLAN: usize = AttrKey::PAYLOAD_KEYS.len() + MAX_ALLOWLIST;
+
+fn read_with(
+    ruby: &Ruby,
+    payload: VALUE,
+    name: EventName,
+    at: Stamp,
+    plan: &ReadPlan,
+    values: &mut [VALUE],
+) -> Result<Read, Error> {
+    let mut found = Found {
+        plan,
+        mode: KeyMode::Symbols,
+        task: QUNDEF,
+        step: QUNDEF,
+        values,
+        string_task_id: false,
     };
-    let Some(task) = id_value(ruby, task)? else {
+    find_keys(&mut found, payload)?;
+    if found.task == QUNDEF && found.string_task_id {
+        found.mode = KeyMode::Strings;
+        found.step = QUNDEF;
+        found.values.fill(QUNDEF);
+        find_keys(&mut found, payload)?;
+    }
+    let present = |v: VALUE| (v != QUNDEF).then_some(v);
+    let Some(task) = present(found.task)
+        .map(|v| id_value(ruby, v))
+        .transpose()?
+        .flatten()
+    else {
         return Ok(Read::Event(LifecycleEvent::new(name, at)));
     };
-    let step = match lookup(payload, plan.step_id, mode) {
-        Some(v) => id_value(ruby, v)?,
-        None => None,
-    };
+    let step = present(found.step)
+        .map(|v| id_value(ruby, v))
+        .transpose()?
+        .flatten();
     let mut attrs = SCRATCH.with(Cell::take);
     attrs.clear();
-    let read = read_keys(ruby, payload, &plan, mode, &mut attrs);
+    let read = convert_values(ruby, plan, found.values, &mut attrs);
     let event = read.map(|()| {
         let mut ev = LifecycleEvent::with_capacity(name, at, attrs.len());
         ev.task_id = Some(task);
@@ -424,17 +574,18 @@ pub fn read_event(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Result
     Ok(Read::Event(event?))
 }
 
-fn read_keys(
+/// The values found, converted in the plan's order (filtered ones as
+/// `"[FILTERED]"`, without reading them).
+fn convert_values(
     ruby: &Ruby,
-    payload: VALUE,
     plan: &ReadPlan,
-    mode: KeyMode,
+    values: &[VALUE],
     attrs: &mut Vec<Attr>,
 ) -> Result<(), Error> {
-    for key in &plan.keys {
-        let Some(v) = lookup(payload, key.id, mode) else {
+    for (key, &v) in plan.keys.iter().zip(values) {
+        if v == QUNDEF {
             continue;
-        };
+        }
         if key.filtered {
             if v != rb_sys::Qnil as VALUE {
                 attrs.push((key.attr.clone(), AttrValue::Str(Text::Static(FILTERED))));
