@@ -26,7 +26,7 @@
 //! when that raises. Only exceptions that must propagate (interrupts,
 //! throws, exits) leave this module.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -74,6 +74,8 @@ pub struct ReadPlan {
     task_id: PlanKey,
     step_id: PlanKey,
     keys: Vec<PlanKey>,
+    /// `keys[i].sym` for every key, contiguous for a quick scan.
+    symbols: Vec<VALUE>,
     /// For large plans: the index of each key by its static Symbol.
     by_symbol: Option<FastMap<VALUE, usize>>,
 }
@@ -162,21 +164,28 @@ impl ReadPlan {
                 decided(name, true),
             ));
         }
-        let by_symbol = (keys.len() > SMALL_PLAN && keys.iter().all(|k| k.sym != QUNDEF))
-            .then(|| keys.iter().enumerate().map(|(i, k)| (k.sym, i)).collect());
+        let by_symbol = (keys.len() > SMALL_PLAN).then(|| {
+            keys.iter()
+                .enumerate()
+                .filter(|(_, k)| k.sym != QUNDEF)
+                .map(|(i, k)| (k.sym, i))
+                .collect()
+        });
         ReadPlan {
             task_id: PlanKey::new("task_id", AttrKey::TaskId, false),
             step_id: PlanKey::new("step_id", AttrKey::StepId, false),
+            symbols: keys.iter().map(|k| k.sym).collect(),
             keys,
             by_symbol,
         }
     }
 
-    /// The index of the plan key `key` is, in `mode`.
-    fn index_of(&self, key: VALUE, mode: KeyMode) -> Option<usize> {
-        match (&self.by_symbol, mode) {
-            (Some(map), KeyMode::Symbols) => map.get(&key).copied(),
-            _ => self.keys.iter().position(|k| k.is(key, mode)),
+    /// The index of the plan key a static Symbol is (a static Symbol can
+    /// only be a key whose own Symbol is static).
+    fn index_of_static(&self, key: VALUE) -> Option<usize> {
+        match &self.by_symbol {
+            Some(map) => map.get(&key).copied(),
+            None => self.symbols.iter().position(|&s| s == key),
         }
     }
 
@@ -252,20 +261,33 @@ pub fn set_decisions(decisions: Vec<(String, bool)>) {
     });
 }
 
+/// What reading keeps on a thread from one event to the next. Borrowed
+/// only for moments in which no Ruby code runs.
+struct Local {
+    /// The plan in force and its generation.
+    plan: Option<(u64, Arc<ReadPlan>)>,
+    names: Option<FastMap<Box<[u8]>, EventName>>,
+    texts: Option<FastMap<Box<[u8]>, Text>>,
+    /// Attributes of the event being read, reused from one event to the
+    /// next (taken while in use, so a nested call makes its own).
+    scratch: Vec<Attr>,
+}
+
 thread_local! {
-    static PLAN: RefCell<Option<(u64, Arc<ReadPlan>)>> = const { RefCell::new(None) };
-    static NAMES: RefCell<Option<FastMap<Box<[u8]>, EventName>>> = const { RefCell::new(None) };
-    static TEXTS: RefCell<Option<FastMap<Box<[u8]>, Text>>> = const { RefCell::new(None) };
-    /// Attributes of the event being read, reused from one event to the next
-    /// (taken while in use, so a nested call makes its own).
-    static SCRATCH: Cell<Vec<Attr>> = const { Cell::new(Vec::new()) };
+    static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local { plan: None, names: None, texts: None, scratch: Vec::new() })
+    };
+}
+
+fn local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
+    LOCAL.with(|l| f(&mut l.borrow_mut()))
 }
 
 /// The plan in force, from this thread's copy while it is current.
 pub fn current_plan() -> Arc<ReadPlan> {
     let generation = GENERATION.load(Ordering::Acquire);
-    let cached = PLAN.with(|c| {
-        c.borrow()
+    let cached = local(|l| {
+        l.plan
             .as_ref()
             .filter(|(g, _)| *g == generation)
             .map(|(_, p)| p.clone())
@@ -286,7 +308,7 @@ pub fn current_plan() -> Arc<ReadPlan> {
             return current_plan();
         }
     };
-    PLAN.with(|c| *c.borrow_mut() = Some((generation, plan.clone())));
+    local(|l| l.plan = Some((generation, plan.clone())));
     plan
 }
 
@@ -305,9 +327,8 @@ fn event_name(v: VALUE) -> Option<EventName> {
     if bytes.len() > NAME_CACHE_BYTES {
         return Some(EventName::new(bytes));
     }
-    Some(NAMES.with(|c| {
-        let mut cache = c.borrow_mut();
-        let cache = cache.get_or_insert_with(FastMap::default);
+    Some(local(|l| {
+        let cache = l.names.get_or_insert_with(FastMap::default);
         if let Some(name) = cache.get(bytes) {
             return name.clone();
         }
@@ -343,11 +364,26 @@ struct Found<'a> {
 impl Found<'_> {
     fn note(&mut self, key: VALUE, val: VALUE) {
         let mode = self.mode;
-        if self.plan.task_id.is(key, mode) {
+        let plan = self.plan;
+        if mode == KeyMode::Symbols && rb_sys::STATIC_SYM_P(key) {
+            // The common case: compare immediates.
+            if key == plan.task_id.sym {
+                self.task = val;
+            } else if key == plan.step_id.sym {
+                self.step = val;
+            } else if let Some(slot) = plan
+                .index_of_static(key)
+                .and_then(|i| self.values.get_mut(i))
+            {
+                *slot = val;
+            }
+            return;
+        }
+        if plan.task_id.is(key, mode) {
             self.task = val;
-        } else if self.plan.step_id.is(key, mode) {
+        } else if plan.step_id.is(key, mode) {
             self.step = val;
-        } else if let Some(i) = self.plan.index_of(key, mode) {
+        } else if let Some(i) = plan.keys.iter().position(|k| k.is(key, mode)) {
             if let Some(slot) = self.values.get_mut(i) {
                 *slot = val;
             }
@@ -399,9 +435,8 @@ fn string_text(s: VALUE) -> Text {
     if bytes.len() > TEXT_CACHE_BYTES {
         return Text::from_bytes_capped(bytes, MAX_TEXT_BYTES);
     }
-    TEXTS.with(|c| {
-        let mut cache = c.borrow_mut();
-        let cache = cache.get_or_insert_with(FastMap::default);
+    local(|l| {
+        let cache = l.texts.get_or_insert_with(FastMap::default);
         if let Some(text) = cache.get(bytes) {
             return text.clone();
         }
@@ -560,7 +595,7 @@ fn read_with(
         .map(|v| id_value(ruby, v))
         .transpose()?
         .flatten();
-    let mut attrs = SCRATCH.with(Cell::take);
+    let mut attrs = local(|l| std::mem::take(&mut l.scratch));
     attrs.clear();
     let read = convert_values(ruby, plan, found.values, &mut attrs);
     let event = read.map(|()| {
@@ -570,7 +605,7 @@ fn read_with(
         ev.attrs.append(&mut attrs);
         ev
     });
-    SCRATCH.with(|c| c.set(attrs));
+    local(|l| l.scratch = attrs);
     Ok(Read::Event(event?))
 }
 
