@@ -15,6 +15,7 @@ RSpec.describe "Lifecycle tracer: fork", timeout: 120 do
   end
 
   it "gives a child forked amid writers and exports a working tracer of its own" do
+    configure_lifecycle(lifecycle_max_finished_runs: 1_000_000) # run 1 stays, however fast the writers
     a_run(1)
     TaskerTraceNative.record_lifecycle_event("task.start_requested", task_id: 2)
     stop = false
@@ -22,7 +23,8 @@ RSpec.describe "Lifecycle tracer: fork", timeout: 120 do
       Thread.new do
         i = 0
         until stop
-          a_run(1_000 + (t * 100_000) + i)
+          # Bounded, so that the children's copies stay small.
+          i < 5_000 ? a_run(1_000 + (t * 100_000) + i) : sleep(0.001)
           i += 1
         end
       end
@@ -34,21 +36,21 @@ RSpec.describe "Lifecycle tracer: fork", timeout: 120 do
       sleep 0.05
       in_child(timeout: 40) do
         TaskerTraceNative.record_lifecycle_event("task.completed", task_id: 2)
-        a_run(9_000 + n)
+        a_run(5_000_000 + n)
         runs = TaskerTraceNative.lifecycle_runs
-        { tasks: runs.map { |r| r[:task_id] } & [1, 2, 9_000 + n], ids: runs.map { |r| r[:trace_id] } }
+        { tasks: runs.map { |r| r[:task_id] } & [1, 2, 5_000_000 + n], ids: runs.map { |r| r[:trace_id] } }
       end
     end
     stop = true
     (writers + [exporter]).each(&:join)
     results.each_with_index do |child, n|
-      expect(child[:tasks]).to eq([1, 2, 9_000 + n])
+      expect(child[:tasks]).to eq([1, 2, 5_000_000 + n])
     end
     # Trace ids made in the children never repeat across them.
     fresh = results.map { |c| c[:ids].last }
     expect(fresh.uniq.size).to eq(3)
     parent = TaskerTraceNative.lifecycle_runs(include_open: true)
     expect(parent.find { |r| r[:task_id] == 2 }[:end]).to eq("open")
-    expect(parent.map { |r| r[:task_id] } & (9_000..9_002).to_a).to eq([])
+    expect(parent.map { |r| r[:task_id] } & (5_000_000..5_000_002).to_a).to eq([])
   end
 end
