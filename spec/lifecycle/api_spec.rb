@@ -76,7 +76,7 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
       end
     end
 
-    it "has the documented shape" do
+    it "has the documented shape", :gc_stress_safe do
       publish("task.start_requested", task_id: 1, task_name: "t")
       publish("step.execution_requested", task_id: 1, step_id: 2)
       publish("step.failed", task_id: 1, step_id: 2, error_message: "boom")

@@ -208,7 +208,7 @@ RSpec.describe "Lifecycle tracer: the trace model, through the publisher" do
   end
 
   describe "the duplicates, all at once" do
-    it "make one trace of one root and one span per attempt from a whole run" do
+    it "make one trace of one root and one span per attempt from a whole run", :gc_stress_safe do
       play(ts.web_process(1, "order"))
       play(ts.successful_run(1, "order", %w[a b c], first_step_id: 10))
       run = only_run
