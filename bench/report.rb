@@ -47,6 +47,25 @@ module TaskerTraceNative
         lines.join("\n")
       end
 
+      # The lifecycle tracer's rows: per event and per task run.
+      def lifecycle_table
+        per_run = @r.dig(:lifecycle_events_per_run, "native")
+        event = @r.dig(:lifecycle_event, "native")
+        via = @r.dig(:lifecycle_publisher_event, "native")
+        floor = @r.dig(:lifecycle_publisher_floor, "native")
+        [
+          "| lifecycle tracer (#{per_run} events a task run of 3 steps, in the app's thread) | per event | " \
+          "per task run | target |",
+          "| --- | ---: | ---: | --- |",
+          row("`record_lifecycle_event` (what the subscription calls)", fmt(event, :time),
+              fmt(event * per_run, :time), "< 1 µs an event #{verdict(event < 1_000)}".strip),
+          row("through the stand-in publisher (`publish`, its own work included)", fmt(via, :time),
+              fmt(via * per_run, :time), ""),
+          row("the stand-in publisher with a no-op listener (its own work alone)", fmt(floor, :time),
+              fmt(floor * per_run, :time), "")
+        ].join("\n")
+      end
+
       def notes
         noop = @r.dig(:noop, "native")
         kinds = %i[start span finish generic].map do |k|

@@ -7,6 +7,7 @@ require "rbconfig"
 require_relative "environment"
 require_relative "sampler"
 require_relative "report"
+require_relative "lifecycle_cases"
 
 module TaskerTraceNative
   module Bench
@@ -14,14 +15,14 @@ module TaskerTraceNative
     # one, in this process; memory and GC figures in child processes.
     class Suite
       Settings = Struct.new(:quick, :time, :warmup, :keys, :export_traces, :export_runs,
-                            :memory_traces, :gc_runs, keyword_init: true)
+                            :memory_traces, :gc_runs, :lifecycle_tasks, keyword_init: true)
 
       FULL = Settings.new(quick: false, time: 3, warmup: 1, keys: 10_000, export_traces: 40_000,
-                          export_runs: 7, memory_traces: 40_000, gc_runs: 7)
+                          export_runs: 7, memory_traces: 40_000, gc_runs: 7, lifecycle_tasks: 2_000)
       # Seconds, for bin/test: every case runs, on small numbers; the figures
       # mean nothing and no target is judged.
       QUICK = Settings.new(quick: true, time: 0.05, warmup: 0.02, keys: 500, export_traces: 1_000,
-                           export_runs: 1, memory_traces: 1_000, gc_runs: 1)
+                           export_runs: 1, memory_traces: 1_000, gc_runs: 1, lifecycle_tasks: 50)
 
       def self.main(argv)
         settings = FULL
@@ -45,11 +46,14 @@ module TaskerTraceNative
         event_cases(payloads)
         stats_case(payloads)
         floor_cases(payloads)
+        lifecycle_cases
         export_cases
         memory_cases
         Bench.native_backend.reset!
         report = Report.new(@results, @s)
         puts report.table
+        puts
+        puts report.lifecycle_table
         puts
         puts report.notes
         printf("\nbin/bench: done in %.1f s\n", (Bench.monotonic_ns - started) / 1e9)
@@ -127,6 +131,14 @@ module TaskerTraceNative
         native = TaskerTraceNative::TestHooks
         record(:noop, "native", @sampler.measure("native noop") { |i| native.noop("task.started", payloads[i % k]) })
         record(:harness, "native", @sampler.measure("empty operation") { |i| payloads[i % k] })
+      end
+
+      # The lifecycle tracer, native only (Tasker's TelemetrySubscriber needs
+      # the OpenTelemetry SDK, which is not installable here).
+      def lifecycle_cases
+        cases = LifecycleCases.new(@sampler, tasks: @s.lifecycle_tasks)
+        cases.run.each { |key, ns| record(key, "native", ns) }
+        record(:lifecycle_events_per_run, "native", cases.per_run)
       end
 
       def timed_runs(runs)

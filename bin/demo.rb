@@ -1,13 +1,19 @@
 # frozen_string_literal: true
 
-# bin/demo's body: a Tasker-like engine runs a few hundred order-processing
-# tasks (steps, retries, failures), publishing lifecycle events through an
-# EventRouter-style router that forwards them to
-# Tasker::Telemetry::TraceBackend.instance.handle_event, exactly as Tasker's
-# router calls the trace backend. Then it summarises what the backend holds.
+# bin/demo's body, in two parts:
+# 1. the lifecycle tracer (bin/demo_lifecycle.rb): Tasker's own published
+#    events through a stand-in publisher, one trace per task run, and a
+#    waterfall of one run;
+# 2. the drop-in backend: a Tasker-like engine runs a few hundred
+#    order-processing tasks (steps, retries, failures), publishing lifecycle
+#    events through an EventRouter-style router that forwards them to
+#    Tasker::Telemetry::TraceBackend.instance.handle_event, exactly as
+#    Tasker's router calls the trace backend. Then it summarises what the
+#    backend holds.
 
 require "tasker_trace_native"
 require "json"
+require_relative "demo_lifecycle"
 
 # Routes each published event to the backends mapped for it, like Tasker's
 # EventRouter: every lifecycle event goes to the trace backend.
@@ -100,6 +106,11 @@ class DemoWorkflow
   end
 end
 
+puts "tasker_trace_native #{TaskerTraceNative::VERSION} demo (Ruby #{RUBY_VERSION})"
+puts
+LifecycleDemo.main
+puts
+
 tasks = Integer(ENV.fetch("DEMO_TASKS", "600"))
 backend = Tasker::Telemetry::TraceBackend.instance
 backend.reset!
@@ -117,7 +128,7 @@ spans = task_traces.values.map { |t| t[:spans].size }
 durations = task_traces.values.filter_map { |t| t[:duration] }
 stats = backend.stats
 
-puts "tasker_trace_native #{TaskerTraceNative::VERSION} demo (Ruby #{RUBY_VERSION})"
+puts "## The drop-in TraceBackend: the EventRouter's events, recorded as the pure-Ruby backend does"
 puts
 puts "replayed          #{router.routed} events from #{tasks} tasks through the router"
 puts "events/second     #{(router.routed / elapsed).round.to_s.reverse.scan(/\d{1,3}/).join(',').reverse} " \

@@ -275,8 +275,12 @@ fn every_event_is_counted_once() {
     events.push(ev("task.initialize_requested", 8, at(201)));
     let n = events.len() as u64;
     record_all(&t, events);
+    // Refused by the binding before they became events.
+    t.refuse();
+    t.refuse();
     let stats = t.stats();
-    assert_eq!(stats.events_seen(), n);
+    assert_eq!(stats.events_seen(), n + 2);
+    assert_eq!(stats.events_refused, 2);
     // 5 workflow events, 3 attempts, 3 before_handle events: 11 entries,
     // 2 kept besides the root; there is always an older one to evict, so no
     // event is refused.

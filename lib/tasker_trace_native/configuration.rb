@@ -33,6 +33,8 @@ module TaskerTraceNative
     # Hash can be changed in place after it was assigned): all or nothing.
     def apply!
       Native.apply_settings(to_h)
+      # lifecycle_attributes may name new keys: decide their filtering now.
+      Lifecycle.sync_filters! if defined?(Lifecycle)
       self
     end
 

@@ -10,6 +10,7 @@ module TaskerTraceNative
   #   config.tasker_trace_native.max_traces = 50_000
   #   config.tasker_trace_native.max_spans_per_trace = 1_000
   #   config.tasker_trace_native.timestamp_precision = 6
+  #   config.tasker_trace_native.lifecycle_tracing = false   # default true
   #
   # - The settings given there are put in force at boot, after
   #   config/initializers/ ran; a bad value or an unknown setting stops the
@@ -17,11 +18,18 @@ module TaskerTraceNative
   # - The native methods serve Tasker::Telemetry::TraceBackend whether the
   #   engine's own class was loaded before this gem, after it, or replaced by a
   #   code reload.
+  # - After boot, when Tasker::Events::Publisher exists, the lifecycle tracer
+  #   subscribes to it (TaskerTraceNative.trace_lifecycle!), unless
+  #   `lifecycle_tracing` is false; lifecycle attributes are filtered with the
+  #   application's `filter_parameters`.
   # - `created_at` follows `Time.zone`, and internal errors in handle_event are
   #   logged to `Rails.logger` (both hold with or without this Railtie; they
   #   look for Rails at call time).
   class Railtie < ::Rails::Railtie
     CONFIG_PATH = "config.tasker_trace_native"
+    # Settings only the Railtie takes (the others are Configuration's).
+    RAILTIE_SETTINGS = %i[lifecycle_tracing].freeze
+    SETTINGS = (Configuration::SETTINGS + RAILTIE_SETTINGS).freeze
 
     config.tasker_trace_native = ActiveSupport::OrderedOptions.new
 
@@ -32,6 +40,8 @@ module TaskerTraceNative
         return if defined?(@applied_to) && @applied_to.equal?(app)
 
         settings = settings_from(app.config.tasker_trace_native)
+        lifecycle_tracing(settings)
+        settings = settings.reject { |name, _| RAILTIE_SETTINGS.include?(name) }
         unless settings.empty?
           begin
             TaskerTraceNative.configure do |c|
@@ -44,15 +54,32 @@ module TaskerTraceNative
         @applied_to = app
       end
 
+      # Subscribes the lifecycle tracer to Tasker's publisher when it exists,
+      # unless `lifecycle_tracing` is false; returns the names subscribed.
+      def trace_lifecycle(app)
+        Lifecycle.sync_filters!
+        return [] if lifecycle_tracing(settings_from(app.config.tasker_trace_native)) == false
+        return [] unless defined?(::Tasker::Events::Publisher) && ::Tasker::Events::Publisher.respond_to?(:instance)
+
+        TaskerTraceNative.trace_lifecycle!(::Tasker::Events::Publisher.instance)
+      end
+
       private
+
+      def lifecycle_tracing(settings)
+        value = settings.fetch(:lifecycle_tracing, true)
+        return value if [true, false].include?(value)
+
+        raise ArgumentError, "#{CONFIG_PATH}.lifecycle_tracing must be true or false (got #{value.inspect[0, 80]})"
+      end
 
       def settings_from(options)
         settings = options.to_h.transform_keys(&:to_sym)
-        unknown = settings.keys - Configuration::SETTINGS
+        unknown = settings.keys - SETTINGS
         unless unknown.empty?
           raise ArgumentError,
                 "#{CONFIG_PATH}.#{unknown.first}: unknown setting " \
-                "(settings: #{Configuration::SETTINGS.join(', ')})"
+                "(settings: #{SETTINGS.join(', ')})"
         end
         settings
       end
@@ -68,6 +95,7 @@ module TaskerTraceNative
     config.after_initialize do |app|
       TaskerTraceNative.install!
       Railtie.apply_settings(app)
+      Railtie.trace_lifecycle(app)
       app.reloader.to_prepare { TaskerTraceNative.install! }
     end
   end

@@ -28,6 +28,22 @@ impl Text {
     pub fn from_bytes(bytes: &[u8]) -> Text {
         Text::Shared(Arc::from(String::from_utf8_lossy(bytes)))
     }
+
+    /// [`Text::from_bytes`] of at most `max` bytes of input: longer input is
+    /// cut at a character boundary and marked with a trailing `…`.
+    pub fn from_bytes_capped(bytes: &[u8], max: usize) -> Text {
+        if bytes.len() <= max {
+            return Text::from_bytes(bytes);
+        }
+        let mut end = max;
+        // Back up over continuation bytes: never cut inside a character.
+        while end > 0 && end > max.saturating_sub(3) && (bytes[end] & 0xC0) == 0x80 {
+            end -= 1;
+        }
+        let mut text = String::from_utf8_lossy(&bytes[..end]).into_owned();
+        text.push('…');
+        Text::from(text)
+    }
 }
 
 impl Deref for Text {
@@ -167,6 +183,12 @@ impl AttrKey {
     }
 }
 
+/// Longest text value kept, in bytes of input (longer ones are cut, see
+/// [`Text::from_bytes_capped`]).
+pub const MAX_TEXT_BYTES: usize = 8 * 1024;
+/// Most elements kept of an Array value.
+pub const MAX_ARRAY_ITEMS: usize = 128;
+
 /// A typed attribute value. Arrays hold scalars (the binding flattens nothing
 /// deeper; OTLP could encode nested arrays all the same).
 #[derive(Clone, Debug, PartialEq)]
@@ -238,6 +260,21 @@ pub type Attr = (AttrKey, AttrValue);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_text_is_cut_at_a_character_boundary() {
+        assert_eq!(Text::from_bytes_capped(b"abc", 3).as_str(), "abc");
+        assert_eq!(Text::from_bytes_capped(b"abcd", 3).as_str(), "abc…");
+        // "é" is two bytes: a cut after its first byte backs up before it.
+        let t = Text::from_bytes_capped("aéb".as_bytes(), 2);
+        assert_eq!(t.as_str(), "a…");
+        let t = Text::from_bytes_capped("aé".as_bytes(), 3);
+        assert_eq!(t.as_str(), "aé");
+        // Invalid bytes are replaced, not looped over.
+        let t = Text::from_bytes_capped(&[0x80; 10], 4);
+        assert!(t.as_str().ends_with('…'));
+        assert!(t.as_str().len() <= 4 * 3 + 3);
+    }
 
     #[test]
     fn payload_keys_map_to_attribute_keys() {

@@ -107,6 +107,33 @@ fn known(name: &[u8]) -> Option<(&'static str, EventKind)> {
     Some(hit)
 }
 
+/// Every event name the tracer knows by name (the rest of `workflow.*` and
+/// `observability.task.*` are task-level events all the same): what a
+/// subscriber subscribes to when its publisher cannot list its events.
+pub const KNOWN_EVENT_NAMES: [&str; 21] = [
+    "task.initialize_requested",
+    "task.start_requested",
+    "task.completed",
+    "task.failed",
+    "task.cancelled",
+    "task.resolved_manually",
+    "step.execution_requested",
+    "step.before_handle",
+    "observability.step.backoff",
+    "step.completed",
+    "step.failed",
+    "step.cancelled",
+    "step.resolved_manually",
+    "step.retry_requested",
+    "observability.task.enqueue",
+    "observability.task.finalize",
+    "workflow.viable_steps_discovered",
+    "workflow.steps_execution_started",
+    "workflow.steps_execution_completed",
+    "workflow.task_finalization_started",
+    "workflow.task_finalization_completed",
+];
+
 /// The kind of an event name. `workflow.*`, `observability.task.*` and unknown
 /// names are [`EventKind::TaskLevel`].
 pub fn classify(name: &[u8]) -> EventKind {
@@ -350,6 +377,15 @@ mod tests {
         assert_eq!(other.as_str(), "workflow.task_reenqueue_delayed");
         assert_eq!(classify(b"task.started"), EventKind::TaskLevel);
         assert_eq!(EventName::new(b"x\xff").as_str(), "x\u{fffd}");
+    }
+
+    #[test]
+    fn the_known_names_are_the_static_ones() {
+        for name in KNOWN_EVENT_NAMES {
+            assert!(known(name.as_bytes()).is_some(), "{name}");
+        }
+        let distinct: std::collections::HashSet<_> = KNOWN_EVENT_NAMES.iter().collect();
+        assert_eq!(distinct.len(), KNOWN_EVENT_NAMES.len());
     }
 
     #[test]

@@ -53,11 +53,12 @@ mod event;
 mod limits;
 mod live;
 mod model;
+pub mod otlp;
 mod run;
 mod tracer;
 
-pub use attr::{Attr, AttrKey, AttrValue, Text};
-pub use event::{classify, EventKind, EventName, Id, LifecycleEvent};
+pub use attr::{Attr, AttrKey, AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
+pub use event::{classify, EventKind, EventName, Id, LifecycleEvent, KNOWN_EVENT_NAMES};
 pub use limits::{
     LifecycleLimits, DEFAULT_LIFECYCLE_TTL, DEFAULT_MAX_FINISHED_RUNS, DEFAULT_MAX_OPEN_RUNS,
     DEFAULT_MAX_SPANS_PER_RUN, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,
@@ -66,4 +67,4 @@ pub use model::{LifecycleStats, RecordOutcome};
 pub use run::{
     Link, Run, RunEnd, Span, SpanEvent, SpanStatus, StatusCode, STEP_SPAN_NAME, TASK_SPAN_NAME,
 };
-pub use tracer::Tracer;
+pub use tracer::{ExportRuns, Tracer};

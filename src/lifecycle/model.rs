@@ -56,6 +56,9 @@ pub struct LifecycleStats {
     pub events_late: u64,
     /// Events refused for lack of room in their run.
     pub events_dropped: u64,
+    /// Events the binding refused before they reached the model (a payload
+    /// that is not a Hash, a name that is not a String or Symbol).
+    pub events_refused: u64,
     /// Open runs that saw no event for `ttl` (not exported).
     pub runs_expired: u64,
     /// Open runs evicted by `max_open_runs` (not exported).
@@ -74,6 +77,7 @@ impl LifecycleStats {
             + self.events_orphaned
             + self.events_late
             + self.events_dropped
+            + self.events_refused
     }
 }
 
@@ -321,6 +325,15 @@ impl State {
             out.extend(self.open.values().map(LiveRun::to_run));
         }
         out
+    }
+
+    /// Copies of the open runs only, least recently active first.
+    pub fn open_snapshot(&self) -> Vec<Run> {
+        self.open.values().map(LiveRun::to_run).collect()
+    }
+
+    pub fn refuse(&mut self) {
+        self.stats.events_refused += 1;
     }
 
     /// Puts exported runs back to wait for the next export, behind the

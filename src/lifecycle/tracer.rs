@@ -2,6 +2,7 @@
 //! only while an event is applied; whatever the event leaves over and every
 //! run dropped meanwhile is freed after it is released.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::fork::ForkSafeMutex;
@@ -10,8 +11,52 @@ use crate::clock::Stamp;
 
 use super::event::LifecycleEvent;
 use super::limits::LifecycleLimits;
+use super::live::LiveRun;
 use super::model::{Garbage, LifecycleStats, RecordOutcome, State};
 use super::run::Run;
+
+/// What one export of the tracer covers (see [`Tracer::export_runs`]).
+#[derive(Debug, Default)]
+pub struct ExportRuns {
+    /// Whether `taken` was removed from the tracer (and must go back with
+    /// [`Tracer::restore`] if the export fails).
+    pub drained: bool,
+    /// The finished (and restored) runs, oldest first.
+    pub taken: Vec<Run>,
+    /// Copies of the open runs; never removed, never restored.
+    pub open: Vec<Run>,
+}
+
+impl ExportRuns {
+    /// Every run covered, finished first.
+    pub fn all(&self) -> impl Iterator<Item = &Run> {
+        self.taken.iter().chain(&self.open)
+    }
+
+    pub fn len(&self) -> usize {
+        self.taken.len() + self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Puts the drained runs back into `tracer` (a failed export).
+    pub fn restore_into(self, tracer: &Tracer) {
+        if self.drained && !self.taken.is_empty() {
+            tracer.restore(self.taken);
+        }
+    }
+}
+
+/// Restored runs, then the settled ones made into exported data (outside
+/// the lock).
+fn ready_runs(restored: VecDeque<Run>, settled: Vec<LiveRun>) -> Vec<Run> {
+    let mut runs = Vec::with_capacity(restored.len() + settled.len());
+    runs.extend(restored);
+    runs.extend(settled.into_iter().map(LiveRun::into_run));
+    runs
+}
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -84,16 +129,52 @@ impl Tracer {
                 .lock()
                 .take_settled(now.mono_ns, nanos(settled_for), &mut garbage);
         drop(garbage);
-        let mut runs = Vec::with_capacity(restored.len() + settled.len());
-        runs.extend(restored);
-        runs.extend(settled.into_iter().map(|r| r.into_run()));
-        runs
+        ready_runs(restored, settled)
     }
 
     /// Copies of the runs waiting for export (restored, then finished), and
     /// of the open runs as they stand when `include_open`; removes nothing.
     pub fn snapshot(&self, include_open: bool) -> Vec<Run> {
         self.state.lock().snapshot(include_open)
+    }
+
+    /// The runs one export covers, taken in one step under the lock: the
+    /// runs ready for export (removed with `drain`, as
+    /// [`Tracer::drain_finished`] with `settled_for`; else copies of every
+    /// waiting run), and with `include_open` copies of the open runs as they
+    /// stand. Open runs are never removed: they are exported whole again
+    /// once they end.
+    pub fn export_runs(
+        &self,
+        drain: bool,
+        include_open: bool,
+        settled_for: Duration,
+    ) -> ExportRuns {
+        let mut garbage = Garbage::default();
+        let mut state = self.state.lock();
+        let (taken, ready) = if drain {
+            state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage)
+        } else {
+            (state.snapshot(false).into(), Vec::new())
+        };
+        let open = if include_open {
+            state.open_snapshot()
+        } else {
+            Vec::new()
+        };
+        drop(state);
+        drop(garbage);
+        ExportRuns {
+            drained: drain,
+            taken: ready_runs(taken, ready),
+            open,
+        }
+    }
+
+    /// Counts an event the binding refused for its input (not a Hash
+    /// payload, a name that is neither a String nor a Symbol).
+    pub fn refuse(&self) {
+        self.state.lock().refuse();
     }
 
     /// Puts drained runs back after a failed delivery. They are exported

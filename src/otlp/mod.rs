@@ -15,6 +15,8 @@
 //! - [`env`]: `OTEL_EXPORTER_OTLP_*` and resource variables, parsed
 //! - [`exporter`]: the `otlp_*` settings in force and the transport built
 //!   from them ([`Exporter::transport`])
+//! - [`sources`]: exports and pushes of the backend's records together with
+//!   the lifecycle tracer's runs
 //!
 //! [`select`] picks what an export covers; with `drain` it removes it from the
 //! store in the same step, so each record is exported exactly once.
@@ -27,6 +29,7 @@ mod payload;
 pub mod protobuf;
 pub mod request;
 pub mod retry;
+pub mod sources;
 pub mod span;
 pub mod tls;
 pub mod transport;

@@ -23,20 +23,22 @@ use crate::to_ruby::{
     self, build_protected, count_to_ruby, float_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
 };
 
-/// `TaskerTraceNative.log_error(event_name, message)`. A failure of the logger
-/// itself (a StandardError) is absorbed, because handle_event must not raise
-/// for it; an interrupt, a kill or a throw that arrives meanwhile propagates.
-fn log_error(ruby: &Ruby, event_name: RValue, message: &str) -> Result<(), Error> {
+/// `TaskerTraceNative.<logger>(event_name, message)` (`log_error`, or
+/// `log_lifecycle_error` for the lifecycle tracer). A failure of the logger
+/// itself (a StandardError) is absorbed, because the recorders must not
+/// raise for it; an interrupt, a kill or a throw that arrives meanwhile
+/// propagates.
+fn log_failure(ruby: &Ruby, logger: &str, event_name: RValue, message: &str) -> Result<(), Error> {
     let logged = crate::root_module(ruby)
-        .and_then(|module| module.funcall::<_, _, RValue>("log_error", (event_name, message)));
+        .and_then(|module| module.funcall::<_, _, RValue>(logger, (event_name, message)));
     match logged {
         Err(e) if must_propagate(ruby, &e) => Err(e),
         _ => Ok(()),
     }
 }
 
-/// How `handle_event`'s work ended.
-enum Ingested {
+/// How a recorder's work ended (`handle_event`, `record_lifecycle_event`).
+pub(crate) enum Ingested {
     /// Stored in the core.
     Stored,
     /// Refused for its input: false, quietly.
@@ -49,7 +51,7 @@ enum Ingested {
 
 impl Ingested {
     /// A Ruby error met while converting: propagated, or a logged failure.
-    fn from_error(ruby: &Ruby, e: Error) -> Ingested {
+    pub(crate) fn from_error(ruby: &Ruby, e: Error) -> Ingested {
         if must_propagate(ruby, &e) {
             return Ingested::Raise(e);
         }
@@ -117,17 +119,32 @@ fn handle_event(ruby: &Ruby, _rb_self: RValue, args: &[RValue]) -> Result<bool, 
         Some(p) => p.as_raw(),
         None => ruby.hash_new().as_raw(),
     };
-    let outcome = catch_unwind(AssertUnwindSafe(|| ingest(ruby, name.as_raw(), payload)))
-        .unwrap_or_else(|panic| Ingested::Failed(errors::panic_report(panic.as_ref())));
+    let outcome = catch_unwind(AssertUnwindSafe(|| ingest(ruby, name.as_raw(), payload)));
+    recorder_result(ruby, outcome, name, "log_error", || backend().reject())
+}
+
+/// What a recorder returns for how its work ended: true when stored; false
+/// when refused or failed (counted by `count_refusal`; a failure, a caught
+/// panic included, also logged through `TaskerTraceNative.<logger>`); the
+/// error itself when it must propagate.
+pub(crate) fn recorder_result(
+    ruby: &Ruby,
+    outcome: std::thread::Result<Ingested>,
+    name: RValue,
+    logger: &str,
+    count_refusal: impl Fn(),
+) -> Result<bool, Error> {
+    let outcome =
+        outcome.unwrap_or_else(|panic| Ingested::Failed(errors::panic_report(panic.as_ref())));
     match outcome {
         Ingested::Stored => Ok(true),
         Ingested::Refused => {
-            backend().reject();
+            count_refusal();
             Ok(false)
         }
         Ingested::Failed(message) => {
-            backend().reject();
-            log_error(ruby, name, &message)?;
+            count_refusal();
+            log_failure(ruby, logger, name, &message)?;
             Ok(false)
         }
         Ingested::Raise(e) => Err(e),

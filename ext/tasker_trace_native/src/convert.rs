@@ -29,7 +29,7 @@ use crate::to_ruby::wrap;
 ///
 /// # Safety
 /// `v` must be a live T_STRING.
-unsafe fn string_slice<'a>(v: VALUE) -> &'a [u8] {
+pub(crate) unsafe fn string_slice<'a>(v: VALUE) -> &'a [u8] {
     // SAFETY: per the contract above, pointer and length describe the
     // String's live buffer.
     unsafe {
@@ -72,7 +72,7 @@ pub fn string_to_str(v: VALUE) -> Str {
 /// Hashes VALUEs (static Symbols: distinct integers that share their low
 /// bits) with a multiply and a fold, much cheaper than the default SipHash.
 #[derive(Default)]
-struct ValueHasher(u64);
+pub(crate) struct ValueHasher(u64);
 
 impl Hasher for ValueHasher {
     fn finish(&self) -> u64 {
@@ -101,7 +101,7 @@ impl Hasher for ValueHasher {
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<ValueHasher>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<ValueHasher>>;
 
 /// What conversion keeps on a thread from one event to the next.
 #[derive(Default)]
@@ -163,7 +163,7 @@ fn write_string(w: &mut PackedWriter, v: VALUE) {
 }
 
 /// `#<ClassName>`, the stand-in for objects that cannot describe themselves.
-fn write_class_placeholder(w: &mut PackedWriter, v: VALUE) -> Result<(), Error> {
+pub(crate) fn class_placeholder(v: VALUE) -> Result<Vec<u8>, Error> {
     // rb_class_name calls no user code but may allocate (an anonymous
     // class's name), so it can raise NoMemoryError: under protect.
     // SAFETY: rb_obj_class and rb_class_name read class metadata; the result
@@ -175,8 +175,49 @@ fn write_class_placeholder(w: &mut PackedWriter, v: VALUE) -> Result<(), Error> 
     let mut bytes = b"#<".to_vec();
     bytes.extend_from_slice(&string_bytes(name));
     bytes.push(b'>');
-    w.str(&bytes, Encoding::Utf8);
+    Ok(bytes)
+}
+
+fn write_class_placeholder(w: &mut PackedWriter, v: VALUE) -> Result<(), Error> {
+    w.str(&class_placeholder(v)?, Encoding::Utf8);
     Ok(())
+}
+
+/// What an object other than nil, booleans, numbers, Strings, Symbols,
+/// Arrays and Hashes says of itself.
+pub(crate) enum Described {
+    /// The String its `iso8601` (where it responds to it) or `to_s` returned.
+    Text(VALUE),
+    /// It is a BasicObject, or that method raised or gave no String: stand
+    /// in with [`class_placeholder`].
+    Placeholder,
+}
+
+/// Asks an object for its `iso8601`, else its `to_s`. What it raises is
+/// absorbed (a placeholder), except what must propagate (interrupts,
+/// throws, exits).
+pub(crate) fn describe_object(ruby: &Ruby, v: VALUE) -> Result<Described, Error> {
+    let obj = wrap(v);
+    // SAFETY: rb_obj_is_kind_of walks the ancestry without calling user code.
+    let is_object =
+        unsafe { rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_cObject) } != rb_sys::Qfalse as VALUE;
+    if !is_object {
+        return Ok(Described::Placeholder);
+    }
+    let method = match obj.respond_to("iso8601", false) {
+        Ok(true) => "iso8601",
+        Ok(false) => "to_s",
+        Err(e) if must_propagate(ruby, &e) => return Err(e),
+        Err(_) => return Ok(Described::Placeholder),
+    };
+    match obj.funcall::<_, _, RValue>(method, ()) {
+        Ok(s) => {
+            Ok(RString::from_value(s)
+                .map_or(Described::Placeholder, |s| Described::Text(s.as_raw())))
+        }
+        Err(e) if must_propagate(ruby, &e) => Err(e),
+        Err(_) => Ok(Described::Placeholder),
+    }
 }
 
 /// Converts a payload, in one pass, into a packed core value, with cycle and
@@ -377,28 +418,9 @@ impl<'r> PayloadConverter<'r> {
     /// `#<ClassName>` when that raises, is not a String, or the object is a
     /// BasicObject.
     fn convert_object(&mut self, v: VALUE) -> Result<(), Error> {
-        let obj = wrap(v);
-        // SAFETY: rb_obj_is_kind_of walks the ancestry without calling user code.
-        let is_object =
-            unsafe { rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_cObject) } != rb_sys::Qfalse as VALUE;
-        if !is_object {
-            return write_class_placeholder(&mut self.st.w, v);
-        }
-        let method = match obj.respond_to("iso8601", false) {
-            Ok(true) => "iso8601",
-            Ok(false) => "to_s",
-            Err(e) if must_propagate(self.ruby, &e) => return Err(e),
-            Err(_) => {
-                return write_class_placeholder(&mut self.st.w, v);
-            }
-        };
-        match obj.funcall::<_, _, RValue>(method, ()) {
-            Ok(s) => match RString::from_value(s) {
-                Some(s) => write_string(&mut self.st.w, s.as_raw()),
-                None => write_class_placeholder(&mut self.st.w, v)?,
-            },
-            Err(e) if must_propagate(self.ruby, &e) => return Err(e),
-            Err(_) => write_class_placeholder(&mut self.st.w, v)?,
+        match describe_object(self.ruby, v)? {
+            Described::Text(s) => write_string(&mut self.st.w, s),
+            Described::Placeholder => write_class_placeholder(&mut self.st.w, v)?,
         }
         Ok(())
     }

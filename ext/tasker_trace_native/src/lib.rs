@@ -6,6 +6,10 @@
 //! - [`allocator`]: the global allocator (GC accounting, live bytes)
 //! - [`backend_methods`]: `handle_event`, `export`, `traces`, `stats`, `reset!`
 //! - [`otlp_methods`]: `export_otlp` and `push_otlp`, with their arguments
+//! - [`lifecycle_methods`]: the lifecycle tracer: `record_lifecycle_event`,
+//!   `lifecycle_stats`, `lifecycle_runs`, the filter decisions
+//! - [`lifecycle_convert`]: a published event's payload to a core event
+//! - [`lifecycle_to_ruby`]: lifecycle runs and stats to new Ruby objects
 //! - [`settings`]: every setting: its check, its name, how it is put in force
 //! - [`convert`]: Ruby payloads, names and keys to core values
 //! - [`to_ruby`]: core records and values to new Ruby objects
@@ -19,6 +23,9 @@ mod backend_methods;
 mod convert;
 mod errors;
 mod gvl;
+mod lifecycle_convert;
+mod lifecycle_methods;
+mod lifecycle_to_ruby;
 mod names;
 mod otlp_methods;
 mod settings;
@@ -29,6 +36,7 @@ use std::sync::OnceLock;
 
 use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby};
+use tasker_trace_core::lifecycle::Tracer;
 use tasker_trace_core::otlp::Exporter;
 use tasker_trace_core::Backend;
 
@@ -52,6 +60,14 @@ pub fn exporter() -> &'static Exporter {
     &EXPORTER
 }
 
+static TRACER: OnceLock<Tracer> = OnceLock::new();
+
+/// The process-wide lifecycle tracer (Tasker's published events as one
+/// trace per task run). A forked child inherits a copy of it.
+pub fn lifecycle_tracer() -> &'static Tracer {
+    TRACER.get_or_init(Tracer::default)
+}
+
 /// `TaskerTraceNative`, looked up when needed rather than kept in Rust.
 pub fn root_module(ruby: &Ruby) -> Result<RModule, Error> {
     ruby.class_object().const_get("TaskerTraceNative")
@@ -66,12 +82,15 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     errors::define(ruby, root)?;
     backend_methods::define(methods, native)?;
     otlp_methods::define(native)?;
+    lifecycle_methods::define(native)?;
     settings::define(native)?;
     test_hooks::define(root)?;
     // Create the backend now, so `created_at` is the load time, and read the
     // OTEL_* variables now.
     backend().register_for_fork();
     exporter().register_for_fork();
+    lifecycle_tracer().register_for_fork();
+    lifecycle_convert::init();
     settings::load_environment_defaults(backend());
     Ok(())
 }

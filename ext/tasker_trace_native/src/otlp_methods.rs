@@ -18,7 +18,7 @@ use crate::gvl::{without_gvl, NO_UNBLOCK};
 use crate::names::sym;
 use crate::settings::{self, shown};
 use crate::to_ruby::{binary_to_ruby, count_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap};
-use crate::{backend, exporter};
+use crate::{backend, exporter, lifecycle_tracer};
 
 fn gem_version(ruby: &Ruby) -> String {
     ruby.class_object()
@@ -69,11 +69,11 @@ fn export_otlp(
     let include_open = boolean_argument(ruby, "include_open", include_open)?;
     let protocol = settings::protocol_value(ruby, "protocol", protocol)?;
     let resource = resource(ruby);
-    let b = backend();
+    let (b, t) = (backend(), lifecycle_tracer());
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            otlp::export(b, drain, include_open, &resource, protocol)
+            otlp::sources::export(b, t, drain, include_open, &resource, protocol)
         },
         NO_UNBLOCK,
     );
@@ -87,18 +87,16 @@ fn export_otlp(
         }
     };
     if let Some(interrupt) = interrupt {
-        if drain {
-            b.restore(export.records);
-        }
+        export.restore(b, t);
         return Err(interrupt);
     }
     let string = match protocol {
-        Protocol::HttpProtobuf => magnus::rb_sys::protect(|| binary_to_ruby(&export.body)),
+        Protocol::HttpProtobuf => magnus::rb_sys::protect(|| binary_to_ruby(&export.export.body)),
         Protocol::HttpJson => {
             // serde_json writes UTF-8 only; the check is a fast scan, kept as a guard.
-            let text = match std::str::from_utf8(&export.body) {
+            let text = match std::str::from_utf8(&export.export.body) {
                 Ok(text) => std::borrow::Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(&export.body),
+                Err(_) => String::from_utf8_lossy(&export.export.body),
             };
             magnus::rb_sys::protect(|| utf8_to_ruby(&text))
         }
@@ -109,9 +107,7 @@ fn export_otlp(
             None => Err(native_error(ruby, "export_otlp built no String")),
         },
         Err(e) => {
-            if drain {
-                b.restore(export.records);
-            }
+            export.restore(b, t);
             Err(e)
         }
     }
@@ -175,7 +171,7 @@ fn push_otlp(
 ) -> Result<RValue, Error> {
     let overrides = push_overrides(ruby, endpoint, headers, timeout, protocol)?;
     let resource = resource(ruby);
-    let b = backend();
+    let (b, t) = (backend(), lifecycle_tracer());
     let cancel = Cancel::for_current_thread();
     // Ruby calls this (Thread#raise, #kill, Timeout, a signal) to interrupt
     // the push: the wait for the request ends at once.
@@ -185,7 +181,10 @@ fn push_otlp(
             errors::maybe_injected_panic();
             match exporter().transport(&overrides) {
                 Ok(transport) => {
-                    Pushed::Done(otlp::push_finished(b, &resource, &transport, &cancel))
+                    let settle = otlp::sources::EXPLICIT_SETTLE;
+                    Pushed::Done(otlp::sources::push(
+                        b, t, &resource, &transport, &cancel, settle,
+                    ))
                 }
                 Err(e) => Pushed::NoTransport(e),
             }

@@ -11,14 +11,17 @@
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
+use std::time::Duration;
+
 use magnus::{
-    function, Error, Float, Integer, RArray, RHash, RModule, RRational, RString, Ruby, Symbol,
-    TryConvert, Value as RValue,
+    function, Error, Float, Integer, RArray, RClass, RHash, RModule, RRational, RString, Ruby,
+    Symbol, TryConvert, Value as RValue,
 };
 use rb_sys::VALUE;
 use tasker_trace_core::backend::limits::{
     MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
+use tasker_trace_core::lifecycle::{LifecycleLimits, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED};
 use tasker_trace_core::otlp::env;
 use tasker_trace_core::otlp::tls::{check_client_files, check_pem_file, PemRole};
 use tasker_trace_core::otlp::{Compression, OtlpSettings, Protocol};
@@ -27,15 +30,17 @@ use tasker_trace_core::{Backend, Limits, SettingError, Value};
 
 use crate::convert::{self, PayloadConverter};
 use crate::errors::{self, argument_error, guarded};
+use crate::lifecycle_convert::{self, MAX_ALLOWLIST};
+use crate::lifecycle_methods::key_name;
 use crate::names::sym;
 use crate::to_ruby::{
-    count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
+    array_of, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
     utf8_to_ruby, value_to_ruby, wrap,
 };
-use crate::{backend, exporter};
+use crate::{backend, exporter, lifecycle_tracer};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 13] = [
+pub const SETTING_NAMES: [&str; 18] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -50,11 +55,19 @@ pub const SETTING_NAMES: [&str; 13] = [
     "otlp_certificate",
     "otlp_client_certificate",
     "otlp_client_key",
+    "lifecycle_ttl",
+    "lifecycle_max_open_runs",
+    "lifecycle_max_spans_per_run",
+    "lifecycle_max_finished_runs",
+    "lifecycle_attributes",
 ];
 
 pub const SERVICE_NAME_EXPECTED: &str = "a non-empty String";
 pub const RESOURCE_ATTRIBUTES_EXPECTED: &str =
     "a Hash of String or Symbol keys to Strings, Symbols, numbers, booleans or Arrays of them";
+
+pub const LIFECYCLE_ATTRIBUTES_EXPECTED: &str = "an Array of at most 256 payload key names \
+     (non-empty Strings or Symbols of at most 256 bytes)";
 
 /// Every setting in force, as core values.
 #[derive(Clone, Debug)]
@@ -62,6 +75,9 @@ struct InForce {
     limits: Limits,
     resource: ResourceSettings,
     otlp: OtlpSettings,
+    lifecycle: LifecycleLimits,
+    /// `lifecycle_attributes`: the payload keys exported besides the known ones.
+    lifecycle_attributes: Vec<String>,
 }
 
 impl InForce {
@@ -70,6 +86,8 @@ impl InForce {
             limits: b.limits(),
             resource: b.resource_settings(),
             otlp: exporter().settings(),
+            lifecycle: lifecycle_tracer().limits(),
+            lifecycle_attributes: lifecycle_convert::allowlist(),
         }
     }
 
@@ -77,6 +95,8 @@ impl InForce {
         b.set_resource_settings(self.resource);
         exporter().set_settings(self.otlp);
         b.configure(self.limits);
+        lifecycle_tracer().configure(self.lifecycle);
+        lifecycle_convert::set_allowlist(self.lifecycle_attributes);
     }
 }
 
@@ -216,19 +236,89 @@ fn check_resource_attributes(ruby: &Ruby, v: RValue) -> Result<Vec<(String, Valu
     Ok(out)
 }
 
+/// `lifecycle_ttl`: seconds as any real number (Integer, Float, Rational,
+/// BigDecimal) or an ActiveSupport::Duration (`1.hour`).
+fn check_ttl(ruby: &Ruby, v: RValue) -> Result<Duration, Error> {
+    let bad = || setting_error(ruby, "lifecycle_ttl", TTL_EXPECTED, v);
+    let seconds = if let Some(f) = Float::from_value(v) {
+        f.to_f64()
+    } else if Integer::from_value(v).is_some() {
+        integer_setting(ruby, "lifecycle_ttl", TTL_EXPECTED, v, false)?.unwrap_or(0) as f64
+    } else if numeric_or_duration(ruby, v) {
+        match v.funcall::<_, _, RValue>("to_f", ()) {
+            Ok(f) => Float::from_value(f).map(|f| f.to_f64()).ok_or_else(bad)?,
+            Err(e) if errors::must_propagate(ruby, &e) => return Err(e),
+            Err(_) => return Err(bad()),
+        }
+    } else {
+        return Err(bad());
+    };
+    checked(ruby, LifecycleLimits::parse_ttl(seconds))
+}
+
+/// A Numeric (Rational, BigDecimal) or an ActiveSupport::Duration.
+fn numeric_or_duration(ruby: &Ruby, v: RValue) -> bool {
+    // SAFETY: rb_obj_is_kind_of walks the ancestry without calling user code.
+    let numeric = unsafe { rb_sys::rb_obj_is_kind_of(v.as_raw(), rb_sys::rb_cNumeric) };
+    if numeric != rb_sys::Qfalse as VALUE {
+        return true;
+    }
+    let duration = ruby
+        .class_object()
+        .const_get::<_, RModule>("ActiveSupport")
+        .and_then(|m| m.const_get::<_, RClass>("Duration"));
+    match duration {
+        // SAFETY: as above; `d` is a class.
+        Ok(d) => unsafe {
+            rb_sys::rb_obj_is_kind_of(v.as_raw(), d.as_raw()) != rb_sys::Qfalse as VALUE
+        },
+        Err(_) => false,
+    }
+}
+
+/// `lifecycle_attributes`: an Array of payload key names.
+fn check_lifecycle_attributes(ruby: &Ruby, v: RValue) -> Result<Vec<String>, Error> {
+    let bad = || {
+        setting_error(
+            ruby,
+            "lifecycle_attributes",
+            LIFECYCLE_ATTRIBUTES_EXPECTED,
+            v,
+        )
+    };
+    let ary = RArray::from_value(v).ok_or_else(bad)?;
+    if ary.len() > MAX_ALLOWLIST {
+        return Err(bad());
+    }
+    let mut names = Vec::with_capacity(ary.len());
+    for item in ary.into_iter() {
+        names.push(key_name(item).ok_or_else(bad)?);
+    }
+    Ok(names)
+}
+
+/// A positive Integer lifecycle bound, through its core check.
+fn lifecycle_count(
+    ruby: &Ruby,
+    setting: &'static str,
+    v: RValue,
+    parse: fn(i128) -> Result<usize, SettingError>,
+) -> Result<usize, Error> {
+    let n = integer_setting(ruby, setting, POSITIVE_INTEGER_EXPECTED, v, false)?.unwrap_or(0);
+    checked(ruby, parse(n))
+}
+
 /// Checks `value` for the setting `name` and writes it into `settings`.
 fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) -> Result<(), Error> {
-    let limits = &mut settings.limits;
-    let resource = &mut settings.resource;
     let otlp = &mut settings.otlp;
     match name {
         "max_traces" => {
             let n = integer_setting(ruby, "max_traces", MAX_TRACES_EXPECTED, value, true)?;
-            limits.max_traces = checked(ruby, Limits::parse_max_traces(n))?;
+            settings.limits.max_traces = checked(ruby, Limits::parse_max_traces(n))?;
         }
         "max_spans_per_trace" => {
             let n = integer_setting(ruby, "max_spans_per_trace", MAX_SPANS_EXPECTED, value, true)?;
-            limits.max_spans_per_trace = checked(ruby, Limits::parse_max_spans(n))?;
+            settings.limits.max_spans_per_trace = checked(ruby, Limits::parse_max_spans(n))?;
         }
         "timestamp_precision" => {
             let n = integer_setting(
@@ -239,10 +329,40 @@ fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) ->
                 false,
             )?
             .unwrap_or(0);
-            limits.timestamp_precision = checked(ruby, Limits::parse_precision(n))?;
+            settings.limits.timestamp_precision = checked(ruby, Limits::parse_precision(n))?;
         }
-        "service_name" => resource.service_name = check_service_name(ruby, value)?,
-        "resource_attributes" => resource.attributes = check_resource_attributes(ruby, value)?,
+        "service_name" => settings.resource.service_name = check_service_name(ruby, value)?,
+        "resource_attributes" => {
+            settings.resource.attributes = check_resource_attributes(ruby, value)?
+        }
+        "lifecycle_ttl" => settings.lifecycle.ttl = check_ttl(ruby, value)?,
+        "lifecycle_max_open_runs" => {
+            settings.lifecycle.max_open_runs = lifecycle_count(
+                ruby,
+                "lifecycle_max_open_runs",
+                value,
+                LifecycleLimits::parse_max_open_runs,
+            )?
+        }
+        "lifecycle_max_spans_per_run" => {
+            settings.lifecycle.max_spans_per_run = lifecycle_count(
+                ruby,
+                "lifecycle_max_spans_per_run",
+                value,
+                LifecycleLimits::parse_max_spans_per_run,
+            )?
+        }
+        "lifecycle_max_finished_runs" => {
+            settings.lifecycle.max_finished_runs = lifecycle_count(
+                ruby,
+                "lifecycle_max_finished_runs",
+                value,
+                LifecycleLimits::parse_max_finished_runs,
+            )?
+        }
+        "lifecycle_attributes" => {
+            settings.lifecycle_attributes = check_lifecycle_attributes(ruby, value)?
+        }
         "otlp_endpoint" => otlp.endpoint = endpoint_value(ruby, "otlp_endpoint", value)?,
         "otlp_headers" => otlp.headers = headers_value(ruby, "otlp_headers", value)?,
         "otlp_protocol" => otlp.protocol = protocol_value(ruby, "otlp_protocol", value)?,
@@ -310,10 +430,13 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             limits,
             resource,
             otlp,
+            lifecycle,
+            lifecycle_attributes,
         } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
         let otlp_headers = new_headers_hash(&otlp.headers);
         let optional_text = |s: &Option<String>| s.as_deref().map_or_else(nil, utf8_to_ruby);
+        let allowlist = array_of(lifecycle_attributes.iter(), |n| utf8_to_ruby(n));
         let kv = [
             sym(|s| s.max_traces),
             optional_count(limits.max_traces),
@@ -341,9 +464,28 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             optional_text(&otlp.client_certificate),
             sym(|s| s.otlp_client_key),
             optional_text(&otlp.client_key),
+            sym(|s| s.lifecycle_ttl),
+            seconds_to_ruby(lifecycle.ttl),
+            sym(|s| s.lifecycle_max_open_runs),
+            count_to_ruby(lifecycle.max_open_runs),
+            sym(|s| s.lifecycle_max_spans_per_run),
+            count_to_ruby(lifecycle.max_spans_per_run),
+            sym(|s| s.lifecycle_max_finished_runs),
+            count_to_ruby(lifecycle.max_finished_runs),
+            sym(|s| s.lifecycle_attributes),
+            allowlist,
         ];
         Ok(wrap(hash_from_pairs(&kv)))
     })
+}
+
+/// Whole seconds as an Integer, else a Float.
+fn seconds_to_ruby(d: Duration) -> VALUE {
+    if d.subsec_nanos() == 0 {
+        count_to_ruby(d.as_secs())
+    } else {
+        float_to_ruby(d.as_secs_f64())
+    }
 }
 
 /// The resource attributes as a new Hash of String keys. Filled entry by
@@ -506,15 +648,6 @@ pub fn seconds_value(
         Ok(std::time::Duration::from_nanos(nanos as u64))
     } else {
         Err(setting_error(ruby, name, TIMEOUT_EXPECTED, v))
-    }
-}
-
-/// Whole seconds as an Integer, others as a Float.
-fn seconds_to_ruby(d: std::time::Duration) -> VALUE {
-    if d.subsec_nanos() == 0 {
-        count_to_ruby(d.as_secs())
-    } else {
-        float_to_ruby(d.as_secs_f64())
     }
 }
 

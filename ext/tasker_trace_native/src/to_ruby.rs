@@ -175,7 +175,7 @@ pub fn float_to_ruby(f: f64) -> VALUE {
     unsafe { rb_sys::rb_float_new(f) }
 }
 
-fn bool_to_ruby(b: bool) -> VALUE {
+pub fn bool_to_ruby(b: bool) -> VALUE {
     if b {
         rb_sys::Qtrue as VALUE
     } else {
@@ -185,6 +185,24 @@ fn bool_to_ruby(b: bool) -> VALUE {
 
 pub fn nil() -> VALUE {
     rb_sys::Qnil as VALUE
+}
+
+/// A new Array of `items`, each made by `to_ruby` and pushed as soon as it
+/// exists (until then it is on this stack frame, where the GC sees it).
+pub fn array_of<T>(
+    items: impl ExactSizeIterator<Item = T>,
+    mut to_ruby: impl FnMut(T) -> VALUE,
+) -> VALUE {
+    // SAFETY: allocates a new empty Array.
+    let ary = unsafe { rb_sys::rb_ary_new_capa(items.len() as _) };
+    for item in items {
+        let elem = to_ruby(item);
+        // SAFETY: `ary` is the Array created above, not yet shared.
+        unsafe {
+            rb_sys::rb_ary_push(ary, elem);
+        }
+    }
+    ary
 }
 
 /// A core value tree as a new Ruby object of the class it arrived as
@@ -207,18 +225,7 @@ pub fn value_to_ruby(v: &Value) -> VALUE {
             // a collectable dynamic symbol when none exists.
             unsafe { rb_sys::rb_str_intern(s) }
         }
-        Value::Array(items) => {
-            // SAFETY: a new Array; each element is pushed as soon as it exists.
-            let ary = unsafe { rb_sys::rb_ary_new_capa(items.len() as _) };
-            for item in items {
-                let elem = value_to_ruby(item);
-                // SAFETY: `ary` is the Array created above.
-                unsafe {
-                    rb_sys::rb_ary_push(ary, elem);
-                }
-            }
-            ary
-        }
+        Value::Array(items) => array_of(items.iter(), value_to_ruby),
         Value::Hash(pairs) => {
             let hash = new_hash(pairs.len());
             for (k, val) in pairs {

@@ -1,0 +1,635 @@
+//! A published lifecycle event (a name and a Symbol-keyed payload) read into
+//! a core [`LifecycleEvent`], before any lock is taken.
+//!
+//! Per event: the payload is read once, in one pass over its keys, for the
+//! keys the model uses only (`task_id`, `step_id`, the other
+//! [`AttrKey::PAYLOAD_KEYS`] and the `lifecycle_attributes` allowlist): the
+//! pass only compares keys (no Ruby code runs in it) and notes where the
+//! values of those keys are; only they are converted, so `step_results`,
+//! `step_inputs`, `task_context` and `backtrace` are never read. The result
+//! owns all its data.
+//!
+//! Which keys are read, and which are exported as `"[FILTERED]"`, is a
+//! [`ReadPlan`] decided once whenever the allowlist or the filter decisions
+//! change (the Ruby layer decides filtering with Rails' `filter_parameters`
+//! and passes the answer per key name); each thread keeps the plan and
+//! checks one counter per event to see whether it is still current.
+//!
+//! Keys: Symbols; when the payload has no `:task_id` but a `"task_id"`
+//! (HashWithIndifferentAccess, JSON), every key is read as a String. Of a
+//! payload without a task id nothing is converted (the tracer ignores it).
+//!
+//! Values: Integer (Bignum as its decimal String), Float, true/false, String
+//! (as UTF-8, invalid bytes replaced, cut at [`MAX_TEXT_BYTES`]), Symbol (its
+//! name), Arrays of those (at most [`MAX_ARRAY_ITEMS`]); nil is absent; any
+//! other object is its `iso8601` (Time, Date) or `to_s`, or `#<ClassName>`
+//! when that raises. Only exceptions that must propagate (interrupts,
+//! throws, exits) leave this module.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use magnus::{Error, Ruby};
+use rb_sys::{ruby_value_type as T, ID, VALUE};
+use tasker_trace_core::clock::Stamp;
+use tasker_trace_core::fork::ForkSafeMutex;
+use tasker_trace_core::lifecycle::{
+    Attr, AttrKey, AttrValue, EventName, Id, LifecycleEvent, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES,
+};
+
+use crate::convert::{class_placeholder, describe_object, string_slice, Described, FastMap};
+
+/// What a filtered value is exported as.
+pub const FILTERED: &str = "[FILTERED]";
+/// Most names in `lifecycle_attributes`, and most bytes in one name.
+pub const MAX_ALLOWLIST: usize = 256;
+pub const MAX_KEY_BYTES: usize = 256;
+/// Event names longer than this are cut; names up to `NAME_CACHE_BYTES`
+/// are cached per thread, at most `NAME_CACHE_LIMIT` of them.
+const MAX_NAME_BYTES: usize = 1024;
+const NAME_CACHE_BYTES: usize = 128;
+const NAME_CACHE_LIMIT: usize = 1024;
+
+/// One payload key an event reads, besides the identity.
+#[derive(Clone, Debug)]
+struct PlanKey {
+    /// The key's Symbol ID (a plain integer; the Symbol of an interned name
+    /// lives as long as the process).
+    id: ID,
+    /// The key's Symbol when it is a static one: an immediate that encodes
+    /// the ID (no object); `Qundef` when the name was a dynamic Symbol first.
+    sym: VALUE,
+    name: Box<str>,
+    attr: AttrKey,
+    filtered: bool,
+}
+
+/// The keys every event reads, with their filtering decided.
+#[derive(Debug)]
+pub struct ReadPlan {
+    task_id: PlanKey,
+    step_id: PlanKey,
+    keys: Vec<PlanKey>,
+    /// `keys[i].sym` for every key, contiguous for a quick scan.
+    symbols: Vec<VALUE>,
+    /// For large plans: the index of each key by its static Symbol.
+    by_symbol: Option<FastMap<VALUE, usize>>,
+}
+
+/// The Symbol of `id` if it is static (an immediate), else `Qundef`.
+fn static_symbol(id: ID) -> VALUE {
+    // SAFETY: `id` came from rb_intern2: the VM has its Symbol.
+    let sym = unsafe { rb_sys::rb_id2sym(id) };
+    if rb_sys::STATIC_SYM_P(sym) {
+        sym
+    } else {
+        QUNDEF
+    }
+}
+
+const QUNDEF: VALUE = rb_sys::Qundef as VALUE;
+
+impl PlanKey {
+    fn new(name: &str, attr: AttrKey, filtered: bool) -> PlanKey {
+        let id = intern(name);
+        PlanKey {
+            id,
+            sym: static_symbol(id),
+            name: name.into(),
+            attr,
+            filtered,
+        }
+    }
+
+    /// Whether a payload key is this key, in `mode`. Runs no Ruby code.
+    fn is(&self, key: VALUE, mode: KeyMode) -> bool {
+        match mode {
+            KeyMode::Symbols if self.sym != QUNDEF => key == self.sym,
+            // SAFETY: the ID's Symbol exists; looking it up creates nothing.
+            KeyMode::Symbols => key == unsafe { rb_sys::rb_id2sym(self.id) },
+            KeyMode::Strings => {
+                // SAFETY: RB_TYPE only inspects the VALUE; `key` is then a
+                // live String whose bytes are compared at once.
+                unsafe {
+                    rb_sys::RB_TYPE(key) == T::RUBY_T_STRING
+                        && string_slice(key) == self.name.as_bytes()
+                }
+            }
+        }
+    }
+}
+
+fn intern(name: &str) -> ID {
+    // SAFETY: rb_intern2 copies the name and returns a static Symbol's ID.
+    unsafe { rb_sys::rb_intern2(name.as_ptr() as *const _, name.len() as _) }
+}
+
+/// What the plan is made from: the allowlist and the filter decisions.
+#[derive(Clone, Debug, Default)]
+struct Inputs {
+    allowlist: Vec<Arc<str>>,
+    /// Payload key name → filtered, as the Ruby layer decided.
+    decisions: HashMap<Box<str>, bool>,
+}
+
+impl ReadPlan {
+    /// Interns Symbols: call with the GVL and no lock held.
+    fn build(inputs: &Inputs) -> ReadPlan {
+        let decided =
+            |name: &str, default: bool| inputs.decisions.get(name).copied().unwrap_or(default);
+        let mut keys = Vec::with_capacity(AttrKey::PAYLOAD_KEYS.len() + inputs.allowlist.len());
+        for name in AttrKey::PAYLOAD_KEYS {
+            let Some(attr) = AttrKey::from_payload_key(name.as_bytes()) else {
+                continue;
+            };
+            if matches!(attr, AttrKey::TaskId | AttrKey::StepId) {
+                continue;
+            }
+            // Known keys are exported unless a filter matches them.
+            keys.push(PlanKey::new(name, attr, decided(name, false)));
+        }
+        for name in &inputs.allowlist {
+            if AttrKey::from_payload_key(name.as_bytes()).is_some() {
+                continue;
+            }
+            // An allowlisted key no decision was made for is filtered until
+            // one is (never exported by mistake).
+            keys.push(PlanKey::new(
+                name,
+                AttrKey::Extra(name.clone()),
+                decided(name, true),
+            ));
+        }
+        let by_symbol = (keys.len() > SMALL_PLAN).then(|| {
+            keys.iter()
+                .enumerate()
+                .filter(|(_, k)| k.sym != QUNDEF)
+                .map(|(i, k)| (k.sym, i))
+                .collect()
+        });
+        ReadPlan {
+            task_id: PlanKey::new("task_id", AttrKey::TaskId, false),
+            step_id: PlanKey::new("step_id", AttrKey::StepId, false),
+            symbols: keys.iter().map(|k| k.sym).collect(),
+            keys,
+            by_symbol,
+        }
+    }
+
+    /// The index of the plan key a static Symbol is (a static Symbol can
+    /// only be a key whose own Symbol is static).
+    fn index_of_static(&self, key: VALUE) -> Option<usize> {
+        match &self.by_symbol {
+            Some(map) => map.get(&key).copied(),
+            None => self.symbols.iter().position(|&s| s == key),
+        }
+    }
+
+    /// The names whose values are exported as `"[FILTERED]"`.
+    pub fn filtered_names(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .filter(|k| k.filtered)
+            .map(|k| k.name.to_string())
+            .collect()
+    }
+}
+
+struct Policy {
+    inputs: Inputs,
+    plan: Arc<ReadPlan>,
+}
+
+static POLICY: ForkSafeMutex<Option<Policy>> = ForkSafeMutex::new(None);
+/// Bumped whenever the plan changes; threads compare it with their copy's.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Builds the default plan and makes its lock fork-safe; called at load.
+pub fn init() {
+    POLICY.register();
+    update(|_| {});
+}
+
+/// Changes the inputs and puts the new plan in force. Runs with the GVL, so
+/// callers never interleave; Symbols are interned outside the lock.
+fn update(change: impl FnOnce(&mut Inputs)) {
+    let mut inputs = POLICY
+        .lock()
+        .as_ref()
+        .map(|p| p.inputs.clone())
+        .unwrap_or_default();
+    change(&mut inputs);
+    let plan = Arc::new(ReadPlan::build(&inputs));
+    let old = POLICY.lock().replace(Policy { inputs, plan });
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+    drop(old);
+}
+
+/// The allowlist in force (`lifecycle_attributes`).
+pub fn allowlist() -> Vec<String> {
+    POLICY
+        .lock()
+        .as_ref()
+        .map(|p| p.inputs.allowlist.iter().map(|n| n.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Puts an allowlist in force (names deduplicated, order kept).
+pub fn set_allowlist(names: Vec<String>) {
+    update(|inputs| {
+        let mut list: Vec<Arc<str>> = Vec::with_capacity(names.len());
+        for name in names {
+            if !list.iter().any(|n| **n == *name) {
+                list.push(Arc::from(name));
+            }
+        }
+        inputs.allowlist = list;
+    });
+}
+
+/// Replaces every filter decision (payload key name → filtered).
+pub fn set_decisions(decisions: Vec<(String, bool)>) {
+    update(|inputs| {
+        inputs.decisions = decisions
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v))
+            .collect();
+    });
+}
+
+/// What reading keeps on a thread from one event to the next. Borrowed
+/// only for moments in which no Ruby code runs.
+struct Local {
+    /// The plan in force and its generation.
+    plan: Option<(u64, Arc<ReadPlan>)>,
+    names: Option<FastMap<Box<[u8]>, EventName>>,
+    texts: Option<FastMap<Box<[u8]>, Text>>,
+    /// Attributes of the event being read, reused from one event to the
+    /// next (taken while in use, so a nested call makes its own).
+    scratch: Vec<Attr>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local { plan: None, names: None, texts: None, scratch: Vec::new() })
+    };
+}
+
+fn local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
+    LOCAL.with(|l| f(&mut l.borrow_mut()))
+}
+
+/// The plan in force, from this thread's copy while it is current.
+pub fn current_plan() -> Arc<ReadPlan> {
+    let generation = GENERATION.load(Ordering::Acquire);
+    let cached = local(|l| {
+        l.plan
+            .as_ref()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, p)| p.clone())
+    });
+    if let Some(plan) = cached {
+        return plan;
+    }
+    let found = {
+        let policy = POLICY.lock();
+        policy
+            .as_ref()
+            .map(|p| (GENERATION.load(Ordering::Acquire), p.plan.clone()))
+    };
+    let (generation, plan) = match found {
+        Some(f) => f,
+        None => {
+            update(|_| {});
+            return current_plan();
+        }
+    };
+    local(|l| l.plan = Some((generation, plan.clone())));
+    plan
+}
+
+/// The event name of a String or Symbol (else `None`), cached per thread.
+fn event_name(v: VALUE) -> Option<EventName> {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+    let s = match unsafe { rb_sys::RB_TYPE(v) } {
+        T::RUBY_T_STRING => v,
+        // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
+        T::RUBY_T_SYMBOL => unsafe { rb_sys::rb_sym2str(v) },
+        _ => return None,
+    };
+    // SAFETY: `s` is a T_STRING; no Ruby code runs while the bytes are used.
+    let bytes = unsafe { string_slice(s) };
+    let bytes = &bytes[..bytes.len().min(MAX_NAME_BYTES)];
+    if bytes.len() > NAME_CACHE_BYTES {
+        return Some(EventName::new(bytes));
+    }
+    Some(local(|l| {
+        let cache = l.names.get_or_insert_with(FastMap::default);
+        if let Some(name) = cache.get(bytes) {
+            return name.clone();
+        }
+        if cache.len() >= NAME_CACHE_LIMIT {
+            cache.clear();
+        }
+        let name = EventName::new(bytes);
+        cache.insert(Box::from(bytes), name.clone());
+        name
+    }))
+}
+
+/// How the payload's keys are looked up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyMode {
+    Symbols,
+    Strings,
+}
+
+/// Where one pass over a payload found the keys of a plan: `found[i]` is
+/// the value under `plan.keys[i]` (`Qundef`: absent). Kept on the stack, so
+/// the GC sees the values while they are converted.
+struct Found<'a> {
+    plan: &'a ReadPlan,
+    mode: KeyMode,
+    task: VALUE,
+    step: VALUE,
+    values: &'a mut [VALUE],
+    /// In Symbol mode: a String "task_id" key was seen.
+    string_task_id: bool,
+}
+
+impl Found<'_> {
+    fn note(&mut self, key: VALUE, val: VALUE) {
+        let mode = self.mode;
+        let plan = self.plan;
+        if mode == KeyMode::Symbols && rb_sys::STATIC_SYM_P(key) {
+            // The common case: compare immediates.
+            if key == plan.task_id.sym {
+                self.task = val;
+            } else if key == plan.step_id.sym {
+                self.step = val;
+            } else if let Some(slot) = plan
+                .index_of_static(key)
+                .and_then(|i| self.values.get_mut(i))
+            {
+                *slot = val;
+            }
+            return;
+        }
+        if plan.task_id.is(key, mode) {
+            self.task = val;
+        } else if plan.step_id.is(key, mode) {
+            self.step = val;
+        } else if let Some(i) = plan.keys.iter().position(|k| k.is(key, mode)) {
+            if let Some(slot) = self.values.get_mut(i) {
+                *slot = val;
+            }
+        } else if mode == KeyMode::Symbols && self.task == QUNDEF {
+            self.string_task_id |= self.plan.task_id.is(key, KeyMode::Strings);
+        }
+    }
+}
+
+/// Notes where the plan's keys are in `payload`, in one pass over it; runs
+/// no Ruby code. A default value is not read.
+fn find_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
+    unsafe extern "C" fn each_pair(key: VALUE, val: VALUE, arg: VALUE) -> c_int {
+        // SAFETY: `arg` is the address of the Found below, alive for the
+        // whole rb_hash_foreach call and used by this thread only.
+        let found = unsafe { &mut *(arg as *mut Found) };
+        // Comparisons only; a panic (there is none to expect) must not
+        // unwind into the VM.
+        let _ = catch_unwind(AssertUnwindSafe(|| found.note(key, val)));
+        rb_sys::st_retval::ST_CONTINUE as c_int
+    }
+    let arg = found as *mut Found as VALUE;
+    // SAFETY: `payload` is a T_HASH; the callback never raises nor unwinds;
+    // protect catches anything rb_hash_foreach itself raises.
+    magnus::rb_sys::protect(|| unsafe {
+        rb_sys::rb_hash_foreach(payload, Some(each_pair), arg);
+        rb_sys::Qnil as VALUE
+    })?;
+    Ok(())
+}
+
+/// The bytes of what an object says of itself, `#<ClassName>` when it cannot.
+fn described_text(ruby: &Ruby, v: VALUE) -> Result<Text, Error> {
+    Ok(match describe_object(ruby, v)? {
+        // SAFETY: `s` is a String just returned; copied at once.
+        Described::Text(s) => Text::from_bytes_capped(unsafe { string_slice(s) }, MAX_TEXT_BYTES),
+        Described::Placeholder => Text::from_bytes(&class_placeholder(v)?),
+    })
+}
+
+/// Strings up to this many bytes are shared per thread (a step name comes
+/// with every event of its step), at most `TEXT_CACHE_LIMIT` of them.
+const TEXT_CACHE_BYTES: usize = 64;
+const TEXT_CACHE_LIMIT: usize = 512;
+
+fn string_text(s: VALUE) -> Text {
+    // SAFETY: `s` is a T_STRING; copied before any Ruby code can run.
+    let bytes = unsafe { string_slice(s) };
+    if bytes.len() > TEXT_CACHE_BYTES {
+        return Text::from_bytes_capped(bytes, MAX_TEXT_BYTES);
+    }
+    local(|l| {
+        let cache = l.texts.get_or_insert_with(FastMap::default);
+        if let Some(text) = cache.get(bytes) {
+            return text.clone();
+        }
+        if cache.len() >= TEXT_CACHE_LIMIT {
+            cache.clear();
+        }
+        let text = Text::from_bytes(bytes);
+        cache.insert(Box::from(bytes), text.clone());
+        text
+    })
+}
+
+fn bignum_text(v: VALUE) -> Text {
+    // SAFETY: `v` is a Bignum; rb_big2str returns a new String.
+    string_text(unsafe { rb_sys::rb_big2str(v, 10) })
+}
+
+/// A scalar value, or `None` for what is not one (nil, Arrays, objects).
+fn scalar(v: VALUE, ty: T) -> Option<AttrValue> {
+    Some(match ty {
+        T::RUBY_T_TRUE => AttrValue::Bool(true),
+        T::RUBY_T_FALSE => AttrValue::Bool(false),
+        // SAFETY: a Fixnum's value is in its tag bits.
+        T::RUBY_T_FIXNUM => AttrValue::Int(unsafe { rb_sys::FIX2LONG(v) } as i64),
+        // SAFETY: `v` is a Float (flonum or heap); NUM2DBL reads it.
+        T::RUBY_T_FLOAT => AttrValue::Float(unsafe { rb_sys::NUM2DBL(v) }),
+        T::RUBY_T_BIGNUM => AttrValue::Str(bignum_text(v)),
+        T::RUBY_T_STRING => AttrValue::Str(string_text(v)),
+        // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
+        T::RUBY_T_SYMBOL => AttrValue::Str(string_text(unsafe { rb_sys::rb_sym2str(v) })),
+        _ => return None,
+    })
+}
+
+/// A payload value as an attribute value; `None` for nil.
+fn attr_value(ruby: &Ruby, v: VALUE) -> Result<Option<AttrValue>, Error> {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+    let ty = unsafe { rb_sys::RB_TYPE(v) };
+    if let Some(value) = scalar(v, ty) {
+        return Ok(Some(value));
+    }
+    match ty {
+        T::RUBY_T_NIL => Ok(None),
+        T::RUBY_T_ARRAY => array_value(ruby, v).map(Some),
+        _ => Ok(Some(AttrValue::Str(described_text(ruby, v)?))),
+    }
+}
+
+/// An Array as an Array of scalars: other elements as their text (nil as
+/// an empty String), at most [`MAX_ARRAY_ITEMS`].
+fn array_value(ruby: &Ruby, v: VALUE) -> Result<AttrValue, Error> {
+    let mut items = Vec::new();
+    let mut i: isize = 0;
+    // The length is read again every step: a `to_s` may change the Array.
+    // SAFETY: `v` is a T_ARRAY; rb_ary_entry is bounds-checked.
+    while (i as usize) < MAX_ARRAY_ITEMS && i < unsafe { rb_sys::RARRAY_LEN(v) } as isize {
+        let item = unsafe { rb_sys::rb_ary_entry(v, i as _) };
+        // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+        let ty = unsafe { rb_sys::RB_TYPE(item) };
+        let value = match (scalar(item, ty), ty) {
+            (Some(value), _) => value,
+            (None, T::RUBY_T_NIL) => AttrValue::Str(Text::Static("")),
+            (None, _) => AttrValue::Str(described_text(ruby, item)?),
+        };
+        items.push(value);
+        i += 1;
+    }
+    Ok(AttrValue::Array(items.into()))
+}
+
+/// A task or step id; `None` for nil and false.
+fn id_value(ruby: &Ruby, v: VALUE) -> Result<Option<Id>, Error> {
+    let capped = |s: VALUE| {
+        // SAFETY: `s` is a T_STRING; copied at once.
+        let bytes = unsafe { string_slice(s) };
+        Id::from_bytes(&bytes[..bytes.len().min(MAX_TEXT_BYTES)])
+    };
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+    Ok(Some(match unsafe { rb_sys::RB_TYPE(v) } {
+        T::RUBY_T_NIL | T::RUBY_T_FALSE => return Ok(None),
+        // SAFETY: a Fixnum's value is in its tag bits.
+        T::RUBY_T_FIXNUM => Id::Int(unsafe { rb_sys::FIX2LONG(v) } as i64),
+        T::RUBY_T_STRING => capped(v),
+        // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
+        T::RUBY_T_SYMBOL => capped(unsafe { rb_sys::rb_sym2str(v) }),
+        // SAFETY: `v` is a Bignum; rb_big2str returns a new String.
+        T::RUBY_T_BIGNUM => capped(unsafe { rb_sys::rb_big2str(v, 10) }),
+        _ => Id::from(described_text(ruby, v)?.as_str()),
+    }))
+}
+
+/// What reading an event gave.
+pub enum Read {
+    /// Not a lifecycle event: the payload is not a Hash, or the name is
+    /// neither a String nor a Symbol.
+    Refused,
+    Event(LifecycleEvent),
+}
+
+/// Reads one event (see the module documentation). `at` is the event's one
+/// clock reading.
+pub fn read_event(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Result<Read, Error> {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+    if unsafe { rb_sys::RB_TYPE(payload) } != T::RUBY_T_HASH {
+        return Ok(Read::Refused);
+    }
+    let Some(name) = event_name(name) else {
+        return Ok(Read::Refused);
+    };
+    let plan = current_plan();
+    if plan.keys.len() <= SMALL_PLAN {
+        let mut values = [QUNDEF; SMALL_PLAN];
+        read_with(ruby, payload, name, at, &plan, &mut values)
+    } else {
+        let mut values = [QUNDEF; LARGE_PLAN];
+        read_with(ruby, payload, name, at, &plan, &mut values)
+    }
+}
+
+/// Plans of up to this many keys are read with a small array on the stack.
+const SMALL_PLAN: usize = 24;
+const LARGE_PLAN: usize = AttrKey::PAYLOAD_KEYS.len() + MAX_ALLOWLIST;
+
+fn read_with(
+    ruby: &Ruby,
+    payload: VALUE,
+    name: EventName,
+    at: Stamp,
+    plan: &ReadPlan,
+    values: &mut [VALUE],
+) -> Result<Read, Error> {
+    let mut found = Found {
+        plan,
+        mode: KeyMode::Symbols,
+        task: QUNDEF,
+        step: QUNDEF,
+        values,
+        string_task_id: false,
+    };
+    find_keys(&mut found, payload)?;
+    if found.task == QUNDEF && found.string_task_id {
+        found.mode = KeyMode::Strings;
+        found.step = QUNDEF;
+        found.values.fill(QUNDEF);
+        find_keys(&mut found, payload)?;
+    }
+    let present = |v: VALUE| (v != QUNDEF).then_some(v);
+    let Some(task) = present(found.task)
+        .map(|v| id_value(ruby, v))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(Read::Event(LifecycleEvent::new(name, at)));
+    };
+    let step = present(found.step)
+        .map(|v| id_value(ruby, v))
+        .transpose()?
+        .flatten();
+    let mut attrs = local(|l| std::mem::take(&mut l.scratch));
+    attrs.clear();
+    let read = convert_values(ruby, plan, found.values, &mut attrs);
+    let event = read.map(|()| {
+        let mut ev = LifecycleEvent::with_capacity(name, at, attrs.len());
+        ev.task_id = Some(task);
+        ev.step_id = step;
+        ev.attrs.append(&mut attrs);
+        ev
+    });
+    local(|l| l.scratch = attrs);
+    Ok(Read::Event(event?))
+}
+
+/// The values found, converted in the plan's order (filtered ones as
+/// `"[FILTERED]"`, without reading them).
+fn convert_values(
+    ruby: &Ruby,
+    plan: &ReadPlan,
+    values: &[VALUE],
+    attrs: &mut Vec<Attr>,
+) -> Result<(), Error> {
+    for (key, &v) in plan.keys.iter().zip(values) {
+        if v == QUNDEF {
+            continue;
+        }
+        if key.filtered {
+            if v != rb_sys::Qnil as VALUE {
+                attrs.push((key.attr.clone(), AttrValue::Str(Text::Static(FILTERED))));
+            }
+            continue;
+        }
+        if let Some(value) = attr_value(ruby, v)? {
+            attrs.push((key.attr.clone(), value));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The lifecycle tracer from Ruby: module functions on
+//! `TaskerTraceNative::Native` that `lib/tasker_trace_native/lifecycle.rb`
+//! wraps.
+//!
+//! - `record_lifecycle_event(name, payload)` → true / false: one published
+//!   event (read by [`crate::lifecycle_convert`], then one short lock);
+//!   never raises for its input
+//! - `lifecycle_stats` → Hash, `lifecycle_runs(include_open)` → Array of
+//!   Hashes (see [`crate::lifecycle_to_ruby`]), `lifecycle_reset!`
+//! - `set_lifecycle_filters({name => filtered})`, `lifecycle_filtered_keys`:
+//!   the filtering the Ruby layer decided, per payload key name
+//! - `LIFECYCLE_PAYLOAD_KEYS`, `LIFECYCLE_EVENT_NAMES`: the payload keys
+//!   always read and the event names known by name
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use magnus::prelude::*;
+use magnus::r_hash::ForEach;
+use magnus::rb_sys::AsRawValue;
+use magnus::{function, Error, RHash, RModule, RString, Ruby, Symbol, Value as RValue};
+use rb_sys::VALUE;
+use tasker_trace_core::clock::Stamp;
+use tasker_trace_core::lifecycle::otlp::attribute_prefix;
+use tasker_trace_core::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
+
+use crate::backend_methods::{recorder_result, Ingested};
+use crate::errors::{self, argument_error, guarded};
+use crate::lifecycle_convert::{self, Read, MAX_KEY_BYTES};
+use crate::lifecycle_to_ruby::{runs_to_ruby, stats_to_ruby};
+use crate::settings::shown;
+use crate::to_ruby::{array_of, nil, utf8_to_ruby, wrap};
+use crate::{backend, lifecycle_tracer};
+
+fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
+    errors::maybe_injected_panic();
+    match lifecycle_convert::read_event(ruby, name, payload, at) {
+        Ok(Read::Event(event)) => {
+            lifecycle_tracer().record(event);
+            Ingested::Stored
+        }
+        Ok(Read::Refused) => Ingested::Refused,
+        Err(e) => Ingested::from_error(ruby, e),
+    }
+}
+
+/// `Native.record_lifecycle_event(name, payload)` → true when the tracer
+/// took the event (whatever it made of it: see `lifecycle_stats`), false
+/// when it was refused (a payload that is not a Hash, a name that is not a
+/// String or Symbol) or on an internal failure (logged). Only non-local
+/// exits and exceptions that must propagate, raised by payload objects' own
+/// `to_s`/`iso8601`, leave it.
+fn record_lifecycle_event(ruby: &Ruby, name: RValue, payload: RValue) -> Result<bool, Error> {
+    let at = Stamp::now();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        record(ruby, name.as_raw(), payload.as_raw(), at)
+    }));
+    recorder_result(ruby, outcome, name, "log_lifecycle_error", || {
+        lifecycle_tracer().refuse()
+    })
+}
+
+/// `Native.lifecycle_stats` → counters and sizes (idle runs past the TTL are
+/// expired first, so `open_runs` counts live ones).
+fn lifecycle_stats(ruby: &Ruby) -> Result<RValue, Error> {
+    guarded(ruby, || {
+        let t = lifecycle_tracer();
+        t.expire_now();
+        Ok(wrap(stats_to_ruby(&t.stats())))
+    })
+}
+
+fn boolean(ruby: &Ruby, name: &str, v: RValue) -> Result<bool, Error> {
+    match v.as_raw() {
+        x if x == rb_sys::Qtrue as VALUE => Ok(true),
+        x if x == rb_sys::Qfalse as VALUE => Ok(false),
+        _ => Err(argument_error(
+            ruby,
+            format!("{name} must be true or false (got {})", shown(ruby, v)?),
+        )),
+    }
+}
+
+/// `Native.lifecycle_runs(include_open)` → the runs waiting for export (and
+/// the open ones), as plain Hashes; removes nothing.
+fn lifecycle_runs(ruby: &Ruby, include_open: RValue) -> Result<RValue, Error> {
+    let include_open = boolean(ruby, "include_open", include_open)?;
+    guarded(ruby, || {
+        let t = lifecycle_tracer();
+        t.expire_now();
+        let runs = t.snapshot(include_open);
+        let prefix = attribute_prefix(&backend().resource_settings().service_name);
+        Ok(wrap(runs_to_ruby(&runs, &prefix)))
+    })
+}
+
+/// `Native.lifecycle_reset!`: forgets every run, zeroes the counters.
+fn lifecycle_reset(ruby: &Ruby) -> Result<RValue, Error> {
+    guarded(ruby, || {
+        lifecycle_tracer().reset();
+        Ok(wrap(nil()))
+    })
+}
+
+const FILTERS_EXPECTED: &str =
+    "a Hash of payload key names (Strings or Symbols) to true (filtered) or false";
+
+/// A payload key name: a non-empty String or Symbol of UTF-8 text, at most
+/// [`MAX_KEY_BYTES`] bytes.
+pub fn key_name(v: RValue) -> Option<String> {
+    let name = if let Some(s) = RString::from_value(v) {
+        s.to_string().ok()?
+    } else {
+        Symbol::from_value(v)?.name().ok()?.into_owned()
+    };
+    (!name.is_empty() && name.len() <= MAX_KEY_BYTES).then_some(name)
+}
+
+/// `Native.set_lifecycle_filters({"error_message" => false, "card" => true})`:
+/// replaces the filter decisions, per payload key name. A key in
+/// `lifecycle_attributes` without a decision is filtered.
+fn set_lifecycle_filters(ruby: &Ruby, decisions: RValue) -> Result<bool, Error> {
+    let bad = |v: RValue| -> Error {
+        match shown(ruby, v) {
+            Ok(got) => argument_error(
+                ruby,
+                format!("lifecycle filters must be {FILTERS_EXPECTED} (got {got})"),
+            ),
+            Err(interrupt) => interrupt,
+        }
+    };
+    let Some(hash) = RHash::from_value(decisions) else {
+        return Err(bad(decisions));
+    };
+    let mut out = Vec::with_capacity(hash.len());
+    let mut wrong: Option<RValue> = None;
+    hash.foreach(|k: RValue, v: RValue| {
+        let filtered = match v.as_raw() {
+            x if x == rb_sys::Qtrue as VALUE => true,
+            x if x == rb_sys::Qfalse as VALUE => false,
+            _ => {
+                wrong = Some(decisions);
+                return Ok(ForEach::Stop);
+            }
+        };
+        match key_name(k) {
+            Some(name) => out.push((name, filtered)),
+            None => {
+                wrong = Some(decisions);
+                return Ok(ForEach::Stop);
+            }
+        }
+        Ok(ForEach::Continue)
+    })?;
+    if let Some(v) = wrong {
+        return Err(bad(v));
+    }
+    guarded(ruby, || {
+        lifecycle_convert::set_decisions(out);
+        Ok(true)
+    })
+}
+
+/// `Native.lifecycle_filtered_keys` → the payload key names whose values
+/// are exported as `"[FILTERED]"` now.
+fn lifecycle_filtered_keys(ruby: &Ruby) -> Result<RValue, Error> {
+    guarded(ruby, || {
+        let names = lifecycle_convert::current_plan().filtered_names();
+        Ok(wrap(array_of(names.iter(), |n| utf8_to_ruby(n))))
+    })
+}
+
+fn frozen_names(ruby: &Ruby, names: &[&str]) -> Result<RValue, Error> {
+    let ary = ruby.ary_new_capa(names.len());
+    for name in names {
+        let s = ruby.str_new(name);
+        s.freeze();
+        ary.push(s)?;
+    }
+    ary.freeze();
+    Ok(ary.as_value())
+}
+
+pub fn define(native: RModule) -> Result<(), Error> {
+    let ruby = Ruby::get_with(native);
+    native.const_set(
+        "LIFECYCLE_PAYLOAD_KEYS",
+        frozen_names(&ruby, &AttrKey::PAYLOAD_KEYS)?,
+    )?;
+    native.const_set(
+        "LIFECYCLE_EVENT_NAMES",
+        frozen_names(&ruby, &KNOWN_EVENT_NAMES)?,
+    )?;
+    native.define_module_function(
+        "record_lifecycle_event",
+        function!(record_lifecycle_event, 2),
+    )?;
+    native.define_module_function("lifecycle_stats", function!(lifecycle_stats, 0))?;
+    native.define_module_function("lifecycle_runs", function!(lifecycle_runs, 1))?;
+    native.define_module_function("lifecycle_reset!", function!(lifecycle_reset, 0))?;
+    native.define_module_function("set_lifecycle_filters", function!(set_lifecycle_filters, 1))?;
+    native.define_module_function(
+        "lifecycle_filtered_keys",
+        function!(lifecycle_filtered_keys, 0),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Lifecycle runs and stats as new Ruby objects (`lifecycle_runs`,
+//! `lifecycle_stats`), built from copies taken out of the tracer, with no
+//! lock held. Fixed-shape Hashes come from key/value arrays on the stack;
+//! Arrays and attribute Hashes are filled element by element, each element
+//! on this stack frame until it is stored.
+//!
+//! A run: `{trace_id: "<32 hex>", task_id: 42 | "abc", end: "completed",
+//! spans: [span, ...]}`, the root span first. A span: `{span_id: "<16 hex>",
+//! parent_span_id: nil | "<16 hex>", name:, start_time: <Unix ns>,
+//! end_time: <Unix ns> | nil, duration: <Float seconds> | nil, status:
+//! {code: "OK" | "ERROR" | "UNSET", message: nil | String}, attributes:
+//! {"tasker.task_id" => 42, ...}, events: [{name:, time: <Unix ns>,
+//! attributes: {...}}], links: [{trace_id:, span_id:}]}`. Times are the
+//! OTLP export's own numbers.
+
+use rb_sys::VALUE;
+use tasker_trace_core::lifecycle::otlp::{prefixed_key, RunClock};
+use tasker_trace_core::lifecycle::{
+    Attr, AttrValue, Id, LifecycleStats, Run, Span, SpanEvent, StatusCode,
+};
+
+use crate::names::sym;
+use crate::to_ruby::{
+    array_of, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby,
+    new_hash, nil, utf8_to_ruby,
+};
+
+/// Lowercase hex of an id, as a new String.
+fn hex_to_ruby(bytes: &[u8]) -> VALUE {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    let n = bytes.len().min(16);
+    for (i, b) in bytes[..n].iter().enumerate() {
+        buf[2 * i] = DIGITS[usize::from(b >> 4)];
+        buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    // Hex digits are ASCII.
+    utf8_to_ruby(std::str::from_utf8(&buf[..2 * n]).unwrap_or_default())
+}
+
+fn nanos_to_ruby(ns: u64) -> VALUE {
+    int_to_ruby(i64::try_from(ns).unwrap_or(i64::MAX))
+}
+
+fn value_to_ruby(v: &AttrValue) -> VALUE {
+    match v {
+        AttrValue::Int(n) => int_to_ruby(*n),
+        AttrValue::Float(x) => float_to_ruby(*x),
+        AttrValue::Bool(b) => bool_to_ruby(*b),
+        AttrValue::Str(t) => utf8_to_ruby(t),
+        AttrValue::Array(items) => array_of(items.iter(), value_to_ruby),
+    }
+}
+
+fn id_to_ruby(id: &Id) -> VALUE {
+    match id {
+        Id::Int(n) => int_to_ruby(*n),
+        Id::Text(s) => utf8_to_ruby(s),
+    }
+}
+
+/// `{"<prefix><key>" => value, ...}`, filled entry by entry.
+fn attributes_to_ruby(attrs: &[Attr], prefix: &str) -> VALUE {
+    let hash = new_hash(attrs.len());
+    for (k, v) in attrs {
+        let key = utf8_to_ruby(&prefixed_key(prefix, k.as_str()));
+        let value = value_to_ruby(v);
+        hash_set(hash, key, value);
+    }
+    hash
+}
+
+fn event_to_ruby(e: &SpanEvent, clock: &RunClock, prefix: &str) -> VALUE {
+    let kv = [
+        sym(|s| s.name),
+        utf8_to_ruby(e.name.as_str()),
+        sym(|s| s.time),
+        nanos_to_ruby(clock.nanos(e.at)),
+        sym(|s| s.attributes),
+        attributes_to_ruby(&e.attributes, prefix),
+    ];
+    hash_from_pairs(&kv)
+}
+
+fn status_to_ruby(span: &Span) -> VALUE {
+    let code = match span.status.code {
+        StatusCode::Unset => "UNSET",
+        StatusCode::Ok => "OK",
+        StatusCode::Error => "ERROR",
+    };
+    let kv = [
+        sym(|s| s.code),
+        utf8_to_ruby(code),
+        sym(|s| s.message),
+        span.status
+            .message
+            .as_ref()
+            .map_or_else(nil, |m| utf8_to_ruby(m)),
+    ];
+    hash_from_pairs(&kv)
+}
+
+fn span_to_ruby(span: &Span, clock: &RunClock, prefix: &str) -> VALUE {
+    let (start, end) = clock.span_times(span);
+    let events = array_of(span.events.iter(), |e| event_to_ruby(e, clock, prefix));
+    let links = array_of(span.links.iter(), |l| {
+        let kv = [
+            sym(|s| s.trace_id),
+            hex_to_ruby(&l.trace_id),
+            sym(|s| s.span_id),
+            hex_to_ruby(&l.span_id),
+        ];
+        hash_from_pairs(&kv)
+    });
+    let kv = [
+        sym(|s| s.span_id),
+        hex_to_ruby(&span.span_id),
+        sym(|s| s.parent_span_id),
+        span.parent_span_id.map_or_else(nil, |p| hex_to_ruby(&p)),
+        sym(|s| s.name),
+        utf8_to_ruby(span.name),
+        sym(|s| s.start_time),
+        nanos_to_ruby(start),
+        sym(|s| s.end_time),
+        end.map_or_else(nil, nanos_to_ruby),
+        sym(|s| s.duration),
+        end.map_or_else(nil, |e| float_to_ruby(e.saturating_sub(start) as f64 / 1e9)),
+        sym(|s| s.status),
+        status_to_ruby(span),
+        sym(|s| s.attributes),
+        attributes_to_ruby(&span.attributes, prefix),
+        sym(|s| s.events),
+        events,
+        sym(|s| s.links),
+        links,
+    ];
+    hash_from_pairs(&kv)
+}
+
+fn run_to_ruby(run: &Run, prefix: &str) -> VALUE {
+    let clock = RunClock::new(run);
+    let spans = array_of(run.spans.iter(), |span| span_to_ruby(span, &clock, prefix));
+    let kv = [
+        sym(|s| s.trace_id),
+        hex_to_ruby(&run.trace_id),
+        sym(|s| s.task_id),
+        id_to_ruby(&run.task_id),
+        sym(|s| s.end),
+        utf8_to_ruby(run.end.as_str()),
+        sym(|s| s.spans),
+        spans,
+    ];
+    hash_from_pairs(&kv)
+}
+
+/// The runs as an Array of Hashes, in the tracer's order.
+pub fn runs_to_ruby(runs: &[Run], prefix: &str) -> VALUE {
+    array_of(runs.iter(), |run| run_to_ruby(run, prefix))
+}
+
+/// `lifecycle_stats`.
+pub fn stats_to_ruby(s: &LifecycleStats) -> VALUE {
+    let kv = [
+        sym(|s| s.open_runs),
+        count_to_ruby(s.open_runs),
+        sym(|s| s.finished_runs),
+        count_to_ruby(s.finished_runs),
+        sym(|s| s.expired_runs),
+        count_to_ruby(s.runs_expired),
+        sym(|s| s.evicted_runs),
+        count_to_ruby(s.runs_evicted),
+        sym(|s| s.dropped_finished_runs),
+        count_to_ruby(s.finished_runs_dropped),
+        sym(|s| s.dropped_spans),
+        count_to_ruby(s.spans_dropped),
+        sym(|s| s.events_recorded),
+        count_to_ruby(s.events_recorded),
+        sym(|s| s.events_ignored),
+        count_to_ruby(s.events_ignored),
+        sym(|s| s.events_orphaned),
+        count_to_ruby(s.events_orphaned),
+        sym(|s| s.events_late),
+        count_to_ruby(s.events_late),
+        sym(|s| s.events_dropped),
+        count_to_ruby(s.events_dropped),
+        sym(|s| s.events_refused),
+        count_to_ruby(s.events_refused),
+    ];
+    hash_from_pairs(&kv)
+}

@@ -1,0 +1,215 @@
+# frozen_string_literal: true
+
+module TaskerTraceNative
+  # The lifecycle tracer: Tasker's own published events (the ones its
+  # Tasker::Events::Publisher sends, not the EventRouter's) made into one
+  # trace per task run, natively. Each event costs one native call; reading
+  # the payload, the clock, the trace model and its bounds are in Rust.
+  #
+  #   TaskerTraceNative.trace_lifecycle!            # Tasker::Events::Publisher.instance
+  #   TaskerTraceNative.lifecycle_stats             # => {open_runs: 3, finished_runs: 12, ...}
+  #   TaskerTraceNative.lifecycle_runs              # => [{trace_id: "…", task_id: 42, end: "completed", spans: [...]}]
+  #   Tasker::Telemetry::TraceBackend.instance.push_otlp  # the runs go out with the backend's traces
+  #
+  # In a Rails app the Railtie calls trace_lifecycle! after boot (unless
+  # `config.tasker_trace_native.lifecycle_tracing = false`).
+  module Lifecycle
+    # Registered event names that are lifecycle events.
+    NAMESPACES = /\A(?:task|step|workflow|observability\.(?:task|step))\./.freeze
+
+    # The one listener every subscription shares: the event's id and payload
+    # go to the native tracer as they are.
+    LISTENER = proc { |event| Native.record_lifecycle_event(event.id, event.payload) }
+
+    # What a filtered value looks like (as in Rails' filter_parameters).
+    FILTERED = "[FILTERED]"
+
+    @subscriptions = ObjectSpace::WeakMap.new
+    @lock = Mutex.new
+    @filter_parameters = nil
+
+    class << self
+      # Subscribes the native tracer to the lifecycle events `publisher` has
+      # registered; returns the names subscribed by this call (none the
+      # second time).
+      def subscribe(publisher)
+        unless publisher.respond_to?(:subscribe)
+          raise ArgumentError, "publisher must respond to subscribe(event_name) { |event| ... } " \
+                               "(got #{publisher.inspect[0, 80]})"
+        end
+
+        sync_filters!
+        @lock.synchronize do
+          done = (@subscriptions[publisher] ||= {})
+          candidates(publisher).each_with_object([]) do |id, added|
+            name = id.to_s
+            next if done.key?(name) || !subscribed?(publisher, id)
+
+            done[name] = true
+            added << name
+          end
+        end
+      end
+
+      # The event ids `publisher` has registered, as it keeps them: a
+      # dry-events publisher's bus (`__bus__.events`), or its class's
+      # registry (`events`); nil when it shows none.
+      def registered_event_ids(publisher)
+        registry = if publisher.respond_to?(:__bus__)
+                     publisher.__bus__.events
+                   elsif publisher.class.respond_to?(:events)
+                     publisher.class.events
+                   end
+        registry.respond_to?(:keys) ? registry.keys : nil
+      end
+
+      # The filters in force: `TaskerTraceNative.lifecycle_filter_parameters`
+      # when set, else the Rails application's `filter_parameters`, else none.
+      def filter_parameters
+        return @filter_parameters unless @filter_parameters.nil?
+
+        app = defined?(::Rails) && ::Rails.respond_to?(:application) ? ::Rails.application : nil
+        app ? Array(app.config.filter_parameters) : []
+      end
+
+      def filter_parameters=(filters)
+        filters = filters.nil? ? nil : Array(filters)
+        unless filters.nil? || filters.all? { |f| f.is_a?(String) || f.is_a?(Symbol) || f.is_a?(Regexp) || f.respond_to?(:call) }
+          raise ArgumentError, "lifecycle_filter_parameters must be an Array of Strings, Symbols, Regexps " \
+                               "or Procs, or nil (got #{filters.inspect[0, 80]})"
+        end
+        @filter_parameters = filters&.dup&.freeze
+        sync_filters!
+        @filter_parameters
+      end
+
+      # Decides, once per payload key name (the known keys and
+      # `lifecycle_attributes`), whether its values are exported as
+      # "[FILTERED]", and hands the decisions to the native tracer: no
+      # filtering happens per event in Ruby.
+      def sync_filters!
+        names = Native::LIFECYCLE_PAYLOAD_KEYS | Native.settings.fetch(:lifecycle_attributes)
+        filtered = filtered_names(names, filter_parameters)
+        Native.set_lifecycle_filters(names.to_h { |n| [n, filtered.include?(n)] })
+        filtered
+      end
+
+      # The names among `names` that `filters` match: through
+      # ActiveSupport::ParameterFilter where it is loaded (Rails' own rules),
+      # else Strings and Symbols as case-insensitive substrings and Regexps
+      # with `match?`.
+      def filtered_names(names, filters)
+        return [] if filters.empty?
+
+        if defined?(::ActiveSupport::ParameterFilter)
+          parameter_filter = ::ActiveSupport::ParameterFilter.new(filters)
+          names.select { |n| parameter_filter.filter(n => "probe")[n] != "probe" }
+        else
+          names.select { |n| filters.any? { |f| plain_match?(f, n) } }
+        end
+      end
+
+      private
+
+      def candidates(publisher)
+        ids = registered_event_ids(publisher)
+        return Native::LIFECYCLE_EVENT_NAMES if ids.nil?
+
+        ids.select { |id| (id.is_a?(String) || id.is_a?(Symbol)) && NAMESPACES.match?(id.to_s) }
+      end
+
+      # A publisher that does not know a name raises: that name is skipped.
+      def subscribed?(publisher, id)
+        publisher.subscribe(id, &LISTENER)
+        true
+      rescue StandardError
+        false
+      end
+
+      def plain_match?(filter, name)
+        case filter
+        when Regexp then filter.match?(name)
+        when String, Symbol then name.downcase.include?(filter.to_s.downcase)
+        else false
+        end
+      end
+    end
+  end
+
+  class << self
+    # Subscribes the native lifecycle tracer to `publisher`'s lifecycle
+    # events (Tasker::Events::Publisher.instance by default) and returns the
+    # names it subscribed to. Names the publisher has not registered are
+    # skipped; a second call on the same publisher adds nothing.
+    def trace_lifecycle!(publisher = nil)
+      publisher ||= default_publisher
+      Lifecycle.subscribe(publisher)
+    end
+
+    # Records one lifecycle event directly (what the subscription does):
+    # true when the tracer took it, false when refused (a payload that is not
+    # a Hash, a name that is neither a String nor a Symbol). Never raises for
+    # its input.
+    def record_lifecycle_event(name, payload = {})
+      Native.record_lifecycle_event(name, payload)
+    end
+
+    # Counters and sizes of the lifecycle tracer (see the README).
+    def lifecycle_stats
+      Native.lifecycle_stats
+    end
+
+    # The finished runs waiting for export (and the open ones with
+    # `include_open: true`) as plain Hashes, oldest first; removes nothing.
+    #
+    #   [{trace_id: "<32 hex>", task_id: 42 (or a String id),
+    #     end: "completed" | "failed" | "pending" | "cancelled" | "resolved_manually" | "open",
+    #     spans: [                        # the root first, then one per step attempt
+    #       {span_id: "<16 hex>", parent_span_id: nil | "<16 hex>",
+    #        name: "tasker.task.execution" | "tasker.step.execution",
+    #        start_time: 1796116863015194624,   # Unix nanoseconds (the OTLP export's numbers)
+    #        end_time: Integer | nil,           # nil while open
+    #        duration: 0.000105066 | nil,       # Float seconds
+    #        status: {code: "OK" | "ERROR" | "UNSET", message: nil | String},
+    #        attributes: {"tasker.task_id" => 42, "tasker.task_name" => "order", ...},
+    #        events: [{name: "step.before_handle", time: Integer, attributes: {...}}],
+    #        links: [{trace_id: "<32 hex>", span_id: "<16 hex>"}]}]}]   # root: the task's previous run
+    #
+    # Attribute keys are prefixed with the service name (`tasker.` by default).
+    def lifecycle_runs(include_open: false)
+      Native.lifecycle_runs(include_open)
+    end
+
+    # Forgets every run and zeroes the lifecycle counters.
+    def lifecycle_reset!
+      Native.lifecycle_reset!
+    end
+
+    # Filters for lifecycle attributes, replacing Rails' filter_parameters
+    # for them (nil: Rails' again).
+    def lifecycle_filter_parameters
+      Lifecycle.filter_parameters
+    end
+
+    def lifecycle_filter_parameters=(filters)
+      Lifecycle.filter_parameters = filters
+    end
+
+    # Called by the extension when record_lifecycle_event fails inside.
+    def log_lifecycle_error(event_name, message)
+      logger = defined?(::Rails) && ::Rails.respond_to?(:logger) ? ::Rails.logger : nil
+      logger&.error("TaskerTraceNative lifecycle tracer error recording #{event_name}: #{message}")
+      nil
+    end
+
+    private
+
+    def default_publisher
+      unless defined?(::Tasker::Events::Publisher) && ::Tasker::Events::Publisher.respond_to?(:instance)
+        raise ArgumentError, "trace_lifecycle! needs a publisher: Tasker::Events::Publisher is not loaded"
+      end
+
+      ::Tasker::Events::Publisher.instance
+    end
+  end
+end

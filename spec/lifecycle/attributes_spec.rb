@@ -1,0 +1,166 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "date"
+require "json"
+require "active_support/hash_with_indifferent_access"
+
+RSpec.describe "Lifecycle tracer: attributes, secrets and values" do
+  def step_attrs(payload = {})
+    publish("task.start_requested", task_id: 1)
+    publish("step.execution_requested", { task_id: 1, step_id: 2 }.merge(payload))
+    attrs(attempts(only_run(include_open: true)).first)
+  end
+
+  def exported_json
+    Tasker::Telemetry::TraceBackend.instance.export_otlp(include_open: true)
+  end
+
+  describe "the secrets rule" do
+    it "never exports step_results, step_inputs, task_context or backtrace by default" do
+      secret = "sk_live_do_not_leak"
+      play(ts.web_process(1, "order", context: { api_key: secret }))
+      play(ts.worker_start(1, "order", [10], context: { api_key: secret }))
+      failed = ts.step_attempt(1, 10, "charge", 1, outcome: :failed, retry_after: true).map do |name, payload|
+        name.is_a?(String) ? [name, payload.merge(step_results: { token: secret }, backtrace: [secret])] : [name, payload]
+      end
+      play(failed)
+      play(ts.step_attempt(1, 10, "charge", 2).map { |n, p| n.is_a?(String) ? [n, p.merge(step_inputs: { secret => 1 })] : [n, p] })
+      play(ts.finish(1, "order", :completed, total: 1))
+      everything = JSON.generate(runs(include_open: true)) + exported_json
+      expect(everything).not_to include(secret)
+      keys = runs.first[:spans].flat_map { |s| s[:attributes].keys + s[:events].flat_map { |e| e[:attributes].keys } }
+      expect(keys.uniq - %w[tasker.task_id tasker.task_name tasker.step_id tasker.step_name tasker.attempt_number
+                            tasker.retry_limit tasker.error tasker.exception_class tasker.total_steps
+                            tasker.completed_steps tasker.failed_steps tasker.execution_duration]).to eq([])
+    end
+
+    it "adds the payload keys named in lifecycle_attributes (Strings or Symbols)" do
+      configure_lifecycle(lifecycle_attributes: ["region", :priority])
+      expect(TaskerTraceNative.config.lifecycle_attributes).to eq(%w[region priority])
+      expect(step_attrs(region: "eu", priority: 3, other: 1)).to include("region" => "eu", "priority" => 3)
+      expect(step_attrs.keys).not_to include("other")
+    end
+
+    it "exports allowlisted and known keys that match the filters as [FILTERED], decided once per key" do
+      TaskerTraceNative.lifecycle_filter_parameters = [:token, /\Acard/, "MESSAGE"]
+      configure_lifecycle(lifecycle_attributes: %w[api_token card_number region step_inputs])
+      expect(TaskerTraceNative::Native.lifecycle_filtered_keys)
+        .to match_array(%w[error_message api_token card_number])
+      a = step_attrs(api_token: "t0k", card_number: "4242", region: "eu", error_message: "boom",
+                     step_inputs: { "x" => 1 })
+      expect(a).to include("api_token" => "[FILTERED]", "card_number" => "[FILTERED]", "error" => "[FILTERED]",
+                           "region" => "eu", "step_inputs" => '{"x"=>1}')
+      expect(exported_json).not_to include("t0k", "4242", "boom")
+    end
+
+    it "uses the Rails application's filter_parameters when none are set" do
+      app = Struct.new(:config).new(Struct.new(:filter_parameters).new([:region]))
+      rails = Module.new
+      rails.define_singleton_method(:application) { app }
+      stub_const("Rails", rails)
+      configure_lifecycle(lifecycle_attributes: %w[region])
+      expect(step_attrs(region: "eu")).to include("region" => "[FILTERED]")
+    end
+
+    it "filters with ActiveSupport::ParameterFilter's rules when it is loaded (procs too)" do
+      require "active_support/parameter_filter"
+      TaskerTraceNative.lifecycle_filter_parameters = [->(key, value) { value.replace("x") if key == "zone" }]
+      configure_lifecycle(lifecycle_attributes: %w[zone region])
+      expect(step_attrs(zone: "z1", region: "eu")).to include("zone" => "[FILTERED]", "region" => "eu")
+    end
+
+    it "filters an allowlisted key until its filtering was decided" do
+      configure_lifecycle(lifecycle_attributes: %w[region])
+      publisher # subscribed (which decides the filtering) before the decisions are forgotten
+      # Decisions that forget the key (as between two settings changes).
+      TaskerTraceNative::Native.set_lifecycle_filters({})
+      expect(TaskerTraceNative::Native.lifecycle_filtered_keys).to eq(%w[region])
+      expect(step_attrs(region: "eu")).to include("region" => "[FILTERED]")
+    end
+
+    it "never filters task_id and step_id, which identify the trace" do
+      TaskerTraceNative.lifecycle_filter_parameters = [:id]
+      expect(step_attrs).to include("task_id" => 1, "step_id" => 2)
+    end
+  end
+
+  describe "values" do
+    before { configure_lifecycle(lifecycle_attributes: %w[v]) }
+
+    it "keeps Integers, Floats, booleans and Strings typed; Symbols as their names" do
+      expect(step_attrs(v: 7)["v"]).to eq(7)
+      expect(step_attrs(v: -1.5)["v"]).to eq(-1.5)
+      expect(step_attrs(v: false)["v"]).to be(false)
+      expect(step_attrs(v: :sym)["v"]).to eq("sym")
+      expect(step_attrs(v: "héllo ✓")["v"]).to eq("héllo ✓")
+    end
+
+    it "keeps Arrays of scalars, other elements as text, at most 128", :gc_stress_safe do
+      expect(step_attrs(v: [1, "a", :b, nil, 2.5, [3]])["v"]).to eq([1, "a", "b", "", 2.5, "[3]"])
+      expect(step_attrs(v: (1..1000).to_a)["v"].size).to eq(128)
+    end
+
+    it "gives Bignums as decimal Strings, Time and Date as ISO 8601, others as to_s" do
+      require "time"
+      expect(step_attrs(v: 2**70)["v"]).to eq((2**70).to_s)
+      expect(step_attrs(v: Time.utc(2026, 12, 1, 10, 0, 0))["v"]).to eq("2026-12-01T10:00:00Z")
+      expect(step_attrs(v: Date.new(2026, 12, 1))["v"]).to eq("2026-12-01")
+      expect(step_attrs(v: { a: 1 })["v"]).to eq({ a: 1 }.to_s)
+    end
+
+    it "leaves nil out, and replaces invalid bytes" do
+      expect(step_attrs(v: nil).key?("v")).to be(false)
+      expect(step_attrs(v: "a\xffb".b)["v"]).to eq("a\uFFFDb")
+    end
+
+    it "cuts Strings beyond 8 KiB at a character boundary, marked with …" do
+      v = step_attrs(v: "é" * 10_000)["v"]
+      expect(v.bytesize).to be <= 8 * 1024 + 3
+      expect(v).to end_with("…")
+      expect(v.delete_suffix("…")).to eq("é" * (8 * 1024 / 2))
+    end
+
+    it "describes objects whose to_s raises as #<ClassName>; interrupts propagate" do
+      failing = Class.new { def to_s = raise("nope") }
+      stub_const("FailingToS", failing)
+      expect(step_attrs(v: FailingToS.new)["v"]).to eq("#<FailingToS>")
+      expect(step_attrs(v: BasicObject.new)["v"]).to eq("#<BasicObject>")
+      interrupting = Class.new { def to_s = raise(Interrupt) }
+      expect { step_attrs(v: interrupting.new) }.to raise_error(Interrupt)
+    end
+
+    it "reads String keys when the payload has no :task_id but a \"task_id\" (HashWithIndifferentAccess)" do
+      payload = ActiveSupport::HashWithIndifferentAccess.new(task_id: 9, task_name: "hwia", v: 1)
+      expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", payload)).to be(true)
+      expect(TaskerTraceNative.record_lifecycle_event("task.completed", { "task_id" => 9 })).to be(true)
+      expect(attrs(root(only_run))).to include("task_id" => 9, "task_name" => "hwia", "v" => 1)
+    end
+
+    it "finds allowlisted keys in a large allowlist, and keys that were dynamic Symbols first" do
+      dynamic = "dyn_key_#{Process.pid}_#{rand(1 << 30)}"
+      key = dynamic.to_sym # a dynamic Symbol before the allowlist names it
+      names = Array.new(200) { |i| "k#{i}" } + [dynamic]
+      configure_lifecycle(lifecycle_attributes: names)
+      got = step_attrs(k0: 0, k150: 150, key => "dyn", other: 1)
+      expect(got).to include("k0" => 0, "k150" => 150, dynamic => "dyn")
+      expect(got.keys).not_to include("other")
+      configure_lifecycle(lifecycle_attributes: [dynamic])
+      expect(step_attrs(key => "small plan")[dynamic]).to eq("small plan")
+    end
+
+    it "does not read a Hash's default value" do
+      payload = Hash.new { |_h, k| raise "read #{k}" }.merge(task_id: 1)
+      expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", payload)).to be(true)
+    end
+  end
+
+  it "prefixes attribute keys with the service name" do
+    TaskerTraceNative.configure { |c| c.service_name = "orders" }
+    publish("task.start_requested", task_id: 1, task_name: "x")
+    expect(runs(include_open: true).first[:spans].first[:attributes]).to eq("orders.task_name" => "x",
+                                                                             "orders.task_id" => 1)
+  ensure
+    TaskerTraceNative.configure { |c| c.service_name = "tasker" }
+  end
+end
