@@ -9,6 +9,7 @@
 //! - [`lifecycle_methods`]: the lifecycle tracer: `record_lifecycle_event`,
 //!   `lifecycle_stats`, `lifecycle_runs`, the filter decisions
 //! - [`lifecycle_convert`]: a published event's payload to a core event
+//! - [`lifecycle_plan`]: which payload keys events read, and their filtering
 //! - [`lifecycle_to_ruby`]: lifecycle runs and stats to new Ruby objects
 //! - [`settings`]: every setting: its check, its name, how it is put in force
 //! - [`convert`]: Ruby payloads, names and keys to core values
@@ -25,6 +26,7 @@ mod errors;
 mod gvl;
 mod lifecycle_convert;
 mod lifecycle_methods;
+mod lifecycle_plan;
 mod lifecycle_to_ruby;
 mod names;
 mod otlp_methods;
@@ -90,7 +92,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     backend().register_for_fork();
     exporter().register_for_fork();
     lifecycle_tracer().register_for_fork();
-    lifecycle_convert::init();
+    lifecycle_plan::init();
     settings::load_environment_defaults(backend());
     Ok(())
 }

@@ -9,11 +9,9 @@
 //! `step_inputs`, `task_context` and `backtrace` are never read. The result
 //! owns all its data.
 //!
-//! Which keys are read, and which are exported as `"[FILTERED]"`, is a
-//! [`ReadPlan`] decided once whenever the allowlist or the filter decisions
-//! change (the Ruby layer decides filtering with Rails' `filter_parameters`
-//! and passes the answer per key name); each thread keeps the plan and
-//! checks one counter per event to see whether it is still current.
+//! Which keys are read, and which are exported as `"[FILTERED]"`, is the
+//! [`ReadPlan`] in force (see [`crate::lifecycle_plan`]); each thread keeps
+//! a copy and checks one counter per event to see whether it is current.
 //!
 //! Keys: Symbols; when the payload has no `:task_id` but a `"task_id"`
 //! (HashWithIndifferentAccess, JSON), every key is read as a String. Of a
@@ -27,239 +25,25 @@
 //! throws, exits) leave this module.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use magnus::{Error, Ruby};
-use rb_sys::{ruby_value_type as T, ID, VALUE};
+use rb_sys::{ruby_value_type as T, VALUE};
 use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::fork::ForkSafeMutex;
 use tasker_trace_core::lifecycle::{
     Attr, AttrKey, AttrValue, EventName, Id, LifecycleEvent, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES,
 };
 
 use crate::convert::{class_placeholder, describe_object, string_slice, Described, FastMap};
+use crate::lifecycle_plan::{self, KeyMode, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN};
 
-/// What a filtered value is exported as.
-pub const FILTERED: &str = "[FILTERED]";
-/// Most names in `lifecycle_attributes`, and most bytes in one name.
-pub const MAX_ALLOWLIST: usize = 256;
-pub const MAX_KEY_BYTES: usize = 256;
 /// Event names longer than this are cut; names up to `NAME_CACHE_BYTES`
 /// are cached per thread, at most `NAME_CACHE_LIMIT` of them.
 const MAX_NAME_BYTES: usize = 1024;
 const NAME_CACHE_BYTES: usize = 128;
 const NAME_CACHE_LIMIT: usize = 1024;
-
-/// One payload key an event reads, besides the identity.
-#[derive(Clone, Debug)]
-struct PlanKey {
-    /// The key's Symbol ID (a plain integer; the Symbol of an interned name
-    /// lives as long as the process).
-    id: ID,
-    /// The key's Symbol when it is a static one: an immediate that encodes
-    /// the ID (no object); `Qundef` when the name was a dynamic Symbol first.
-    sym: VALUE,
-    name: Box<str>,
-    attr: AttrKey,
-    filtered: bool,
-}
-
-/// The keys every event reads, with their filtering decided.
-#[derive(Debug)]
-pub struct ReadPlan {
-    task_id: PlanKey,
-    step_id: PlanKey,
-    keys: Vec<PlanKey>,
-    /// `keys[i].sym` for every key, contiguous for a quick scan.
-    symbols: Vec<VALUE>,
-    /// For large plans: the index of each key by its static Symbol.
-    by_symbol: Option<FastMap<VALUE, usize>>,
-}
-
-/// The Symbol of `id` if it is static (an immediate), else `Qundef`.
-fn static_symbol(id: ID) -> VALUE {
-    // SAFETY: `id` came from rb_intern2: the VM has its Symbol.
-    let sym = unsafe { rb_sys::rb_id2sym(id) };
-    if rb_sys::STATIC_SYM_P(sym) {
-        sym
-    } else {
-        QUNDEF
-    }
-}
-
-const QUNDEF: VALUE = rb_sys::Qundef as VALUE;
-
-impl PlanKey {
-    fn new(name: &str, attr: AttrKey, filtered: bool) -> PlanKey {
-        let id = intern(name);
-        PlanKey {
-            id,
-            sym: static_symbol(id),
-            name: name.into(),
-            attr,
-            filtered,
-        }
-    }
-
-    /// Whether a payload key is this key, in `mode`. Runs no Ruby code.
-    fn is(&self, key: VALUE, mode: KeyMode) -> bool {
-        match mode {
-            KeyMode::Symbols if self.sym != QUNDEF => key == self.sym,
-            // SAFETY: the ID's Symbol exists; looking it up creates nothing.
-            KeyMode::Symbols => key == unsafe { rb_sys::rb_id2sym(self.id) },
-            KeyMode::Strings => {
-                // SAFETY: RB_TYPE only inspects the VALUE; `key` is then a
-                // live String whose bytes are compared at once.
-                unsafe {
-                    rb_sys::RB_TYPE(key) == T::RUBY_T_STRING
-                        && string_slice(key) == self.name.as_bytes()
-                }
-            }
-        }
-    }
-}
-
-fn intern(name: &str) -> ID {
-    // SAFETY: rb_intern2 copies the name and returns a static Symbol's ID.
-    unsafe { rb_sys::rb_intern2(name.as_ptr() as *const _, name.len() as _) }
-}
-
-/// What the plan is made from: the allowlist and the filter decisions.
-#[derive(Clone, Debug, Default)]
-struct Inputs {
-    allowlist: Vec<Arc<str>>,
-    /// Payload key name → filtered, as the Ruby layer decided.
-    decisions: HashMap<Box<str>, bool>,
-}
-
-impl ReadPlan {
-    /// Interns Symbols: call with the GVL and no lock held.
-    fn build(inputs: &Inputs) -> ReadPlan {
-        let decided =
-            |name: &str, default: bool| inputs.decisions.get(name).copied().unwrap_or(default);
-        let mut keys = Vec::with_capacity(AttrKey::PAYLOAD_KEYS.len() + inputs.allowlist.len());
-        for name in AttrKey::PAYLOAD_KEYS {
-            let Some(attr) = AttrKey::from_payload_key(name.as_bytes()) else {
-                continue;
-            };
-            if matches!(attr, AttrKey::TaskId | AttrKey::StepId) {
-                continue;
-            }
-            // Known keys are exported unless a filter matches them.
-            keys.push(PlanKey::new(name, attr, decided(name, false)));
-        }
-        for name in &inputs.allowlist {
-            if AttrKey::from_payload_key(name.as_bytes()).is_some() {
-                continue;
-            }
-            // An allowlisted key no decision was made for is filtered until
-            // one is (never exported by mistake).
-            keys.push(PlanKey::new(
-                name,
-                AttrKey::Extra(name.clone()),
-                decided(name, true),
-            ));
-        }
-        let by_symbol = (keys.len() > SMALL_PLAN).then(|| {
-            keys.iter()
-                .enumerate()
-                .filter(|(_, k)| k.sym != QUNDEF)
-                .map(|(i, k)| (k.sym, i))
-                .collect()
-        });
-        ReadPlan {
-            task_id: PlanKey::new("task_id", AttrKey::TaskId, false),
-            step_id: PlanKey::new("step_id", AttrKey::StepId, false),
-            symbols: keys.iter().map(|k| k.sym).collect(),
-            keys,
-            by_symbol,
-        }
-    }
-
-    /// The index of the plan key a static Symbol is (a static Symbol can
-    /// only be a key whose own Symbol is static).
-    fn index_of_static(&self, key: VALUE) -> Option<usize> {
-        match &self.by_symbol {
-            Some(map) => map.get(&key).copied(),
-            None => self.symbols.iter().position(|&s| s == key),
-        }
-    }
-
-    /// The names whose values are exported as `"[FILTERED]"`.
-    pub fn filtered_names(&self) -> Vec<String> {
-        self.keys
-            .iter()
-            .filter(|k| k.filtered)
-            .map(|k| k.name.to_string())
-            .collect()
-    }
-}
-
-struct Policy {
-    inputs: Inputs,
-    plan: Arc<ReadPlan>,
-}
-
-static POLICY: ForkSafeMutex<Option<Policy>> = ForkSafeMutex::new(None);
-/// Bumped whenever the plan changes; threads compare it with their copy's.
-static GENERATION: AtomicU64 = AtomicU64::new(1);
-
-/// Builds the default plan and makes its lock fork-safe; called at load.
-pub fn init() {
-    POLICY.register();
-    update(|_| {});
-}
-
-/// Changes the inputs and puts the new plan in force. Runs with the GVL, so
-/// callers never interleave; Symbols are interned outside the lock.
-fn update(change: impl FnOnce(&mut Inputs)) {
-    let mut inputs = POLICY
-        .lock()
-        .as_ref()
-        .map(|p| p.inputs.clone())
-        .unwrap_or_default();
-    change(&mut inputs);
-    let plan = Arc::new(ReadPlan::build(&inputs));
-    let old = POLICY.lock().replace(Policy { inputs, plan });
-    GENERATION.fetch_add(1, Ordering::AcqRel);
-    drop(old);
-}
-
-/// The allowlist in force (`lifecycle_attributes`).
-pub fn allowlist() -> Vec<String> {
-    POLICY
-        .lock()
-        .as_ref()
-        .map(|p| p.inputs.allowlist.iter().map(|n| n.to_string()).collect())
-        .unwrap_or_default()
-}
-
-/// Puts an allowlist in force (names deduplicated, order kept).
-pub fn set_allowlist(names: Vec<String>) {
-    update(|inputs| {
-        let mut list: Vec<Arc<str>> = Vec::with_capacity(names.len());
-        for name in names {
-            if !list.iter().any(|n| **n == *name) {
-                list.push(Arc::from(name));
-            }
-        }
-        inputs.allowlist = list;
-    });
-}
-
-/// Replaces every filter decision (payload key name → filtered).
-pub fn set_decisions(decisions: Vec<(String, bool)>) {
-    update(|inputs| {
-        inputs.decisions = decisions
-            .into_iter()
-            .map(|(k, v)| (k.into_boxed_str(), v))
-            .collect();
-    });
-}
 
 /// What reading keeps on a thread from one event to the next. Borrowed
 /// only for moments in which no Ruby code runs.
@@ -285,7 +69,7 @@ fn local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
 
 /// The plan in force, from this thread's copy while it is current.
 pub fn current_plan() -> Arc<ReadPlan> {
-    let generation = GENERATION.load(Ordering::Acquire);
+    let generation = lifecycle_plan::generation();
     let cached = local(|l| {
         l.plan
             .as_ref()
@@ -295,19 +79,7 @@ pub fn current_plan() -> Arc<ReadPlan> {
     if let Some(plan) = cached {
         return plan;
     }
-    let found = {
-        let policy = POLICY.lock();
-        policy
-            .as_ref()
-            .map(|p| (GENERATION.load(Ordering::Acquire), p.plan.clone()))
-    };
-    let (generation, plan) = match found {
-        Some(f) => f,
-        None => {
-            update(|_| {});
-            return current_plan();
-        }
-    };
+    let (generation, plan) = lifecycle_plan::in_force();
     local(|l| l.plan = Some((generation, plan.clone())));
     plan
 }
@@ -328,24 +100,28 @@ fn event_name(v: VALUE) -> Option<EventName> {
         return Some(EventName::new(bytes));
     }
     Some(local(|l| {
-        let cache = l.names.get_or_insert_with(FastMap::default);
-        if let Some(name) = cache.get(bytes) {
-            return name.clone();
-        }
-        if cache.len() >= NAME_CACHE_LIMIT {
-            cache.clear();
-        }
-        let name = EventName::new(bytes);
-        cache.insert(Box::from(bytes), name.clone());
-        name
+        cached(&mut l.names, bytes, NAME_CACHE_LIMIT, EventName::new)
     }))
 }
 
-/// How the payload's keys are looked up.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum KeyMode {
-    Symbols,
-    Strings,
+/// `cache[bytes]`, made with `make` and kept when missing; a cache holding
+/// `limit` entries starts over.
+fn cached<V: Clone>(
+    cache: &mut Option<FastMap<Box<[u8]>, V>>,
+    bytes: &[u8],
+    limit: usize,
+    make: impl FnOnce(&[u8]) -> V,
+) -> V {
+    let cache = cache.get_or_insert_with(FastMap::default);
+    if let Some(v) = cache.get(bytes) {
+        return v.clone();
+    }
+    if cache.len() >= limit {
+        cache.clear();
+    }
+    let v = make(bytes);
+    cache.insert(Box::from(bytes), v.clone());
+    v
 }
 
 /// Where one pass over a payload found the keys of a plan: `found[i]` is
@@ -435,18 +211,7 @@ fn string_text(s: VALUE) -> Text {
     if bytes.len() > TEXT_CACHE_BYTES {
         return Text::from_bytes_capped(bytes, MAX_TEXT_BYTES);
     }
-    local(|l| {
-        let cache = l.texts.get_or_insert_with(FastMap::default);
-        if let Some(text) = cache.get(bytes) {
-            return text.clone();
-        }
-        if cache.len() >= TEXT_CACHE_LIMIT {
-            cache.clear();
-        }
-        let text = Text::from_bytes(bytes);
-        cache.insert(Box::from(bytes), text.clone());
-        text
-    })
+    local(|l| cached(&mut l.texts, bytes, TEXT_CACHE_LIMIT, Text::from_bytes))
 }
 
 fn bignum_text(v: VALUE) -> Text {
@@ -556,8 +321,6 @@ pub fn read_event(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Result
     }
 }
 
-/// Plans of up to this many keys are read with a small array on the stack.
-const SMALL_PLAN: usize = 24;
 const LARGE_PLAN: usize = AttrKey::PAYLOAD_KEYS.len() + MAX_ALLOWLIST;
 
 fn read_with(

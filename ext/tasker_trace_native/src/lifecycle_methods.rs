@@ -25,7 +25,8 @@ use tasker_trace_core::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
 
 use crate::backend_methods::{recorder_result, Ingested};
 use crate::errors::{self, argument_error, guarded};
-use crate::lifecycle_convert::{self, Read, MAX_KEY_BYTES};
+use crate::lifecycle_convert::{self, Read};
+use crate::lifecycle_plan::{self, MAX_KEY_BYTES};
 use crate::lifecycle_to_ruby::{runs_to_ruby, stats_to_ruby};
 use crate::settings::shown;
 use crate::to_ruby::{array_of, nil, utf8_to_ruby, wrap};
@@ -155,7 +156,7 @@ fn set_lifecycle_filters(ruby: &Ruby, decisions: RValue) -> Result<bool, Error> 
         return Err(bad(v));
     }
     guarded(ruby, || {
-        lifecycle_convert::set_decisions(out);
+        lifecycle_plan::set_decisions(out);
         Ok(true)
     })
 }

@@ -30,8 +30,8 @@ use tasker_trace_core::{Backend, Limits, SettingError, Value};
 
 use crate::convert::{self, PayloadConverter};
 use crate::errors::{self, argument_error, guarded};
-use crate::lifecycle_convert::{self, MAX_ALLOWLIST};
 use crate::lifecycle_methods::key_name;
+use crate::lifecycle_plan::{self, MAX_ALLOWLIST};
 use crate::names::sym;
 use crate::to_ruby::{
     array_of, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
@@ -87,7 +87,7 @@ impl InForce {
             resource: b.resource_settings(),
             otlp: exporter().settings(),
             lifecycle: lifecycle_tracer().limits(),
-            lifecycle_attributes: lifecycle_convert::allowlist(),
+            lifecycle_attributes: lifecycle_plan::allowlist(),
         }
     }
 
@@ -96,7 +96,7 @@ impl InForce {
         exporter().set_settings(self.otlp);
         b.configure(self.limits);
         lifecycle_tracer().configure(self.lifecycle);
-        lifecycle_convert::set_allowlist(self.lifecycle_attributes);
+        lifecycle_plan::set_allowlist(self.lifecycle_attributes);
     }
 }
 

@@ -1,0 +1,262 @@
+//! What a lifecycle event reads of its payload: the [`ReadPlan`] (the known
+//! payload keys, the `lifecycle_attributes` allowlist, and for each key
+//! whether its values are exported as `"[FILTERED]"`), decided once whenever
+//! the allowlist or the filter decisions change. The Ruby layer decides the
+//! filtering (with Rails' `filter_parameters`) and passes the answer per key
+//! name; a key of the allowlist without an answer yet is filtered.
+//!
+//! The plan lives behind one registered lock; a counter tells the readers'
+//! per-thread copies (see [`crate::lifecycle_convert`]) when it changed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rb_sys::{ruby_value_type as T, ID, VALUE};
+use tasker_trace_core::fork::ForkSafeMutex;
+use tasker_trace_core::lifecycle::AttrKey;
+
+use crate::convert::{string_slice, FastMap};
+
+/// What a filtered value is exported as.
+pub const FILTERED: &str = "[FILTERED]";
+/// Most names in `lifecycle_attributes`, and most bytes in one name.
+pub const MAX_ALLOWLIST: usize = 256;
+pub const MAX_KEY_BYTES: usize = 256;
+/// Plans of up to this many keys are matched by a scan (larger ones by a
+/// map), and read with a small array on the stack.
+pub(crate) const SMALL_PLAN: usize = 24;
+
+/// One payload key an event reads, besides the identity.
+#[derive(Clone, Debug)]
+pub(crate) struct PlanKey {
+    /// The key's Symbol ID (a plain integer; the Symbol of an interned name
+    /// lives as long as the process).
+    pub id: ID,
+    /// The key's Symbol when it is a static one: an immediate that encodes
+    /// the ID (no object); `Qundef` when the name was a dynamic Symbol first.
+    pub sym: VALUE,
+    pub name: Box<str>,
+    pub attr: AttrKey,
+    pub filtered: bool,
+}
+
+/// The keys every event reads, with their filtering decided.
+#[derive(Debug)]
+pub struct ReadPlan {
+    pub(crate) task_id: PlanKey,
+    pub(crate) step_id: PlanKey,
+    pub(crate) keys: Vec<PlanKey>,
+    /// `keys[i].sym` for every key, contiguous for a quick scan.
+    symbols: Vec<VALUE>,
+    /// For large plans: the index of each key by its static Symbol.
+    by_symbol: Option<FastMap<VALUE, usize>>,
+}
+
+/// The Symbol of `id` if it is static (an immediate), else `Qundef`.
+fn static_symbol(id: ID) -> VALUE {
+    // SAFETY: `id` came from rb_intern2: the VM has its Symbol.
+    let sym = unsafe { rb_sys::rb_id2sym(id) };
+    if rb_sys::STATIC_SYM_P(sym) {
+        sym
+    } else {
+        QUNDEF
+    }
+}
+
+pub(crate) const QUNDEF: VALUE = rb_sys::Qundef as VALUE;
+
+impl PlanKey {
+    fn new(name: &str, attr: AttrKey, filtered: bool) -> PlanKey {
+        let id = intern(name);
+        PlanKey {
+            id,
+            sym: static_symbol(id),
+            name: name.into(),
+            attr,
+            filtered,
+        }
+    }
+
+    /// Whether a payload key is this key, in `mode`. Runs no Ruby code.
+    pub(crate) fn is(&self, key: VALUE, mode: KeyMode) -> bool {
+        match mode {
+            KeyMode::Symbols if self.sym != QUNDEF => key == self.sym,
+            // SAFETY: the ID's Symbol exists; looking it up creates nothing.
+            KeyMode::Symbols => key == unsafe { rb_sys::rb_id2sym(self.id) },
+            KeyMode::Strings => {
+                // SAFETY: RB_TYPE only inspects the VALUE; `key` is then a
+                // live String whose bytes are compared at once.
+                unsafe {
+                    rb_sys::RB_TYPE(key) == T::RUBY_T_STRING
+                        && string_slice(key) == self.name.as_bytes()
+                }
+            }
+        }
+    }
+}
+
+fn intern(name: &str) -> ID {
+    // SAFETY: rb_intern2 copies the name and returns a static Symbol's ID.
+    unsafe { rb_sys::rb_intern2(name.as_ptr() as *const _, name.len() as _) }
+}
+
+/// What the plan is made from: the allowlist and the filter decisions.
+#[derive(Clone, Debug, Default)]
+struct Inputs {
+    allowlist: Vec<Arc<str>>,
+    /// Payload key name → filtered, as the Ruby layer decided.
+    decisions: HashMap<Box<str>, bool>,
+}
+
+impl ReadPlan {
+    /// Interns Symbols: call with the GVL and no lock held.
+    fn build(inputs: &Inputs) -> ReadPlan {
+        let decided =
+            |name: &str, default: bool| inputs.decisions.get(name).copied().unwrap_or(default);
+        let mut keys = Vec::with_capacity(AttrKey::PAYLOAD_KEYS.len() + inputs.allowlist.len());
+        for name in AttrKey::PAYLOAD_KEYS {
+            let Some(attr) = AttrKey::from_payload_key(name.as_bytes()) else {
+                continue;
+            };
+            if matches!(attr, AttrKey::TaskId | AttrKey::StepId) {
+                continue;
+            }
+            // Known keys are exported unless a filter matches them.
+            keys.push(PlanKey::new(name, attr, decided(name, false)));
+        }
+        for name in &inputs.allowlist {
+            if AttrKey::from_payload_key(name.as_bytes()).is_some() {
+                continue;
+            }
+            // An allowlisted key no decision was made for is filtered until
+            // one is (never exported by mistake).
+            keys.push(PlanKey::new(
+                name,
+                AttrKey::Extra(name.clone()),
+                decided(name, true),
+            ));
+        }
+        let by_symbol = (keys.len() > SMALL_PLAN).then(|| {
+            keys.iter()
+                .enumerate()
+                .filter(|(_, k)| k.sym != QUNDEF)
+                .map(|(i, k)| (k.sym, i))
+                .collect()
+        });
+        ReadPlan {
+            task_id: PlanKey::new("task_id", AttrKey::TaskId, false),
+            step_id: PlanKey::new("step_id", AttrKey::StepId, false),
+            symbols: keys.iter().map(|k| k.sym).collect(),
+            keys,
+            by_symbol,
+        }
+    }
+
+    /// The index of the plan key a static Symbol is (a static Symbol can
+    /// only be a key whose own Symbol is static).
+    pub(crate) fn index_of_static(&self, key: VALUE) -> Option<usize> {
+        match &self.by_symbol {
+            Some(map) => map.get(&key).copied(),
+            None => self.symbols.iter().position(|&s| s == key),
+        }
+    }
+
+    /// The names whose values are exported as `"[FILTERED]"`.
+    pub fn filtered_names(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .filter(|k| k.filtered)
+            .map(|k| k.name.to_string())
+            .collect()
+    }
+}
+
+struct Policy {
+    inputs: Inputs,
+    plan: Arc<ReadPlan>,
+}
+
+static POLICY: ForkSafeMutex<Option<Policy>> = ForkSafeMutex::new(None);
+/// Bumped whenever the plan changes; threads compare it with their copy's.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Builds the default plan and makes its lock fork-safe; called at load.
+pub fn init() {
+    POLICY.register();
+    update(|_| {});
+}
+
+/// Changes the inputs and puts the new plan in force. Runs with the GVL, so
+/// callers never interleave; Symbols are interned outside the lock.
+fn update(change: impl FnOnce(&mut Inputs)) {
+    let mut inputs = POLICY
+        .lock()
+        .as_ref()
+        .map(|p| p.inputs.clone())
+        .unwrap_or_default();
+    change(&mut inputs);
+    let plan = Arc::new(ReadPlan::build(&inputs));
+    let old = POLICY.lock().replace(Policy { inputs, plan });
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+    drop(old);
+}
+
+/// The allowlist in force (`lifecycle_attributes`).
+pub fn allowlist() -> Vec<String> {
+    POLICY
+        .lock()
+        .as_ref()
+        .map(|p| p.inputs.allowlist.iter().map(|n| n.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Puts an allowlist in force (names deduplicated, order kept).
+pub fn set_allowlist(names: Vec<String>) {
+    update(|inputs| {
+        let mut list: Vec<Arc<str>> = Vec::with_capacity(names.len());
+        for name in names {
+            if !list.iter().any(|n| **n == *name) {
+                list.push(Arc::from(name));
+            }
+        }
+        inputs.allowlist = list;
+    });
+}
+
+/// Replaces every filter decision (payload key name → filtered).
+pub fn set_decisions(decisions: Vec<(String, bool)>) {
+    update(|inputs| {
+        inputs.decisions = decisions
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v))
+            .collect();
+    });
+}
+
+/// The generation of the plan in force.
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
+/// The plan in force and its generation (made at load; made here if not).
+pub fn in_force() -> (u64, Arc<ReadPlan>) {
+    let found = POLICY
+        .lock()
+        .as_ref()
+        .map(|p| (GENERATION.load(Ordering::Acquire), p.plan.clone()));
+    match found {
+        Some(f) => f,
+        None => {
+            update(|_| {});
+            in_force()
+        }
+    }
+}
+
+/// How the payload's keys are looked up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyMode {
+    Symbols,
+    Strings,
+}
