@@ -29,7 +29,7 @@ use crate::lifecycle_convert::{self, Read};
 use crate::lifecycle_plan::{self, MAX_KEY_BYTES};
 use crate::lifecycle_to_ruby::{runs_to_ruby, stats_to_ruby};
 use crate::settings::shown;
-use crate::to_ruby::{array_of, nil, utf8_to_ruby, wrap};
+use crate::to_ruby::{array_of, build_protected, nil, utf8_to_ruby, wrap};
 use crate::{backend, lifecycle_tracer};
 
 fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
@@ -90,7 +90,8 @@ fn lifecycle_runs(ruby: &Ruby, include_open: RValue) -> Result<RValue, Error> {
         t.expire_now();
         let runs = t.snapshot(include_open);
         let prefix = attribute_prefix(&backend().resource_settings().service_name);
-        Ok(wrap(runs_to_ruby(&runs, &prefix)))
+        // The runs and the prefix are owned here, outside the protected build.
+        build_protected(ruby, || runs_to_ruby(&runs, &prefix)).map(wrap)
     })
 }
 

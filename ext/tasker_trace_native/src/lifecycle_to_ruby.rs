@@ -14,7 +14,7 @@
 //! OTLP export's own numbers.
 
 use rb_sys::VALUE;
-use tasker_trace_core::lifecycle::otlp::{prefixed_key, RunClock};
+use tasker_trace_core::lifecycle::otlp::RunClock;
 use tasker_trace_core::lifecycle::{
     Attr, AttrValue, Id, LifecycleStats, Run, Span, SpanEvent, StatusCode,
 };
@@ -59,11 +59,17 @@ fn id_to_ruby(id: &Id) -> VALUE {
     }
 }
 
-/// `{"<prefix><key>" => value, ...}`, filled entry by entry.
+/// `{"<prefix><key>" => value, ...}`, filled entry by entry. The key is
+/// assembled in the new String itself: this runs inside `build_protected`
+/// and owns nothing with a destructor.
 fn attributes_to_ruby(attrs: &[Attr], prefix: &str) -> VALUE {
     let hash = new_hash(attrs.len());
     for (k, v) in attrs {
-        let key = utf8_to_ruby(&prefixed_key(prefix, k.as_str()));
+        let key = utf8_to_ruby(prefix);
+        let name = k.as_str();
+        // SAFETY: appends `name`'s bytes to the String just made (UTF-8
+        // onto UTF-8).
+        unsafe { rb_sys::rb_str_cat(key, name.as_ptr() as *const _, name.len() as _) };
         let value = value_to_ruby(v);
         hash_set(hash, key, value);
     }
