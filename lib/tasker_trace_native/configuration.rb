@@ -33,6 +33,7 @@ module TaskerTraceNative
     # Hash can be changed in place after it was assigned): all or nothing.
     def apply!
       Native.apply_settings(to_h)
+      Exporter.arm_at_exit
       self
     end
 

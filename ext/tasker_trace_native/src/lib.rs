@@ -5,6 +5,8 @@
 //!
 //! - [`backend_methods`]: `handle_event`, `export`, `traces`, `stats`, `reset!`
 //! - [`otlp_methods`]: `export_otlp` and `push_otlp`, with their arguments
+//! - [`exporter_methods`]: the background exporter: flush, shutdown, stats,
+//!   the hook recording paths store through, where its target comes from
 //! - [`settings`]: every setting: its check, its name, how it is put in force
 //! - [`convert`]: Ruby payloads, names and keys to core values
 //! - [`to_ruby`]: core records and values to new Ruby objects
@@ -16,6 +18,7 @@
 mod backend_methods;
 mod convert;
 mod errors;
+mod exporter_methods;
 mod gvl;
 mod names;
 mod otlp_methods;
@@ -61,11 +64,13 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     errors::define(ruby, root)?;
     backend_methods::define(methods, native)?;
     otlp_methods::define(native)?;
+    exporter_methods::define(native)?;
     settings::define(native)?;
     test_hooks::define(root)?;
     // Create the backend now, so `created_at` is the load time, and read the
     // OTEL_* resource variables now.
     backend().register_for_fork();
+    exporter_methods::exporter().register_for_fork();
     settings::load_environment_defaults(backend());
     Ok(())
 }

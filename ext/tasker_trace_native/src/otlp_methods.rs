@@ -45,12 +45,18 @@ fn gem_version(ruby: &Ruby) -> String {
 
 /// The resource of a request, as it is now (pid after any fork).
 fn resource(ruby: &Ruby) -> Resource {
+    resource_for(gem_version(ruby))
+}
+
+/// The resource as it is now, with the gem version given (the background
+/// exporter's thread cannot ask Ruby for it). Touches no Ruby.
+pub fn resource_for(version: String) -> Resource {
     let s = backend().resource_settings();
     Resource {
         service_name: s.service_name,
         host_name: backend().instance_id().to_string(),
         pid: std::process::id(),
-        version: gem_version(ruby),
+        version,
         attributes: s.attributes,
     }
 }
@@ -180,7 +186,7 @@ fn headers_argument(ruby: &Ruby, v: RValue) -> Result<Vec<(String, String)>, Err
     }
 }
 
-fn timeout_argument(ruby: &Ruby, v: RValue) -> Result<Duration, Error> {
+pub fn timeout_argument(ruby: &Ruby, v: RValue) -> Result<Duration, Error> {
     let seconds = if let Some(i) = Integer::from_value(v) {
         i.to_i64().map(|n| n as f64).unwrap_or(f64::INFINITY)
     } else if let Some(f) = Float::from_value(v) {

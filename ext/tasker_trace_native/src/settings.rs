@@ -16,25 +16,35 @@ use rb_sys::VALUE;
 use tasker_trace_core::backend::limits::{
     MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
+use tasker_trace_core::exporter::schedule::{
+    self, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED, SECONDS_EXPECTED,
+};
+use tasker_trace_core::exporter::ExporterConfig;
 use tasker_trace_core::settings::ResourceSettings;
 use tasker_trace_core::{Backend, Limits, SettingError, Value};
 
 use crate::backend;
 use crate::convert::{self, PayloadConverter};
 use crate::errors::{self, argument_error, guarded};
+use crate::exporter_methods::exporter;
 use crate::names::sym;
 use crate::to_ruby::{
-    count_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil, utf8_to_ruby,
-    value_to_ruby, wrap,
+    count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
+    utf8_to_ruby, value_to_ruby, wrap,
 };
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 5] = [
+pub const SETTING_NAMES: [&str; 9] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
     "service_name",
     "resource_attributes",
+    // The background exporter.
+    "exporter",
+    "export_schedule_delay",
+    "export_max_batch_size",
+    "export_timeout",
 ];
 
 pub const SERVICE_NAME_EXPECTED: &str = "a non-empty String";
@@ -46,6 +56,7 @@ pub const RESOURCE_ATTRIBUTES_EXPECTED: &str =
 struct InForce {
     limits: Limits,
     resource: ResourceSettings,
+    exporter: ExporterConfig,
 }
 
 impl InForce {
@@ -53,23 +64,29 @@ impl InForce {
         InForce {
             limits: b.limits(),
             resource: b.resource_settings(),
+            exporter: exporter().config(),
         }
     }
 
     fn put_in_force(self, b: &Backend) {
         b.set_resource_settings(self.resource);
         b.configure(self.limits);
+        exporter().configure(self.exporter, Vec::new());
     }
 }
 
 /// `Native.load_environment_defaults`: the resource settings from
-/// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, read once at load.
+/// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, and the exporter's from
+/// `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED` and `OTEL_BSP_*`, read once at
+/// load (nothing starts: the exporter's thread waits for the first event).
 pub fn load_environment_defaults(b: &Backend) {
     let var = |name: &str| std::env::var(name).ok();
     b.set_resource_settings(ResourceSettings::from_env_values(
         var("OTEL_SERVICE_NAME").as_deref(),
         var("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
     ));
+    let (config, warnings) = ExporterConfig::from_env(var);
+    exporter().configure(config, warnings.iter().map(ToString::to_string).collect());
 }
 
 /// A value shown in an error message: its `inspect`, at most 80
@@ -195,10 +212,48 @@ fn check_resource_attributes(ruby: &Ruby, v: RValue) -> Result<Vec<(String, Valu
     Ok(out)
 }
 
+/// Checks an `exporter` value: `:none` or `:otlp` (a Symbol or a String).
+fn check_exporter_mode(ruby: &Ruby, v: RValue) -> Result<Mode, Error> {
+    let name = match (Symbol::from_value(v), RString::from_value(v)) {
+        (Some(s), _) => s.name().ok().map(|n| n.into_owned()),
+        (None, Some(s)) => s.to_string().ok(),
+        _ => None,
+    };
+    name.and_then(|n| Mode::parse(&n).ok())
+        .ok_or_else(|| setting_error(ruby, "exporter", EXPORTER_EXPECTED, v))
+}
+
+/// Checks `export_schedule_delay` and `export_timeout`: seconds, an Integer
+/// or a Float, from a millisecond to a day.
+fn check_seconds(
+    ruby: &Ruby,
+    setting: &'static str,
+    v: RValue,
+) -> Result<std::time::Duration, Error> {
+    let seconds = if let Some(i) = Integer::from_value(v) {
+        i.to_i64().map_or(f64::INFINITY, |n| n as f64)
+    } else if let Some(f) = magnus::Float::from_value(v) {
+        f.to_f64()
+    } else {
+        f64::NAN
+    };
+    schedule::parse_seconds(setting, seconds)
+        .map_err(|_| setting_error(ruby, setting, SECONDS_EXPECTED, v))
+}
+
+/// Checks `export_max_batch_size`: an Integer from 1 to 1,000,000.
+fn check_batch_size(ruby: &Ruby, v: RValue) -> Result<usize, Error> {
+    let setting = "export_max_batch_size";
+    let n = integer_setting(ruby, setting, BATCH_SIZE_EXPECTED, v, false)?.unwrap_or(0);
+    schedule::parse_max_batch_size(n)
+        .map_err(|_| setting_error(ruby, setting, BATCH_SIZE_EXPECTED, v))
+}
+
 /// Checks `value` for the setting `name` and writes it into `settings`.
 fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) -> Result<(), Error> {
     let limits = &mut settings.limits;
     let resource = &mut settings.resource;
+    let export = &mut settings.exporter;
     match name {
         "max_traces" => {
             let n = integer_setting(ruby, "max_traces", MAX_TRACES_EXPECTED, value, true)?;
@@ -221,6 +276,14 @@ fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) ->
         }
         "service_name" => resource.service_name = check_service_name(ruby, value)?,
         "resource_attributes" => resource.attributes = check_resource_attributes(ruby, value)?,
+        "exporter" => export.mode = check_exporter_mode(ruby, value)?,
+        "export_schedule_delay" => {
+            export.schedule.delay = check_seconds(ruby, "export_schedule_delay", value)?
+        }
+        "export_max_batch_size" => export.schedule.max_batch_size = check_batch_size(ruby, value)?,
+        "export_timeout" => {
+            export.schedule.export_timeout = check_seconds(ruby, "export_timeout", value)?
+        }
         other => {
             return Err(argument_error(
                 ruby,
@@ -264,8 +327,17 @@ fn optional_count(n: Option<usize>) -> VALUE {
 /// `Native.settings` → every setting in force, by name.
 fn settings(ruby: &Ruby) -> Result<RValue, Error> {
     guarded(ruby, || {
-        let InForce { limits, resource } = InForce::read(backend());
+        let InForce {
+            limits,
+            resource,
+            exporter,
+        } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
+        let mode = match exporter.mode {
+            Mode::None => sym(|s| s.none),
+            Mode::Otlp => sym(|s| s.otlp),
+        };
+        let schedule = exporter.schedule;
         let kv = [
             sym(|s| s.max_traces),
             optional_count(limits.max_traces),
@@ -277,6 +349,14 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             utf8_to_ruby(&resource.service_name),
             sym(|s| s.resource_attributes),
             attrs,
+            sym(|s| s.exporter),
+            mode,
+            sym(|s| s.export_schedule_delay),
+            float_to_ruby(schedule.delay.as_secs_f64()),
+            sym(|s| s.export_max_batch_size),
+            count_to_ruby(schedule.max_batch_size),
+            sym(|s| s.export_timeout),
+            float_to_ruby(schedule.export_timeout.as_secs_f64()),
         ];
         Ok(wrap(hash_from_pairs(&kv)))
     })

@@ -140,7 +140,7 @@ pub fn float_to_ruby(f: f64) -> VALUE {
     unsafe { rb_sys::rb_float_new(f) }
 }
 
-fn bool_to_ruby(b: bool) -> VALUE {
+pub fn bool_to_ruby(b: bool) -> VALUE {
     if b {
         rb_sys::Qtrue as VALUE
     } else {
