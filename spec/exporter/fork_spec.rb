@@ -67,11 +67,12 @@ RSpec.describe "Background exporter: fork" do
     expect(by_key.size).to eq(50 + 200 + 1)
   end
 
-  it "exports every child's traces from that child and none of the parent's twice (normal exit)" do
+  it "exports every child's traces from that child and none of the parent's twice (normal exit)",
+     timeout: 120 do
     expect_every_trace_once(run_forking_parent("exit(0)"))
   end
 
-  it "does the same when the children leave through exit! after TaskerTraceNative.flush" do
+  it "does the same when the children leave through exit! after TaskerTraceNative.flush", timeout: 120 do
     expect_every_trace_once(run_forking_parent("TaskerTraceNative.flush(timeout: 10)\nexit!(0)"))
   end
 

@@ -74,6 +74,7 @@ pub(super) fn run(start: Start) {
         discard_before_ns,
         mut served,
     } = start;
+    lower_priority();
     if let Some(forked_at) = discard_before_ns {
         match catch_unwind(AssertUnwindSafe(|| {
             shared.sources.discard_finished_before(forked_at)
@@ -163,6 +164,26 @@ fn export(
     shared.set_in_flight(None);
     outcome.unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())))
 }
+
+/// The exporter's CPU priority relative to the app's threads (a nice value):
+/// on a busy machine the app's threads run first and the exporter takes the
+/// CPU left over (still about a tenth of a core when every core is busy).
+pub const NICE: i32 = 10;
+
+/// Lowers this thread's CPU priority by [`NICE`] (Linux: nice is per thread).
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: gettid and setpriority only read and set this thread's
+    // scheduling priority; a failure (not permitted) leaves it as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (current + NICE).min(19));
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// Spawns the worker with every signal blocked in it, so that signals meant
 /// for Ruby (SIGINT, SIGTERM, SIGCHLD ...) are delivered to Ruby's threads.
