@@ -11,6 +11,9 @@ require_relative "../rails/subprocess_helper"
 module ExporterSpecHelper
   include SubprocessHelper
 
+  # The exporter's settings.
+  SETTINGS = %i[exporter export_schedule_delay export_max_batch_size export_timeout].freeze
+
   # What the receiver got: one entry per request.
   Request = Struct.new(:at, :headers, :body, :status, keyword_init: true) do
     def json
