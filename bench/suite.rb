@@ -19,7 +19,7 @@ module TaskerTraceNative
                             :exporter_gvl_traces, keyword_init: true)
 
       FULL = Settings.new(quick: false, time: 3, warmup: 1, keys: 10_000, export_traces: 40_000,
-                          export_runs: 7, memory_traces: 40_000, gc_runs: 7, exporter_rounds: 7,
+                          export_runs: 7, memory_traces: 40_000, gc_runs: 7, exporter_rounds: 11,
                           exporter_lifecycles: 20_000, exporter_gvl_traces: 40_000)
       # Seconds, for bin/test: every case runs, on small numbers; the figures
       # mean nothing and no target is judged.
