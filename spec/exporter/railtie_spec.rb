@@ -12,8 +12,11 @@ RSpec.describe "Background exporter: Rails" do
 
   after { receiver.close }
 
-  it "is turned on by config.tasker_trace_native and starts no thread at boot", timeout: 120 do
-    script = <<~'RUBY'
+  # A minimal application (no database) with `settings` in
+  # config.tasker_trace_native.
+  def app(settings)
+    lines = settings.map { |k, v| "  config.tasker_trace_native.#{k} = #{v.inspect}" }.join("\n")
+    <<~RUBY
       require "rails"
       require "logger"
       class SpecApp < Rails::Application
@@ -21,9 +24,13 @@ RSpec.describe "Background exporter: Rails" do
         config.eager_load = false
         config.logger = Logger.new(nil)
         config.secret_key_base = "0" * 64
-        config.tasker_trace_native.exporter = :otlp
-        config.tasker_trace_native.export_schedule_delay = 0.2
+      #{lines}
       end
+    RUBY
+  end
+
+  it "is turned on by config.tasker_trace_native and starts no thread at boot", timeout: 120 do
+    script = app(exporter: :otlp, export_schedule_delay: 0.2) + <<~'RUBY'
       SpecApp.initialize!
       stats = TaskerTraceNative.exporter_stats
       report(boot: { threads: exporter_threads, enabled: stats[:enabled], running: stats[:running],
@@ -48,16 +55,7 @@ RSpec.describe "Background exporter: Rails" do
   end
 
   it "stops the boot on a bad exporter setting, naming it" do
-    script = <<~'RUBY'
-      require "rails"
-      require "logger"
-      class SpecApp < Rails::Application
-        config.root = Dir.pwd
-        config.eager_load = false
-        config.logger = Logger.new(nil)
-        config.secret_key_base = "0" * 64
-        config.tasker_trace_native.exporter = :zipkin
-      end
+    script = app(exporter: :zipkin) + <<~'RUBY'
       begin
         SpecApp.initialize!
       rescue ArgumentError => e
