@@ -9,7 +9,8 @@
 # - the app thread's time per task lifecycle (start, 2 spans, finish, each
 #   event with a fresh payload) with the exporter off and on (its defaults:
 #   5 s delay, a wake every 512 events), alternating, ROUNDS rounds of
-#   LIFECYCLES lifecycles each;
+#   LIFECYCLES lifecycles each: wall time, and how much of it the thread was
+#   on a CPU and waiting for one;
 # - the GVL time the export takes from Ruby: a CPU-bound Ruby thread's rate
 #   while GVL_TRACES traces are exported, against its rate just before and
 #   just after; the work it lost, in seconds, scaled to 10,000 traces.
@@ -22,10 +23,21 @@ rounds, lifecycles, gvl_traces = ARGV.map { |a| Integer(a) }
 bench = TaskerTraceNative::Bench
 backend = bench.native_backend
 
+# This thread's time on a CPU and waiting for one, in ns (Linux schedstat).
+def sched_ns
+  File.read("/proc/self/task/#{Thread.current.native_thread_id}/schedstat").split.first(2).map(&:to_i)
+rescue SystemCallError, NoMethodError
+  [0, 0]
+end
+
+# [wall, on-CPU, waiting-for-a-CPU] ns per lifecycle.
 def per_lifecycle_ns(bench, backend, count, base)
   t = bench.monotonic_ns
+  s0 = sched_ns
   count.times { |i| bench.lifecycle(backend, base + i) }
-  (bench.monotonic_ns - t).to_f / count
+  wall = bench.monotonic_ns - t
+  cpu, runq = sched_ns.zip(s0).map { |a, b| a - b }
+  [wall, cpu, runq].map { |v| v.to_f / count }
 end
 
 # Units of pure-Ruby work per second while `busy` holds.
@@ -90,8 +102,12 @@ raise "GVL case: sent #{sent} of #{gvl_traces} (#{flusher[:result][:error]})" un
 
 baseline = (before + after) / 2
 lost_seconds = [(1 - (during / baseline)) * export_seconds, 0].max
+medians = ->(runs) { runs.transpose.map { |column| bench.median(column) } }
+off_ns, off_cpu_ns, off_runq_ns = medians.call(off)
+on_ns, on_cpu_ns, on_runq_ns = medians.call(on)
 puts JSON.generate(
-  off_ns: bench.median(off), on_ns: bench.median(on), rounds: rounds, lifecycles: lifecycles,
+  off_ns: off_ns, on_ns: on_ns, off_cpu_ns: off_cpu_ns, on_cpu_ns: on_cpu_ns, off_runq_ns: off_runq_ns,
+  on_runq_ns: on_runq_ns, rounds: rounds, lifecycles: lifecycles,
   exported_while_timed: exported,
   gvl_traces: gvl_traces, export_seconds: export_seconds, ruby_rate_ratio: during / baseline,
   gvl_ms_per_10k: lost_seconds * 1e3 * 10_000 / gvl_traces,

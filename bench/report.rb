@@ -73,6 +73,9 @@ module TaskerTraceNative
           "| --- | ---: | ---: | ---: | --- | --- |",
           row("app thread per task lifecycle (4 events), receiver on 127.0.0.1", fmt(e[:off_ns], :time),
               fmt(e[:on_ns], :time), "#{format('%.2f', ratio)}×", "≤ 1.1×", verdict(ratio <= 1.1)),
+          row("… of which the thread was on a CPU", fmt(e[:off_cpu_ns], :time), fmt(e[:on_cpu_ns], :time),
+              "#{format('%.2f', e[:on_cpu_ns] / e[:off_cpu_ns])}×", "", ""),
+          row("… and waiting for a CPU", fmt(e[:off_runq_ns], :time), fmt(e[:on_runq_ns], :time), "", "", ""),
           row("GVL time taken per 10,000 exported traces", "", format("%.1f ms", e[:gvl_ms_per_10k]), "", "≈ 0", ""),
           "",
           "Medians of #{e[:rounds]} alternating rounds of #{count(e[:lifecycles])} lifecycles; with the exporter on " \
