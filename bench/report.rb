@@ -82,6 +82,31 @@ module TaskerTraceNative
         ].compact.join("\n")
       end
 
+      # The background exporter: the app thread's cost per task lifecycle with
+      # it off and on, and the GVL time its export takes from Ruby.
+      def exporter_table
+        e = @r[:exporter]
+        ratio = e[:on_ns] / e[:off_ns]
+        [
+          "| background exporter | off | on | on / off | target | |",
+          "| --- | ---: | ---: | ---: | --- | --- |",
+          row("app thread per task lifecycle (4 events), receiver on 127.0.0.1", fmt(e[:off_ns], :time),
+              fmt(e[:on_ns], :time), "#{format('%.2f', ratio)}×", "≤ 1.1×", verdict(ratio <= 1.1)),
+          row("… of which the thread was on a CPU", fmt(e[:off_cpu_ns], :time), fmt(e[:on_cpu_ns], :time),
+              "#{format('%.2f', e[:on_cpu_ns] / e[:off_cpu_ns])}×", "", ""),
+          row("… and waiting for a CPU", fmt(e[:off_runq_ns], :time), fmt(e[:on_runq_ns], :time), "", "", ""),
+          row("GVL time taken per 10,000 exported traces", "", format("%.1f ms", e[:gvl_ms_per_10k]), "", "≈ 0", ""),
+          "",
+          "Medians of #{e[:rounds]} alternating rounds of #{count(e[:lifecycles])} lifecycles; with the exporter on " \
+          "(its defaults: a wake every 512 events) #{count(e[:exported_while_timed])} traces went out in " \
+          "#{count(e[:requests])} requests (#{format('%.1f', e[:bytes] / 1e6)} MB, protobuf + gzip). GVL: a " \
+          "CPU-bound Ruby thread kept #{format('%.1f', e[:ruby_rate_ratio] * 100)}% of its rate while " \
+          "#{count(e[:gvl_traces])} traces were exported (#{format('%.0f', e[:export_ms_per_10k])} ms per 10,000 " \
+          "on the exporter thread); the time it lost, scaled to 10,000 traces, is the GVL figure (it includes " \
+          "any CPU the two threads competed for)."
+        ].join("\n")
+      end
+
       private
 
       def label_values

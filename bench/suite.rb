@@ -8,6 +8,7 @@ require_relative "environment"
 require_relative "sampler"
 require_relative "report"
 require_relative "lifecycle_cases"
+require_relative "receiver"
 
 module TaskerTraceNative
   module Bench
@@ -15,14 +16,17 @@ module TaskerTraceNative
     # one, in this process; memory and GC figures in child processes.
     class Suite
       Settings = Struct.new(:quick, :time, :warmup, :keys, :export_traces, :export_runs,
-                            :memory_traces, :gc_runs, :lifecycle_tasks, keyword_init: true)
+                            :memory_traces, :gc_runs, :lifecycle_tasks, :exporter_rounds,
+                            :exporter_lifecycles, :exporter_gvl_traces, keyword_init: true)
 
       FULL = Settings.new(quick: false, time: 3, warmup: 1, keys: 10_000, export_traces: 40_000,
-                          export_runs: 7, memory_traces: 40_000, gc_runs: 7, lifecycle_tasks: 2_000)
+                          export_runs: 7, memory_traces: 40_000, gc_runs: 7, lifecycle_tasks: 2_000,
+                          exporter_rounds: 11, exporter_lifecycles: 20_000, exporter_gvl_traces: 40_000)
       # Seconds, for bin/test: every case runs, on small numbers; the figures
       # mean nothing and no target is judged.
       QUICK = Settings.new(quick: true, time: 0.05, warmup: 0.02, keys: 500, export_traces: 1_000,
-                           export_runs: 1, memory_traces: 1_000, gc_runs: 1, lifecycle_tasks: 50)
+                           export_runs: 1, memory_traces: 1_000, gc_runs: 1, lifecycle_tasks: 50,
+                           exporter_rounds: 1, exporter_lifecycles: 500, exporter_gvl_traces: 1_000)
 
       def self.main(argv)
         settings = FULL
@@ -49,6 +53,7 @@ module TaskerTraceNative
         lifecycle_cases
         export_cases
         memory_cases
+        exporter_cases
         Bench.native_backend.reset!
         report = Report.new(@results, @s)
         puts report.table
@@ -56,6 +61,8 @@ module TaskerTraceNative
         puts report.lifecycle_table
         puts
         puts report.notes
+        puts
+        puts report.exporter_table
         printf("\nbin/bench: done in %.1f s\n", (Bench.monotonic_ns - started) / 1e9)
       end
 
@@ -198,6 +205,23 @@ module TaskerTraceNative
           record(:gc_pause, side, figures[:gc_pause_ms] * 1e6)
           record(:gc_baseline, side, figures[:baseline_gc_pause_ms] * 1e6)
         end
+      end
+
+      # The background exporter's cost to the app thread, off and on, with a
+      # receiver on 127.0.0.1 in this process and the probe in a child.
+      def exporter_cases
+        receiver = Receiver.new
+        probe = File.join(__dir__, "exporter_probe.rb")
+        env = { "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => receiver.url, "OTEL_TRACES_EXPORTER" => nil,
+                "OTEL_SDK_DISABLED" => nil, "OTEL_BSP_SCHEDULE_DELAY" => nil, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" => nil }
+        args = [@s.exporter_rounds, @s.exporter_lifecycles, @s.exporter_gvl_traces].map(&:to_s)
+        out, err, status = Open3.capture3(env, RbConfig.ruby, probe, *args)
+        raise "exporter probe failed: #{err}" unless status.success?
+
+        @results[:exporter] = JSON.parse(out.lines.last, symbolize_names: true)
+                                  .merge(requests: receiver.requests, bytes: receiver.bytes)
+      ensure
+        receiver&.close
       end
     end
   end

@@ -10,9 +10,31 @@
 #    Tasker::Telemetry::TraceBackend.instance.handle_event, exactly as
 #    Tasker's router calls the trace backend. Then it summarises what the
 #    backend holds.
+#
+#   bin/demo                              # replay and summarise
+#   bin/demo --otlp http://localhost:4318 # ... then send the traces to an OTLP/HTTP
+#                                         # collector through the background exporter
+
+require "json"
+# `--otlp URL`: the collector's base URL (or its full /v1/traces URL).
+otlp_url = nil
+args = ARGV.dup
+until args.empty?
+  arg = args.shift
+  case arg
+  when "--otlp" then otlp_url = args.shift
+  when /\A--otlp=(.*)\z/ then otlp_url = Regexp.last_match(1)
+  else abort "usage: bin/demo [--otlp URL]  (unknown argument #{arg.inspect})"
+  end
+  abort "bin/demo: --otlp takes an http:// or https:// URL (got #{otlp_url.inspect})" \
+    if arg.start_with?("--otlp") && !otlp_url.to_s.match?(%r{\Ahttps?://\S+\z})
+end
+# The exporter takes its endpoint from OpenTelemetry's variable, read when
+# the gem loads (below).
+ENV["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_url if otlp_url
+ENV.delete("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") if otlp_url
 
 require "tasker_trace_native"
-require "json"
 require_relative "demo_lifecycle"
 
 # Routes each published event to the backends mapped for it, like Tasker's
@@ -114,6 +136,15 @@ puts
 tasks = Integer(ENV.fetch("DEMO_TASKS", "600"))
 backend = Tasker::Telemetry::TraceBackend.instance
 backend.reset!
+if otlp_url
+  # On, but holding everything until the flush below, so that the summary
+  # still sees every trace in the store.
+  TaskerTraceNative.configure do |c|
+    c.exporter = :otlp
+    c.export_schedule_delay = 3600
+    c.export_max_batch_size = 1_000_000
+  end
+end
 router = DemoEventRouter.new
 workflow = DemoWorkflow.new(router, tasks: tasks, in_flight: 25, seed: 42)
 
@@ -143,3 +174,19 @@ key, sample = task_traces.find { |_, t| t[:status] == "error" && t[:spans].size 
 puts "one trace (#{key}, first 4 spans of #{sample[:spans].size}):"
 shown = sample.merge(spans: sample[:spans].first(4))
 puts JSON.pretty_generate(shown)
+
+if otlp_url
+  started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  result = TaskerTraceNative.flush(timeout: 30)
+  took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+  stats = TaskerTraceNative.exporter_stats
+  puts
+  if result[:error]
+    puts "otlp              #{result[:sent]} traces sent, #{result[:failed]} not delivered: #{result[:error]}"
+  else
+    puts "otlp              #{result[:sent]} traces (#{stats[:exported_spans]} spans) sent to #{otlp_url} " \
+         "by the background exporter in #{(took * 1000).round} ms"
+  end
+  puts "exporter stats    #{stats.slice(:exports, :failed_exports, :retries, :dropped_traces, :queued).map { |k, v| "#{k}=#{v}" }.join(' ')}"
+  exit(result[:error] ? 1 : 0)
+end

@@ -11,9 +11,11 @@ require_relative "tasker_trace_native/configuration"
 require_relative "tasker_trace_native/trace_backend"
 require_relative "tasker_trace_native/otlp"
 require_relative "tasker_trace_native/lifecycle"
+require_relative "tasker_trace_native/exporter"
 
 TaskerTraceNative.install!
 TaskerTraceNative::Lifecycle.sync_filters!
+TaskerTraceNative::Exporter.arm_at_exit
 
 # Rails integration: now if Rails is loaded, else when Rails loads later.
 if defined?(Rails::Railtie)

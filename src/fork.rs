@@ -91,6 +91,11 @@ static REGISTRY: Registry = Registry {
 /// Forks seen in this process's lineage: bumped in the child of every fork.
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
+/// The monotonic clock ([`crate::clock::monotonic_now_ns`]) read in the child
+/// of the latest fork, as the child's first act: everything stamped before it
+/// happened in an ancestor.
+static FORKED_AT_NS: AtomicU64 = AtomicU64::new(0);
+
 thread_local! {
     /// The guards the prepare handler took, on the forking thread (which is
     /// also the child's only thread).
@@ -121,6 +126,14 @@ fn register(lock: &'static dyn HeldOverFork) -> bool {
 pub fn forks() -> u64 {
     install_handlers();
     FORKS.load(Ordering::Acquire)
+}
+
+/// When this process was forked, on the monotonic clock the records are
+/// stamped with; `None` in the original process. A stamp at or before it
+/// was taken in an ancestor (the forking thread cannot be inside an event
+/// while it forks, and no other thread survives the fork).
+pub fn forked_at_ns() -> Option<u64> {
+    (forks() > 0).then(|| FORKED_AT_NS.load(Ordering::Acquire))
 }
 
 /// Whether the handlers are in place (false only where `pthread_atfork`
@@ -156,6 +169,9 @@ extern "C" fn after_fork_in_parent() {
 }
 
 extern "C" fn after_fork_in_child() {
+    // A clock read (clock_gettime): nothing here waits or allocates once the
+    // clock's epoch is set, which the parent did with its first stamp.
+    FORKED_AT_NS.store(crate::clock::monotonic_now_ns(), Ordering::Release);
     FORKS.fetch_add(1, Ordering::AcqRel);
     release_all();
 }

@@ -12,6 +12,8 @@
 //! - [`value`]: the owned payload model (bytes and encodings kept, depth-bounded)
 //! - [`otlp`]: OTLP/HTTP export (protobuf or JSON) and delivery to any OTLP
 //!   backend (https, mTLS, gzip, retries)
+//! - [`exporter`]: the background exporter: a native thread that sends
+//!   finished traces and runs to a collector on a schedule, fork-aware
 //! - [`settings`]: the setting error every entry point shares, resource settings
 //! - [`clock`]: wall and monotonic clocks, ISO 8601 formatting, unique instants
 //! - [`fork`]: fork-safe locks (held over `fork` by a `pthread_atfork` handler)
@@ -21,6 +23,7 @@
 pub mod backend;
 pub mod clock;
 pub mod digits;
+pub mod exporter;
 pub mod fork;
 pub mod ids;
 pub mod lifecycle;

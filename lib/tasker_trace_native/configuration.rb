@@ -35,6 +35,7 @@ module TaskerTraceNative
       Native.apply_settings(to_h)
       # lifecycle_attributes may name new keys: decide their filtering now.
       Lifecycle.sync_filters! if defined?(Lifecycle)
+      Exporter.arm_at_exit
       self
     end
 

@@ -11,10 +11,16 @@ module TaskerTraceNative
   #   config.tasker_trace_native.max_spans_per_trace = 1_000
   #   config.tasker_trace_native.timestamp_precision = 6
   #   config.tasker_trace_native.lifecycle_tracing = false   # default true
+  #   config.tasker_trace_native.exporter = :otlp   # the background exporter
   #
   # - The settings given there are put in force at boot, after
   #   config/initializers/ ran; a bad value or an unknown setting stops the
   #   boot with an ArgumentError naming it.
+  # - The background exporter (`exporter = :otlp`, `export_*` settings) is
+  #   configured at boot like any setting, but no thread starts at boot: each
+  #   process starts its exporter at its first recorded event, so a server
+  #   that preloads the app and forks (Puma's preload_app!) starts one per
+  #   worker and none in its master.
   # - The native methods serve Tasker::Telemetry::TraceBackend whether the
   #   engine's own class was loaded before this gem, after it, or replaced by a
   #   code reload.

@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use super::exporter::OtlpSettings;
+use super::client::OtlpSettings;
 use super::transport::{Compression, Protocol, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 
 /// Where traces go when nothing else is configured.

@@ -13,16 +13,16 @@
 //! - [`tls`]: rustls (ring), the certificate store or a CA, mTLS
 //! - [`retry`]: retryable statuses, backoff, `Retry-After`, cancellation
 //! - [`env`]: `OTEL_EXPORTER_OTLP_*` and resource variables, parsed
-//! - [`exporter`]: the `otlp_*` settings in force and the transport built
-//!   from them ([`Exporter::transport`])
+//! - [`client`]: the `otlp_*` settings in force and the transport built
+//!   from them ([`OtlpClient::transport`])
 //! - [`sources`]: exports and pushes of the backend's records together with
 //!   the lifecycle tracer's runs
 //!
 //! [`select`] picks what an export covers; with `drain` it removes it from the
 //! store in the same step, so each record is exported exactly once.
 
+pub mod client;
 pub mod env;
-pub mod exporter;
 pub mod json;
 pub mod mapping;
 mod payload;
@@ -38,7 +38,7 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-pub use exporter::{Exporter, OtlpSettings, PushOverrides};
+pub use client::{OtlpClient, OtlpSettings, PushOverrides};
 pub use mapping::{child_span_id, pair_spans, Pair, Pairing, Resource, SCOPE_NAME};
 pub use payload::{error_message, render_text, str_text, PayloadAttributes, ATTRIBUTE_PREFIX};
 pub use request::{encode_request, Body, Encoder, MAX_REQUEST_BODY};

@@ -88,13 +88,14 @@ fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Ingested {
         Ok(v) => v,
         Err(e) => return Ingested::from_error(ruby, e),
     };
-    backend().ingest(Event {
+    let event = Event {
         name,
         kind,
         key,
         payload: packed,
         at,
-    });
+    };
+    crate::exporter_methods::record(|| backend().ingest(event));
     Ingested::Stored
 }
 

@@ -11,6 +11,8 @@
 //! - [`lifecycle_convert`]: a published event's payload to a core event
 //! - [`lifecycle_plan`]: which payload keys events read, and their filtering
 //! - [`lifecycle_to_ruby`]: lifecycle runs and stats to new Ruby objects
+//! - [`exporter_methods`]: the background exporter: flush, shutdown, stats,
+//!   the hook recording paths store through, where its target comes from
 //! - [`settings`]: every setting: its check, its name, how it is put in force
 //! - [`convert`]: Ruby payloads, names and keys to core values
 //! - [`to_ruby`]: core records and values to new Ruby objects
@@ -23,6 +25,7 @@ mod allocator;
 mod backend_methods;
 mod convert;
 mod errors;
+mod exporter_methods;
 mod gvl;
 mod lifecycle_convert;
 mod lifecycle_methods;
@@ -39,7 +42,7 @@ use std::sync::OnceLock;
 use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby};
 use tasker_trace_core::lifecycle::Tracer;
-use tasker_trace_core::otlp::Exporter;
+use tasker_trace_core::otlp::OtlpClient;
 use tasker_trace_core::Backend;
 
 static BACKEND: OnceLock<Backend> = OnceLock::new();
@@ -54,12 +57,12 @@ pub fn backend() -> &'static Backend {
     })
 }
 
-static EXPORTER: Exporter = Exporter::new();
+static OTLP_CLIENT: OtlpClient = OtlpClient::new();
 
-/// The process-wide OTLP exporter: the `otlp_*` settings in force and the
+/// The process-wide OTLP client: the `otlp_*` settings in force and the
 /// transport built from them.
-pub fn exporter() -> &'static Exporter {
-    &EXPORTER
+pub fn otlp_client() -> &'static OtlpClient {
+    &OTLP_CLIENT
 }
 
 static TRACER: OnceLock<Tracer> = OnceLock::new();
@@ -85,14 +88,16 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     backend_methods::define(methods, native)?;
     otlp_methods::define(native)?;
     lifecycle_methods::define(native)?;
+    exporter_methods::define(native)?;
     settings::define(native)?;
     test_hooks::define(root)?;
     // Create the backend now, so `created_at` is the load time, and read the
     // OTEL_* variables now.
     backend().register_for_fork();
-    exporter().register_for_fork();
+    otlp_client().register_for_fork();
     lifecycle_tracer().register_for_fork();
     lifecycle_plan::init();
+    exporter_methods::exporter().register_for_fork();
     settings::load_environment_defaults(backend());
     Ok(())
 }

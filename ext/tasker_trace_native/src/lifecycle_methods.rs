@@ -36,7 +36,7 @@ fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
     errors::maybe_injected_panic();
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(event)) => {
-            lifecycle_tracer().record(event);
+            crate::exporter_methods::record(|| lifecycle_tracer().record(event));
             Ingested::Stored
         }
         Ok(Read::Refused) => Ingested::Refused,

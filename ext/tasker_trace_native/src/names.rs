@@ -155,6 +155,28 @@ symbol_table! {
     lifecycle_max_spans_per_run => "lifecycle_max_spans_per_run",
     lifecycle_max_finished_runs => "lifecycle_max_finished_runs",
     lifecycle_attributes => "lifecycle_attributes",
+    // The background exporter: its settings, values, flush results, stats.
+    exporter => "exporter",
+    export_schedule_delay => "export_schedule_delay",
+    export_max_batch_size => "export_max_batch_size",
+    export_timeout => "export_timeout",
+    none => "none",
+    otlp => "otlp",
+    failed => "failed",
+    enabled => "enabled",
+    running => "running",
+    pid => "pid",
+    exports => "exports",
+    failed_exports => "failed_exports",
+    exported_traces => "exported_traces",
+    exported_spans => "exported_spans",
+    retries => "retries",
+    dropped_traces => "dropped_traces",
+    queued => "queued",
+    inherited_discarded => "inherited_discarded",
+    last_error => "last_error",
+    last_error_at_ns => "last_error_at_ns",
+    warnings => "warnings",
 }
 
 static SYMS: OnceLock<Syms> = OnceLock::new();

@@ -18,7 +18,7 @@ use crate::gvl::{without_gvl, NO_UNBLOCK};
 use crate::names::sym;
 use crate::settings::{self, shown};
 use crate::to_ruby::{binary_to_ruby, count_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap};
-use crate::{backend, exporter, lifecycle_tracer};
+use crate::{backend, lifecycle_tracer, otlp_client};
 
 fn gem_version(ruby: &Ruby) -> String {
     ruby.class_object()
@@ -30,12 +30,18 @@ fn gem_version(ruby: &Ruby) -> String {
 
 /// The resource of a request, as it is now (pid after any fork).
 fn resource(ruby: &Ruby) -> Resource {
+    resource_for(gem_version(ruby))
+}
+
+/// The resource as it is now, with the gem version given (the background
+/// exporter's thread cannot ask Ruby for it). Touches no Ruby.
+pub fn resource_for(version: String) -> Resource {
     let s = backend().resource_settings();
     Resource {
         service_name: s.service_name,
         host_name: backend().instance_id().to_string(),
         pid: std::process::id(),
-        version: gem_version(ruby),
+        version,
         attributes: s.attributes,
     }
 }
@@ -179,7 +185,7 @@ fn push_otlp(
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            match exporter().transport(&overrides) {
+            match otlp_client().transport(&overrides) {
                 Ok(transport) => {
                     let settle = otlp::sources::EXPLICIT_SETTLE;
                     Pushed::Done(otlp::sources::push(

@@ -21,6 +21,10 @@ use rb_sys::VALUE;
 use tasker_trace_core::backend::limits::{
     MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
+use tasker_trace_core::exporter::schedule::{
+    self, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED, SECONDS_EXPECTED,
+};
+use tasker_trace_core::exporter::ExporterConfig;
 use tasker_trace_core::lifecycle::{LifecycleLimits, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED};
 use tasker_trace_core::otlp::env;
 use tasker_trace_core::otlp::tls::{check_client_files, check_pem_file, PemRole};
@@ -30,6 +34,7 @@ use tasker_trace_core::{Backend, Limits, SettingError, Value};
 
 use crate::convert::{self, PayloadConverter};
 use crate::errors::{self, argument_error, guarded};
+use crate::exporter_methods::exporter;
 use crate::lifecycle_methods::key_name;
 use crate::lifecycle_plan::{self, MAX_ALLOWLIST};
 use crate::names::sym;
@@ -37,10 +42,10 @@ use crate::to_ruby::{
     array_of, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
     utf8_to_ruby, value_to_ruby, wrap,
 };
-use crate::{backend, exporter, lifecycle_tracer};
+use crate::{backend, lifecycle_tracer, otlp_client};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 18] = [
+pub const SETTING_NAMES: [&str; 22] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -60,6 +65,11 @@ pub const SETTING_NAMES: [&str; 18] = [
     "lifecycle_max_spans_per_run",
     "lifecycle_max_finished_runs",
     "lifecycle_attributes",
+    // The background exporter.
+    "exporter",
+    "export_schedule_delay",
+    "export_max_batch_size",
+    "export_timeout",
 ];
 
 pub const SERVICE_NAME_EXPECTED: &str = "a non-empty String";
@@ -78,6 +88,7 @@ struct InForce {
     lifecycle: LifecycleLimits,
     /// `lifecycle_attributes`: the payload keys exported besides the known ones.
     lifecycle_attributes: Vec<String>,
+    exporter: ExporterConfig,
 }
 
 impl InForce {
@@ -85,32 +96,38 @@ impl InForce {
         InForce {
             limits: b.limits(),
             resource: b.resource_settings(),
-            otlp: exporter().settings(),
+            otlp: otlp_client().settings(),
             lifecycle: lifecycle_tracer().limits(),
             lifecycle_attributes: lifecycle_plan::allowlist(),
+            exporter: exporter().config(),
         }
     }
 
     fn put_in_force(self, b: &Backend) {
         b.set_resource_settings(self.resource);
-        exporter().set_settings(self.otlp);
+        otlp_client().set_settings(self.otlp);
         b.configure(self.limits);
         lifecycle_tracer().configure(self.lifecycle);
         lifecycle_plan::set_allowlist(self.lifecycle_attributes);
+        exporter().configure(self.exporter, Vec::new());
     }
 }
 
 /// The defaults from the environment, read once at load: the resource
 /// settings from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, the
 /// `otlp_*` settings from the `OTEL_EXPORTER_OTLP_*` variables (what cannot
-/// be used is kept as a warning, see `environment_warnings`).
+/// be used is kept as a warning, see `environment_warnings`), and the
+/// background exporter's from `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED` and
+/// `OTEL_BSP_*` (nothing starts: its thread waits for the first event).
 pub fn load_environment_defaults(b: &Backend) {
     let var = |name: &str| std::env::var(name).ok();
     b.set_resource_settings(ResourceSettings::from_env_values(
         var("OTEL_SERVICE_NAME").as_deref(),
         var("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
     ));
-    exporter().load_environment(var);
+    otlp_client().load_environment(var);
+    let (config, warnings) = ExporterConfig::from_env(var);
+    exporter().configure(config, warnings.iter().map(ToString::to_string).collect());
 }
 
 /// A value shown in an error message: its `inspect`, at most 80
@@ -308,9 +325,47 @@ fn lifecycle_count(
     checked(ruby, parse(n))
 }
 
+/// Checks an `exporter` value: `:none` or `:otlp` (a Symbol or a String).
+fn check_exporter_mode(ruby: &Ruby, v: RValue) -> Result<Mode, Error> {
+    let name = match (Symbol::from_value(v), RString::from_value(v)) {
+        (Some(s), _) => s.name().ok().map(|n| n.into_owned()),
+        (None, Some(s)) => s.to_string().ok(),
+        _ => None,
+    };
+    name.and_then(|n| Mode::parse(&n).ok())
+        .ok_or_else(|| setting_error(ruby, "exporter", EXPORTER_EXPECTED, v))
+}
+
+/// Checks `export_schedule_delay` and `export_timeout`: seconds, an Integer
+/// or a Float, from a millisecond to a day.
+fn check_seconds(
+    ruby: &Ruby,
+    setting: &'static str,
+    v: RValue,
+) -> Result<std::time::Duration, Error> {
+    let seconds = if let Some(i) = Integer::from_value(v) {
+        i.to_i64().map_or(f64::INFINITY, |n| n as f64)
+    } else if let Some(f) = magnus::Float::from_value(v) {
+        f.to_f64()
+    } else {
+        f64::NAN
+    };
+    schedule::parse_seconds(setting, seconds)
+        .map_err(|_| setting_error(ruby, setting, SECONDS_EXPECTED, v))
+}
+
+/// Checks `export_max_batch_size`: an Integer from 1 to 1,000,000.
+fn check_batch_size(ruby: &Ruby, v: RValue) -> Result<usize, Error> {
+    let setting = "export_max_batch_size";
+    let n = integer_setting(ruby, setting, BATCH_SIZE_EXPECTED, v, false)?.unwrap_or(0);
+    schedule::parse_max_batch_size(n)
+        .map_err(|_| setting_error(ruby, setting, BATCH_SIZE_EXPECTED, v))
+}
+
 /// Checks `value` for the setting `name` and writes it into `settings`.
 fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) -> Result<(), Error> {
     let otlp = &mut settings.otlp;
+    let export = &mut settings.exporter;
     match name {
         "max_traces" => {
             let n = integer_setting(ruby, "max_traces", MAX_TRACES_EXPECTED, value, true)?;
@@ -381,6 +436,14 @@ fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) ->
             let file = PemSetting::CLIENT_KEY;
             otlp.client_key = file.check(ruby, value, otlp.client_key.as_deref())?;
         }
+        "exporter" => export.mode = check_exporter_mode(ruby, value)?,
+        "export_schedule_delay" => {
+            export.schedule.delay = check_seconds(ruby, "export_schedule_delay", value)?
+        }
+        "export_max_batch_size" => export.schedule.max_batch_size = check_batch_size(ruby, value)?,
+        "export_timeout" => {
+            export.schedule.export_timeout = check_seconds(ruby, "export_timeout", value)?
+        }
         other => {
             return Err(argument_error(
                 ruby,
@@ -432,11 +495,17 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             otlp,
             lifecycle,
             lifecycle_attributes,
+            exporter,
         } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
         let otlp_headers = new_headers_hash(&otlp.headers);
         let optional_text = |s: &Option<String>| s.as_deref().map_or_else(nil, utf8_to_ruby);
         let allowlist = array_of(lifecycle_attributes.iter(), |n| utf8_to_ruby(n));
+        let mode = match exporter.mode {
+            Mode::None => sym(|s| s.none),
+            Mode::Otlp => sym(|s| s.otlp),
+        };
+        let schedule = exporter.schedule;
         let kv = [
             sym(|s| s.max_traces),
             optional_count(limits.max_traces),
@@ -474,6 +543,14 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             count_to_ruby(lifecycle.max_finished_runs),
             sym(|s| s.lifecycle_attributes),
             allowlist,
+            sym(|s| s.exporter),
+            mode,
+            sym(|s| s.export_schedule_delay),
+            float_to_ruby(schedule.delay.as_secs_f64()),
+            sym(|s| s.export_max_batch_size),
+            count_to_ruby(schedule.max_batch_size),
+            sym(|s| s.export_timeout),
+            float_to_ruby(schedule.export_timeout.as_secs_f64()),
         ];
         Ok(wrap(hash_from_pairs(&kv)))
     })
@@ -737,7 +814,7 @@ fn new_headers_hash(headers: &[(String, String)]) -> VALUE {
 /// `Native.environment_warnings` → the OTEL_* values that could not be
 /// used when the gem loaded (each ignored), as messages naming the variable.
 fn environment_warnings(ruby: &Ruby) -> Result<RArray, Error> {
-    let warnings = guarded(ruby, || Ok(exporter().environment_warnings()))?;
+    let warnings = guarded(ruby, || Ok(otlp_client().environment_warnings()))?;
     let list = ruby.ary_new_capa(warnings.len());
     for w in &warnings {
         list.push(ruby.str_new(&w.to_string()))?;

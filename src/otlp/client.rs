@@ -1,6 +1,6 @@
 //! The exporter's settings in force (the `otlp_*` settings), their defaults
 //! from the environment, and the one way from settings to a [`Transport`]:
-//! [`Exporter::transport`]. The transport (its HTTP client and kept-alive
+//! [`OtlpClient::transport`]. The transport (its HTTP client and kept-alive
 //! connections) is built once and reused by every push while the target
 //! stays the same; a change of settings or arguments, a changed TLS file, or
 //! a fork (a child must never share the parent's connections) builds a new
@@ -150,7 +150,7 @@ pub fn settings_from_environment(
 
 /// The process's exporter: the settings in force, the environment's
 /// endpoint and warnings, and the transport last built.
-pub struct Exporter {
+pub struct OtlpClient {
     state: ForkSafeMutex<State>,
 }
 
@@ -171,16 +171,16 @@ struct Built {
     transport: Transport,
 }
 
-impl Default for Exporter {
+impl Default for OtlpClient {
     fn default() -> Self {
-        Exporter::new()
+        OtlpClient::new()
     }
 }
 
-impl Exporter {
+impl OtlpClient {
     /// Default settings, the default endpoint, nothing built yet.
-    pub const fn new() -> Exporter {
-        Exporter {
+    pub const fn new() -> OtlpClient {
+        OtlpClient {
             state: ForkSafeMutex::new(State {
                 settings: OtlpSettings::DEFAULT,
                 environment_endpoint: String::new(),
@@ -387,25 +387,25 @@ mod tests {
 
     #[test]
     fn one_transport_serves_while_the_target_stays_the_same() {
-        let exporter = Exporter::new();
+        let client = OtlpClient::new();
         let http = |port: u16| PushOverrides {
             endpoint: Some(format!("http://127.0.0.1:{port}")),
             ..overrides()
         };
-        let first = exporter.transport(&http(1)).unwrap();
-        let again = exporter.transport(&http(1)).unwrap();
+        let first = client.transport(&http(1)).unwrap();
+        let again = client.transport(&http(1)).unwrap();
         assert!(std::ptr::eq(first.target(), again.target()), "reused");
-        let other = exporter.transport(&http(2)).unwrap();
+        let other = client.transport(&http(2)).unwrap();
         assert!(!std::ptr::eq(first.target(), other.target()), "rebuilt");
-        exporter.set_settings(OtlpSettings {
+        client.set_settings(OtlpSettings {
             timeout: Duration::from_secs(1),
             ..OtlpSettings::DEFAULT
         });
-        let changed = exporter.transport(&http(2)).unwrap();
+        let changed = client.transport(&http(2)).unwrap();
         assert!(!std::ptr::eq(other.target(), changed.target()));
         assert_eq!(changed.target().timeout, Duration::from_secs(1));
         assert_eq!(
-            exporter.transport(&overrides()).unwrap().target().url,
+            client.transport(&overrides()).unwrap().target().url,
             DEFAULT_TRACES_ENDPOINT
         );
     }

@@ -1,0 +1,209 @@
+//! The background exporter from Ruby: `Native.exporter_flush`,
+//! `Native.exporter_shutdown`, `Native.exporter_stats` and
+//! `Native.exporter_enabled?` (the Ruby layer defines
+//! `TaskerTraceNative.flush`, `.shutdown` and `.exporter_stats` on them), the
+//! hook every recording path stores its events through ([`record`]), and
+//! where the exporter's traces and target come from.
+//!
+//! Two functions here are the plugs a merge fills in: [`lifecycle_tracer`]
+//! (the process-wide lifecycle tracer whose runs the exporter drains) and
+//! [`exporter_target`] (the one place the exporter's target is built).
+
+use std::sync::OnceLock;
+
+use magnus::rb_sys::AsRawValue;
+use magnus::{function, Error, RModule, Ruby, Value as RValue};
+use rb_sys::VALUE;
+use tasker_trace_core::exporter::{Exporter, ExporterStats, FlushResult, Sources, Wait};
+use tasker_trace_core::lifecycle::Tracer;
+use tasker_trace_core::otlp::{PushOverrides, Resource, Target};
+
+use crate::backend;
+use crate::errors::guarded;
+use crate::gvl::without_gvl;
+use crate::names::sym;
+use crate::otlp_methods::resource_for;
+use crate::settings::seconds_value;
+use crate::to_ruby::{
+    bool_to_ruby, count_to_ruby, hash_from_pairs, int_to_ruby, nil, utf8_to_ruby, wrap,
+};
+
+static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+
+/// The process-wide exporter (off until its settings turn it on).
+pub fn exporter() -> &'static Exporter {
+    EXPORTER.get_or_init(|| {
+        Exporter::new(
+            Sources {
+                store: backend(),
+                runs: lifecycle_tracer(),
+                resource: exporter_resource,
+            },
+            Box::new(exporter_target),
+        )
+    })
+}
+
+/// Stores an event through the exporter: every recording path (handle_event,
+/// the lifecycle recorder) calls its core store inside `store`. The exporter
+/// starts its thread before this process's first event and counts the event.
+#[inline]
+pub fn record<R>(store: impl FnOnce() -> R) -> R {
+    exporter().record(store)
+}
+
+/// The process-wide lifecycle tracer whose finished runs the exporter drains
+/// with the store's traces (see `tasker_trace_core::exporter::sources`); its
+/// recorder stores events through [`record`].
+fn lifecycle_tracer() -> Option<&'static Tracer> {
+    Some(crate::lifecycle_tracer())
+}
+
+/// Where the exporter's target comes from, in one place: the `otlp_*`
+/// settings in force over the `OTEL_EXPORTER_OTLP_*` variables, exactly as
+/// `push_otlp` sends without arguments; unusable variables are warnings,
+/// shown in `exporter_stats`. Called with the GVL held when a worker starts
+/// (the first event in each process).
+pub fn exporter_target() -> (Result<Target, String>, Vec<String>) {
+    let client = crate::otlp_client();
+    (
+        client.target(&PushOverrides::default()),
+        client
+            .environment_warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    )
+}
+
+/// The resource of the exporter's requests (called on its thread).
+fn exporter_resource() -> Resource {
+    resource_for(env!("CARGO_PKG_VERSION").to_string())
+}
+
+/// `{sent:, failed:, error:}`.
+fn flush_result(r: &FlushResult) -> RValue {
+    let kv = [
+        sym(|s| s.sent),
+        count_to_ruby(r.sent),
+        sym(|s| s.failed),
+        count_to_ruby(r.failed),
+        sym(|s| s.error),
+        r.error.as_deref().map_or_else(nil, utf8_to_ruby),
+    ];
+    wrap(hash_from_pairs(&kv))
+}
+
+/// Flush or shutdown: starts the worker if it should run (with the GVL: the
+/// target reads the environment), then waits with the GVL released; an
+/// interrupt ends the wait at once and is raised.
+fn wait_for_export(
+    ruby: &Ruby,
+    timeout: RValue,
+    what: &str,
+    call: fn(&Exporter, std::time::Duration, &Wait) -> FlushResult,
+) -> Result<RValue, Error> {
+    let timeout = seconds_value(ruby, "timeout", timeout)?;
+    let e = exporter();
+    guarded(ruby, || {
+        e.ensure_running();
+        Ok(())
+    })?;
+    let wait = Wait::default();
+    let unblock = || e.interrupt(&wait);
+    let done = without_gvl(|| call(e, timeout, &wait), Some(&unblock));
+    let (result, interrupt) = done.finished(ruby, what)?;
+    if let Some(interrupt) = interrupt {
+        return Err(interrupt);
+    }
+    Ok(flush_result(&result))
+}
+
+/// `Native.exporter_flush(timeout)` → `{sent:, failed:, error:}`.
+fn exporter_flush(ruby: &Ruby, timeout: RValue) -> Result<RValue, Error> {
+    wait_for_export(ruby, timeout, "flush", Exporter::flush)
+}
+
+/// `Native.exporter_shutdown(timeout)` → `{sent:, failed:, error:}`.
+fn exporter_shutdown(ruby: &Ruby, timeout: RValue) -> Result<RValue, Error> {
+    wait_for_export(ruby, timeout, "shutdown", Exporter::shutdown)
+}
+
+/// `Native.exporter_enabled?`: the settings turn the exporter on.
+fn exporter_enabled(ruby: &Ruby) -> Result<bool, Error> {
+    guarded(ruby, || Ok(exporter().config().is_on()))
+}
+
+fn strings_to_ruby(ruby: &Ruby, items: &[String]) -> Result<VALUE, Error> {
+    let array = ruby.ary_new_capa(items.len());
+    for item in items {
+        array.push(wrap(utf8_to_ruby(item)))?;
+    }
+    Ok(array.as_raw())
+}
+
+/// `Native.exporter_stats` → the counters, with `last_error_at_ns` (the Ruby
+/// layer makes it a Time).
+fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
+    guarded(ruby, || {
+        let ExporterStats {
+            enabled,
+            running,
+            pid,
+            exports,
+            failed_exports,
+            exported_traces,
+            exported_spans,
+            retries,
+            dropped_traces,
+            queued,
+            inherited_discarded,
+            last_error,
+            warnings,
+        } = exporter().stats();
+        let warnings = strings_to_ruby(ruby, &warnings)?;
+        let kv = [
+            sym(|s| s.enabled),
+            bool_to_ruby(enabled),
+            sym(|s| s.running),
+            bool_to_ruby(running),
+            sym(|s| s.pid),
+            count_to_ruby(pid),
+            sym(|s| s.exports),
+            count_to_ruby(exports),
+            sym(|s| s.failed_exports),
+            count_to_ruby(failed_exports),
+            sym(|s| s.exported_traces),
+            count_to_ruby(exported_traces),
+            sym(|s| s.exported_spans),
+            count_to_ruby(exported_spans),
+            sym(|s| s.retries),
+            count_to_ruby(retries),
+            sym(|s| s.dropped_traces),
+            count_to_ruby(dropped_traces),
+            sym(|s| s.queued),
+            count_to_ruby(queued),
+            sym(|s| s.inherited_discarded),
+            count_to_ruby(inherited_discarded),
+            sym(|s| s.last_error),
+            last_error
+                .as_ref()
+                .map_or_else(nil, |e| utf8_to_ruby(&e.message)),
+            sym(|s| s.last_error_at_ns),
+            last_error
+                .as_ref()
+                .map_or_else(nil, |e| int_to_ruby(e.at_wall_ns)),
+            sym(|s| s.warnings),
+            warnings,
+        ];
+        Ok(wrap(hash_from_pairs(&kv)))
+    })
+}
+
+pub fn define(native: RModule) -> Result<(), Error> {
+    native.define_module_function("exporter_flush", function!(exporter_flush, 1))?;
+    native.define_module_function("exporter_shutdown", function!(exporter_shutdown, 1))?;
+    native.define_module_function("exporter_stats", function!(exporter_stats, 0))?;
+    native.define_module_function("exporter_enabled?", function!(exporter_enabled, 0))?;
+    Ok(())
+}

@@ -1,0 +1,68 @@
+# frozen_string_literal: true
+
+module TaskerTraceNative
+  # The background exporter (off by default). Turned on by
+  # `TaskerTraceNative.configure { |c| c.exporter = :otlp }`,
+  # `config.tasker_trace_native.exporter = :otlp` or OTEL_TRACES_EXPORTER=otlp,
+  # it is a native thread that sends finished traces to an OTLP/HTTP
+  # collector every `export_schedule_delay` seconds without taking the GVL.
+  # The thread starts at the first event recorded in each process (never at
+  # load or boot), so a forking server's workers each start their own.
+  module Exporter
+    # How long the at_exit shutdown waits for the last export, in seconds.
+    AT_EXIT_TIMEOUT = 5
+
+    class << self
+      # Registers the at_exit shutdown once, when the exporter is on (at load
+      # and whenever settings are put in force). Forked children inherit it.
+      def arm_at_exit
+        return if defined?(@armed) || !Native.exporter_enabled?
+
+        @armed = true
+        at_exit { Exporter.shutdown_at_exit }
+      end
+
+      # The at_exit handler: the last export, bounded by AT_EXIT_TIMEOUT. A
+      # failure is reported on stderr (the traces are lost with the process).
+      def shutdown_at_exit
+        return unless Native.exporter_enabled?
+
+        result = TaskerTraceNative.shutdown(timeout: AT_EXIT_TIMEOUT)
+        return unless result[:error] && (result[:failed].positive? || result[:error].start_with?("timed out"))
+
+        warn "tasker_trace_native: traces not exported at exit: #{result[:error]}"
+      end
+    end
+  end
+
+  class << self
+    # Exports everything finished now and waits for it (at most `timeout`
+    # seconds, with the GVL released): `{sent:, failed:, error:}`. `sent`
+    # counts the traces delivered while it waited; `failed` those the last
+    # export could not deliver (they wait in the store for the next one).
+    # Call it before `exit!` (Resque's forked jobs), which skips at_exit.
+    # With the exporter off it does nothing: `{sent: 0, failed: 0, error: nil}`.
+    def flush(timeout: 5)
+      Native.exporter_flush(timeout)
+    end
+
+    # Flushes, then stops the exporter thread of this process (at most
+    # `timeout` seconds; an export still in flight then is abandoned).
+    # Registered with at_exit when the exporter is on.
+    def shutdown(timeout: 5)
+      Native.exporter_shutdown(timeout)
+    end
+
+    # The exporter of this process: `enabled`, `running`, `pid`, `exports`,
+    # `failed_exports`, `exported_traces`, `exported_spans`, `retries`,
+    # `dropped_traces` (evicted before they could be exported), `queued`
+    # (finished, waiting now), `inherited_discarded` (finished before a fork:
+    # the parent's to export), `last_error`, `last_error_at` and `warnings`.
+    def exporter_stats
+      stats = Native.exporter_stats
+      at_ns = stats.delete(:last_error_at_ns)
+      warnings = stats.delete(:warnings)
+      stats.merge(last_error_at: at_ns && current_time_at(at_ns), warnings: warnings)
+    end
+  end
+end
