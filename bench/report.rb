@@ -99,11 +99,11 @@ module TaskerTraceNative
           "",
           "Medians of #{e[:rounds]} alternating rounds of #{count(e[:lifecycles])} lifecycles; with the exporter on " \
           "(its defaults: a wake every 512 events) #{count(e[:exported_while_timed])} traces went out in " \
-          "#{count(e[:requests])} requests (#{format('%.1f', e[:bytes] / 1e6)} MB, protobuf + gzip). GVL: a " \
-          "CPU-bound Ruby thread kept #{format('%.1f', e[:ruby_rate_ratio] * 100)}% of its rate while " \
-          "#{count(e[:gvl_traces])} traces were exported (#{format('%.0f', e[:export_ms_per_10k])} ms per 10,000 " \
-          "on the exporter thread); the time it lost, scaled to 10,000 traces, is the GVL figure (it includes " \
-          "any CPU the two threads competed for)."
+          "#{count(e[:requests])} requests (#{format('%.1f', e[:bytes] / 1e6)} MB, protobuf + gzip). GVL: while " \
+          "#{count(e[:gvl_traces])} traces were exported (#{format('%.0f', e[:export_ms_per_10k])} ms per 10,000, " \
+          "wall time of the exporter thread at nice 19), a CPU-bound Ruby thread kept " \
+          "#{format('%.1f', e[:ruby_rate_ratio] * 100)}% of its rate; the GVL figure is the time it was blocked " \
+          "(neither on a CPU nor waiting for one, from its schedstat), scaled to 10,000 traces."
         ].join("\n")
       end
 

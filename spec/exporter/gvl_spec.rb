@@ -40,7 +40,8 @@ RSpec.describe "Background exporter: the GVL" do
         until_t = now + 0.5
         before = work_rate(-> { now < until_t })
         flusher = Thread.new { Thread.current[:result] = TaskerTraceNative.flush(timeout: 120) }
-        sleep 0.01 # let the flusher hand its work to the exporter
+        # Let the flusher run until it waits for the exporter, GVL released.
+        Thread.pass until flusher.status != "run"
         t0 = now
         during = work_rate(-> { flusher.alive? })
         export_seconds = now - t0
