@@ -48,7 +48,7 @@ use crate::fork::{self, ForkSafeMutex};
 use crate::otlp::{Cancel, Target};
 
 pub use schedule::{ExporterConfig, Mode, Schedule};
-pub use sources::{runs_to_spans, Sources};
+pub use sources::Sources;
 pub use stats::{ExportOutcome, ExporterStats, FlushResult, LastError};
 
 /// Where the exporter's target comes from: called when a worker starts, on

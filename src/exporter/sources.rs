@@ -3,29 +3,24 @@
 //! together and puts back what was not delivered; what a fork child leaves
 //! to its parent.
 //!
-//! [`Sources::export_once`] is the ONE place where lifecycle runs are
-//! drained, turned into spans and put back: a merge that brings a shared
-//! "push store records and lifecycle runs" function replaces its body.
+//! [`Sources::export_once`] is the one place where the exporter drains
+//! lifecycle runs, turns them into spans (with the lifecycle tracer's own
+//! mapping, the one `export_otlp` and `push_otlp` use) and puts them back.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use crate::backend::store::{Backend, Record};
-use crate::lifecycle::{AttrValue, Run, SpanStatus, StatusCode, Tracer};
-use crate::otlp::mapping::unix_nanos;
-use crate::otlp::{
-    push_finished_with, AttributeValue, Cancel, KeyValue, OwnedEvent, OwnedSpan, PushOutcome,
-    Resource, SpanLink, Transport, SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK,
-};
+use crate::clock::Stamp;
+use crate::lifecycle::otlp::{attribute_prefix, runs_spans};
+use crate::lifecycle::{Run, Tracer};
+use crate::otlp::{push_finished_with, Cancel, PushOutcome, Resource, Transport};
 
 use super::stats::ExportOutcome;
 
 /// How long a finished run waits for late duplicates before a scheduled
 /// export takes it (a flush takes it at once).
 pub const RUN_SETTLE: Duration = Duration::from_secs(1);
-
-/// Attribute keys of lifecycle spans carry this prefix on the wire.
-pub const RUN_ATTRIBUTE_PREFIX: &str = "tasker.";
 
 /// Where the exporter's traces come from.
 pub struct Sources {
@@ -60,9 +55,12 @@ impl Sources {
             .runs
             .map(|t| t.drain_finished(settle))
             .unwrap_or_default();
-        let extra = runs_to_spans(&runs);
         let pushed = catch_unwind(AssertUnwindSafe(|| {
             let resource = (self.resource)();
+            // The same spans as export_otlp/push_otlp make of runs: the
+            // attribute keys carry the service name's prefix.
+            let prefix = attribute_prefix(&resource.service_name);
+            let extra = runs_spans(&runs, &prefix, Stamp::now());
             push_finished_with(self.store, &resource, transport, cancel, &extra)
         }));
         let outcome = match pushed {
@@ -177,89 +175,4 @@ fn finished_at(rec: &Record) -> Option<u64> {
 
 fn run_finished_at(run: &Run) -> Option<u64> {
     run.root().and_then(|root| root.end).map(|end| end.mono_ns)
-}
-
-fn attribute_value(v: &AttrValue) -> AttributeValue {
-    match v {
-        AttrValue::Int(n) => AttributeValue::Int(*n),
-        AttrValue::Float(x) => AttributeValue::Double(*x),
-        AttrValue::Bool(b) => AttributeValue::Bool(*b),
-        AttrValue::Str(t) => AttributeValue::String(t.as_str().to_string()),
-        AttrValue::Array(items) => {
-            AttributeValue::Array(items.iter().map(attribute_value).collect())
-        }
-    }
-}
-
-fn attributes(attrs: &[crate::lifecycle::Attr]) -> Vec<KeyValue> {
-    attrs
-        .iter()
-        .map(|(k, v)| {
-            KeyValue::new(
-                format!("{RUN_ATTRIBUTE_PREFIX}{}", k.as_str()),
-                attribute_value(v),
-            )
-        })
-        .collect()
-}
-
-fn status(s: &SpanStatus) -> Option<(i32, String)> {
-    match s.code {
-        StatusCode::Unset => None,
-        StatusCode::Ok => Some((STATUS_CODE_OK, String::new())),
-        StatusCode::Error => Some((
-            STATUS_CODE_ERROR,
-            s.message
-                .as_ref()
-                .map(|m| m.as_str().to_string())
-                .unwrap_or_default(),
-        )),
-    }
-}
-
-/// Lifecycle runs as OTLP spans, one trace per run: the root and its attempt
-/// spans, their attributes (`tasker.` prefixed), events, links and statuses.
-/// Times are the run's wall-clock start plus monotonic offsets, so durations
-/// are exact. (A minimal mapping, to be replaced by the lifecycle exporter's
-/// own when the two meet.)
-pub fn runs_to_spans(runs: &[Run]) -> Vec<OwnedSpan> {
-    let mut out = Vec::with_capacity(runs.iter().map(|r| r.spans.len()).sum());
-    for run in runs {
-        let Some(anchor) = run.root().map(|r| r.start) else {
-            continue;
-        };
-        for span in &run.spans {
-            let start = unix_nanos(anchor, span.start);
-            let end = span.end.map_or(start, |e| unix_nanos(anchor, e)).max(start);
-            out.push(OwnedSpan {
-                trace_id: run.trace_id,
-                span_id: span.span_id,
-                parent_span_id: span.parent_span_id,
-                name: span.name.to_string(),
-                kind: SPAN_KIND_INTERNAL,
-                start_time_unix_nano: start,
-                end_time_unix_nano: end,
-                attributes: attributes(&span.attributes),
-                events: span
-                    .events
-                    .iter()
-                    .map(|e| OwnedEvent {
-                        time_unix_nano: unix_nanos(anchor, e.at),
-                        name: e.name.as_str().to_string(),
-                        attributes: attributes(&e.attributes),
-                    })
-                    .collect(),
-                links: span
-                    .links
-                    .iter()
-                    .map(|l| SpanLink {
-                        trace_id: l.trace_id,
-                        span_id: l.span_id,
-                    })
-                    .collect(),
-                status: status(&span.status),
-            });
-        }
-    }
-    out
 }
