@@ -10,8 +10,9 @@
 //! owns all its data.
 //!
 //! Which keys are read, and which are exported as `"[FILTERED]"`, is the
-//! [`ReadPlan`] in force (see [`crate::lifecycle_plan`]); each thread keeps
-//! a copy and checks one counter per event to see whether it is current.
+//! [`ReadPlan`] in force (see [`crate::from_ruby::lifecycle_read_plan`]);
+//! each thread keeps a copy and checks one counter per event to see whether
+//! it is current.
 //!
 //! Keys: Symbols; when the payload has no `:task_id` but a `"task_id"`
 //! (HashWithIndifferentAccess, JSON), every key is read as a String. Of a
@@ -36,8 +37,12 @@ use tasker_trace_core::lifecycle::{
     Attr, AttrKey, AttrValue, EventName, Id, LifecycleEvent, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES,
 };
 
-use crate::convert::{class_placeholder, describe_object, string_slice, Described, FastMap};
-use crate::lifecycle_plan::{self, KeyMode, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN};
+use crate::from_ruby::convert::{
+    class_placeholder, describe_object, string_slice, Described, FastMap,
+};
+use crate::from_ruby::lifecycle_read_plan::{
+    self, KeyMode, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN,
+};
 
 /// Event names longer than this are cut; names up to `NAME_CACHE_BYTES`
 /// are cached per thread, at most `NAME_CACHE_LIMIT` of them.
@@ -69,7 +74,7 @@ fn local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
 
 /// The plan in force, from this thread's copy while it is current.
 pub fn current_plan() -> Arc<ReadPlan> {
-    let generation = lifecycle_plan::generation();
+    let generation = lifecycle_read_plan::generation();
     let cached = local(|l| {
         l.plan
             .as_ref()
@@ -79,7 +84,7 @@ pub fn current_plan() -> Arc<ReadPlan> {
     if let Some(plan) = cached {
         return plan;
     }
-    let (generation, plan) = lifecycle_plan::in_force();
+    let (generation, plan) = lifecycle_read_plan::in_force();
     local(|l| l.plan = Some((generation, plan.clone())));
     plan
 }

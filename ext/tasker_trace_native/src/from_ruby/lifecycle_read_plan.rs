@@ -6,7 +6,7 @@
 //! name; a key of the allowlist without an answer yet is filtered.
 //!
 //! The plan lives behind one registered lock; a counter tells the readers'
-//! per-thread copies (see [`crate::lifecycle_convert`]) when it changed.
+//! per-thread copies (see [`crate::from_ruby::lifecycle_convert`]) when it changed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use rb_sys::{ruby_value_type as T, ID, VALUE};
 use tasker_trace_core::fork::ForkSafeMutex;
 use tasker_trace_core::lifecycle::AttrKey;
 
-use crate::convert::{string_slice, FastMap};
+use crate::from_ruby::convert::{string_slice, FastMap};
 
 /// What a filtered value is exported as.
 pub const FILTERED: &str = "[FILTERED]";

@@ -1,12 +1,17 @@
-//! Every setting in one place: its name, its check, how it is reported and
-//! how it is put in force in the core.
+//! Every setting's name and check: a Ruby value to the core value it sets,
+//! or ArgumentError naming the setting and what it takes.
 //!
-//! `TaskerTraceNative::Configuration` (Ruby) asks this module for the list of
-//! names (`Native::SETTING_NAMES`), checks each assignment through
+//! `TaskerTraceNative::Configuration` (Ruby) asks for the list of names
+//! (`Native::SETTING_NAMES`), checks each assignment through
 //! `Native.check_setting` and puts a whole set in force through
-//! `Native.apply_settings`, which checks every value again first, so a bad
-//! value changes nothing. A new setting is added here, and nowhere else in the
-//! binding.
+//! `Native.apply_settings` (see [`crate::ruby_api::native::settings`], which
+//! reports the settings and puts them in force), which checks every value
+//! again first, so a bad value changes nothing. A new setting is added here
+//! (its name, its check, its field of [`InForce`]) and reported there.
+//!
+//! The `otlp_*` checks also serve `push_otlp`'s and `export_otlp`'s
+//! arguments, under the argument's name, as [`boolean_argument`] serves the
+//! true-or-false arguments.
 
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
@@ -14,8 +19,8 @@ use magnus::rb_sys::AsRawValue;
 use std::time::Duration;
 
 use magnus::{
-    function, Error, Float, Integer, RArray, RClass, RHash, RModule, RRational, RString, Ruby,
-    Symbol, TryConvert, Value as RValue,
+    Error, Float, Integer, RArray, RClass, RHash, RModule, RRational, RString, Ruby, Symbol,
+    TryConvert, Value as RValue,
 };
 use rb_sys::VALUE;
 use tasker_trace_core::backend::limits::{
@@ -30,19 +35,11 @@ use tasker_trace_core::otlp::env;
 use tasker_trace_core::otlp::tls::{check_client_files, check_pem_file, PemRole};
 use tasker_trace_core::otlp::{Compression, OtlpSettings, Protocol};
 use tasker_trace_core::settings::ResourceSettings;
-use tasker_trace_core::{Backend, Limits, SettingError, Value};
+use tasker_trace_core::{Limits, SettingError, Value};
 
-use crate::convert::{self, PayloadConverter};
-use crate::errors::{self, argument_error, guarded};
-use crate::exporter_methods::exporter;
-use crate::lifecycle_methods::key_name;
-use crate::lifecycle_plan::{self, MAX_ALLOWLIST};
-use crate::names::sym;
-use crate::to_ruby::{
-    array_of, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
-    utf8_to_ruby, value_to_ruby, wrap,
-};
-use crate::{backend, lifecycle_tracer, otlp_client};
+use crate::from_ruby::convert::{self, PayloadConverter};
+use crate::from_ruby::lifecycle_read_plan::{MAX_ALLOWLIST, MAX_KEY_BYTES};
+use crate::helpers::errors::{self, argument_error, shown};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
 pub const SETTING_NAMES: [&str; 22] = [
@@ -81,59 +78,14 @@ pub const LIFECYCLE_ATTRIBUTES_EXPECTED: &str = "an Array of at most 256 payload
 
 /// Every setting in force, as core values.
 #[derive(Clone, Debug)]
-struct InForce {
-    limits: Limits,
-    resource: ResourceSettings,
-    otlp: OtlpSettings,
-    lifecycle: LifecycleLimits,
+pub struct InForce {
+    pub limits: Limits,
+    pub resource: ResourceSettings,
+    pub otlp: OtlpSettings,
+    pub lifecycle: LifecycleLimits,
     /// `lifecycle_attributes`: the payload keys exported besides the known ones.
-    lifecycle_attributes: Vec<String>,
-    exporter: ExporterConfig,
-}
-
-impl InForce {
-    fn read(b: &Backend) -> InForce {
-        InForce {
-            limits: b.limits(),
-            resource: b.resource_settings(),
-            otlp: otlp_client().settings(),
-            lifecycle: lifecycle_tracer().limits(),
-            lifecycle_attributes: lifecycle_plan::allowlist(),
-            exporter: exporter().config(),
-        }
-    }
-
-    fn put_in_force(self, b: &Backend) {
-        b.set_resource_settings(self.resource);
-        otlp_client().set_settings(self.otlp);
-        b.configure(self.limits);
-        lifecycle_tracer().configure(self.lifecycle);
-        lifecycle_plan::set_allowlist(self.lifecycle_attributes);
-        exporter().configure(self.exporter, Vec::new());
-    }
-}
-
-/// The defaults from the environment, read once at load: the resource
-/// settings from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, the
-/// `otlp_*` settings from the `OTEL_EXPORTER_OTLP_*` variables (what cannot
-/// be used is kept as a warning, see `environment_warnings`), and the
-/// background exporter's from `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED` and
-/// `OTEL_BSP_*` (nothing starts: its thread waits for the first event).
-pub fn load_environment_defaults(b: &Backend) {
-    let var = |name: &str| std::env::var(name).ok();
-    b.set_resource_settings(ResourceSettings::from_env_values(
-        var("OTEL_SERVICE_NAME").as_deref(),
-        var("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
-    ));
-    otlp_client().load_environment(var);
-    let (config, warnings) = ExporterConfig::from_env(var);
-    exporter().configure(config, warnings.iter().map(ToString::to_string).collect());
-}
-
-/// A value shown in an error message: its `inspect`, at most 80
-/// characters. An interrupt raised by `inspect` is the error instead.
-pub fn shown(ruby: &Ruby, v: RValue) -> Result<String, Error> {
-    Ok(errors::inspect(ruby, v)?.chars().take(80).collect())
+    pub lifecycle_attributes: Vec<String>,
+    pub exporter: ExporterConfig,
 }
 
 /// The ArgumentError for a setting given a value it does not take (or the
@@ -363,7 +315,12 @@ fn check_batch_size(ruby: &Ruby, v: RValue) -> Result<usize, Error> {
 }
 
 /// Checks `value` for the setting `name` and writes it into `settings`.
-fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) -> Result<(), Error> {
+pub fn check_into(
+    ruby: &Ruby,
+    settings: &mut InForce,
+    name: &str,
+    value: RValue,
+) -> Result<(), Error> {
     let otlp = &mut settings.otlp;
     let export = &mut settings.exporter;
     match name {
@@ -457,122 +414,30 @@ fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) ->
     Ok(())
 }
 
-/// `Native.check_setting(:max_traces, 5)`: the value, or ArgumentError naming
-/// the setting and what it takes.
-fn check_setting(ruby: &Ruby, name: Symbol, value: RValue) -> Result<RValue, Error> {
-    let mut scratch = InForce::read(backend());
-    check_into(ruby, &mut scratch, &name.name()?, value)?;
-    Ok(value)
-}
-
-/// `Native.apply_settings({max_traces: 5, ...})`: checks every given setting
-/// again, then puts them all in force; the settings not given keep their
-/// values. A bad value raises and changes nothing.
-fn apply_settings(ruby: &Ruby, given: RHash) -> Result<bool, Error> {
-    let before = InForce::read(backend());
-    let mut next = before.clone();
-    given.foreach(|name: Symbol, value: RValue| {
-        check_into(ruby, &mut next, &name.name()?, value)?;
-        Ok(ForEach::Continue)
-    })?;
-    check_client_pair(ruby, &before.otlp, &next.otlp)?;
-    guarded(ruby, || {
-        next.put_in_force(backend());
-        Ok(true)
-    })
-}
-
-fn optional_count(n: Option<usize>) -> VALUE {
-    n.map_or_else(nil, count_to_ruby)
-}
-
-/// `Native.settings` → every setting in force, by name.
-fn settings(ruby: &Ruby) -> Result<RValue, Error> {
-    guarded(ruby, || {
-        let InForce {
-            limits,
-            resource,
-            otlp,
-            lifecycle,
-            lifecycle_attributes,
-            exporter,
-        } = InForce::read(backend());
-        let attrs = new_attributes_hash(&resource.attributes);
-        let otlp_headers = new_headers_hash(&otlp.headers);
-        let optional_text = |s: &Option<String>| s.as_deref().map_or_else(nil, utf8_to_ruby);
-        let allowlist = array_of(lifecycle_attributes.iter(), |n| utf8_to_ruby(n));
-        let mode = match exporter.mode {
-            Mode::None => sym(|s| s.none),
-            Mode::Otlp => sym(|s| s.otlp),
-        };
-        let schedule = exporter.schedule;
-        let kv = [
-            sym(|s| s.max_traces),
-            optional_count(limits.max_traces),
-            sym(|s| s.max_spans_per_trace),
-            optional_count(limits.max_spans_per_trace),
-            sym(|s| s.timestamp_precision),
-            int_to_ruby(i64::from(limits.timestamp_precision)),
-            sym(|s| s.service_name),
-            utf8_to_ruby(&resource.service_name),
-            sym(|s| s.resource_attributes),
-            attrs,
-            sym(|s| s.otlp_endpoint),
-            optional_text(&otlp.endpoint),
-            sym(|s| s.otlp_headers),
-            otlp_headers,
-            sym(|s| s.otlp_protocol),
-            utf8_to_ruby(otlp.protocol.name()),
-            sym(|s| s.otlp_compression),
-            utf8_to_ruby(compression_name(otlp.compression)),
-            sym(|s| s.otlp_timeout),
-            seconds_to_ruby(otlp.timeout),
-            sym(|s| s.otlp_certificate),
-            optional_text(&otlp.certificate),
-            sym(|s| s.otlp_client_certificate),
-            optional_text(&otlp.client_certificate),
-            sym(|s| s.otlp_client_key),
-            optional_text(&otlp.client_key),
-            sym(|s| s.lifecycle_ttl),
-            seconds_to_ruby(lifecycle.ttl),
-            sym(|s| s.lifecycle_max_open_runs),
-            count_to_ruby(lifecycle.max_open_runs),
-            sym(|s| s.lifecycle_max_spans_per_run),
-            count_to_ruby(lifecycle.max_spans_per_run),
-            sym(|s| s.lifecycle_max_finished_runs),
-            count_to_ruby(lifecycle.max_finished_runs),
-            sym(|s| s.lifecycle_attributes),
-            allowlist,
-            sym(|s| s.exporter),
-            mode,
-            sym(|s| s.export_schedule_delay),
-            float_to_ruby(schedule.delay.as_secs_f64()),
-            sym(|s| s.export_max_batch_size),
-            count_to_ruby(schedule.max_batch_size),
-            sym(|s| s.export_timeout),
-            float_to_ruby(schedule.export_timeout.as_secs_f64()),
-        ];
-        Ok(wrap(hash_from_pairs(&kv)))
-    })
-}
-
-/// Whole seconds as an Integer, else a Float.
-fn seconds_to_ruby(d: Duration) -> VALUE {
-    if d.subsec_nanos() == 0 {
-        count_to_ruby(d.as_secs())
+/// A payload key name: a non-empty String or Symbol of UTF-8 text, at most
+/// [`MAX_KEY_BYTES`] bytes (`lifecycle_attributes`, the lifecycle filters).
+pub fn key_name(v: RValue) -> Option<String> {
+    let name = if let Some(s) = RString::from_value(v) {
+        s.to_string().ok()?
     } else {
-        float_to_ruby(d.as_secs_f64())
-    }
+        Symbol::from_value(v)?.name().ok()?.into_owned()
+    };
+    (!name.is_empty() && name.len() <= MAX_KEY_BYTES).then_some(name)
 }
 
-/// The resource attributes as a new Hash of String keys. Filled entry by
-/// entry: each key and value is on this stack frame until it is stored.
-fn new_attributes_hash(attributes: &[(String, Value)]) -> VALUE {
-    let hash = new_hash(attributes.len());
-    for (k, v) in attributes {
-        hash_set(hash, utf8_to_ruby(k), value_to_ruby(v));
+/// An argument that takes true or false (`drain`, `include_open`).
+pub fn boolean_argument(ruby: &Ruby, name: &str, v: RValue) -> Result<bool, Error> {
+    let raw = v.as_raw();
+    if raw == rb_sys::Qtrue as rb_sys::VALUE {
+        Ok(true)
+    } else if raw == rb_sys::Qfalse as rb_sys::VALUE {
+        Ok(false)
+    } else {
+        Err(argument_error(
+            ruby,
+            format!("{name} must be true or false (got {})", shown(ruby, v)?),
+        ))
     }
-    hash
 }
 
 // ---------------------------------------------------------------------------
@@ -699,13 +564,6 @@ fn compression_value(ruby: &Ruby, v: RValue) -> Result<Compression, Error> {
     env::parse_compression(&text).map_err(|_| setting_error(ruby, setting, COMPRESSION_EXPECTED, v))
 }
 
-fn compression_name(c: Compression) -> &'static str {
-    match c {
-        Compression::Gzip => "gzip",
-        Compression::None => "none",
-    }
-}
-
 /// Seconds as an Integer, Float or Rational: positive, at most a day,
 /// rounded to whole nanoseconds.
 pub fn seconds_value(
@@ -778,7 +636,11 @@ impl PemSetting {
 
 /// A client certificate needs its key and the other way round, and they
 /// must belong together; checked when either changes.
-fn check_client_pair(ruby: &Ruby, before: &OtlpSettings, next: &OtlpSettings) -> Result<(), Error> {
+pub fn check_client_pair(
+    ruby: &Ruby,
+    before: &OtlpSettings,
+    next: &OtlpSettings,
+) -> Result<(), Error> {
     let (cert, key) = (&next.client_certificate, &next.client_key);
     if (cert, key) == (&before.client_certificate, &before.client_key) {
         return Ok(());
@@ -799,40 +661,4 @@ fn check_client_pair(ruby: &Ruby, before: &OtlpSettings, next: &OtlpSettings) ->
         },
     };
     Err(argument_error(ruby, message))
-}
-
-/// Headers as a new Hash of String names to String values, filled entry by
-/// entry (each key and value is on this stack frame until it is stored).
-fn new_headers_hash(headers: &[(String, String)]) -> VALUE {
-    let hash = new_hash(headers.len());
-    for (k, v) in headers {
-        hash_set(hash, utf8_to_ruby(k), utf8_to_ruby(v));
-    }
-    hash
-}
-
-/// `Native.environment_warnings` → the OTEL_* values that could not be
-/// used when the gem loaded (each ignored), as messages naming the variable.
-fn environment_warnings(ruby: &Ruby) -> Result<RArray, Error> {
-    let warnings = guarded(ruby, || Ok(otlp_client().environment_warnings()))?;
-    let list = ruby.ary_new_capa(warnings.len());
-    for w in &warnings {
-        list.push(ruby.str_new(&w.to_string()))?;
-    }
-    Ok(list)
-}
-
-pub fn define(native: RModule) -> Result<(), Error> {
-    let ruby = Ruby::get_with(native);
-    let names = ruby.ary_new_capa(SETTING_NAMES.len());
-    for name in SETTING_NAMES {
-        names.push(ruby.to_symbol(name))?;
-    }
-    names.freeze();
-    native.const_set("SETTING_NAMES", names)?;
-    native.define_module_function("settings", function!(settings, 0))?;
-    native.define_module_function("check_setting", function!(check_setting, 2))?;
-    native.define_module_function("apply_settings", function!(apply_settings, 1))?;
-    native.define_module_function("environment_warnings", function!(environment_warnings, 0))?;
-    Ok(())
 }

@@ -19,8 +19,8 @@ use tasker_trace_core::lifecycle::{
     Attr, AttrValue, Id, LifecycleStats, Run, Span, SpanEvent, StatusCode,
 };
 
-use crate::names::sym;
-use crate::to_ruby::{
+use crate::helpers::static_ids::sym;
+use crate::to_ruby::values::{
     array_of, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby,
     new_hash, nil, utf8_to_ruby,
 };

@@ -3,10 +3,10 @@
 //! wraps.
 //!
 //! - `record_lifecycle_event(name, payload)` → true / false: one published
-//!   event (read by [`crate::lifecycle_convert`], then one short lock);
-//!   never raises for its input
+//!   event (read by [`crate::from_ruby::lifecycle_convert`], then one short
+//!   lock); never raises for its input
 //! - `lifecycle_stats` → Hash, `lifecycle_runs(include_open)` → Array of
-//!   Hashes (see [`crate::lifecycle_to_ruby`]), `lifecycle_reset!`
+//!   Hashes (see [`crate::to_ruby::lifecycle`]), `lifecycle_reset!`
 //! - `set_lifecycle_filters({name => filtered})`, `lifecycle_filtered_keys`:
 //!   the filtering the Ruby layer decided, per payload key name
 //! - `LIFECYCLE_PAYLOAD_KEYS`, `LIFECYCLE_EVENT_NAMES`: the payload keys
@@ -17,26 +17,26 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
-use magnus::{function, Error, RHash, RModule, RString, Ruby, Symbol, Value as RValue};
+use magnus::{function, Error, RHash, RModule, Ruby, Value as RValue};
 use rb_sys::VALUE;
 use tasker_trace_core::clock::Stamp;
 use tasker_trace_core::lifecycle::otlp::attribute_prefix;
 use tasker_trace_core::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
 
-use crate::backend_methods::{recorder_result, Ingested};
-use crate::errors::{self, argument_error, guarded};
-use crate::lifecycle_convert::{self, Read};
-use crate::lifecycle_plan::{self, MAX_KEY_BYTES};
-use crate::lifecycle_to_ruby::{runs_to_ruby, stats_to_ruby};
-use crate::settings::shown;
-use crate::to_ruby::{array_of, build_protected, nil, utf8_to_ruby, wrap};
-use crate::{backend, lifecycle_tracer};
+use crate::from_ruby::lifecycle_convert::{self, Read};
+use crate::from_ruby::lifecycle_read_plan;
+use crate::from_ruby::setting_checks::{boolean_argument, key_name};
+use crate::helpers::errors::{self, argument_error, build_protected, guarded, shown};
+use crate::helpers::recorder::{recorder_result, Ingested};
+use crate::process::{self, backend, lifecycle_tracer};
+use crate::to_ruby::lifecycle::{runs_to_ruby, stats_to_ruby};
+use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
 fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
     errors::maybe_injected_panic();
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(event)) => {
-            crate::exporter_methods::record(|| lifecycle_tracer().record(event));
+            process::record(|| lifecycle_tracer().record(event));
             Ingested::Stored
         }
         Ok(Read::Refused) => Ingested::Refused,
@@ -70,21 +70,10 @@ fn lifecycle_stats(ruby: &Ruby) -> Result<RValue, Error> {
     })
 }
 
-fn boolean(ruby: &Ruby, name: &str, v: RValue) -> Result<bool, Error> {
-    match v.as_raw() {
-        x if x == rb_sys::Qtrue as VALUE => Ok(true),
-        x if x == rb_sys::Qfalse as VALUE => Ok(false),
-        _ => Err(argument_error(
-            ruby,
-            format!("{name} must be true or false (got {})", shown(ruby, v)?),
-        )),
-    }
-}
-
 /// `Native.lifecycle_runs(include_open)` → the runs waiting for export (and
 /// the open ones), as plain Hashes; removes nothing.
 fn lifecycle_runs(ruby: &Ruby, include_open: RValue) -> Result<RValue, Error> {
-    let include_open = boolean(ruby, "include_open", include_open)?;
+    let include_open = boolean_argument(ruby, "include_open", include_open)?;
     guarded(ruby, || {
         let t = lifecycle_tracer();
         t.expire_now();
@@ -105,17 +94,6 @@ fn lifecycle_reset(ruby: &Ruby) -> Result<RValue, Error> {
 
 const FILTERS_EXPECTED: &str =
     "a Hash of payload key names (Strings or Symbols) to true (filtered) or false";
-
-/// A payload key name: a non-empty String or Symbol of UTF-8 text, at most
-/// [`MAX_KEY_BYTES`] bytes.
-pub fn key_name(v: RValue) -> Option<String> {
-    let name = if let Some(s) = RString::from_value(v) {
-        s.to_string().ok()?
-    } else {
-        Symbol::from_value(v)?.name().ok()?.into_owned()
-    };
-    (!name.is_empty() && name.len() <= MAX_KEY_BYTES).then_some(name)
-}
 
 /// `Native.set_lifecycle_filters({"error_message" => false, "card" => true})`:
 /// replaces the filter decisions, per payload key name. A key in
@@ -157,7 +135,7 @@ fn set_lifecycle_filters(ruby: &Ruby, decisions: RValue) -> Result<bool, Error> 
         return Err(bad(v));
     }
     guarded(ruby, || {
-        lifecycle_plan::set_decisions(out);
+        lifecycle_read_plan::set_decisions(out);
         Ok(true)
     })
 }
