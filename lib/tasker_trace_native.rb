@@ -6,6 +6,7 @@
 #   Tasker::Telemetry::TraceBackend.instance.handle_event("task.started", task_id: 1)
 
 require_relative "tasker_trace_native/version"
+require_relative "tasker_trace_native/error"
 require_relative "tasker_trace_native/native"
 require_relative "tasker_trace_native/configuration"
 require_relative "tasker_trace_native/backend_methods"

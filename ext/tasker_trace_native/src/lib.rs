@@ -25,7 +25,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let root = ruby.define_module("TaskerTraceNative")?;
     let native = root.define_module("Native")?;
     let methods = root.define_module("BackendMethods")?;
-    helpers::errors::define(ruby, root)?;
     ruby_api::backend_methods::define(methods)?;
     ruby_api::native::define(native)?;
     ruby_api::test_hooks::define(root)?;

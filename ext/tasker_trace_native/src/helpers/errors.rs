@@ -1,6 +1,7 @@
 //! Errors and panics at the Ruby boundary.
 //!
-//! `TaskerTraceNative::Error` is defined once, at load. Rust panics never
+//! `TaskerTraceNative::Error` is defined in Ruby, before the extension
+//! loads; [`error_class`] looks it up when it raises. Rust panics never
 //! unwind into Ruby: [`guarded`] and [`build_protected`] turn them into that
 //! error, and `handle_event` turns them into a `false` return.
 
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use magnus::error::ErrorType;
 use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
-use magnus::{Error, ExceptionClass, RModule, RString, Ruby, Value as RValue};
+use magnus::{Error, ExceptionClass, RString, Ruby, Value as RValue};
 use rb_sys::VALUE;
 
 use crate::process::root_module;
@@ -20,12 +21,9 @@ use crate::to_ruby::values::{nil, wrap};
 /// Set by the hidden test hook: the next guarded native call panics on purpose.
 static PANIC_NEXT_CALL: AtomicBool = AtomicBool::new(false);
 
-pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
-    module.define_error("Error", ruby.exception_standard_error())?;
-    Ok(())
-}
-
-/// `TaskerTraceNative::Error`, looked up when needed rather than kept in Rust.
+/// `TaskerTraceNative::Error` (defined in Ruby, by
+/// `lib/tasker_trace_native/error.rb`), looked up when needed rather than
+/// kept in Rust.
 pub fn error_class(ruby: &Ruby) -> ExceptionClass {
     root_module(ruby)
         .and_then(|m| m.const_get::<_, ExceptionClass>("Error"))
