@@ -18,8 +18,8 @@ RSpec.describe "Background exporter: delivery" do
       threads.each(&:join)
       last_event = now
       # Stay alive, recording nothing, while the schedule delivers.
-      sleep 0.1 until TaskerTraceNative.exporter_stats[:queued].zero? || now - last_event > 10
-      sleep 0.3
+      deadline = now + 60
+      sleep 0.05 until TaskerTraceNative.exporter_stats[:exported_traces] >= 3000 || now > deadline
       report(last_event: last_event, threads: exporter_threads, stats: TaskerTraceNative.exporter_stats.slice(:exports, :exported_traces, :queued))
       exit!(0) # no at_exit flush: what arrived came from the schedule
     RUBY

@@ -2,6 +2,8 @@
 
 require "spec_helper"
 require_relative "exporter_helper"
+require "fileutils"
+require "tmpdir"
 
 RSpec.describe "Background exporter: faults" do
   after { @receiver&.close }
@@ -11,20 +13,28 @@ RSpec.describe "Background exporter: faults" do
   end
 
   # The child records `traces` lifecycles while the receiver refuses
-  # connections (for about 2 s), then waits until `expected` traces went out.
+  # connections, waits until an export has failed, reports, and touches a
+  # file; the receiver then accepts again, and the child waits until
+  # `expected` traces went out. Deadlines, no fixed waits: on a loaded
+  # machine the exporter (at nice 19) may take seconds to get a CPU.
   def record_while_down(traces:, max_traces:, expected:)
     receiver.refuse!
+    dir = Dir.mktmpdir("faults")
+    down = File.join(dir, "down")
     reopen = Thread.new do
-      sleep 2
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 90
+      sleep 0.02 until File.exist?(down) || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
       receiver.accept!
     end
     env = exporter_env(receiver, delay_ms: 200, extra: { "OTEL_BSP_EXPORT_TIMEOUT" => "400" })
-    result = run_child(<<~RUBY, env: env)
+    result = run_child(<<~RUBY, env: env, timeout: 180)
       TaskerTraceNative.configure { |c| c.max_traces = #{max_traces} }
       #{traces}.times { |i| lifecycle(i + 1) }
-      sleep 1
+      deadline = now + 60
+      sleep 0.02 until TaskerTraceNative.exporter_stats[:failed_exports] >= 1 || now > deadline
       report(down: TaskerTraceNative.exporter_stats.slice(:failed_exports, :queued, :exported_traces))
-      deadline = now + 20
+      File.write(#{down.inspect}, "")
+      deadline = now + 60
       sleep 0.05 until TaskerTraceNative.exporter_stats[:exported_traces] >= #{expected} || now > deadline
       report(up: TaskerTraceNative.exporter_stats.slice(:queued, :exported_traces, :dropped_traces,
                                                          :failed_exports, :last_error))
@@ -33,6 +43,8 @@ RSpec.describe "Background exporter: faults" do
     reopen.join
     expect_success(result)
     reports(result).to_h { |r| [r.keys.first, r.values.first] }
+  ensure
+    FileUtils.rm_rf(dir) if dir
   end
 
   it "keeps everything within max_traces in the store while the collector refuses, and sends it after" do
