@@ -195,10 +195,11 @@ RSpec.describe "Lifecycle tracer: the trace model, through the publisher" do
     end
 
     it "expire after lifecycle_ttl without an event, counted and never exported (the web-process start)" do
-      configure_lifecycle(lifecycle_ttl: 0.05)
+      configure_lifecycle(lifecycle_ttl: 0.5)
       play(ts.web_process(1, "order"))
       expect(stats).to include(open_runs: 1, expired_runs: 0)
-      sleep 0.08
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 30
+      sleep 0.05 until stats[:expired_runs] == 1 || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
       expect(stats).to include(open_runs: 0, expired_runs: 1)
       expect(runs(include_open: true)).to eq([])
       # Its worker's events, arriving later, open a new run.
