@@ -39,6 +39,7 @@ module TaskerTraceNative
         end
 
         sync_filters!
+        sync_attribute_prefix!
         @lock.synchronize do
           done = (@subscriptions[publisher] ||= {})
           candidates(publisher).each_with_object([]) do |id, added|
@@ -61,6 +62,25 @@ module TaskerTraceNative
                      publisher.class.events
                    end
         registry.respond_to?(:keys) ? registry.keys : nil
+      end
+
+      # Tasker's own telemetry service name (`Tasker.configuration.telemetry
+      # .service_name`, what its TelemetrySubscriber prefixes keys with), or
+      # nil when Tasker is not loaded or has none. Never OTEL_SERVICE_NAME.
+      def tasker_service_name
+        return nil unless defined?(::Tasker) && ::Tasker.respond_to?(:configuration)
+
+        telemetry = ::Tasker.configuration.telemetry
+        name = telemetry.respond_to?(:service_name) ? telemetry.service_name : nil
+        name.is_a?(String) && !name.strip.empty? ? name : nil
+      rescue StandardError
+        nil
+      end
+
+      # Makes Tasker's service name (else "tasker") the prefix used while the
+      # `attribute_prefix` setting is nil.
+      def sync_attribute_prefix!
+        Native.set_default_attribute_prefix(tasker_service_name || "tasker")
       end
 
       # The filters in force: `TaskerTraceNative.lifecycle_filter_parameters`
@@ -175,8 +195,11 @@ module TaskerTraceNative
     #        events: [{name: "step.before_handle", time: Integer, attributes: {...}}],
     #        links: [{trace_id: "<32 hex>", span_id: "<16 hex>"}]}]}]   # root: the task's previous run
     #
-    # Attribute keys are prefixed with the service name (`tasker.` by default).
+    # Attribute keys are prefixed with `<attribute_prefix>.`: the setting, else
+    # Tasker's `config.telemetry.service_name`, else `tasker.` (never the
+    # OpenTelemetry service name, which names the resource only).
     def lifecycle_runs(include_open: false)
+      Lifecycle.sync_attribute_prefix!
       Native.lifecycle_runs(include_open)
     end
 

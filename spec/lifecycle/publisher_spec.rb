@@ -17,7 +17,7 @@ RSpec.describe "TaskerTraceNative.trace_lifecycle!" do
     TaskerTraceNative.trace_lifecycle!(stand_in)
     expect(TaskerTraceNative.trace_lifecycle!(stand_in)).to eq([])
     expect(stand_in.listener_count).to eq(StandInPublisher::TASKER_EVENTS.size)
-    stand_in.publish("task.start_requested", task_id: 1)
+    stand_in.publish("task.start_requested", to_state: "in_progress", task_id: 1)
     expect(TaskerTraceNative.lifecycle_stats[:events_recorded]).to eq(1)
   end
 
@@ -31,7 +31,7 @@ RSpec.describe "TaskerTraceNative.trace_lifecycle!" do
 
   it "passes each event's id and payload (with the publisher's timestamp) to the native tracer" do
     TaskerTraceNative.trace_lifecycle!(stand_in)
-    stand_in.publish("task.start_requested", task_id: 5, task_name: "order")
+    stand_in.publish("task.start_requested", to_state: "in_progress", task_id: 5, task_name: "order")
     stand_in.publish("task.completed", task_id: 5)
     run = TaskerTraceNative.lifecycle_runs.first
     expect(run[:task_id]).to eq(5)
@@ -41,7 +41,7 @@ RSpec.describe "TaskerTraceNative.trace_lifecycle!" do
   it "keeps Symbol event ids and the registry's own keys" do
     symbols = StandInPublisher.new(%i[task.start_requested task.completed])
     expect(TaskerTraceNative.trace_lifecycle!(symbols)).to eq(%w[task.start_requested task.completed])
-    symbols.publish(:"task.start_requested", task_id: 1)
+    symbols.publish(:"task.start_requested", to_state: "in_progress", task_id: 1)
     symbols.publish(:"task.completed", task_id: 1)
     expect(TaskerTraceNative.lifecycle_runs.size).to eq(1)
   end

@@ -59,7 +59,7 @@ module LifecycleRailtieSources
     publisher = defined?(Tasker::Events::Publisher) ? Tasker::Events::Publisher.instance : nil
     report[:listeners] = publisher&.listener_count
     if publisher
-      publisher.publish("task.start_requested", task_id: 1, task_name: "order", region: "eu-west")
+      publisher.publish("task.start_requested", to_state: "in_progress", task_id: 1, task_name: "order", region: "eu-west")
       publisher.publish("task.completed", task_id: 1)
     end
     report[:stats] = TaskerTraceNative.lifecycle_stats.slice(:finished_runs, :events_recorded)

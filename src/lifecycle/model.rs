@@ -3,6 +3,7 @@
 //! open runs, finished runs and remembered runs.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use hashlink::LinkedHashMap;
 
@@ -10,7 +11,7 @@ use crate::ids::IdGenerator;
 
 use super::attr::AttrKey;
 use super::event::{EventKind, EventName, Id, LifecycleEvent, ToState};
-use super::limits::LifecycleLimits;
+use super::limits::{LifecycleLimits, DEFAULT_ATTRIBUTE_PREFIX};
 use super::live::{closing_status, merge_attrs, rename_error_class, LiveRun, Room, Target};
 use super::run::{Link, Run, RunEnd, TASK_INIT_SPAN_NAME};
 
@@ -112,6 +113,43 @@ pub(crate) struct State {
     history: LinkedHashMap<Id, Past>,
     next_run: u64,
     stats: LifecycleStats,
+    pub prefix: Prefix,
+}
+
+/// The attribute keys' prefix: `<name>.`, the name being the
+/// `attribute_prefix` setting, else the default the binding found (Tasker's
+/// own telemetry service name), else `tasker`.
+#[derive(Clone, Debug)]
+pub(crate) struct Prefix {
+    pub configured: Option<Arc<str>>,
+    pub fallback: Arc<str>,
+    /// `<name>.`, made whenever one of the two changes.
+    pub effective: Arc<str>,
+}
+
+impl Default for Prefix {
+    fn default() -> Prefix {
+        let fallback: Arc<str> = Arc::from(DEFAULT_ATTRIBUTE_PREFIX);
+        Prefix {
+            effective: dotted(&fallback),
+            configured: None,
+            fallback,
+        }
+    }
+}
+
+fn dotted(name: &str) -> Arc<str> {
+    Arc::from(format!("{name}."))
+}
+
+impl Prefix {
+    pub fn set(&mut self, configured: Option<Arc<str>>, fallback: Option<Arc<str>>) {
+        self.configured = configured;
+        if let Some(f) = fallback {
+            self.fallback = f;
+        }
+        self.effective = dotted(self.configured.as_deref().unwrap_or(&self.fallback));
+    }
 }
 
 impl State {
@@ -125,6 +163,7 @@ impl State {
             history: LinkedHashMap::new(),
             next_run: 0,
             stats: LifecycleStats::default(),
+            prefix: Prefix::default(),
         }
     }
 
@@ -193,7 +232,7 @@ impl State {
                     Some(run) => {
                         let (outcome, _) =
                             apply_to_run(run, ev, false, &mut self.ids, &mut self.stats, max);
-                        if !matches!(outcome, RecordOutcome::Late | RecordOutcome::Dropped) {
+                        if outcome != RecordOutcome::Late {
                             // The root ends at the run's last event.
                             run.root.extend_to(ev.at);
                             run.touch(ev.at);

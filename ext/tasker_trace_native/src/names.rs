@@ -155,6 +155,7 @@ symbol_table! {
     lifecycle_max_spans_per_run => "lifecycle_max_spans_per_run",
     lifecycle_max_finished_runs => "lifecycle_max_finished_runs",
     lifecycle_attributes => "lifecycle_attributes",
+    attribute_prefix => "attribute_prefix",
     // The background exporter: its settings, values, flush results, stats.
     exporter => "exporter",
     export_schedule_delay => "export_schedule_delay",

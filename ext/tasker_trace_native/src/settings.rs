@@ -25,7 +25,9 @@ use tasker_trace_core::exporter::schedule::{
     self, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED, SECONDS_EXPECTED,
 };
 use tasker_trace_core::exporter::ExporterConfig;
-use tasker_trace_core::lifecycle::{LifecycleLimits, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED};
+use tasker_trace_core::lifecycle::{
+    LifecycleLimits, ATTRIBUTE_PREFIX_EXPECTED, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,
+};
 use tasker_trace_core::otlp::env;
 use tasker_trace_core::otlp::tls::{check_client_files, check_pem_file, PemRole};
 use tasker_trace_core::otlp::{Compression, OtlpSettings, Protocol};
@@ -45,7 +47,7 @@ use crate::to_ruby::{
 use crate::{backend, lifecycle_tracer, otlp_client};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 22] = [
+pub const SETTING_NAMES: [&str; 23] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -65,6 +67,7 @@ pub const SETTING_NAMES: [&str; 22] = [
     "lifecycle_max_spans_per_run",
     "lifecycle_max_finished_runs",
     "lifecycle_attributes",
+    "attribute_prefix",
     // The background exporter.
     "exporter",
     "export_schedule_delay",
@@ -88,6 +91,9 @@ struct InForce {
     lifecycle: LifecycleLimits,
     /// `lifecycle_attributes`: the payload keys exported besides the known ones.
     lifecycle_attributes: Vec<String>,
+    /// `attribute_prefix`: the lifecycle attribute keys' prefix name (`None`:
+    /// Tasker's telemetry service name, else `tasker`).
+    attribute_prefix: Option<String>,
     exporter: ExporterConfig,
 }
 
@@ -99,6 +105,9 @@ impl InForce {
             otlp: otlp_client().settings(),
             lifecycle: lifecycle_tracer().limits(),
             lifecycle_attributes: lifecycle_plan::allowlist(),
+            attribute_prefix: lifecycle_tracer()
+                .configured_prefix()
+                .map(|p| p.to_string()),
             exporter: exporter().config(),
         }
     }
@@ -109,6 +118,7 @@ impl InForce {
         b.configure(self.limits);
         lifecycle_tracer().configure(self.lifecycle);
         lifecycle_plan::set_allowlist(self.lifecycle_attributes);
+        lifecycle_tracer().set_attribute_prefix(self.attribute_prefix.as_deref(), None);
         exporter().configure(self.exporter, Vec::new());
     }
 }
@@ -195,7 +205,25 @@ fn integer_setting(
 
 /// Checks a `service_name` value: a non-empty UTF-8 String.
 fn check_service_name(ruby: &Ruby, v: RValue) -> Result<String, Error> {
-    let bad = || setting_error(ruby, "service_name", SERVICE_NAME_EXPECTED, v);
+    check_name(ruby, "service_name", SERVICE_NAME_EXPECTED, v)
+}
+
+/// Checks an `attribute_prefix` value: a non-empty UTF-8 String, or nil.
+pub fn check_attribute_prefix(ruby: &Ruby, v: RValue) -> Result<Option<String>, Error> {
+    if v.is_nil() {
+        return Ok(None);
+    }
+    check_name(ruby, "attribute_prefix", ATTRIBUTE_PREFIX_EXPECTED, v).map(Some)
+}
+
+/// A non-empty UTF-8 String setting.
+fn check_name(
+    ruby: &Ruby,
+    setting: &'static str,
+    expected: &'static str,
+    v: RValue,
+) -> Result<String, Error> {
+    let bad = || setting_error(ruby, setting, expected, v);
     let s = RString::from_value(v).ok_or_else(bad)?;
     // Read in place (no Ruby allocation): the bytes must be UTF-8 text.
     let text = convert::string_to_str(s.as_raw())
@@ -418,6 +446,7 @@ fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) ->
         "lifecycle_attributes" => {
             settings.lifecycle_attributes = check_lifecycle_attributes(ruby, value)?
         }
+        "attribute_prefix" => settings.attribute_prefix = check_attribute_prefix(ruby, value)?,
         "otlp_endpoint" => otlp.endpoint = endpoint_value(ruby, "otlp_endpoint", value)?,
         "otlp_headers" => otlp.headers = headers_value(ruby, "otlp_headers", value)?,
         "otlp_protocol" => otlp.protocol = protocol_value(ruby, "otlp_protocol", value)?,
@@ -495,6 +524,7 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             otlp,
             lifecycle,
             lifecycle_attributes,
+            attribute_prefix,
             exporter,
         } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
@@ -543,6 +573,8 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             count_to_ruby(lifecycle.max_finished_runs),
             sym(|s| s.lifecycle_attributes),
             allowlist,
+            sym(|s| s.attribute_prefix),
+            optional_text(&attribute_prefix),
             sym(|s| s.exporter),
             mode,
             sym(|s| s.export_schedule_delay),
