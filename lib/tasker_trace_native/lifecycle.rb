@@ -30,8 +30,9 @@ module TaskerTraceNative
 
     class << self
       # Subscribes the native tracer to the lifecycle events `publisher` has
-      # registered; returns the names subscribed by this call (none the
-      # second time).
+      # registered that the trace model uses (all of them with
+      # `lifecycle_workflow_events`); returns the names subscribed by this
+      # call (none the second time).
       def subscribe(publisher)
         unless publisher.respond_to?(:subscribe)
           raise ArgumentError, "publisher must respond to subscribe(event_name) { |event| ... } " \
@@ -131,11 +132,20 @@ module TaskerTraceNative
 
       private
 
+      # The registered lifecycle names the trace model uses to open, merge
+      # and close spans (Native::LIFECYCLE_SPAN_EVENT_NAMES); with the
+      # `lifecycle_workflow_events` setting, every registered lifecycle name
+      # (workflow.*, transitions, enqueueing become span events).
       def candidates(publisher)
+        everything = Native.settings.fetch(:lifecycle_workflow_events)
         ids = registered_event_ids(publisher)
-        return Native::LIFECYCLE_EVENT_NAMES if ids.nil?
+        return everything ? Native::LIFECYCLE_EVENT_NAMES : Native::LIFECYCLE_SPAN_EVENT_NAMES if ids.nil?
 
-        ids.select { |id| (id.is_a?(String) || id.is_a?(Symbol)) && NAMESPACES.match?(id.to_s) }
+        ids.select do |id|
+          next false unless (id.is_a?(String) || id.is_a?(Symbol)) && NAMESPACES.match?(id.to_s)
+
+          everything || Native::LIFECYCLE_SPAN_EVENT_NAMES.include?(id.to_s)
+        end
       end
 
       # A publisher that does not know a name raises: that name is skipped.

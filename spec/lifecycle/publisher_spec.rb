@@ -13,6 +13,21 @@ RSpec.describe "TaskerTraceNative.trace_lifecycle!" do
     StandInPublisher::TASKER_EVENTS.each { |n| expect(stand_in.listener_count(n)).to eq(1) }
   end
 
+  it "subscribes by default only to the events the trace model uses; the rest on request" do
+    configure_lifecycle(lifecycle_workflow_events: false)
+    names = TaskerTraceNative.trace_lifecycle!(stand_in)
+    expect(names).to match_array(StandInPublisher::TASKER_EVENTS & TaskerTraceNative::Native::LIFECYCLE_SPAN_EVENT_NAMES)
+    expect(names).to include("task.start_requested", "step.completed", "task.initialize_requested")
+    expect(names.grep(/\Aworkflow\./)).to eq([])
+    expect(stand_in.listener_count("workflow.viable_steps_discovered")).to eq(0)
+    # Turned on, the next call adds the rest.
+    configure_lifecycle(lifecycle_workflow_events: true)
+    expect(TaskerTraceNative.trace_lifecycle!(stand_in)).to match_array(StandInPublisher::TASKER_EVENTS - names)
+    expect(TaskerTraceNative.config.lifecycle_workflow_events).to be(true)
+    expect { configure_lifecycle(lifecycle_workflow_events: "yes") }
+      .to raise_error(ArgumentError, /lifecycle_workflow_events must be true or false/)
+  end
+
   it "is idempotent per publisher: a second call adds nothing" do
     TaskerTraceNative.trace_lifecycle!(stand_in)
     expect(TaskerTraceNative.trace_lifecycle!(stand_in)).to eq([])

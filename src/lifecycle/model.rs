@@ -114,6 +114,8 @@ pub(crate) struct State {
     next_run: u64,
     stats: LifecycleStats,
     pub prefix: Prefix,
+    /// The `lifecycle_workflow_events` setting (read when subscribing).
+    pub workflow_events: bool,
 }
 
 /// The attribute keys' prefix: `<name>.`, the name being the
@@ -164,6 +166,7 @@ impl State {
             next_run: 0,
             stats: LifecycleStats::default(),
             prefix: Prefix::default(),
+            workflow_events: false,
         }
     }
 

@@ -207,6 +207,16 @@ impl Tracer {
         drop(old);
     }
 
+    /// Whether subscribers also take the events the model keeps only as span
+    /// events (`workflow.*`, transitions, enqueueing); off by default.
+    pub fn workflow_events(&self) -> bool {
+        self.state.lock().workflow_events
+    }
+
+    pub fn set_workflow_events(&self, on: bool) {
+        self.state.lock().workflow_events = on;
+    }
+
     pub fn stats(&self) -> LifecycleStats {
         self.state.lock().stats()
     }

@@ -41,13 +41,13 @@ use crate::lifecycle_methods::key_name;
 use crate::lifecycle_plan::{self, MAX_ALLOWLIST};
 use crate::names::sym;
 use crate::to_ruby::{
-    array_of, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
-    utf8_to_ruby, value_to_ruby, wrap,
+    array_of, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby,
+    new_hash, nil, utf8_to_ruby, value_to_ruby, wrap,
 };
 use crate::{backend, lifecycle_tracer, otlp_client};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 23] = [
+pub const SETTING_NAMES: [&str; 24] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -68,6 +68,7 @@ pub const SETTING_NAMES: [&str; 23] = [
     "lifecycle_max_finished_runs",
     "lifecycle_attributes",
     "attribute_prefix",
+    "lifecycle_workflow_events",
     // The background exporter.
     "exporter",
     "export_schedule_delay",
@@ -94,6 +95,9 @@ struct InForce {
     /// `attribute_prefix`: the lifecycle attribute keys' prefix name (`None`:
     /// Tasker's telemetry service name, else `tasker`).
     attribute_prefix: Option<String>,
+    /// `lifecycle_workflow_events`: whether `trace_lifecycle!` also subscribes
+    /// to the events the trace model only keeps as span events.
+    workflow_events: bool,
     exporter: ExporterConfig,
 }
 
@@ -108,6 +112,7 @@ impl InForce {
             attribute_prefix: lifecycle_tracer()
                 .configured_prefix()
                 .map(|p| p.to_string()),
+            workflow_events: lifecycle_tracer().workflow_events(),
             exporter: exporter().config(),
         }
     }
@@ -119,6 +124,7 @@ impl InForce {
         lifecycle_tracer().configure(self.lifecycle);
         lifecycle_plan::set_allowlist(self.lifecycle_attributes);
         lifecycle_tracer().set_attribute_prefix(self.attribute_prefix.as_deref(), None);
+        lifecycle_tracer().set_workflow_events(self.workflow_events);
         exporter().configure(self.exporter, Vec::new());
     }
 }
@@ -447,6 +453,20 @@ fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) ->
             settings.lifecycle_attributes = check_lifecycle_attributes(ruby, value)?
         }
         "attribute_prefix" => settings.attribute_prefix = check_attribute_prefix(ruby, value)?,
+        "lifecycle_workflow_events" => {
+            settings.workflow_events = match value.as_raw() {
+                x if x == rb_sys::Qtrue as VALUE => true,
+                x if x == rb_sys::Qfalse as VALUE => false,
+                _ => {
+                    return Err(setting_error(
+                        ruby,
+                        "lifecycle_workflow_events",
+                        "true or false",
+                        value,
+                    ))
+                }
+            }
+        }
         "otlp_endpoint" => otlp.endpoint = endpoint_value(ruby, "otlp_endpoint", value)?,
         "otlp_headers" => otlp.headers = headers_value(ruby, "otlp_headers", value)?,
         "otlp_protocol" => otlp.protocol = protocol_value(ruby, "otlp_protocol", value)?,
@@ -525,6 +545,7 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             lifecycle,
             lifecycle_attributes,
             attribute_prefix,
+            workflow_events,
             exporter,
         } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
@@ -575,6 +596,8 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             allowlist,
             sym(|s| s.attribute_prefix),
             optional_text(&attribute_prefix),
+            sym(|s| s.lifecycle_workflow_events),
+            bool_to_ruby(workflow_events),
             sym(|s| s.exporter),
             mode,
             sym(|s| s.export_schedule_delay),
