@@ -15,7 +15,7 @@ use tasker_trace_core::clock::Stamp;
 use tasker_trace_core::exporter::{
     Exporter, ExporterConfig, FlushResult, Mode, Schedule, Sources, TargetFn, Wait,
 };
-use tasker_trace_core::lifecycle::{LifecycleEvent, Tracer};
+use tasker_trace_core::lifecycle::{LifecycleEvent, ToState, Tracer};
 use tasker_trace_core::otlp::{Compression, Protocol, Resource, Target};
 use tasker_trace_core::Backend;
 
@@ -101,8 +101,11 @@ fn record_task(s: &Setup, id: i64) {
 fn record_run(s: &Setup, task: i64) {
     for name in ["task.start_requested", "task.completed"] {
         s.exporter.record(|| {
-            s.tracer
-                .record(LifecycleEvent::named(name.as_bytes(), Stamp::now()).with_task(task))
+            s.tracer.record(
+                LifecycleEvent::named(name.as_bytes(), Stamp::now())
+                    .with_task(task)
+                    .with_to_state(ToState::InProgress),
+            )
         });
     }
 }

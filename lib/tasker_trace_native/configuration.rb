@@ -34,7 +34,10 @@ module TaskerTraceNative
     def apply!
       Native.apply_settings(to_h)
       # lifecycle_attributes may name new keys: decide their filtering now.
-      Lifecycle.sync_filters! if defined?(Lifecycle)
+      if defined?(Lifecycle)
+        Lifecycle.sync_filters!
+        Lifecycle.sync_attribute_prefix!
+      end
       Exporter.arm_at_exit
       self
     end

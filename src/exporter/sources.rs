@@ -8,11 +8,12 @@
 //! mapping, the one `export_otlp` and `push_otlp` use) and puts them back.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::store::{Backend, Record};
 use crate::clock::Stamp;
-use crate::lifecycle::otlp::{attribute_prefix, runs_spans};
+use crate::lifecycle::otlp::runs_spans;
 use crate::lifecycle::{Run, Tracer};
 use crate::otlp::{push_finished_with, Cancel, PushOutcome, Resource, Transport};
 
@@ -58,8 +59,10 @@ impl Sources {
         let pushed = catch_unwind(AssertUnwindSafe(|| {
             let resource = (self.resource)();
             // The same spans as export_otlp/push_otlp make of runs: the
-            // attribute keys carry the service name's prefix.
-            let prefix = attribute_prefix(&resource.service_name);
+            // attribute keys carry the tracer's prefix.
+            let prefix = self
+                .runs
+                .map_or_else(|| Arc::from(""), |t| t.attribute_prefix());
             let extra = runs_spans(&runs, &prefix, Stamp::now());
             push_finished_with(self.store, &resource, transport, cancel, &extra)
         }));

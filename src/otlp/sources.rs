@@ -21,7 +21,7 @@ use super::{
 };
 use crate::backend::store::Backend;
 use crate::clock::Stamp;
-use crate::lifecycle::otlp::{attribute_prefix, runs_spans};
+use crate::lifecycle::otlp::runs_spans;
 use crate::lifecycle::{ExportRuns, Tracer};
 
 /// How long a finished run must have been idle before an explicit export or
@@ -69,7 +69,7 @@ pub fn export(
     let runs = tracer.export_runs(drain, include_open, EXPLICIT_SETTLE);
     let now = Stamp::now();
     let encoded = catch_unwind(AssertUnwindSafe(|| {
-        let prefix = attribute_prefix(&resource.service_name);
+        let prefix = tracer.attribute_prefix();
         let mut spans = runs_spans(&runs.taken, &prefix, now);
         spans.extend(runs_spans(&runs.open, &prefix, now));
         encode_request(&records, &spans, resource, now, protocol)
@@ -117,7 +117,7 @@ pub fn push(
     let runs = tracer.export_runs(true, false, settled_for);
     let n = runs.taken.len();
     let pushed = catch_unwind(AssertUnwindSafe(|| {
-        let prefix = attribute_prefix(&resource.service_name);
+        let prefix = tracer.attribute_prefix();
         let spans = runs_spans(&runs.taken, &prefix, Stamp::now());
         push_finished_with(backend, resource, transport, cancel, &spans)
     }));

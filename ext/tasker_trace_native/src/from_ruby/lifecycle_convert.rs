@@ -34,7 +34,8 @@ use magnus::{Error, Ruby};
 use rb_sys::{ruby_value_type as T, VALUE};
 use tasker_trace_core::clock::Stamp;
 use tasker_trace_core::lifecycle::{
-    Attr, AttrKey, AttrValue, EventName, Id, LifecycleEvent, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES,
+    Attr, AttrKey, AttrValue, EventKind, EventName, Id, LifecycleEvent, Text, ToState,
+    MAX_ARRAY_ITEMS, MAX_TEXT_BYTES,
 };
 
 use crate::from_ruby::convert::{
@@ -137,6 +138,7 @@ struct Found<'a> {
     mode: KeyMode,
     task: VALUE,
     step: VALUE,
+    to_state: VALUE,
     values: &'a mut [VALUE],
     /// In Symbol mode: a String "task_id" key was seen.
     string_task_id: bool,
@@ -152,6 +154,15 @@ impl Found<'_> {
                 self.task = val;
             } else if key == plan.step_id.sym {
                 self.step = val;
+            } else if key == plan.to_state.sym {
+                self.to_state = val;
+                // An allowlisted `to_state` is an attribute as well.
+                if let Some(slot) = plan
+                    .index_of_static(key)
+                    .and_then(|i| self.values.get_mut(i))
+                {
+                    *slot = val;
+                }
             } else if let Some(slot) = plan
                 .index_of_static(key)
                 .and_then(|i| self.values.get_mut(i))
@@ -170,6 +181,9 @@ impl Found<'_> {
             }
         } else if mode == KeyMode::Symbols && self.task == QUNDEF {
             self.string_task_id |= self.plan.task_id.is(key, KeyMode::Strings);
+        }
+        if plan.to_state.is(key, mode) {
+            self.to_state = val;
         }
     }
 }
@@ -298,6 +312,24 @@ fn id_value(ruby: &Ruby, v: VALUE) -> Result<Option<Id>, Error> {
     }))
 }
 
+/// The state a `to_state` value names (a String or Symbol; nil or absent:
+/// none). Compares bytes, copies nothing.
+fn state_of(v: VALUE) -> ToState {
+    if v == QUNDEF {
+        return ToState::Absent;
+    }
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+    let s = match unsafe { rb_sys::RB_TYPE(v) } {
+        T::RUBY_T_STRING => v,
+        // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
+        T::RUBY_T_SYMBOL => unsafe { rb_sys::rb_sym2str(v) },
+        T::RUBY_T_NIL => return ToState::Absent,
+        _ => return ToState::Other,
+    };
+    // SAFETY: `s` is a T_STRING, read at once; no Ruby code runs.
+    ToState::from_bytes(unsafe { string_slice(s) })
+}
+
 /// What reading an event gave.
 pub enum Read {
     /// Not a lifecycle event: the payload is not a Hash, or the name is
@@ -341,6 +373,7 @@ fn read_with(
         mode: KeyMode::Symbols,
         task: QUNDEF,
         step: QUNDEF,
+        to_state: QUNDEF,
         values,
         string_task_id: false,
     };
@@ -348,28 +381,32 @@ fn read_with(
     if found.task == QUNDEF && found.string_task_id {
         found.mode = KeyMode::Strings;
         found.step = QUNDEF;
+        found.to_state = QUNDEF;
         found.values.fill(QUNDEF);
         find_keys(&mut found, payload)?;
     }
     let present = |v: VALUE| (v != QUNDEF).then_some(v);
-    let Some(task) = present(found.task)
+    let task = present(found.task)
         .map(|v| id_value(ruby, v))
         .transpose()?
-        .flatten()
-    else {
+        .flatten();
+    // Without a task id only a failed creation (`task.failed`) is read.
+    if task.is_none() && name.kind() != EventKind::TaskFailed {
         return Ok(Read::Event(LifecycleEvent::new(name, at)));
-    };
+    }
     let step = present(found.step)
         .map(|v| id_value(ruby, v))
         .transpose()?
         .flatten();
+    let to_state = state_of(found.to_state);
     let mut attrs = local(|l| std::mem::take(&mut l.scratch));
     attrs.clear();
     let read = convert_values(ruby, plan, found.values, &mut attrs);
     let event = read.map(|()| {
         let mut ev = LifecycleEvent::with_capacity(name, at, attrs.len());
-        ev.task_id = Some(task);
+        ev.task_id = task;
         ev.step_id = step;
+        ev.to_state = to_state;
         ev.attrs.append(&mut attrs);
         ev
     });

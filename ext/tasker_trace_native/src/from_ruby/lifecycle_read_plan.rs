@@ -46,6 +46,8 @@ pub(crate) struct PlanKey {
 pub struct ReadPlan {
     pub(crate) task_id: PlanKey,
     pub(crate) step_id: PlanKey,
+    /// `to_state`: read as a state, not an attribute (unless allowlisted).
+    pub(crate) to_state: PlanKey,
     pub(crate) keys: Vec<PlanKey>,
     /// `keys[i].sym` for every key, contiguous for a quick scan.
     symbols: Vec<VALUE>,
@@ -126,6 +128,7 @@ impl ReadPlan {
             keys.push(PlanKey::new(name, attr, decided(name, false)));
         }
         for name in &inputs.allowlist {
+            // Known keys are read anyway (`execution_duration` is measured).
             if AttrKey::from_payload_key(name.as_bytes()).is_some() {
                 continue;
             }
@@ -147,6 +150,7 @@ impl ReadPlan {
         ReadPlan {
             task_id: PlanKey::new("task_id", AttrKey::TaskId, false),
             step_id: PlanKey::new("step_id", AttrKey::StepId, false),
+            to_state: PlanKey::new("to_state", AttrKey::Extra(Arc::from("to_state")), false),
             symbols: keys.iter().map(|k| k.sym).collect(),
             keys,
             by_symbol,

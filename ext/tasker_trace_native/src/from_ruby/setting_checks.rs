@@ -30,7 +30,9 @@ use tasker_trace_core::exporter::schedule::{
     self, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED, SECONDS_EXPECTED,
 };
 use tasker_trace_core::exporter::ExporterConfig;
-use tasker_trace_core::lifecycle::{LifecycleLimits, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED};
+use tasker_trace_core::lifecycle::{
+    LifecycleLimits, ATTRIBUTE_PREFIX_EXPECTED, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,
+};
 use tasker_trace_core::otlp::env;
 use tasker_trace_core::otlp::tls::{check_client_files, check_pem_file, PemRole};
 use tasker_trace_core::otlp::{Compression, OtlpSettings, Protocol};
@@ -42,7 +44,7 @@ use crate::from_ruby::lifecycle_read_plan::{MAX_ALLOWLIST, MAX_KEY_BYTES};
 use crate::helpers::errors::{self, argument_error, shown};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 22] = [
+pub const SETTING_NAMES: [&str; 24] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -62,6 +64,8 @@ pub const SETTING_NAMES: [&str; 22] = [
     "lifecycle_max_spans_per_run",
     "lifecycle_max_finished_runs",
     "lifecycle_attributes",
+    "attribute_prefix",
+    "lifecycle_workflow_events",
     // The background exporter.
     "exporter",
     "export_schedule_delay",
@@ -85,6 +89,12 @@ pub struct InForce {
     pub lifecycle: LifecycleLimits,
     /// `lifecycle_attributes`: the payload keys exported besides the known ones.
     pub lifecycle_attributes: Vec<String>,
+    /// `attribute_prefix`: the lifecycle attribute keys' prefix name (`None`:
+    /// Tasker's telemetry service name, else `tasker`).
+    pub attribute_prefix: Option<String>,
+    /// `lifecycle_workflow_events`: whether `trace_lifecycle!` also subscribes
+    /// to the events the trace model only keeps as span events.
+    pub workflow_events: bool,
     pub exporter: ExporterConfig,
 }
 
@@ -147,7 +157,25 @@ fn integer_setting(
 
 /// Checks a `service_name` value: a non-empty UTF-8 String.
 fn check_service_name(ruby: &Ruby, v: RValue) -> Result<String, Error> {
-    let bad = || setting_error(ruby, "service_name", SERVICE_NAME_EXPECTED, v);
+    check_name(ruby, "service_name", SERVICE_NAME_EXPECTED, v)
+}
+
+/// Checks an `attribute_prefix` value: a non-empty UTF-8 String, or nil.
+pub fn check_attribute_prefix(ruby: &Ruby, v: RValue) -> Result<Option<String>, Error> {
+    if v.is_nil() {
+        return Ok(None);
+    }
+    check_name(ruby, "attribute_prefix", ATTRIBUTE_PREFIX_EXPECTED, v).map(Some)
+}
+
+/// A non-empty UTF-8 String setting.
+fn check_name(
+    ruby: &Ruby,
+    setting: &'static str,
+    expected: &'static str,
+    v: RValue,
+) -> Result<String, Error> {
+    let bad = || setting_error(ruby, setting, expected, v);
     let s = RString::from_value(v).ok_or_else(bad)?;
     // Read in place (no Ruby allocation): the bytes must be UTF-8 text.
     let text = convert::string_to_str(s.as_raw())
@@ -374,6 +402,21 @@ pub fn check_into(
         }
         "lifecycle_attributes" => {
             settings.lifecycle_attributes = check_lifecycle_attributes(ruby, value)?
+        }
+        "attribute_prefix" => settings.attribute_prefix = check_attribute_prefix(ruby, value)?,
+        "lifecycle_workflow_events" => {
+            settings.workflow_events = match value.as_raw() {
+                x if x == rb_sys::Qtrue as VALUE => true,
+                x if x == rb_sys::Qfalse as VALUE => false,
+                _ => {
+                    return Err(setting_error(
+                        ruby,
+                        "lifecycle_workflow_events",
+                        "true or false",
+                        value,
+                    ))
+                }
+            }
         }
         "otlp_endpoint" => otlp.endpoint = endpoint_value(ruby, "otlp_endpoint", value)?,
         "otlp_headers" => otlp.headers = headers_value(ruby, "otlp_headers", value)?,

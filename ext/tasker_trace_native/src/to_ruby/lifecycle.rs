@@ -150,7 +150,7 @@ fn run_to_ruby(run: &Run, prefix: &str) -> VALUE {
         sym(|s| s.trace_id),
         hex_to_ruby(&run.trace_id),
         sym(|s| s.task_id),
-        id_to_ruby(&run.task_id),
+        run.task_id.as_ref().map_or_else(nil, id_to_ruby),
         sym(|s| s.end),
         utf8_to_ruby(run.end.as_str()),
         sym(|s| s.spans),

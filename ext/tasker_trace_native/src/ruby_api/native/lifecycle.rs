@@ -20,15 +20,14 @@ use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RHash, RModule, Ruby, Value as RValue};
 use rb_sys::VALUE;
 use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::lifecycle::otlp::attribute_prefix;
-use tasker_trace_core::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
+use tasker_trace_core::lifecycle::{AttrKey, KNOWN_EVENT_NAMES, SPAN_EVENT_NAMES};
 
 use crate::from_ruby::lifecycle_convert::{self, Read};
 use crate::from_ruby::lifecycle_read_plan;
 use crate::from_ruby::setting_checks::{boolean_argument, key_name};
 use crate::helpers::errors::{self, argument_error, build_protected, guarded, shown};
 use crate::helpers::recorder::{recorder_result, Ingested};
-use crate::process::{self, backend, lifecycle_tracer};
+use crate::process::{self, lifecycle_tracer};
 use crate::to_ruby::lifecycle::{runs_to_ruby, stats_to_ruby};
 use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
@@ -78,9 +77,32 @@ fn lifecycle_runs(ruby: &Ruby, include_open: RValue) -> Result<RValue, Error> {
         let t = lifecycle_tracer();
         t.expire_now();
         let runs = t.snapshot(include_open);
-        let prefix = attribute_prefix(&backend().resource_settings().service_name);
+        let prefix = t.attribute_prefix();
         // The runs and the prefix are owned here, outside the protected build.
         build_protected(ruby, || runs_to_ruby(&runs, &prefix)).map(wrap)
+    })
+}
+
+/// `Native.set_default_attribute_prefix(name)`: the prefix's name when the
+/// `attribute_prefix` setting is nil (the Ruby layer passes Tasker's
+/// telemetry service name); `name` is checked as the setting is.
+fn set_default_attribute_prefix(ruby: &Ruby, name: RValue) -> Result<bool, Error> {
+    let Some(name) = crate::from_ruby::setting_checks::check_attribute_prefix(ruby, name)? else {
+        return Ok(false);
+    };
+    guarded(ruby, || {
+        lifecycle_tracer().set_attribute_prefix(
+            lifecycle_tracer().configured_prefix().as_deref(),
+            Some(&name),
+        );
+        Ok(true)
+    })
+}
+
+/// `Native.attribute_prefix` → the prefix in force, `"<name>."`.
+fn attribute_prefix_in_force(ruby: &Ruby) -> Result<RValue, Error> {
+    guarded(ruby, || {
+        Ok(wrap(utf8_to_ruby(&lifecycle_tracer().attribute_prefix())))
     })
 }
 
@@ -170,6 +192,10 @@ pub fn define(native: RModule) -> Result<(), Error> {
         "LIFECYCLE_EVENT_NAMES",
         frozen_names(&ruby, &KNOWN_EVENT_NAMES)?,
     )?;
+    native.const_set(
+        "LIFECYCLE_SPAN_EVENT_NAMES",
+        frozen_names(&ruby, &SPAN_EVENT_NAMES)?,
+    )?;
     native.define_module_function(
         "record_lifecycle_event",
         function!(record_lifecycle_event, 2),
@@ -177,6 +203,11 @@ pub fn define(native: RModule) -> Result<(), Error> {
     native.define_module_function("lifecycle_stats", function!(lifecycle_stats, 0))?;
     native.define_module_function("lifecycle_runs", function!(lifecycle_runs, 1))?;
     native.define_module_function("lifecycle_reset!", function!(lifecycle_reset, 0))?;
+    native.define_module_function(
+        "set_default_attribute_prefix",
+        function!(set_default_attribute_prefix, 1),
+    )?;
+    native.define_module_function("attribute_prefix", function!(attribute_prefix_in_force, 0))?;
     native.define_module_function("set_lifecycle_filters", function!(set_lifecycle_filters, 1))?;
     native.define_module_function(
         "lifecycle_filtered_keys",

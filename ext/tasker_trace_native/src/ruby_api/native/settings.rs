@@ -24,8 +24,8 @@ use crate::helpers::errors::guarded;
 use crate::helpers::static_ids::sym;
 use crate::process::{backend, exporter, lifecycle_tracer, otlp_client};
 use crate::to_ruby::values::{
-    array_of, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
-    utf8_to_ruby, value_to_ruby, wrap,
+    array_of, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby,
+    new_hash, nil, utf8_to_ruby, value_to_ruby, wrap,
 };
 
 impl InForce {
@@ -36,6 +36,10 @@ impl InForce {
             otlp: otlp_client().settings(),
             lifecycle: lifecycle_tracer().limits(),
             lifecycle_attributes: lifecycle_read_plan::allowlist(),
+            attribute_prefix: lifecycle_tracer()
+                .configured_prefix()
+                .map(|p| p.to_string()),
+            workflow_events: lifecycle_tracer().workflow_events(),
             exporter: exporter().config(),
         }
     }
@@ -46,6 +50,8 @@ impl InForce {
         b.configure(self.limits);
         lifecycle_tracer().configure(self.lifecycle);
         lifecycle_read_plan::set_allowlist(self.lifecycle_attributes);
+        lifecycle_tracer().set_attribute_prefix(self.attribute_prefix.as_deref(), None);
+        lifecycle_tracer().set_workflow_events(self.workflow_events);
         exporter().configure(self.exporter, Vec::new());
     }
 }
@@ -105,6 +111,8 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             otlp,
             lifecycle,
             lifecycle_attributes,
+            attribute_prefix,
+            workflow_events,
             exporter,
         } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
@@ -153,6 +161,10 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             count_to_ruby(lifecycle.max_finished_runs),
             sym(|s| s.lifecycle_attributes),
             allowlist,
+            sym(|s| s.attribute_prefix),
+            optional_text(&attribute_prefix),
+            sym(|s| s.lifecycle_workflow_events),
+            bool_to_ruby(workflow_events),
             sym(|s| s.exporter),
             mode,
             sym(|s| s.export_schedule_delay),
