@@ -56,8 +56,10 @@ RSpec.describe "Deep and cyclic values" do
 
   # Runs `script` in a fresh Ruby whose standard output and error are files
   # (as a server's are; a wedged thread shows there at its first write), and
-  # kills it after `timeout` seconds. Returns its last JSON line.
-  def run_case(script, timeout: 60)
+  # kills it after `timeout` seconds (within the example's own timeout; a
+  # child still running when the example ends for any reason is killed too:
+  # a wedged one ignores SIGTERM). Returns its last JSON line.
+  def run_case(script, timeout: 45)
     Dir.mktmpdir do |dir|
       out = File.join(dir, "out")
       err = File.join(dir, "err")
@@ -65,13 +67,20 @@ RSpec.describe "Deep and cyclic values" do
                           out: out, err: err, pgroup: true)
       deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
       status = nil
-      until (status = Process.wait2(pid, Process::WNOHANG)&.last)
-        if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
-          Process.kill(:KILL, -pid)
-          status = Process.wait2(pid).last
-          break
+      begin
+        until (status = Process.wait2(pid, Process::WNOHANG)&.last)
+          if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+            Process.kill(:KILL, -pid)
+            status = Process.wait2(pid).last
+            break
+          end
+          sleep 0.05
         end
-        sleep 0.05
+      ensure
+        unless status
+          Process.kill(:KILL, -pid)
+          Process.wait2(pid)
+        end
       end
       described = "exit: #{status.inspect}\n--- stdout\n#{File.read(out)}\n--- stderr\n#{File.read(err)[0, 4000]}"
       expect(status.success?).to be(true), described
