@@ -11,6 +11,7 @@
 //! - [`lifecycle_convert`]: a published event's payload to a core event
 //! - [`lifecycle_plan`]: which payload keys events read, and their filtering
 //! - [`lifecycle_to_ruby`]: lifecycle runs and stats to new Ruby objects
+//! - [`lifecycle_values`]: Hash and Array payload values, bounded and filtered
 //! - [`exporter_methods`]: the background exporter: flush, shutdown, stats,
 //!   the hook recording paths store through, where its target comes from
 //! - [`settings`]: every setting: its check, its name, how it is put in force
@@ -31,6 +32,7 @@ mod lifecycle_convert;
 mod lifecycle_methods;
 mod lifecycle_plan;
 mod lifecycle_to_ruby;
+mod lifecycle_values;
 mod names;
 mod otlp_methods;
 mod settings;
