@@ -131,4 +131,38 @@ RSpec.describe "Deep and cyclic values" do
       expect(out[:json_bytes]).to be < 2_000_000
     end
   end
+
+  # An id is spelled with its own to_s (as "task_#{v}" spells it): never for
+  # a container too deep for that, whose event is refused instead.
+  { "deep_hash(100_000)" => false, "deep_array(100_000)" => false,
+    "cyclic_hash" => true, "cyclic_array" => true }.each do |value, taken|
+    it "answers #{taken} from handle_event with #{value} as the task id, and the thread stays healthy" do
+      out = run_case(<<~RUBY)
+        backend = Tasker::Telemetry::TraceBackend.instance
+        v = #{value}
+        results = 2.times.map { backend.handle_event("task.started", { task_id: v }) }
+        File.write(PATH, "ok")
+        healthy = healthy?
+        puts JSON.generate(results: results, healthy: healthy, traces: backend.export[:traces].size)
+      RUBY
+      expect(out[:results]).to eq([taken, taken])
+      expect(out[:healthy]).to be(true)
+      expect(out[:traces]).to eq(taken ? 1 : 0)
+    end
+
+    it "refuses, counted, a lifecycle event with #{value} as its task or step id; the thread stays healthy" do
+      out = run_case(<<~RUBY)
+        v = #{value}
+        results = [TaskerTraceNative.record_lifecycle_event("task.start_requested", { task_id: v }),
+                   TaskerTraceNative.record_lifecycle_event("step.execution_requested", { task_id: 1, step_id: v })]
+        File.write(PATH, "ok")
+        healthy = healthy?
+        puts JSON.generate(results: results, healthy: healthy,
+                           refused: TaskerTraceNative.lifecycle_stats[:events_refused])
+      RUBY
+      expect(out[:results]).to eq([false, false])
+      expect(out[:healthy]).to be(true)
+      expect(out[:refused]).to eq(2)
+    end
+  end
 end
