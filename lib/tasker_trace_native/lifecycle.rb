@@ -106,27 +106,50 @@ module TaskerTraceNative
 
       # Decides, once per payload key name (the known keys and
       # `lifecycle_attributes`), whether its values are exported as
-      # "[FILTERED]", and hands the decisions to the native tracer: no
-      # filtering happens per event in Ruby.
+      # "[FILTERED]", and hands the decisions to the native tracer, with the
+      # String and Symbol filters for keys nested in Hash values (matched
+      # natively) and whether Regexp or Proc filters must be asked about
+      # those (see filtered_path?): no filtering happens per event in Ruby
+      # unless a nested key meets such a filter for the first time.
       def sync_filters!
         names = Native::LIFECYCLE_PAYLOAD_KEYS | Native.settings.fetch(:lifecycle_attributes)
-        filtered = filtered_names(names, filter_parameters)
+        filters = filter_parameters
+        filtered = filtered_names(names, filters)
         Native.set_lifecycle_filters(names.to_h { |n| [n, filtered.include?(n)] })
+        strings = filters.select { |f| f.is_a?(String) || f.is_a?(Symbol) }.map(&:to_s)
+        Native.set_lifecycle_value_filters(strings, strings.size < filters.size)
         filtered
       end
 
-      # The names among `names` that `filters` match: through
-      # ActiveSupport::ParameterFilter where it is loaded (Rails' own rules),
-      # else Strings and Symbols as case-insensitive substrings and Regexps
-      # with `match?`.
+      # The names among `names` that `filters` match (see filtered_path?).
       def filtered_names(names, filters)
         return [] if filters.empty?
 
+        names.select { |n| filtered_path?([n], filters) }
+      end
+
+      # Whether `filters` match the key at the end of `keys` (the keys from
+      # the payload key down, ["order", "customer", "card"]), as Rails'
+      # ActiveSupport::ParameterFilter filters a nested Hash: through it
+      # where it is loaded, else by the same rules: Strings and Symbols
+      # match the key as case-insensitive substrings, or the dotted path
+      # when they contain a dot; Regexps match the key, or the dotted path
+      # when their source has an escaped dot; a Proc is called with the key
+      # and a probe value, and filters when it changes the probe. The
+      # extension calls this (once per path and thread) for nested keys the
+      # String filters leave, when Regexp or Proc filters are in force.
+      def filtered_path?(keys, filters = filter_parameters)
+        return false if filters.empty?
+
         if defined?(::ActiveSupport::ParameterFilter)
-          parameter_filter = ::ActiveSupport::ParameterFilter.new(filters)
-          names.select { |n| parameter_filter.filter(n => "probe")[n] != "probe" }
+          probe = keys.reverse.inject(+"probe") { |inner, key| { key => inner } }
+          value = parameter_filter(filters).filter(probe)
+          keys.each { |key| value = value[key] if value.is_a?(Hash) }
+          value != "probe"
         else
-          names.select { |n| filters.any? { |f| plain_match?(f, n) } }
+          key = keys.last.to_s
+          path = keys.join(".")
+          filters.any? { |f| rule_match?(f, key, path) }
         end
       end
 
@@ -156,11 +179,26 @@ module TaskerTraceNative
         false
       end
 
-      def plain_match?(filter, name)
+      # An ActiveSupport::ParameterFilter for `filters`, kept while they stay.
+      def parameter_filter(filters)
+        cached = @parameter_filter
+        return cached.last if cached && cached.first == filters
+
+        made = ::ActiveSupport::ParameterFilter.new(filters)
+        @parameter_filter = [filters.dup.freeze, made]
+        made
+      end
+
+      def rule_match?(filter, key, path)
         case filter
-        when Regexp then filter.match?(name)
-        when String, Symbol then name.downcase.include?(filter.to_s.downcase)
-        else false
+        when Regexp then filter.match?(filter.source.include?("\\.") ? path : key)
+        when String, Symbol
+          text = filter.to_s
+          (text.include?(".") ? path : key).downcase.include?(text.downcase)
+        else
+          probe = +"probe"
+          filter.arity == 3 ? filter.call(key.dup, probe, {}) : filter.call(key.dup, probe)
+          probe != "probe"
         end
       end
     end

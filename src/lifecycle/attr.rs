@@ -189,8 +189,9 @@ pub const MAX_TEXT_BYTES: usize = 8 * 1024;
 /// Most elements kept of an Array value.
 pub const MAX_ARRAY_ITEMS: usize = 128;
 
-/// A typed attribute value. Arrays hold scalars (the binding flattens nothing
-/// deeper; OTLP could encode nested arrays all the same).
+/// A typed attribute value. Arrays and maps nest (a Hash or Array under an
+/// allowlisted key is kept as structure, filtered and cut by the limits of
+/// the `values` module).
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
     Int(i64),
@@ -198,6 +199,8 @@ pub enum AttrValue {
     Bool(bool),
     Str(Text),
     Array(Arc<[AttrValue]>),
+    /// A Hash: String keys in the Hash's order.
+    Map(Arc<[(Text, AttrValue)]>),
 }
 
 impl AttrValue {

@@ -64,6 +64,7 @@ mod model;
 pub mod otlp;
 mod run;
 mod tracer;
+pub mod values;
 
 pub use attr::{Attr, AttrKey, AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
 pub use event::{

@@ -73,6 +73,12 @@ pub fn attribute_value(v: &AttrValue) -> AttributeValue {
         AttrValue::Array(items) => {
             AttributeValue::Array(items.iter().map(attribute_value).collect())
         }
+        AttrValue::Map(pairs) => AttributeValue::KvList(
+            pairs
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.as_str(), attribute_value(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -161,7 +167,7 @@ pub fn runs_spans(runs: &[Run], prefix: &str, now: Stamp) -> Vec<OwnedSpan> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::{AttrKey, LifecycleEvent, Tracer};
+    use crate::lifecycle::{AttrKey, LifecycleEvent, Text, Tracer};
     use std::time::Duration;
 
     fn at(ms: u64) -> Stamp {
@@ -234,6 +240,15 @@ mod tests {
                 AttributeValue::Int(1),
                 AttributeValue::String("x".into())
             ])
+        );
+        let map: std::sync::Arc<[(Text, AttrValue)]> =
+            vec![(Text::from("password"), "[FILTERED]".into())].into();
+        assert_eq!(
+            attribute_value(&AttrValue::Map(map)),
+            AttributeValue::KvList(vec![KeyValue::new(
+                "password",
+                AttributeValue::String("[FILTERED]".into())
+            )])
         );
         assert_eq!(attribute_prefix("orders"), "orders.");
     }

@@ -364,6 +364,9 @@ impl Serialize for OwnedValueJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             AttributeValue::Array(items) => single(s, "arrayValue", &Values(OwnedItems(items))),
+            AttributeValue::KvList(pairs) => {
+                single(s, "kvlistValue", &Values(OwnedAttributesJson(pairs)))
+            }
             AttributeValue::String(t) => scalar(s, AnyItem::Text(t.as_bytes())),
             AttributeValue::Int(i) => scalar(s, AnyItem::Int(*i)),
             AttributeValue::Double(f) => scalar(s, super::payload::double_item(*f)),
@@ -649,6 +652,28 @@ mod tests {
             concat!(
                 r#"{"arrayValue":{"values":[{"stringValue":"NaN"},{"intValue":"-3"},"#,
                 r#"{"stringValue":"x"},{"boolValue":false}]}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn owned_kvlists_keep_their_keys_and_nest() {
+        let v = AttributeValue::KvList(vec![
+            KeyValue::new("id", AttributeValue::Int(7)),
+            KeyValue::new(
+                "items",
+                AttributeValue::Array(vec![AttributeValue::KvList(vec![KeyValue::new(
+                    "sku",
+                    AttributeValue::String("A1".into()),
+                )])]),
+            ),
+        ]);
+        assert_eq!(
+            json(&OwnedValueJson(&v)),
+            concat!(
+                r#"{"kvlistValue":{"values":[{"key":"id","value":{"intValue":"7"}},"#,
+                r#"{"key":"items","value":{"arrayValue":{"values":[{"kvlistValue":{"values":["#,
+                r#"{"key":"sku","value":{"stringValue":"A1"}}]}}]}}}]}}"#
             )
         );
     }

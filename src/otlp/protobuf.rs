@@ -381,6 +381,13 @@ fn write_owned_value(buf: &mut Vec<u8>, value: &AttributeValue) {
             }
             end(buf, array);
         }
+        AttributeValue::KvList(pairs) => {
+            let list = begin(buf, 6);
+            for kv in pairs {
+                write_owned_key_value(buf, 1, kv);
+            }
+            end(buf, list);
+        }
     }
 }
 
@@ -551,6 +558,25 @@ mod tests {
         let mut neg = Vec::new();
         put_int(&mut neg, 6, -1);
         assert_eq!(neg.len(), 11);
+    }
+
+    #[test]
+    fn owned_kvlists_nest_as_key_value_lists() {
+        // {"a": {"b": 1}} as an AnyValue: kvlist_value (6) { values (1) {
+        // key (1) "a", value (2) { kvlist_value { values { key "b",
+        // value { int_value (3) 1 } } } } } }
+        let v = AttributeValue::KvList(vec![KeyValue::new(
+            "a",
+            AttributeValue::KvList(vec![KeyValue::new("b", AttributeValue::Int(1))]),
+        )]);
+        let mut buf = Vec::new();
+        write_owned_value(&mut buf, &v);
+        let inner = [
+            0x32, 0x09, 0x0a, 0x07, 0x0a, 0x01, b'b', 0x12, 0x02, 0x18, 0x01,
+        ];
+        let mut want = vec![0x32, 0x12, 0x0a, 0x10, 0x0a, 0x01, b'a', 0x12, 0x0b];
+        want.extend_from_slice(&inner);
+        assert_eq!(buf, want);
     }
 
     #[test]

@@ -178,6 +178,8 @@ pub enum AttributeValue {
     Double(f64),
     Bool(bool),
     Array(Vec<AttributeValue>),
+    /// A `kvlistValue`: keys as given, in order.
+    KvList(Vec<KeyValue>),
 }
 
 /// One attribute.

@@ -499,8 +499,94 @@ fn interpolate(v: VALUE) -> Result<Str, Error> {
     }
 }
 
-/// The trace key: the first truthy of `task_id`, `workflow_step_id`, `operation`.
-pub fn trace_key(payload: VALUE) -> Result<KeySource, Error> {
+/// Most elements (and pairs) a Hash or Array id may hold, all levels
+/// together, for its `to_s` to name a trace.
+const MAX_KEY_CONTAINER_ITEMS: usize = 10_000;
+
+/// Whether Ruby's own `to_s` of a Hash or Array stays shallow: it nests at
+/// most [`MAX_DEPTH`] containers deep and holds at most
+/// [`MAX_KEY_CONTAINER_ITEMS`] elements (a container met again is not
+/// walked again: `inspect` prints it as `[...]`). Walked without recursion
+/// and without running Ruby code, so nothing is freed while it runs.
+fn shallow_container(v: VALUE) -> bool {
+    struct Walk {
+        stack: Vec<(VALUE, usize)>,
+        seen: FastMap<VALUE, ()>,
+        items: usize,
+        depth: usize,
+    }
+
+    impl Walk {
+        fn visit(&mut self, v: VALUE) {
+            self.items += 1;
+            // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+            let ty = unsafe { rb_sys::RB_TYPE(v) };
+            if matches!(ty, T::RUBY_T_ARRAY | T::RUBY_T_HASH) && self.seen.insert(v, ()).is_none() {
+                self.stack.push((v, self.depth + 1));
+            }
+        }
+    }
+
+    unsafe extern "C" fn each_pair(key: VALUE, val: VALUE, arg: VALUE) -> c_int {
+        // SAFETY: `arg` is the address of the Walk below, alive for the
+        // whole rb_hash_foreach call; nothing here can panic but allocation.
+        let walk = unsafe { &mut *(arg as *mut Walk) };
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            walk.visit(key);
+            walk.visit(val);
+        }));
+        if walk.items > MAX_KEY_CONTAINER_ITEMS {
+            rb_sys::st_retval::ST_STOP as c_int
+        } else {
+            rb_sys::st_retval::ST_CONTINUE as c_int
+        }
+    }
+
+    let mut walk = Walk {
+        stack: vec![(v, 1)],
+        seen: FastMap::default(),
+        items: 0,
+        depth: 0,
+    };
+    walk.seen.insert(v, ());
+    while let Some((container, depth)) = walk.stack.pop() {
+        if depth > MAX_DEPTH || walk.items > MAX_KEY_CONTAINER_ITEMS {
+            return false;
+        }
+        walk.depth = depth;
+        // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+        if unsafe { rb_sys::RB_TYPE(container) } == T::RUBY_T_ARRAY {
+            // SAFETY: `container` is a T_ARRAY; rb_ary_entry is bounds-checked.
+            let len = unsafe { rb_sys::RARRAY_LEN(container) };
+            for i in 0..len {
+                if walk.items > MAX_KEY_CONTAINER_ITEMS {
+                    return false;
+                }
+                // SAFETY: as above.
+                walk.visit(unsafe { rb_sys::rb_ary_entry(container, i) });
+            }
+        } else {
+            let arg = &mut walk as *mut Walk as VALUE;
+            // SAFETY: `container` is a T_HASH; the callback runs no Ruby
+            // code, never unwinds and never raises; protect catches what
+            // rb_hash_foreach itself raises (then the id is refused).
+            let done = magnus::rb_sys::protect(|| unsafe {
+                rb_sys::rb_hash_foreach(container, Some(each_pair), arg);
+                rb_sys::Qnil as VALUE
+            });
+            if done.is_err() {
+                return false;
+            }
+        }
+    }
+    walk.items <= MAX_KEY_CONTAINER_ITEMS
+}
+
+/// The trace key: the first truthy of `task_id`, `workflow_step_id`,
+/// `operation`, spelled as `"#{v}"` spells it; `None` when that value is a
+/// Hash or Array too deep or too large for its `to_s` to be asked for
+/// safely (the event is refused).
+pub fn trace_key(payload: VALUE) -> Result<Option<KeySource>, Error> {
     // The class pointer itself, not rb_obj_class: a Hash with a singleton class
     // (say, a singleton `[]`) must be asked through `[]` like a subclass.
     // SAFETY: `payload` is a heap T_HASH, so it has an RBasic header to read.
@@ -514,11 +600,16 @@ pub fn trace_key(payload: VALUE) -> Result<KeySource, Error> {
         }
         if rb_sys::FIXNUM_P(v) {
             // SAFETY: `v` is a Fixnum.
-            return Ok(KeySource::Field(
+            return Ok(Some(KeySource::Field(
                 field.key_for_int(unsafe { rb_sys::FIX2LONG(v) } as i64),
-            ));
+            )));
         }
-        return Ok(KeySource::Field(field.key_for(&interpolate(v)?)));
+        // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+        let ty = unsafe { rb_sys::RB_TYPE(v) };
+        if matches!(ty, T::RUBY_T_ARRAY | T::RUBY_T_HASH) && !shallow_container(v) {
+            return Ok(None);
+        }
+        return Ok(Some(KeySource::Field(field.key_for(&interpolate(v)?))));
     }
-    Ok(KeySource::Fresh)
+    Ok(Some(KeySource::Fresh))
 }

@@ -20,10 +20,16 @@
 //!
 //! Values: Integer (Bignum as its decimal String), Float, true/false, String
 //! (as UTF-8, invalid bytes replaced, cut at [`MAX_TEXT_BYTES`]), Symbol (its
-//! name), Arrays of those (at most [`MAX_ARRAY_ITEMS`]); nil is absent; any
-//! other object is its `iso8601` (Time, Date) or `to_s`, or `#<ClassName>`
-//! when that raises. Only exceptions that must propagate (interrupts,
-//! throws, exits) leave this module.
+//! name); nil is absent; Hashes and Arrays as structure, bounded and with
+//! their nested keys filtered (see [`crate::lifecycle_values`]); a Struct is
+//! `#<ClassName>`; any other object is its `iso8601` (Time, Date) or `to_s`,
+//! or `#<ClassName>` when that raises. Only exceptions that must propagate
+//! (interrupts, throws, exits) leave this module.
+//!
+//! Ids: `task_id` and `step_id` are Integers (Bignums as their digits),
+//! Strings or Symbols; nil and false are absent. An event whose task or step
+//! id is anything else (an object whose `to_s` might raise, or name many
+//! tasks alike) is refused, and counted as such by the caller.
 
 use std::cell::RefCell;
 use std::os::raw::c_int;
@@ -35,15 +41,16 @@ use rb_sys::{ruby_value_type as T, VALUE};
 use tasker_trace_core::clock::Stamp;
 use tasker_trace_core::lifecycle::{
     Attr, AttrKey, AttrValue, EventKind, EventName, Id, LifecycleEvent, Text, ToState,
-    MAX_ARRAY_ITEMS, MAX_TEXT_BYTES,
+    MAX_TEXT_BYTES,
 };
 
 use crate::from_ruby::convert::{
     class_placeholder, describe_object, string_slice, Described, FastMap,
 };
 use crate::from_ruby::lifecycle_read_plan::{
-    self, KeyMode, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN,
+    self, KeyMode, PlanKey, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN,
 };
+use crate::from_ruby::lifecycle_values;
 
 /// Event names longer than this are cut; names up to `NAME_CACHE_BYTES`
 /// are cached per thread, at most `NAME_CACHE_LIMIT` of them.
@@ -256,7 +263,12 @@ fn scalar(v: VALUE, ty: T) -> Option<AttrValue> {
 }
 
 /// A payload value as an attribute value; `None` for nil.
-fn attr_value(ruby: &Ruby, v: VALUE) -> Result<Option<AttrValue>, Error> {
+fn attr_value(
+    ruby: &Ruby,
+    plan: &ReadPlan,
+    key: &PlanKey,
+    v: VALUE,
+) -> Result<Option<AttrValue>, Error> {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
     let ty = unsafe { rb_sys::RB_TYPE(v) };
     if let Some(value) = scalar(v, ty) {
@@ -264,35 +276,16 @@ fn attr_value(ruby: &Ruby, v: VALUE) -> Result<Option<AttrValue>, Error> {
     }
     match ty {
         T::RUBY_T_NIL => Ok(None),
-        T::RUBY_T_ARRAY => array_value(ruby, v).map(Some),
+        T::RUBY_T_ARRAY | T::RUBY_T_HASH | T::RUBY_T_STRUCT => {
+            lifecycle_values::structured(ruby, v, &key.name, &plan.values).map(Some)
+        }
         _ => Ok(Some(AttrValue::Str(described_text(ruby, v)?))),
     }
 }
 
-/// An Array as an Array of scalars: other elements as their text (nil as
-/// an empty String), at most [`MAX_ARRAY_ITEMS`].
-fn array_value(ruby: &Ruby, v: VALUE) -> Result<AttrValue, Error> {
-    let mut items = Vec::new();
-    let mut i: isize = 0;
-    // The length is read again every step: a `to_s` may change the Array.
-    // SAFETY: `v` is a T_ARRAY; rb_ary_entry is bounds-checked.
-    while (i as usize) < MAX_ARRAY_ITEMS && i < unsafe { rb_sys::RARRAY_LEN(v) } as isize {
-        let item = unsafe { rb_sys::rb_ary_entry(v, i as _) };
-        // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
-        let ty = unsafe { rb_sys::RB_TYPE(item) };
-        let value = match (scalar(item, ty), ty) {
-            (Some(value), _) => value,
-            (None, T::RUBY_T_NIL) => AttrValue::Str(Text::Static("")),
-            (None, _) => AttrValue::Str(described_text(ruby, item)?),
-        };
-        items.push(value);
-        i += 1;
-    }
-    Ok(AttrValue::Array(items.into()))
-}
-
-/// A task or step id; `None` for nil and false.
-fn id_value(ruby: &Ruby, v: VALUE) -> Result<Option<Id>, Error> {
+/// A task or step id: `Ok(None)` for nil and false, `Err(())` for what is
+/// neither an Integer nor a String or Symbol. Runs no Ruby code.
+fn id_value(v: VALUE) -> Result<Option<Id>, ()> {
     let capped = |s: VALUE| {
         // SAFETY: `s` is a T_STRING; copied at once.
         let bytes = unsafe { string_slice(s) };
@@ -308,7 +301,7 @@ fn id_value(ruby: &Ruby, v: VALUE) -> Result<Option<Id>, Error> {
         T::RUBY_T_SYMBOL => capped(unsafe { rb_sys::rb_sym2str(v) }),
         // SAFETY: `v` is a Bignum; rb_big2str returns a new String.
         T::RUBY_T_BIGNUM => capped(unsafe { rb_sys::rb_big2str(v, 10) }),
-        _ => Id::from(described_text(ruby, v)?.as_str()),
+        _ => return Err(()),
     }))
 }
 
@@ -332,8 +325,9 @@ fn state_of(v: VALUE) -> ToState {
 
 /// What reading an event gave.
 pub enum Read {
-    /// Not a lifecycle event: the payload is not a Hash, or the name is
-    /// neither a String nor a Symbol.
+    /// Not a lifecycle event: the payload is not a Hash, the name is
+    /// neither a String nor a Symbol, or the task or step id is neither an
+    /// Integer nor a String or Symbol.
     Refused,
     Event(LifecycleEvent),
 }
@@ -385,19 +379,17 @@ fn read_with(
         found.values.fill(QUNDEF);
         find_keys(&mut found, payload)?;
     }
-    let present = |v: VALUE| (v != QUNDEF).then_some(v);
-    let task = present(found.task)
-        .map(|v| id_value(ruby, v))
-        .transpose()?
-        .flatten();
+    let id = |v: VALUE| if v == QUNDEF { Ok(None) } else { id_value(v) };
+    let Ok(task) = id(found.task) else {
+        return Ok(Read::Refused);
+    };
     // Without a task id only a failed creation (`task.failed`) is read.
     if task.is_none() && name.kind() != EventKind::TaskFailed {
         return Ok(Read::Event(LifecycleEvent::new(name, at)));
     }
-    let step = present(found.step)
-        .map(|v| id_value(ruby, v))
-        .transpose()?
-        .flatten();
+    let Ok(step) = id(found.step) else {
+        return Ok(Read::Refused);
+    };
     let to_state = state_of(found.to_state);
     let mut attrs = local(|l| std::mem::take(&mut l.scratch));
     attrs.clear();
@@ -432,7 +424,7 @@ fn convert_values(
             }
             continue;
         }
-        if let Some(value) = attr_value(ruby, v)? {
+        if let Some(value) = attr_value(ruby, plan, key, v)? {
             attrs.push((key.attr.clone(), value));
         }
     }

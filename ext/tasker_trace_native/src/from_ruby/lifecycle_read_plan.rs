@@ -5,6 +5,10 @@
 //! filtering (with Rails' `filter_parameters`) and passes the answer per key
 //! name; a key of the allowlist without an answer yet is filtered.
 //!
+//! Nested keys of Hash values are filtered by the plan's [`ValueFilter`]
+//! (the String and Symbol filters, and whether Regexp or Proc filters ask
+//! the Ruby layer; see [`crate::lifecycle_values`]).
+//!
 //! The plan lives behind one registered lock; a counter tells the readers'
 //! per-thread copies (see [`crate::from_ruby::lifecycle_convert`]) when it changed.
 
@@ -14,6 +18,7 @@ use std::sync::Arc;
 
 use rb_sys::{ruby_value_type as T, ID, VALUE};
 use tasker_trace_core::fork::ForkSafeMutex;
+use tasker_trace_core::lifecycle::values::ValueFilter;
 use tasker_trace_core::lifecycle::AttrKey;
 
 use crate::from_ruby::convert::{string_slice, FastMap};
@@ -53,6 +58,8 @@ pub struct ReadPlan {
     symbols: Vec<VALUE>,
     /// For large plans: the index of each key by its static Symbol.
     by_symbol: Option<FastMap<VALUE, usize>>,
+    /// How keys nested in Hash values are filtered.
+    pub(crate) values: Arc<ValueFilter>,
 }
 
 /// The Symbol of `id` if it is static (an immediate), else `Qundef`.
@@ -109,6 +116,7 @@ struct Inputs {
     allowlist: Vec<Arc<str>>,
     /// Payload key name → filtered, as the Ruby layer decided.
     decisions: HashMap<Box<str>, bool>,
+    values: Arc<ValueFilter>,
 }
 
 impl ReadPlan {
@@ -154,6 +162,7 @@ impl ReadPlan {
             symbols: keys.iter().map(|k| k.sym).collect(),
             keys,
             by_symbol,
+            values: inputs.values.clone(),
         }
     }
 
@@ -236,6 +245,11 @@ pub fn set_decisions(decisions: Vec<(String, bool)>) {
             .map(|(k, v)| (k.into_boxed_str(), v))
             .collect();
     });
+}
+
+/// Puts the filter for nested keys in force.
+pub fn set_value_filter(filter: ValueFilter) {
+    update(|inputs| inputs.values = Arc::new(filter));
 }
 
 /// The generation of the plan in force.

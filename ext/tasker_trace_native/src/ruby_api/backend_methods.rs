@@ -43,7 +43,9 @@ fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Ingested {
     let key = match kind {
         EventKind::Generic => KeySource::Fresh,
         _ => match convert::trace_key(payload) {
-            Ok(k) => k,
+            Ok(Some(k)) => k,
+            // A Hash or Array id too deep or large to be spelled safely.
+            Ok(None) => return Ingested::Refused,
             Err(e) => return Ingested::from_error(ruby, e),
         },
     };

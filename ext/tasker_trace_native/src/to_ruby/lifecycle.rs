@@ -11,7 +11,8 @@
 //! {code: "OK" | "ERROR" | "UNSET", message: nil | String}, attributes:
 //! {"tasker.task_id" => 42, ...}, events: [{name:, time: <Unix ns>,
 //! attributes: {...}}], links: [{trace_id:, span_id:}]}`. Times are the
-//! OTLP export's own numbers.
+//! OTLP export's own numbers. A structured attribute value is a Hash with
+//! String keys or an Array, as deep as it was kept.
 
 use rb_sys::VALUE;
 use tasker_trace_core::lifecycle::otlp::RunClock;
@@ -49,6 +50,15 @@ fn value_to_ruby(v: &AttrValue) -> VALUE {
         AttrValue::Bool(b) => bool_to_ruby(*b),
         AttrValue::Str(t) => utf8_to_ruby(t),
         AttrValue::Array(items) => array_of(items.iter(), value_to_ruby),
+        AttrValue::Map(pairs) => {
+            let hash = new_hash(pairs.len());
+            for (k, v) in pairs.iter() {
+                let key = utf8_to_ruby(k);
+                let value = value_to_ruby(v);
+                hash_set(hash, key, value);
+            }
+            hash
+        }
     }
 }
 

@@ -9,6 +9,9 @@
 //!   Hashes (see [`crate::to_ruby::lifecycle`]), `lifecycle_reset!`
 //! - `set_lifecycle_filters({name => filtered})`, `lifecycle_filtered_keys`:
 //!   the filtering the Ruby layer decided, per payload key name
+//! - `set_lifecycle_value_filters(strings, asks)`: the String and Symbol
+//!   filters for keys nested in Hash values, and whether Regexp or Proc
+//!   filters are in force too (see [`crate::lifecycle_values`])
 //! - `LIFECYCLE_PAYLOAD_KEYS`, `LIFECYCLE_EVENT_NAMES`: the payload keys
 //!   always read and the event names known by name
 
@@ -17,9 +20,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
-use magnus::{function, Error, RHash, RModule, Ruby, Value as RValue};
+use magnus::{function, Error, RHash, RModule, RString, Ruby, Value as RValue};
 use rb_sys::VALUE;
 use tasker_trace_core::clock::Stamp;
+use tasker_trace_core::lifecycle::values::ValueFilter;
 use tasker_trace_core::lifecycle::{AttrKey, KNOWN_EVENT_NAMES, SPAN_EVENT_NAMES};
 
 use crate::from_ruby::lifecycle_convert::{self, Read};
@@ -162,6 +166,39 @@ fn set_lifecycle_filters(ruby: &Ruby, decisions: RValue) -> Result<bool, Error> 
     })
 }
 
+const VALUE_FILTERS_EXPECTED: &str = "an Array of filter Strings and true or false";
+
+/// `Native.set_lifecycle_value_filters(["password", "order.customer.card"],
+/// asks)`: the String and Symbol filters (as Strings) for keys nested in
+/// Hash values; `asks` true when Regexp or Proc filters are in force too.
+fn set_lifecycle_value_filters(ruby: &Ruby, strings: RValue, asks: RValue) -> Result<bool, Error> {
+    let bad = |v: RValue| -> Error {
+        match shown(ruby, v) {
+            Ok(got) => argument_error(
+                ruby,
+                format!("lifecycle value filters must be {VALUE_FILTERS_EXPECTED} (got {got})"),
+            ),
+            Err(interrupt) => interrupt,
+        }
+    };
+    let asks = boolean_argument(ruby, "asks", asks)?;
+    let Some(list) = magnus::RArray::from_value(strings) else {
+        return Err(bad(strings));
+    };
+    let mut names = Vec::with_capacity(list.len());
+    for item in list.into_iter() {
+        let Some(s) = RString::from_value(item) else {
+            return Err(bad(strings));
+        };
+        // SAFETY: the bytes are copied at once, before any Ruby code runs.
+        names.push(String::from_utf8_lossy(unsafe { s.as_slice() }).into_owned());
+    }
+    guarded(ruby, || {
+        lifecycle_read_plan::set_value_filter(ValueFilter::new(names, asks));
+        Ok(true)
+    })
+}
+
 /// `Native.lifecycle_filtered_keys` → the payload key names whose values
 /// are exported as `"[FILTERED]"` now.
 fn lifecycle_filtered_keys(ruby: &Ruby) -> Result<RValue, Error> {
@@ -209,6 +246,10 @@ pub fn define(native: RModule) -> Result<(), Error> {
     )?;
     native.define_module_function("attribute_prefix", function!(attribute_prefix_in_force, 0))?;
     native.define_module_function("set_lifecycle_filters", function!(set_lifecycle_filters, 1))?;
+    native.define_module_function(
+        "set_lifecycle_value_filters",
+        function!(set_lifecycle_value_filters, 2),
+    )?;
     native.define_module_function(
         "lifecycle_filtered_keys",
         function!(lifecycle_filtered_keys, 0),

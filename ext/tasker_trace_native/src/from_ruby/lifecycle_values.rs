@@ -1,0 +1,397 @@
+//! A Hash or Array in a lifecycle payload, read into a structured core value
+//! (`AttrValue::Map` / `AttrValue::Array`), bounded and filtered: see
+//! `tasker_trace_core::lifecycle::values` for the limits, the markers and
+//! the filter rule.
+//!
+//! Runs before any lock is taken. Never asks a Hash or Array for its
+//! `to_s`/`inspect` (they recurse without bound, and show nested secrets):
+//! containers are walked here, at most [`MAX_VALUE_DEPTH`] levels deep (this
+//! recursion is the only one), with a budget of [`MAX_VALUE_NODES`] values.
+//! Other objects are described as elsewhere (`iso8601`, else `to_s`, else
+//! `#<ClassName>`), except Structs, which stand in as `#<ClassName>` (their
+//! `to_s` is an `inspect` of every member).
+//!
+//! Filtering: String and Symbol filters are matched here
+//! ([`ValueFilter`]). When Regexp or Proc filters are in force, a key they
+//! must decide is asked of the Ruby layer
+//! (`TaskerTraceNative::Lifecycle.filtered_path?(["order", "customer",
+//! "card"])`) once per path per thread: the answers are cached per thread
+//! until the filters change, and asked with no lock held. What that call
+//! raises (bar interrupts and exits, which propagate) filters the key.
+
+use std::cell::RefCell;
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use magnus::prelude::*;
+use magnus::rb_sys::AsRawValue;
+use magnus::{Error, RModule, Ruby, Value as RValue};
+use rb_sys::{ruby_value_type as T, VALUE};
+use tasker_trace_core::lifecycle::values::{
+    ValueFilter, CYCLE_MARKER, DEPTH_MARKER, MAX_VALUE_BYTES, MAX_VALUE_DEPTH, MAX_VALUE_NODES,
+    TRUNCATED_MARKER,
+};
+use tasker_trace_core::lifecycle::{AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
+
+use crate::from_ruby::convert::{
+    class_placeholder, describe_object, string_slice, Described, FastMap,
+};
+use crate::from_ruby::lifecycle_read_plan::{self, FILTERED};
+use crate::helpers::errors::{must_propagate, panic_error};
+
+/// Longest key kept, in bytes.
+const MAX_KEY_BYTES: usize = 256;
+/// Most filter answers cached per thread (the cache starts over when full).
+const DECISION_CACHE_LIMIT: usize = 4096;
+
+/// Answers of the Ruby layer, by path (keys joined with NUL), for one
+/// generation of the filters.
+struct Decisions {
+    generation: u64,
+    by_path: FastMap<Box<str>, bool>,
+}
+
+thread_local! {
+    static DECISIONS: RefCell<Option<Decisions>> = const { RefCell::new(None) };
+}
+
+fn cached_decision(generation: u64, path: &str) -> Option<bool> {
+    DECISIONS.with(|d| {
+        let d = d.borrow();
+        let d = d.as_ref().filter(|d| d.generation == generation)?;
+        d.by_path.get(path).copied()
+    })
+}
+
+fn remember_decision(generation: u64, path: String, filtered: bool) {
+    DECISIONS.with(|d| {
+        let mut d = d.borrow_mut();
+        let d = match &mut *d {
+            Some(d) if d.generation == generation && d.by_path.len() < DECISION_CACHE_LIMIT => d,
+            slot => slot.insert(Decisions {
+                generation,
+                by_path: FastMap::default(),
+            }),
+        };
+        d.by_path.insert(path.into_boxed_str(), filtered);
+    });
+}
+
+/// A Hash or Array value of the payload key `key`, walked (see the module
+/// documentation).
+pub(crate) fn structured(
+    ruby: &Ruby,
+    v: VALUE,
+    key: &str,
+    filter: &ValueFilter,
+) -> Result<AttrValue, Error> {
+    let mut walk = Walk {
+        ruby,
+        filter,
+        generation: lifecycle_read_plan::generation(),
+        nodes: MAX_VALUE_NODES,
+        bytes: MAX_VALUE_BYTES.saturating_sub(key.len()),
+        containers: Vec::new(),
+        keys: vec![Text::from(key.to_string())],
+        path: key.to_string(),
+    };
+    walk.value(v, 1)
+}
+
+struct Walk<'a> {
+    ruby: &'a Ruby,
+    filter: &'a ValueFilter,
+    generation: u64,
+    /// Values that may still be copied.
+    nodes: usize,
+    /// Bytes of text that may still be copied.
+    bytes: usize,
+    /// The containers from the top down to the one being walked: compared
+    /// by identity only (each is also held by a frame of this walk).
+    containers: Vec<VALUE>,
+    /// The keys from the payload key down to the one being read.
+    keys: Vec<Text>,
+    /// The same, joined with dots.
+    path: String,
+}
+
+impl Walk<'_> {
+    /// Text of at most the bytes left (and [`MAX_TEXT_BYTES`]).
+    fn text(&mut self, bytes: &[u8], max: usize) -> Text {
+        let cap = self.bytes.min(max);
+        self.bytes -= bytes.len().min(cap);
+        Text::from_bytes_capped(bytes, cap)
+    }
+
+    /// A String's text.
+    fn string(&mut self, s: VALUE, max: usize) -> Text {
+        // SAFETY: `s` is a T_STRING; copied before any Ruby code runs.
+        let bytes = unsafe { string_slice(s) };
+        self.text(bytes, max)
+    }
+
+    /// A Bignum's decimal digits (allocates, so under protect).
+    fn bignum(&mut self, v: VALUE, max: usize) -> Result<Text, Error> {
+        // SAFETY: `v` is a Bignum; rb_big2str returns a new String.
+        let s = magnus::rb_sys::protect(|| unsafe { rb_sys::rb_big2str(v, 10) })?;
+        Ok(self.string(s, max))
+    }
+
+    fn placeholder(&mut self, v: VALUE) -> Result<Text, Error> {
+        let bytes = class_placeholder(v)?;
+        Ok(self.text(&bytes, MAX_KEY_BYTES))
+    }
+
+    /// An object's own description, or its class placeholder.
+    fn described(&mut self, v: VALUE, max: usize) -> Result<Text, Error> {
+        match describe_object(self.ruby, v)? {
+            Described::Text(s) => Ok(self.string(s, max)),
+            Described::Placeholder => self.placeholder(v),
+        }
+    }
+
+    fn value(&mut self, v: VALUE, depth: usize) -> Result<AttrValue, Error> {
+        self.nodes = self.nodes.saturating_sub(1);
+        // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+        let ty = unsafe { rb_sys::RB_TYPE(v) };
+        Ok(match ty {
+            T::RUBY_T_NIL => AttrValue::Str(Text::Static("")),
+            T::RUBY_T_TRUE => AttrValue::Bool(true),
+            T::RUBY_T_FALSE => AttrValue::Bool(false),
+            // SAFETY: a Fixnum's value is in its tag bits.
+            T::RUBY_T_FIXNUM => AttrValue::Int(unsafe { rb_sys::FIX2LONG(v) } as i64),
+            // SAFETY: `v` is a Float (flonum or heap); NUM2DBL reads it.
+            T::RUBY_T_FLOAT => AttrValue::Float(unsafe { rb_sys::NUM2DBL(v) }),
+            T::RUBY_T_BIGNUM => AttrValue::Str(self.bignum(v, MAX_TEXT_BYTES)?),
+            T::RUBY_T_STRING => AttrValue::Str(self.string(v, MAX_TEXT_BYTES)),
+            // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
+            T::RUBY_T_SYMBOL => {
+                AttrValue::Str(self.string(unsafe { rb_sys::rb_sym2str(v) }, MAX_TEXT_BYTES))
+            }
+            T::RUBY_T_ARRAY => self.array(v, depth)?,
+            T::RUBY_T_HASH => self.hash(v, depth)?,
+            T::RUBY_T_STRUCT => AttrValue::Str(self.placeholder(v)?),
+            _ => AttrValue::Str(self.described(v, MAX_TEXT_BYTES)?),
+        })
+    }
+
+    /// The marker for a container not to enter; else enters it.
+    fn enter(&mut self, v: VALUE, depth: usize) -> Option<AttrValue> {
+        if depth > MAX_VALUE_DEPTH {
+            return Some(AttrValue::Str(Text::Static(DEPTH_MARKER)));
+        }
+        if self.containers.contains(&v) {
+            return Some(AttrValue::Str(Text::Static(CYCLE_MARKER)));
+        }
+        self.containers.push(v);
+        None
+    }
+
+    fn full(&self, taken: usize) -> bool {
+        taken >= MAX_ARRAY_ITEMS || self.nodes == 0 || self.bytes == 0
+    }
+
+    fn array(&mut self, v: VALUE, depth: usize) -> Result<AttrValue, Error> {
+        if let Some(marker) = self.enter(v, depth) {
+            return Ok(marker);
+        }
+        let mut items = Vec::new();
+        let result = (|| {
+            let mut i: isize = 0;
+            // The length is read again every step: a `to_s` may change it.
+            // SAFETY: `v` is a T_ARRAY; rb_ary_entry is bounds-checked.
+            while i < unsafe { rb_sys::RARRAY_LEN(v) } as isize {
+                if self.full(items.len()) {
+                    items.push(AttrValue::Str(Text::Static(TRUNCATED_MARKER)));
+                    break;
+                }
+                // SAFETY: as above.
+                let item = unsafe { rb_sys::rb_ary_entry(v, i as _) };
+                items.push(self.value(item, depth + 1)?);
+                i += 1;
+            }
+            Ok::<(), Error>(())
+        })();
+        self.containers.pop();
+        result?;
+        Ok(AttrValue::Array(items.into()))
+    }
+
+    fn hash(&mut self, v: VALUE, depth: usize) -> Result<AttrValue, Error> {
+        if let Some(marker) = self.enter(v, depth) {
+            return Ok(marker);
+        }
+        let mut pairs = Vec::new();
+        let result = self.hash_pairs(v, depth, &mut pairs);
+        self.containers.pop();
+        let seen = result?;
+        // SAFETY: `v` is a T_HASH; reading its size calls no Ruby code.
+        let size = unsafe { rb_sys::RHASH_SIZE(v) } as usize;
+        if seen < size {
+            let left_out = i64::try_from(size - seen).unwrap_or(i64::MAX);
+            pairs.push((Text::Static(TRUNCATED_MARKER), AttrValue::Int(left_out)));
+        }
+        Ok(AttrValue::Map(pairs.into()))
+    }
+
+    /// Reads a Hash's pairs into `pairs` until the bounds are met; returns
+    /// how many pairs were seen (read or skipped as duplicates).
+    fn hash_pairs(
+        &mut self,
+        v: VALUE,
+        depth: usize,
+        pairs: &mut Vec<(Text, AttrValue)>,
+    ) -> Result<usize, Error> {
+        struct Each<'w, 'a, 'p> {
+            walk: &'w mut Walk<'a>,
+            depth: usize,
+            pairs: &'p mut Vec<(Text, AttrValue)>,
+            seen: usize,
+            failure: Option<Error>,
+        }
+
+        unsafe extern "C" fn each_pair(key: VALUE, val: VALUE, arg: VALUE) -> c_int {
+            // SAFETY: `arg` is the address of the Each below, alive for the
+            // whole rb_hash_foreach call and used by this thread only.
+            let each = unsafe { &mut *(arg as *mut Each) };
+            if each.walk.full(each.pairs.len()) {
+                return rb_sys::st_retval::ST_STOP as c_int;
+            }
+            let step = catch_unwind(AssertUnwindSafe(|| {
+                each.walk.pair(key, val, each.depth, each.pairs)
+            }));
+            match step {
+                Ok(Ok(())) => {
+                    each.seen += 1;
+                    rb_sys::st_retval::ST_CONTINUE as c_int
+                }
+                Ok(Err(e)) => {
+                    each.failure = Some(e);
+                    rb_sys::st_retval::ST_STOP as c_int
+                }
+                Err(panic) => {
+                    each.failure = Some(panic_error(each.walk.ruby, panic.as_ref()));
+                    rb_sys::st_retval::ST_STOP as c_int
+                }
+            }
+        }
+
+        let mut each = Each {
+            walk: self,
+            depth,
+            pairs,
+            seen: 0,
+            failure: None,
+        };
+        let arg = &mut each as *mut Each as VALUE;
+        // SAFETY: the callback never unwinds (panics are caught inside it)
+        // and never raises; protect catches what rb_hash_foreach raises.
+        magnus::rb_sys::protect(|| unsafe {
+            rb_sys::rb_hash_foreach(v, Some(each_pair), arg);
+            rb_sys::Qnil as VALUE
+        })?;
+        match each.failure {
+            Some(e) => Err(e),
+            None => Ok(each.seen),
+        }
+    }
+
+    /// One pair: its key as text (a key already read wins), then its value
+    /// or `"[FILTERED]"`.
+    fn pair(
+        &mut self,
+        key: VALUE,
+        val: VALUE,
+        depth: usize,
+        pairs: &mut Vec<(Text, AttrValue)>,
+    ) -> Result<(), Error> {
+        let key = self.key_text(key)?;
+        if pairs.iter().any(|(k, _)| *k == key) {
+            return Ok(());
+        }
+        let path_len = self.path.len();
+        self.path.push('.');
+        self.path.push_str(&key);
+        self.keys.push(key.clone());
+        let value = match self.filtered(&key) {
+            Ok(true) => {
+                self.nodes = self.nodes.saturating_sub(1);
+                Ok(AttrValue::Str(Text::Static(FILTERED)))
+            }
+            Ok(false) => self.value(val, depth + 1),
+            Err(e) => Err(e),
+        };
+        self.keys.pop();
+        self.path.truncate(path_len);
+        pairs.push((key, value?));
+        Ok(())
+    }
+
+    /// A Hash key as text: Strings and Symbols as their names, numbers as
+    /// their digits, nil as empty, containers as `#<ClassName>`, other
+    /// objects as described.
+    fn key_text(&mut self, k: VALUE) -> Result<Text, Error> {
+        // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+        Ok(match unsafe { rb_sys::RB_TYPE(k) } {
+            T::RUBY_T_STRING => self.string(k, MAX_KEY_BYTES),
+            // SAFETY: `k` is a Symbol; rb_sym2str returns its name String.
+            T::RUBY_T_SYMBOL => self.string(unsafe { rb_sys::rb_sym2str(k) }, MAX_KEY_BYTES),
+            // SAFETY: a Fixnum's value is in its tag bits.
+            T::RUBY_T_FIXNUM => Text::from((unsafe { rb_sys::FIX2LONG(k) } as i64).to_string()),
+            T::RUBY_T_BIGNUM => self.bignum(k, MAX_KEY_BYTES)?,
+            T::RUBY_T_NIL => Text::Static(""),
+            T::RUBY_T_TRUE => Text::Static("true"),
+            T::RUBY_T_FALSE => Text::Static("false"),
+            T::RUBY_T_ARRAY | T::RUBY_T_HASH | T::RUBY_T_STRUCT => self.placeholder(k)?,
+            _ => self.described(k, MAX_KEY_BYTES)?,
+        })
+    }
+
+    /// Whether the key just pushed is filtered (see the module documentation).
+    fn filtered(&mut self, key: &str) -> Result<bool, Error> {
+        if self.filter.is_empty() {
+            return Ok(false);
+        }
+        if self.filter.matches(key, &self.path) {
+            return Ok(true);
+        }
+        if !self.filter.asks() {
+            return Ok(false);
+        }
+        let path = self
+            .keys
+            .iter()
+            .map(Text::as_str)
+            .collect::<Vec<_>>()
+            .join("\0");
+        if let Some(filtered) = cached_decision(self.generation, &path) {
+            return Ok(filtered);
+        }
+        let filtered = self.ask_ruby()?;
+        remember_decision(self.generation, path, filtered);
+        Ok(filtered)
+    }
+
+    /// `TaskerTraceNative::Lifecycle.filtered_path?(keys)`; true when it
+    /// raises (bar what must propagate).
+    fn ask_ruby(&self) -> Result<bool, Error> {
+        let ruby = self.ruby;
+        let asked = (|| {
+            let keys = ruby.ary_new_capa(self.keys.len());
+            for k in &self.keys {
+                keys.push(ruby.str_new(k))?;
+            }
+            let lifecycle: RModule = ruby
+                .class_object()
+                .const_get::<_, RModule>("TaskerTraceNative")?
+                .const_get("Lifecycle")?;
+            let answer: RValue = lifecycle.funcall("filtered_path?", (keys,))?;
+            Ok::<bool, Error>(rb_sys::TEST(answer.as_raw()))
+        })();
+        match asked {
+            Ok(filtered) => Ok(filtered),
+            Err(e) if must_propagate(ruby, &e) => Err(e),
+            Err(_) => Ok(true),
+        }
+    }
+}
