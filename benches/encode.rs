@@ -8,8 +8,10 @@ use std::hint::black_box;
 use std::io::Write as _;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::otlp::{self, encode_request, Protocol, Resource};
+use tasker_trace_core::encode::{encode_request, Resource};
+use tasker_trace_core::export;
+use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::transport::Protocol;
 
 const TRACES: i64 = 40_000;
 
@@ -32,7 +34,7 @@ fn gzip_len(body: &[u8]) -> usize {
 
 fn encode(c: &mut Criterion) {
     let backend = common::filled_backend(TRACES);
-    let records = otlp::select(&backend, false, false);
+    let records = export::select(&backend, false, false);
     let resource = resource();
     let now = Stamp::now();
     let protocols = [

@@ -11,13 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otlp_support::*;
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::exporter::{
+use tasker_trace_core::encode::Resource;
+use tasker_trace_core::export::{
     Exporter, ExporterConfig, FlushResult, Mode, Schedule, Sources, TargetFn, Wait,
 };
-use tasker_trace_core::lifecycle::{LifecycleEvent, Tracer};
-use tasker_trace_core::otlp::{Compression, Protocol, Resource, Target};
-use tasker_trace_core::Backend;
+use tasker_trace_core::input::lifecycle::LifecycleEvent;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::model::lifecycle::Tracer;
+use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::transport::{Compression, Protocol, Target};
 
 fn json_target(url: &str, timeout: Duration) -> TargetFn {
     let url = url.to_string();
@@ -81,7 +83,7 @@ fn schedule(delay_ms: u64, batch: usize) -> Schedule {
 fn record_task(s: &Setup, id: i64) {
     let step = hash(vec![(
         sym("workflow_step_id"),
-        tasker_trace_core::Value::Int(id),
+        tasker_trace_core::value::Value::Int(id),
     )]);
     for (name, payload) in [
         (

@@ -5,9 +5,8 @@
 mod lifecycle_support;
 
 use lifecycle_support::*;
-use tasker_trace_core::lifecycle::{
-    AttrKey, AttrValue, LifecycleEvent, RecordOutcome as O, RunEnd, StatusCode,
-};
+use tasker_trace_core::input::lifecycle::{AttrKey, AttrValue, LifecycleEvent};
+use tasker_trace_core::model::lifecycle::{RecordOutcome as O, RunEnd, StatusCode};
 
 #[test]
 fn a_re_enqueued_run_ends_pending_and_the_next_run_links_to_it() {

@@ -16,10 +16,12 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
 use opentelemetry_proto::tonic::trace::v1::Span as PSpan;
 use otlp_support::*;
 use prost::Message as _;
-use tasker_trace_core::lifecycle::{AttrKey, Tracer};
-use tasker_trace_core::otlp::sources;
-use tasker_trace_core::otlp::{Cancel, Compression, Protocol, PushOutcome, Target, Transport};
-use tasker_trace_core::Backend;
+use tasker_trace_core::export::combined;
+use tasker_trace_core::export::PushOutcome;
+use tasker_trace_core::input::lifecycle::AttrKey;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::model::lifecycle::Tracer;
+use tasker_trace_core::transport::{Cancel, Compression, Protocol, Target, Transport};
 
 /// Two finished runs of task 5 (the first re-enqueued, the second linked to
 /// it and completed, with a retried step) and one of task 6 (failed).
@@ -101,7 +103,7 @@ fn int_attr(span: &PSpan, key: &str) -> Option<i64> {
 }
 
 fn export(b: &Backend, t: &Tracer, drain: bool, open: bool, protocol: Protocol) -> Vec<u8> {
-    sources::export(b, t, drain, open, &resource(), protocol)
+    combined::export(b, t, drain, open, &resource(), protocol)
         .expect("encodes")
         .export
         .body
@@ -295,7 +297,7 @@ fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
     // 400 is not retried: the push fails at once and everything goes back.
     let refusing = Collector::start(vec![Reply::status(400).body("{}")]);
     let cancel = Cancel::for_current_thread();
-    let outcome = sources::push(
+    let outcome = combined::push(
         &b,
         &t,
         &resource(),
@@ -319,7 +321,7 @@ fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
     assert_eq!(t.stats().finished_runs, 3, "runs put back");
     assert_eq!(b.stats().active_traces, 1, "records put back");
     let collector = Collector::start(vec![Reply::status(200)]);
-    let outcome = sources::push(
+    let outcome = combined::push(
         &b,
         &t,
         &resource(),
@@ -335,7 +337,7 @@ fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
     assert_eq!(got.len(), 1);
     assert_eq!(by_trace(&lifecycle_spans(got[0].request())).len(), 3);
     assert_eq!(t.stats().finished_runs, 0);
-    let nothing = sources::push(
+    let nothing = combined::push(
         &b,
         &t,
         &resource(),
@@ -349,12 +351,12 @@ fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
 #[test]
 fn a_push_leaves_runs_that_have_not_settled() {
     let (b, t) = (Backend::new("h"), Tracer::default());
-    let now = tasker_trace_core::clock::Stamp::now();
+    let now = tasker_trace_core::support::clock::Stamp::now();
     t.record(ls::start_requested(1, now));
     t.record(ls::ev("task.completed", 1, now).with_attr(AttrKey::TotalSteps, 0));
     let collector = Collector::start(vec![Reply::status(200)]);
     let cancel = Cancel::for_current_thread();
-    let outcome = sources::push(
+    let outcome = combined::push(
         &b,
         &t,
         &resource(),

@@ -8,10 +8,9 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use otlp_support::*;
-use tasker_trace_core::otlp::{
-    push_finished, Cancel, Compression, Protocol, PushOutcome, Target, Transport,
-};
-use tasker_trace_core::Backend;
+use tasker_trace_core::export::{push_finished, PushOutcome};
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::transport::{Cancel, Compression, Protocol, Target, Transport};
 
 /// The defaults (http/protobuf, gzip) with a tenant header.
 fn target(url: &str, timeout_ms: u64) -> Transport {
@@ -56,8 +55,11 @@ fn store() -> Backend {
         &b,
         "task.started",
         task_key(99),
-        hash(vec![(sym("task_id"), tasker_trace_core::Value::Int(99))]),
-        tasker_trace_core::clock::Stamp::now(),
+        hash(vec![(
+            sym("task_id"),
+            tasker_trace_core::value::Value::Int(99),
+        )]),
+        tasker_trace_core::support::clock::Stamp::now(),
     );
     b
 }
@@ -644,12 +646,12 @@ fn the_received_protobuf_equals_the_json_export_of_the_same_records() {
     let collector = Collector::start(vec![Reply::status(200)]);
     let b = rich_store();
     // What is pushed: the finished records, as JSON, before the push.
-    let records = tasker_trace_core::otlp::select(&b, false, false);
-    let json = tasker_trace_core::otlp::encode_request(
+    let records = tasker_trace_core::export::select(&b, false, false);
+    let json = tasker_trace_core::encode::encode_request(
         &records,
         &[],
         &resource(),
-        tasker_trace_core::clock::Stamp::now(),
+        tasker_trace_core::support::clock::Stamp::now(),
         Protocol::HttpJson,
     )
     .unwrap();
@@ -782,14 +784,14 @@ fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
             "big.started",
             task_key(i),
             hash(vec![(sym("blob"), s(&blob))]),
-            tasker_trace_core::clock::Stamp::now(),
+            tasker_trace_core::support::clock::Stamp::now(),
         );
         event(
             &b,
             "big.completed",
             task_key(i),
             hash(vec![]),
-            tasker_trace_core::clock::Stamp::now(),
+            tasker_trace_core::support::clock::Stamp::now(),
         );
     }
     let transport = Transport::new(Target {

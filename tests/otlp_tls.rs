@@ -8,8 +8,9 @@ use std::time::Duration;
 use otlp_support::tls::*;
 use otlp_support::*;
 use rcgen::{ExtendedKeyUsagePurpose, KeyPair};
-use tasker_trace_core::otlp::{push_finished, Cancel, PushOutcome, Target, Tls, Transport};
-use tasker_trace_core::Backend;
+use tasker_trace_core::export::{push_finished, PushOutcome};
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::transport::{Cancel, Target, Tls, Transport};
 
 fn store() -> Backend {
     let b = Backend::new("h");

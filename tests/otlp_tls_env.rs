@@ -9,8 +9,9 @@ use std::time::Duration;
 use otlp_support::tls::*;
 use otlp_support::*;
 use rcgen::ExtendedKeyUsagePurpose;
-use tasker_trace_core::otlp::{push_finished, Cancel, PushOutcome, Target, Transport};
-use tasker_trace_core::Backend;
+use tasker_trace_core::export::{push_finished, PushOutcome};
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::transport::{Cancel, Target, Transport};
 
 #[test]
 fn ssl_cert_file_is_honoured_by_the_platform_store() {

@@ -13,12 +13,12 @@ use std::cell::RefCell;
 use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
-use super::mapping::{Resource, SCOPE_NAME};
 use super::payload::{AnyItem, AttributeEntries, EntryValue, Lossy, PayloadAttributes, SeenKeys};
+use super::record_spans::{Resource, SCOPE_NAME};
 use super::span::{
     AttributeValue, Attributes, EncodeError, EventView, KeyValue, SpanLink, SpanView, StatusView,
 };
-use super::PartialSuccess;
+use crate::export::PartialSuccess;
 use crate::value::{Packed, Str};
 
 /// The request around the spans: `{"resourceSpans":[{"resource":…,
@@ -105,8 +105,8 @@ impl Serialize for Decimal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut buf = [0u8; 20];
         let len = match *self {
-            Decimal::Signed(n) => crate::digits::write_i64(&mut buf, n),
-            Decimal::Unsigned(n) => crate::digits::write_u64(&mut buf, n),
+            Decimal::Signed(n) => crate::support::digits::write_i64(&mut buf, n),
+            Decimal::Unsigned(n) => crate::support::digits::write_u64(&mut buf, n),
         };
         s.serialize_str(std::str::from_utf8(&buf[..len]).unwrap_or_default())
     }

@@ -116,7 +116,7 @@ fn render(v: &Value, out: &mut String, depth: usize, quoted: bool) {
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Int(i) => {
             let mut buf = [0u8; 20];
-            let n = crate::digits::write_i64(&mut buf, *i);
+            let n = crate::support::digits::write_i64(&mut buf, *i);
             out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
         }
         Value::BigInt(d) => out.push_str(d),

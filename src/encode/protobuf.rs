@@ -17,15 +17,15 @@
 //! Also decodes `ExportTraceServiceResponse` (partial success) and the
 //! message of a `google.rpc.Status` error body.
 
-use super::mapping::{Resource, SCOPE_NAME};
 use super::payload::{
     double_item, str_text, AnyItem, AttributeEntries, EntryValue, Lossy, PayloadAttributes,
     SeenKeys, ValueReader,
 };
+use super::record_spans::{Resource, SCOPE_NAME};
 use super::span::{
     AttributeValue, Attributes, EventView, KeyValue, SpanLink, SpanView, StatusView,
 };
-use super::PartialSuccess;
+use crate::export::PartialSuccess;
 
 // ---------------------------------------------------------------------------
 // Wire format.

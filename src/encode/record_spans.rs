@@ -24,9 +24,9 @@ use super::span::{
     Attributes, EncodeError, Events, RootEvents, SpanView, SpanWriter, StatusView,
     SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK,
 };
-use crate::backend::routing::Status;
-use crate::backend::store::{GenericRecord, Key, Record, SpanEvent, TraceRecord};
-use crate::clock::Stamp;
+use crate::input::backend::routing::Status;
+use crate::model::backend::store::{GenericRecord, Key, Record, SpanEvent, TraceRecord};
+use crate::support::clock::Stamp;
 use crate::value::{Packed, Str, Value};
 
 /// The instrumentation scope's name.

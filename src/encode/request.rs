@@ -3,11 +3,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::mapping::{write_record, Resource};
+use super::record_spans::{write_record, Resource};
 use super::span::{EncodeError, SpanView, SpanWriter};
-use super::{json, protobuf, Protocol};
-use crate::backend::store::{Key, Record};
-use crate::clock::Stamp;
+use super::{json, protobuf};
+use crate::model::backend::store::{Key, Record};
+use crate::support::clock::Stamp;
+use crate::transport::Protocol;
 
 /// Most bytes of one request body: OTLP receivers refuse larger ones (the
 /// collector's default limit), so bigger exports are split.

@@ -13,15 +13,15 @@
 //!   `<service name>.`, `tasker.` by default) with typed values;
 //! - links: the root's link to the task's previous run.
 
-use crate::clock::Stamp;
-use crate::otlp::mapping::unix_nanos;
-use crate::otlp::{
+use crate::encode::record_spans::unix_nanos;
+use crate::encode::{
     AttributeValue, KeyValue, OwnedEvent, OwnedSpan, SpanLink, SPAN_KIND_INTERNAL,
     STATUS_CODE_ERROR, STATUS_CODE_OK,
 };
+use crate::support::clock::Stamp;
 
-use super::attr::{Attr, AttrValue};
-use super::run::{Run, Span, SpanStatus, StatusCode};
+use crate::input::lifecycle::attributes::{Attr, AttrValue};
+use crate::model::lifecycle::{Run, Span, SpanStatus, StatusCode};
 
 /// The attribute prefix for a service name: `<service_name>.`.
 pub fn attribute_prefix(service_name: &str) -> String {
@@ -161,7 +161,8 @@ pub fn runs_spans(runs: &[Run], prefix: &str, now: Stamp) -> Vec<OwnedSpan> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::{AttrKey, LifecycleEvent, Tracer};
+    use crate::input::lifecycle::{AttrKey, LifecycleEvent};
+    use crate::model::lifecycle::Tracer;
     use std::time::Duration;
 
     fn at(ms: u64) -> Stamp {

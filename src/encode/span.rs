@@ -6,12 +6,12 @@
 //! `protobuf`) implements [`SpanWriter`]. Spans that do not come from the
 //! store ([`OwnedSpan`], e.g. from a lifecycle tracer) describe themselves
 //! with [`OwnedSpan::view`] and go through the same writers, so they can share
-//! a request with the store's records (see [`crate::otlp::Encoder`]).
+//! a request with the store's records (see [`crate::encode::Encoder`]).
 
 use std::borrow::Cow;
 
 use super::payload::PayloadAttributes;
-use crate::backend::store::{Finish, TraceRecord};
+use crate::model::backend::store::{Finish, TraceRecord};
 use crate::value::Packed;
 
 /// `SPAN_KIND_INTERNAL`.
@@ -140,17 +140,17 @@ impl<'a> RootEvents<'a> {
         self.trace
             .finish
             .as_ref()
-            .filter(|f| f.status == crate::backend::routing::Status::Error)
+            .filter(|f| f.status == crate::input::backend::routing::Status::Error)
     }
 
     fn iter(self) -> impl Iterator<Item = EventView<'a>> + 'a {
         let t = self.trace;
         let event = move |at, name: &'a [u8], payload: &'a Packed| EventView {
-            time_unix_nano: super::mapping::unix_nanos(t.start, at),
+            time_unix_nano: super::record_spans::unix_nanos(t.start, at),
             name,
             attributes: Attributes::Payload(PayloadAttributes::span(None, payload)),
         };
-        let start = super::mapping::wall_nanos(t.start);
+        let start = super::record_spans::wall_nanos(t.start);
         self.unpaired
             .iter()
             .map(move |&i| {

@@ -33,23 +33,20 @@
 //! fork-safe) is never held while the store or the tracer is locked, and no
 //! foreign code runs under it.
 
-pub mod schedule;
-pub mod sources;
-pub mod stats;
-mod worker;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crate::clock::wall_now_ns;
-use crate::fork::{self, ForkSafeMutex};
-use crate::otlp::{Cancel, Target};
+use crate::support::clock::wall_now_ns;
+use crate::support::fork::{self, ForkSafeMutex};
+use crate::transport::{Cancel, Target};
 
-pub use schedule::{ExporterConfig, Mode, Schedule};
-pub use sources::Sources;
-pub use stats::{ExportOutcome, ExporterStats, FlushResult, LastError};
+use super::settings::{self as schedule, ExporterConfig, Schedule};
+use super::sources::Sources;
+use super::stats::FlushResult;
+use super::stats::{self, ExportOutcome, ExporterStats, LastError};
+use super::worker;
 
 /// Where the exporter's target comes from: called when a worker starts, on
 /// the thread that starts it, with any warnings about unusable settings.

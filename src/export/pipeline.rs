@@ -1,54 +1,13 @@
-//! OpenTelemetry export: the store's records as OTLP/HTTP requests
-//! (protobuf or JSON), and their delivery to a collector or any OTLP backend.
-//!
-//! Where things are:
-//! - [`span`]: the span-writer interface ([`SpanView`], [`SpanWriter`]) and
-//!   spans that do not come from the store ([`OwnedSpan`])
-//! - [`mapping`]: records to spans (which spans, names, ids, times,
-//!   attributes, events, status), written once for every format
-//! - `payload` (private): reading packed payloads as OTLP values
-//! - [`json`], [`protobuf`]: one encoder per wire format
-//! - [`request`]: request bodies, split where one would pass 64 MiB
-//! - [`transport`]: the HTTP client: compression, attempts, responses
-//! - [`tls`]: rustls (ring), the certificate store or a CA, mTLS
-//! - [`retry`]: retryable statuses, backoff, `Retry-After`, cancellation
-//! - [`env`]: `OTEL_EXPORTER_OTLP_*` and resource variables, parsed
-//! - [`client`]: the `otlp_*` settings in force and the transport built
-//!   from them ([`OtlpClient::transport`])
-//! - [`sources`]: exports and pushes of the backend's records together with
-//!   the lifecycle tracer's runs
-//!
-//! [`select`] picks what an export covers; with `drain` it removes it from the
-//! store in the same step, so each record is exported exactly once.
-
-pub mod client;
-pub mod env;
-pub mod json;
-pub mod mapping;
-mod payload;
-pub mod protobuf;
-pub mod request;
-pub mod retry;
-pub mod sources;
-pub mod span;
-pub mod tls;
-pub mod transport;
+//! The export path: records selected (or drained) from the store, encoded,
+//! sent, and put back when delivery fails.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-pub use client::{OtlpClient, OtlpSettings, PushOverrides};
-pub use mapping::{child_span_id, pair_spans, Pair, Pairing, Resource, SCOPE_NAME};
-pub use payload::{error_message, render_text, str_text, PayloadAttributes, ATTRIBUTE_PREFIX};
-pub use request::{encode_request, Body, Encoder, MAX_REQUEST_BODY};
-pub use span::{
-    AttributeValue, EncodeError, KeyValue, OwnedEvent, OwnedSpan, SpanLink, SpanView, SpanWriter,
-    SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK, STATUS_CODE_UNSET,
-};
-pub use transport::{Cancel, Compression, Delivery, Protocol, Target, Tls, Transport};
-
-use crate::backend::store::{Backend, Key, Record};
+use crate::encode::{encode_request, EncodeError, Encoder, OwnedSpan, Resource};
+use crate::model::backend::store::{Backend, Key, Record};
+use crate::transport::{Cancel, Delivery, Protocol, Transport};
 
 /// The partial success a collector reported in a 2xx response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,7 +37,7 @@ pub fn select(backend: &Backend, drain: bool, include_open: bool) -> Vec<(Key, A
 pub fn span_count(records: &[(Key, Arc<Record>)]) -> usize {
     records
         .iter()
-        .map(|(_, rec)| mapping::record_span_count(rec))
+        .map(|(_, rec)| crate::encode::record_spans::record_span_count(rec))
         .sum()
 }
 
@@ -101,7 +60,7 @@ pub fn export(
     protocol: Protocol,
 ) -> Result<Export, EncodeError> {
     let records = select(backend, drain, include_open);
-    let now = crate::clock::Stamp::now();
+    let now = crate::support::clock::Stamp::now();
     let encoded = catch_unwind(AssertUnwindSafe(|| {
         encode_request(&records, &[], resource, now, protocol)
     }));
@@ -197,7 +156,7 @@ pub fn push_finished_with(
     if records.is_empty() && extra.is_empty() {
         return PushOutcome::Nothing;
     }
-    let now = crate::clock::Stamp::now();
+    let now = crate::support::clock::Stamp::now();
     // How far delivery got, kept outside the unwinding region so that a
     // panic puts back only what was not delivered.
     let delivered_records = Cell::new(0usize);
@@ -233,7 +192,7 @@ fn send_records(
     resource: &Resource,
     transport: &Transport,
     cancel: &Cancel,
-    now: crate::clock::Stamp,
+    now: crate::support::clock::Stamp,
     delivered_records: &Cell<usize>,
 ) -> PushOutcome {
     let failed = |error: String| PushOutcome::Failed {

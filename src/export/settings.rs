@@ -13,14 +13,14 @@
 //! - `OTEL_BSP_EXPORT_TIMEOUT`: milliseconds one export may take (30000; 0 is
 //!   no limit, as for `OTEL_EXPORTER_OTLP_TIMEOUT`).
 //!
-//! Like [`crate::otlp::env`], nothing here reads the process environment: the
+//! Like [`crate::transport::env`], nothing here reads the process environment: the
 //! binding passes a lookup function.
 
 use std::time::Duration;
 
-use crate::otlp::env::{parse_timeout_ms, Warning};
-use crate::otlp::transport::MAX_TIMEOUT;
-use crate::settings::SettingError;
+use crate::support::SettingError;
+use crate::transport::env::{parse_timeout_ms, Warning};
+use crate::transport::http::MAX_TIMEOUT;
 
 pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(5000);
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 512;

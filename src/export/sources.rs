@@ -10,11 +10,13 @@
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use crate::backend::store::{Backend, Record};
-use crate::clock::Stamp;
-use crate::lifecycle::otlp::{attribute_prefix, runs_spans};
-use crate::lifecycle::{Run, Tracer};
-use crate::otlp::{push_finished_with, Cancel, PushOutcome, Resource, Transport};
+use crate::encode::run_spans::{attribute_prefix, runs_spans};
+use crate::encode::Resource;
+use crate::export::{push_finished_with, PushOutcome};
+use crate::model::backend::store::{Backend, Record};
+use crate::model::lifecycle::{Run, Tracer};
+use crate::support::clock::Stamp;
+use crate::transport::{Cancel, Transport};
 
 use super::stats::ExportOutcome;
 

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::otlp::{Cancel, Target, Transport};
+use crate::transport::{Cancel, Target, Transport};
 
+use super::background::Shared;
 use super::stats::ExportOutcome;
-use super::Shared;
 
 /// Keep running.
 pub(super) const RUN: u8 = 0;

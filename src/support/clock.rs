@@ -262,7 +262,7 @@ impl UniqueInstants {
         let mut len = p.len().min(32);
         buf[..len].copy_from_slice(&p[..len]);
         let secs = ns.div_euclid(1_000_000_000);
-        len += crate::digits::write_i64(&mut buf[len..], secs);
+        len += crate::support::digits::write_i64(&mut buf[len..], secs);
         buf[len] = b'.';
         len += 1;
         let mut frac = ns.rem_euclid(1_000_000_000) as u32;

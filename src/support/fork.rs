@@ -91,7 +91,7 @@ static REGISTRY: Registry = Registry {
 /// Forks seen in this process's lineage: bumped in the child of every fork.
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
-/// The monotonic clock ([`crate::clock::monotonic_now_ns`]) read in the child
+/// The monotonic clock ([`crate::support::clock::monotonic_now_ns`]) read in the child
 /// of the latest fork, as the child's first act: everything stamped before it
 /// happened in an ancestor.
 static FORKED_AT_NS: AtomicU64 = AtomicU64::new(0);
@@ -171,7 +171,7 @@ extern "C" fn after_fork_in_parent() {
 extern "C" fn after_fork_in_child() {
     // A clock read (clock_gettime): nothing here waits or allocates once the
     // clock's epoch is set, which the parent did with its first stamp.
-    FORKED_AT_NS.store(crate::clock::monotonic_now_ns(), Ordering::Release);
+    FORKED_AT_NS.store(crate::support::clock::monotonic_now_ns(), Ordering::Release);
     FORKS.fetch_add(1, Ordering::AcqRel);
     release_all();
 }

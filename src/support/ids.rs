@@ -11,17 +11,17 @@ pub struct IdGenerator {
     forks: u64,
 }
 
-/// The fork count ([`crate::fork::forks`]), or `None` when no fork handler
+/// The fork count ([`crate::support::fork::forks`]), or `None` when no fork handler
 /// could be installed (then the process id is compared instead).
 fn forks() -> Option<u64> {
-    crate::fork::handlers_installed().then(crate::fork::forks)
+    crate::support::fork::handlers_installed().then(crate::support::fork::forks)
 }
 
 fn os_seed() -> u64 {
     let mut buf = [0u8; 8];
     if getrandom::getrandom(&mut buf).is_err() {
         // No OS randomness: fall back to time and address entropy.
-        let t = crate::clock::wall_now_ns() as u64;
+        let t = crate::support::clock::wall_now_ns() as u64;
         let addr = &buf as *const _ as u64;
         return t ^ addr.rotate_left(32) ^ u64::from(std::process::id());
     }

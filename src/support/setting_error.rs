@@ -1,7 +1,7 @@
 //! What every setting shares: the error that names a setting given a value
 //! it does not take, and the resource settings OTLP requests carry.
 //!
-//! The store's limits live beside the store ([`crate::backend::limits`]); the
+//! The store's limits live beside the store ([`crate::model::backend::limits`]); the
 //! binding's `settings.rs` is the one place where Ruby values become settings.
 
 use std::fmt;
@@ -45,7 +45,7 @@ impl ResourceSettings {
         resource_attributes: Option<&str>,
     ) -> ResourceSettings {
         let (service_name, attrs) =
-            crate::otlp::env::resource_defaults(service_name, resource_attributes);
+            crate::transport::env::resource_defaults(service_name, resource_attributes);
         ResourceSettings {
             service_name,
             attributes: attrs

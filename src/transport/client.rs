@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use super::env::{self, Warning, DEFAULT_TRACES_ENDPOINT};
+use super::http::{Compression, Protocol, Target, Transport, DEFAULT_TIMEOUT};
 use super::tls::{check_client_files, check_pem_file, PemRole, Tls};
-use super::transport::{Compression, Protocol, Target, Transport, DEFAULT_TIMEOUT};
-use crate::fork::{forks, ForkSafeMutex};
+use crate::support::fork::{forks, ForkSafeMutex};
 
 /// The `otlp_*` settings: where pushes go and how they are sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,7 +190,7 @@ impl OtlpClient {
         }
     }
 
-    /// Makes this process-wide exporter's lock fork-safe (see [`crate::fork`]).
+    /// Makes this process-wide exporter's lock fork-safe (see [`crate::support::fork`]).
     pub fn register_for_fork(&'static self) -> bool {
         self.state.register()
     }

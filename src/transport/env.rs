@@ -25,7 +25,7 @@
 use std::time::Duration;
 
 use super::client::OtlpSettings;
-use super::transport::{Compression, Protocol, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+use super::http::{Compression, Protocol, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 
 /// Where traces go when nothing else is configured.
 pub const DEFAULT_TRACES_ENDPOINT: &str = "http://localhost:4318/v1/traces";

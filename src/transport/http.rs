@@ -16,7 +16,6 @@ use std::sync::mpsc::{sync_channel, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::request::Body;
 use super::retry::jitter;
 pub use super::retry::{
     backoff, parse_http_date, parse_retry_after, Cancel, INITIAL_BACKOFF, MAX_BACKOFF,
@@ -24,7 +23,9 @@ pub use super::retry::{
 };
 use super::tls::{tls_config, tls_message};
 pub use super::tls::{PemFile, Tls};
-use super::{json, protobuf, PartialSuccess};
+use crate::encode::request::Body;
+use crate::encode::{json, protobuf};
+use crate::export::PartialSuccess;
 
 /// The default timeout of one request (every attempt and wait included).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -187,7 +188,7 @@ impl Transport {
         Ok(Transport {
             target: Arc::new(target),
             agent: ureq::Agent::new_with_config(config),
-            request_limit: super::request::MAX_REQUEST_BODY,
+            request_limit: crate::encode::request::MAX_REQUEST_BODY,
         })
     }
 

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value as Json;
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::otlp::Resource;
-use tasker_trace_core::{Backend, Encoding, Event, KeyField, KeySource, Str, Value};
+use tasker_trace_core::encode::Resource;
+use tasker_trace_core::input::backend::{KeyField, KeySource};
+use tasker_trace_core::model::backend::{Backend, Event};
+use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::value::{Encoding, Str, Value};
 
 pub fn sym(s: &str) -> Value {
     Value::symbol(s)

@@ -14,11 +14,12 @@ use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
 use magnus::{Error, RString, Ruby, Value as RValue};
 use rb_sys::{ruby_value_type as T, StableApiDefinition, VALUE};
-use tasker_trace_core::backend::routing::classify;
+use tasker_trace_core::input::backend::routing::classify;
+use tasker_trace_core::input::backend::{EventKind, KeyField, KeySource};
 use tasker_trace_core::value::{
     symbol_id, Packed, PackedWriter, DEPTH_LIMIT_MARKER, MAX_DEPTH, RECURSION_MARKER,
 };
-use tasker_trace_core::{Encoding, EventKind, KeyField, KeySource, Str, Value};
+use tasker_trace_core::value::{Encoding, Str, Value};
 
 use crate::errors::{must_propagate, panic_error};
 use crate::names;

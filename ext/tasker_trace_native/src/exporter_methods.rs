@@ -14,9 +14,10 @@ use std::sync::OnceLock;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
 use rb_sys::VALUE;
-use tasker_trace_core::exporter::{Exporter, ExporterStats, FlushResult, Sources, Wait};
-use tasker_trace_core::lifecycle::Tracer;
-use tasker_trace_core::otlp::{PushOverrides, Resource, Target};
+use tasker_trace_core::encode::Resource;
+use tasker_trace_core::export::{Exporter, ExporterStats, FlushResult, Sources, Wait};
+use tasker_trace_core::model::lifecycle::Tracer;
+use tasker_trace_core::transport::{PushOverrides, Target};
 
 use crate::backend;
 use crate::errors::guarded;
@@ -53,7 +54,7 @@ pub fn record<R>(store: impl FnOnce() -> R) -> R {
 }
 
 /// The process-wide lifecycle tracer whose finished runs the exporter drains
-/// with the store's traces (see `tasker_trace_core::exporter::sources`); its
+/// with the store's traces (see `tasker_trace_core::export::sources`); its
 /// recorder stores events through [`record`].
 fn lifecycle_tracer() -> Option<&'static Tracer> {
     Some(crate::lifecycle_tracer())

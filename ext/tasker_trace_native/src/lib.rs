@@ -41,9 +41,9 @@ use std::sync::OnceLock;
 
 use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby};
-use tasker_trace_core::lifecycle::Tracer;
-use tasker_trace_core::otlp::OtlpClient;
-use tasker_trace_core::Backend;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::model::lifecycle::Tracer;
+use tasker_trace_core::transport::OtlpClient;
 
 static BACKEND: OnceLock<Backend> = OnceLock::new();
 

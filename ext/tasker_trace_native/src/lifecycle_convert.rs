@@ -31,10 +31,10 @@ use std::sync::Arc;
 
 use magnus::{Error, Ruby};
 use rb_sys::{ruby_value_type as T, VALUE};
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::lifecycle::{
+use tasker_trace_core::input::lifecycle::{
     Attr, AttrKey, AttrValue, EventName, Id, LifecycleEvent, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES,
 };
+use tasker_trace_core::support::clock::Stamp;
 
 use crate::convert::{class_placeholder, describe_object, string_slice, Described, FastMap};
 use crate::lifecycle_plan::{self, KeyMode, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN};

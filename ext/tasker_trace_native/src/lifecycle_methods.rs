@@ -19,9 +19,9 @@ use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RHash, RModule, RString, Ruby, Symbol, Value as RValue};
 use rb_sys::VALUE;
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::lifecycle::otlp::attribute_prefix;
-use tasker_trace_core::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
+use tasker_trace_core::encode::run_spans::attribute_prefix;
+use tasker_trace_core::input::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
+use tasker_trace_core::support::clock::Stamp;
 
 use crate::backend_methods::{recorder_result, Ingested};
 use crate::errors::{self, argument_error, guarded};

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rb_sys::{ruby_value_type as T, ID, VALUE};
-use tasker_trace_core::fork::ForkSafeMutex;
-use tasker_trace_core::lifecycle::AttrKey;
+use tasker_trace_core::input::lifecycle::AttrKey;
+use tasker_trace_core::support::fork::ForkSafeMutex;
 
 use crate::convert::{string_slice, FastMap};
 

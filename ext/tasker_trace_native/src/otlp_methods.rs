@@ -11,7 +11,10 @@
 use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RModule, RString, Ruby, Value as RValue};
-use tasker_trace_core::otlp::{self, Cancel, Protocol, PushOutcome, PushOverrides, Resource};
+use tasker_trace_core::encode::Resource;
+use tasker_trace_core::export::combined;
+use tasker_trace_core::export::PushOutcome;
+use tasker_trace_core::transport::{Cancel, Protocol, PushOverrides};
 
 use crate::errors::{self, argument_error, native_error};
 use crate::gvl::{without_gvl, NO_UNBLOCK};
@@ -79,7 +82,7 @@ fn export_otlp(
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            otlp::sources::export(b, t, drain, include_open, &resource, protocol)
+            combined::export(b, t, drain, include_open, &resource, protocol)
         },
         NO_UNBLOCK,
     );
@@ -187,10 +190,8 @@ fn push_otlp(
             errors::maybe_injected_panic();
             match otlp_client().transport(&overrides) {
                 Ok(transport) => {
-                    let settle = otlp::sources::EXPLICIT_SETTLE;
-                    Pushed::Done(otlp::sources::push(
-                        b, t, &resource, &transport, &cancel, settle,
-                    ))
+                    let settle = combined::EXPLICIT_SETTLE;
+                    Pushed::Done(combined::push(b, t, &resource, &transport, &cancel, settle))
                 }
                 Err(e) => Pushed::NoTransport(e),
             }

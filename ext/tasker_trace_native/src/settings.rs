@@ -18,19 +18,24 @@ use magnus::{
     Symbol, TryConvert, Value as RValue,
 };
 use rb_sys::VALUE;
-use tasker_trace_core::backend::limits::{
+use tasker_trace_core::export::settings::{
+    parse_max_batch_size, parse_seconds, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED,
+    SECONDS_EXPECTED,
+};
+use tasker_trace_core::export::ExporterConfig;
+use tasker_trace_core::model::backend::limits::{
     MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
-use tasker_trace_core::exporter::schedule::{
-    self, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED, SECONDS_EXPECTED,
+use tasker_trace_core::model::backend::{Backend, Limits};
+use tasker_trace_core::model::lifecycle::{
+    LifecycleLimits, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,
 };
-use tasker_trace_core::exporter::ExporterConfig;
-use tasker_trace_core::lifecycle::{LifecycleLimits, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED};
-use tasker_trace_core::otlp::env;
-use tasker_trace_core::otlp::tls::{check_client_files, check_pem_file, PemRole};
-use tasker_trace_core::otlp::{Compression, OtlpSettings, Protocol};
-use tasker_trace_core::settings::ResourceSettings;
-use tasker_trace_core::{Backend, Limits, SettingError, Value};
+use tasker_trace_core::support::setting_error::ResourceSettings;
+use tasker_trace_core::support::SettingError;
+use tasker_trace_core::transport::env;
+use tasker_trace_core::transport::tls::{check_client_files, check_pem_file, PemRole};
+use tasker_trace_core::transport::{Compression, OtlpSettings, Protocol};
+use tasker_trace_core::value::Value;
 
 use crate::convert::{self, PayloadConverter};
 use crate::errors::{self, argument_error, guarded};
@@ -350,16 +355,14 @@ fn check_seconds(
     } else {
         f64::NAN
     };
-    schedule::parse_seconds(setting, seconds)
-        .map_err(|_| setting_error(ruby, setting, SECONDS_EXPECTED, v))
+    parse_seconds(setting, seconds).map_err(|_| setting_error(ruby, setting, SECONDS_EXPECTED, v))
 }
 
 /// Checks `export_max_batch_size`: an Integer from 1 to 1,000,000.
 fn check_batch_size(ruby: &Ruby, v: RValue) -> Result<usize, Error> {
     let setting = "export_max_batch_size";
     let n = integer_setting(ruby, setting, BATCH_SIZE_EXPECTED, v, false)?.unwrap_or(0);
-    schedule::parse_max_batch_size(n)
-        .map_err(|_| setting_error(ruby, setting, BATCH_SIZE_EXPECTED, v))
+    parse_max_batch_size(n).map_err(|_| setting_error(ruby, setting, BATCH_SIZE_EXPECTED, v))
 }
 
 /// Checks `value` for the setting `name` and writes it into `settings`.

@@ -20,10 +20,11 @@ use std::sync::OnceLock;
 use magnus::rb_sys::FromRawValue;
 use magnus::{Error, Ruby, Value as RValue};
 use rb_sys::VALUE;
-use tasker_trace_core::backend::store::{GenericRecord, SpanEvent, TraceRecord};
-use tasker_trace_core::clock::{TimestampFormatter, STAMP_BUF};
+use tasker_trace_core::model::backend::store::{GenericRecord, SpanEvent, TraceRecord};
+use tasker_trace_core::model::backend::Record;
+use tasker_trace_core::support::clock::{TimestampFormatter, STAMP_BUF};
+use tasker_trace_core::value::{Encoding, Str, Value};
 use tasker_trace_core::value::{Item, Packed, PackedReader};
-use tasker_trace_core::{Encoding, Record, Str, Value};
 
 use crate::names::{self, sym};
 
@@ -482,7 +483,7 @@ pub fn record_to_ruby(rec: &Record, fmt: &mut TimestampFormatter) -> VALUE {
 }
 
 /// The traces Hash: key → record, in store order.
-pub fn traces_to_ruby(snapshot: &tasker_trace_core::Snapshot) -> VALUE {
+pub fn traces_to_ruby(snapshot: &tasker_trace_core::model::backend::Snapshot) -> VALUE {
     let mut fmt = TimestampFormatter::new(snapshot.timestamp_precision);
     let traces = new_hash(snapshot.entries.len());
     for (key, rec) in &snapshot.entries {

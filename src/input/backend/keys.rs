@@ -59,7 +59,7 @@ impl KeyField {
         let prefix = self.prefix().as_bytes();
         let mut buf = [0u8; 32];
         buf[..prefix.len()].copy_from_slice(prefix);
-        let len = prefix.len() + crate::digits::write_i64(&mut buf[prefix.len()..], id);
+        let len = prefix.len() + crate::support::digits::write_i64(&mut buf[prefix.len()..], id);
         Str::new(&buf[..len], Encoding::Utf8)
     }
 }

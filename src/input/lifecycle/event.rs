@@ -9,12 +9,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::clock::Stamp;
+use crate::support::clock::Stamp;
 
-use super::attr::{Attr, AttrKey, AttrValue, Text};
+use super::attributes::{Attr, AttrKey, AttrValue, Text};
 
 /// What an event does to the trace model (see the module documentation of
-/// [`crate::lifecycle`] for the rules).
+/// [`crate::model::lifecycle`] for the rules).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
     /// `task.initialize_requested`: ends an open run as pending (re-enqueued).
@@ -248,7 +248,7 @@ impl fmt::Display for Id {
     }
 }
 
-/// One published event, owned and converted, ready for [`crate::lifecycle::Tracer::record`].
+/// One published event, owned and converted, ready for [`crate::model::lifecycle::Tracer::record`].
 ///
 /// `task_id` and `step_id` are the identity: the tracer writes the `task_id`
 /// and `step_id` attributes itself, and ignores those two keys in `attrs`.

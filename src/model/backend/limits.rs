@@ -1,6 +1,6 @@
 //! The store's limits, with the validation every entry point shares.
 
-use crate::settings::SettingError;
+use crate::support::SettingError;
 
 pub const DEFAULT_MAX_TRACES: usize = 100_000;
 pub const DEFAULT_MAX_SPANS_PER_TRACE: usize = 10_000;

@@ -2,16 +2,13 @@
 //! natively.
 //!
 //! - [`store`]: the ordered, bounded trace store, its counters and [`Backend`]
-//! - [`routing`]: event kinds from names, finish status
-//! - [`keys`]: trace keys from payload fields
 //! - [`limits`]: the store's limits and their validation
+//!
+//! What comes in (events, their kinds, trace keys) is in
+//! [`crate::input::backend`].
 
-pub mod keys;
 pub mod limits;
-pub mod routing;
 pub mod store;
 
-pub use keys::{KeyField, KeySource};
 pub use limits::Limits;
-pub use routing::{EventKind, Status};
 pub use store::{Backend, Event, Outcome, Record, Snapshot, Stats};

@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use hashlink::LinkedHashMap;
 
-use super::keys::KeySource;
 use super::limits::Limits;
-use super::routing::{classify, finish_status, EventKind, Status};
-use crate::clock::{Stamp, UniqueInstants};
-use crate::fork::ForkSafeMutex;
-use crate::ids::IdGenerator;
-use crate::settings::ResourceSettings;
+use crate::input::backend::keys::KeySource;
+use crate::input::backend::routing::{classify, finish_status, EventKind, Status};
+use crate::support::clock::{Stamp, UniqueInstants};
+use crate::support::fork::ForkSafeMutex;
+use crate::support::ids::IdGenerator;
+use crate::support::setting_error::ResourceSettings;
 use crate::value::{Packed, Str};
 
 /// A trace key, shared between the map and snapshots.
@@ -244,7 +244,7 @@ impl Backend {
         }
     }
 
-    /// Makes this process-wide backend's locks fork-safe (see [`crate::fork`]).
+    /// Makes this process-wide backend's locks fork-safe (see [`crate::support::fork`]).
     pub fn register_for_fork(&'static self) -> bool {
         self.store.register() & self.resource.register()
     }
@@ -502,7 +502,7 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::keys::KeyField;
+    use crate::input::backend::keys::KeyField;
     use crate::value::Value;
 
     fn at(secs: i64, mono_ms: u64) -> Stamp {

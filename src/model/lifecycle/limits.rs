@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::settings::SettingError;
+use crate::support::SettingError;
 
 pub const DEFAULT_MAX_OPEN_RUNS: usize = 10_000;
 pub const DEFAULT_MAX_SPANS_PER_RUN: usize = 1_000;

@@ -5,7 +5,7 @@
 //! messages lost, runs never ended, unbounded unlocked state).
 //!
 //! The binding reads each event's payload once, reads the clock once and
-//! hands a [`LifecycleEvent`] to [`Tracer::record`]; exporters take finished
+//! hands a [`LifecycleEvent`](crate::input::lifecycle::LifecycleEvent) to [`Tracer::record`]; exporters take finished
 //! runs with [`Tracer::drain_finished`] as plain [`Run`] data.
 //!
 //! # Rules
@@ -48,17 +48,12 @@
 //! - The task's previous run is remembered (for links and to tell late events
 //!   from orphans) for up to `max_open_runs + max_finished_runs` tasks.
 
-mod attr;
-mod event;
 mod limits;
-mod live;
 mod model;
-pub mod otlp;
+mod open_runs;
 mod run;
 mod tracer;
 
-pub use attr::{Attr, AttrKey, AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
-pub use event::{classify, EventKind, EventName, Id, LifecycleEvent, KNOWN_EVENT_NAMES};
 pub use limits::{
     LifecycleLimits, DEFAULT_LIFECYCLE_TTL, DEFAULT_MAX_FINISHED_RUNS, DEFAULT_MAX_OPEN_RUNS,
     DEFAULT_MAX_SPANS_PER_RUN, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,

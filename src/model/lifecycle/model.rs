@@ -6,15 +6,15 @@ use std::collections::VecDeque;
 
 use hashlink::LinkedHashMap;
 
-use crate::ids::IdGenerator;
+use crate::support::ids::IdGenerator;
 
-use super::attr::AttrKey;
-use super::event::{EventKind, EventName, Id, LifecycleEvent};
 use super::limits::LifecycleLimits;
-use super::live::{closing_status, merge_attrs, rename_error_class, LiveRun, Room, Target};
+use super::open_runs::{closing_status, merge_attrs, rename_error_class, LiveRun, Room, Target};
 use super::run::{Link, Run, RunEnd};
+use crate::input::lifecycle::attributes::AttrKey;
+use crate::input::lifecycle::event::{EventKind, EventName, Id, LifecycleEvent};
 
-/// What [`crate::lifecycle::Tracer::record`] did with an event.
+/// What [`crate::model::lifecycle::Tracer::record`] did with an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RecordOutcome {
     /// A new run (root span) was opened.

@@ -5,11 +5,11 @@
 
 use std::collections::VecDeque;
 
-use crate::clock::Stamp;
+use crate::support::clock::Stamp;
 
-use super::attr::{Attr, AttrKey, AttrValue, Text};
-use super::event::{EventKind, EventName, Id};
 use super::run::{Link, Run, RunEnd, Span, SpanEvent, SpanStatus, STEP_SPAN_NAME, TASK_SPAN_NAME};
+use crate::input::lifecycle::attributes::{Attr, AttrKey, AttrValue, Text};
+use crate::input::lifecycle::event::{EventKind, EventName, Id};
 
 /// The later of two stamps on the monotonic clock (an event stamped just
 /// before another thread's may reach the lock after it).

@@ -24,10 +24,10 @@
 //! attributes: {"task_id" => 42, ...}, events: [{at_ns:, name:, attributes:}],
 //! links: [{trace_id:, span_id:}]}]}` (the binding decides the exact spelling).
 
-use crate::clock::Stamp;
+use crate::support::clock::Stamp;
 
-use super::attr::{Attr, AttrValue, Text};
-use super::event::{EventName, Id};
+use crate::input::lifecycle::attributes::{Attr, AttrValue, Text};
+use crate::input::lifecycle::event::{EventName, Id};
 
 /// The root span's name.
 pub const TASK_SPAN_NAME: &str = "tasker.task.execution";

@@ -5,15 +5,15 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::fork::ForkSafeMutex;
+use crate::support::fork::ForkSafeMutex;
 
-use crate::clock::Stamp;
+use crate::support::clock::Stamp;
 
-use super::event::LifecycleEvent;
 use super::limits::LifecycleLimits;
-use super::live::LiveRun;
 use super::model::{Garbage, LifecycleStats, RecordOutcome, State};
+use super::open_runs::LiveRun;
 use super::run::Run;
+use crate::input::lifecycle::event::LifecycleEvent;
 
 /// What one export of the tracer covers (see [`Tracer::export_runs`]).
 #[derive(Debug, Default)]
@@ -66,7 +66,7 @@ fn nanos(d: Duration) -> u64 {
 ///
 /// All mutable state (runs, counters, limits and the id generator) lives
 /// behind the single `state` mutex and nowhere else; the process-wide tracer
-/// makes it fork-safe with [`Tracer::register_for_fork`] (see [`crate::fork`]).
+/// makes it fork-safe with [`Tracer::register_for_fork`] (see [`crate::support::fork`]).
 pub struct Tracer {
     state: ForkSafeMutex<State>,
 }

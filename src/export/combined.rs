@@ -1,7 +1,7 @@
 //! Exports and pushes that carry everything the process traced: the drop-in
 //! backend's records and the lifecycle tracer's runs, in the same request(s).
 //!
-//! - Each lifecycle run is one trace (see [`crate::lifecycle::otlp`]); its
+//! - Each lifecycle run is one trace (see [`crate::encode::run_spans`]); its
 //!   spans go before the backend's records.
 //! - With `drain`, finished runs are removed from the tracer (and records
 //!   from the store) as they are taken, so each is exported exactly once;
@@ -15,14 +15,13 @@
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use super::{
-    encode_request, push_finished_with, select, Cancel, EncodeError, Export, Protocol, PushOutcome,
-    Resource, Transport,
-};
-use crate::backend::store::Backend;
-use crate::clock::Stamp;
-use crate::lifecycle::otlp::{attribute_prefix, runs_spans};
-use crate::lifecycle::{ExportRuns, Tracer};
+use super::pipeline::{push_finished_with, select, Export, PushOutcome};
+use crate::encode::run_spans::{attribute_prefix, runs_spans};
+use crate::encode::{encode_request, EncodeError, Resource};
+use crate::model::backend::store::Backend;
+use crate::model::lifecycle::{ExportRuns, Tracer};
+use crate::support::clock::Stamp;
+use crate::transport::{Cancel, Protocol, Transport};
 
 /// How long a finished run must have been idle before an explicit export or
 /// push takes it: none. Tasker publishes a run's duplicate closing events

@@ -1,0 +1,8 @@
+//! The two bounded sources of traces: the drop-in backend's store and the
+//! lifecycle tracer.
+//!
+//! - [`backend`]: the ordered, bounded trace store
+//! - [`lifecycle`]: one trace per task run, with its bounds
+
+pub mod backend;
+pub mod lifecycle;
