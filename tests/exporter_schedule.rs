@@ -19,7 +19,8 @@ use tasker_trace_core::input::lifecycle::LifecycleEvent;
 use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::model::lifecycle::Tracer;
 use tasker_trace_core::support::clock::Stamp;
-use tasker_trace_core::transport::{Compression, Protocol, Target};
+use tasker_trace_core::support::protocol::Protocol;
+use tasker_trace_core::transport::{Compression, Target};
 
 fn json_target(url: &str, timeout: Duration) -> TargetFn {
     let url = url.to_string();
@@ -51,8 +52,8 @@ fn setup(url: &str, schedule: Schedule) -> Setup {
         Sources {
             store,
             runs: Some(tracer),
-            resource: test_resource,
         },
+        test_resource,
         json_target(url, schedule.export_timeout),
     );
     exporter.configure(
@@ -376,7 +377,6 @@ fn records_that_finished_before_a_fork_are_left_to_the_parent() {
     let sources = Sources {
         store: s.store,
         runs: Some(s.tracer),
-        resource: test_resource,
     };
     finished_task(s.store, 1);
     record_run(&s, 7);

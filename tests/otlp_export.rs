@@ -14,7 +14,7 @@ use otlp_support::*;
 use tasker_trace_core::encode::encode_request;
 use tasker_trace_core::export;
 use tasker_trace_core::model::backend::Backend;
-use tasker_trace_core::transport::Protocol;
+use tasker_trace_core::support::protocol::Protocol;
 use tasker_trace_core::value::{Encoding, Str, Value};
 
 fn spans(
@@ -51,7 +51,7 @@ fn array(v: &Av) -> &[AnyValue] {
 }
 
 fn export_all(b: &Backend, include_open: bool) -> Vec<u8> {
-    let records = export::select(b, false, include_open);
+    let records = select(b, false, include_open);
     encode_request(
         &records,
         &[],
@@ -138,7 +138,7 @@ fn user_resource_attributes_replace_detected_ones_but_not_the_service_name() {
         ("service.name".to_string(), s("ignored")),
         ("replicas".to_string(), Value::Int(3)),
     ];
-    let records = export::select(&b, false, false);
+    let records = select(&b, false, false);
     let json = encode_request(
         &records,
         &[],
@@ -361,16 +361,37 @@ fn ids_stay_the_same_across_exports_and_differ_between_traces() {
 #[test]
 fn drain_removes_exactly_what_was_exported() {
     let b = rich_store();
-    let export = export::export(&b, true, false, &resource(), Protocol::HttpJson).expect("export");
+    let export = export::encode_export(
+        export::Sources::store(&b),
+        true,
+        false,
+        &resource(),
+        Protocol::HttpJson,
+    )
+    .expect("export");
     assert_eq!(export.records.len(), 2);
     assert_eq!(spans(&validate(&export.body)).len(), 3);
     // The open trace stays; a second drain finds nothing complete.
     assert_eq!(b.len(), 1);
-    let again = export::export(&b, true, false, &resource(), Protocol::HttpJson).expect("export");
+    let again = export::encode_export(
+        export::Sources::store(&b),
+        true,
+        false,
+        &resource(),
+        Protocol::HttpJson,
+    )
+    .expect("export");
     assert!(again.records.is_empty());
     assert!(spans(&validate(&again.body)).is_empty());
     // include_open takes the rest.
-    let rest = export::export(&b, true, true, &resource(), Protocol::HttpJson).expect("export");
+    let rest = export::encode_export(
+        export::Sources::store(&b),
+        true,
+        true,
+        &resource(),
+        Protocol::HttpJson,
+    )
+    .expect("export");
     assert_eq!(rest.records.len(), 1);
     assert!(b.is_empty());
 }
@@ -401,18 +422,30 @@ fn drain_under_concurrent_writers_exports_every_trace_once() {
     };
     while writers.iter().any(|w| !w.is_finished()) {
         collect(
-            &export::export(&b, true, false, &resource(), Protocol::HttpJson)
-                .unwrap()
-                .body,
+            &export::encode_export(
+                export::Sources::store(&b),
+                true,
+                false,
+                &resource(),
+                Protocol::HttpJson,
+            )
+            .unwrap()
+            .body,
         );
     }
     for w in writers {
         w.join().unwrap();
     }
     collect(
-        &export::export(&b, true, false, &resource(), Protocol::HttpJson)
-            .unwrap()
-            .body,
+        &export::encode_export(
+            export::Sources::store(&b),
+            true,
+            false,
+            &resource(),
+            Protocol::HttpJson,
+        )
+        .unwrap()
+        .body,
     );
     assert_eq!(seen.len(), 2100, "every trace exported");
     seen.sort();

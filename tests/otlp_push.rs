@@ -8,9 +8,10 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use otlp_support::*;
-use tasker_trace_core::export::{push_finished, PushOutcome};
+use tasker_trace_core::export::PushOutcome;
 use tasker_trace_core::model::backend::Backend;
-use tasker_trace_core::transport::{Cancel, Compression, Protocol, Target, Transport};
+use tasker_trace_core::support::protocol::Protocol;
+use tasker_trace_core::transport::{Cancel, Compression, Target, Transport};
 
 /// The defaults (http/protobuf, gzip) with a tenant header.
 fn target(url: &str, timeout_ms: u64) -> Transport {
@@ -646,7 +647,7 @@ fn the_received_protobuf_equals_the_json_export_of_the_same_records() {
     let collector = Collector::start(vec![Reply::status(200)]);
     let b = rich_store();
     // What is pushed: the finished records, as JSON, before the push.
-    let records = tasker_trace_core::export::select(&b, false, false);
+    let records = select(&b, false, false);
     let json = tasker_trace_core::encode::encode_request(
         &records,
         &[],

@@ -9,7 +9,7 @@ use std::time::Duration;
 use otlp_support::tls::*;
 use otlp_support::*;
 use rcgen::ExtendedKeyUsagePurpose;
-use tasker_trace_core::export::{push_finished, PushOutcome};
+use tasker_trace_core::export::PushOutcome;
 use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::transport::{Cancel, Target, Transport};
 

@@ -14,11 +14,10 @@ use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use super::payload::{AnyItem, AttributeEntries, EntryValue, Lossy, PayloadAttributes, SeenKeys};
-use super::record_spans::{Resource, SCOPE_NAME};
+use super::resource::{Resource, SCOPE_NAME};
 use super::span::{
     AttributeValue, Attributes, EncodeError, EventView, KeyValue, SpanLink, SpanView, StatusView,
 };
-use crate::export::PartialSuccess;
 use crate::value::{Packed, Str};
 
 /// The request around the spans: `{"resourceSpans":[{"resource":…,
@@ -544,36 +543,6 @@ impl Serialize for StatusJson<'_, '_> {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Responses.
-
-/// The partial success of a JSON `ExportTraceServiceResponse`; `None` when
-/// the body is not one or has no `partialSuccess`.
-pub fn partial_success(body: &[u8]) -> Option<PartialSuccess> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let p = v.get("partialSuccess")?;
-    let rejected_spans = match p.get("rejectedSpans") {
-        Some(serde_json::Value::String(s)) => s.parse::<i64>().ok()?,
-        Some(other) => other.as_i64()?,
-        None => 0,
-    };
-    let error_message = p
-        .get("errorMessage")
-        .and_then(|m| m.as_str())
-        .unwrap_or("")
-        .to_string();
-    Some(PartialSuccess {
-        rejected_spans,
-        error_message,
-    })
-}
-
-/// The `message` of a JSON `google.rpc.Status` error body.
-pub fn status_message(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v.get("message")?.as_str().map(str::to_string)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,31 +619,6 @@ mod tests {
                 r#"{"arrayValue":{"values":[{"stringValue":"NaN"},{"intValue":"-3"},"#,
                 r#"{"stringValue":"x"},{"boolValue":false}]}}"#
             )
-        );
-    }
-
-    #[test]
-    fn partial_success_reads_strings_numbers_and_defaults() {
-        assert_eq!(
-            partial_success(br#"{"partialSuccess":{"rejectedSpans":"2","errorMessage":"bad"}}"#),
-            Some(PartialSuccess {
-                rejected_spans: 2,
-                error_message: "bad".into()
-            })
-        );
-        assert_eq!(
-            partial_success(br#"{"partialSuccess":{"rejectedSpans":3}}"#).map(|p| p.rejected_spans),
-            Some(3)
-        );
-        assert_eq!(
-            partial_success(br#"{"partialSuccess":{}}"#).map(|p| p.rejected_spans),
-            Some(0)
-        );
-        assert_eq!(partial_success(b"{}"), None);
-        assert_eq!(partial_success(b"not json"), None);
-        assert_eq!(
-            status_message(br#"{"code":3,"message":"bad span"}"#).as_deref(),
-            Some("bad span")
         );
     }
 }

@@ -21,11 +21,10 @@ use super::payload::{
     double_item, str_text, AnyItem, AttributeEntries, EntryValue, Lossy, PayloadAttributes,
     SeenKeys, ValueReader,
 };
-use super::record_spans::{Resource, SCOPE_NAME};
+use super::resource::{Resource, SCOPE_NAME};
 use super::span::{
     AttributeValue, Attributes, EventView, KeyValue, SpanLink, SpanView, StatusView,
 };
-use crate::export::PartialSuccess;
 
 // ---------------------------------------------------------------------------
 // Wire format.
@@ -384,120 +383,6 @@ fn write_owned_value(buf: &mut Vec<u8>, value: &AttributeValue) {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Responses.
-
-/// Reads protobuf fields, strictly: malformed input ends the reading.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..70).step_by(7) {
-            let b = *self.bytes.get(self.pos)?;
-            self.pos += 1;
-            if shift == 63 && b > 1 {
-                return None;
-            }
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.bytes.get(self.pos..end)?;
-        self.pos = end;
-        Some(s)
-    }
-
-    /// The next field: its number and, for the wire types this exporter
-    /// reads, its value (`Err(())` on malformed input).
-    fn field(&mut self) -> Option<Result<(u64, Field<'a>), ()>> {
-        if self.pos >= self.bytes.len() {
-            return None;
-        }
-        let Some(key) = self.varint() else {
-            return Some(Err(()));
-        };
-        let field = key >> 3;
-        let value = match key & 7 {
-            0 => self.varint().map(Field::Varint),
-            1 => self.take(8).map(|_| Field::Other),
-            2 => self
-                .varint()
-                .and_then(|n| usize::try_from(n).ok())
-                .and_then(|n| self.take(n))
-                .map(Field::Len),
-            5 => self.take(4).map(|_| Field::Other),
-            _ => None,
-        };
-        Some(match value {
-            Some(v) if field > 0 => Ok((field, v)),
-            _ => Err(()),
-        })
-    }
-}
-
-enum Field<'a> {
-    Varint(u64),
-    Len(&'a [u8]),
-    Other,
-}
-
-/// The partial success of a protobuf `ExportTraceServiceResponse`
-/// (`partial_success` = 1: `rejected_spans` = 1, `error_message` = 2);
-/// `None` when the body is malformed or has no partial success.
-pub fn partial_success(body: &[u8]) -> Option<PartialSuccess> {
-    let mut found: Option<PartialSuccess> = None;
-    let mut r = Reader {
-        bytes: body,
-        pos: 0,
-    };
-    while let Some(f) = r.field() {
-        if let (1, Field::Len(inner)) = f.ok()? {
-            // Repeated occurrences of a message field merge.
-            let p = found.get_or_insert(PartialSuccess {
-                rejected_spans: 0,
-                error_message: String::new(),
-            });
-            let mut ir = Reader {
-                bytes: inner,
-                pos: 0,
-            };
-            while let Some(f) = ir.field() {
-                match f.ok()? {
-                    (1, Field::Varint(v)) => p.rejected_spans = v as i64,
-                    (2, Field::Len(s)) => p.error_message = String::from_utf8_lossy(s).into_owned(),
-                    _ => {}
-                }
-            }
-        }
-    }
-    found
-}
-
-/// The `message` (field 2) of a protobuf `google.rpc.Status` error body.
-pub fn status_message(body: &[u8]) -> Option<String> {
-    let mut r = Reader {
-        bytes: body,
-        pos: 0,
-    };
-    let mut message = None;
-    while let Some(f) = r.field() {
-        if let (2, Field::Len(s)) = f.ok()? {
-            message = Some(String::from_utf8_lossy(s).into_owned());
-        }
-    }
-    message
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,39 +436,5 @@ mod tests {
         let mut neg = Vec::new();
         put_int(&mut neg, 6, -1);
         assert_eq!(neg.len(), 11);
-    }
-
-    #[test]
-    fn responses_decode_strictly() {
-        // partial_success { rejected_spans: 3, error_message: "bad" }
-        let body = [0x0a, 0x07, 0x08, 0x03, 0x12, 0x03, b'b', b'a', b'd'];
-        assert_eq!(
-            partial_success(&body),
-            Some(PartialSuccess {
-                rejected_spans: 3,
-                error_message: "bad".into()
-            })
-        );
-        // An unknown field (9, fixed32) before it is skipped.
-        let mut with_unknown = vec![0x4d, 1, 2, 3, 4];
-        with_unknown.extend_from_slice(&body);
-        assert_eq!(
-            partial_success(&with_unknown).map(|p| p.rejected_spans),
-            Some(3)
-        );
-        assert_eq!(partial_success(&[]), None);
-        assert_eq!(
-            partial_success(&[0x0a, 0x00]).map(|p| p.rejected_spans),
-            Some(0)
-        );
-        // Truncated, or a group wire type: malformed.
-        assert_eq!(partial_success(&body[..5]), None);
-        assert_eq!(partial_success(&[0x0b]), None);
-        // google.rpc.Status { code: 3, message: "no" }
-        assert_eq!(
-            status_message(&[0x08, 0x03, 0x12, 0x02, b'n', b'o']).as_deref(),
-            Some("no")
-        );
-        assert_eq!(status_message(b"{\"json\": true}"), None);
     }
 }

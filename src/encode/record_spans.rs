@@ -21,87 +21,16 @@ use std::fmt::Write as _;
 
 use super::payload::{error_message, field, Lossy, PayloadAttributes};
 use super::span::{
-    Attributes, EncodeError, Events, RootEvents, SpanView, SpanWriter, StatusView,
-    SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK,
+    unix_nanos, wall_nanos, Attributes, EncodeError, Events, RootEvents, SpanView, SpanWriter,
+    StatusView, SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK,
 };
 use crate::input::backend::routing::Status;
 use crate::model::backend::store::{GenericRecord, Key, Record, SpanEvent, TraceRecord};
 use crate::support::clock::Stamp;
-use crate::value::{Packed, Str, Value};
-
-/// The instrumentation scope's name.
-pub const SCOPE_NAME: &str = "tasker_trace_native";
-
-/// What describes the process in every request.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Resource {
-    /// `service.name`.
-    pub service_name: String,
-    /// `host.name` (the backend's instance id).
-    pub host_name: String,
-    /// `process.pid`.
-    pub pid: u32,
-    /// The gem version: `telemetry.sdk.version` and the scope's version.
-    pub version: String,
-    /// Extra resource attributes (`OTEL_RESOURCE_ATTRIBUTES` or the setting).
-    /// They replace the detected ones of the same key, except `service.name`.
-    pub attributes: Vec<(String, Value)>,
-}
-
-impl Resource {
-    /// The resource attributes in order, each key once: `service.name`, the
-    /// extra ones, then the detected ones that the extra ones do not replace.
-    pub fn attribute_values(&self) -> Vec<(String, Value)> {
-        let mut out: Vec<(String, Value)> = Vec::with_capacity(self.attributes.len() + 6);
-        out.push((
-            "service.name".to_string(),
-            Value::string(&self.service_name),
-        ));
-        for (k, v) in &self.attributes {
-            if !out.iter().any(|(seen, _)| seen == k) {
-                out.push((k.clone(), v.clone()));
-            }
-        }
-        let detected = [
-            ("host.name", Value::string(&self.host_name)),
-            ("process.pid", Value::Int(i64::from(self.pid))),
-            ("telemetry.sdk.name", Value::string(SCOPE_NAME)),
-            ("telemetry.sdk.language", Value::string("ruby")),
-            ("telemetry.sdk.version", Value::string(&self.version)),
-        ];
-        for (k, v) in detected {
-            if !out.iter().any(|(seen, _)| seen == k) {
-                out.push((k.to_string(), v));
-            }
-        }
-        out
-    }
-
-    /// The attributes packed, to be streamed like a payload.
-    pub(crate) fn packed_attributes(&self) -> Packed {
-        Packed::from_value(&Value::Hash(
-            self.attribute_values()
-                .into_iter()
-                .map(|(k, v)| (Value::string(&k), v))
-                .collect(),
-        ))
-    }
-}
+use crate::value::{Str, Value};
 
 // ---------------------------------------------------------------------------
 // Times and ids.
-
-/// Nanoseconds since the epoch of `at`, measured from `anchor` on the monotonic
-/// clock, so that every time in a trace is consistent with its durations.
-pub(crate) fn unix_nanos(anchor: Stamp, at: Stamp) -> u64 {
-    let offset = i128::from(at.mono_ns) - i128::from(anchor.mono_ns);
-    let t = i128::from(anchor.wall_ns) + offset;
-    t.clamp(0, i128::from(u64::MAX)) as u64
-}
-
-pub(crate) fn wall_nanos(at: Stamp) -> u64 {
-    u64::try_from(at.wall_ns).unwrap_or(0)
-}
 
 /// A child span's id: derived from the root's id and the index of its
 /// `.before_` event, so it is the same at every export. The mixing function
@@ -335,6 +264,7 @@ fn generic_span<'a>(key: &'a Key, g: &'a GenericRecord) -> SpanView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::Packed;
 
     fn span(name: &str, step: Option<i64>) -> SpanEvent {
         let payload = match step {
@@ -422,58 +352,5 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), 1000);
         assert!(ids.iter().all(|id| *id != [0; 8] && *id != root));
-    }
-
-    #[test]
-    fn resource_attributes_are_unique_and_ordered() {
-        let r = Resource {
-            service_name: "svc".into(),
-            host_name: "h".into(),
-            pid: 7,
-            version: "1.2.3".into(),
-            attributes: vec![
-                ("service.name".into(), Value::string("ignored")),
-                ("host.name".into(), Value::string("pod")),
-                ("team".into(), Value::string("a")),
-            ],
-        };
-        let keys: Vec<_> = r.attribute_values().into_iter().map(|(k, _)| k).collect();
-        assert_eq!(
-            keys,
-            [
-                "service.name",
-                "host.name",
-                "team",
-                "process.pid",
-                "telemetry.sdk.name",
-                "telemetry.sdk.language",
-                "telemetry.sdk.version"
-            ]
-        );
-        let values = r.attribute_values();
-        assert_eq!(values[0].1, Value::string("svc"));
-        assert_eq!(values[1].1, Value::string("pod"));
-    }
-
-    #[test]
-    fn unix_nanos_follow_the_monotonic_offset_and_clamp() {
-        let anchor = Stamp {
-            wall_ns: 1_000,
-            mono_ns: 500,
-        };
-        let later = Stamp {
-            wall_ns: 0,
-            mono_ns: 800,
-        };
-        assert_eq!(unix_nanos(anchor, later), 1_300);
-        let start = Stamp {
-            wall_ns: 100,
-            mono_ns: 1_000,
-        };
-        let before_epoch = Stamp {
-            wall_ns: 0,
-            mono_ns: 0,
-        };
-        assert_eq!(unix_nanos(start, before_epoch), 0);
     }
 }

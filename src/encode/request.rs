@@ -3,16 +3,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::record_spans::{write_record, Resource};
+use super::record_spans::write_record;
+use super::resource::Resource;
 use super::span::{EncodeError, SpanView, SpanWriter};
 use super::{json, protobuf};
 use crate::model::backend::store::{Key, Record};
 use crate::support::clock::Stamp;
-use crate::transport::Protocol;
-
-/// Most bytes of one request body: OTLP receivers refuse larger ones (the
-/// collector's default limit), so bigger exports are split.
-pub const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
+use crate::support::protocol::Protocol;
 
 /// Bytes per span of the last request, by protocol, to size the next one's
 /// buffer so that a large request is written without regrowing.
@@ -54,6 +51,12 @@ impl Body {
     pub fn into_bytes(mut self) -> Vec<u8> {
         self.buf.drain(..self.start);
         self.buf
+    }
+}
+
+impl AsRef<[u8]> for Body {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
     }
 }
 

@@ -13,7 +13,7 @@
 //!   `<service name>.`, `tasker.` by default) with typed values;
 //! - links: the root's link to the task's previous run.
 
-use crate::encode::record_spans::unix_nanos;
+use crate::encode::span::unix_nanos;
 use crate::encode::{
     AttributeValue, KeyValue, OwnedEvent, OwnedSpan, SpanLink, SPAN_KIND_INTERNAL,
     STATUS_CODE_ERROR, STATUS_CODE_OK,

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 
 use super::payload::PayloadAttributes;
 use crate::model::backend::store::{Finish, TraceRecord};
+use crate::support::clock::Stamp;
 use crate::value::Packed;
 
 /// `SPAN_KIND_INTERNAL`.
@@ -86,6 +87,18 @@ pub enum Attributes<'a> {
     Owned(&'a [KeyValue]),
 }
 
+/// Nanoseconds since the epoch of `at`, measured from `anchor` on the monotonic
+/// clock, so that every time in a trace is consistent with its durations.
+pub(crate) fn unix_nanos(anchor: Stamp, at: Stamp) -> u64 {
+    let offset = i128::from(at.mono_ns) - i128::from(anchor.mono_ns);
+    let t = i128::from(anchor.wall_ns) + offset;
+    t.clamp(0, i128::from(u64::MAX)) as u64
+}
+
+pub(crate) fn wall_nanos(at: Stamp) -> u64 {
+    u64::try_from(at.wall_ns).unwrap_or(0)
+}
+
 /// A span's events.
 #[derive(Clone, Copy)]
 pub enum Events<'a> {
@@ -146,11 +159,11 @@ impl<'a> RootEvents<'a> {
     fn iter(self) -> impl Iterator<Item = EventView<'a>> + 'a {
         let t = self.trace;
         let event = move |at, name: &'a [u8], payload: &'a Packed| EventView {
-            time_unix_nano: super::record_spans::unix_nanos(t.start, at),
+            time_unix_nano: unix_nanos(t.start, at),
             name,
             attributes: Attributes::Payload(PayloadAttributes::span(None, payload)),
         };
-        let start = super::record_spans::wall_nanos(t.start);
+        let start = wall_nanos(t.start);
         self.unpaired
             .iter()
             .map(move |&i| {
@@ -258,5 +271,32 @@ impl OwnedSpan {
                 message: Some(Cow::Borrowed(message.as_str())),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_nanos_follow_the_monotonic_offset_and_clamp() {
+        let anchor = Stamp {
+            wall_ns: 1_000,
+            mono_ns: 500,
+        };
+        let later = Stamp {
+            wall_ns: 0,
+            mono_ns: 800,
+        };
+        assert_eq!(unix_nanos(anchor, later), 1_300);
+        let start = Stamp {
+            wall_ns: 100,
+            mono_ns: 1_000,
+        };
+        let before_epoch = Stamp {
+            wall_ns: 0,
+            mono_ns: 0,
+        };
+        assert_eq!(unix_nanos(start, before_epoch), 0);
     }
 }

@@ -34,104 +34,35 @@
 //! foreign code runs under it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, MutexGuard};
-use std::thread::{JoinHandle, Thread};
+use std::sync::{Arc, Condvar};
 use std::time::{Duration, Instant};
 
-use crate::support::clock::wall_now_ns;
+use crate::encode::Resource;
 use crate::support::fork::{self, ForkSafeMutex};
-use crate::transport::{Cancel, Target};
 
-use super::settings::{self as schedule, ExporterConfig, Schedule};
+use super::settings::{self as schedule, ExporterConfig};
 use super::sources::Sources;
+use super::state::{Control, Running, Shared, Signal, TargetFn, Wait, WorkerHandle};
 use super::stats::FlushResult;
-use super::stats::{self, ExportOutcome, ExporterStats, LastError};
+use super::stats::{self, ExporterStats};
 use super::worker;
-
-/// Where the exporter's target comes from: called when a worker starts, on
-/// the thread that starts it, with any warnings about unusable settings.
-pub type TargetFn = Box<dyn Fn() -> (Result<Target, String>, Vec<String>) + Send + Sync>;
 
 /// A process-wide exporter (the binding keeps one in a static).
 pub struct Exporter {
     shared: Arc<Shared>,
 }
 
-/// A flush or shutdown waiting: interrupt it from another thread with
-/// [`Exporter::interrupt`].
-#[derive(Debug, Default)]
-pub struct Wait {
-    interrupted: AtomicBool,
-}
-
-/// How [`Exporter::ensure_running`] found the exporter.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Running {
-    /// Off by its settings.
-    Off,
-    /// A worker runs in this process.
-    Yes,
-    /// Shut down in this process.
-    ShutDown,
-    /// The thread could not be started.
-    Failed(String),
-}
-
-pub(crate) struct Shared {
-    pub(crate) sources: Sources,
-    target: TargetFn,
-    /// The settings turn the exporter on: checked first on every event.
-    enabled: AtomicBool,
-    /// The fork generation + 1 in which a start was last attempted.
-    started_in: AtomicU64,
-    /// Events recorded since the last export began.
-    pub(crate) ready: AtomicU64,
-    /// `max_batch_size`, for the recording path.
-    batch: AtomicU64,
-    /// Flush tickets handed out.
-    pub(crate) requested: AtomicU64,
-    pub(crate) counters: stats::Counters,
-    control: ForkSafeMutex<Control>,
-    /// Signalled when an export is reported or a waiter is interrupted.
-    reported: Condvar,
-}
-
-#[derive(Default)]
-struct Control {
-    config: ExporterConfig,
-    /// The fork generation this state belongs to.
-    generation: u64,
-    worker: Option<WorkerHandle>,
-    stopped: bool,
-    /// The first worker of a fork child removes what the parent left.
-    inherited_handled: bool,
-    start_error: Option<String>,
-    /// The highest flush ticket an export has served.
-    served: u64,
-    /// Traces delivered by this process's exporter, for flush results.
-    sent_total: u64,
-    last_outcome: ExportOutcome,
-    last_error: Option<LastError>,
-    warnings: Vec<String>,
-    target_warnings: Vec<String>,
-    /// The export in flight, to cancel when shutdown runs out of time.
-    in_flight: Option<Arc<Cancel>>,
-}
-
-struct WorkerHandle {
-    thread: Thread,
-    signal: Arc<worker::Signal>,
-    /// Dropped (detached) when the worker is let go; forgotten in a fork
-    /// child, where its thread does not exist.
-    join: Option<JoinHandle<()>>,
-}
-
 impl Exporter {
     /// An exporter, off until [`Exporter::configure`] turns it on.
-    pub fn new(sources: Sources, target: TargetFn) -> Exporter {
+    pub fn new(
+        sources: Sources<'static>,
+        resource: fn() -> Resource,
+        target: TargetFn,
+    ) -> Exporter {
         Exporter {
             shared: Arc::new(Shared {
                 sources,
+                resource,
                 target,
                 enabled: AtomicBool::new(false),
                 started_in: AtomicU64::new(0),
@@ -234,7 +165,7 @@ impl Exporter {
             fork::forked_at_ns()
         };
         c.target_warnings = target_warnings;
-        let signal = Arc::new(worker::Signal::default());
+        let signal = Arc::new(Signal::default());
         let start = worker::Start {
             shared: self.shared.clone(),
             signal: signal.clone(),
@@ -352,132 +283,5 @@ fn not_running(state: Option<Running>) -> FlushResult {
     FlushResult {
         error: Some(error),
         ..FlushResult::default()
-    }
-}
-
-impl Control {
-    /// `None` when a worker should be started now.
-    fn running_state(&self) -> Option<Running> {
-        if !self.config.is_on() {
-            Some(Running::Off)
-        } else if self.worker.is_some() {
-            Some(Running::Yes)
-        } else if self.stopped {
-            Some(Running::ShutDown)
-        } else {
-            self.start_error.clone().map(Running::Failed)
-        }
-    }
-
-    fn record_error(&mut self, message: &str) {
-        self.last_error = Some(LastError {
-            at_wall_ns: wall_now_ns(),
-            message: message.to_string(),
-        });
-    }
-}
-
-impl Shared {
-    /// The control state of this process: inherited state from before a
-    /// fork is reset first (the parent's worker does not exist here).
-    fn control(&self) -> MutexGuard<'_, Control> {
-        let mut c = self.control.lock();
-        let generation = fork::forks();
-        if c.generation != generation {
-            if let Some(w) = c.worker.take() {
-                // Its thread is the parent's: never join or detach it here.
-                std::mem::forget(w.join);
-            }
-            let config = c.config;
-            let warnings = std::mem::take(&mut c.warnings);
-            *c = Control {
-                config,
-                generation,
-                warnings,
-                ..Control::default()
-            };
-            self.requested.store(0, Ordering::Release);
-            self.ready.store(0, Ordering::Relaxed);
-            self.counters.reset();
-        }
-        c
-    }
-
-    pub(crate) fn schedule(&self) -> Schedule {
-        self.control().config.schedule
-    }
-
-    pub(crate) fn set_in_flight(&self, cancel: Option<Arc<Cancel>>) {
-        self.control().in_flight = cancel;
-    }
-
-    pub(crate) fn note_error(&self, message: &str) {
-        self.control().record_error(message);
-    }
-
-    /// Records an export's outcome and wakes the waiters it served.
-    pub(crate) fn report(&self, ticket: u64, outcome: &ExportOutcome) {
-        self.counters.count(outcome);
-        let mut c = self.control();
-        c.sent_total += outcome.sent_traces as u64;
-        if let Some(e) = &outcome.error {
-            c.record_error(e);
-        }
-        c.served = c.served.max(ticket);
-        c.last_outcome = outcome.clone();
-        drop(c);
-        self.reported.notify_all();
-    }
-
-    /// Waits until ticket `ticket` is served, `deadline` passes or `wait` is
-    /// interrupted. Returns the guard, the result and whether it was served.
-    fn wait_for<'a>(
-        &'a self,
-        mut c: MutexGuard<'a, Control>,
-        ticket: u64,
-        sent_before: u64,
-        deadline: Instant,
-        wait: &Wait,
-    ) -> (MutexGuard<'a, Control>, FlushResult, bool) {
-        loop {
-            let sent = (c.sent_total.saturating_sub(sent_before)) as usize;
-            if c.served >= ticket {
-                let result = FlushResult {
-                    sent,
-                    failed: c.last_outcome.failed_traces,
-                    error: c
-                        .last_outcome
-                        .is_failure()
-                        .then(|| c.last_outcome.error.clone())
-                        .flatten(),
-                };
-                return (c, result, true);
-            }
-            let gave_up = |error: String| FlushResult {
-                sent,
-                failed: 0,
-                error: Some(error),
-            };
-            if wait.interrupted.load(Ordering::Acquire) {
-                return (c, gave_up("interrupted".to_string()), false);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let error = format!(
-                    "timed out waiting for the export; what was not delivered waits in the \
-                     store{}",
-                    c.last_error
-                        .as_ref()
-                        .map(|e| format!(" (last error: {})", e.message))
-                        .unwrap_or_default()
-                );
-                return (c, gave_up(error), false);
-            }
-            c = self
-                .reported
-                .wait_timeout(c, deadline - now)
-                .map(|(guard, _)| guard)
-                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
-        }
     }
 }

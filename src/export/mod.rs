@@ -1,19 +1,28 @@
-//! Export: traces taken from the model, encoded and sent, and what failed
-//! put back; and the background exporter that does it on a schedule.
+//! Export: traces taken from the model, encoded and sent, and what was not
+//! delivered put back; the background exporter does the same on a schedule.
+//!
+//! - [`pipeline`]: the one path, take → encode → send → put back, used by
+//!   `export_otlp` ([`encode_export`]), `push_otlp` and the background
+//!   exporter ([`push`])
+//! - [`sources`]: the store and the lifecycle tracer as one export's sources
+//! - [`background`]: the background exporter ([`Exporter`]): lazily started,
+//!   fork-aware, flush and shutdown
+//! - `state` (private): what its thread and the app's threads share
+//! - `worker` (private): its thread's loop
+//! - [`settings`]: its settings and their `OTEL_*` defaults
+//! - [`stats`]: its counters, flush results, `exporter_stats`
 
 pub mod background;
-pub mod combined;
 pub mod pipeline;
 pub mod settings;
 pub mod sources;
+mod state;
 pub mod stats;
 mod worker;
 
-pub use background::{Exporter, Running, TargetFn, Wait};
-pub use pipeline::{
-    export, push_finished, push_finished_with, select, span_count, Export, PartialSuccess,
-    PushOutcome,
-};
+pub use background::Exporter;
+pub use pipeline::{encode_export, push, Encoded, PushOutcome, Sending, EXPLICIT_SETTLE};
 pub use settings::{ExporterConfig, Mode, Schedule};
 pub use sources::Sources;
+pub use state::{Running, TargetFn, Wait};
 pub use stats::{ExportOutcome, ExporterStats, FlushResult, LastError};

@@ -1,85 +1,127 @@
-//! The export path: records selected (or drained) from the store, encoded,
-//! sent, and put back when delivery fails.
+//! The one export path: take from the sources, encode, send, and put back
+//! what was not delivered. `export_otlp` ([`encode_export`]), `push_otlp`
+//! and the background exporter ([`push`]) all go through it.
+//!
+//! - Each lifecycle run is one trace (see [`crate::encode::run_spans`]); its
+//!   spans go before the store's records.
+//! - With `drain`, what is taken is removed from its source, so each trace
+//!   is exported exactly once; whatever was taken goes back when encoding or
+//!   delivery fails or panics.
+//! - With `include_open`, open runs are exported as they stand (open spans
+//!   end at the export time) and stay in the tracer: they are exported whole
+//!   again once they end, so they are never lost to an early export.
+//! - The two sources are taken one after the other, never holding both
+//!   locks at once.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::sources::Sources;
+use crate::encode::run_spans::{attribute_prefix, runs_spans};
 use crate::encode::{encode_request, EncodeError, Encoder, OwnedSpan, Resource};
-use crate::model::backend::store::{Backend, Key, Record};
-use crate::transport::{Cancel, Delivery, Protocol, Transport};
+use crate::model::backend::store::{Key, Record};
+use crate::model::lifecycle::Run;
+use crate::model::{Source, Take, Taken};
+use crate::support::clock::Stamp;
+use crate::support::protocol::Protocol;
+use crate::transport::{Cancel, Delivery, PushSender, Transport};
 
-/// The partial success a collector reported in a 2xx response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartialSuccess {
-    /// Spans the collector rejected (0 with a message: a warning).
-    pub rejected_spans: i64,
-    pub error_message: String,
+/// How long a finished run must have been idle before an explicit export or
+/// push takes it: none. Tasker publishes a run's duplicate closing events
+/// straight after each other in one thread, so an explicit export rarely
+/// lands between them; one that does leaves the later duplicate counted as
+/// late (`events_late`).
+pub const EXPLICIT_SETTLE: Duration = Duration::ZERO;
+
+/// How an export's requests are sent.
+#[derive(Clone, Copy)]
+pub enum Sending<'a> {
+    /// On the calling thread (the background exporter's own): a cancel ends
+    /// backoff waits and further attempts, not a request on the wire.
+    Here(&'a Transport),
+    /// Through the push thread, while the calling thread waits: a cancel
+    /// ends the wait at once (`push_otlp`, which an interrupt may cancel).
+    PushThread(&'a Transport, &'a PushSender),
 }
 
-/// The records an export covers, in store order: finished traces and generic
-/// events, and open traces too with `include_open`. With `drain` they are
-/// removed from the store atomically (one step under its lock); without, the
-/// store is left as it was.
-pub fn select(backend: &Backend, drain: bool, include_open: bool) -> Vec<(Key, Arc<Record>)> {
-    if drain {
-        backend.drain(include_open)
-    } else {
-        let mut entries = backend.snapshot().entries;
-        if !include_open {
-            entries.retain(|(_, rec)| rec.is_complete());
+impl Sending<'_> {
+    fn transport(&self) -> &Transport {
+        match self {
+            Sending::Here(t) | Sending::PushThread(t, _) => t,
         }
-        entries
+    }
+
+    fn send(&self, body: crate::encode::Body, cancel: &Cancel) -> Delivery {
+        match self {
+            Sending::Here(t) => t.send(body.bytes(), cancel),
+            Sending::PushThread(t, sender) => sender.send(t, Box::new(body), cancel),
+        }
     }
 }
 
-/// Number of spans `records` encode to (roots, children and generic spans).
-pub fn span_count(records: &[(Key, Arc<Record>)]) -> usize {
-    records
-        .iter()
-        .map(|(_, rec)| crate::encode::record_spans::record_span_count(rec))
-        .sum()
-}
-
-/// An export: the records it covers and their encoding (one request body in
-/// `protocol`, however large).
-pub struct Export {
-    pub records: Vec<(Key, Arc<Record>)>,
+/// An export encoded as one request, and what it took from the sources.
+pub struct Encoded {
     pub protocol: Protocol,
     pub body: Vec<u8>,
+    /// The store's records it covers, in order.
+    pub records: Taken<(Key, Arc<Record>)>,
+    /// The lifecycle runs it covers (finished, then copies of open ones).
+    pub runs: Taken<Run>,
 }
 
-/// Selects (and with `drain`, removes) records and encodes them. When
-/// encoding fails or panics after a drain, the records are put back before
-/// the error or the panic goes on, so nothing is lost.
-pub fn export(
-    backend: &Backend,
+impl Encoded {
+    /// Lifecycle runs in the export (finished and open).
+    pub fn run_count(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Puts what a drain took back into the sources (the export did not
+    /// reach its caller). Copies (no drain) go nowhere.
+    pub fn put_back(self, sources: Sources<'_>) {
+        sources.put_back(self.records, self.runs);
+    }
+}
+
+/// Encodes the store's records (finished, and open with `include_open`)
+/// and the tracer's runs as one request in `protocol`. With `drain`, both
+/// are removed as they are taken, and put back when encoding fails or
+/// panics.
+pub fn encode_export(
+    sources: Sources<'_>,
     drain: bool,
     include_open: bool,
     resource: &Resource,
     protocol: Protocol,
-) -> Result<Export, EncodeError> {
-    let records = select(backend, drain, include_open);
-    let now = crate::support::clock::Stamp::now();
+) -> Result<Encoded, EncodeError> {
+    let take = Take {
+        drain,
+        include_open,
+        settled_for: EXPLICIT_SETTLE,
+    };
+    let records = sources.store.take(take);
+    let runs = sources.take_runs(take);
+    let now = Stamp::now();
     let encoded = catch_unwind(AssertUnwindSafe(|| {
-        encode_request(&records, &[], resource, now, protocol)
+        let prefix = attribute_prefix(&resource.service_name);
+        let mut spans = runs_spans(&runs.ready, &prefix, now);
+        spans.extend(runs_spans(&runs.open, &prefix, now));
+        encode_request(&records.ready, &spans, resource, now, protocol)
     }));
     match encoded {
-        Ok(Ok(body)) => Ok(Export {
-            records,
+        Ok(Ok(body)) => Ok(Encoded {
             protocol,
             body,
+            records,
+            runs,
         }),
         Ok(Err(e)) => {
-            if drain {
-                backend.restore(records);
-            }
+            sources.put_back(records, runs);
             Err(e)
         }
         Err(panic) => {
-            if drain {
-                backend.restore(records);
-            }
+            sources.put_back(records, runs);
             resume_unwind(panic)
         }
     }
@@ -128,35 +170,72 @@ pub enum PushOutcome {
     },
 }
 
-/// Drains the finished traces and generic events, sends them through
-/// `transport`, and puts them back into the store when delivery fails (or
-/// panics), so nothing is lost. Touches no foreign runtime: safe to run with
+/// Drains the store's finished records and the tracer's runs finished (and
+/// idle for `settled_for`), sends them, and puts back whatever was not
+/// delivered, panics included. The outcome counts a run as one record
+/// (`records`, `delivered`). Touches no foreign runtime: safe to run with
 /// the Ruby GVL released.
-pub fn push_finished(
-    backend: &Backend,
+pub fn push(
+    sources: Sources<'_>,
     resource: &Resource,
-    transport: &Transport,
+    sending: Sending<'_>,
     cancel: &Cancel,
+    settled_for: Duration,
 ) -> PushOutcome {
-    push_finished_with(backend, resource, transport, cancel, &[])
+    let runs = sources.take_runs(Take::finished(settled_for));
+    let n = runs.ready.len();
+    let pushed = catch_unwind(AssertUnwindSafe(|| {
+        let prefix = attribute_prefix(&resource.service_name);
+        let spans = runs_spans(&runs.ready, &prefix, Stamp::now());
+        push_records(sources, resource, sending, cancel, &spans)
+    }));
+    match pushed {
+        Ok(mut outcome) => {
+            let mut put_back = false;
+            match &mut outcome {
+                PushOutcome::Sent { records, .. } => *records += n,
+                PushOutcome::Failed {
+                    delivered,
+                    extra_delivered: true,
+                    ..
+                } => *delivered += n,
+                PushOutcome::Failed { records, .. } => {
+                    *records += n;
+                    put_back = true;
+                }
+                PushOutcome::Nothing => {}
+            }
+            if put_back {
+                sources.put_back_runs(runs);
+            }
+            outcome
+        }
+        Err(panic) => {
+            // Whether the runs went out is unknown: put them back (a run may
+            // then arrive twice, never not at all).
+            sources.put_back_runs(runs);
+            resume_unwind(panic)
+        }
+    }
 }
 
-/// [`push_finished`] with `extra` spans (from outside the store) sent in the
-/// same request(s), before the records. The caller keeps the extra spans:
-/// they are delivered when the outcome is `Sent`, or `Failed` with
-/// `extra_delivered`.
-pub fn push_finished_with(
-    backend: &Backend,
+/// Drains the store's finished traces and generic events and sends them
+/// with `extra` spans (from outside the store, sent first in the same
+/// request(s)); puts back the records not delivered, panics included. The
+/// caller keeps the extra spans: they are delivered when the outcome is
+/// `Sent`, or `Failed` with `extra_delivered`.
+fn push_records(
+    sources: Sources<'_>,
     resource: &Resource,
-    transport: &Transport,
+    sending: Sending<'_>,
     cancel: &Cancel,
     extra: &[OwnedSpan],
 ) -> PushOutcome {
-    let records = backend.drain(false);
+    let mut records = sources.store.take(Take::finished(Duration::ZERO)).ready;
     if records.is_empty() && extra.is_empty() {
         return PushOutcome::Nothing;
     }
-    let now = crate::support::clock::Stamp::now();
+    let now = Stamp::now();
     // How far delivery got, kept outside the unwinding region so that a
     // panic puts back only what was not delivered.
     let delivered_records = Cell::new(0usize);
@@ -165,34 +244,37 @@ pub fn push_finished_with(
             &records,
             extra,
             resource,
-            transport,
+            sending,
             cancel,
             now,
             &delivered_records,
         )
     }));
-    let mut records = records;
     match result {
         Ok(outcome) => {
             if let PushOutcome::Failed { delivered, .. } = &outcome {
-                backend.restore(records.split_off(*delivered));
+                sources.store.put_back(records.split_off(*delivered));
             }
             outcome
         }
         Err(panic) => {
-            backend.restore(records.split_off(delivered_records.get()));
+            sources
+                .store
+                .put_back(records.split_off(delivered_records.get()));
             resume_unwind(panic)
         }
     }
 }
 
+/// Encodes `extra` spans and `records` into bodies and sends them one by one
+/// until one fails; `delivered_records` follows how far delivery got.
 fn send_records(
     records: &[(Key, Arc<Record>)],
     extra: &[OwnedSpan],
     resource: &Resource,
-    transport: &Transport,
+    sending: Sending<'_>,
     cancel: &Cancel,
-    now: crate::support::clock::Stamp,
+    now: Stamp,
     delivered_records: &Cell<usize>,
 ) -> PushOutcome {
     let failed = |error: String| PushOutcome::Failed {
@@ -204,6 +286,7 @@ fn send_records(
         attempts: 0,
         error,
     };
+    let transport = sending.transport();
     let target = transport.target();
     let mut enc = match Encoder::with_limit(target.protocol, resource, transport.request_limit()) {
         Ok(enc) => enc,
@@ -234,7 +317,7 @@ fn send_records(
     let mut last_status = 0u16;
     for (i, body) in bodies.into_iter().enumerate() {
         let body_spans = body.spans;
-        match transport.send(body, cancel) {
+        match sending.send(body, cancel) {
             Delivery::Sent {
                 status,
                 attempts: a,

@@ -18,9 +18,10 @@
 
 use std::time::Duration;
 
+use crate::support::env::Warning;
 use crate::support::SettingError;
-use crate::transport::env::{parse_timeout_ms, Warning};
-use crate::transport::http::MAX_TIMEOUT;
+use crate::transport::env::parse_timeout_ms;
+use crate::transport::settings::MAX_TIMEOUT;
 
 pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(5000);
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 512;

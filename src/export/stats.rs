@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::pipeline::PushOutcome;
+
 /// Counters of this process's exporter (zeroed in a fork child when its own
 /// exporter starts).
 #[derive(Debug, Default)]
@@ -93,6 +95,42 @@ impl ExportOutcome {
         ExportOutcome {
             error: Some(error.into()),
             ..ExportOutcome::default()
+        }
+    }
+}
+
+impl From<PushOutcome> for ExportOutcome {
+    /// A push's outcome as the exporter counts it (a run is one trace).
+    fn from(outcome: PushOutcome) -> ExportOutcome {
+        match outcome {
+            PushOutcome::Nothing => ExportOutcome::default(),
+            PushOutcome::Sent {
+                records,
+                spans,
+                attempts,
+                partial,
+                requests,
+                ..
+            } => ExportOutcome {
+                sent_traces: records,
+                sent_spans: spans,
+                failed_traces: 0,
+                retries: attempts.saturating_sub(u32::try_from(requests).unwrap_or(u32::MAX)),
+                error: partial,
+            },
+            PushOutcome::Failed {
+                records,
+                delivered,
+                attempts,
+                error,
+                ..
+            } => ExportOutcome {
+                sent_traces: delivered,
+                sent_spans: 0,
+                failed_traces: records,
+                retries: attempts.saturating_sub(1),
+                error: Some(error),
+            },
         }
     }
 }

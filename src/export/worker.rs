@@ -8,44 +8,17 @@
 //! never holds two registered locks.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::thread::spawn_native;
 use crate::transport::{Cancel, Target, Transport};
 
-use super::background::Shared;
+use super::pipeline::{push, Sending};
+use super::sources::RUN_SETTLE;
+use super::state::{Shared, Signal, FINAL, NOW, RUN};
 use super::stats::ExportOutcome;
-
-/// Keep running.
-pub(super) const RUN: u8 = 0;
-/// Export once more (serving `final_ticket`), then end.
-pub(super) const FINAL: u8 = 1;
-/// End without exporting again.
-pub(super) const NOW: u8 = 2;
-
-/// How the exporter tells one worker to stop. Each worker has its own, so a
-/// worker being stopped never picks up a newer worker's orders.
-#[derive(Debug, Default)]
-pub(super) struct Signal {
-    stop: AtomicU8,
-    final_ticket: AtomicU64,
-}
-
-impl Signal {
-    pub(super) fn stop_after(&self, ticket: u64) {
-        self.final_ticket.store(ticket, Ordering::Release);
-        self.stop.store(FINAL, Ordering::Release);
-    }
-
-    pub(super) fn stop_now(&self) {
-        self.stop.store(NOW, Ordering::Release);
-    }
-
-    fn state(&self) -> u8 {
-        self.stop.load(Ordering::Acquire)
-    }
-}
 
 /// What the worker starts with.
 pub(super) struct Start {
@@ -156,10 +129,16 @@ fn export(
     };
     let cancel = Arc::new(Cancel::for_current_thread());
     shared.set_in_flight(Some(cancel.clone()));
+    // A flush or the final export takes every finished run, settled or not.
+    let settle = if everything {
+        Duration::ZERO
+    } else {
+        RUN_SETTLE
+    };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        shared
-            .sources
-            .export_once(&link.transport, &cancel, everything)
+        let resource = (shared.resource)();
+        let sending = Sending::Here(&link.transport);
+        push(shared.sources, &resource, sending, &cancel, settle).into()
     }));
     shared.set_in_flight(None);
     outcome.unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())))
@@ -188,36 +167,10 @@ fn lower_priority() {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority() {}
 
-/// Spawns the worker with every signal blocked in it, so that signals meant
-/// for Ruby (SIGINT, SIGTERM, SIGCHLD ...) are delivered to Ruby's threads.
+/// The exporter thread's name (the kernel shows its first 15 bytes).
+pub const THREAD_NAME: &str = "tasker-otlp-export";
+
+/// Spawns the worker (every signal blocked in it, see [`spawn_native`]).
 pub(super) fn spawn(start: Start) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let builder = std::thread::Builder::new().name("tasker-otlp-export".to_string());
-    with_signals_blocked(move || builder.spawn(move || run(start)))
-}
-
-#[cfg(unix)]
-fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
-    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigfillset initialises `all`; pthread_sigmask reads it and
-    // writes the calling thread's previous mask into `old`.
-    let blocked = unsafe {
-        libc::sigfillset(all.as_mut_ptr()) == 0
-            && libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) == 0
-    };
-    // A new thread inherits the mask of the thread that spawns it.
-    let r = f();
-    if blocked {
-        // SAFETY: `old` was written by the successful pthread_sigmask above;
-        // this puts the calling thread's own mask back.
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
-        }
-    }
-    r
-}
-
-#[cfg(not(unix))]
-fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
-    f()
+    spawn_native(THREAD_NAME, move || run(start))
 }

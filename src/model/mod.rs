@@ -3,6 +3,10 @@
 //!
 //! - [`backend`]: the ordered, bounded trace store
 //! - [`lifecycle`]: one trace per task run, with its bounds
+//! - [`source`]: what both give an export ([`Source`]): take, put back, counts
 
 pub mod backend;
 pub mod lifecycle;
+pub mod source;
+
+pub use source::{Source, Take, Taken};

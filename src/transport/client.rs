@@ -6,62 +6,13 @@
 //! a fork (a child must never share the parent's connections) builds a new
 //! one.
 
-use std::time::Duration;
-
-use super::env::{self, Warning, DEFAULT_TRACES_ENDPOINT};
-use super::http::{Compression, Protocol, Target, Transport, DEFAULT_TIMEOUT};
+use super::env::{self, DEFAULT_TRACES_ENDPOINT};
+use super::http::Transport;
+use super::sender::PushSender;
+use super::settings::{OtlpSettings, PushOverrides, Target};
 use super::tls::{check_client_files, check_pem_file, PemRole, Tls};
+use crate::support::env::Warning;
 use crate::support::fork::{forks, ForkSafeMutex};
-
-/// The `otlp_*` settings: where pushes go and how they are sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OtlpSettings {
-    /// `otlp_endpoint`: a base URL (`/v1/traces` is appended unless it ends
-    /// so), or `None`: the environment's endpoint, else the default.
-    pub endpoint: Option<String>,
-    /// `otlp_headers`, sent with every request.
-    pub headers: Vec<(String, String)>,
-    pub protocol: Protocol,
-    pub compression: Compression,
-    /// The budget of one request, retries and waits included.
-    pub timeout: Duration,
-    /// PEM file paths: the only CA(s) trusted; a client certificate and key.
-    pub certificate: Option<String>,
-    pub client_certificate: Option<String>,
-    pub client_key: Option<String>,
-}
-
-impl OtlpSettings {
-    /// The defaults without any environment: http/protobuf, gzip, 10 s.
-    pub const DEFAULT: OtlpSettings = OtlpSettings {
-        endpoint: None,
-        headers: Vec::new(),
-        protocol: Protocol::HttpProtobuf,
-        compression: Compression::Gzip,
-        timeout: DEFAULT_TIMEOUT,
-        certificate: None,
-        client_certificate: None,
-        client_key: None,
-    };
-}
-
-impl Default for OtlpSettings {
-    fn default() -> Self {
-        OtlpSettings::DEFAULT
-    }
-}
-
-/// What one push gives on top of the settings (`push_otlp`'s arguments);
-/// the default is the settings alone.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PushOverrides {
-    /// A base URL, as `otlp_endpoint`.
-    pub endpoint: Option<String>,
-    /// Added to the settings' headers, replacing those of the same name.
-    pub headers: Vec<(String, String)>,
-    pub timeout: Option<Duration>,
-    pub protocol: Option<Protocol>,
-}
 
 /// The target of a push: `overrides` over `settings`, whose endpoint falls
 /// back to `environment_endpoint` (a full traces URL). Reads the TLS files
@@ -142,9 +93,6 @@ pub fn settings_from_environment(
         settings.client_certificate = None;
         settings.client_key = None;
     }
-    warnings.extend(env::resource_attributes_warning(
-        get("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
-    ));
     (settings, from_env.endpoint, warnings)
 }
 
@@ -152,6 +100,8 @@ pub fn settings_from_environment(
 /// endpoint and warnings, and the transport last built.
 pub struct OtlpClient {
     state: ForkSafeMutex<State>,
+    /// The thread pushes send through.
+    sender: PushSender,
 }
 
 struct State {
@@ -187,18 +137,30 @@ impl OtlpClient {
                 warnings: Vec::new(),
                 cached: None,
             }),
+            sender: PushSender::new(),
         }
     }
 
     /// Makes this process-wide exporter's lock fork-safe (see [`crate::support::fork`]).
     pub fn register_for_fork(&'static self) -> bool {
-        self.state.register()
+        self.state.register() & self.sender.register_for_fork()
+    }
+
+    /// The thread pushes send through (started at the first push).
+    pub fn push_sender(&self) -> &PushSender {
+        &self.sender
     }
 
     /// Puts the environment's settings in force (see
-    /// [`settings_from_environment`]) and keeps its warnings.
-    pub fn load_environment(&self, get: impl Fn(&str) -> Option<String>) {
-        let (settings, endpoint, warnings) = settings_from_environment(get);
+    /// [`settings_from_environment`]) and keeps its warnings, followed by
+    /// `others` (what other components found in the environment).
+    pub fn load_environment(
+        &self,
+        get: impl Fn(&str) -> Option<String>,
+        others: impl IntoIterator<Item = Warning>,
+    ) {
+        let (settings, endpoint, mut warnings) = settings_from_environment(get);
+        warnings.extend(others);
         let mut state = self.state.lock();
         state.settings = settings;
         state.environment_endpoint = endpoint;
@@ -267,7 +229,10 @@ impl OtlpClient {
 
 #[cfg(test)]
 mod tests {
+    use super::super::settings::Compression;
     use super::*;
+    use crate::support::protocol::Protocol;
+    use std::time::Duration;
 
     fn overrides() -> PushOverrides {
         PushOverrides::default()
@@ -355,7 +320,6 @@ mod tests {
                 "/nonexistent/key.pem",
             ),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "broken"),
         ];
         let get = |name: &str| {
             vars.iter()
@@ -379,7 +343,6 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_COMPRESSION",
                 "OTEL_EXPORTER_OTLP_CERTIFICATE",
                 "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
-                "OTEL_RESOURCE_ATTRIBUTES",
             ]
         );
         assert!(warnings[1].message.contains("/nonexistent/ca.pem"));

@@ -24,15 +24,14 @@
 
 use std::time::Duration;
 
-use super::client::OtlpSettings;
-use super::http::{Compression, Protocol, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+use super::settings::{Compression, OtlpSettings, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+use crate::support::env::{parse_key_values, set, Warning};
+use crate::support::protocol::Protocol;
 
 /// Where traces go when nothing else is configured.
 pub const DEFAULT_TRACES_ENDPOINT: &str = "http://localhost:4318/v1/traces";
 /// The OTLP/HTTP path for traces.
 pub const TRACES_PATH: &str = "/v1/traces";
-/// The service name when neither a setting nor the environment names one.
-pub const DEFAULT_SERVICE_NAME: &str = "tasker";
 
 /// Where an endpoint came from, to name it in error messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,11 +56,6 @@ impl EndpointSource {
             EndpointSource::Default => "the default endpoint",
         }
     }
-}
-
-/// An empty or blank variable counts as unset, as OpenTelemetry SDKs treat it.
-fn set(v: Option<&str>) -> Option<&str> {
-    v.map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// `<base>/v1/traces`, without doubling a trailing slash. A base that already
@@ -117,64 +111,6 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Decodes `%XX` escapes; the result must be UTF-8.
-pub fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = bytes.get(i + 1).copied().and_then(hex_digit);
-            let lo = bytes.get(i + 2).copied().and_then(hex_digit);
-            match (hi, lo) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                }
-                _ => return Err(format!("bad percent-escape in {s:?}")),
-            }
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
-}
-
-/// Parses `key1=value1,key2=value2` (the format of `OTEL_RESOURCE_ATTRIBUTES`
-/// and `OTEL_EXPORTER_OTLP_HEADERS`): entries are trimmed, empty entries are
-/// skipped, keys and values are percent-decoded, and a value may contain `=`.
-/// Any malformed entry makes the whole value an error, as the specification
-/// asks (a half-applied set of headers or attributes would mislead).
-pub fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    for entry in s.split(',') {
-        let entry = entry.trim();
-        if entry.is_empty() {
-            continue;
-        }
-        let Some((k, v)) = entry.split_once('=') else {
-            return Err(format!("entry {entry:?} has no '='"));
-        };
-        let key = percent_decode(k.trim())?;
-        if key.is_empty() {
-            return Err(format!("entry {entry:?} has an empty key"));
-        }
-        let value = percent_decode(v.trim())?;
-        out.push((key, value));
-    }
-    Ok(out)
-}
-
 /// Headers from the generic and the traces-specific variables; a traces header
 /// replaces a generic one of the same name (names compare case-insensitively).
 pub fn headers_from_env(
@@ -217,54 +153,8 @@ pub fn check_header(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The resource settings' defaults: the service name from `OTEL_SERVICE_NAME`,
-/// else `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, else `"tasker"`; the
-/// attributes from `OTEL_RESOURCE_ATTRIBUTES` (without `service.name`, which
-/// the service name setting carries). A malformed `OTEL_RESOURCE_ATTRIBUTES`
-/// is ignored whole, as the specification asks.
-pub fn resource_defaults(
-    service_name_variable: Option<&str>,
-    resource_attributes_variable: Option<&str>,
-) -> (String, Vec<(String, String)>) {
-    let mut attributes = set(resource_attributes_variable)
-        .and_then(|s| parse_key_values(s).ok())
-        .unwrap_or_default();
-    let from_attributes = attributes
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "service.name")
-        .map(|(_, v)| v.clone())
-        .filter(|v| !v.is_empty());
-    attributes.retain(|(k, _)| k != "service.name");
-    // Later entries win, as in a map; keep each key once, at its last place.
-    let mut deduped: Vec<(String, String)> = Vec::with_capacity(attributes.len());
-    for (k, v) in attributes {
-        deduped.retain(|(dk, _)| *dk != k);
-        deduped.push((k, v));
-    }
-    let service = set(service_name_variable)
-        .map(str::to_string)
-        .or(from_attributes)
-        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
-    (service, deduped)
-}
-
 // ---------------------------------------------------------------------------
 // The exporter's settings.
-
-/// A variable whose value was not used: the binding reports it (once) and
-/// goes on as if it were unset.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Warning {
-    pub variable: &'static str,
-    pub message: String,
-}
-
-impl std::fmt::Display for Warning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ignored: {}", self.variable, self.message)
-    }
-}
 
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`'s value.
 pub fn parse_protocol(v: &str) -> Result<Protocol, String> {
@@ -409,16 +299,6 @@ pub fn path_variable(
     } else {
         generic
     }
-}
-
-/// A warning for a malformed `OTEL_RESOURCE_ATTRIBUTES` (which
-/// [`resource_defaults`] ignores whole).
-pub fn resource_attributes_warning(value: Option<&str>) -> Option<Warning> {
-    let message = parse_key_values(set(value)?).err()?;
-    Some(Warning {
-        variable: "OTEL_RESOURCE_ATTRIBUTES",
-        message,
-    })
 }
 
 /// Everything the OTLP exporter takes from the environment, typed: the
@@ -572,23 +452,6 @@ mod tests {
     }
 
     #[test]
-    fn key_values_are_trimmed_and_percent_decoded() {
-        assert_eq!(
-            parse_key_values(" a=1 , b = x%20y ,,c=k=v").unwrap(),
-            vec![
-                ("a".to_string(), "1".to_string()),
-                ("b".to_string(), "x y".to_string()),
-                ("c".to_string(), "k=v".to_string()),
-            ]
-        );
-        assert!(parse_key_values("a=1,b").is_err());
-        assert!(parse_key_values("=1").is_err());
-        assert!(parse_key_values("a=%zz").is_err());
-        assert!(parse_key_values("a=%ff").is_err());
-        assert_eq!(parse_key_values("").unwrap(), vec![]);
-    }
-
-    #[test]
     fn headers_merge_case_insensitively_and_are_checked() {
         let h = headers_from_env(
             Some("Authorization=Basic%20abc,x-a=1"),
@@ -612,35 +475,6 @@ mod tests {
         );
         assert!(check_header("x-ok", "a\r\nb").is_err());
         assert!(check_header("", "a").is_err());
-    }
-
-    #[test]
-    fn resource_defaults_follow_the_service_name_precedence() {
-        assert_eq!(
-            resource_defaults(None, None),
-            ("tasker".to_string(), vec![])
-        );
-        let (name, attrs) = resource_defaults(
-            None,
-            Some("service.name=billing,deployment.environment=prod,team=a,team=b"),
-        );
-        assert_eq!(name, "billing");
-        assert_eq!(
-            attrs,
-            vec![
-                ("deployment.environment".to_string(), "prod".to_string()),
-                ("team".to_string(), "b".to_string()),
-            ]
-        );
-        assert_eq!(
-            resource_defaults(Some("orders"), Some("service.name=billing")).0,
-            "orders"
-        );
-        // A malformed value is ignored whole.
-        assert_eq!(
-            resource_defaults(None, Some("a=1,broken")),
-            ("tasker".to_string(), vec![])
-        );
     }
 
     fn settings(vars: &[(&str, &str)]) -> (ExporterSettings, Vec<Warning>) {

@@ -2,122 +2,32 @@
 //! async runtime) built once per [`Transport`] and reused across pushes,
 //! https with rustls (ring provider) and the platform's certificate store or
 //! a configured CA, mTLS, gzip, retries with backoff and `Retry-After`, one
-//! deadline per request, cancellation from another thread (mid-request
-//! included: each request runs on a worker thread), and the response's
-//! partial success.
+//! deadline per request, cancellation of retries from another thread, and
+//! the response's partial success.
 //!
-//! Nothing here touches the trace store: the caller drains records, encodes
-//! them, calls [`Transport::send`], and puts the records back when delivery
-//! failed.
+//! Nothing here knows spans or the trace store: the caller encodes a body,
+//! calls [`Transport::send`] (or sends through the push thread, see
+//! [`super::sender`]) and puts back what was not delivered.
 
 use std::io::Write as _;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{sync_channel, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::response::{self, PartialSuccess};
 use super::retry::jitter;
 pub use super::retry::{
     backoff, parse_http_date, parse_retry_after, Cancel, INITIAL_BACKOFF, MAX_BACKOFF,
     RETRYABLE_STATUSES,
 };
+use super::settings::{Compression, Target, MAX_TIMEOUT};
 use super::tls::{tls_config, tls_message};
 pub use super::tls::{PemFile, Tls};
-use crate::encode::request::Body;
-use crate::encode::{json, protobuf};
-use crate::export::PartialSuccess;
+use crate::support::protocol::MAX_REQUEST_BODY;
 
-/// The default timeout of one request (every attempt and wait included).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest timeout; "no limit" (a timeout of 0 in the environment) is this.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// A response body longer than this is an error (not retried).
 pub const MAX_RESPONSE_BODY: u64 = 4 * 1024 * 1024;
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("tasker_trace_native/", env!("CARGO_PKG_VERSION"));
-
-/// The OTLP/HTTP encoding of request bodies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Protocol {
-    /// `http/protobuf`, `application/x-protobuf`: the default.
-    #[default]
-    HttpProtobuf,
-    /// `http/json`, `application/json`.
-    HttpJson,
-}
-
-impl Protocol {
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Protocol::HttpProtobuf => "application/x-protobuf",
-            Protocol::HttpJson => "application/json",
-        }
-    }
-
-    /// The name `OTEL_EXPORTER_OTLP_PROTOCOL` uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::HttpProtobuf => "http/protobuf",
-            Protocol::HttpJson => "http/json",
-        }
-    }
-}
-
-/// Compression of request bodies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Compression {
-    /// `Content-Encoding: gzip`: the default.
-    #[default]
-    Gzip,
-    None,
-}
-
-/// Where and how to send. Two targets are equal when they send the same
-/// way (TLS files compared by their contents).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The full traces URL (`http://host:4318/v1/traces`, or `https://`).
-    pub url: String,
-    /// Extra headers (authorization, tenant ids ...). `Content-Type`,
-    /// `Content-Encoding` and `Content-Length` are set by the transport; headers
-    /// of those names here are ignored.
-    pub headers: Vec<(String, String)>,
-    /// The budget of one request: every attempt and every wait fit in it.
-    pub timeout: Duration,
-    pub protocol: Protocol,
-    pub compression: Compression,
-    pub tls: Tls,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Header values often hold credentials: names only.
-        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("Target")
-            .field("url", &self.url)
-            .field("headers", &names)
-            .field("timeout", &self.timeout)
-            .field("protocol", &self.protocol)
-            .field("compression", &self.compression)
-            .field("tls", &self.tls)
-            .finish()
-    }
-}
-
-impl Target {
-    /// `url` with the defaults: http/protobuf, gzip, 10 s, no headers, the
-    /// platform's certificates.
-    pub fn new(url: impl Into<String>) -> Target {
-        Target {
-            url: url.into(),
-            headers: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-            protocol: Protocol::default(),
-            compression: Compression::default(),
-            tls: Tls::default(),
-        }
-    }
-}
 
 /// How one request ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,7 +98,7 @@ impl Transport {
         Ok(Transport {
             target: Arc::new(target),
             agent: ureq::Agent::new_with_config(config),
-            request_limit: crate::encode::request::MAX_REQUEST_BODY,
+            request_limit: MAX_REQUEST_BODY,
         })
     }
 
@@ -209,7 +119,7 @@ impl Transport {
     }
 
     /// Sends `body` (an encoded `ExportTraceServiceRequest` in the target's
-    /// protocol), compressed as the target says.
+    /// protocol) on this thread, compressed as the target says.
     ///
     /// Statuses 429, 502, 503 and 504 and connection failures are retried
     /// with backoff, waiting what `Retry-After` asks where given, while the
@@ -217,83 +127,11 @@ impl Transport {
     /// status (400 and 413 among them), a TLS failure, or a response body
     /// over 4 MiB ends the request at once.
     ///
-    /// The request runs on a worker thread while this one waits, so that
-    /// `cancel` ends the wait at once even while the receiver is silent: the
-    /// result is then `Failed` ("interrupted"), and the worker, abandoned,
-    /// makes no further attempt and ends with its request (at the latest at
-    /// the timeout). A request cancelled in flight may still have arrived.
-    /// When no thread can be started, the request runs on this thread.
-    pub fn send(&self, body: Body, cancel: &Cancel) -> Delivery {
-        let body = Arc::new(body);
-        let (tx, rx) = sync_channel(1);
-        let worker = {
-            let transport = self.clone();
-            let body = body.clone();
-            let cancel = cancel.share();
-            move || {
-                cancel.register_worker();
-                // Reports and wakes the waiter however this thread ends.
-                let mut end = WorkerEnd {
-                    cancel: cancel.share(),
-                    report: Some(tx),
-                };
-                let result = catch_unwind(AssertUnwindSafe(|| {
-                    transport.send_on_this_thread(body.bytes(), &cancel)
-                }));
-                if let Some(report) = end.report.take() {
-                    let _ = report.send(result);
-                }
-            }
-        };
-        let spawned = std::thread::Builder::new()
-            .name("tasker-otlp-send".to_string())
-            .spawn(worker);
-        if spawned.is_err() {
-            return self.send_on_this_thread(body.bytes(), cancel);
-        }
-        drop(body);
-        // The worker ends by its request's deadline; this one is a guard
-        // against a worker that never reports.
-        let give_up =
-            Instant::now() + self.target.timeout.min(MAX_TIMEOUT) + Duration::from_secs(5);
-        loop {
-            match rx.try_recv() {
-                Ok(Ok(delivery)) => return delivery,
-                Ok(Err(panic)) => resume_unwind(panic),
-                Err(TryRecvError::Disconnected) => {
-                    return Delivery::Failed {
-                        status: None,
-                        attempts: 0,
-                        error: format!("the request to {} ended without a result", self.target.url),
-                    }
-                }
-                Err(TryRecvError::Empty) => {}
-            }
-            if cancel.is_cancelled() {
-                return Delivery::Failed {
-                    status: None,
-                    attempts: 0,
-                    error: format!(
-                        "interrupted while the request to {} was in flight (it may still arrive)",
-                        self.target.url
-                    ),
-                };
-            }
-            let now = Instant::now();
-            if now >= give_up {
-                return Delivery::Failed {
-                    status: None,
-                    attempts: 0,
-                    error: format!("timed out waiting for the request to {}", self.target.url),
-                };
-            }
-            std::thread::park_timeout(give_up - now);
-        }
-    }
-
-    /// [`send`](Self::send) on this thread: `cancel` ends a backoff wait and
-    /// stops further attempts, but not a request on the wire.
-    fn send_on_this_thread(&self, body: &[u8], cancel: &Cancel) -> Delivery {
+    /// `cancel` ends a backoff wait and stops further attempts, but not a
+    /// request on the wire (that ends at the timeout). To wait for a request
+    /// in a way that a cancel ends at once, send it through a
+    /// [`PushSender`](super::sender::PushSender).
+    pub fn send(&self, body: &[u8], cancel: &Cancel) -> Delivery {
         let deadline = Instant::now() + self.target.timeout.min(MAX_TIMEOUT);
         let compressed;
         let wire = match self.target.compression {
@@ -344,7 +182,11 @@ impl Transport {
                     return Delivery::Sent {
                         status,
                         attempts,
-                        partial: self.partial_success(content_type.as_deref(), &body),
+                        partial: response::partial_success(
+                            content_type.as_deref(),
+                            self.target.protocol,
+                            &body,
+                        ),
                     };
                 }
                 Attempt::Status {
@@ -471,67 +313,10 @@ impl Transport {
         }
     }
 
-    /// How a response body is encoded: as its Content-Type says; without
-    /// one, as the request was.
-    fn response_format(&self, content_type: Option<&str>) -> BodyFormat {
-        match content_type.map(|c| c.trim().to_ascii_lowercase()) {
-            Some(c) if c.starts_with("application/x-protobuf") => BodyFormat::Protobuf,
-            Some(c) if c.starts_with("application/json") => BodyFormat::Json,
-            Some(_) => BodyFormat::Other,
-            None => match self.target.protocol {
-                Protocol::HttpProtobuf => BodyFormat::Protobuf,
-                Protocol::HttpJson => BodyFormat::Json,
-            },
-        }
-    }
-
-    fn partial_success(&self, content_type: Option<&str>, body: &[u8]) -> Option<PartialSuccess> {
-        if body.is_empty() {
-            return None;
-        }
-        match self.response_format(content_type) {
-            BodyFormat::Protobuf => protobuf::partial_success(body),
-            BodyFormat::Json => json::partial_success(body),
-            BodyFormat::Other => None,
-        }
-    }
-
     /// An error response's message: the `google.rpc.Status` message, else
     /// the start of the body as text.
     fn error_text(&self, content_type: Option<&str>, body: &[u8]) -> String {
-        let status = match self.response_format(content_type) {
-            BodyFormat::Protobuf => protobuf::status_message(body),
-            BodyFormat::Json => json::status_message(body),
-            BodyFormat::Other => None,
-        };
-        if let Some(message) = status.filter(|m| !m.is_empty()) {
-            return message;
-        }
-        match std::str::from_utf8(body) {
-            Ok(text) => snippet(text),
-            Err(_) => format!("({} bytes)", body.len()),
-        }
-    }
-}
-
-enum BodyFormat {
-    Protobuf,
-    Json,
-    Other,
-}
-
-/// The end of a worker: its report channel is closed (after the report,
-/// if one was sent) and then the waiting thread is woken, whether the
-/// worker returned or unwound.
-struct WorkerEnd {
-    cancel: Cancel,
-    report: Option<std::sync::mpsc::SyncSender<std::thread::Result<Delivery>>>,
-}
-
-impl Drop for WorkerEnd {
-    fn drop(&mut self) {
-        drop(self.report.take());
-        self.cancel.wake_waiter();
+        response::error_text(content_type, self.target.protocol, body)
     }
 }
 
@@ -593,15 +378,6 @@ fn classify(e: ureq::Error, url: &str, no_client_certificate: bool) -> Attempt {
         error: format!("{e} ({url}){hint}"),
         retryable,
     }
-}
-
-fn snippet(body: &str) -> String {
-    let trimmed = body.trim();
-    let mut end = trimmed.len().min(300);
-    while !trimmed.is_char_boundary(end) {
-        end -= 1;
-    }
-    trimmed[..end].to_string()
 }
 
 #[cfg(test)]

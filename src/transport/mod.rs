@@ -1,17 +1,29 @@
-//! Delivery of encoded requests to an OTLP/HTTP receiver.
+//! Delivery of encoded requests to an OTLP/HTTP receiver. Nothing here
+//! knows spans: a request is bytes in a [`Protocol`](crate::support::protocol::Protocol).
 //!
-//! - [`http`]: the HTTP client: compression, attempts, responses
+//! - [`settings`]: the `otlp_*` settings, a push's overrides, the [`Target`]
+//! - [`env`]: the `OTEL_EXPORTER_OTLP_*` variables, parsed
+//! - [`client`]: the settings in force and the transport built from them
+//!   ([`OtlpClient::transport`])
+//! - [`http`]: the HTTP client: compression, attempts, the [`Transport`]
+//! - [`response`]: a response's partial success or error message
 //! - [`tls`]: rustls (ring), the certificate store or a CA, mTLS
-//! - [`retry`]: retryable statuses, backoff, `Retry-After`, cancellation
-//! - [`env`]: `OTEL_EXPORTER_OTLP_*` variables, parsed
-//! - [`client`]: the `otlp_*` settings in force and the transport built
-//!   from them ([`OtlpClient::transport`])
+//! - [`retry`]: retryable statuses, backoff, `Retry-After`, [`Cancel`]
+//! - [`sender`]: the push thread, whose wait a cancel ends at once
 
 pub mod client;
 pub mod env;
 pub mod http;
+pub mod response;
 pub mod retry;
+pub mod sender;
+pub mod settings;
 pub mod tls;
 
-pub use client::{OtlpClient, OtlpSettings, PushOverrides};
-pub use http::{Cancel, Compression, Delivery, Protocol, Target, Tls, Transport};
+pub use client::OtlpClient;
+pub use http::{Delivery, Transport};
+pub use response::PartialSuccess;
+pub use retry::Cancel;
+pub use sender::{OwnedBody, PushSender};
+pub use settings::{Compression, OtlpSettings, PushOverrides, Target};
+pub use tls::Tls;

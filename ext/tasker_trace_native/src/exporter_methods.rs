@@ -38,8 +38,8 @@ pub fn exporter() -> &'static Exporter {
             Sources {
                 store: backend(),
                 runs: lifecycle_tracer(),
-                resource: exporter_resource,
             },
+            exporter_resource,
             Box::new(exporter_target),
         )
     })

@@ -41,6 +41,7 @@ use std::sync::OnceLock;
 
 use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby};
+use tasker_trace_core::encode::ResourceConfig;
 use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::model::lifecycle::Tracer;
 use tasker_trace_core::transport::OtlpClient;
@@ -63,6 +64,14 @@ static OTLP_CLIENT: OtlpClient = OtlpClient::new();
 /// transport built from them.
 pub fn otlp_client() -> &'static OtlpClient {
     &OTLP_CLIENT
+}
+
+static RESOURCE: OnceLock<ResourceConfig> = OnceLock::new();
+
+/// The process-wide resource settings (`service_name`,
+/// `resource_attributes`) that every OTLP request carries.
+pub fn resource_config() -> &'static ResourceConfig {
+    RESOURCE.get_or_init(ResourceConfig::default)
 }
 
 static TRACER: OnceLock<Tracer> = OnceLock::new();
@@ -95,9 +104,10 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     // OTEL_* variables now.
     backend().register_for_fork();
     otlp_client().register_for_fork();
+    resource_config().register_for_fork();
     lifecycle_tracer().register_for_fork();
     lifecycle_plan::init();
     exporter_methods::exporter().register_for_fork();
-    settings::load_environment_defaults(backend());
+    settings::load_environment_defaults();
     Ok(())
 }

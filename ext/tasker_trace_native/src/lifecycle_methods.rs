@@ -30,7 +30,7 @@ use crate::lifecycle_plan::{self, MAX_KEY_BYTES};
 use crate::lifecycle_to_ruby::{runs_to_ruby, stats_to_ruby};
 use crate::settings::shown;
 use crate::to_ruby::{array_of, build_protected, nil, utf8_to_ruby, wrap};
-use crate::{backend, lifecycle_tracer};
+use crate::{lifecycle_tracer, resource_config};
 
 fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
     errors::maybe_injected_panic();
@@ -89,7 +89,7 @@ fn lifecycle_runs(ruby: &Ruby, include_open: RValue) -> Result<RValue, Error> {
         let t = lifecycle_tracer();
         t.expire_now();
         let runs = t.snapshot(include_open);
-        let prefix = attribute_prefix(&backend().resource_settings().service_name);
+        let prefix = attribute_prefix(&resource_config().get().service_name);
         // The runs and the prefix are owned here, outside the protected build.
         build_protected(ruby, || runs_to_ruby(&runs, &prefix)).map(wrap)
     })

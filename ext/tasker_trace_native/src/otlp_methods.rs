@@ -12,16 +12,18 @@ use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RModule, RString, Ruby, Value as RValue};
 use tasker_trace_core::encode::Resource;
-use tasker_trace_core::export::combined;
-use tasker_trace_core::export::PushOutcome;
-use tasker_trace_core::transport::{Cancel, Protocol, PushOverrides};
+use tasker_trace_core::export::{
+    encode_export, push, PushOutcome, Sending, Sources, EXPLICIT_SETTLE,
+};
+use tasker_trace_core::support::protocol::Protocol;
+use tasker_trace_core::transport::{Cancel, PushOverrides};
 
 use crate::errors::{self, argument_error, native_error};
 use crate::gvl::{without_gvl, NO_UNBLOCK};
 use crate::names::sym;
 use crate::settings::{self, shown};
 use crate::to_ruby::{binary_to_ruby, count_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap};
-use crate::{backend, lifecycle_tracer, otlp_client};
+use crate::{backend, lifecycle_tracer, otlp_client, resource_config};
 
 fn gem_version(ruby: &Ruby) -> String {
     ruby.class_object()
@@ -39,7 +41,7 @@ fn resource(ruby: &Ruby) -> Resource {
 /// The resource as it is now, with the gem version given (the background
 /// exporter's thread cannot ask Ruby for it). Touches no Ruby.
 pub fn resource_for(version: String) -> Resource {
-    let s = backend().resource_settings();
+    let s = resource_config().get();
     Resource {
         service_name: s.service_name,
         host_name: backend().instance_id().to_string(),
@@ -82,30 +84,36 @@ fn export_otlp(
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            combined::export(b, t, drain, include_open, &resource, protocol)
+            encode_export(
+                Sources::both(b, t),
+                drain,
+                include_open,
+                &resource,
+                protocol,
+            )
         },
         NO_UNBLOCK,
     );
     let (encoded, interrupt) = done.finished(ruby, "export_otlp")?;
     let export = match encoded {
         Ok(export) => export,
-        // `otlp::export` has put drained records back before failing.
+        // `encode_export` has put drained records back before failing.
         Err(e) => {
             return Err(interrupt
                 .unwrap_or_else(|| native_error(ruby, format!("OTLP encoding failed: {e}"))))
         }
     };
     if let Some(interrupt) = interrupt {
-        export.restore(b, t);
+        export.put_back(Sources::both(b, t));
         return Err(interrupt);
     }
     let string = match protocol {
-        Protocol::HttpProtobuf => magnus::rb_sys::protect(|| binary_to_ruby(&export.export.body)),
+        Protocol::HttpProtobuf => magnus::rb_sys::protect(|| binary_to_ruby(&export.body)),
         Protocol::HttpJson => {
             // serde_json writes UTF-8 only; the check is a fast scan, kept as a guard.
-            let text = match std::str::from_utf8(&export.export.body) {
+            let text = match std::str::from_utf8(&export.body) {
                 Ok(text) => std::borrow::Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(&export.export.body),
+                Err(_) => String::from_utf8_lossy(&export.body),
             };
             magnus::rb_sys::protect(|| utf8_to_ruby(&text))
         }
@@ -116,7 +124,7 @@ fn export_otlp(
             None => Err(native_error(ruby, "export_otlp built no String")),
         },
         Err(e) => {
-            export.restore(b, t);
+            export.put_back(Sources::both(b, t));
             Err(e)
         }
     }
@@ -188,17 +196,20 @@ fn push_otlp(
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            match otlp_client().transport(&overrides) {
+            let client = otlp_client();
+            match client.transport(&overrides) {
                 Ok(transport) => {
-                    let settle = combined::EXPLICIT_SETTLE;
-                    Pushed::Done(combined::push(b, t, &resource, &transport, &cancel, settle))
+                    let sending = Sending::PushThread(&transport, client.push_sender());
+                    let sources = Sources::both(b, t);
+                    let settle = EXPLICIT_SETTLE;
+                    Pushed::Done(push(sources, &resource, sending, &cancel, settle))
                 }
                 Err(e) => Pushed::NoTransport(e),
             }
         },
         Some(&unblock),
     );
-    // `push_finished` has already put undelivered records back, panics and
+    // `push` has already put undelivered records back, panics and
     // interrupts included.
     let (pushed, interrupt) = done.finished(ruby, "push_otlp")?;
     if let Some(interrupt) = interrupt {

@@ -18,6 +18,10 @@ use magnus::{
     Symbol, TryConvert, Value as RValue,
 };
 use rb_sys::VALUE;
+use tasker_trace_core::encode::resource::{
+    resource_attributes_warning, ResourceSettings, RESOURCE_ATTRIBUTES_VARIABLE,
+    SERVICE_NAME_VARIABLE,
+};
 use tasker_trace_core::export::settings::{
     parse_max_batch_size, parse_seconds, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED,
     SECONDS_EXPECTED,
@@ -30,11 +34,11 @@ use tasker_trace_core::model::backend::{Backend, Limits};
 use tasker_trace_core::model::lifecycle::{
     LifecycleLimits, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,
 };
-use tasker_trace_core::support::setting_error::ResourceSettings;
+use tasker_trace_core::support::protocol::Protocol;
 use tasker_trace_core::support::SettingError;
 use tasker_trace_core::transport::env;
 use tasker_trace_core::transport::tls::{check_client_files, check_pem_file, PemRole};
-use tasker_trace_core::transport::{Compression, OtlpSettings, Protocol};
+use tasker_trace_core::transport::{Compression, OtlpSettings};
 use tasker_trace_core::value::Value;
 
 use crate::convert::{self, PayloadConverter};
@@ -47,7 +51,7 @@ use crate::to_ruby::{
     array_of, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
     utf8_to_ruby, value_to_ruby, wrap,
 };
-use crate::{backend, lifecycle_tracer, otlp_client};
+use crate::{backend, lifecycle_tracer, otlp_client, resource_config};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
 pub const SETTING_NAMES: [&str; 22] = [
@@ -100,7 +104,7 @@ impl InForce {
     fn read(b: &Backend) -> InForce {
         InForce {
             limits: b.limits(),
-            resource: b.resource_settings(),
+            resource: resource_config().get(),
             otlp: otlp_client().settings(),
             lifecycle: lifecycle_tracer().limits(),
             lifecycle_attributes: lifecycle_plan::allowlist(),
@@ -109,7 +113,7 @@ impl InForce {
     }
 
     fn put_in_force(self, b: &Backend) {
-        b.set_resource_settings(self.resource);
+        resource_config().set(self.resource);
         otlp_client().set_settings(self.otlp);
         b.configure(self.limits);
         lifecycle_tracer().configure(self.lifecycle);
@@ -124,13 +128,15 @@ impl InForce {
 /// be used is kept as a warning, see `environment_warnings`), and the
 /// background exporter's from `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED` and
 /// `OTEL_BSP_*` (nothing starts: its thread waits for the first event).
-pub fn load_environment_defaults(b: &Backend) {
+pub fn load_environment_defaults() {
     let var = |name: &str| std::env::var(name).ok();
-    b.set_resource_settings(ResourceSettings::from_env_values(
-        var("OTEL_SERVICE_NAME").as_deref(),
-        var("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
+    resource_config().set(ResourceSettings::from_env_values(
+        var(SERVICE_NAME_VARIABLE).as_deref(),
+        var(RESOURCE_ATTRIBUTES_VARIABLE).as_deref(),
     ));
-    otlp_client().load_environment(var);
+    let resource_warning =
+        resource_attributes_warning(var(RESOURCE_ATTRIBUTES_VARIABLE).as_deref());
+    otlp_client().load_environment(var, resource_warning);
     let (config, warnings) = ExporterConfig::from_env(var);
     exporter().configure(config, warnings.iter().map(ToString::to_string).collect());
 }

@@ -18,7 +18,6 @@ use crate::input::backend::routing::{classify, finish_status, EventKind, Status}
 use crate::support::clock::{Stamp, UniqueInstants};
 use crate::support::fork::ForkSafeMutex;
 use crate::support::ids::IdGenerator;
-use crate::support::setting_error::ResourceSettings;
 use crate::value::{Packed, Str};
 
 /// A trace key, shared between the map and snapshots.
@@ -209,8 +208,6 @@ pub struct Backend {
     instants: UniqueInstants,
     created_at: Stamp,
     instance_id: String,
-    /// What describes the process in OTLP requests.
-    resource: ForkSafeMutex<ResourceSettings>,
 }
 
 /// A consistent copy of the store's contents, in order, taken under the lock.
@@ -240,13 +237,12 @@ impl Backend {
             instants: UniqueInstants::default(),
             created_at: Stamp::now(),
             instance_id: instance_id.into(),
-            resource: ForkSafeMutex::new(ResourceSettings::from_env_values(None, None)),
         }
     }
 
     /// Makes this process-wide backend's locks fork-safe (see [`crate::support::fork`]).
     pub fn register_for_fork(&'static self) -> bool {
-        self.store.register() & self.resource.register()
+        self.store.register()
     }
 
     pub fn instance_id(&self) -> &str {
@@ -442,17 +438,6 @@ impl Backend {
             store.shrink_to_limit(&mut garbage);
         }
         drop(garbage);
-    }
-
-    /// The resource settings in force (a copy).
-    pub fn resource_settings(&self) -> ResourceSettings {
-        self.resource.lock().clone()
-    }
-
-    /// Puts resource settings in force.
-    pub fn set_resource_settings(&self, settings: ResourceSettings) {
-        let old = std::mem::replace(&mut *self.resource.lock(), settings);
-        drop(old);
     }
 
     /// Removes and returns the complete records (and the open ones too when
