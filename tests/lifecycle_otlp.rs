@@ -21,7 +21,7 @@ use tasker_trace_core::input::lifecycle::AttrKey;
 use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::model::lifecycle::Tracer;
 use tasker_trace_core::support::protocol::Protocol;
-use tasker_trace_core::transport::{Cancel, Compression, Target, Transport};
+use tasker_trace_core::transport::{Cancel, Compression, Destination, Transport};
 
 /// Two finished runs of task 5 (the first re-enqueued, the second linked to
 /// it and completed, with a retried step) and one of task 6 (failed).
@@ -281,11 +281,11 @@ fn a_drain_exports_each_run_once_and_open_runs_stay_until_they_end() {
 }
 
 fn transport(url: &str) -> Transport {
-    Transport::new(Target {
+    Transport::new(Destination {
         timeout: Duration::from_millis(2_000),
         protocol: Protocol::HttpProtobuf,
         compression: Compression::Gzip,
-        ..Target::new(url)
+        ..Destination::new(url)
     })
     .expect("transport")
 }

@@ -11,24 +11,24 @@ use otlp_support::*;
 use tasker_trace_core::export::PushOutcome;
 use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::support::protocol::Protocol;
-use tasker_trace_core::transport::{Cancel, Compression, Target, Transport};
+use tasker_trace_core::transport::{Cancel, Compression, Destination, Transport};
 
 /// The defaults (http/protobuf, gzip) with a tenant header.
 fn target(url: &str, timeout_ms: u64) -> Transport {
-    Transport::new(Target {
+    Transport::new(Destination {
         headers: vec![("x-tenant".to_string(), "acme".to_string())],
         timeout: Duration::from_millis(timeout_ms),
-        ..Target::new(url)
+        ..Destination::new(url)
     })
     .expect("transport")
 }
 
 fn json_target(url: &str, timeout_ms: u64) -> Transport {
-    Transport::new(Target {
+    Transport::new(Destination {
         timeout: Duration::from_millis(timeout_ms),
         protocol: Protocol::HttpJson,
         compression: Compression::None,
-        ..Target::new(url)
+        ..Destination::new(url)
     })
     .expect("transport")
 }
@@ -421,9 +421,9 @@ fn json_without_compression_when_asked() {
 fn gzip_json_is_decompressed_by_the_receiver() {
     let collector = Collector::start(vec![Reply::status(200)]);
     let b = store();
-    let transport = Transport::new(Target {
+    let transport = Transport::new(Destination {
         protocol: Protocol::HttpJson,
-        ..Target::new(&collector.url)
+        ..Destination::new(&collector.url)
     })
     .unwrap();
     let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
@@ -795,10 +795,10 @@ fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
             tasker_trace_core::support::clock::Stamp::now(),
         );
     }
-    let transport = Transport::new(Target {
+    let transport = Transport::new(Destination {
         compression: Compression::None,
         timeout: Duration::from_secs(60),
-        ..Target::new(&collector.url)
+        ..Destination::new(&collector.url)
     })
     .unwrap();
     assert_eq!(transport.request_limit(), 64 * MIB);

@@ -10,7 +10,7 @@ use otlp_support::*;
 use tasker_trace_core::export::{push, PushOutcome, Sending, Sources, EXPLICIT_SETTLE};
 use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::transport::sender::THREAD_NAME;
-use tasker_trace_core::transport::{Cancel, PushSender, Target, Transport};
+use tasker_trace_core::transport::{Cancel, Destination, PushSender, Transport};
 
 /// Threads of this process named `name` (Linux: `/proc/self/task/*/comm`).
 fn threads_named(name: &str) -> usize {
@@ -29,9 +29,9 @@ fn threads_named(name: &str) -> usize {
 fn pushes_share_one_named_thread_started_at_the_first_push() {
     static SENDER: PushSender = PushSender::new();
     let collector = Collector::start(vec![Reply::status(200)]);
-    let transport = Transport::new(Target {
+    let transport = Transport::new(Destination {
         timeout: Duration::from_secs(10),
-        ..Target::new(&collector.url)
+        ..Destination::new(&collector.url)
     })
     .expect("transport");
     let b = Backend::new("h");

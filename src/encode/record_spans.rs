@@ -25,7 +25,7 @@ use super::span::{
     StatusView, SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK,
 };
 use crate::input::backend::routing::Status;
-use crate::model::backend::store::{GenericRecord, Key, Record, SpanEvent, TraceRecord};
+use crate::model::backend::store::{GenericRecord, Key, Record, SpanEntry, TraceRecord};
 use crate::support::clock::Stamp;
 use crate::value::{Str, Value};
 
@@ -91,7 +91,7 @@ pub struct Pairing {
 
 /// Pairs each `.after_X` with the latest still-open `.before_X` of the same
 /// prefix and the same `workflow_step_id` (or both without one).
-pub fn pair_spans(spans: &[SpanEvent]) -> Pairing {
+pub fn pair_spans(spans: &[SpanEntry]) -> Pairing {
     struct Open<'a> {
         prefix: &'a [u8],
         x: &'a [u8],
@@ -266,12 +266,12 @@ mod tests {
     use super::*;
     use crate::value::Packed;
 
-    fn span(name: &str, step: Option<i64>) -> SpanEvent {
+    fn span(name: &str, step: Option<i64>) -> SpanEntry {
         let payload = match step {
             Some(s) => Value::Hash(vec![(Value::symbol("workflow_step_id"), Value::Int(s))]),
             None => Value::Hash(vec![]),
         };
-        SpanEvent {
+        SpanEntry {
             at: Stamp {
                 wall_ns: 0,
                 mono_ns: 0,

@@ -40,9 +40,9 @@ use std::time::{Duration, Instant};
 use crate::encode::Resource;
 use crate::support::fork::{self, ForkSafeMutex};
 
-use super::settings::{self as schedule, ExporterConfig};
+use super::settings::{self as schedule, BackgroundSettings};
 use super::sources::Sources;
-use super::state::{Control, Running, Shared, Signal, TargetFn, Wait, WorkerHandle};
+use super::state::{Control, DestinationFn, Running, Shared, Signal, Wait, WorkerHandle};
 use super::stats::FlushResult;
 use super::stats::{self, ExporterStats};
 use super::worker;
@@ -57,7 +57,7 @@ impl Exporter {
     pub fn new(
         sources: Sources<'static>,
         resource: fn() -> Resource,
-        target: TargetFn,
+        target: DestinationFn,
     ) -> Exporter {
         Exporter {
             shared: Arc::new(Shared {
@@ -83,7 +83,7 @@ impl Exporter {
     }
 
     /// The settings in force.
-    pub fn config(&self) -> ExporterConfig {
+    pub fn config(&self) -> BackgroundSettings {
         self.shared.control().config
     }
 
@@ -91,7 +91,7 @@ impl Exporter {
     /// once (what waits stays in the store); turning it on arms a lazy start
     /// (also after a shutdown); other changes reach a running thread at its
     /// next wake.
-    pub fn configure(&self, config: ExporterConfig, warnings: Vec<String>) {
+    pub fn configure(&self, config: BackgroundSettings, warnings: Vec<String>) {
         let s = &*self.shared;
         let mut c = s.control();
         let was_on = c.config.is_on();

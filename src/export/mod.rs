@@ -22,7 +22,7 @@ mod worker;
 
 pub use background::Exporter;
 pub use pipeline::{encode_export, push, Encoded, PushOutcome, Sending, EXPLICIT_SETTLE};
-pub use settings::{ExporterConfig, Mode, Schedule};
+pub use settings::{BackgroundSettings, Mode, Schedule};
 pub use sources::Sources;
-pub use state::{Running, TargetFn, Wait};
+pub use state::{DestinationFn, Running, Wait};
 pub use stats::{ExportOutcome, ExporterStats, FlushResult, LastError};

@@ -93,14 +93,14 @@ impl Default for Schedule {
 
 /// Every exporter setting, plus `OTEL_SDK_DISABLED` (read once, at load).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExporterConfig {
+pub struct BackgroundSettings {
     pub mode: Mode,
     pub schedule: Schedule,
     /// `OTEL_SDK_DISABLED=true`: off whatever `mode` says.
     pub sdk_disabled: bool,
 }
 
-impl ExporterConfig {
+impl BackgroundSettings {
     /// Whether the exporter is to run.
     pub fn is_on(&self) -> bool {
         self.mode == Mode::Otlp && !self.sdk_disabled
@@ -108,7 +108,7 @@ impl ExporterConfig {
 
     /// The defaults from OpenTelemetry's variables, read through `get`.
     /// Unusable values are reported as warnings and count as unset.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> (ExporterConfig, Vec<Warning>) {
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> (BackgroundSettings, Vec<Warning>) {
         let mut warnings = Vec::new();
         let value = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let mode = value("OTEL_TRACES_EXPORTER")
@@ -151,7 +151,7 @@ impl ExporterConfig {
             .unwrap_or(defaults.export_timeout),
         };
         (
-            ExporterConfig {
+            BackgroundSettings {
                 mode,
                 schedule,
                 sdk_disabled,
@@ -247,12 +247,12 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn from(vars: &[(&str, &str)]) -> (ExporterConfig, Vec<Warning>) {
+    fn from(vars: &[(&str, &str)]) -> (BackgroundSettings, Vec<Warning>) {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        ExporterConfig::from_env(|k| map.get(k).cloned())
+        BackgroundSettings::from_env(|k| map.get(k).cloned())
     }
 
     #[test]

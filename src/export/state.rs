@@ -7,17 +7,17 @@ use std::sync::{Arc, Condvar, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
 
-use super::settings::{ExporterConfig, Schedule};
+use super::settings::{BackgroundSettings, Schedule};
 use super::sources::Sources;
 use super::stats::{self, ExportOutcome, FlushResult, LastError};
 use crate::encode::Resource;
 use crate::support::clock::wall_now_ns;
 use crate::support::fork::{self, ForkSafeMutex};
-use crate::transport::{Cancel, Target};
+use crate::transport::{Cancel, Destination};
 
 /// Where the exporter's target comes from: called when a worker starts, on
 /// the thread that starts it, with any warnings about unusable settings.
-pub type TargetFn = Box<dyn Fn() -> (Result<Target, String>, Vec<String>) + Send + Sync>;
+pub type DestinationFn = Box<dyn Fn() -> (Result<Destination, String>, Vec<String>) + Send + Sync>;
 
 /// A flush or shutdown waiting: interrupt it from another thread with
 /// [`Exporter::interrupt`].
@@ -45,7 +45,7 @@ pub(super) struct Shared {
     /// after a fork, the resource settings in force). Called on the exporter
     /// thread: it must not touch a foreign runtime.
     pub(super) resource: fn() -> Resource,
-    pub(super) target: TargetFn,
+    pub(super) target: DestinationFn,
     /// The settings turn the exporter on: checked first on every event.
     pub(super) enabled: AtomicBool,
     /// The fork generation + 1 in which a start was last attempted.
@@ -64,7 +64,7 @@ pub(super) struct Shared {
 
 #[derive(Default)]
 pub(super) struct Control {
-    pub(super) config: ExporterConfig,
+    pub(super) config: BackgroundSettings,
     /// The fork generation this state belongs to.
     pub(super) generation: u64,
     pub(super) worker: Option<WorkerHandle>,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::thread::spawn_native;
-use crate::transport::{Cancel, Target, Transport};
+use crate::transport::{Cancel, Destination, Transport};
 
 use super::pipeline::{push, Sending};
 use super::sources::RUN_SETTLE;
@@ -24,7 +24,7 @@ use super::stats::ExportOutcome;
 pub(super) struct Start {
     pub shared: Arc<Shared>,
     pub signal: Arc<Signal>,
-    pub target: Result<Target, String>,
+    pub target: Result<Destination, String>,
     /// In a fork child's first exporter: the fork's time; what finished
     /// before it is the parent's to export.
     pub discard_before_ns: Option<u64>,
@@ -107,14 +107,14 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 fn export(
     shared: &Shared,
     link: &mut Option<Link>,
-    target: &Result<Target, String>,
+    target: &Result<Destination, String>,
     everything: bool,
 ) -> ExportOutcome {
     let timeout = shared.schedule().export_timeout;
     if link.as_ref().is_none_or(|l| l.timeout != timeout) {
         let built = target.clone().and_then(|t| {
             let per_request = t.timeout.min(timeout);
-            Transport::new(Target {
+            Transport::new(Destination {
                 timeout: per_request,
                 ..t
             })

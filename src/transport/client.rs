@@ -9,7 +9,7 @@
 use super::env::{self, DEFAULT_TRACES_ENDPOINT};
 use super::http::Transport;
 use super::sender::PushSender;
-use super::settings::{OtlpSettings, PushOverrides, Target};
+use super::settings::{Destination, OtlpSettings, PushOverrides};
 use super::tls::{check_client_files, check_pem_file, PemRole, Tls};
 use crate::support::env::Warning;
 use crate::support::fork::{forks, ForkSafeMutex};
@@ -21,14 +21,14 @@ pub fn target_for(
     settings: &OtlpSettings,
     environment_endpoint: &str,
     overrides: &PushOverrides,
-) -> Result<Target, String> {
+) -> Result<Destination, String> {
     let url = match overrides.endpoint.as_ref().or(settings.endpoint.as_ref()) {
         Some(base) => env::traces_url_from_base(base),
         None => environment_endpoint.to_string(),
     };
     let mut headers = settings.headers.clone();
     env::merge_headers(&mut headers, overrides.headers.clone());
-    Ok(Target {
+    Ok(Destination {
         url,
         headers,
         timeout: overrides.timeout.unwrap_or(settings.timeout),
@@ -49,7 +49,7 @@ pub fn target_for(
 pub fn settings_from_environment(
     get: impl Fn(&str) -> Option<String>,
 ) -> (OtlpSettings, String, Vec<Warning>) {
-    let (from_env, mut warnings) = env::exporter_settings(&get);
+    let (from_env, mut warnings) = env::otlp_environment(&get);
     let mut settings = from_env.settings;
     let mut file = |path: Option<String>, role: PemRole, variables: env::FileVariables| {
         let path = path?;
@@ -115,7 +115,7 @@ struct State {
 
 /// A transport and what it was built for.
 struct Built {
-    target: Target,
+    target: Destination,
     /// [`forks`] when it was built: a child builds its own.
     forks: u64,
     transport: Transport,
@@ -184,7 +184,7 @@ impl OtlpClient {
     }
 
     /// The target a push with `overrides` sends to (TLS files read now).
-    pub fn target(&self, overrides: &PushOverrides) -> Result<Target, String> {
+    pub fn target(&self, overrides: &PushOverrides) -> Result<Destination, String> {
         let (settings, endpoint) = {
             let state = self.state.lock();
             (state.settings.clone(), state.environment_endpoint.clone())

@@ -18,7 +18,7 @@
 //! - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: the resource.
 //!
 //! Each exporter variable has an `OTEL_EXPORTER_OTLP_TRACES_*` form that takes
-//! precedence. [`exporter_settings`] reads them all through a lookup function
+//! precedence. [`otlp_environment`] reads them all through a lookup function
 //! and returns typed values plus [`Warning`]s for values it could not use
 //! (each is then ignored, as if unset).
 
@@ -305,7 +305,7 @@ pub fn path_variable(
 /// traces URL and the other settings (whose `endpoint`, a setting's base
 /// URL, is `None`: the URL here applies).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExporterSettings {
+pub struct OtlpEnvironment {
     pub endpoint: String,
     pub endpoint_source: EndpointSource,
     pub settings: OtlpSettings,
@@ -315,7 +315,7 @@ pub struct ExporterSettings {
 /// the binding, a map in tests). Unusable values become warnings and count as
 /// unset: a bad traces variable falls back to the generic one, then to the
 /// default. A malformed headers variable is ignored whole.
-pub fn exporter_settings(get: impl Fn(&str) -> Option<String>) -> (ExporterSettings, Vec<Warning>) {
+pub fn otlp_environment(get: impl Fn(&str) -> Option<String>) -> (OtlpEnvironment, Vec<Warning>) {
     let var = |name: &str| get(name);
     let mut warnings = Vec::new();
     let traces_endpoint_var = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
@@ -377,7 +377,7 @@ pub fn exporter_settings(get: impl Fn(&str) -> Option<String>) -> (ExporterSetti
     );
     let file =
         |[traces, generic]: FileVariables| path(var(traces).as_deref(), var(generic).as_deref());
-    let settings = ExporterSettings {
+    let settings = OtlpEnvironment {
         endpoint,
         endpoint_source,
         settings: OtlpSettings {
@@ -477,12 +477,12 @@ mod tests {
         assert!(check_header("", "a").is_err());
     }
 
-    fn settings(vars: &[(&str, &str)]) -> (ExporterSettings, Vec<Warning>) {
+    fn settings(vars: &[(&str, &str)]) -> (OtlpEnvironment, Vec<Warning>) {
         let map: std::collections::HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        exporter_settings(|name| map.get(name).cloned())
+        otlp_environment(|name| map.get(name).cloned())
     }
 
     #[test]
@@ -491,7 +491,7 @@ mod tests {
         assert!(w.is_empty());
         assert_eq!(
             s,
-            ExporterSettings {
+            OtlpEnvironment {
                 endpoint: DEFAULT_TRACES_ENDPOINT.to_string(),
                 endpoint_source: EndpointSource::Default,
                 settings: OtlpSettings {

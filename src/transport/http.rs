@@ -19,7 +19,7 @@ pub use super::retry::{
     backoff, parse_http_date, parse_retry_after, Cancel, INITIAL_BACKOFF, MAX_BACKOFF,
     RETRYABLE_STATUSES,
 };
-use super::settings::{Compression, Target, MAX_TIMEOUT};
+use super::settings::{Compression, Destination, MAX_TIMEOUT};
 use super::tls::{tls_config, tls_message};
 pub use super::tls::{PemFile, Tls};
 use crate::support::protocol::MAX_REQUEST_BODY;
@@ -56,7 +56,7 @@ pub enum Delivery {
 /// clones share the client and its connections.
 #[derive(Clone)]
 pub struct Transport {
-    target: Arc<Target>,
+    target: Arc<Destination>,
     agent: ureq::Agent,
     request_limit: usize,
 }
@@ -85,7 +85,7 @@ enum Attempt {
 
 impl Transport {
     /// Checks the URL and the TLS files' contents and builds the client.
-    pub fn new(target: Target) -> Result<Transport, String> {
+    pub fn new(target: Destination) -> Result<Transport, String> {
         super::env::check_endpoint(&target.url)?;
         let timeout = target.timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
         let config = ureq::Agent::config_builder()
@@ -102,7 +102,7 @@ impl Transport {
         })
     }
 
-    pub fn target(&self) -> &Target {
+    pub fn target(&self) -> &Destination {
         &self.target
     }
 
@@ -452,9 +452,9 @@ mod tests {
     fn a_transport_can_be_shared_by_threads_and_hides_header_values() {
         fn shared<T: Send + Sync>() {}
         shared::<Transport>();
-        let target = Target {
+        let target = Destination {
             headers: vec![("authorization".into(), "Bearer secret".into())],
-            ..Target::new("http://127.0.0.1:1/v1/traces")
+            ..Destination::new("http://127.0.0.1:1/v1/traces")
         };
         let shown = format!("{:?}", Transport::new(target).unwrap());
         assert!(
@@ -492,17 +492,17 @@ mod tests {
         assert!(tls_config(&tls)
             .unwrap_err()
             .contains("without a client certificate"));
-        let target = Target {
+        let target = Destination {
             tls: Tls {
                 certificate: Some(file("")),
                 ..Tls::default()
             },
-            ..Target::new("https://127.0.0.1:1/v1/traces")
+            ..Destination::new("https://127.0.0.1:1/v1/traces")
         };
         assert!(Transport::new(target)
             .unwrap_err()
             .contains("CA certificate file"));
-        assert!(Transport::new(Target::new("ftp://x")).is_err());
+        assert!(Transport::new(Destination::new("ftp://x")).is_err());
         assert!(Tls::from_files(Some("/nonexistent/ca.pem"), None, None)
             .unwrap_err()
             .contains("/nonexistent/ca.pem"));
@@ -510,7 +510,7 @@ mod tests {
 
     #[test]
     fn the_status_message_or_the_start_of_the_body_explains_an_error() {
-        let t = Transport::new(Target::new("http://127.0.0.1:1/v1/traces")).unwrap();
+        let t = Transport::new(Destination::new("http://127.0.0.1:1/v1/traces")).unwrap();
         assert_eq!(
             t.error_text(Some("application/json"), br#"{"code":3,"message":"bad"}"#),
             "bad"

@@ -1,7 +1,7 @@
 //! Delivery of encoded requests to an OTLP/HTTP receiver. Nothing here
 //! knows spans: a request is bytes in a [`Protocol`](crate::support::protocol::Protocol).
 //!
-//! - [`settings`]: the `otlp_*` settings, a push's overrides, the [`Target`]
+//! - [`settings`]: the `otlp_*` settings, a push's overrides, the [`Destination`]
 //! - [`env`]: the `OTEL_EXPORTER_OTLP_*` variables, parsed
 //! - [`client`]: the settings in force and the transport built from them
 //!   ([`OtlpClient::transport`])
@@ -25,5 +25,5 @@ pub use http::{Delivery, Transport};
 pub use response::PartialSuccess;
 pub use retry::Cancel;
 pub use sender::{OwnedBody, PushSender};
-pub use settings::{Compression, OtlpSettings, PushOverrides, Target};
+pub use settings::{Compression, Destination, OtlpSettings, PushOverrides};
 pub use tls::Tls;

@@ -1,5 +1,5 @@
 //! Where and how requests are sent: the `otlp_*` settings, a push's
-//! overrides, and the [`Target`] a transport is built for.
+//! overrides, and the [`Destination`] a transport is built for.
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub enum Compression {
 /// Where and how to send. Two targets are equal when they send the same
 /// way (TLS files compared by their contents).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Destination {
     /// The full traces URL (`http://host:4318/v1/traces`, or `https://`).
     pub url: String,
     /// Extra headers (authorization, tenant ids ...). `Content-Type`,
@@ -37,11 +37,11 @@ pub struct Target {
     pub tls: Tls,
 }
 
-impl std::fmt::Debug for Target {
+impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Header values often hold credentials: names only.
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("Target")
+        f.debug_struct("Destination")
             .field("url", &self.url)
             .field("headers", &names)
             .field("timeout", &self.timeout)
@@ -52,11 +52,11 @@ impl std::fmt::Debug for Target {
     }
 }
 
-impl Target {
+impl Destination {
     /// `url` with the defaults: http/protobuf, gzip, 10 s, no headers, the
     /// platform's certificates.
-    pub fn new(url: impl Into<String>) -> Target {
-        Target {
+    pub fn new(url: impl Into<String>) -> Destination {
+        Destination {
             url: url.into(),
             headers: Vec::new(),
             timeout: DEFAULT_TIMEOUT,

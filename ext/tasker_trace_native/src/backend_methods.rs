@@ -12,7 +12,7 @@ use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, method, Error, Integer, RModule, Ruby, Value as RValue};
 use rb_sys::{ruby_value_type as T, VALUE};
-use tasker_trace_core::input::backend::{EventKind, KeySource};
+use tasker_trace_core::input::backend::{KeySource, Route};
 use tasker_trace_core::model::backend::Event;
 use tasker_trace_core::support::clock::{iso8601, wall_now_ns, Stamp};
 
@@ -79,7 +79,7 @@ fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Ingested {
         }
     };
     let key = match kind {
-        EventKind::Generic => KeySource::Fresh,
+        Route::Generic => KeySource::Fresh,
         _ => match convert::trace_key(payload) {
             Ok(k) => k,
             Err(e) => return Ingested::from_error(ruby, e),

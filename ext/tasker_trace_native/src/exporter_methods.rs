@@ -17,7 +17,7 @@ use rb_sys::VALUE;
 use tasker_trace_core::encode::Resource;
 use tasker_trace_core::export::{Exporter, ExporterStats, FlushResult, Sources, Wait};
 use tasker_trace_core::model::lifecycle::Tracer;
-use tasker_trace_core::transport::{PushOverrides, Target};
+use tasker_trace_core::transport::{Destination, PushOverrides};
 
 use crate::backend;
 use crate::errors::guarded;
@@ -65,7 +65,7 @@ fn lifecycle_tracer() -> Option<&'static Tracer> {
 /// `push_otlp` sends without arguments; unusable variables are warnings,
 /// shown in `exporter_stats`. Called with the GVL held when a worker starts
 /// (the first event in each process).
-pub fn exporter_target() -> (Result<Target, String>, Vec<String>) {
+pub fn exporter_target() -> (Result<Destination, String>, Vec<String>) {
     let client = crate::otlp_client();
     (
         client.target(&PushOverrides::default()),

@@ -26,7 +26,7 @@ use tasker_trace_core::export::settings::{
     parse_max_batch_size, parse_seconds, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED,
     SECONDS_EXPECTED,
 };
-use tasker_trace_core::export::ExporterConfig;
+use tasker_trace_core::export::BackgroundSettings;
 use tasker_trace_core::model::backend::limits::{
     MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
@@ -97,7 +97,7 @@ struct InForce {
     lifecycle: LifecycleLimits,
     /// `lifecycle_attributes`: the payload keys exported besides the known ones.
     lifecycle_attributes: Vec<String>,
-    exporter: ExporterConfig,
+    exporter: BackgroundSettings,
 }
 
 impl InForce {
@@ -137,7 +137,7 @@ pub fn load_environment_defaults() {
     let resource_warning =
         resource_attributes_warning(var(RESOURCE_ATTRIBUTES_VARIABLE).as_deref());
     otlp_client().load_environment(var, resource_warning);
-    let (config, warnings) = ExporterConfig::from_env(var);
+    let (config, warnings) = BackgroundSettings::from_env(var);
     exporter().configure(config, warnings.iter().map(ToString::to_string).collect());
 }
 

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use magnus::rb_sys::FromRawValue;
 use magnus::{Error, Ruby, Value as RValue};
 use rb_sys::VALUE;
-use tasker_trace_core::model::backend::store::{GenericRecord, SpanEvent, TraceRecord};
+use tasker_trace_core::model::backend::store::{GenericRecord, SpanEntry, TraceRecord};
 use tasker_trace_core::model::backend::Record;
 use tasker_trace_core::support::clock::{TimestampFormatter, STAMP_BUF};
 use tasker_trace_core::value::{Encoding, Str, Value};
@@ -411,7 +411,7 @@ fn stamp_to_ruby(fmt: &mut TimestampFormatter, wall_ns: i64) -> VALUE {
     utf8_to_ruby(fmt.format_into(wall_ns, &mut buf))
 }
 
-fn span_to_ruby(span: &SpanEvent, fmt: &mut TimestampFormatter) -> VALUE {
+fn span_to_ruby(span: &SpanEntry, fmt: &mut TimestampFormatter) -> VALUE {
     let kv = [
         sym(|s| s.timestamp),
         stamp_to_ruby(fmt, span.at.wall_ns),

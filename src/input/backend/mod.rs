@@ -8,4 +8,4 @@ pub mod keys;
 pub mod routing;
 
 pub use keys::{KeyField, KeySource};
-pub use routing::{EventKind, Status};
+pub use routing::{Route, Status};

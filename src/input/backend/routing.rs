@@ -4,9 +4,9 @@
 //! `/\.started$/`. Ruby's `$` matches at the end of the string *and* before any
 //! newline, so "ends with" below means "some line ends with", exactly as there.
 
-/// What an event does to the store.
+/// Where an event goes in the store: what it does there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
+pub enum Route {
     /// `*.started`: opens (or restarts) a trace.
     Start,
     /// `*.completed` / `*.failed`: closes a trace.
@@ -48,15 +48,15 @@ fn line_ends_with(name: &[u8], suffix: &[u8]) -> bool {
 }
 
 /// Classifies an event name, first match wins: start, finish, span, generic.
-pub fn classify(name: &[u8]) -> EventKind {
+pub fn classify(name: &[u8]) -> Route {
     if line_ends_with(name, b".started") {
-        EventKind::Start
+        Route::Start
     } else if line_ends_with(name, b".completed") || line_ends_with(name, b".failed") {
-        EventKind::Finish
+        Route::Finish
     } else if contains(name, b".before_") || contains(name, b".after_") {
-        EventKind::Span
+        Route::Span
     } else {
-        EventKind::Generic
+        Route::Generic
     }
 }
 
@@ -75,32 +75,32 @@ mod tests {
 
     #[test]
     fn classifies_by_suffix_and_infix_first_match_wins() {
-        assert_eq!(classify(b"task.started"), EventKind::Start);
-        assert_eq!(classify(b"step.started"), EventKind::Start);
-        assert_eq!(classify(b"task.completed"), EventKind::Finish);
-        assert_eq!(classify(b"task.failed"), EventKind::Finish);
-        assert_eq!(classify(b"step.before_handle"), EventKind::Span);
-        assert_eq!(classify(b"step.after_handle"), EventKind::Span);
-        assert_eq!(classify(b"task.after_transition.x"), EventKind::Span);
-        assert_eq!(classify(b"step.before_handle.completed"), EventKind::Finish);
-        assert_eq!(classify(b"step.before_handle.started"), EventKind::Start);
-        assert_eq!(classify(b"task.completed.extra"), EventKind::Generic);
+        assert_eq!(classify(b"task.started"), Route::Start);
+        assert_eq!(classify(b"step.started"), Route::Start);
+        assert_eq!(classify(b"task.completed"), Route::Finish);
+        assert_eq!(classify(b"task.failed"), Route::Finish);
+        assert_eq!(classify(b"step.before_handle"), Route::Span);
+        assert_eq!(classify(b"step.after_handle"), Route::Span);
+        assert_eq!(classify(b"task.after_transition.x"), Route::Span);
+        assert_eq!(classify(b"step.before_handle.completed"), Route::Finish);
+        assert_eq!(classify(b"step.before_handle.started"), Route::Start);
+        assert_eq!(classify(b"task.completed.extra"), Route::Generic);
         assert_eq!(
             classify(b"workflow.viable_steps_discovered"),
-            EventKind::Generic
+            Route::Generic
         );
-        assert_eq!(classify(b""), EventKind::Generic);
-        assert_eq!(classify(b"started"), EventKind::Generic);
-        assert_eq!(classify(b".started"), EventKind::Start);
-        assert_eq!(classify(b"before_x"), EventKind::Generic);
+        assert_eq!(classify(b""), Route::Generic);
+        assert_eq!(classify(b"started"), Route::Generic);
+        assert_eq!(classify(b".started"), Route::Start);
+        assert_eq!(classify(b"before_x"), Route::Generic);
     }
 
     #[test]
     fn dollar_matches_before_a_newline_like_ruby() {
-        assert_eq!(classify(b"task.started\nmore"), EventKind::Start);
-        assert_eq!(classify(b"task.failed\n"), EventKind::Finish);
-        assert_eq!(classify(b"x\ntask.completed"), EventKind::Finish);
-        assert_eq!(classify(b"task.startedX\n"), EventKind::Generic);
+        assert_eq!(classify(b"task.started\nmore"), Route::Start);
+        assert_eq!(classify(b"task.failed\n"), Route::Finish);
+        assert_eq!(classify(b"x\ntask.completed"), Route::Finish);
+        assert_eq!(classify(b"task.startedX\n"), Route::Generic);
     }
 
     #[test]

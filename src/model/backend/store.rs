@@ -14,7 +14,7 @@ use hashlink::LinkedHashMap;
 
 use super::limits::Limits;
 use crate::input::backend::keys::KeySource;
-use crate::input::backend::routing::{classify, finish_status, EventKind, Status};
+use crate::input::backend::routing::{classify, finish_status, Route, Status};
 use crate::support::clock::{Stamp, UniqueInstants};
 use crate::support::fork::ForkSafeMutex;
 use crate::support::ids::IdGenerator;
@@ -27,7 +27,7 @@ pub type Key = Arc<Str>;
 #[derive(Debug)]
 pub struct Event {
     pub name: Str,
-    pub kind: EventKind,
+    pub kind: Route,
     pub key: KeySource,
     pub payload: Packed,
     pub at: Stamp,
@@ -48,9 +48,9 @@ impl Event {
     }
 }
 
-/// A `.before_`/`.after_` event attached to a trace.
+/// A `.before_`/`.after_` event attached to a trace: one entry of its spans.
 #[derive(Clone, Debug)]
-pub struct SpanEvent {
+pub struct SpanEntry {
     pub at: Stamp,
     pub event_name: Str,
     pub payload: Packed,
@@ -73,7 +73,7 @@ pub struct TraceRecord {
     pub start: Stamp,
     pub event_name: Str,
     pub payload: Packed,
-    pub spans: Vec<SpanEvent>,
+    pub spans: Vec<SpanEntry>,
     pub finish: Option<Finish>,
     /// OTLP identity, fixed when the trace starts.
     pub trace_id: [u8; 16],
@@ -111,7 +111,7 @@ impl Record {
             Record::Trace(t) => {
                 t.event_name.heap_size()
                     + t.payload.heap_size()
-                    + t.spans.capacity() * std::mem::size_of::<SpanEvent>()
+                    + t.spans.capacity() * std::mem::size_of::<SpanEntry>()
                     + t.spans
                         .iter()
                         .map(|s| s.event_name.heap_size() + s.payload.heap_size())
@@ -267,9 +267,9 @@ impl Backend {
         self.events_handled.fetch_add(1, Ordering::Relaxed);
         let mut garbage: Vec<Arc<Record>> = Vec::new();
         let outcome = match event.kind {
-            EventKind::Generic => self.store_generic(event, &mut garbage),
-            EventKind::Start => self.start_trace(event, &mut garbage),
-            EventKind::Finish | EventKind::Span => self.update_trace(event),
+            Route::Generic => self.store_generic(event, &mut garbage),
+            Route::Start => self.start_trace(event, &mut garbage),
+            Route::Finish | Route::Span => self.update_trace(event),
         };
         // Replaced and evicted records are freed here, after the lock is gone.
         drop(garbage);
@@ -346,7 +346,7 @@ impl Backend {
                 return Outcome::Orphaned;
             }
         };
-        if kind == EventKind::Finish {
+        if kind == Route::Finish {
             trace.finish = Some(Finish {
                 at,
                 duration: trace.start.seconds_until(&at),
@@ -365,7 +365,7 @@ impl Backend {
         if trace.spans.len() < 4 && trace.spans.len() == trace.spans.capacity() {
             trace.spans.reserve_exact(1);
         }
-        trace.spans.push(SpanEvent {
+        trace.spans.push(SpanEntry {
             at,
             event_name: name,
             payload,
