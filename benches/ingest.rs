@@ -6,8 +6,9 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::hint::black_box;
+use tasker_trace_core::input::backend::Event;
 use tasker_trace_core::input::backend::KeySource;
-use tasker_trace_core::model::backend::{Backend, Event};
+use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::support::clock::Stamp;
 use tasker_trace_core::value::Str;
 

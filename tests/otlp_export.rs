@@ -510,7 +510,7 @@ fn deep_values_are_cut_at_the_depth_limit_without_overflow() {
 #[test]
 fn non_utf8_names_and_keys_are_made_valid_text() {
     let b = Backend::new("h");
-    b.ingest(tasker_trace_core::model::backend::Event::new(
+    b.ingest(tasker_trace_core::input::backend::Event::new(
         Str::new(&b"caf\xe9.started"[..], Encoding::Binary),
         task_key(1),
         hash(vec![
@@ -522,7 +522,7 @@ fn non_utf8_names_and_keys_are_made_valid_text() {
         ]),
         at(1, 0),
     ));
-    b.ingest(tasker_trace_core::model::backend::Event::new(
+    b.ingest(tasker_trace_core::input::backend::Event::new(
         Str::utf8("x.completed"),
         task_key(1),
         hash(vec![]),

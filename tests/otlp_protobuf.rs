@@ -14,7 +14,8 @@ use tasker_trace_core::encode::{
     encode_request, AttributeValue, Encoder, KeyValue, OwnedEvent, OwnedSpan, SpanLink,
     SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK,
 };
-use tasker_trace_core::model::backend::{Backend, Event};
+use tasker_trace_core::input::backend::Event;
+use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::support::clock::Stamp;
 use tasker_trace_core::support::protocol::Protocol;
 use tasker_trace_core::value::{Encoding, Str, Value};

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use tasker_trace_core::input::backend::Event;
 use tasker_trace_core::input::backend::{KeyField, KeySource, Status};
 use tasker_trace_core::model::backend::Limits;
-use tasker_trace_core::model::backend::{Backend, Event, Record};
+use tasker_trace_core::model::backend::{Backend, Record};
 use tasker_trace_core::support::clock::{round6, Stamp};
 use tasker_trace_core::value::{Encoding, Str, Value};
 

@@ -5,8 +5,9 @@
 
 #![allow(dead_code)]
 
+use tasker_trace_core::input::backend::Event;
 use tasker_trace_core::input::backend::{KeyField, KeySource};
-use tasker_trace_core::model::backend::{Backend, Event};
+use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::support::clock::Stamp;
 use tasker_trace_core::value::{Str, Value};
 

@@ -12,8 +12,8 @@ use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, method, Error, Integer, RModule, Ruby, Value as RValue};
 use rb_sys::{ruby_value_type as T, VALUE};
+use tasker_trace_core::input::backend::Event;
 use tasker_trace_core::input::backend::{KeySource, Route};
-use tasker_trace_core::model::backend::Event;
 use tasker_trace_core::support::clock::{iso8601, wall_now_ns, Stamp};
 
 use crate::backend;

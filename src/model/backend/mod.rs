@@ -11,4 +11,4 @@ pub mod limits;
 pub mod store;
 
 pub use limits::Limits;
-pub use store::{Backend, Event, Outcome, Record, Snapshot, Stats};
+pub use store::{Backend, Outcome, Record, Snapshot, Stats};

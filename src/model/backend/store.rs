@@ -13,8 +13,9 @@ use std::sync::Arc;
 use hashlink::LinkedHashMap;
 
 use super::limits::Limits;
+use crate::input::backend::event::Event;
 use crate::input::backend::keys::KeySource;
-use crate::input::backend::routing::{classify, finish_status, Route, Status};
+use crate::input::backend::routing::{finish_status, Route, Status};
 use crate::support::clock::{Stamp, UniqueInstants};
 use crate::support::fork::ForkSafeMutex;
 use crate::support::ids::IdGenerator;
@@ -22,31 +23,6 @@ use crate::value::{Packed, Str};
 
 /// A trace key, shared between the map and snapshots.
 pub type Key = Arc<Str>;
-
-/// One event, fully converted, ready to be stored.
-#[derive(Debug)]
-pub struct Event {
-    pub name: Str,
-    pub kind: Route,
-    pub key: KeySource,
-    pub payload: Packed,
-    pub at: Stamp,
-}
-
-impl Event {
-    /// An event whose kind is derived from its name. The payload is a
-    /// [`Packed`] value or a [`crate::Value`] tree (packed here).
-    pub fn new(name: Str, key: KeySource, payload: impl Into<Packed>, at: Stamp) -> Event {
-        let kind = classify(name.bytes());
-        Event {
-            name,
-            kind,
-            key,
-            payload: payload.into(),
-            at,
-        }
-    }
-}
 
 /// A `.before_`/`.after_` event attached to a trace: one entry of its spans.
 #[derive(Clone, Debug)]
