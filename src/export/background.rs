@@ -2,11 +2,9 @@
 //! OTLP/HTTP collector by itself, the way OpenTelemetry's BatchSpanProcessor
 //! does, without ever touching Ruby.
 //!
-//! - [`schedule`]: the settings and their `OTEL_*` defaults
-//! - [`sources`]: what is drained (store records, lifecycle runs), one
-//!   export, and what a fork child leaves to its parent
-//! - `worker` (private): the thread's loop
-//! - [`stats`]: counters, flush results, `exporter_stats`
+//! Its settings are in [`super::settings`], its shared state in `state`,
+//! its thread's loop in `worker`, its counters in [`super::stats`]; each
+//! export goes through [`super::pipeline::push`].
 //!
 //! # How it runs
 //!

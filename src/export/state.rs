@@ -20,13 +20,13 @@ use crate::transport::{Cancel, Destination};
 pub type DestinationFn = Box<dyn Fn() -> (Result<Destination, String>, Vec<String>) + Send + Sync>;
 
 /// A flush or shutdown waiting: interrupt it from another thread with
-/// [`Exporter::interrupt`].
+/// [`Exporter::interrupt`](super::Exporter::interrupt).
 #[derive(Debug, Default)]
 pub struct Wait {
     pub(super) interrupted: AtomicBool,
 }
 
-/// How [`Exporter::ensure_running`] found the exporter.
+/// How [`Exporter::ensure_running`](super::Exporter::ensure_running) found the exporter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Running {
     /// Off by its settings.

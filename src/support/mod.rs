@@ -5,7 +5,7 @@
 //! - [`thread`]: native threads: named, with signals blocked
 //! - [`ids`]: OTLP trace and span ids
 //! - [`digits`]: decimal digits written on the stack
-//! - [`env`]: environment values: unset, `key=value` lists, warnings
+//! - [`env`](mod@env): environment values: unset, `key=value` lists, warnings
 //! - [`protocol`]: the OTLP/HTTP wire format and the request size limit
 //! - [`setting_error`]: the error every setting shares
 

@@ -2,7 +2,7 @@
 //! knows spans: a request is bytes in a [`Protocol`](crate::support::protocol::Protocol).
 //!
 //! - [`settings`]: the `otlp_*` settings, a push's overrides, the [`Destination`]
-//! - [`env`]: the `OTEL_EXPORTER_OTLP_*` variables, parsed
+//! - [`env`](mod@env): the `OTEL_EXPORTER_OTLP_*` variables, parsed
 //! - [`client`]: the settings in force and the transport built from them
 //!   ([`OtlpClient::transport`])
 //! - [`http`]: the HTTP client: compression, attempts, the [`Transport`]

@@ -18,7 +18,7 @@ pub struct Event {
 
 impl Event {
     /// An event whose kind is derived from its name. The payload is a
-    /// [`Packed`] value or a [`crate::Value`] tree (packed here).
+    /// [`Packed`] value or a [`crate::value::Value`] tree (packed here).
     pub fn new(name: Str, key: KeySource, payload: impl Into<Packed>, at: Stamp) -> Event {
         let kind = classify(name.bytes());
         Event {

@@ -5,8 +5,10 @@
 //! messages lost, runs never ended, unbounded unlocked state).
 //!
 //! The binding reads each event's payload once, reads the clock once and
-//! hands a [`LifecycleEvent`](crate::input::lifecycle::LifecycleEvent) to [`Tracer::record`]; exporters take finished
+//! hands a [`LifecycleEvent`] to [`Tracer::record`]; exporters take finished
 //! runs with [`Tracer::drain_finished`] as plain [`Run`] data.
+//!
+//! [`LifecycleEvent`]: crate::input::lifecycle::LifecycleEvent
 //!
 //! # Rules
 //!
