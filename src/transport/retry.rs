@@ -16,11 +16,11 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Lets another thread stop a push: the wait for a request on the wire (on
-/// its worker thread, see [`Transport::send`](super::Transport::send)) and a
-/// pending backoff wait end at once, and no further attempt starts.
+/// the push thread, see [`PushSender`](super::PushSender)) and a pending
+/// backoff wait end at once, and no further attempt starts.
 ///
 /// A `Cancel` is made on the thread that waits; [`cancel`](Cancel::cancel)
-/// wakes that thread and the worker sending for it.
+/// wakes that thread and the thread sending for it.
 #[derive(Debug)]
 pub struct Cancel {
     shared: Arc<CancelShared>,
