@@ -2,6 +2,7 @@
 
 require File.join(ROOT, "spec", "support", "stand_in_publisher")
 require File.join(ROOT, "spec", "support", "tasker_event_stream")
+require File.join(ROOT, "spec", "support", "stream_replayer")
 
 module TaskerTraceNative
   module Bench
@@ -56,6 +57,40 @@ module TaskerTraceNative
         check!
         reset.call
         results
+      end
+
+      # A stream recorded from the real engine (spec/fixtures/streams), as
+      # the subscription receives it by default (the events the trace model
+      # uses), through the listener the subscription installs, one event at
+      # a time, timed one by one: back to back (hot), and with a sweep over
+      # `sweep_mb` MiB of memory between events (cold, as in the engine,
+      # where each event comes after a millisecond or more of other work).
+      # Returns median ns per event and per run, and the calls per run.
+      def recorded(stream: "order_complete", reps: 11, sweep_mb: 16)
+        names = TaskerTraceNative::Native::LIFECYCLE_SPAN_EVENT_NAMES
+        events = StreamReplayer.load(stream).select { |e| names.include?(e.name) }
+                               .map { |e| StandInPublisher::Event.new(e.name, e.payload) }
+        sweep = "\x01".b * (sweep_mb << 20)
+        listener = TaskerTraceNative::Lifecycle::LISTENER
+        out = { recorded_calls_per_run: events.size }
+        { hot: nil, cold: sweep }.each do |label, memory|
+          per_event = []
+          per_run = Array.new(reps) do
+            TaskerTraceNative::Native.lifecycle_reset!
+            events.sum do |event|
+              memory&.count("\x02") # reads every byte: evicts the caches
+              t = Bench.monotonic_ns
+              listener.call(event)
+              (Bench.monotonic_ns - t).tap { |ns| per_event << ns }
+            end
+          end
+          check!
+          out[:"recorded_#{label}_event"] = Bench.median(per_event)
+          out[:"recorded_#{label}_p90"] = per_event.sort[(per_event.size * 9) / 10]
+          out[:"recorded_#{label}_run"] = Bench.median(per_run)
+        end
+        TaskerTraceNative::Native.lifecycle_reset!
+        out
       end
 
       private

@@ -62,8 +62,21 @@ module TaskerTraceNative
           row("through the stand-in publisher (`publish`, its own work included)", fmt(via, :time),
               fmt(via * per_run, :time), ""),
           row("the stand-in publisher with a no-op listener (its own work alone)", fmt(floor, :time),
-              fmt(floor * per_run, :time), "")
+              fmt(floor * per_run, :time), ""),
+          *recorded_rows
         ].join("\n")
+      end
+
+      # A run recorded from the real engine (order_complete, the calls the
+      # default subscription receives), through the listener, hot and cold.
+      def recorded_rows
+        calls = @r.dig(:recorded_calls_per_run, "native")
+        %w[hot cold].map do |label|
+          what = label == "hot" ? "back to back" : "a cache-evicting sweep before each event"
+          row("recorded engine run (#{calls} listener calls), #{what}; p90 #{fmt(@r.dig(:"recorded_#{label}_p90", 'native'), :time)}",
+              fmt(@r.dig(:"recorded_#{label}_event", "native"), :time),
+              fmt(@r.dig(:"recorded_#{label}_run", "native"), :time), "")
+        end
       end
 
       def notes

@@ -146,6 +146,7 @@ module TaskerTraceNative
         cases = LifecycleCases.new(@sampler, tasks: @s.lifecycle_tasks)
         cases.run.each { |key, ns| record(key, "native", ns) }
         record(:lifecycle_events_per_run, "native", cases.per_run)
+        cases.recorded(reps: @s.quick ? 2 : 15).each { |key, ns| record(key, "native", ns) }
       end
 
       def timed_runs(runs)

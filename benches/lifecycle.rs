@@ -11,6 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use tasker_trace_core::input::lifecycle::ToState;
 use tasker_trace_core::input::lifecycle::{AttrKey, EventName, LifecycleEvent};
 use tasker_trace_core::model::lifecycle::{LifecycleLimits, Tracer};
 use tasker_trace_core::support::clock::Stamp;
@@ -35,8 +36,12 @@ fn step(name: &str, task: i64, step: i64, attempt: i64) -> LifecycleEvent {
 
 fn task_run(task: i64) -> Vec<LifecycleEvent> {
     let mut events = Vec::with_capacity(25);
-    for _ in 0..2 {
-        events.push(event("task.start_requested", task).with_attr(AttrKey::TaskName, "order"));
+    for to in [ToState::InProgress, ToState::Absent] {
+        events.push(
+            event("task.start_requested", task)
+                .with_to_state(to)
+                .with_attr(AttrKey::TaskName, "order"),
+        );
     }
     for s in 0..3 {
         let id = task * 10 + s;

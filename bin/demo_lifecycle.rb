@@ -7,7 +7,7 @@
 # worker threads run seven of them (steps fan out to threads of their own,
 # one payment call times out and is retried, one task fails for good, one is
 # re-enqueued and runs again); the eighth is picked up by a worker elsewhere,
-# so its run never finishes here. Then: what was subscribed, the run counts,
+# so no run of it opens here. Then: what was subscribed, the run counts,
 # and a waterfall of one task run.
 
 require_relative "../spec/support/stand_in_publisher"
@@ -180,7 +180,8 @@ module LifecycleDemo
     puts
     others = publisher.__bus__.events.keys - subscribed
     puts "trace_lifecycle!  subscribed to #{subscribed.size} of the publisher's " \
-         "#{publisher.__bus__.events.size} events (not the app's #{others.join(', ')}):"
+         "#{publisher.__bus__.events.size} events, the ones its trace model uses (span events only, " \
+         "opt-in with lifecycle_workflow_events, or the app's own: #{others.join(', ')}):"
     subscribed.group_by { |n| n.split(".")[0...-1].join(".") }.each do |ns, names|
       puts "  #{"#{ns}.*".ljust(22)}#{wrap(names.map { |n| n.delete_prefix("#{ns}.") }, 24)}"
     end
@@ -190,10 +191,9 @@ module LifecycleDemo
          "steps fanned out)"
     ends = runs.map { |r| r[:end] }.tally.map { |k, v| "#{v} #{k}" }.join(", ")
     puts "runs              #{runs.size} finished (#{ends}), #{stats[:open_runs]} open"
-    puts "open              task #{open_runs.map { |r| r[:task_id] }.join(', ')}: the web process's start; " \
-         "its worker runs elsewhere,"
-    puts "                  so it expires after lifecycle_ttl (#{TaskerTraceNative.config.lifecycle_ttl} s), " \
-         "counted, never exported"
+    puts "not run here      task #{ELSEWHERE}: created and enqueued by the web process, run by a worker " \
+         "elsewhere:"
+    puts "                  creation and enqueueing open no run (#{open_runs.size} open)"
     puts "spans             #{runs.sum { |r| r[:spans].size }} (one root per run, one per step attempt; " \
          "Tasker's duplicates merged)"
     puts "stats             #{stats_line(stats, %i[events_recorded events_ignored events_orphaned events_late])}"

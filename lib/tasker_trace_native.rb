@@ -6,13 +6,18 @@
 #   Tasker::Telemetry::TraceBackend.instance.handle_event("task.started", task_id: 1)
 
 require_relative "tasker_trace_native/version"
+require_relative "tasker_trace_native/error"
 require_relative "tasker_trace_native/native"
 require_relative "tasker_trace_native/configuration"
+require_relative "tasker_trace_native/backend_methods"
+require_relative "tasker_trace_native/single_instance"
 require_relative "tasker_trace_native/trace_backend"
-require_relative "tasker_trace_native/otlp"
 require_relative "tasker_trace_native/lifecycle"
 require_relative "tasker_trace_native/exporter"
 
+# OTEL_* values that could not be used when the extension loaded were
+# ignored; say so, once per process.
+TaskerTraceNative::Native.environment_warnings.each { |message| warn("tasker_trace_native: #{message}") }
 TaskerTraceNative.install!
 TaskerTraceNative::Lifecycle.sync_filters!
 TaskerTraceNative::Exporter.arm_at_exit

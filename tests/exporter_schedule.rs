@@ -16,6 +16,7 @@ use tasker_trace_core::export::{
     BackgroundSettings, DestinationFn, Exporter, FlushResult, Mode, Schedule, Sources, Wait,
 };
 use tasker_trace_core::input::lifecycle::LifecycleEvent;
+use tasker_trace_core::input::lifecycle::ToState;
 use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::model::lifecycle::Tracer;
 use tasker_trace_core::support::clock::Stamp;
@@ -104,8 +105,11 @@ fn record_task(s: &Setup, id: i64) {
 fn record_run(s: &Setup, task: i64) {
     for name in ["task.start_requested", "task.completed"] {
         s.exporter.record(|| {
-            s.tracer
-                .record(LifecycleEvent::named(name.as_bytes(), Stamp::now()).with_task(task))
+            s.tracer.record(
+                LifecycleEvent::named(name.as_bytes(), Stamp::now())
+                    .with_task(task)
+                    .with_to_state(ToState::InProgress),
+            )
         });
     }
 }

@@ -5,8 +5,11 @@
 mod lifecycle_support;
 
 use lifecycle_support::*;
+use tasker_trace_core::input::lifecycle::ToState;
 use tasker_trace_core::input::lifecycle::{AttrKey, AttrValue, LifecycleEvent};
-use tasker_trace_core::model::lifecycle::{RecordOutcome as O, RunEnd, StatusCode};
+use tasker_trace_core::model::lifecycle::{
+    RecordOutcome as O, RunEnd, StatusCode, TASK_INIT_SPAN_NAME,
+};
 
 #[test]
 fn a_re_enqueued_run_ends_pending_and_the_next_run_links_to_it() {
@@ -32,7 +35,8 @@ fn a_re_enqueued_run_ends_pending_and_the_next_run_links_to_it() {
     let first_root = first.root().unwrap();
     assert_eq!(first.end, RunEnd::Pending);
     assert_eq!(first_root.status.code, StatusCode::Unset);
-    assert_eq!(first_root.end, Some(at(10)));
+    // The root ends at the run's last event, the re-enqueue inside it.
+    assert_eq!(first_root.end, Some(at(11)));
     assert_eq!(
         event_names(first_root),
         ["task.pending", "workflow.task_reenqueue_requested"]
@@ -106,7 +110,8 @@ fn step_cancel_and_manual_resolution_end_the_open_attempt() {
         t.record(ev("step.resolved_manually", 1, at(21)).with_step(6)),
         O::AttemptClosed
     );
-    // A failed attempt resolved later keeps its status and notes the action.
+    // A failed attempt resolved later keeps its status; the action is noted
+    // on the task span (after the attempt ended), naming the step.
     t.record(step_ev("step.execution_requested", 1, 7, 1, at(22)));
     t.record(step_failed(1, 7, 1, at(23)));
     assert_eq!(
@@ -125,7 +130,13 @@ fn step_cancel_and_manual_resolution_end_the_open_attempt() {
     assert_eq!(resolved.status.code, StatusCode::Ok);
     assert_eq!(event_names(resolved), ["step.resolved_manually"]);
     assert_eq!(failed.status.code, StatusCode::Error);
-    assert_eq!(event_names(failed), ["step.resolved_manually"]);
+    assert!(event_names(failed).is_empty());
+    let root = run.root().unwrap();
+    assert_eq!(event_names(root), ["step.resolved_manually"]);
+    assert_eq!(
+        root.events[0].attributes,
+        [(AttrKey::StepId, AttrValue::Int(7))]
+    );
 }
 
 #[test]
@@ -244,4 +255,103 @@ fn events_after_a_newer_run_expired_do_not_go_to_the_older_waiting_run() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].end, RunEnd::Pending);
     assert_eq!(event_names(runs[0].root().unwrap()), ["task.pending"]);
+}
+
+#[test]
+fn creation_and_enqueueing_open_nothing() {
+    let t = tracer();
+    let outcomes = record_all(
+        &t,
+        vec![
+            initializer_start(3, at(0)),
+            ev("observability.task.enqueue", 3, at(1)),
+            ev("task.before_transition", 3, at(2)).with_to_state(ToState::InProgress),
+        ],
+    );
+    assert_eq!(outcomes, [O::Ignored; 3]);
+    assert!(
+        t.snapshot(true).is_empty(),
+        "no open run for a task not run"
+    );
+    // The worker's transition into in_progress opens the run, there.
+    assert_eq!(t.record(start_requested(3, at(40))), O::RunOpened);
+    assert_eq!(t.record(initializer_start(3, at(41))), O::Merged);
+    let runs = t.snapshot(true);
+    assert_eq!(runs[0].root().unwrap().start, at(40));
+}
+
+#[test]
+fn a_pending_run_takes_its_counts_from_the_second_initialize_requested() {
+    let t = tracer();
+    t.record(start_requested(2, at(0)));
+    t.record(initializer_start(2, at(1)).with_attr(AttrKey::CompletedSteps, 0));
+    let first = ev("task.initialize_requested", 2, at(10)).with_to_state(ToState::Other);
+    assert_eq!(t.record(first), O::RunClosed);
+    let second = ev("task.initialize_requested", 2, at(12))
+        .with_attr(AttrKey::TotalSteps, 5)
+        .with_attr(AttrKey::CompletedSteps, 2)
+        .with_attr(AttrKey::FailedSteps, 1);
+    assert_eq!(t.record(second), O::Merged);
+    assert_eq!(
+        t.record(ev("workflow.task_finalization_completed", 2, at(13))),
+        O::EventAdded
+    );
+    // The next run's preamble is not the ended run's.
+    let retry = step_ev("step.initialize_requested", 2, 21, 1, at(20));
+    assert_eq!(t.record(retry), O::Ignored);
+    let before = ev("task.before_transition", 2, at(21)).with_to_state(ToState::InProgress);
+    assert_eq!(t.record(before), O::Ignored);
+    let run = only_run(&t);
+    let root = run.root().unwrap();
+    assert_eq!(run.end, RunEnd::Pending);
+    assert_eq!(
+        (
+            int(root, "total_steps"),
+            int(root, "completed_steps"),
+            int(root, "failed_steps")
+        ),
+        (Some(5), Some(2), Some(1))
+    );
+    assert_eq!(root.end, Some(at(13)), "its last event");
+    assert_eq!(
+        event_names(root),
+        ["task.pending", "workflow.task_finalization_completed"]
+    );
+    assert!(root.events.iter().all(|e| e.at.mono_ns <= at(13).mono_ns));
+}
+
+#[test]
+fn a_failed_creation_is_a_one_span_trace() {
+    let t = tracer();
+    let failed = LifecycleEvent::named(b"task.failed", at(5))
+        .with_attr(AttrKey::TaskName, "order_processing")
+        .with_attr(AttrKey::Error, "context is invalid");
+    assert_eq!(t.record(failed), O::RunClosed);
+    // Other events without a task id stay ignored.
+    let before = LifecycleEvent::named(b"task.before_transition", at(6));
+    assert_eq!(t.record(before), O::Ignored);
+    let stats = t.stats();
+    assert_eq!((stats.finished_runs, stats.events_recorded), (1, 1));
+    let run = only_run(&t);
+    assert_eq!(run.task_id, None);
+    assert_eq!(run.end, RunEnd::Failed);
+    let [root] = &run.spans[..] else {
+        panic!("one span expected: {run:#?}");
+    };
+    assert_eq!(root.name, TASK_INIT_SPAN_NAME);
+    assert_eq!((root.start, root.end), (at(5), Some(at(5))));
+    assert_eq!(root.status.code, StatusCode::Error);
+    assert_eq!(root.status.message.as_deref(), Some("context is invalid"));
+    assert_eq!(text(root, "task_name").as_deref(), Some("order_processing"));
+}
+
+#[test]
+fn failed_creations_are_bounded_like_runs() {
+    let t = tracer();
+    t.configure(limits(10, 10, 2, 3600));
+    for ms in 0..5 {
+        t.record(LifecycleEvent::named(b"task.failed", at(ms)));
+    }
+    let stats = t.stats();
+    assert_eq!((stats.finished_runs, stats.finished_runs_dropped), (2, 3));
 }

@@ -16,7 +16,7 @@ fn a_three_step_run_is_one_trace_with_real_durations() {
     assert_eq!(outcomes[0], O::RunOpened);
     assert!(!outcomes.contains(&O::Orphaned) && !outcomes.contains(&O::Late));
     let run = only_run(&t);
-    assert_eq!(run.task_id, Id::Int(7));
+    assert_eq!(run.task_id, Some(Id::Int(7)));
     assert_eq!(run.end, RunEnd::Completed);
     assert_eq!(run.spans.len(), 4);
     let root = run.root().unwrap();
@@ -25,8 +25,8 @@ fn a_three_step_run_is_one_trace_with_real_durations() {
     assert_eq!(root.start, at(1_000));
     assert_eq!(
         root.end,
-        Some(at(1_082)),
-        "ended by the first task.completed"
+        Some(at(1_084)),
+        "ended by the run's last event (finalization after task.completed)"
     );
     assert_eq!(root.status.code, StatusCode::Ok);
     assert_eq!(int(root, "task_id"), Some(7));
@@ -56,6 +56,11 @@ fn a_three_step_run_is_one_trace_with_real_durations() {
             duration_ms(span),
             Some(8),
             "first execution_requested to first completed"
+        );
+        assert_eq!(
+            float(span, "execution_duration"),
+            Some(0.008),
+            "the attempt's own measured seconds"
         );
         assert_eq!(span.status.code, StatusCode::Ok);
         assert_eq!(event_names(span), ["step.before_handle"]);
@@ -152,7 +157,11 @@ fn three_completed_close_once_and_keep_the_highest_attempt_number() {
     let a = &run.attempts()[0];
     assert_eq!(a.end, Some(at(53)), "ended by the first step.completed");
     assert_eq!(int(a, "attempt_number"), Some(2), "not the first one's 0");
-    assert_eq!(int(a, "execution_duration"), Some(1));
+    assert_eq!(
+        float(a, "execution_duration"),
+        Some(0.043),
+        "measured (10 ms to 53 ms), not Tasker's figure"
+    );
     assert_eq!(a.status.code, StatusCode::Ok);
 }
 
@@ -221,7 +230,7 @@ fn two_task_completed_take_the_counts_from_the_second() {
     assert_eq!(t.record(task_completed(1, at(51), true)), O::Merged);
     let run = only_run(&t);
     let root = run.root().unwrap();
-    assert_eq!(root.end, Some(at(50)));
+    assert_eq!(root.end, Some(at(51)), "the run's last event");
     assert_eq!(root.status.code, StatusCode::Ok);
     assert_eq!(int(root, "completed_steps"), Some(3));
     assert_eq!(int(root, "failed_steps"), Some(0));
@@ -245,7 +254,7 @@ fn two_task_failed_take_the_message_from_the_second() {
     let run = only_run(&t);
     let root = run.root().unwrap();
     assert_eq!(run.end, RunEnd::Failed);
-    assert_eq!(root.end, Some(at(50)));
+    assert_eq!(root.end, Some(at(51)), "the run's last event");
     assert_eq!(root.status.code, StatusCode::Error);
     assert_eq!(
         root.status.message.as_deref(),
@@ -399,7 +408,7 @@ fn integer_and_string_ids_are_the_same_task_and_step() {
     );
     t.record(task_completed("42", at(3), false));
     let run = only_run(&t);
-    assert_eq!(run.task_id, Id::Int(42));
+    assert_eq!(run.task_id, Some(Id::Int(42)));
     assert_eq!(int(&run.attempts()[0], "step_id"), Some(7));
     // Non-numeric ids stay strings.
     t.record(start_requested("a-uuid", at(10)));

@@ -26,7 +26,7 @@ fn record_now(t: &Tracer, mut e: LifecycleEvent) -> O {
 fn check_shape(run: &Run) {
     let root = run.root().unwrap();
     assert_eq!(root.parent_span_id, None);
-    assert_eq!(int(root, "task_id").map(Id::Int), Some(run.task_id.clone()));
+    assert_eq!(int(root, "task_id").map(Id::Int), run.task_id.clone());
     let mut ids = HashSet::new();
     assert!(ids.insert(root.span_id));
     for a in run.attempts() {
@@ -153,7 +153,7 @@ fn thousands_of_runs_from_eight_threads_lose_nothing() {
         check_shape(run);
         assert_eq!(run.end, RunEnd::Completed);
         assert_eq!(run.spans.len(), 4);
-        let Id::Int(task) = run.task_id else {
+        let Some(Id::Int(task)) = run.task_id else {
             panic!("integer task ids");
         };
         let steps: Vec<_> = run.attempts().iter().map(|a| int(a, "step_id")).collect();

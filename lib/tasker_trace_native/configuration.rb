@@ -6,7 +6,7 @@ module TaskerTraceNative
   # the setting), and the whole set is put in force only when the block returns
   # without error.
   class Configuration
-    # The setting names, from the extension (its settings.rs is their one home).
+    # The setting names, from the extension (its from_ruby/setting_checks.rs is their one home).
     SETTINGS = Native::SETTING_NAMES
 
     attr_reader(*SETTINGS)
@@ -34,7 +34,10 @@ module TaskerTraceNative
     def apply!
       Native.apply_settings(to_h)
       # lifecycle_attributes may name new keys: decide their filtering now.
-      Lifecycle.sync_filters! if defined?(Lifecycle)
+      if defined?(Lifecycle)
+        Lifecycle.sync_filters!
+        Lifecycle.sync_attribute_prefix!
+      end
       Exporter.arm_at_exit
       self
     end

@@ -30,8 +30,9 @@ module TaskerTraceNative
 
     class << self
       # Subscribes the native tracer to the lifecycle events `publisher` has
-      # registered; returns the names subscribed by this call (none the
-      # second time).
+      # registered that the trace model uses (all of them with
+      # `lifecycle_workflow_events`); returns the names subscribed by this
+      # call (none the second time).
       def subscribe(publisher)
         unless publisher.respond_to?(:subscribe)
           raise ArgumentError, "publisher must respond to subscribe(event_name) { |event| ... } " \
@@ -39,6 +40,7 @@ module TaskerTraceNative
         end
 
         sync_filters!
+        sync_attribute_prefix!
         @lock.synchronize do
           done = (@subscriptions[publisher] ||= {})
           candidates(publisher).each_with_object([]) do |id, added|
@@ -61,6 +63,25 @@ module TaskerTraceNative
                      publisher.class.events
                    end
         registry.respond_to?(:keys) ? registry.keys : nil
+      end
+
+      # Tasker's own telemetry service name (`Tasker.configuration.telemetry
+      # .service_name`, what its TelemetrySubscriber prefixes keys with), or
+      # nil when Tasker is not loaded or has none. Never OTEL_SERVICE_NAME.
+      def tasker_service_name
+        return nil unless defined?(::Tasker) && ::Tasker.respond_to?(:configuration)
+
+        telemetry = ::Tasker.configuration.telemetry
+        name = telemetry.respond_to?(:service_name) ? telemetry.service_name : nil
+        name.is_a?(String) && !name.strip.empty? ? name : nil
+      rescue StandardError
+        nil
+      end
+
+      # Makes Tasker's service name (else "tasker") the prefix used while the
+      # `attribute_prefix` setting is nil.
+      def sync_attribute_prefix!
+        Native.set_default_attribute_prefix(tasker_service_name || "tasker")
       end
 
       # The filters in force: `TaskerTraceNative.lifecycle_filter_parameters`
@@ -111,11 +132,20 @@ module TaskerTraceNative
 
       private
 
+      # The registered lifecycle names the trace model uses to open, merge
+      # and close spans (Native::LIFECYCLE_SPAN_EVENT_NAMES); with the
+      # `lifecycle_workflow_events` setting, every registered lifecycle name
+      # (workflow.*, transitions, enqueueing become span events).
       def candidates(publisher)
+        everything = Native.settings.fetch(:lifecycle_workflow_events)
         ids = registered_event_ids(publisher)
-        return Native::LIFECYCLE_EVENT_NAMES if ids.nil?
+        return everything ? Native::LIFECYCLE_EVENT_NAMES : Native::LIFECYCLE_SPAN_EVENT_NAMES if ids.nil?
 
-        ids.select { |id| (id.is_a?(String) || id.is_a?(Symbol)) && NAMESPACES.match?(id.to_s) }
+        ids.select do |id|
+          next false unless (id.is_a?(String) || id.is_a?(Symbol)) && NAMESPACES.match?(id.to_s)
+
+          everything || Native::LIFECYCLE_SPAN_EVENT_NAMES.include?(id.to_s)
+        end
       end
 
       # A publisher that does not know a name raises: that name is skipped.
@@ -175,8 +205,11 @@ module TaskerTraceNative
     #        events: [{name: "step.before_handle", time: Integer, attributes: {...}}],
     #        links: [{trace_id: "<32 hex>", span_id: "<16 hex>"}]}]}]   # root: the task's previous run
     #
-    # Attribute keys are prefixed with the service name (`tasker.` by default).
+    # Attribute keys are prefixed with `<attribute_prefix>.`: the setting, else
+    # Tasker's `config.telemetry.service_name`, else `tasker.` (never the
+    # OpenTelemetry service name, which names the resource only).
     def lifecycle_runs(include_open: false)
+      Lifecycle.sync_attribute_prefix!
       Native.lifecycle_runs(include_open)
     end
 

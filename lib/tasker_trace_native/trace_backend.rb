@@ -2,28 +2,11 @@
 
 require "singleton"
 
+# Tasker::Telemetry::TraceBackend, served natively: `TaskerTraceNative.install!`
+# prepends BackendMethods (and SingleInstance on its singleton class), and
+# the extension calls `TaskerTraceNative.log_error` when handle_event fails
+# inside.
 module TaskerTraceNative
-  # Ruby-side instance methods of the native backend. The native ones
-  # (handle_event, export, traces, stats, reset!) are defined in Rust on the
-  # same module.
-  module BackendMethods
-    # When the backend was created: an ActiveSupport::TimeWithZone where
-    # `Time.zone` is set (what `Time.current` gives), else a Time.
-    def created_at
-      TaskerTraceNative.current_time_at(Native.created_at_ns)
-    end
-  end
-
-  # Keeps `TraceBackend.instance` one object for the life of the process.
-  # Tasker's own file says `include Singleton`, and including Singleton again
-  # resets the class's instance: loaded after an instance exists (gem first, or
-  # a second load), it would make `.instance` hand out a new object.
-  module SingleInstance
-    def instance
-      @tasker_trace_native_instance ||= super
-    end
-  end
-
   class << self
     # Turns epoch nanoseconds into what `Time.current` would have given then.
     def current_time_at(epoch_ns)

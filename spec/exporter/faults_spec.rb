@@ -2,6 +2,8 @@
 
 require "spec_helper"
 require_relative "exporter_helper"
+require "fileutils"
+require "tmpdir"
 
 RSpec.describe "Background exporter: faults" do
   after { @receiver&.close }
@@ -11,20 +13,31 @@ RSpec.describe "Background exporter: faults" do
   end
 
   # The child records `traces` lifecycles while the receiver refuses
-  # connections (for about 2 s), then waits until `expected` traces went out.
+  # connections, waits until an export has failed, reports, and touches a
+  # file; the receiver then accepts again, and the child waits until
+  # `expected` traces went out. Deadlines, no fixed waits: on a loaded
+  # machine the exporter (at nice 19) may take seconds to get a CPU.
   def record_while_down(traces:, max_traces:, expected:)
     receiver.refuse!
+    dir = Dir.mktmpdir("faults")
+    down = File.join(dir, "down")
     reopen = Thread.new do
-      sleep 2
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 90
+      sleep 0.02 until File.exist?(down) || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
       receiver.accept!
     end
-    env = exporter_env(receiver, delay_ms: 200, extra: { "OTEL_BSP_EXPORT_TIMEOUT" => "400" })
-    result = run_child(<<~RUBY, env: env)
+    # A 5 s budget per export: short enough that a refused export fails
+    # within the child's deadline, long enough that a delivery on a loaded
+    # machine is not cut off mid-request (and sent twice).
+    env = exporter_env(receiver, delay_ms: 200, extra: { "OTEL_BSP_EXPORT_TIMEOUT" => "5000" })
+    result = run_child(<<~RUBY, env: env, timeout: 180)
       TaskerTraceNative.configure { |c| c.max_traces = #{max_traces} }
       #{traces}.times { |i| lifecycle(i + 1) }
-      sleep 1
+      deadline = now + 60
+      sleep 0.02 until TaskerTraceNative.exporter_stats[:failed_exports] >= 1 || now > deadline
       report(down: TaskerTraceNative.exporter_stats.slice(:failed_exports, :queued, :exported_traces))
-      deadline = now + 20
+      File.write(#{down.inspect}, "")
+      deadline = now + 60
       sleep 0.05 until TaskerTraceNative.exporter_stats[:exported_traces] >= #{expected} || now > deadline
       report(up: TaskerTraceNative.exporter_stats.slice(:queued, :exported_traces, :dropped_traces,
                                                          :failed_exports, :last_error))
@@ -33,6 +46,8 @@ RSpec.describe "Background exporter: faults" do
     reopen.join
     expect_success(result)
     reports(result).to_h { |r| [r.keys.first, r.values.first] }
+  ensure
+    FileUtils.rm_rf(dir) if dir
   end
 
   it "keeps everything within max_traces in the store while the collector refuses, and sends it after" do
@@ -61,9 +76,14 @@ RSpec.describe "Background exporter: faults" do
     expect(keys - (1..800).map { |i| "task_#{i}" }).to be_empty
   end
 
-  it "lets the process exit within the shutdown timeout plus a second when the collector never answers" do
+  it "lets the process exit after the shutdown timeout when the collector never answers" do
     receiver(:hang)
-    result = run_child(<<~'RUBY', env: exporter_env(receiver, delay_ms: 60_000))
+    # Request and export budgets of two minutes: only the at-exit timeout
+    # (5 s) can end the wait, so the upper bound can be wide (a loaded
+    # machine added 1.2 s) and still tell the two apart.
+    env = exporter_env(receiver, delay_ms: 60_000,
+                                 extra: { "OTEL_EXPORTER_OTLP_TIMEOUT" => "120000", "OTEL_BSP_EXPORT_TIMEOUT" => "120000" })
+    result = run_child(<<~'RUBY', env: env, timeout: 100)
       10.times { |i| lifecycle(i + 1) }
       report(script_end: now)
     RUBY
@@ -72,7 +92,7 @@ RSpec.describe "Background exporter: faults" do
     script_end = reports(result).last[:script_end]
     expect(receiver.connections).to be >= 1
     expect(exited - script_end).to be_between(TaskerTraceNative::Exporter::AT_EXIT_TIMEOUT - 0.5,
-                                              TaskerTraceNative::Exporter::AT_EXIT_TIMEOUT + 1)
+                                              TaskerTraceNative::Exporter::AT_EXIT_TIMEOUT + 30)
     expect(result.stderr).to include("traces not exported at exit: timed out")
   end
 

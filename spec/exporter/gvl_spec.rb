@@ -3,72 +3,79 @@
 require "spec_helper"
 require_relative "exporter_helper"
 
-# The exporter thread never takes the GVL: a CPU-bound Ruby thread keeps its
-# pace while 40,000 traces are encoded and sent in the background. The
-# receiver only counts bytes, so that it takes little of the second core.
+GVL_SPEC_TRACES = 20_000
+
+# The exporter thread never takes the GVL: a CPU-bound Ruby thread is never
+# made to wait for long while thousands of traces are encoded and sent in
+# the background. The Ruby thread spins, and for each gap between two of its
+# iterations reads from /proc how long it was on a CPU and how long it
+# waited for one: the rest of a gap in which it went to sleep (a voluntary
+# context switch) is time spent waiting, which is what a GVL held elsewhere
+# looks like (a Ruby thread holding the GVL keeps it for 100 ms).
+#
+# The raw gap is reported but not asserted: on a shared VM a thread that
+# spins alone, with no export at all, sees gaps of 50-150 ms that are the
+# hypervisor's or the scheduler's (it never left the CPU, or it was waiting
+# in the run queue). The throughput ratio is a measurement, reported by
+# `bin/bench` (docs/performance.md).
 RSpec.describe "Background exporter: the GVL" do
   let(:receiver) { ExporterSpecHelper::Receiver.new(parse: false) }
 
   after { receiver.close }
 
-  # The child: 40,000 traces, then the Ruby thread's rate before, during and
-  # after their export.
+  # The child: the traces, then a Ruby thread that spins while they are
+  # exported, tracking its longest gap and its longest wait.
   def measure_script
-    <<~'RUBY'
-      # Units of pure-Ruby work done per second while `busy` is true.
-      def work_rate(busy)
-        n = 0
-        t0 = now
-        while busy.call
-          i = 0
-          x = 0
-          while i < 2_000
-            x += i * i
-            i += 1
-          end
-          n += 1
-        end
-        n / (now - t0)
+    <<~RUBY
+      # [CPU ns, run-queue wait ns, voluntary context switches] of this thread.
+      def thread_times
+        cpu, runq = File.read("/proc/thread-self/schedstat").split.map(&:to_i)
+        status = File.read("/proc/thread-self/status")
+        [cpu, runq, status[/^voluntary_ctxt_switches:\\s*(\\d+)/, 1].to_i]
       end
 
-      40_000.times { |i| lifecycle(i + 1) }
+      #{GVL_SPEC_TRACES}.times { |i| lifecycle(i + 1) }
       GC.start
-      ratios = []
-      2.times do
-        fill = TaskerTraceNative.exporter_stats[:queued]
-        40_000.times { |i| lifecycle(100_000 * (ratios.size + 1) + i) } if fill.zero?
-        until_t = now + 0.5
-        before = work_rate(-> { now < until_t })
-        flusher = Thread.new { Thread.current[:result] = TaskerTraceNative.flush(timeout: 120) }
-        # Let the flusher run until it waits for the exporter, GVL released.
-        Thread.pass until flusher.status != "run"
-        t0 = now
-        during = work_rate(-> { flusher.alive? })
-        export_seconds = now - t0
-        flusher.join
-        until_t = now + 0.5
-        after = work_rate(-> { now < until_t })
-        baseline = (before + after) / 2
-        ratios << { ratio: during / baseline, before: before.round, during: during.round, after: after.round,
-                    export_seconds: export_seconds, sent: flusher[:result][:sent] }
-        break if ratios.last[:ratio] >= 0.9
+      flusher = Thread.new { Thread.current[:result] = TaskerTraceNative.flush(timeout: 240) }
+      # Let the flusher run until it waits for the exporter, GVL released.
+      Thread.pass until flusher.status != "run"
+      started = last = now
+      last_times = thread_times
+      max_gap = 0.0
+      max_wait = 0.0
+      iterations = 0
+      while flusher.alive?
+        t = now
+        times = thread_times
+        gap = t - last
+        max_gap = gap if gap > max_gap
+        if times[2] != last_times[2]
+          wait = gap - (times[0] - last_times[0] + times[1] - last_times[1]) / 1e9
+          max_wait = wait if wait > max_wait
+        end
+        last = t
+        last_times = times
+        iterations += 1
       end
-      report(runs: ratios)
+      export_seconds = now - started
+      flusher.join
+      report(max_wait: max_wait, max_gap: max_gap, iterations: iterations, export_seconds: export_seconds,
+             sent: flusher[:result][:sent], error: flusher[:result][:error])
     RUBY
   end
 
-  it "leaves a CPU-bound Ruby thread at least 90% of its throughput while 40,000 traces are exported",
+  it "never makes a CPU-bound Ruby thread wait 50 ms while #{GVL_SPEC_TRACES} traces are exported",
      timeout: 300 do
+    skip "needs /proc/thread-self (Linux)" unless File.readable?("/proc/thread-self/schedstat")
+
     env = exporter_env(receiver, delay_ms: 600_000, extra: { "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" => "1000000" })
     result = run_child(measure_script, env: env, timeout: 300)
     expect_success(result)
-    runs = reports(result).last[:runs]
-    # The baseline is the mean of the rates just before and just after the
-    # export; measured again once when the first run was below 90% (a noisy
-    # neighbour on a shared machine), never with a lower bar.
-    best = runs.max_by { |r| r[:ratio] }
-    expect(runs.map { |r| r[:sent] }).to all(eq(40_000))
-    expect(best[:export_seconds]).to be > 0.05, "the export was too short to measure anything: #{runs}"
-    expect(best[:ratio]).to be >= 0.9, "throughput during the export: #{runs}"
+    run = reports(result).last
+    expect(run[:error]).to be_nil
+    expect(run[:sent]).to eq(GVL_SPEC_TRACES)
+    # The loop ran throughout the export (not only around its edges).
+    expect(run[:iterations]).to be > 1_000, "the Ruby thread barely ran: #{run}"
+    expect(run[:max_wait]).to be < 0.05, "longest wait of the Ruby thread during the export: #{run}"
   end
 end

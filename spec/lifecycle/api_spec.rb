@@ -10,7 +10,7 @@ require "active_support/core_ext/integer/time"
 RSpec.describe "Lifecycle tracer: the public methods and settings" do
   describe ".record_lifecycle_event" do
     it "returns true for a String or Symbol name and a Hash payload, even with nothing to record" do
-      expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { task_id: 1 })).to be(true)
+      expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { to_state: "in_progress", task_id: 1 })).to be(true)
       expect(TaskerTraceNative.record_lifecycle_event(:"task.completed", { task_id: 1 })).to be(true)
       expect(TaskerTraceNative.record_lifecycle_event("anything", {})).to be(true)
       expect(TaskerTraceNative.record_lifecycle_event("", {})).to be(true)
@@ -28,7 +28,7 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
 
     it "takes huge and odd names and payloads" do
       expect(TaskerTraceNative.record_lifecycle_event("x" * 1_000_000, { task_id: 1 })).to be(true)
-      publish("task.start_requested", task_id: 1)
+      publish("task.start_requested", to_state: "in_progress", task_id: 1)
       expect(TaskerTraceNative.record_lifecycle_event("workflow.#{'y' * 2000}", { task_id: 1 })).to be(true)
       expect(TaskerTraceNative.record_lifecycle_event("task\xff.x".b, { task_id: 1 })).to be(true)
       big = (1..100_000).to_h { |i| [:"k#{i}", "v" * 100] }.merge(task_id: 1, step_results: "z" * 20_000_000)
@@ -41,7 +41,7 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
 
     it "takes odd ids: Bignums, Floats, Symbols, empty and huge Strings, objects" do
       [2**80, 1.5, :sym, "", "t" * 100_000, Object.new, true].each do |id|
-        expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { task_id: id })).to be(true)
+        expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { to_state: "in_progress", task_id: id })).to be(true)
       end
       ids = runs(include_open: true).map { |r| r[:task_id] }
       expect(ids.first(5)).to eq([(2**80).to_s, "1.5", "sym", "", "t" * 8 * 1024])
@@ -52,8 +52,8 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
 
     it "returns false on an internal failure, logged, and keeps working" do
       TaskerTraceNative::TestHooks.panic_next_call!
-      expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { task_id: 1 })).to be(false)
-      expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { task_id: 1 })).to be(true)
+      expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { to_state: "in_progress", task_id: 1 })).to be(false)
+      expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { to_state: "in_progress", task_id: 1 })).to be(true)
       expect(stats).to include(events_refused: 1, open_runs: 1)
     end
 
@@ -77,7 +77,7 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
     end
 
     it "has the documented shape", :gc_stress_safe do
-      publish("task.start_requested", task_id: 1, task_name: "t")
+      publish("task.start_requested", to_state: "in_progress", task_id: 1, task_name: "t")
       publish("step.execution_requested", task_id: 1, step_id: 2)
       publish("step.failed", task_id: 1, step_id: 2, error_message: "boom")
       publish("task.failed", task_id: 1, error_message: "boom")
@@ -95,7 +95,7 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
     end
 
     it "returns copies: changing them changes nothing" do
-      publish("task.start_requested", task_id: 1)
+      publish("task.start_requested", to_state: "in_progress", task_id: 1)
       runs(include_open: true).first[:spans].first[:attributes].clear
       expect(attrs(root(only_run(include_open: true)))).to eq("task_id" => 1)
     end
@@ -107,7 +107,7 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
                                   dropped_spans events_recorded events_ignored events_orphaned events_late
                                   events_dropped events_refused])
       expect(stats.values.uniq).to eq([0])
-      publish("task.start_requested", task_id: 1)
+      publish("task.start_requested", to_state: "in_progress", task_id: 1)
       publish("task.completed", task_id: 2)
       expect(stats).to include(open_runs: 1, events_recorded: 1, events_orphaned: 1)
       expect(TaskerTraceNative.lifecycle_reset!).to be_nil
@@ -168,7 +168,7 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
     it "deduplicate the allowlist and ignore known keys in it" do
       configure_lifecycle(lifecycle_attributes: ["region", :region, "task_name"])
       expect(TaskerTraceNative.config.lifecycle_attributes).to eq(%w[region task_name])
-      publish("task.start_requested", task_id: 1, task_name: "t", region: "eu")
+      publish("task.start_requested", to_state: "in_progress", task_id: 1, task_name: "t", region: "eu")
       expect(attrs(root(only_run(include_open: true)))).to eq("task_id" => 1, "task_name" => "t", "region" => "eu")
     end
   end

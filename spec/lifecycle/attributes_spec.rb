@@ -7,7 +7,7 @@ require "active_support/hash_with_indifferent_access"
 
 RSpec.describe "Lifecycle tracer: attributes, secrets and values" do
   def step_attrs(payload = {})
-    publish("task.start_requested", task_id: 1)
+    publish("task.start_requested", to_state: "in_progress", task_id: 1)
     publish("step.execution_requested", { task_id: 1, step_id: 2 }.merge(payload))
     attrs(attempts(only_run(include_open: true)).first)
   end
@@ -131,7 +131,8 @@ RSpec.describe "Lifecycle tracer: attributes, secrets and values" do
     end
 
     it "reads String keys when the payload has no :task_id but a \"task_id\" (HashWithIndifferentAccess)" do
-      payload = ActiveSupport::HashWithIndifferentAccess.new(task_id: 9, task_name: "hwia", v: 1)
+      payload = ActiveSupport::HashWithIndifferentAccess.new(task_id: 9, task_name: "hwia", v: 1,
+                                                             to_state: "in_progress")
       expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", payload)).to be(true)
       expect(TaskerTraceNative.record_lifecycle_event("task.completed", { "task_id" => 9 })).to be(true)
       expect(attrs(root(only_run))).to include("task_id" => 9, "task_name" => "hwia", "v" => 1)
@@ -155,12 +156,50 @@ RSpec.describe "Lifecycle tracer: attributes, secrets and values" do
     end
   end
 
-  it "prefixes attribute keys with the service name" do
-    TaskerTraceNative.configure { |c| c.service_name = "orders" }
-    publish("task.start_requested", task_id: 1, task_name: "x")
-    expect(runs(include_open: true).first[:spans].first[:attributes]).to eq("orders.task_name" => "x",
-                                                                             "orders.task_id" => 1)
-  ensure
-    TaskerTraceNative.configure { |c| c.service_name = "tasker" }
+  describe "the attribute prefix" do
+    after do
+      TaskerTraceNative.configure do |c|
+        c.service_name = "tasker"
+        c.attribute_prefix = nil
+      end
+    end
+
+    it "is tasker. by default, whatever the service name (OTEL_SERVICE_NAME names the resource only)" do
+      TaskerTraceNative.configure { |c| c.service_name = "orders-worker" }
+      publish("task.start_requested", to_state: "in_progress", task_id: 1, task_name: "x")
+      expect(runs(include_open: true).first[:spans].first[:attributes]).to eq("tasker.task_name" => "x",
+                                                                               "tasker.task_id" => 1)
+      expect(TaskerTraceNative.config.service_name).to eq("orders-worker")
+    end
+
+    it "follows the attribute_prefix setting" do
+      TaskerTraceNative.configure { |c| c.attribute_prefix = "orders" }
+      publish("task.start_requested", to_state: "in_progress", task_id: 1, task_name: "x")
+      expect(runs(include_open: true).first[:spans].first[:attributes]).to eq("orders.task_name" => "x",
+                                                                               "orders.task_id" => 1)
+      expect(TaskerTraceNative.config.attribute_prefix).to eq("orders")
+    end
+
+    it "defaults to Tasker's telemetry service_name when Tasker is loaded" do
+      expect(Tasker).not_to respond_to(:configuration)
+      configuration = Struct.new(:telemetry).new(Struct.new(:service_name).new("billing"))
+      Tasker.define_singleton_method(:configuration) { configuration }
+      publish("task.start_requested", to_state: "in_progress", task_id: 1, task_name: "x")
+      expect(runs(include_open: true).first[:spans].first[:attributes].keys).to eq(%w[billing.task_name
+                                                                                     billing.task_id])
+      # The setting wins over Tasker's name.
+      TaskerTraceNative.configure { |c| c.attribute_prefix = "mine" }
+      expect(runs(include_open: true).first[:spans].first[:attributes].keys.first).to eq("mine.task_name")
+    ensure
+      Tasker.singleton_class.send(:remove_method, :configuration) if Tasker.respond_to?(:configuration)
+      TaskerTraceNative::Lifecycle.sync_attribute_prefix!
+    end
+
+    it "is a non-empty String or nil" do
+      expect { TaskerTraceNative.configure { |c| c.attribute_prefix = "" } }
+        .to raise_error(ArgumentError, /attribute_prefix must be a non-empty String or nil/)
+      expect { TaskerTraceNative.configure { |c| c.attribute_prefix = :x } }
+        .to raise_error(ArgumentError, /attribute_prefix/)
+    end
   end
 end

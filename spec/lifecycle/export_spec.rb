@@ -80,7 +80,7 @@ RSpec.describe "Lifecycle tracer: OTLP export with the backend's traces" do
 
   it "drains each finished run exactly once, and with include_open exports open runs without removing them" do
     a_finished_run(1)
-    publish("task.start_requested", task_id: 2)
+    publish("task.start_requested", to_state: "in_progress", task_id: 2)
     expect(lifecycle_spans(backend.export_otlp).size).to eq(2)
     expect(lifecycle_spans(backend.export_otlp).size).to eq(2)
     first = lifecycle_spans(backend.export_otlp(drain: true, include_open: true))
@@ -132,7 +132,7 @@ RSpec.describe "Lifecycle tracer: OTLP export with the backend's traces" do
     backend.handle_event("task.started", task_id: 1)
     before = backend.export[:traces]
     a_finished_run(1)
-    publish("task.start_requested", task_id: 2)
+    publish("task.start_requested", to_state: "in_progress", task_id: 2)
     after = backend.export
     expect(after[:traces]).to eq(before)
     expect(after[:metadata][:trace_count]).to eq(1)

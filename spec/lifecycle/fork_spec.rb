@@ -17,7 +17,7 @@ RSpec.describe "Lifecycle tracer: fork", timeout: 120 do
   it "gives a child forked amid writers and exports a working tracer of its own" do
     configure_lifecycle(lifecycle_max_finished_runs: 1_000_000) # run 1 stays, however fast the writers
     a_run(1)
-    TaskerTraceNative.record_lifecycle_event("task.start_requested", task_id: 2)
+    TaskerTraceNative.record_lifecycle_event("task.start_requested", to_state: "in_progress", task_id: 2)
     stop = false
     writers = Array.new(3) do |t|
       Thread.new do

@@ -13,11 +13,26 @@ RSpec.describe "TaskerTraceNative.trace_lifecycle!" do
     StandInPublisher::TASKER_EVENTS.each { |n| expect(stand_in.listener_count(n)).to eq(1) }
   end
 
+  it "subscribes by default only to the events the trace model uses; the rest on request" do
+    configure_lifecycle(lifecycle_workflow_events: false)
+    names = TaskerTraceNative.trace_lifecycle!(stand_in)
+    expect(names).to match_array(StandInPublisher::TASKER_EVENTS & TaskerTraceNative::Native::LIFECYCLE_SPAN_EVENT_NAMES)
+    expect(names).to include("task.start_requested", "step.completed", "task.initialize_requested")
+    expect(names.grep(/\Aworkflow\./)).to eq([])
+    expect(stand_in.listener_count("workflow.viable_steps_discovered")).to eq(0)
+    # Turned on, the next call adds the rest.
+    configure_lifecycle(lifecycle_workflow_events: true)
+    expect(TaskerTraceNative.trace_lifecycle!(stand_in)).to match_array(StandInPublisher::TASKER_EVENTS - names)
+    expect(TaskerTraceNative.config.lifecycle_workflow_events).to be(true)
+    expect { configure_lifecycle(lifecycle_workflow_events: "yes") }
+      .to raise_error(ArgumentError, /lifecycle_workflow_events must be true or false/)
+  end
+
   it "is idempotent per publisher: a second call adds nothing" do
     TaskerTraceNative.trace_lifecycle!(stand_in)
     expect(TaskerTraceNative.trace_lifecycle!(stand_in)).to eq([])
     expect(stand_in.listener_count).to eq(StandInPublisher::TASKER_EVENTS.size)
-    stand_in.publish("task.start_requested", task_id: 1)
+    stand_in.publish("task.start_requested", to_state: "in_progress", task_id: 1)
     expect(TaskerTraceNative.lifecycle_stats[:events_recorded]).to eq(1)
   end
 
@@ -31,7 +46,7 @@ RSpec.describe "TaskerTraceNative.trace_lifecycle!" do
 
   it "passes each event's id and payload (with the publisher's timestamp) to the native tracer" do
     TaskerTraceNative.trace_lifecycle!(stand_in)
-    stand_in.publish("task.start_requested", task_id: 5, task_name: "order")
+    stand_in.publish("task.start_requested", to_state: "in_progress", task_id: 5, task_name: "order")
     stand_in.publish("task.completed", task_id: 5)
     run = TaskerTraceNative.lifecycle_runs.first
     expect(run[:task_id]).to eq(5)
@@ -41,7 +56,7 @@ RSpec.describe "TaskerTraceNative.trace_lifecycle!" do
   it "keeps Symbol event ids and the registry's own keys" do
     symbols = StandInPublisher.new(%i[task.start_requested task.completed])
     expect(TaskerTraceNative.trace_lifecycle!(symbols)).to eq(%w[task.start_requested task.completed])
-    symbols.publish(:"task.start_requested", task_id: 1)
+    symbols.publish(:"task.start_requested", to_state: "in_progress", task_id: 1)
     symbols.publish(:"task.completed", task_id: 1)
     expect(TaskerTraceNative.lifecycle_runs.size).to eq(1)
   end

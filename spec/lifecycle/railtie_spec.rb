@@ -59,7 +59,7 @@ module LifecycleRailtieSources
     publisher = defined?(Tasker::Events::Publisher) ? Tasker::Events::Publisher.instance : nil
     report[:listeners] = publisher&.listener_count
     if publisher
-      publisher.publish("task.start_requested", task_id: 1, task_name: "order", region: "eu-west")
+      publisher.publish("task.start_requested", to_state: "in_progress", task_id: 1, task_name: "order", region: "eu-west")
       publisher.publish("task.completed", task_id: 1)
     end
     report[:stats] = TaskerTraceNative.lifecycle_stats.slice(:finished_runs, :events_recorded)
@@ -95,9 +95,12 @@ RSpec.describe "TaskerTraceNative::Railtie and the lifecycle tracer (a Rails app
     result.json
   end
 
+  # The registered names the trace model uses (the default subscription).
+  let(:model_names) { StandInPublisher::TASKER_EVENTS & TaskerTraceNative::Native::LIFECYCLE_SPAN_EVENT_NAMES }
+
   it "subscribes the tracer to Tasker's publisher after boot, filtering with filter_parameters" do
     report = boot({ "lifecycle_attributes" => ["region"] }, env: { "TTL_AS_DURATION" => "1" })
-    expect(report[:listeners]).to eq(StandInPublisher::TASKER_EVENTS.size)
+    expect(report[:listeners]).to eq(model_names.size)
     expect(report[:again]).to eq(0)
     expect(report[:stats]).to eq(finished_runs: 1, events_recorded: 2)
     expect(report[:root_attributes]).to eq("tasker.task_name": "order", "tasker.region": "[FILTERED]",
@@ -110,7 +113,13 @@ RSpec.describe "TaskerTraceNative::Railtie and the lifecycle tracer (a Rails app
     expect(report[:listeners]).to eq(0)
     expect(report[:stats]).to eq(finished_runs: 0, events_recorded: 0)
     # Still possible by hand.
-    expect(report[:again]).to eq(StandInPublisher::TASKER_EVENTS.size)
+    expect(report[:again]).to eq(model_names.size)
+  end
+
+  it "subscribes to every registered lifecycle event with lifecycle_workflow_events" do
+    report = boot({ "lifecycle_workflow_events" => true })
+    expect(report[:listeners]).to eq(StandInPublisher::TASKER_EVENTS.size)
+    expect(model_names.size).to be < StandInPublisher::TASKER_EVENTS.size
   end
 
   it "boots without a publisher and subscribes nothing" do

@@ -9,7 +9,9 @@ module LifecycleHelper
 
   DEFAULTS = {
     lifecycle_ttl: 3600, lifecycle_max_open_runs: 10_000, lifecycle_max_spans_per_run: 1_000,
-    lifecycle_max_finished_runs: 10_000, lifecycle_attributes: []
+    lifecycle_max_finished_runs: 10_000, lifecycle_attributes: [],
+    # The model specs place workflow.* and other span events: subscribe to them.
+    lifecycle_workflow_events: true
   }.freeze
 
   def self.reset!

@@ -12,7 +12,7 @@ class LifecycleModel
 
   # One run: its root, attempts in start order, span events in arrival order.
   class Run
-    attr_accessor :task, :root, :end_state, :attempts, :events, :next_order, :link
+    attr_accessor :task, :root, :end_state, :attempts, :events, :next_order, :link, :name
 
     def initialize(task, attrs, link)
       @task = task
@@ -22,6 +22,7 @@ class LifecycleModel
       @events = []
       @next_order = 0
       @link = link
+      @name = "tasker.task.execution"
     end
 
     def entries
@@ -46,7 +47,7 @@ class LifecycleModel
     def shape
       events_of = ->(target) { events.select { |e| e.target == target }.map { |e| [e.name, e.attrs] } }
       {
-        task_id: task, end: end_state, linked: !link.nil?,
+        task_id: task, end: end_state, linked: !link.nil?, name: name,
         root: { status: root.status, message: root.message, attrs: root.attrs, events: events_of.call(:root) },
         attempts: attempts.map do |a|
           { step_id: a.step, status: a.span.status, message: a.span.message, attrs: a.span.attrs,
@@ -87,8 +88,9 @@ class LifecycleModel
   # model says, the allowlisted ones as they are, nil values absent.
   def self.attributes(payload, allowlist)
     attrs = {}
+    # execution_duration is not read: the tracer measures it.
     known = %w[task_name step_name attempt_number retry_limit error_message exception_class error_class
-               total_steps completed_steps failed_steps execution_duration]
+               total_steps completed_steps failed_steps]
     (known + allowlist).each do |key|
       next unless payload.key?(key.to_sym)
 
@@ -144,7 +146,7 @@ class LifecycleModel
     end
   end
 
-  # attempt_number and execution_duration keep the highest; an
+  # attempt_number keeps the highest; an
   # exception_class never replaces one stored, an error_class always does;
   # any other key takes the newer value.
   def merge(into, attrs)
@@ -152,7 +154,7 @@ class LifecycleModel
     attrs.delete("exception_class") if attrs.key?("error_class")
     attrs.each do |k, v|
       case k
-      when "attempt_number", "execution_duration"
+      when "attempt_number"
         old = into[k]
         into[k] = v if !old.is_a?(Numeric) || !v.is_a?(Numeric) || v > old
       when "exception_class" then into[k] = v unless into.key?(k)
@@ -163,8 +165,14 @@ class LifecycleModel
     end
   end
 
+  # Names that come before a run opens: span events in an open run, else
+  # ignored (never attached to a finished run).
+  PREAMBLE = %w[task.before_transition step.initialize_requested observability.task.enqueue
+                step.retry_requested].freeze
+
   def route(name, payload, allowlist)
     task = self.class.id(payload[:task_id])
+    return failed_creation(self.class.attributes(payload, allowlist)) if task.nil? && name == "task.failed"
     return :ignored if task.nil?
 
     ev = { name: name, task: task, step: self.class.id(payload[:step_id]),
@@ -175,11 +183,13 @@ class LifecycleModel
       finish(@open.delete(task)) if ended
       return outcome
     end
+    in_progress = %w[in_progress].include?(payload[:to_state].to_s) && payload.key?(:to_state)
     case name
-    when "task.start_requested" then open_run(task, ev)
-    when "task.initialize_requested" then :ignored
+    when "task.start_requested" then in_progress ? open_run(task, ev) : :ignored
+    when *PREAMBLE then :ignored
     else
       past = @history[task]
+      return :ignored if name == "task.initialize_requested" && past&.fetch(:waiting).nil?
       return :orphaned if past.nil?
       return :late if past[:waiting].nil?
 
@@ -209,10 +219,23 @@ class LifecycleModel
     :opened
   end
 
+  # task.failed without a task id: one finished span, tasker.task.initialize.
+  def failed_creation(attrs)
+    run = Run.new(nil, prepared(attrs), nil)
+    run.name = "tasker.task.initialize"
+    run.root.closed = true
+    run.root.status, run.root.message = status_for("task.failed", run.root)
+    run.end_state = "failed"
+    finish(run)
+    :closed
+  end
+
   def finish(run)
-    @history.delete(run.task)
-    @history[run.task] = { run: run, waiting: run }
-    @history.shift while @history.size > @max_open + @max_finished
+    unless run.task.nil?
+      @history.delete(run.task)
+      @history[run.task] = { run: run, waiting: run }
+      @history.shift while @history.size > @max_open + @max_finished
+    end
     @finished << run
     while @finished.size > @max_finished
       dropped = @finished.shift
@@ -222,7 +245,7 @@ class LifecycleModel
   end
 
   def forget_waiting(run)
-    past = @history[run.task]
+    past = run.task.nil? ? nil : @history[run.task]
     past[:waiting] = nil if past && past[:waiting].equal?(run)
   end
 
@@ -289,7 +312,13 @@ class LifecycleModel
       merge(run.root.attrs, ev[:attrs])
       [:merged, false]
     when "task.initialize_requested"
-      return [:late, false] unless live
+      unless live
+        return [:late, false] unless run.end_state == "pending"
+
+        # The finalizer's copy brings the counts.
+        merge(run.root.attrs, ev[:attrs])
+        return [:merged, false]
+      end
 
       run.root.closed = true
       run.end_state = "pending"
@@ -373,11 +402,17 @@ class LifecycleModel
     else
       attempt.span.closed = true
       attempt.span.status, attempt.span.message = status_for(name, attempt.span)
+      attempt.span.attrs["execution_duration"] = :measured
       attempt.closed_by = name
       mark = marked
       outcome = :closed
     end
-    push_event(run, attempt.order, name, {}) if mark
+    if mark && outcome == :closed
+      push_event(run, attempt.order, name, {})
+    elsif mark
+      # After the attempt ended: on the task span, naming the step.
+      push_event(run, :root, name, { "step_id" => ev[:step] })
+    end
     outcome
   end
 end

@@ -179,7 +179,10 @@ mod tests {
     #[test]
     fn times_follow_the_monotonic_clock_from_the_root_start() {
         let t = Tracer::default();
-        t.record(ev("task.start_requested", 0));
+        t.record(
+            ev("task.start_requested", 0)
+                .with_to_state(crate::input::lifecycle::ToState::InProgress),
+        );
         t.record(ev("step.execution_requested", 3).with_step(9));
         t.record(
             ev("step.failed", 10)

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::sources::Sources;
-use crate::encode::run_spans::{attribute_prefix, runs_spans};
+use crate::encode::run_spans::runs_spans;
 use crate::encode::{encode_request, EncodeError, Encoder, OwnedSpan, Resource};
 use crate::model::backend::store::{Key, Record};
 use crate::model::lifecycle::Run;
@@ -104,7 +104,7 @@ pub fn encode_export(
     let runs = sources.take_runs(take);
     let now = Stamp::now();
     let encoded = catch_unwind(AssertUnwindSafe(|| {
-        let prefix = attribute_prefix(&resource.service_name);
+        let prefix = sources.attribute_prefix();
         let mut spans = runs_spans(&runs.ready, &prefix, now);
         spans.extend(runs_spans(&runs.open, &prefix, now));
         encode_request(&records.ready, &spans, resource, now, protocol)
@@ -185,7 +185,7 @@ pub fn push(
     let runs = sources.take_runs(Take::finished(settled_for));
     let n = runs.ready.len();
     let pushed = catch_unwind(AssertUnwindSafe(|| {
-        let prefix = attribute_prefix(&resource.service_name);
+        let prefix = sources.attribute_prefix();
         let spans = runs_spans(&runs.ready, &prefix, Stamp::now());
         push_records(sources, resource, sending, cancel, &spans)
     }));

@@ -37,6 +37,13 @@ impl<'a> Sources<'a> {
         }
     }
 
+    /// The prefix of the runs' attribute keys: the tracer's (none without
+    /// a tracer).
+    pub fn attribute_prefix(&self) -> Arc<str> {
+        self.runs
+            .map_or_else(|| Arc::from(""), |t| t.attribute_prefix())
+    }
+
     /// The tracer's runs as `take` asks (nothing without a tracer).
     pub fn take_runs(&self, take: Take) -> Taken<Run> {
         self.runs.map(|t| t.take(take)).unwrap_or_default()

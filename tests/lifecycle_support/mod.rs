@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tasker_trace_core::input::lifecycle::ToState;
 use tasker_trace_core::input::lifecycle::{AttrKey, AttrValue, Id, LifecycleEvent};
 use tasker_trace_core::model::lifecycle::{LifecycleLimits, RecordOutcome, Run, Span, Tracer};
 use tasker_trace_core::support::clock::Stamp;
@@ -44,8 +45,20 @@ pub fn step_ev(
         .with_attr(AttrKey::RetryLimit, 3)
 }
 
+/// The state machine's `task.start_requested` (the transition into
+/// in_progress): the one that opens a run.
 pub fn start_requested(task: impl Into<Id>, t: Stamp) -> LifecycleEvent {
-    ev("task.start_requested", task, t).with_attr(AttrKey::TaskName, "order_fulfillment")
+    ev("task.start_requested", task, t)
+        .with_to_state(ToState::InProgress)
+        .with_attr(AttrKey::TaskName, "order_fulfillment")
+}
+
+/// The initializer's `task.start_requested` (no `to_state`), sent at creation
+/// and again after the state machine's in the worker.
+pub fn initializer_start(task: impl Into<Id>, t: Stamp) -> LifecycleEvent {
+    ev("task.start_requested", task, t)
+        .with_attr(AttrKey::TaskName, "order_fulfillment")
+        .with_attr(AttrKey::TotalSteps, 3)
 }
 
 /// `task.completed` as the state machine (no counts) or the finalizer sends it.
@@ -112,7 +125,7 @@ pub fn successful_attempt(
 pub fn successful_run(task: i64, t0: u64) -> Vec<LifecycleEvent> {
     let mut events = vec![
         start_requested(task, at(t0)),
-        start_requested(task, at(t0 + 1)),
+        initializer_start(task, at(t0 + 1)),
         ev("workflow.viable_steps_discovered", task, at(t0 + 2)),
         ev("workflow.steps_execution_started", task, at(t0 + 3)),
     ];
@@ -172,6 +185,14 @@ pub fn only_run(tracer: &Tracer) -> Run {
 pub fn int(span: &Span, key: &str) -> Option<i64> {
     match span.attr(key) {
         Some(AttrValue::Int(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+/// A Float attribute, rounded to microseconds.
+pub fn float(span: &Span, key: &str) -> Option<f64> {
+    match span.attr(key) {
+        Some(AttrValue::Float(x)) => Some((x * 1e6).round() / 1e6),
         _ => None,
     }
 }

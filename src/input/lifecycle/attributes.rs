@@ -126,8 +126,9 @@ pub enum AttrKey {
 
 impl AttrKey {
     /// The payload keys that map to known attribute keys (what the binding reads
-    /// besides the allowlisted extras).
-    pub const PAYLOAD_KEYS: [&'static str; 13] = [
+    /// besides the allowlisted extras). `execution_duration` is not read: the
+    /// tracer measures it.
+    pub const PAYLOAD_KEYS: [&'static str; 12] = [
         "task_id",
         "task_name",
         "step_id",
@@ -140,7 +141,6 @@ impl AttrKey {
         "total_steps",
         "completed_steps",
         "failed_steps",
-        "execution_duration",
     ];
 
     /// The key for a payload key name, if it is a known one.

@@ -45,6 +45,12 @@ pub enum EventKind {
     StepResolvedManually,
     /// `step.retry_requested`: a span event on the task span.
     StepRetryRequested,
+    /// `task.before_transition`, `step.initialize_requested` (a step back to
+    /// pending: a retry), `observability.task.enqueue`: a span event on the
+    /// open run's task span. With no run open they belong to a run not yet
+    /// opened (or to none, at creation) and are ignored, never attached to a
+    /// finished run.
+    Preamble,
     /// `workflow.*`, `observability.task.*` and any other name: a span event on
     /// the task span.
     TaskLevel,
@@ -92,8 +98,12 @@ fn known(name: &[u8]) -> Option<(&'static str, EventKind)> {
         b"step.cancelled" => ("step.cancelled", StepCancelled),
         b"step.resolved_manually" => ("step.resolved_manually", StepResolvedManually),
         b"step.retry_requested" => ("step.retry_requested", StepRetryRequested),
+        b"task.before_transition" => ("task.before_transition", Preamble),
+        b"step.initialize_requested" => ("step.initialize_requested", Preamble),
+        b"observability.task.enqueue" => ("observability.task.enqueue", Preamble),
         // Task-level names a run publishes, kept static so they cost nothing.
-        b"observability.task.enqueue" => ("observability.task.enqueue", TaskLevel),
+        b"workflow.task_started" => ("workflow.task_started", TaskLevel),
+        b"workflow.no_viable_steps" => ("workflow.no_viable_steps", TaskLevel),
         b"observability.task.finalize" => ("observability.task.finalize", TaskLevel),
         b"workflow.viable_steps_discovered" => ("workflow.viable_steps_discovered", TaskLevel),
         b"workflow.steps_execution_started" => ("workflow.steps_execution_started", TaskLevel),
@@ -108,9 +118,8 @@ fn known(name: &[u8]) -> Option<(&'static str, EventKind)> {
 }
 
 /// Every event name the tracer knows by name (the rest of `workflow.*` and
-/// `observability.task.*` are task-level events all the same): what a
-/// subscriber subscribes to when its publisher cannot list its events.
-pub const KNOWN_EVENT_NAMES: [&str; 21] = [
+/// `observability.task.*` are task-level events all the same).
+pub const KNOWN_EVENT_NAMES: [&str; 25] = [
     "task.initialize_requested",
     "task.start_requested",
     "task.completed",
@@ -125,14 +134,61 @@ pub const KNOWN_EVENT_NAMES: [&str; 21] = [
     "step.cancelled",
     "step.resolved_manually",
     "step.retry_requested",
+    "task.before_transition",
+    "step.initialize_requested",
     "observability.task.enqueue",
     "observability.task.finalize",
+    "workflow.task_started",
+    "workflow.no_viable_steps",
     "workflow.viable_steps_discovered",
     "workflow.steps_execution_started",
     "workflow.steps_execution_completed",
     "workflow.task_finalization_started",
     "workflow.task_finalization_completed",
 ];
+
+/// The event names the trace model needs to open, merge into and close its
+/// spans (and a step's backoff): what the tracer subscribes to unless span
+/// events for the rest (`workflow.*`, transitions, enqueueing) are asked for.
+pub const SPAN_EVENT_NAMES: [&str; 14] = [
+    "task.initialize_requested",
+    "task.start_requested",
+    "task.completed",
+    "task.failed",
+    "task.cancelled",
+    "task.resolved_manually",
+    "step.execution_requested",
+    "step.before_handle",
+    "observability.step.backoff",
+    "step.completed",
+    "step.failed",
+    "step.cancelled",
+    "step.resolved_manually",
+    "step.retry_requested",
+];
+
+/// The state a state-machine transition event moves to (its `to_state`),
+/// as far as the model needs it: a task run opens at the transition into
+/// `in_progress`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ToState {
+    /// No `to_state` in the payload (not the state machine's copy).
+    #[default]
+    Absent,
+    InProgress,
+    Other,
+}
+
+impl ToState {
+    /// The state named by a `to_state` value's text.
+    pub fn from_bytes(name: &[u8]) -> ToState {
+        if name == b"in_progress" {
+            ToState::InProgress
+        } else {
+            ToState::Other
+        }
+    }
+}
 
 /// The kind of an event name. `workflow.*`, `observability.task.*` and unknown
 /// names are [`EventKind::TaskLevel`].
@@ -260,6 +316,8 @@ pub struct LifecycleEvent {
     pub at: Stamp,
     pub task_id: Option<Id>,
     pub step_id: Option<Id>,
+    /// The payload's `to_state` (transition events of the state machine).
+    pub to_state: ToState,
     pub attrs: Vec<Attr>,
 }
 
@@ -270,6 +328,7 @@ impl LifecycleEvent {
             at,
             task_id: None,
             step_id: None,
+            to_state: ToState::Absent,
             attrs: Vec::new(),
         }
     }
@@ -293,12 +352,18 @@ impl LifecycleEvent {
         self
     }
 
+    pub fn with_to_state(mut self, to: ToState) -> LifecycleEvent {
+        self.to_state = to;
+        self
+    }
+
     pub fn with_attr(mut self, key: AttrKey, value: impl Into<AttrValue>) -> LifecycleEvent {
         self.attrs.push((key, value.into()));
         self
     }
 
-    /// Done before the tracer's lock is taken: drops the identity keys, lets an
+    /// Done before the tracer's lock is taken: drops the identity keys and
+    /// `execution_duration` (the tracer measures it), lets an
     /// `error_class` shadow an `exception_class` of the same event, and makes
     /// room for the identity attributes the tracer may add (see
     /// [`LifecycleEvent::identity_room`]).
@@ -310,13 +375,16 @@ impl LifecycleEvent {
             match k {
                 AttrKey::ErrorClass => error_class = true,
                 AttrKey::ExceptionClass => exception_class = true,
-                AttrKey::TaskId | AttrKey::StepId => identity = true,
+                AttrKey::TaskId | AttrKey::StepId | AttrKey::ExecutionDuration => identity = true,
                 _ => {}
             }
         }
         if identity || (error_class && exception_class) {
             self.attrs.retain(|(k, _)| {
-                let identity = matches!(k, AttrKey::TaskId | AttrKey::StepId);
+                let identity = matches!(
+                    k,
+                    AttrKey::TaskId | AttrKey::StepId | AttrKey::ExecutionDuration
+                );
                 let shadowed = error_class && *k == AttrKey::ExceptionClass;
                 !identity && !shadowed
             });
@@ -331,11 +399,17 @@ impl LifecycleEvent {
         match self.kind() {
             EventKind::TaskStartRequested => 1,
             EventKind::StepExecutionRequested | EventKind::StepBeforeHandle => 2,
+            // An attempt's close adds the measured duration.
+            EventKind::StepCompleted
+            | EventKind::StepFailed
+            | EventKind::StepCancelled
+            | EventKind::StepResolvedManually => 1,
             // On the task span an event names its step.
-            EventKind::StepBackoff | EventKind::StepRetryRequested | EventKind::TaskLevel => {
-                usize::from(self.step_id.is_some())
-            }
-            // Closing and task events add nothing (an orphaned closing step
+            EventKind::StepBackoff
+            | EventKind::StepRetryRequested
+            | EventKind::Preamble
+            | EventKind::TaskLevel => usize::from(self.step_id.is_some()),
+            // Task closing events add nothing (an orphaned closing step
             // event, rare, grows its vector under the lock).
             _ => 0,
         }
@@ -413,7 +487,8 @@ mod tests {
         ev.prepare();
         let keys: Vec<&AttrKey> = ev.attrs.iter().map(|(k, _)| k).collect();
         assert_eq!(keys, [&AttrKey::ErrorClass, &AttrKey::Error]);
-        assert_eq!(ev.identity_room(), 0);
+        // Room for the measured execution_duration.
+        assert_eq!(ev.identity_room(), 1);
         let mut ev = LifecycleEvent::named(b"step.execution_requested", Stamp::now())
             .with_attr(AttrKey::StepName, "a");
         ev.prepare();

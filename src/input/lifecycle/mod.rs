@@ -8,4 +8,7 @@ pub mod attributes;
 pub mod event;
 
 pub use attributes::{Attr, AttrKey, AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
-pub use event::{classify, EventKind, EventName, Id, LifecycleEvent, KNOWN_EVENT_NAMES};
+pub use event::{
+    classify, EventKind, EventName, Id, LifecycleEvent, ToState, KNOWN_EVENT_NAMES,
+    SPAN_EVENT_NAMES,
+};

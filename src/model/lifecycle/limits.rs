@@ -9,6 +9,11 @@ pub const DEFAULT_MAX_SPANS_PER_RUN: usize = 1_000;
 pub const DEFAULT_MAX_FINISHED_RUNS: usize = 10_000;
 pub const DEFAULT_LIFECYCLE_TTL: Duration = Duration::from_secs(3600);
 
+/// The attribute prefix's name when neither the `attribute_prefix` setting
+/// nor a default from Tasker's configuration gives one.
+pub const DEFAULT_ATTRIBUTE_PREFIX: &str = "tasker";
+pub const ATTRIBUTE_PREFIX_EXPECTED: &str = "a non-empty String or nil";
+
 pub const POSITIVE_INTEGER_EXPECTED: &str = "a positive Integer";
 pub const TTL_EXPECTED: &str = "a positive number of seconds";
 

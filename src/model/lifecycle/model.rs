@@ -3,16 +3,17 @@
 //! open runs, finished runs and remembered runs.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use hashlink::LinkedHashMap;
 
 use crate::support::ids::IdGenerator;
 
-use super::limits::LifecycleLimits;
+use super::limits::{LifecycleLimits, DEFAULT_ATTRIBUTE_PREFIX};
 use super::open_runs::{closing_status, merge_attrs, rename_error_class, LiveRun, Room, Target};
-use super::run::{Link, Run, RunEnd};
+use super::run::{Link, Run, RunEnd, TASK_INIT_SPAN_NAME};
 use crate::input::lifecycle::attributes::AttrKey;
-use crate::input::lifecycle::event::{EventKind, EventName, Id, LifecycleEvent};
+use crate::input::lifecycle::event::{EventKind, EventName, Id, LifecycleEvent, ToState};
 
 /// What [`crate::model::lifecycle::Tracer::record`] did with an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -112,6 +113,45 @@ pub(crate) struct State {
     history: LinkedHashMap<Id, Past>,
     next_run: u64,
     stats: LifecycleStats,
+    pub prefix: Prefix,
+    /// The `lifecycle_workflow_events` setting (read when subscribing).
+    pub workflow_events: bool,
+}
+
+/// The attribute keys' prefix: `<name>.`, the name being the
+/// `attribute_prefix` setting, else the default the binding found (Tasker's
+/// own telemetry service name), else `tasker`.
+#[derive(Clone, Debug)]
+pub(crate) struct Prefix {
+    pub configured: Option<Arc<str>>,
+    pub fallback: Arc<str>,
+    /// `<name>.`, made whenever one of the two changes.
+    pub effective: Arc<str>,
+}
+
+impl Default for Prefix {
+    fn default() -> Prefix {
+        let fallback: Arc<str> = Arc::from(DEFAULT_ATTRIBUTE_PREFIX);
+        Prefix {
+            effective: dotted(&fallback),
+            configured: None,
+            fallback,
+        }
+    }
+}
+
+fn dotted(name: &str) -> Arc<str> {
+    Arc::from(format!("{name}."))
+}
+
+impl Prefix {
+    pub fn set(&mut self, configured: Option<Arc<str>>, fallback: Option<Arc<str>>) {
+        self.configured = configured;
+        if let Some(f) = fallback {
+            self.fallback = f;
+        }
+        self.effective = dotted(self.configured.as_deref().unwrap_or(&self.fallback));
+    }
 }
 
 impl State {
@@ -125,6 +165,8 @@ impl State {
             history: LinkedHashMap::new(),
             next_run: 0,
             stats: LifecycleStats::default(),
+            prefix: Prefix::default(),
+            workflow_events: false,
         }
     }
 
@@ -157,6 +199,9 @@ impl State {
 
     fn route(&mut self, ev: &mut LifecycleEvent, garbage: &mut Garbage) -> RecordOutcome {
         let Some(task) = ev.task_id.take() else {
+            if ev.kind() == EventKind::TaskFailed {
+                return self.failed_creation(ev, garbage);
+            }
             return RecordOutcome::Ignored;
         };
         let max = self.limits.max_spans_per_run;
@@ -171,9 +216,18 @@ impl State {
             return outcome;
         }
         match ev.kind() {
-            EventKind::TaskStartRequested => self.open_run(task, ev, garbage),
-            EventKind::TaskInitializeRequested => RecordOutcome::Ignored,
-            _ => match self.history.get(&task).copied() {
+            // The state machine's transition into in_progress, in the process
+            // that runs the task: the run starts.
+            EventKind::TaskStartRequested if ev.to_state == ToState::InProgress => {
+                self.open_run(task, ev, garbage)
+            }
+            // Creation and enqueueing open nothing; what comes before the
+            // next run opens (a retry's step back to pending, the transition
+            // about to start) is not the finished run's.
+            EventKind::TaskStartRequested | EventKind::Preamble | EventKind::StepRetryRequested => {
+                RecordOutcome::Ignored
+            }
+            kind => match self.history.get(&task).copied() {
                 Some(Past {
                     waiting: Some(number),
                     ..
@@ -182,6 +236,8 @@ impl State {
                         let (outcome, _) =
                             apply_to_run(run, ev, false, &mut self.ids, &mut self.stats, max);
                         if outcome != RecordOutcome::Late {
+                            // The root ends at the run's last event.
+                            run.root.extend_to(ev.at);
                             run.touch(ev.at);
                             self.finished.to_back(&number);
                         }
@@ -189,10 +245,27 @@ impl State {
                     }
                     None => RecordOutcome::Late,
                 },
+                _ if kind == EventKind::TaskInitializeRequested => RecordOutcome::Ignored,
                 Some(_) => RecordOutcome::Late,
                 None => RecordOutcome::Orphaned,
             },
         }
+    }
+
+    /// `task.failed` without a task id: the task's creation failed (its
+    /// context did not validate). One finished run of one span,
+    /// `tasker.task.initialize`, status ERROR with the error message.
+    fn failed_creation(&mut self, ev: &mut LifecycleEvent, garbage: &mut Garbage) -> RecordOutcome {
+        let (trace_id, span_id) = self.ids.trace_and_span();
+        let mut attrs = std::mem::take(&mut ev.attrs);
+        rename_error_class(&mut attrs);
+        let mut run = LiveRun::new(None, trace_id, span_id, ev.at, attrs, None);
+        run.root_name = TASK_INIT_SPAN_NAME;
+        run.root.end_at(ev.at);
+        run.root.status = closing_status(EventKind::TaskFailed, &run.root);
+        run.end = RunEnd::Failed;
+        self.finish(run, garbage);
+        RecordOutcome::RunClosed
     }
 
     fn open_run(
@@ -220,7 +293,7 @@ impl State {
         let mut attrs = std::mem::take(&mut ev.attrs);
         rename_error_class(&mut attrs);
         attrs.push((AttrKey::TaskId, task.to_value()));
-        let run = LiveRun::new(task.clone(), trace_id, span_id, ev.at, attrs, link);
+        let run = LiveRun::new(Some(task.clone()), trace_id, span_id, ev.at, attrs, link);
         self.open.insert(task, run);
         RecordOutcome::RunOpened
     }
@@ -237,8 +310,10 @@ impl State {
             waiting: Some(number),
         };
         // `insert` moves an existing key to the back.
-        self.history.insert(run.task.clone(), past);
-        self.bound_history();
+        if let Some(task) = &run.task {
+            self.history.insert(task.clone(), past);
+            self.bound_history();
+        }
         self.finished.insert(number, run);
         self.bound_finished(garbage);
     }
@@ -256,7 +331,7 @@ impl State {
             if let Some(run) = self.restored.pop_front() {
                 garbage.runs.push(run);
             } else if let Some((number, run)) = self.finished.pop_front() {
-                self.forget_waiting(&run.task, number);
+                self.forget_waiting(run.task.as_ref(), number);
                 garbage.live.push(run);
             } else {
                 break;
@@ -265,8 +340,8 @@ impl State {
         }
     }
 
-    fn forget_waiting(&mut self, task: &Id, number: u64) {
-        if let Some(past) = self.history.get_mut(task) {
+    fn forget_waiting(&mut self, task: Option<&Id>, number: u64) {
+        if let Some(past) = task.and_then(|t| self.history.get_mut(t)) {
             if past.waiting == Some(number) {
                 past.waiting = None;
             }
@@ -308,7 +383,7 @@ impl State {
                 break;
             }
             if let Some((number, run)) = self.finished.pop_front() {
-                self.forget_waiting(&run.task, number);
+                self.forget_waiting(run.task.as_ref(), number);
                 settled.push(run);
             }
         }
@@ -440,6 +515,12 @@ fn apply_to_run(
             count_room(stats, room);
             return (RecordOutcome::RunClosed, true);
         }
+        // The finalizer's copy, after the state machine's ended the run:
+        // it brings the counts.
+        EventKind::TaskInitializeRequested if run.end == RunEnd::Pending => {
+            merge_attrs(&mut run.root.attrs, &mut ev.attrs);
+            RecordOutcome::Merged
+        }
         EventKind::TaskInitializeRequested => RecordOutcome::Late,
         k if k.closes_run() => return close_run(run, ev, live, stats, max),
         EventKind::StepExecutionRequested | EventKind::StepBeforeHandle => {
@@ -488,7 +569,9 @@ fn open_attempt(
 ) -> RecordOutcome {
     let mut attrs = std::mem::take(&mut ev.attrs);
     rename_error_class(&mut attrs);
-    attrs.push((AttrKey::TaskId, run.task.to_value()));
+    if let Some(task) = &run.task {
+        attrs.push((AttrKey::TaskId, task.to_value()));
+    }
     attrs.push((AttrKey::StepId, step.to_value()));
     let (index, room) = run.push_attempt(step, ids.span_id(), ev.at, attrs, max);
     if !count_room(stats, room) {
@@ -564,7 +647,7 @@ fn close_attempt(
     };
     merge_attrs(&mut attempt.span.attrs, &mut ev.attrs);
     let (outcome, mark) = if attempt.span.is_open() {
-        attempt.span.end_at(ev.at);
+        attempt.span.end_measured(ev.at);
         attempt.span.status = closing_status(kind, &attempt.span);
         attempt.closed_by = Some(kind);
         (RecordOutcome::AttemptClosed, marked)
@@ -580,8 +663,18 @@ fn close_attempt(
         )
     };
     if mark {
-        let target = run.attempt_target(index);
-        let room = run.push_event(target, ev.at, ev.name.clone(), Vec::new(), max);
+        // On an attempt already ended the mark goes to the task span (a span
+        // event never lies outside its span), naming the step.
+        let (target, attrs) = if outcome == RecordOutcome::AttemptClosed {
+            (run.attempt_target(index), Vec::new())
+        } else {
+            let step = ev.step_id.as_ref().map(Id::to_value);
+            (
+                Target::Root,
+                step.map(|s| (AttrKey::StepId, s)).into_iter().collect(),
+            )
+        };
+        let room = run.push_event(target, ev.at, ev.name.clone(), attrs, max);
         count_room(stats, room);
     }
     outcome

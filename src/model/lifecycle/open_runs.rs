@@ -21,6 +21,11 @@ fn not_before(start: Stamp, at: Stamp) -> Stamp {
     }
 }
 
+/// Seconds from `start` to `end` on the monotonic clock.
+fn seconds(start: Stamp, end: Stamp) -> f64 {
+    end.mono_ns.saturating_sub(start.mono_ns) as f64 / 1e9
+}
+
 /// How a merged value combines with the one already stored.
 enum Rule {
     Replace,
@@ -38,9 +43,10 @@ pub(crate) fn merge_attrs(into: &mut Vec<Attr>, incoming: &mut [Attr]) {
     const EXCEPTION_CLASS: AttrKey = AttrKey::ExceptionClass;
     for (key, value) in incoming.iter_mut() {
         let rule = match key {
-            AttrKey::AttemptNumber | AttrKey::ExecutionDuration => Rule::Max,
+            AttrKey::AttemptNumber => Rule::Max,
             AttrKey::ExceptionClass => Rule::KeepFirst,
-            AttrKey::TaskId | AttrKey::StepId => continue,
+            // The tracer writes these itself.
+            AttrKey::TaskId | AttrKey::StepId | AttrKey::ExecutionDuration => continue,
             _ => Rule::Replace,
         };
         let renamed = *key == AttrKey::ErrorClass;
@@ -113,6 +119,34 @@ impl LiveSpan {
         }
     }
 
+    /// Moves the end (of an ended span) to `at` if that is later: a run's
+    /// root ends at the run's last event.
+    pub fn extend_to(&mut self, at: Stamp) {
+        if let Some(end) = self.end {
+            if at.mono_ns > end.mono_ns {
+                self.end = Some(at);
+            }
+        }
+    }
+
+    /// Ends the attempt span at `at` and records its own duration in seconds
+    /// as `execution_duration` (Tasker's figure comes from whole-second
+    /// times; it is never read).
+    pub fn end_measured(&mut self, at: Stamp) {
+        self.end_at(at);
+        if let Some(end) = self.end {
+            let d = AttrValue::Float(seconds(self.start, end));
+            match self
+                .attrs
+                .iter_mut()
+                .find(|(k, _)| *k == AttrKey::ExecutionDuration)
+            {
+                Some((_, v)) => *v = d,
+                None => self.attrs.push((AttrKey::ExecutionDuration, d)),
+            }
+        }
+    }
+
     /// The `error` attribute as text, for an error status's message.
     pub fn error_message(&self) -> Option<Text> {
         self.attrs
@@ -172,7 +206,10 @@ pub(crate) struct Room {
 
 #[derive(Clone, Debug)]
 pub(crate) struct LiveRun {
-    pub task: Id,
+    /// `None` for a task whose creation failed.
+    pub task: Option<Id>,
+    /// The root span's name.
+    pub root_name: &'static str,
     pub trace_id: [u8; 16],
     pub link: Option<Link>,
     pub root: LiveSpan,
@@ -188,7 +225,7 @@ impl LiveRun {
     /// A run whose root span starts at `at` with `attrs` (already including
     /// `task_id`).
     pub fn new(
-        task: Id,
+        task: Option<Id>,
         trace_id: [u8; 16],
         root_span_id: [u8; 8],
         at: Stamp,
@@ -197,6 +234,7 @@ impl LiveRun {
     ) -> LiveRun {
         LiveRun {
             task,
+            root_name: TASK_SPAN_NAME,
             trace_id,
             link,
             root: LiveSpan::new(root_span_id, at, attrs),
@@ -310,7 +348,20 @@ impl LiveRun {
             .map_or(Target::Root, |a| Target::Attempt(a.order))
     }
 
-    /// Adds a span event to `target`.
+    /// When `target` started (the root's start for an unknown attempt).
+    fn start_of(&self, target: Target) -> Stamp {
+        match target {
+            Target::Root => self.root.start,
+            Target::Attempt(order) => self
+                .attempts
+                .iter()
+                .find(|a| a.order == order)
+                .map_or(self.root.start, |a| a.span.start),
+        }
+    }
+
+    /// Adds a span event to `target`, never before the span started (an
+    /// event stamped in another thread just before may take the lock after).
     pub fn push_event(
         &mut self,
         target: Target,
@@ -321,6 +372,7 @@ impl LiveRun {
     ) -> Room {
         let room = self.make_room(max);
         if room.fits {
+            let at = not_before(self.start_of(target), at);
             rename_error_class(&mut attributes);
             let order = self.next_order;
             self.next_order += 1;
@@ -346,7 +398,7 @@ impl LiveRun {
         spans.push(Span {
             span_id: root_id,
             parent_span_id: None,
-            name: TASK_SPAN_NAME,
+            name: self.root_name,
             start: self.root.start,
             end: root_end,
             status: self.root.status,
@@ -407,14 +459,14 @@ mod tests {
     }
 
     fn run() -> LiveRun {
-        LiveRun::new(Id::Int(1), [1; 16], [2; 8], at(10), Vec::new(), None)
+        LiveRun::new(Some(Id::Int(1)), [1; 16], [2; 8], at(10), Vec::new(), None)
     }
 
     #[test]
     fn merge_rules() {
         let mut into: Vec<Attr> = vec![
             (AttrKey::AttemptNumber, AttrValue::Int(2)),
-            (AttrKey::ExecutionDuration, AttrValue::Int(0)),
+            (AttrKey::ExecutionDuration, AttrValue::Float(0.25)),
             (AttrKey::ExceptionClass, "StandardError".into()),
         ];
         let mut incoming: Vec<Attr> = vec![
@@ -427,7 +479,11 @@ mod tests {
         merge_attrs(&mut into, &mut incoming);
         let get = |k: AttrKey| into.iter().find(|(x, _)| *x == k).map(|(_, v)| v.clone());
         assert_eq!(get(AttrKey::AttemptNumber), Some(AttrValue::Int(2)));
-        assert_eq!(get(AttrKey::ExecutionDuration), Some(AttrValue::Float(1.5)));
+        // The tracer's own measurement stays.
+        assert_eq!(
+            get(AttrKey::ExecutionDuration),
+            Some(AttrValue::Float(0.25))
+        );
         assert_eq!(get(AttrKey::ExceptionClass), Some("StandardError".into()));
         assert_eq!(get(AttrKey::Error), Some("boom".into()));
         assert_eq!(get(AttrKey::TaskId), None);

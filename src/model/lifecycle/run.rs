@@ -31,6 +31,9 @@ use crate::input::lifecycle::event::{EventName, Id};
 
 /// The root span's name.
 pub const TASK_SPAN_NAME: &str = "tasker.task.execution";
+/// The one span of a task whose creation failed (`task.failed` without a
+/// task id).
+pub const TASK_INIT_SPAN_NAME: &str = "tasker.task.initialize";
 /// Every attempt span's name.
 pub const STEP_SPAN_NAME: &str = "tasker.step.execution";
 
@@ -149,7 +152,8 @@ impl RunEnd {
 /// One task run: one trace.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
-    pub task_id: Id,
+    /// `None` for a task whose creation failed (it has no id).
+    pub task_id: Option<Id>,
     pub trace_id: [u8; 16],
     pub end: RunEnd,
     /// The root first, then the attempts in the order they started.

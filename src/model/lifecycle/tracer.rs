@@ -3,6 +3,7 @@
 //! run dropped meanwhile is freed after it is released.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::fork::ForkSafeMutex;
@@ -185,6 +186,35 @@ impl Tracer {
         let mut garbage = Garbage::default();
         self.state.lock().restore(runs, &mut garbage);
         drop(garbage);
+    }
+
+    /// The attribute keys' prefix in force: `<name>.` (`tasker.` by default).
+    pub fn attribute_prefix(&self) -> Arc<str> {
+        self.state.lock().prefix.effective.clone()
+    }
+
+    /// The `attribute_prefix` setting (`None`: the default).
+    pub fn configured_prefix(&self) -> Option<Arc<str>> {
+        self.state.lock().prefix.configured.clone()
+    }
+
+    /// Sets the prefix's name (`None`: the default), and with `fallback` the
+    /// default's name.
+    pub fn set_attribute_prefix(&self, name: Option<&str>, fallback: Option<&str>) {
+        let mut prefix = self.state.lock().prefix.clone();
+        prefix.set(name.map(Arc::from), fallback.map(Arc::from));
+        let old = std::mem::replace(&mut self.state.lock().prefix, prefix);
+        drop(old);
+    }
+
+    /// Whether subscribers also take the events the model keeps only as span
+    /// events (`workflow.*`, transitions, enqueueing); off by default.
+    pub fn workflow_events(&self) -> bool {
+        self.state.lock().workflow_events
+    }
+
+    pub fn set_workflow_events(&self, on: bool) {
+        self.state.lock().workflow_events = on;
     }
 
     pub fn stats(&self) -> LifecycleStats {

@@ -18,8 +18,8 @@ use tasker_trace_core::encode::run_spans::RunClock;
 use tasker_trace_core::input::lifecycle::{Attr, AttrValue, Id};
 use tasker_trace_core::model::lifecycle::{LifecycleStats, Run, Span, SpanEvent, StatusCode};
 
-use crate::names::sym;
-use crate::to_ruby::{
+use crate::helpers::static_ids::sym;
+use crate::to_ruby::values::{
     array_of, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby,
     new_hash, nil, utf8_to_ruby,
 };
@@ -149,7 +149,7 @@ fn run_to_ruby(run: &Run, prefix: &str) -> VALUE {
         sym(|s| s.trace_id),
         hex_to_ruby(&run.trace_id),
         sym(|s| s.task_id),
-        id_to_ruby(&run.task_id),
+        run.task_id.as_ref().map_or_else(nil, id_to_ruby),
         sym(|s| s.end),
         utf8_to_ruby(run.end.as_str()),
         sym(|s| s.spans),

@@ -155,6 +155,8 @@ symbol_table! {
     lifecycle_max_spans_per_run => "lifecycle_max_spans_per_run",
     lifecycle_max_finished_runs => "lifecycle_max_finished_runs",
     lifecycle_attributes => "lifecycle_attributes",
+    attribute_prefix => "attribute_prefix",
+    lifecycle_workflow_events => "lifecycle_workflow_events",
     // The background exporter: its settings, values, flush results, stats.
     exporter => "exporter",
     export_schedule_delay => "export_schedule_delay",

@@ -3,10 +3,10 @@
 //! wraps.
 //!
 //! - `record_lifecycle_event(name, payload)` → true / false: one published
-//!   event (read by [`crate::lifecycle_convert`], then one short lock);
-//!   never raises for its input
+//!   event (read by [`crate::from_ruby::lifecycle_convert`], then one short
+//!   lock); never raises for its input
 //! - `lifecycle_stats` → Hash, `lifecycle_runs(include_open)` → Array of
-//!   Hashes (see [`crate::lifecycle_to_ruby`]), `lifecycle_reset!`
+//!   Hashes (see [`crate::to_ruby::lifecycle`]), `lifecycle_reset!`
 //! - `set_lifecycle_filters({name => filtered})`, `lifecycle_filtered_keys`:
 //!   the filtering the Ruby layer decided, per payload key name
 //! - `LIFECYCLE_PAYLOAD_KEYS`, `LIFECYCLE_EVENT_NAMES`: the payload keys
@@ -17,26 +17,26 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
-use magnus::{function, Error, RHash, RModule, RString, Ruby, Symbol, Value as RValue};
+use magnus::{function, Error, RHash, RModule, Ruby, Value as RValue};
 use rb_sys::VALUE;
-use tasker_trace_core::encode::run_spans::attribute_prefix;
+use tasker_trace_core::input::lifecycle::SPAN_EVENT_NAMES;
 use tasker_trace_core::input::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
 use tasker_trace_core::support::clock::Stamp;
 
-use crate::backend_methods::{recorder_result, Ingested};
-use crate::errors::{self, argument_error, guarded};
-use crate::lifecycle_convert::{self, Read};
-use crate::lifecycle_plan::{self, MAX_KEY_BYTES};
-use crate::lifecycle_to_ruby::{runs_to_ruby, stats_to_ruby};
-use crate::settings::shown;
-use crate::to_ruby::{array_of, build_protected, nil, utf8_to_ruby, wrap};
-use crate::{lifecycle_tracer, resource_config};
+use crate::from_ruby::lifecycle_convert::{self, Read};
+use crate::from_ruby::lifecycle_read_plan;
+use crate::from_ruby::setting_checks::{boolean_argument, key_name};
+use crate::helpers::errors::{self, argument_error, build_protected, guarded, shown};
+use crate::helpers::recorder::{recorder_result, Ingested};
+use crate::process::{self, lifecycle_tracer};
+use crate::to_ruby::lifecycle::{runs_to_ruby, stats_to_ruby};
+use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
 fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
     errors::maybe_injected_panic();
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(event)) => {
-            crate::exporter_methods::record(|| lifecycle_tracer().record(event));
+            process::record(|| lifecycle_tracer().record(event));
             Ingested::Stored
         }
         Ok(Read::Refused) => Ingested::Refused,
@@ -70,28 +70,40 @@ fn lifecycle_stats(ruby: &Ruby) -> Result<RValue, Error> {
     })
 }
 
-fn boolean(ruby: &Ruby, name: &str, v: RValue) -> Result<bool, Error> {
-    match v.as_raw() {
-        x if x == rb_sys::Qtrue as VALUE => Ok(true),
-        x if x == rb_sys::Qfalse as VALUE => Ok(false),
-        _ => Err(argument_error(
-            ruby,
-            format!("{name} must be true or false (got {})", shown(ruby, v)?),
-        )),
-    }
-}
-
 /// `Native.lifecycle_runs(include_open)` → the runs waiting for export (and
 /// the open ones), as plain Hashes; removes nothing.
 fn lifecycle_runs(ruby: &Ruby, include_open: RValue) -> Result<RValue, Error> {
-    let include_open = boolean(ruby, "include_open", include_open)?;
+    let include_open = boolean_argument(ruby, "include_open", include_open)?;
     guarded(ruby, || {
         let t = lifecycle_tracer();
         t.expire_now();
         let runs = t.snapshot(include_open);
-        let prefix = attribute_prefix(&resource_config().get().service_name);
+        let prefix = t.attribute_prefix();
         // The runs and the prefix are owned here, outside the protected build.
         build_protected(ruby, || runs_to_ruby(&runs, &prefix)).map(wrap)
+    })
+}
+
+/// `Native.set_default_attribute_prefix(name)`: the prefix's name when the
+/// `attribute_prefix` setting is nil (the Ruby layer passes Tasker's
+/// telemetry service name); `name` is checked as the setting is.
+fn set_default_attribute_prefix(ruby: &Ruby, name: RValue) -> Result<bool, Error> {
+    let Some(name) = crate::from_ruby::setting_checks::check_attribute_prefix(ruby, name)? else {
+        return Ok(false);
+    };
+    guarded(ruby, || {
+        lifecycle_tracer().set_attribute_prefix(
+            lifecycle_tracer().configured_prefix().as_deref(),
+            Some(&name),
+        );
+        Ok(true)
+    })
+}
+
+/// `Native.attribute_prefix` → the prefix in force, `"<name>."`.
+fn attribute_prefix_in_force(ruby: &Ruby) -> Result<RValue, Error> {
+    guarded(ruby, || {
+        Ok(wrap(utf8_to_ruby(&lifecycle_tracer().attribute_prefix())))
     })
 }
 
@@ -105,17 +117,6 @@ fn lifecycle_reset(ruby: &Ruby) -> Result<RValue, Error> {
 
 const FILTERS_EXPECTED: &str =
     "a Hash of payload key names (Strings or Symbols) to true (filtered) or false";
-
-/// A payload key name: a non-empty String or Symbol of UTF-8 text, at most
-/// [`MAX_KEY_BYTES`] bytes.
-pub fn key_name(v: RValue) -> Option<String> {
-    let name = if let Some(s) = RString::from_value(v) {
-        s.to_string().ok()?
-    } else {
-        Symbol::from_value(v)?.name().ok()?.into_owned()
-    };
-    (!name.is_empty() && name.len() <= MAX_KEY_BYTES).then_some(name)
-}
 
 /// `Native.set_lifecycle_filters({"error_message" => false, "card" => true})`:
 /// replaces the filter decisions, per payload key name. A key in
@@ -157,7 +158,7 @@ fn set_lifecycle_filters(ruby: &Ruby, decisions: RValue) -> Result<bool, Error> 
         return Err(bad(v));
     }
     guarded(ruby, || {
-        lifecycle_plan::set_decisions(out);
+        lifecycle_read_plan::set_decisions(out);
         Ok(true)
     })
 }
@@ -192,6 +193,10 @@ pub fn define(native: RModule) -> Result<(), Error> {
         "LIFECYCLE_EVENT_NAMES",
         frozen_names(&ruby, &KNOWN_EVENT_NAMES)?,
     )?;
+    native.const_set(
+        "LIFECYCLE_SPAN_EVENT_NAMES",
+        frozen_names(&ruby, &SPAN_EVENT_NAMES)?,
+    )?;
     native.define_module_function(
         "record_lifecycle_event",
         function!(record_lifecycle_event, 2),
@@ -199,6 +204,11 @@ pub fn define(native: RModule) -> Result<(), Error> {
     native.define_module_function("lifecycle_stats", function!(lifecycle_stats, 0))?;
     native.define_module_function("lifecycle_runs", function!(lifecycle_runs, 1))?;
     native.define_module_function("lifecycle_reset!", function!(lifecycle_reset, 0))?;
+    native.define_module_function(
+        "set_default_attribute_prefix",
+        function!(set_default_attribute_prefix, 1),
+    )?;
+    native.define_module_function("attribute_prefix", function!(attribute_prefix_in_force, 0))?;
     native.define_module_function("set_lifecycle_filters", function!(set_lifecycle_filters, 1))?;
     native.define_module_function(
         "lifecycle_filtered_keys",

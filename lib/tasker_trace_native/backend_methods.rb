@@ -1,10 +1,21 @@
 # frozen_string_literal: true
 
 module TaskerTraceNative
-  # OpenTelemetry export (OTLP/HTTP, protobuf or JSON). The work is native:
-  # selection, encoding and the network wait run in Rust with the GVL
-  # released.
+  # The instance methods of the native backend, prepended into
+  # Tasker::Telemetry::TraceBackend by `TaskerTraceNative.install!`. The
+  # native ones (handle_event, export, traces, stats, reset!) are defined in
+  # Rust on this module; the ones below are written in Ruby.
   module BackendMethods
+    # When the backend was created: an ActiveSupport::TimeWithZone where
+    # `Time.zone` is set (what `Time.current` gives), else a Time.
+    def created_at
+      TaskerTraceNative.current_time_at(Native.created_at_ns)
+    end
+
+    # OpenTelemetry export (OTLP/HTTP, protobuf or JSON). The work is native:
+    # selection, encoding and the network wait run in Rust with the GVL
+    # released.
+    #
     # An OTLP/HTTP ExportTraceServiceRequest for the finished traces and
     # generic events; open traces too with `include_open: true`. With
     # `drain: true` what was exported is removed from the store in the same
@@ -33,8 +44,4 @@ module TaskerTraceNative
       Native.push_otlp(endpoint, headers, timeout, protocol)
     end
   end
-
-  # OTEL_* values that could not be used when the extension loaded were
-  # ignored; say so, once per process.
-  Native.environment_warnings.each { |message| warn("tasker_trace_native: #{message}") }
 end

@@ -10,8 +10,9 @@
 //! owns all its data.
 //!
 //! Which keys are read, and which are exported as `"[FILTERED]"`, is the
-//! [`ReadPlan`] in force (see [`crate::lifecycle_plan`]); each thread keeps
-//! a copy and checks one counter per event to see whether it is current.
+//! [`ReadPlan`] in force (see [`crate::from_ruby::lifecycle_read_plan`]);
+//! each thread keeps a copy and checks one counter per event to see whether
+//! it is current.
 //!
 //! Keys: Symbols; when the payload has no `:task_id` but a `"task_id"`
 //! (HashWithIndifferentAccess, JSON), every key is read as a String. Of a
@@ -31,13 +32,19 @@ use std::sync::Arc;
 
 use magnus::{Error, Ruby};
 use rb_sys::{ruby_value_type as T, VALUE};
+use tasker_trace_core::input::lifecycle::ToState;
 use tasker_trace_core::input::lifecycle::{
-    Attr, AttrKey, AttrValue, EventName, Id, LifecycleEvent, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES,
+    Attr, AttrKey, AttrValue, EventKind, EventName, Id, LifecycleEvent, Text, MAX_ARRAY_ITEMS,
+    MAX_TEXT_BYTES,
 };
 use tasker_trace_core::support::clock::Stamp;
 
-use crate::convert::{class_placeholder, describe_object, string_slice, Described, FastMap};
-use crate::lifecycle_plan::{self, KeyMode, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN};
+use crate::from_ruby::convert::{
+    class_placeholder, describe_object, string_slice, Described, FastMap,
+};
+use crate::from_ruby::lifecycle_read_plan::{
+    self, KeyMode, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN,
+};
 
 /// Event names longer than this are cut; names up to `NAME_CACHE_BYTES`
 /// are cached per thread, at most `NAME_CACHE_LIMIT` of them.
@@ -69,7 +76,7 @@ fn local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
 
 /// The plan in force, from this thread's copy while it is current.
 pub fn current_plan() -> Arc<ReadPlan> {
-    let generation = lifecycle_plan::generation();
+    let generation = lifecycle_read_plan::generation();
     let cached = local(|l| {
         l.plan
             .as_ref()
@@ -79,7 +86,7 @@ pub fn current_plan() -> Arc<ReadPlan> {
     if let Some(plan) = cached {
         return plan;
     }
-    let (generation, plan) = lifecycle_plan::in_force();
+    let (generation, plan) = lifecycle_read_plan::in_force();
     local(|l| l.plan = Some((generation, plan.clone())));
     plan
 }
@@ -132,6 +139,7 @@ struct Found<'a> {
     mode: KeyMode,
     task: VALUE,
     step: VALUE,
+    to_state: VALUE,
     values: &'a mut [VALUE],
     /// In Symbol mode: a String "task_id" key was seen.
     string_task_id: bool,
@@ -147,6 +155,15 @@ impl Found<'_> {
                 self.task = val;
             } else if key == plan.step_id.sym {
                 self.step = val;
+            } else if key == plan.to_state.sym {
+                self.to_state = val;
+                // An allowlisted `to_state` is an attribute as well.
+                if let Some(slot) = plan
+                    .index_of_static(key)
+                    .and_then(|i| self.values.get_mut(i))
+                {
+                    *slot = val;
+                }
             } else if let Some(slot) = plan
                 .index_of_static(key)
                 .and_then(|i| self.values.get_mut(i))
@@ -165,6 +182,9 @@ impl Found<'_> {
             }
         } else if mode == KeyMode::Symbols && self.task == QUNDEF {
             self.string_task_id |= self.plan.task_id.is(key, KeyMode::Strings);
+        }
+        if plan.to_state.is(key, mode) {
+            self.to_state = val;
         }
     }
 }
@@ -293,6 +313,24 @@ fn id_value(ruby: &Ruby, v: VALUE) -> Result<Option<Id>, Error> {
     }))
 }
 
+/// The state a `to_state` value names (a String or Symbol; nil or absent:
+/// none). Compares bytes, copies nothing.
+fn state_of(v: VALUE) -> ToState {
+    if v == QUNDEF {
+        return ToState::Absent;
+    }
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+    let s = match unsafe { rb_sys::RB_TYPE(v) } {
+        T::RUBY_T_STRING => v,
+        // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
+        T::RUBY_T_SYMBOL => unsafe { rb_sys::rb_sym2str(v) },
+        T::RUBY_T_NIL => return ToState::Absent,
+        _ => return ToState::Other,
+    };
+    // SAFETY: `s` is a T_STRING, read at once; no Ruby code runs.
+    ToState::from_bytes(unsafe { string_slice(s) })
+}
+
 /// What reading an event gave.
 pub enum Read {
     /// Not a lifecycle event: the payload is not a Hash, or the name is
@@ -336,6 +374,7 @@ fn read_with(
         mode: KeyMode::Symbols,
         task: QUNDEF,
         step: QUNDEF,
+        to_state: QUNDEF,
         values,
         string_task_id: false,
     };
@@ -343,28 +382,32 @@ fn read_with(
     if found.task == QUNDEF && found.string_task_id {
         found.mode = KeyMode::Strings;
         found.step = QUNDEF;
+        found.to_state = QUNDEF;
         found.values.fill(QUNDEF);
         find_keys(&mut found, payload)?;
     }
     let present = |v: VALUE| (v != QUNDEF).then_some(v);
-    let Some(task) = present(found.task)
+    let task = present(found.task)
         .map(|v| id_value(ruby, v))
         .transpose()?
-        .flatten()
-    else {
+        .flatten();
+    // Without a task id only a failed creation (`task.failed`) is read.
+    if task.is_none() && name.kind() != EventKind::TaskFailed {
         return Ok(Read::Event(LifecycleEvent::new(name, at)));
-    };
+    }
     let step = present(found.step)
         .map(|v| id_value(ruby, v))
         .transpose()?
         .flatten();
+    let to_state = state_of(found.to_state);
     let mut attrs = local(|l| std::mem::take(&mut l.scratch));
     attrs.clear();
     let read = convert_values(ruby, plan, found.values, &mut attrs);
     let event = read.map(|()| {
         let mut ev = LifecycleEvent::with_capacity(name, at, attrs.len());
-        ev.task_id = Some(task);
+        ev.task_id = task;
         ev.step_id = step;
+        ev.to_state = to_state;
         ev.attrs.append(&mut attrs);
         ev
     });

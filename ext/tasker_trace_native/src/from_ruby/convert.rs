@@ -21,9 +21,9 @@ use tasker_trace_core::value::{
 };
 use tasker_trace_core::value::{Encoding, Str, Value};
 
-use crate::errors::{must_propagate, panic_error};
-use crate::names;
-use crate::to_ruby::wrap;
+use crate::helpers::errors::{must_propagate, panic_error};
+use crate::helpers::static_ids;
+use crate::to_ruby::values::wrap;
 
 /// The bytes of a Ruby String, borrowed. Valid only until Ruby code runs
 /// (which could change or free the String): callers copy them at once.
@@ -61,7 +61,7 @@ fn encoding_of(v: VALUE) -> Encoding {
     } else {
         inline
     };
-    names::encoding_from_index(idx)
+    static_ids::encoding_from_index(idx)
 }
 
 /// A Ruby String as a core string (bytes and encoding kept).
@@ -461,7 +461,7 @@ fn name_matchable(s: VALUE) -> bool {
 /// included), through the object's own `[]` for a Hash subclass, so
 /// HashWithIndifferentAccess answers for String keys too.
 fn lookup(payload: VALUE, plain_hash: bool, field: KeyField) -> Result<VALUE, Error> {
-    let key = names::key_field_symbol(field);
+    let key = static_ids::key_field_symbol(field);
     if plain_hash {
         // SAFETY: `payload` is a T_HASH. Looking a static Symbol up compares
         // it with stored keys by identity or through Symbol#eql?, so it runs

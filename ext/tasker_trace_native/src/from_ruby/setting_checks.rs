@@ -1,12 +1,17 @@
-//! Every setting in one place: its name, its check, how it is reported and
-//! how it is put in force in the core.
+//! Every setting's name and check: a Ruby value to the core value it sets,
+//! or ArgumentError naming the setting and what it takes.
 //!
-//! `TaskerTraceNative::Configuration` (Ruby) asks this module for the list of
-//! names (`Native::SETTING_NAMES`), checks each assignment through
+//! `TaskerTraceNative::Configuration` (Ruby) asks for the list of names
+//! (`Native::SETTING_NAMES`), checks each assignment through
 //! `Native.check_setting` and puts a whole set in force through
-//! `Native.apply_settings`, which checks every value again first, so a bad
-//! value changes nothing. A new setting is added here, and nowhere else in the
-//! binding.
+//! `Native.apply_settings` (see [`crate::ruby_api::native::settings`], which
+//! reports the settings and puts them in force), which checks every value
+//! again first, so a bad value changes nothing. A new setting is added here
+//! (its name, its check, its field of [`InForce`]) and reported there.
+//!
+//! The `otlp_*` checks also serve `push_otlp`'s and `export_otlp`'s
+//! arguments, under the argument's name, as [`boolean_argument`] serves the
+//! true-or-false arguments.
 
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
@@ -14,14 +19,11 @@ use magnus::rb_sys::AsRawValue;
 use std::time::Duration;
 
 use magnus::{
-    function, Error, Float, Integer, RArray, RClass, RHash, RModule, RRational, RString, Ruby,
-    Symbol, TryConvert, Value as RValue,
+    Error, Float, Integer, RArray, RClass, RHash, RModule, RRational, RString, Ruby, Symbol,
+    TryConvert, Value as RValue,
 };
 use rb_sys::VALUE;
-use tasker_trace_core::encode::resource::{
-    resource_attributes_warning, ResourceSettings, RESOURCE_ATTRIBUTES_VARIABLE,
-    SERVICE_NAME_VARIABLE,
-};
+use tasker_trace_core::encode::resource::ResourceSettings;
 use tasker_trace_core::export::settings::{
     parse_max_batch_size, parse_seconds, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED,
     SECONDS_EXPECTED,
@@ -30,9 +32,9 @@ use tasker_trace_core::export::BackgroundSettings;
 use tasker_trace_core::model::backend::limits::{
     MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
-use tasker_trace_core::model::backend::{Backend, Limits};
+use tasker_trace_core::model::backend::Limits;
 use tasker_trace_core::model::lifecycle::{
-    LifecycleLimits, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,
+    LifecycleLimits, ATTRIBUTE_PREFIX_EXPECTED, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,
 };
 use tasker_trace_core::support::protocol::Protocol;
 use tasker_trace_core::support::SettingError;
@@ -41,20 +43,12 @@ use tasker_trace_core::transport::tls::{check_client_files, check_pem_file, PemR
 use tasker_trace_core::transport::{Compression, OtlpSettings};
 use tasker_trace_core::value::Value;
 
-use crate::convert::{self, PayloadConverter};
-use crate::errors::{self, argument_error, guarded};
-use crate::exporter_methods::exporter;
-use crate::lifecycle_methods::key_name;
-use crate::lifecycle_plan::{self, MAX_ALLOWLIST};
-use crate::names::sym;
-use crate::to_ruby::{
-    array_of, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby, new_hash, nil,
-    utf8_to_ruby, value_to_ruby, wrap,
-};
-use crate::{backend, lifecycle_tracer, otlp_client, resource_config};
+use crate::from_ruby::convert::{self, PayloadConverter};
+use crate::from_ruby::lifecycle_read_plan::{MAX_ALLOWLIST, MAX_KEY_BYTES};
+use crate::helpers::errors::{self, argument_error, shown};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 22] = [
+pub const SETTING_NAMES: [&str; 24] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -74,6 +68,8 @@ pub const SETTING_NAMES: [&str; 22] = [
     "lifecycle_max_spans_per_run",
     "lifecycle_max_finished_runs",
     "lifecycle_attributes",
+    "attribute_prefix",
+    "lifecycle_workflow_events",
     // The background exporter.
     "exporter",
     "export_schedule_delay",
@@ -90,61 +86,20 @@ pub const LIFECYCLE_ATTRIBUTES_EXPECTED: &str = "an Array of at most 256 payload
 
 /// Every setting in force, as core values.
 #[derive(Clone, Debug)]
-struct InForce {
-    limits: Limits,
-    resource: ResourceSettings,
-    otlp: OtlpSettings,
-    lifecycle: LifecycleLimits,
+pub struct InForce {
+    pub limits: Limits,
+    pub resource: ResourceSettings,
+    pub otlp: OtlpSettings,
+    pub lifecycle: LifecycleLimits,
     /// `lifecycle_attributes`: the payload keys exported besides the known ones.
-    lifecycle_attributes: Vec<String>,
-    exporter: BackgroundSettings,
-}
-
-impl InForce {
-    fn read(b: &Backend) -> InForce {
-        InForce {
-            limits: b.limits(),
-            resource: resource_config().get(),
-            otlp: otlp_client().settings(),
-            lifecycle: lifecycle_tracer().limits(),
-            lifecycle_attributes: lifecycle_plan::allowlist(),
-            exporter: exporter().config(),
-        }
-    }
-
-    fn put_in_force(self, b: &Backend) {
-        resource_config().set(self.resource);
-        otlp_client().set_settings(self.otlp);
-        b.configure(self.limits);
-        lifecycle_tracer().configure(self.lifecycle);
-        lifecycle_plan::set_allowlist(self.lifecycle_attributes);
-        exporter().configure(self.exporter, Vec::new());
-    }
-}
-
-/// The defaults from the environment, read once at load: the resource
-/// settings from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, the
-/// `otlp_*` settings from the `OTEL_EXPORTER_OTLP_*` variables (what cannot
-/// be used is kept as a warning, see `environment_warnings`), and the
-/// background exporter's from `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED` and
-/// `OTEL_BSP_*` (nothing starts: its thread waits for the first event).
-pub fn load_environment_defaults() {
-    let var = |name: &str| std::env::var(name).ok();
-    resource_config().set(ResourceSettings::from_env_values(
-        var(SERVICE_NAME_VARIABLE).as_deref(),
-        var(RESOURCE_ATTRIBUTES_VARIABLE).as_deref(),
-    ));
-    let resource_warning =
-        resource_attributes_warning(var(RESOURCE_ATTRIBUTES_VARIABLE).as_deref());
-    otlp_client().load_environment(var, resource_warning);
-    let (config, warnings) = BackgroundSettings::from_env(var);
-    exporter().configure(config, warnings.iter().map(ToString::to_string).collect());
-}
-
-/// A value shown in an error message: its `inspect`, at most 80
-/// characters. An interrupt raised by `inspect` is the error instead.
-pub fn shown(ruby: &Ruby, v: RValue) -> Result<String, Error> {
-    Ok(errors::inspect(ruby, v)?.chars().take(80).collect())
+    pub lifecycle_attributes: Vec<String>,
+    /// `attribute_prefix`: the lifecycle attribute keys' prefix name (`None`:
+    /// Tasker's telemetry service name, else `tasker`).
+    pub attribute_prefix: Option<String>,
+    /// `lifecycle_workflow_events`: whether `trace_lifecycle!` also subscribes
+    /// to the events the trace model only keeps as span events.
+    pub workflow_events: bool,
+    pub exporter: BackgroundSettings,
 }
 
 /// The ArgumentError for a setting given a value it does not take (or the
@@ -206,7 +161,25 @@ fn integer_setting(
 
 /// Checks a `service_name` value: a non-empty UTF-8 String.
 fn check_service_name(ruby: &Ruby, v: RValue) -> Result<String, Error> {
-    let bad = || setting_error(ruby, "service_name", SERVICE_NAME_EXPECTED, v);
+    check_name(ruby, "service_name", SERVICE_NAME_EXPECTED, v)
+}
+
+/// Checks an `attribute_prefix` value: a non-empty UTF-8 String, or nil.
+pub fn check_attribute_prefix(ruby: &Ruby, v: RValue) -> Result<Option<String>, Error> {
+    if v.is_nil() {
+        return Ok(None);
+    }
+    check_name(ruby, "attribute_prefix", ATTRIBUTE_PREFIX_EXPECTED, v).map(Some)
+}
+
+/// A non-empty UTF-8 String setting.
+fn check_name(
+    ruby: &Ruby,
+    setting: &'static str,
+    expected: &'static str,
+    v: RValue,
+) -> Result<String, Error> {
+    let bad = || setting_error(ruby, setting, expected, v);
     let s = RString::from_value(v).ok_or_else(bad)?;
     // Read in place (no Ruby allocation): the bytes must be UTF-8 text.
     let text = convert::string_to_str(s.as_raw())
@@ -372,7 +345,12 @@ fn check_batch_size(ruby: &Ruby, v: RValue) -> Result<usize, Error> {
 }
 
 /// Checks `value` for the setting `name` and writes it into `settings`.
-fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) -> Result<(), Error> {
+pub fn check_into(
+    ruby: &Ruby,
+    settings: &mut InForce,
+    name: &str,
+    value: RValue,
+) -> Result<(), Error> {
     let otlp = &mut settings.otlp;
     let export = &mut settings.exporter;
     match name {
@@ -427,6 +405,21 @@ fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) ->
         "lifecycle_attributes" => {
             settings.lifecycle_attributes = check_lifecycle_attributes(ruby, value)?
         }
+        "attribute_prefix" => settings.attribute_prefix = check_attribute_prefix(ruby, value)?,
+        "lifecycle_workflow_events" => {
+            settings.workflow_events = match value.as_raw() {
+                x if x == rb_sys::Qtrue as VALUE => true,
+                x if x == rb_sys::Qfalse as VALUE => false,
+                _ => {
+                    return Err(setting_error(
+                        ruby,
+                        "lifecycle_workflow_events",
+                        "true or false",
+                        value,
+                    ))
+                }
+            }
+        }
         "otlp_endpoint" => otlp.endpoint = endpoint_value(ruby, "otlp_endpoint", value)?,
         "otlp_headers" => otlp.headers = headers_value(ruby, "otlp_headers", value)?,
         "otlp_protocol" => otlp.protocol = protocol_value(ruby, "otlp_protocol", value)?,
@@ -466,122 +459,30 @@ fn check_into(ruby: &Ruby, settings: &mut InForce, name: &str, value: RValue) ->
     Ok(())
 }
 
-/// `Native.check_setting(:max_traces, 5)`: the value, or ArgumentError naming
-/// the setting and what it takes.
-fn check_setting(ruby: &Ruby, name: Symbol, value: RValue) -> Result<RValue, Error> {
-    let mut scratch = InForce::read(backend());
-    check_into(ruby, &mut scratch, &name.name()?, value)?;
-    Ok(value)
-}
-
-/// `Native.apply_settings({max_traces: 5, ...})`: checks every given setting
-/// again, then puts them all in force; the settings not given keep their
-/// values. A bad value raises and changes nothing.
-fn apply_settings(ruby: &Ruby, given: RHash) -> Result<bool, Error> {
-    let before = InForce::read(backend());
-    let mut next = before.clone();
-    given.foreach(|name: Symbol, value: RValue| {
-        check_into(ruby, &mut next, &name.name()?, value)?;
-        Ok(ForEach::Continue)
-    })?;
-    check_client_pair(ruby, &before.otlp, &next.otlp)?;
-    guarded(ruby, || {
-        next.put_in_force(backend());
-        Ok(true)
-    })
-}
-
-fn optional_count(n: Option<usize>) -> VALUE {
-    n.map_or_else(nil, count_to_ruby)
-}
-
-/// `Native.settings` → every setting in force, by name.
-fn settings(ruby: &Ruby) -> Result<RValue, Error> {
-    guarded(ruby, || {
-        let InForce {
-            limits,
-            resource,
-            otlp,
-            lifecycle,
-            lifecycle_attributes,
-            exporter,
-        } = InForce::read(backend());
-        let attrs = new_attributes_hash(&resource.attributes);
-        let otlp_headers = new_headers_hash(&otlp.headers);
-        let optional_text = |s: &Option<String>| s.as_deref().map_or_else(nil, utf8_to_ruby);
-        let allowlist = array_of(lifecycle_attributes.iter(), |n| utf8_to_ruby(n));
-        let mode = match exporter.mode {
-            Mode::None => sym(|s| s.none),
-            Mode::Otlp => sym(|s| s.otlp),
-        };
-        let schedule = exporter.schedule;
-        let kv = [
-            sym(|s| s.max_traces),
-            optional_count(limits.max_traces),
-            sym(|s| s.max_spans_per_trace),
-            optional_count(limits.max_spans_per_trace),
-            sym(|s| s.timestamp_precision),
-            int_to_ruby(i64::from(limits.timestamp_precision)),
-            sym(|s| s.service_name),
-            utf8_to_ruby(&resource.service_name),
-            sym(|s| s.resource_attributes),
-            attrs,
-            sym(|s| s.otlp_endpoint),
-            optional_text(&otlp.endpoint),
-            sym(|s| s.otlp_headers),
-            otlp_headers,
-            sym(|s| s.otlp_protocol),
-            utf8_to_ruby(otlp.protocol.name()),
-            sym(|s| s.otlp_compression),
-            utf8_to_ruby(compression_name(otlp.compression)),
-            sym(|s| s.otlp_timeout),
-            seconds_to_ruby(otlp.timeout),
-            sym(|s| s.otlp_certificate),
-            optional_text(&otlp.certificate),
-            sym(|s| s.otlp_client_certificate),
-            optional_text(&otlp.client_certificate),
-            sym(|s| s.otlp_client_key),
-            optional_text(&otlp.client_key),
-            sym(|s| s.lifecycle_ttl),
-            seconds_to_ruby(lifecycle.ttl),
-            sym(|s| s.lifecycle_max_open_runs),
-            count_to_ruby(lifecycle.max_open_runs),
-            sym(|s| s.lifecycle_max_spans_per_run),
-            count_to_ruby(lifecycle.max_spans_per_run),
-            sym(|s| s.lifecycle_max_finished_runs),
-            count_to_ruby(lifecycle.max_finished_runs),
-            sym(|s| s.lifecycle_attributes),
-            allowlist,
-            sym(|s| s.exporter),
-            mode,
-            sym(|s| s.export_schedule_delay),
-            float_to_ruby(schedule.delay.as_secs_f64()),
-            sym(|s| s.export_max_batch_size),
-            count_to_ruby(schedule.max_batch_size),
-            sym(|s| s.export_timeout),
-            float_to_ruby(schedule.export_timeout.as_secs_f64()),
-        ];
-        Ok(wrap(hash_from_pairs(&kv)))
-    })
-}
-
-/// Whole seconds as an Integer, else a Float.
-fn seconds_to_ruby(d: Duration) -> VALUE {
-    if d.subsec_nanos() == 0 {
-        count_to_ruby(d.as_secs())
+/// A payload key name: a non-empty String or Symbol of UTF-8 text, at most
+/// [`MAX_KEY_BYTES`] bytes (`lifecycle_attributes`, the lifecycle filters).
+pub fn key_name(v: RValue) -> Option<String> {
+    let name = if let Some(s) = RString::from_value(v) {
+        s.to_string().ok()?
     } else {
-        float_to_ruby(d.as_secs_f64())
-    }
+        Symbol::from_value(v)?.name().ok()?.into_owned()
+    };
+    (!name.is_empty() && name.len() <= MAX_KEY_BYTES).then_some(name)
 }
 
-/// The resource attributes as a new Hash of String keys. Filled entry by
-/// entry: each key and value is on this stack frame until it is stored.
-fn new_attributes_hash(attributes: &[(String, Value)]) -> VALUE {
-    let hash = new_hash(attributes.len());
-    for (k, v) in attributes {
-        hash_set(hash, utf8_to_ruby(k), value_to_ruby(v));
+/// An argument that takes true or false (`drain`, `include_open`).
+pub fn boolean_argument(ruby: &Ruby, name: &str, v: RValue) -> Result<bool, Error> {
+    let raw = v.as_raw();
+    if raw == rb_sys::Qtrue as rb_sys::VALUE {
+        Ok(true)
+    } else if raw == rb_sys::Qfalse as rb_sys::VALUE {
+        Ok(false)
+    } else {
+        Err(argument_error(
+            ruby,
+            format!("{name} must be true or false (got {})", shown(ruby, v)?),
+        ))
     }
-    hash
 }
 
 // ---------------------------------------------------------------------------
@@ -708,13 +609,6 @@ fn compression_value(ruby: &Ruby, v: RValue) -> Result<Compression, Error> {
     env::parse_compression(&text).map_err(|_| setting_error(ruby, setting, COMPRESSION_EXPECTED, v))
 }
 
-fn compression_name(c: Compression) -> &'static str {
-    match c {
-        Compression::Gzip => "gzip",
-        Compression::None => "none",
-    }
-}
-
 /// Seconds as an Integer, Float or Rational: positive, at most a day,
 /// rounded to whole nanoseconds.
 pub fn seconds_value(
@@ -787,7 +681,11 @@ impl PemSetting {
 
 /// A client certificate needs its key and the other way round, and they
 /// must belong together; checked when either changes.
-fn check_client_pair(ruby: &Ruby, before: &OtlpSettings, next: &OtlpSettings) -> Result<(), Error> {
+pub fn check_client_pair(
+    ruby: &Ruby,
+    before: &OtlpSettings,
+    next: &OtlpSettings,
+) -> Result<(), Error> {
     let (cert, key) = (&next.client_certificate, &next.client_key);
     if (cert, key) == (&before.client_certificate, &before.client_key) {
         return Ok(());
@@ -808,40 +706,4 @@ fn check_client_pair(ruby: &Ruby, before: &OtlpSettings, next: &OtlpSettings) ->
         },
     };
     Err(argument_error(ruby, message))
-}
-
-/// Headers as a new Hash of String names to String values, filled entry by
-/// entry (each key and value is on this stack frame until it is stored).
-fn new_headers_hash(headers: &[(String, String)]) -> VALUE {
-    let hash = new_hash(headers.len());
-    for (k, v) in headers {
-        hash_set(hash, utf8_to_ruby(k), utf8_to_ruby(v));
-    }
-    hash
-}
-
-/// `Native.environment_warnings` → the OTEL_* values that could not be
-/// used when the gem loaded (each ignored), as messages naming the variable.
-fn environment_warnings(ruby: &Ruby) -> Result<RArray, Error> {
-    let warnings = guarded(ruby, || Ok(otlp_client().environment_warnings()))?;
-    let list = ruby.ary_new_capa(warnings.len());
-    for w in &warnings {
-        list.push(ruby.str_new(&w.to_string()))?;
-    }
-    Ok(list)
-}
-
-pub fn define(native: RModule) -> Result<(), Error> {
-    let ruby = Ruby::get_with(native);
-    let names = ruby.ary_new_capa(SETTING_NAMES.len());
-    for name in SETTING_NAMES {
-        names.push(ruby.to_symbol(name))?;
-    }
-    names.freeze();
-    native.const_set("SETTING_NAMES", names)?;
-    native.define_module_function("settings", function!(settings, 0))?;
-    native.define_module_function("check_setting", function!(check_setting, 2))?;
-    native.define_module_function("apply_settings", function!(apply_settings, 1))?;
-    native.define_module_function("environment_warnings", function!(environment_warnings, 0))?;
-    Ok(())
 }

@@ -6,7 +6,7 @@
 //! name; a key of the allowlist without an answer yet is filtered.
 //!
 //! The plan lives behind one registered lock; a counter tells the readers'
-//! per-thread copies (see [`crate::lifecycle_convert`]) when it changed.
+//! per-thread copies (see [`crate::from_ruby::lifecycle_convert`]) when it changed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use rb_sys::{ruby_value_type as T, ID, VALUE};
 use tasker_trace_core::input::lifecycle::AttrKey;
 use tasker_trace_core::support::fork::ForkSafeMutex;
 
-use crate::convert::{string_slice, FastMap};
+use crate::from_ruby::convert::{string_slice, FastMap};
 
 /// What a filtered value is exported as.
 pub const FILTERED: &str = "[FILTERED]";
@@ -46,6 +46,8 @@ pub(crate) struct PlanKey {
 pub struct ReadPlan {
     pub(crate) task_id: PlanKey,
     pub(crate) step_id: PlanKey,
+    /// `to_state`: read as a state, not an attribute (unless allowlisted).
+    pub(crate) to_state: PlanKey,
     pub(crate) keys: Vec<PlanKey>,
     /// `keys[i].sym` for every key, contiguous for a quick scan.
     symbols: Vec<VALUE>,
@@ -126,6 +128,7 @@ impl ReadPlan {
             keys.push(PlanKey::new(name, attr, decided(name, false)));
         }
         for name in &inputs.allowlist {
+            // Known keys are read anyway (`execution_duration` is measured).
             if AttrKey::from_payload_key(name.as_bytes()).is_some() {
                 continue;
             }
@@ -147,6 +150,7 @@ impl ReadPlan {
         ReadPlan {
             task_id: PlanKey::new("task_id", AttrKey::TaskId, false),
             step_id: PlanKey::new("step_id", AttrKey::StepId, false),
+            to_state: PlanKey::new("to_state", AttrKey::Extra(Arc::from("to_state")), false),
             symbols: keys.iter().map(|k| k.sym).collect(),
             keys,
             by_symbol,

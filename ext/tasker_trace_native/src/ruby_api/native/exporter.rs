@@ -1,86 +1,23 @@
 //! The background exporter from Ruby: `Native.exporter_flush`,
 //! `Native.exporter_shutdown`, `Native.exporter_stats` and
 //! `Native.exporter_enabled?` (the Ruby layer defines
-//! `TaskerTraceNative.flush`, `.shutdown` and `.exporter_stats` on them), the
-//! hook every recording path stores its events through ([`record`]), and
-//! where the exporter's traces and target come from.
-//!
-//! Two functions here are the plugs a merge fills in: [`lifecycle_tracer`]
-//! (the process-wide lifecycle tracer whose runs the exporter drains) and
-//! [`exporter_target`] (the one place the exporter's target is built).
-
-use std::sync::OnceLock;
+//! `TaskerTraceNative.flush`, `.shutdown` and `.exporter_stats` on them).
+//! The exporter itself, its target and the hook every recording path stores
+//! its events through are in [`crate::process`].
 
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
 use rb_sys::VALUE;
-use tasker_trace_core::encode::Resource;
-use tasker_trace_core::export::{Exporter, ExporterStats, FlushResult, Sources, Wait};
-use tasker_trace_core::model::lifecycle::Tracer;
-use tasker_trace_core::transport::{Destination, PushOverrides};
+use tasker_trace_core::export::{Exporter, ExporterStats, FlushResult, Wait};
 
-use crate::backend;
-use crate::errors::guarded;
-use crate::gvl::without_gvl;
-use crate::names::sym;
-use crate::otlp_methods::resource_for;
-use crate::settings::seconds_value;
-use crate::to_ruby::{
+use crate::from_ruby::setting_checks::seconds_value;
+use crate::helpers::errors::guarded;
+use crate::helpers::gvl::without_gvl;
+use crate::helpers::static_ids::sym;
+use crate::process::exporter;
+use crate::to_ruby::values::{
     bool_to_ruby, count_to_ruby, hash_from_pairs, int_to_ruby, nil, utf8_to_ruby, wrap,
 };
-
-static EXPORTER: OnceLock<Exporter> = OnceLock::new();
-
-/// The process-wide exporter (off until its settings turn it on).
-pub fn exporter() -> &'static Exporter {
-    EXPORTER.get_or_init(|| {
-        Exporter::new(
-            Sources {
-                store: backend(),
-                runs: lifecycle_tracer(),
-            },
-            exporter_resource,
-            Box::new(exporter_target),
-        )
-    })
-}
-
-/// Stores an event through the exporter: every recording path (handle_event,
-/// the lifecycle recorder) calls its core store inside `store`. The exporter
-/// starts its thread before this process's first event and counts the event.
-#[inline]
-pub fn record<R>(store: impl FnOnce() -> R) -> R {
-    exporter().record(store)
-}
-
-/// The process-wide lifecycle tracer whose finished runs the exporter drains
-/// with the store's traces (see `tasker_trace_core::export::sources`); its
-/// recorder stores events through [`record`].
-fn lifecycle_tracer() -> Option<&'static Tracer> {
-    Some(crate::lifecycle_tracer())
-}
-
-/// Where the exporter's target comes from, in one place: the `otlp_*`
-/// settings in force over the `OTEL_EXPORTER_OTLP_*` variables, exactly as
-/// `push_otlp` sends without arguments; unusable variables are warnings,
-/// shown in `exporter_stats`. Called with the GVL held when a worker starts
-/// (the first event in each process).
-pub fn exporter_target() -> (Result<Destination, String>, Vec<String>) {
-    let client = crate::otlp_client();
-    (
-        client.target(&PushOverrides::default()),
-        client
-            .environment_warnings()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-    )
-}
-
-/// The resource of the exporter's requests (called on its thread).
-fn exporter_resource() -> Resource {
-    resource_for(env!("CARGO_PKG_VERSION").to_string())
-}
 
 /// `{sent:, failed:, error:}`.
 fn flush_result(r: &FlushResult) -> RValue {

@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use magnus::{Error, Ruby};
 
-use crate::errors::{self, native_error};
+use crate::helpers::errors::{self, native_error};
 
 /// What a call made without the GVL gave.
 pub struct GvlFreeOutcome<R> {

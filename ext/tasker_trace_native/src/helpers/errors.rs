@@ -1,8 +1,9 @@
 //! Errors and panics at the Ruby boundary.
 //!
-//! `TaskerTraceNative::Error` is defined once, at load. Rust panics never
-//! unwind into Ruby: [`guarded`] turns them into that error, and
-//! `handle_event` turns them into a `false` return.
+//! `TaskerTraceNative::Error` is defined in Ruby, before the extension
+//! loads; [`error_class`] looks it up when it raises. Rust panics never
+//! unwind into Ruby: [`guarded`] and [`build_protected`] turn them into that
+//! error, and `handle_event` turns them into a `false` return.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,19 +12,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use magnus::error::ErrorType;
 use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
-use magnus::{Error, ExceptionClass, RModule, RString, Ruby, Value as RValue};
+use magnus::{Error, ExceptionClass, RString, Ruby, Value as RValue};
+use rb_sys::VALUE;
+
+use crate::process::root_module;
+use crate::to_ruby::values::{nil, wrap};
 
 /// Set by the hidden test hook: the next guarded native call panics on purpose.
 static PANIC_NEXT_CALL: AtomicBool = AtomicBool::new(false);
 
-pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
-    module.define_error("Error", ruby.exception_standard_error())?;
-    Ok(())
-}
-
-/// `TaskerTraceNative::Error`, looked up when needed rather than kept in Rust.
+/// `TaskerTraceNative::Error` (defined in Ruby, by
+/// `lib/tasker_trace_native/error.rb`), looked up when needed rather than
+/// kept in Rust.
 pub fn error_class(ruby: &Ruby) -> ExceptionClass {
-    crate::root_module(ruby)
+    root_module(ruby)
         .and_then(|m| m.const_get::<_, ExceptionClass>("Error"))
         .unwrap_or_else(|_| ruby.exception_runtime_error())
 }
@@ -81,6 +83,28 @@ pub fn guarded<T>(ruby: &Ruby, f: impl FnOnce() -> Result<T, Error>) -> Result<T
     }
 }
 
+/// Runs `build` under `rb_protect`, with panics caught inside: a Ruby
+/// exception raised while building (see [`crate::to_ruby::values`]) or a
+/// panic comes back as an error after the protect boundary. `build` and everything it
+/// calls must own no value with a destructor while they call Ruby.
+pub fn build_protected(ruby: &Ruby, build: impl FnOnce() -> VALUE) -> Result<VALUE, Error> {
+    let mut panic: Option<Box<dyn std::any::Any + Send>> = None;
+    let slot = &mut panic;
+    let built = magnus::rb_sys::protect(move || {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)) {
+            Ok(v) => v,
+            Err(p) => {
+                *slot = Some(p);
+                nil()
+            }
+        }
+    });
+    match panic {
+        Some(p) => Err(panic_error(ruby, p.as_ref())),
+        None => built,
+    }
+}
+
 /// Whether an error from Ruby code should propagate instead of being absorbed:
 /// non-local exits (throw, Thread#kill) and exceptions that stop a thread or
 /// the process (Interrupt, SystemExit, NoMemoryError, Timeout's exit, other
@@ -135,7 +159,13 @@ pub fn inspect(ruby: &Ruby, v: RValue) -> Result<String, Error> {
     }
     // SAFETY: rb_any_to_s builds "#<Class:0x...>" without calling user code.
     let fallback = unsafe { rb_sys::rb_any_to_s(v.as_raw()) };
-    Ok(RString::from_value(crate::to_ruby::wrap(fallback))
+    Ok(RString::from_value(wrap(fallback))
         .and_then(|s| s.to_string().ok())
         .unwrap_or_default())
+}
+
+/// A value shown in an error message: its `inspect`, at most 80
+/// characters. An interrupt raised by `inspect` is the error instead.
+pub fn shown(ruby: &Ruby, v: RValue) -> Result<String, Error> {
+    Ok(inspect(ruby, v)?.chars().take(80).collect())
 }

@@ -2,14 +2,13 @@
 //!
 //! Each method converts and checks all its arguments first (ArgumentError
 //! naming the argument; the checks are the `otlp_*` settings' own, in
-//! `settings.rs`), then releases the GVL for the work that touches no Ruby
-//! (selecting, encoding, the transport, the network wait), then builds its
-//! Ruby result. Inside the GVL-free section panics are caught and no Ruby
+//! [`crate::from_ruby::setting_checks`]), then releases the GVL for the work
+//! that touches no Ruby (selecting, encoding, the transport, the network
+//! wait), then builds its Ruby result. Inside the GVL-free section panics are caught and no Ruby
 //! API is called; drained records go back into the store whenever the
 //! result cannot reach the caller.
 
 use magnus::prelude::*;
-use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RModule, RString, Ruby, Value as RValue};
 use tasker_trace_core::encode::Resource;
 use tasker_trace_core::export::{
@@ -18,12 +17,14 @@ use tasker_trace_core::export::{
 use tasker_trace_core::support::protocol::Protocol;
 use tasker_trace_core::transport::{Cancel, PushOverrides};
 
-use crate::errors::{self, argument_error, native_error};
-use crate::gvl::{without_gvl, NO_UNBLOCK};
-use crate::names::sym;
-use crate::settings::{self, shown};
-use crate::to_ruby::{binary_to_ruby, count_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap};
-use crate::{backend, lifecycle_tracer, otlp_client, resource_config};
+use crate::from_ruby::setting_checks::{self as settings, boolean_argument};
+use crate::helpers::errors::{self, native_error};
+use crate::helpers::gvl::{without_gvl, NO_UNBLOCK};
+use crate::helpers::static_ids::sym;
+use crate::process::{backend, lifecycle_tracer, otlp_client, resource_for};
+use crate::to_ruby::values::{
+    binary_to_ruby, count_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
+};
 
 fn gem_version(ruby: &Ruby) -> String {
     ruby.class_object()
@@ -36,33 +37,6 @@ fn gem_version(ruby: &Ruby) -> String {
 /// The resource of a request, as it is now (pid after any fork).
 fn resource(ruby: &Ruby) -> Resource {
     resource_for(gem_version(ruby))
-}
-
-/// The resource as it is now, with the gem version given (the background
-/// exporter's thread cannot ask Ruby for it). Touches no Ruby.
-pub fn resource_for(version: String) -> Resource {
-    let s = resource_config().get();
-    Resource {
-        service_name: s.service_name,
-        host_name: backend().instance_id().to_string(),
-        pid: std::process::id(),
-        version,
-        attributes: s.attributes,
-    }
-}
-
-fn boolean_argument(ruby: &Ruby, name: &str, v: RValue) -> Result<bool, Error> {
-    let raw = v.as_raw();
-    if raw == rb_sys::Qtrue as rb_sys::VALUE {
-        Ok(true)
-    } else if raw == rb_sys::Qfalse as rb_sys::VALUE {
-        Ok(false)
-    } else {
-        Err(argument_error(
-            ruby,
-            format!("{name} must be true or false (got {})", shown(ruby, v)?),
-        ))
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 //! The instance methods of the native backend: `handle_event`, `export`,
 //! `traces`, `stats` and `reset!`, defined on `TaskerTraceNative::BackendMethods`,
-//! which the Ruby layer prepends into `Tasker::Telemetry::TraceBackend`; and
-//! the module functions the Ruby layer builds `created_at` from.
+//! which the Ruby layer prepends into `Tasker::Telemetry::TraceBackend` (the
+//! module functions it builds `created_at` from are in
+//! [`crate::ruby_api::native::backend`]).
 //!
 //! Each method converts its arguments first, then calls the core (which locks
 //! and unlocks inside), then builds Ruby results from copied data.
@@ -10,58 +11,20 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
-use magnus::{function, method, Error, Integer, RModule, Ruby, Value as RValue};
+use magnus::{method, Error, RModule, Ruby, Value as RValue};
 use rb_sys::{ruby_value_type as T, VALUE};
 use tasker_trace_core::input::backend::Event;
 use tasker_trace_core::input::backend::{KeySource, Route};
 use tasker_trace_core::support::clock::{iso8601, wall_now_ns, Stamp};
 
-use crate::backend;
-use crate::convert::{self, NameRefusal, PayloadConverter};
-use crate::errors::{self, argument_error, guarded, must_propagate};
-use crate::names::sym;
-use crate::to_ruby::{
-    self, build_protected, count_to_ruby, float_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
+use crate::from_ruby::convert::{self, NameRefusal, PayloadConverter};
+use crate::helpers::errors::{self, argument_error, build_protected, guarded};
+use crate::helpers::recorder::{recorder_result, Ingested};
+use crate::helpers::static_ids::sym;
+use crate::process::{self, backend};
+use crate::to_ruby::values::{
+    self as to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
 };
-
-/// `TaskerTraceNative.<logger>(event_name, message)` (`log_error`, or
-/// `log_lifecycle_error` for the lifecycle tracer). A failure of the logger
-/// itself (a StandardError) is absorbed, because the recorders must not
-/// raise for it; an interrupt, a kill or a throw that arrives meanwhile
-/// propagates.
-fn log_failure(ruby: &Ruby, logger: &str, event_name: RValue, message: &str) -> Result<(), Error> {
-    let logged = crate::root_module(ruby)
-        .and_then(|module| module.funcall::<_, _, RValue>(logger, (event_name, message)));
-    match logged {
-        Err(e) if must_propagate(ruby, &e) => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// How a recorder's work ended (`handle_event`, `record_lifecycle_event`).
-pub(crate) enum Ingested {
-    /// Stored in the core.
-    Stored,
-    /// Refused for its input: false, quietly.
-    Refused,
-    /// Failed inside: false, and logged.
-    Failed(String),
-    /// A non-local exit or an exception that must propagate.
-    Raise(Error),
-}
-
-impl Ingested {
-    /// A Ruby error met while converting: propagated, or a logged failure.
-    pub(crate) fn from_error(ruby: &Ruby, e: Error) -> Ingested {
-        if must_propagate(ruby, &e) {
-            return Ingested::Raise(e);
-        }
-        match errors::error_message(ruby, &e) {
-            Ok(message) => Ingested::Failed(message),
-            Err(interrupt) => Ingested::Raise(interrupt),
-        }
-    }
-}
 
 /// The whole of `handle_event` once arguments are known: convert, then store.
 fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Ingested {
@@ -96,7 +59,7 @@ fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Ingested {
         payload: packed,
         at,
     };
-    crate::exporter_methods::record(|| backend().ingest(event));
+    process::record(|| backend().ingest(event));
     Ingested::Stored
 }
 
@@ -123,34 +86,6 @@ fn handle_event(ruby: &Ruby, _rb_self: RValue, args: &[RValue]) -> Result<bool, 
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| ingest(ruby, name.as_raw(), payload)));
     recorder_result(ruby, outcome, name, "log_error", || backend().reject())
-}
-
-/// What a recorder returns for how its work ended: true when stored; false
-/// when refused or failed (counted by `count_refusal`; a failure, a caught
-/// panic included, also logged through `TaskerTraceNative.<logger>`); the
-/// error itself when it must propagate.
-pub(crate) fn recorder_result(
-    ruby: &Ruby,
-    outcome: std::thread::Result<Ingested>,
-    name: RValue,
-    logger: &str,
-    count_refusal: impl Fn(),
-) -> Result<bool, Error> {
-    let outcome =
-        outcome.unwrap_or_else(|panic| Ingested::Failed(errors::panic_report(panic.as_ref())));
-    match outcome {
-        Ingested::Stored => Ok(true),
-        Ingested::Refused => {
-            count_refusal();
-            Ok(false)
-        }
-        Ingested::Failed(message) => {
-            count_refusal();
-            log_failure(ruby, logger, name, &message)?;
-            Ok(false)
-        }
-        Ingested::Raise(e) => Err(e),
-    }
 }
 
 /// `export` → `{ traces:, metadata: }`, an independent copy.
@@ -231,24 +166,11 @@ fn reset(ruby: &Ruby, _rb_self: RValue) -> Result<RValue, Error> {
     })
 }
 
-/// Nanoseconds since the epoch at which the backend was created.
-fn created_at_ns(ruby: &Ruby) -> Result<Integer, Error> {
-    guarded(ruby, || {
-        Ok(ruby.integer_from_i64(backend().created_at().wall_ns))
-    })
-}
-
-fn instance_id(ruby: &Ruby) -> Result<RValue, Error> {
-    guarded(ruby, || Ok(wrap(utf8_to_ruby(backend().instance_id()))))
-}
-
-pub fn define(methods: RModule, native: RModule) -> Result<(), Error> {
+pub fn define(methods: RModule) -> Result<(), Error> {
     methods.define_method("handle_event", method!(handle_event, -1))?;
     methods.define_method("export", method!(export, 0))?;
     methods.define_method("traces", method!(traces, 0))?;
     methods.define_method("stats", method!(stats, 0))?;
     methods.define_method("reset!", method!(reset, 0))?;
-    native.define_module_function("created_at_ns", function!(created_at_ns, 0))?;
-    native.define_module_function("instance_id", function!(instance_id, 0))?;
     Ok(())
 }

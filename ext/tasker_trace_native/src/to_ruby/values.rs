@@ -5,7 +5,8 @@
 //!
 //! Building can also raise: a Hash key's `#hash` or `#eql?` (an Array or Hash
 //! key, when an application redefines them) and any allocation
-//! (`NoMemoryError`). So whole results are built inside [`build_protected`]:
+//! (`NoMemoryError`). So whole results are built inside
+//! [`crate::helpers::errors::build_protected`]:
 //! the builders below own nothing with a destructor (their locals are VALUEs,
 //! readers and stack buffers; the snapshot is owned by the caller, outside),
 //! so a Ruby exception that unwinds past them skips no destructor, stops at
@@ -18,7 +19,7 @@ use std::ffi::c_void;
 use std::sync::OnceLock;
 
 use magnus::rb_sys::FromRawValue;
-use magnus::{Error, Ruby, Value as RValue};
+use magnus::Value as RValue;
 use rb_sys::VALUE;
 use tasker_trace_core::model::backend::store::{GenericRecord, SpanEntry, TraceRecord};
 use tasker_trace_core::model::backend::Record;
@@ -26,7 +27,7 @@ use tasker_trace_core::support::clock::{TimestampFormatter, STAMP_BUF};
 use tasker_trace_core::value::{Encoding, Str, Value};
 use tasker_trace_core::value::{Item, Packed, PackedReader};
 
-use crate::names::{self, sym};
+use crate::helpers::static_ids::{self, sym};
 
 /// A constructor of Hashes sized for a number of entries.
 type HashNewCapa = unsafe extern "C" fn(std::os::raw::c_long) -> VALUE;
@@ -101,7 +102,7 @@ pub fn str_to_ruby(s: &Str) -> VALUE {
 /// like binary.
 fn builtin_str_new(bytes: &[u8], encoding: Encoding) -> VALUE {
     use rb_sys::ruby_encoding_consts::{RUBY_ENCODING_INLINE_MAX, RUBY_ENCODING_SHIFT};
-    let idx = names::builtin_index(encoding).unwrap_or(0);
+    let idx = static_ids::builtin_index(encoding).unwrap_or(0);
     // SAFETY: copies `bytes` into a new binary String.
     let s = unsafe { rb_sys::rb_str_new(bytes.as_ptr() as *const _, bytes.len() as _) };
     if idx > 0 && idx < RUBY_ENCODING_INLINE_MAX as i32 {
@@ -124,28 +125,6 @@ fn builtin_str_new(bytes: &[u8], encoding: Encoding) -> VALUE {
 
 pub fn utf8_to_ruby(s: &str) -> VALUE {
     builtin_str_new(s.as_bytes(), Encoding::Utf8)
-}
-
-/// Runs `build` under `rb_protect`, with panics caught inside: a Ruby
-/// exception raised while building (see the module doc) or a panic comes
-/// back as an error after the protect boundary. `build` and everything it
-/// calls must own no value with a destructor while they call Ruby.
-pub fn build_protected(ruby: &Ruby, build: impl FnOnce() -> VALUE) -> Result<VALUE, Error> {
-    let mut panic: Option<Box<dyn std::any::Any + Send>> = None;
-    let slot = &mut panic;
-    let built = magnus::rb_sys::protect(move || {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)) {
-            Ok(v) => v,
-            Err(p) => {
-                *slot = Some(p);
-                nil()
-            }
-        }
-    });
-    match panic {
-        Some(p) => Err(crate::errors::panic_error(ruby, p.as_ref())),
-        None => built,
-    }
 }
 
 /// A new binary (ASCII-8BIT) String of these bytes.
@@ -309,11 +288,11 @@ fn interned_to_ruby(bytes: &[u8], encoding: Encoding) -> VALUE {
 
 /// The Symbol a core Symbol number stands for.
 fn numbered_symbol_to_ruby(n: u32, name: &Str) -> VALUE {
-    if let Some(symbol) = names::numbered_symbol(n) {
+    if let Some(symbol) = static_ids::numbered_symbol(n) {
         return symbol;
     }
     let symbol = symbol_to_ruby(name.bytes(), name.encoding());
-    names::remember_numbered_symbol(n, symbol);
+    static_ids::remember_numbered_symbol(n, symbol);
     symbol
 }
 

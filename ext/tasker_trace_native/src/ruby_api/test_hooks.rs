@@ -14,7 +14,7 @@
 use magnus::prelude::*;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
 
-use crate::errors;
+use crate::helpers::{allocator, errors};
 
 /// The variable that makes the hooks exist.
 pub const ENABLE_VARIABLE: &str = "TASKER_TRACE_NATIVE_TEST_HOOKS";
@@ -29,7 +29,7 @@ fn panic_next_call() -> bool {
 }
 
 fn native_live_bytes() -> i64 {
-    crate::allocator::live_bytes() as i64
+    allocator::live_bytes() as i64
 }
 
 pub fn define(root: RModule) -> Result<(), Error> {

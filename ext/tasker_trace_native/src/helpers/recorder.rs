@@ -1,0 +1,76 @@
+//! How a recorder's work ends (`handle_event`, `record_lifecycle_event`):
+//! stored, refused, failed (logged through the Ruby layer's logger) or an
+//! error that must propagate, and what the recorder returns for each.
+
+use magnus::prelude::*;
+use magnus::{Error, Ruby, Value as RValue};
+
+use crate::helpers::errors::{self, must_propagate};
+use crate::process::root_module;
+
+/// `TaskerTraceNative.<logger>(event_name, message)` (`log_error`, or
+/// `log_lifecycle_error` for the lifecycle tracer). A failure of the logger
+/// itself (a StandardError) is absorbed, because the recorders must not
+/// raise for it; an interrupt, a kill or a throw that arrives meanwhile
+/// propagates.
+fn log_failure(ruby: &Ruby, logger: &str, event_name: RValue, message: &str) -> Result<(), Error> {
+    let logged = root_module(ruby)
+        .and_then(|module| module.funcall::<_, _, RValue>(logger, (event_name, message)));
+    match logged {
+        Err(e) if must_propagate(ruby, &e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// How a recorder's work ended (`handle_event`, `record_lifecycle_event`).
+pub(crate) enum Ingested {
+    /// Stored in the core.
+    Stored,
+    /// Refused for its input: false, quietly.
+    Refused,
+    /// Failed inside: false, and logged.
+    Failed(String),
+    /// A non-local exit or an exception that must propagate.
+    Raise(Error),
+}
+
+impl Ingested {
+    /// A Ruby error met while converting: propagated, or a logged failure.
+    pub(crate) fn from_error(ruby: &Ruby, e: Error) -> Ingested {
+        if must_propagate(ruby, &e) {
+            return Ingested::Raise(e);
+        }
+        match errors::error_message(ruby, &e) {
+            Ok(message) => Ingested::Failed(message),
+            Err(interrupt) => Ingested::Raise(interrupt),
+        }
+    }
+}
+
+/// What a recorder returns for how its work ended: true when stored; false
+/// when refused or failed (counted by `count_refusal`; a failure, a caught
+/// panic included, also logged through `TaskerTraceNative.<logger>`); the
+/// error itself when it must propagate.
+pub(crate) fn recorder_result(
+    ruby: &Ruby,
+    outcome: std::thread::Result<Ingested>,
+    name: RValue,
+    logger: &str,
+    count_refusal: impl Fn(),
+) -> Result<bool, Error> {
+    let outcome =
+        outcome.unwrap_or_else(|panic| Ingested::Failed(errors::panic_report(panic.as_ref())));
+    match outcome {
+        Ingested::Stored => Ok(true),
+        Ingested::Refused => {
+            count_refusal();
+            Ok(false)
+        }
+        Ingested::Failed(message) => {
+            count_refusal();
+            log_failure(ruby, logger, name, &message)?;
+            Ok(false)
+        }
+        Ingested::Raise(e) => Err(e),
+    }
+}

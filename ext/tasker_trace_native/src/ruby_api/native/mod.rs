@@ -1,0 +1,28 @@
+//! `TaskerTraceNative::Native`: the module functions and constants the Ruby
+//! layer (`lib/`) wraps, one file per area:
+//!
+//! - [`backend`]: `created_at_ns`, `instance_id`
+//! - [`otlp`]: `export_otlp`, `push_otlp`
+//! - [`lifecycle`]: the lifecycle tracer: `record_lifecycle_event`,
+//!   `lifecycle_stats`, `lifecycle_runs`, the filter decisions
+//! - [`exporter`]: the background exporter: flush, shutdown, stats
+//! - [`settings`]: `settings`, `check_setting`, `apply_settings`,
+//!   `environment_warnings`, `SETTING_NAMES`
+
+use magnus::{Error, RModule};
+
+pub mod backend;
+pub mod exporter;
+pub mod lifecycle;
+pub mod otlp;
+pub mod settings;
+
+/// Defines every module function and constant of `Native`.
+pub fn define(native: RModule) -> Result<(), Error> {
+    backend::define(native)?;
+    otlp::define(native)?;
+    lifecycle::define(native)?;
+    exporter::define(native)?;
+    settings::define(native)?;
+    Ok(())
+}
