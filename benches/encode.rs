@@ -8,8 +8,10 @@ use std::hint::black_box;
 use std::io::Write as _;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::otlp::{self, encode_request, Protocol, Resource};
+use tasker_trace_core::encode::{encode_request, Resource};
+use tasker_trace_core::model::{Source, Take};
+use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::support::protocol::Protocol;
 
 const TRACES: i64 = 40_000;
 
@@ -32,7 +34,13 @@ fn gzip_len(body: &[u8]) -> usize {
 
 fn encode(c: &mut Criterion) {
     let backend = common::filled_backend(TRACES);
-    let records = otlp::select(&backend, false, false);
+    let records = backend
+        .take(Take {
+            drain: false,
+            include_open: false,
+            settled_for: std::time::Duration::ZERO,
+        })
+        .ready;
     let resource = resource();
     let now = Stamp::now();
     let protocols = [

@@ -6,8 +6,11 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::hint::black_box;
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::{Backend, Event, KeySource, Str};
+use tasker_trace_core::input::backend::Event;
+use tasker_trace_core::input::backend::KeySource;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::value::Str;
 
 /// Task ids cycle through this many keys, so the store stays at a steady size
 /// (a start on a known key replaces that trace in place).

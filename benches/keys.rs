@@ -2,9 +2,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
-use tasker_trace_core::backend::routing::{classify, finish_status};
-use tasker_trace_core::clock::{wall_now_ns, UniqueInstants};
-use tasker_trace_core::{KeyField, Str};
+use tasker_trace_core::input::backend::routing::{classify, finish_status};
+use tasker_trace_core::input::backend::KeyField;
+use tasker_trace_core::support::clock::{wall_now_ns, UniqueInstants};
+use tasker_trace_core::value::Str;
 
 fn keys(c: &mut Criterion) {
     let mut group = c.benchmark_group("keys");

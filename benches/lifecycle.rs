@@ -11,10 +11,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::lifecycle::{
-    AttrKey, EventName, LifecycleEvent, LifecycleLimits, ToState, Tracer,
-};
+use tasker_trace_core::input::lifecycle::ToState;
+use tasker_trace_core::input::lifecycle::{AttrKey, EventName, LifecycleEvent};
+use tasker_trace_core::model::lifecycle::{LifecycleLimits, Tracer};
+use tasker_trace_core::support::clock::Stamp;
 
 /// Task ids cycle through this many, so the history stays at a steady size.
 const TASKS: i64 = 10_000;

@@ -2,7 +2,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
-use tasker_trace_core::clock::{iso8601, Stamp, TimestampFormatter};
+use tasker_trace_core::support::clock::{iso8601, Stamp, TimestampFormatter};
 
 fn timestamps(c: &mut Criterion) {
     let mut group = c.benchmark_group("timestamps");

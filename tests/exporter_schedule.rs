@@ -11,22 +11,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otlp_support::*;
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::exporter::{
-    Exporter, ExporterConfig, FlushResult, Mode, Schedule, Sources, TargetFn, Wait,
+use tasker_trace_core::encode::Resource;
+use tasker_trace_core::export::{
+    BackgroundSettings, DestinationFn, Exporter, FlushResult, Mode, Schedule, Sources, Wait,
 };
-use tasker_trace_core::lifecycle::{LifecycleEvent, ToState, Tracer};
-use tasker_trace_core::otlp::{Compression, Protocol, Resource, Target};
-use tasker_trace_core::Backend;
+use tasker_trace_core::input::lifecycle::LifecycleEvent;
+use tasker_trace_core::input::lifecycle::ToState;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::model::lifecycle::Tracer;
+use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::support::protocol::Protocol;
+use tasker_trace_core::transport::{Compression, Destination};
 
-fn json_target(url: &str, timeout: Duration) -> TargetFn {
+fn json_target(url: &str, timeout: Duration) -> DestinationFn {
     let url = url.to_string();
     Box::new(move || {
-        let target = Target {
+        let target = Destination {
             timeout,
             protocol: Protocol::HttpJson,
             compression: Compression::None,
-            ..Target::new(url.clone())
+            ..Destination::new(url.clone())
         };
         (Ok(target), Vec::new())
     })
@@ -49,12 +53,12 @@ fn setup(url: &str, schedule: Schedule) -> Setup {
         Sources {
             store,
             runs: Some(tracer),
-            resource: test_resource,
         },
+        test_resource,
         json_target(url, schedule.export_timeout),
     );
     exporter.configure(
-        ExporterConfig {
+        BackgroundSettings {
             mode: Mode::Otlp,
             schedule,
             sdk_disabled: false,
@@ -81,7 +85,7 @@ fn schedule(delay_ms: u64, batch: usize) -> Schedule {
 fn record_task(s: &Setup, id: i64) {
     let step = hash(vec![(
         sym("workflow_step_id"),
-        tasker_trace_core::Value::Int(id),
+        tasker_trace_core::value::Value::Int(id),
     )]);
     for (name, payload) in [
         (
@@ -338,7 +342,8 @@ fn turning_it_off_stops_the_thread_and_keeps_the_records() {
     let s = setup(&c.url, schedule(100, 100_000));
     record_task(&s, 1);
     assert!(s.exporter.stats().running);
-    s.exporter.configure(ExporterConfig::default(), Vec::new());
+    s.exporter
+        .configure(BackgroundSettings::default(), Vec::new());
     assert!(!s.exporter.stats().running);
     record_task(&s, 2);
     std::thread::sleep(Duration::from_millis(400));
@@ -357,7 +362,7 @@ fn sdk_disabled_keeps_it_off() {
     let c = Collector::start(vec![Reply::status(200)]);
     let s = setup(&c.url, schedule(20, 1));
     s.exporter.configure(
-        ExporterConfig {
+        BackgroundSettings {
             mode: Mode::Otlp,
             schedule: schedule(20, 1),
             sdk_disabled: true,
@@ -377,7 +382,6 @@ fn records_that_finished_before_a_fork_are_left_to_the_parent() {
     let sources = Sources {
         store: s.store,
         runs: Some(s.tracer),
-        resource: test_resource,
     };
     finished_task(s.store, 1);
     record_run(&s, 7);

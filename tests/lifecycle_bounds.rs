@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use lifecycle_support::*;
-use tasker_trace_core::lifecycle::{
+use tasker_trace_core::model::lifecycle::{
     LifecycleLimits, LifecycleStats, RecordOutcome as O, RunEnd, StatusCode, Tracer,
 };
 

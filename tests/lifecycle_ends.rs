@@ -5,9 +5,10 @@
 mod lifecycle_support;
 
 use lifecycle_support::*;
-use tasker_trace_core::lifecycle::{
-    AttrKey, AttrValue, LifecycleEvent, RecordOutcome as O, RunEnd, StatusCode, ToState,
-    TASK_INIT_SPAN_NAME,
+use tasker_trace_core::input::lifecycle::ToState;
+use tasker_trace_core::input::lifecycle::{AttrKey, AttrValue, LifecycleEvent};
+use tasker_trace_core::model::lifecycle::{
+    RecordOutcome as O, RunEnd, StatusCode, TASK_INIT_SPAN_NAME,
 };
 
 #[test]

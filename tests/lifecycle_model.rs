@@ -4,9 +4,9 @@
 mod lifecycle_support;
 
 use lifecycle_support::*;
-use tasker_trace_core::lifecycle::{
-    AttrKey, AttrValue, Id, RecordOutcome as O, RunEnd, StatusCode, Text, STEP_SPAN_NAME,
-    TASK_SPAN_NAME,
+use tasker_trace_core::input::lifecycle::{AttrKey, AttrValue, Id, Text};
+use tasker_trace_core::model::lifecycle::{
+    RecordOutcome as O, RunEnd, StatusCode, STEP_SPAN_NAME, TASK_SPAN_NAME,
 };
 
 #[test]

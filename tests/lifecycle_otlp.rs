@@ -16,10 +16,12 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
 use opentelemetry_proto::tonic::trace::v1::Span as PSpan;
 use otlp_support::*;
 use prost::Message as _;
-use tasker_trace_core::lifecycle::{AttrKey, Tracer};
-use tasker_trace_core::otlp::sources;
-use tasker_trace_core::otlp::{Cancel, Compression, Protocol, PushOutcome, Target, Transport};
-use tasker_trace_core::Backend;
+use tasker_trace_core::export::{self, PushOutcome, Sending, Sources};
+use tasker_trace_core::input::lifecycle::AttrKey;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::model::lifecycle::Tracer;
+use tasker_trace_core::support::protocol::Protocol;
+use tasker_trace_core::transport::{Cancel, Compression, Destination, Transport};
 
 /// Two finished runs of task 5 (the first re-enqueued, the second linked to
 /// it and completed, with a retried step) and one of task 6 (failed).
@@ -101,9 +103,8 @@ fn int_attr(span: &PSpan, key: &str) -> Option<i64> {
 }
 
 fn export(b: &Backend, t: &Tracer, drain: bool, open: bool, protocol: Protocol) -> Vec<u8> {
-    sources::export(b, t, drain, open, &resource(), protocol)
+    export::encode_export(Sources::both(b, t), drain, open, &resource(), protocol)
         .expect("encodes")
-        .export
         .body
 }
 
@@ -285,11 +286,11 @@ fn a_drain_exports_each_run_once_and_open_runs_stay_until_they_end() {
 }
 
 fn transport(url: &str) -> Transport {
-    Transport::new(Target {
+    Transport::new(Destination {
         timeout: Duration::from_millis(2_000),
         protocol: Protocol::HttpProtobuf,
         compression: Compression::Gzip,
-        ..Target::new(url)
+        ..Destination::new(url)
     })
     .expect("transport")
 }
@@ -300,11 +301,10 @@ fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
     // 400 is not retried: the push fails at once and everything goes back.
     let refusing = Collector::start(vec![Reply::status(400).body("{}")]);
     let cancel = Cancel::for_current_thread();
-    let outcome = sources::push(
-        &b,
-        &t,
+    let outcome = export::push(
+        Sources::both(&b, &t),
         &resource(),
-        &transport(&refusing.url),
+        Sending::PushThread(&transport(&refusing.url), &SENDER),
         &cancel,
         Duration::ZERO,
     );
@@ -324,11 +324,10 @@ fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
     assert_eq!(t.stats().finished_runs, 3, "runs put back");
     assert_eq!(b.stats().active_traces, 1, "records put back");
     let collector = Collector::start(vec![Reply::status(200)]);
-    let outcome = sources::push(
-        &b,
-        &t,
+    let outcome = export::push(
+        Sources::both(&b, &t),
         &resource(),
-        &transport(&collector.url),
+        Sending::PushThread(&transport(&collector.url), &SENDER),
         &cancel,
         Duration::ZERO,
     );
@@ -340,11 +339,10 @@ fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
     assert_eq!(got.len(), 1);
     assert_eq!(by_trace(&lifecycle_spans(got[0].request())).len(), 3);
     assert_eq!(t.stats().finished_runs, 0);
-    let nothing = sources::push(
-        &b,
-        &t,
+    let nothing = export::push(
+        Sources::both(&b, &t),
         &resource(),
-        &transport(&collector.url),
+        Sending::PushThread(&transport(&collector.url), &SENDER),
         &cancel,
         Duration::ZERO,
     );
@@ -354,16 +352,15 @@ fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
 #[test]
 fn a_push_leaves_runs_that_have_not_settled() {
     let (b, t) = (Backend::new("h"), Tracer::default());
-    let now = tasker_trace_core::clock::Stamp::now();
+    let now = tasker_trace_core::support::clock::Stamp::now();
     t.record(ls::start_requested(1, now));
     t.record(ls::ev("task.completed", 1, now).with_attr(AttrKey::TotalSteps, 0));
     let collector = Collector::start(vec![Reply::status(200)]);
     let cancel = Cancel::for_current_thread();
-    let outcome = sources::push(
-        &b,
-        &t,
+    let outcome = export::push(
+        Sources::both(&b, &t),
         &resource(),
-        &transport(&collector.url),
+        Sending::PushThread(&transport(&collector.url), &SENDER),
         &cancel,
         Duration::from_secs(600),
     );

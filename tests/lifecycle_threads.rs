@@ -10,10 +10,9 @@ use std::thread;
 use std::time::Duration;
 
 use lifecycle_support::*;
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::lifecycle::{
-    AttrValue, Id, LifecycleEvent, RecordOutcome as O, Run, RunEnd, StatusCode, Tracer,
-};
+use tasker_trace_core::input::lifecycle::{AttrValue, Id, LifecycleEvent};
+use tasker_trace_core::model::lifecycle::{RecordOutcome as O, Run, RunEnd, StatusCode, Tracer};
+use tasker_trace_core::support::clock::Stamp;
 
 const THREADS: i64 = 8;
 

@@ -11,8 +11,11 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use otlp_support::*;
-use tasker_trace_core::otlp::{self, encode_request, Protocol};
-use tasker_trace_core::{Backend, Encoding, Str, Value};
+use tasker_trace_core::encode::encode_request;
+use tasker_trace_core::export;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::support::protocol::Protocol;
+use tasker_trace_core::value::{Encoding, Str, Value};
 
 fn spans(
     req: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
@@ -48,12 +51,12 @@ fn array(v: &Av) -> &[AnyValue] {
 }
 
 fn export_all(b: &Backend, include_open: bool) -> Vec<u8> {
-    let records = otlp::select(b, false, include_open);
+    let records = select(b, false, include_open);
     encode_request(
         &records,
         &[],
         &resource(),
-        tasker_trace_core::clock::Stamp::now(),
+        tasker_trace_core::support::clock::Stamp::now(),
         Protocol::HttpJson,
     )
     .expect("encodes")
@@ -135,12 +138,12 @@ fn user_resource_attributes_replace_detected_ones_but_not_the_service_name() {
         ("service.name".to_string(), s("ignored")),
         ("replicas".to_string(), Value::Int(3)),
     ];
-    let records = otlp::select(&b, false, false);
+    let records = select(&b, false, false);
     let json = encode_request(
         &records,
         &[],
         &r,
-        tasker_trace_core::clock::Stamp::now(),
+        tasker_trace_core::support::clock::Stamp::now(),
         Protocol::HttpJson,
     )
     .unwrap();
@@ -358,16 +361,37 @@ fn ids_stay_the_same_across_exports_and_differ_between_traces() {
 #[test]
 fn drain_removes_exactly_what_was_exported() {
     let b = rich_store();
-    let export = otlp::export(&b, true, false, &resource(), Protocol::HttpJson).expect("export");
+    let export = export::encode_export(
+        export::Sources::store(&b),
+        true,
+        false,
+        &resource(),
+        Protocol::HttpJson,
+    )
+    .expect("export");
     assert_eq!(export.records.len(), 2);
     assert_eq!(spans(&validate(&export.body)).len(), 3);
     // The open trace stays; a second drain finds nothing complete.
     assert_eq!(b.len(), 1);
-    let again = otlp::export(&b, true, false, &resource(), Protocol::HttpJson).expect("export");
+    let again = export::encode_export(
+        export::Sources::store(&b),
+        true,
+        false,
+        &resource(),
+        Protocol::HttpJson,
+    )
+    .expect("export");
     assert!(again.records.is_empty());
     assert!(spans(&validate(&again.body)).is_empty());
     // include_open takes the rest.
-    let rest = otlp::export(&b, true, true, &resource(), Protocol::HttpJson).expect("export");
+    let rest = export::encode_export(
+        export::Sources::store(&b),
+        true,
+        true,
+        &resource(),
+        Protocol::HttpJson,
+    )
+    .expect("export");
     assert_eq!(rest.records.len(), 1);
     assert!(b.is_empty());
 }
@@ -398,18 +422,30 @@ fn drain_under_concurrent_writers_exports_every_trace_once() {
     };
     while writers.iter().any(|w| !w.is_finished()) {
         collect(
-            &otlp::export(&b, true, false, &resource(), Protocol::HttpJson)
-                .unwrap()
-                .body,
+            &export::encode_export(
+                export::Sources::store(&b),
+                true,
+                false,
+                &resource(),
+                Protocol::HttpJson,
+            )
+            .unwrap()
+            .body,
         );
     }
     for w in writers {
         w.join().unwrap();
     }
     collect(
-        &otlp::export(&b, true, false, &resource(), Protocol::HttpJson)
-            .unwrap()
-            .body,
+        &export::encode_export(
+            export::Sources::store(&b),
+            true,
+            false,
+            &resource(),
+            Protocol::HttpJson,
+        )
+        .unwrap()
+        .body,
     );
     assert_eq!(seen.len(), 2100, "every trace exported");
     seen.sort();
@@ -474,7 +510,7 @@ fn deep_values_are_cut_at_the_depth_limit_without_overflow() {
 #[test]
 fn non_utf8_names_and_keys_are_made_valid_text() {
     let b = Backend::new("h");
-    b.ingest(tasker_trace_core::Event::new(
+    b.ingest(tasker_trace_core::input::backend::Event::new(
         Str::new(&b"caf\xe9.started"[..], Encoding::Binary),
         task_key(1),
         hash(vec![
@@ -486,7 +522,7 @@ fn non_utf8_names_and_keys_are_made_valid_text() {
         ]),
         at(1, 0),
     ));
-    b.ingest(tasker_trace_core::Event::new(
+    b.ingest(tasker_trace_core::input::backend::Event::new(
         Str::utf8("x.completed"),
         task_key(1),
         hash(vec![]),

@@ -10,15 +10,18 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
 use otlp_support::*;
 use prost::Message as _;
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::otlp::{
-    self, encode_request, AttributeValue, Encoder, KeyValue, OwnedEvent, OwnedSpan, Protocol,
-    SpanLink, SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK,
+use tasker_trace_core::encode::{
+    encode_request, AttributeValue, Encoder, KeyValue, OwnedEvent, OwnedSpan, SpanLink,
+    SPAN_KIND_INTERNAL, STATUS_CODE_ERROR, STATUS_CODE_OK,
 };
-use tasker_trace_core::{Backend, Encoding, Event, Str, Value};
+use tasker_trace_core::input::backend::Event;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::support::protocol::Protocol;
+use tasker_trace_core::value::{Encoding, Str, Value};
 
 fn encode(b: &Backend, extra: &[OwnedSpan], protocol: Protocol) -> Vec<u8> {
-    let records = otlp::select(b, false, true);
+    let records = select(b, false, true);
     // One `now` for both formats (it closes open traces).
     let now = at(1_800_000_000, 0);
     encode_request(&records, extra, &resource(), now, protocol).expect("encodes")
@@ -209,7 +212,7 @@ fn hostile_store() -> Backend {
     ));
     b.ingest(Event::new(
         Str::utf8(""),
-        tasker_trace_core::KeySource::Fresh,
+        tasker_trace_core::input::backend::KeySource::Fresh,
         hash(vec![]),
         at(1_700_000_002, 0),
     ));
@@ -355,7 +358,7 @@ fn split_requests_hold_every_span_once_and_stay_under_the_limit() {
     for i in 0..120 {
         finished_task(&b, i);
     }
-    let records = otlp::select(&b, false, false);
+    let records = select(&b, false, false);
     let now = Stamp::now();
     for protocol in [Protocol::HttpProtobuf, Protocol::HttpJson] {
         let whole = encode_request(&records, &owned_spans(), &resource(), now, protocol).unwrap();
@@ -414,7 +417,7 @@ fn a_span_too_large_for_any_request_is_left_out_and_counted() {
     );
     event(&b, "big.completed", task_key(2), hash(vec![]), at(1, 1));
     finished_task(&b, 3);
-    let records = otlp::select(&b, false, false);
+    let records = select(&b, false, false);
     let mut enc = Encoder::with_limit(Protocol::HttpProtobuf, &resource(), 2_000).unwrap();
     for (key, rec) in &records {
         enc.record(key, rec, Stamp::now()).unwrap();

@@ -8,27 +8,27 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use otlp_support::*;
-use tasker_trace_core::otlp::{
-    push_finished, Cancel, Compression, Protocol, PushOutcome, Target, Transport,
-};
-use tasker_trace_core::Backend;
+use tasker_trace_core::export::PushOutcome;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::support::protocol::Protocol;
+use tasker_trace_core::transport::{Cancel, Compression, Destination, Transport};
 
 /// The defaults (http/protobuf, gzip) with a tenant header.
 fn target(url: &str, timeout_ms: u64) -> Transport {
-    Transport::new(Target {
+    Transport::new(Destination {
         headers: vec![("x-tenant".to_string(), "acme".to_string())],
         timeout: Duration::from_millis(timeout_ms),
-        ..Target::new(url)
+        ..Destination::new(url)
     })
     .expect("transport")
 }
 
 fn json_target(url: &str, timeout_ms: u64) -> Transport {
-    Transport::new(Target {
+    Transport::new(Destination {
         timeout: Duration::from_millis(timeout_ms),
         protocol: Protocol::HttpJson,
         compression: Compression::None,
-        ..Target::new(url)
+        ..Destination::new(url)
     })
     .expect("transport")
 }
@@ -56,8 +56,11 @@ fn store() -> Backend {
         &b,
         "task.started",
         task_key(99),
-        hash(vec![(sym("task_id"), tasker_trace_core::Value::Int(99))]),
-        tasker_trace_core::clock::Stamp::now(),
+        hash(vec![(
+            sym("task_id"),
+            tasker_trace_core::value::Value::Int(99),
+        )]),
+        tasker_trace_core::support::clock::Stamp::now(),
     );
     b
 }
@@ -418,9 +421,9 @@ fn json_without_compression_when_asked() {
 fn gzip_json_is_decompressed_by_the_receiver() {
     let collector = Collector::start(vec![Reply::status(200)]);
     let b = store();
-    let transport = Transport::new(Target {
+    let transport = Transport::new(Destination {
         protocol: Protocol::HttpJson,
-        ..Target::new(&collector.url)
+        ..Destination::new(&collector.url)
     })
     .unwrap();
     let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
@@ -644,12 +647,12 @@ fn the_received_protobuf_equals_the_json_export_of_the_same_records() {
     let collector = Collector::start(vec![Reply::status(200)]);
     let b = rich_store();
     // What is pushed: the finished records, as JSON, before the push.
-    let records = tasker_trace_core::otlp::select(&b, false, false);
-    let json = tasker_trace_core::otlp::encode_request(
+    let records = select(&b, false, false);
+    let json = tasker_trace_core::encode::encode_request(
         &records,
         &[],
         &resource(),
-        tasker_trace_core::clock::Stamp::now(),
+        tasker_trace_core::support::clock::Stamp::now(),
         Protocol::HttpJson,
     )
     .unwrap();
@@ -782,20 +785,20 @@ fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
             "big.started",
             task_key(i),
             hash(vec![(sym("blob"), s(&blob))]),
-            tasker_trace_core::clock::Stamp::now(),
+            tasker_trace_core::support::clock::Stamp::now(),
         );
         event(
             &b,
             "big.completed",
             task_key(i),
             hash(vec![]),
-            tasker_trace_core::clock::Stamp::now(),
+            tasker_trace_core::support::clock::Stamp::now(),
         );
     }
-    let transport = Transport::new(Target {
+    let transport = Transport::new(Destination {
         compression: Compression::None,
         timeout: Duration::from_secs(60),
-        ..Target::new(&collector.url)
+        ..Destination::new(&collector.url)
     })
     .unwrap();
     assert_eq!(transport.request_limit(), 64 * MIB);

@@ -8,8 +8,9 @@ use std::time::Duration;
 use otlp_support::tls::*;
 use otlp_support::*;
 use rcgen::{ExtendedKeyUsagePurpose, KeyPair};
-use tasker_trace_core::otlp::{push_finished, Cancel, PushOutcome, Target, Tls, Transport};
-use tasker_trace_core::Backend;
+use tasker_trace_core::export::PushOutcome;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::transport::{Cancel, Destination, Tls, Transport};
 
 fn store() -> Backend {
     let b = Backend::new("h");
@@ -20,10 +21,10 @@ fn store() -> Backend {
 }
 
 fn push(url: &str, tls: Tls) -> (PushOutcome, Backend) {
-    let transport = Transport::new(Target {
+    let transport = Transport::new(Destination {
         timeout: Duration::from_secs(5),
         tls,
-        ..Target::new(url)
+        ..Destination::new(url)
     })
     .expect("transport");
     let b = store();
@@ -183,9 +184,9 @@ fn a_client_key_that_does_not_match_its_certificate_is_refused_up_front() {
         Some(&files.write("other.key", &other_key.serialize_pem())),
     )
     .unwrap();
-    let err = Transport::new(Target {
+    let err = Transport::new(Destination {
         tls,
-        ..Target::new("https://127.0.0.1:1/v1/traces")
+        ..Destination::new("https://127.0.0.1:1/v1/traces")
     })
     .unwrap_err();
     assert!(err.contains("cannot be used together"), "{err}");
@@ -196,9 +197,9 @@ fn a_client_key_that_does_not_match_its_certificate_is_refused_up_front() {
         Some(&files.write("k.pem", &client.pem())),
     )
     .unwrap();
-    let err = Transport::new(Target {
+    let err = Transport::new(Destination {
         tls,
-        ..Target::new("https://127.0.0.1:1/v1/traces")
+        ..Destination::new("https://127.0.0.1:1/v1/traces")
     })
     .unwrap_err();
     assert!(err.contains("client key file"), "{err}");

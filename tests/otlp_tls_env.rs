@@ -9,8 +9,9 @@ use std::time::Duration;
 use otlp_support::tls::*;
 use otlp_support::*;
 use rcgen::ExtendedKeyUsagePurpose;
-use tasker_trace_core::otlp::{push_finished, Cancel, PushOutcome, Target, Transport};
-use tasker_trace_core::Backend;
+use tasker_trace_core::export::PushOutcome;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::transport::{Cancel, Destination, Transport};
 
 #[test]
 fn ssl_cert_file_is_honoured_by_the_platform_store() {
@@ -22,9 +23,9 @@ fn ssl_cert_file_is_honoured_by_the_platform_store() {
     let bundle = files.write("bundle.pem", &ca.cert.pem());
     // The only test in this binary: no other thread reads the environment.
     std::env::set_var("SSL_CERT_FILE", &bundle);
-    let transport = Transport::new(Target {
+    let transport = Transport::new(Destination {
         timeout: Duration::from_secs(5),
-        ..Target::new(&collector.url)
+        ..Destination::new(&collector.url)
     })
     .unwrap();
     let b = Backend::new("h");

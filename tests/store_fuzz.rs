@@ -15,10 +15,12 @@ use std::sync::Arc;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-use tasker_trace_core::backend::Limits;
-use tasker_trace_core::clock::{round6, Stamp};
-use tasker_trace_core::{Backend, Event, Record};
-use tasker_trace_core::{Encoding, KeyField, KeySource, Status, Str, Value};
+use tasker_trace_core::input::backend::Event;
+use tasker_trace_core::input::backend::{KeyField, KeySource, Status};
+use tasker_trace_core::model::backend::Limits;
+use tasker_trace_core::model::backend::{Backend, Record};
+use tasker_trace_core::support::clock::{round6, Stamp};
+use tasker_trace_core::value::{Encoding, Str, Value};
 
 /// Fixed seeds: every run explores the same cases.
 const SEED: [u8; 32] = *b"tasker-trace-native store fuzz 1";

@@ -5,8 +5,11 @@
 
 #![allow(dead_code)]
 
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::{Backend, Event, KeyField, KeySource, Str, Value};
+use tasker_trace_core::input::backend::Event;
+use tasker_trace_core::input::backend::{KeyField, KeySource};
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::value::{Str, Value};
 
 /// A realistic Tasker payload for task `id`.
 pub fn payload(id: i64) -> Value {

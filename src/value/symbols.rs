@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Once, OnceLock};
 
 use super::Str;
-use crate::fork::ForkSafeMutex;
+use crate::support::fork::ForkSafeMutex;
 
 /// Symbol names that payloads refer to by number: at most this many are
 /// numbered; later names are stored in full.

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::lifecycle::{
-    AttrKey, AttrValue, Id, LifecycleEvent, LifecycleLimits, RecordOutcome, Run, Span, ToState,
-    Tracer,
-};
+use tasker_trace_core::input::lifecycle::ToState;
+use tasker_trace_core::input::lifecycle::{AttrKey, AttrValue, Id, LifecycleEvent};
+use tasker_trace_core::model::lifecycle::{LifecycleLimits, RecordOutcome, Run, Span, Tracer};
+use tasker_trace_core::support::clock::Stamp;
 
 /// The wall clock at t = 0 (2026-01-01T00:00:00Z).
 pub const WALL_BASE: i64 = 1_767_225_600_000_000_000;

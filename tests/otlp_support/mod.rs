@@ -13,9 +13,16 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value as Json;
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::otlp::Resource;
-use tasker_trace_core::{Backend, Encoding, Event, KeyField, KeySource, Str, Value};
+use tasker_trace_core::encode::Resource;
+use tasker_trace_core::export::{push, PushOutcome, Sending, Sources, EXPLICIT_SETTLE};
+use tasker_trace_core::input::backend::Event;
+use tasker_trace_core::input::backend::{KeyField, KeySource};
+use tasker_trace_core::model::backend::store::{Key, Record};
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::model::{Source, Take};
+use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::transport::{Cancel, PushSender, Transport};
+use tasker_trace_core::value::{Encoding, Str, Value};
 
 pub fn sym(s: &str) -> Value {
     Value::symbol(s)
@@ -42,6 +49,40 @@ pub fn at(wall_s: i64, mono_ms: u64) -> Stamp {
 
 pub fn event(b: &Backend, name: &str, key: KeySource, payload: Value, stamp: Stamp) {
     b.ingest(Event::new(Str::utf8(name), key, payload, stamp));
+}
+
+/// The push thread of these tests.
+pub static SENDER: PushSender = PushSender::new();
+
+/// A push of the store's finished records through the one export path, as
+/// `push_otlp` sends (through the push thread).
+#[allow(dead_code)]
+pub fn push_finished(
+    b: &Backend,
+    resource: &Resource,
+    transport: &Transport,
+    cancel: &Cancel,
+) -> PushOutcome {
+    let sending = Sending::PushThread(transport, &SENDER);
+    push(
+        Sources::store(b),
+        resource,
+        sending,
+        cancel,
+        EXPLICIT_SETTLE,
+    )
+}
+
+/// The store's records an export covers: finished ones, and open ones too
+/// with `include_open`; with `drain` they are removed.
+#[allow(dead_code)]
+pub fn select(b: &Backend, drain: bool, include_open: bool) -> Vec<(Key, Arc<Record>)> {
+    b.take(Take {
+        drain,
+        include_open,
+        settled_for: Duration::ZERO,
+    })
+    .ready
 }
 
 pub fn resource() -> Resource {

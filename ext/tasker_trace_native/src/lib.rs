@@ -32,9 +32,10 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     // OTEL_* variables now.
     process::backend().register_for_fork();
     process::otlp_client().register_for_fork();
+    process::resource_config().register_for_fork();
     process::lifecycle_tracer().register_for_fork();
     from_ruby::lifecycle_read_plan::init();
     process::exporter().register_for_fork();
-    ruby_api::native::settings::load_environment_defaults(process::backend());
+    ruby_api::native::settings::load_environment_defaults();
     Ok(())
 }

@@ -11,10 +11,11 @@ use std::sync::OnceLock;
 
 use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby};
-use tasker_trace_core::exporter::{Exporter, Sources};
-use tasker_trace_core::lifecycle::Tracer;
-use tasker_trace_core::otlp::{OtlpClient, PushOverrides, Resource, Target};
-use tasker_trace_core::Backend;
+use tasker_trace_core::encode::{Resource, ResourceConfig};
+use tasker_trace_core::export::{Exporter, Sources};
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::model::lifecycle::Tracer;
+use tasker_trace_core::transport::{Destination, OtlpClient, PushOverrides};
 
 static BACKEND: OnceLock<Backend> = OnceLock::new();
 
@@ -36,6 +37,14 @@ pub fn otlp_client() -> &'static OtlpClient {
     &OTLP_CLIENT
 }
 
+static RESOURCE: OnceLock<ResourceConfig> = OnceLock::new();
+
+/// The process-wide resource settings (`service_name`,
+/// `resource_attributes`) that every OTLP request carries.
+pub fn resource_config() -> &'static ResourceConfig {
+    RESOURCE.get_or_init(ResourceConfig::default)
+}
+
 static TRACER: OnceLock<Tracer> = OnceLock::new();
 
 /// The process-wide lifecycle tracer (Tasker's published events as one
@@ -48,15 +57,15 @@ static EXPORTER: OnceLock<Exporter> = OnceLock::new();
 
 /// The process-wide exporter (off until its settings turn it on). It drains
 /// the store's traces and the lifecycle tracer's finished runs (see
-/// `tasker_trace_core::exporter::sources`).
+/// `tasker_trace_core::export::pipeline`).
 pub fn exporter() -> &'static Exporter {
     EXPORTER.get_or_init(|| {
         Exporter::new(
             Sources {
                 store: backend(),
                 runs: Some(lifecycle_tracer()),
-                resource: exporter_resource,
             },
+            exporter_resource,
             Box::new(exporter_target),
         )
     })
@@ -75,7 +84,7 @@ pub fn record<R>(store: impl FnOnce() -> R) -> R {
 /// `push_otlp` sends without arguments; unusable variables are warnings,
 /// shown in `exporter_stats`. Called with the GVL held when a worker starts
 /// (the first event in each process).
-pub fn exporter_target() -> (Result<Target, String>, Vec<String>) {
+pub fn exporter_target() -> (Result<Destination, String>, Vec<String>) {
     let client = otlp_client();
     (
         client.target(&PushOverrides::default()),
@@ -96,7 +105,7 @@ fn exporter_resource() -> Resource {
 /// given (the background exporter's thread cannot ask Ruby for it). Touches
 /// no Ruby.
 pub fn resource_for(version: String) -> Resource {
-    let s = backend().resource_settings();
+    let s = resource_config().get();
     Resource {
         service_name: s.service_name,
         host_name: backend().instance_id().to_string(),

@@ -14,11 +14,12 @@ use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
 use magnus::{Error, RString, Ruby, Value as RValue};
 use rb_sys::{ruby_value_type as T, StableApiDefinition, VALUE};
-use tasker_trace_core::backend::routing::classify;
+use tasker_trace_core::input::backend::routing::classify;
+use tasker_trace_core::input::backend::{KeyField, KeySource, Route};
 use tasker_trace_core::value::{
     symbol_id, Packed, PackedWriter, DEPTH_LIMIT_MARKER, MAX_DEPTH, RECURSION_MARKER,
 };
-use tasker_trace_core::{Encoding, EventKind, KeyField, KeySource, Str, Value};
+use tasker_trace_core::value::{Encoding, Str, Value};
 
 use crate::helpers::errors::{must_propagate, panic_error};
 use crate::helpers::static_ids;
@@ -116,7 +117,7 @@ struct ThreadState {
     symbols: FastMap<VALUE, u32>,
     /// Event names seen on this thread, by their bytes: the shared core
     /// string and the kind, so a repeated name costs no allocation.
-    names: FastMap<Box<[u8]>, (Str, EventKind)>,
+    names: FastMap<Box<[u8]>, (Str, Route)>,
 }
 
 thread_local! {
@@ -237,7 +238,7 @@ impl<'r> PayloadConverter<'r> {
 
     /// The event name as a String (a Symbol is taken by its name), with its
     /// kind. Names seen before on this thread come from a cache.
-    pub fn event_name(&mut self, v: VALUE) -> Result<(Str, EventKind), NameRefusal> {
+    pub fn event_name(&mut self, v: VALUE) -> Result<(Str, Route), NameRefusal> {
         // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
         let ty = unsafe { rb_sys::RB_TYPE(v) };
         let s = match ty {

@@ -38,11 +38,11 @@ use std::sync::Arc;
 
 use magnus::{Error, Ruby};
 use rb_sys::{ruby_value_type as T, VALUE};
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::lifecycle::{
-    Attr, AttrKey, AttrValue, EventKind, EventName, Id, LifecycleEvent, Text, ToState,
-    MAX_TEXT_BYTES,
+use tasker_trace_core::input::lifecycle::ToState;
+use tasker_trace_core::input::lifecycle::{
+    Attr, AttrKey, AttrValue, EventKind, EventName, Id, LifecycleEvent, Text, MAX_TEXT_BYTES,
 };
+use tasker_trace_core::support::clock::Stamp;
 
 use crate::from_ruby::convert::{
     class_placeholder, describe_object, string_slice, Described, FastMap,

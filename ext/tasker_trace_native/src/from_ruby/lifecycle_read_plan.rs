@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rb_sys::{ruby_value_type as T, ID, VALUE};
-use tasker_trace_core::fork::ForkSafeMutex;
-use tasker_trace_core::lifecycle::values::ValueFilter;
-use tasker_trace_core::lifecycle::AttrKey;
+use tasker_trace_core::input::lifecycle::values::ValueFilter;
+use tasker_trace_core::input::lifecycle::AttrKey;
+use tasker_trace_core::support::fork::ForkSafeMutex;
 
 use crate::from_ruby::convert::{string_slice, FastMap};
 

@@ -27,11 +27,11 @@ use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
 use magnus::{Error, RModule, Ruby, Value as RValue};
 use rb_sys::{ruby_value_type as T, VALUE};
-use tasker_trace_core::lifecycle::values::{
+use tasker_trace_core::input::lifecycle::values::{
     ValueFilter, CYCLE_MARKER, DEPTH_MARKER, MAX_VALUE_BYTES, MAX_VALUE_DEPTH, MAX_VALUE_NODES,
     TRUNCATED_MARKER,
 };
-use tasker_trace_core::lifecycle::{AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
+use tasker_trace_core::input::lifecycle::{AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
 
 use crate::from_ruby::convert::{
     class_placeholder, describe_object, string_slice, Described, FastMap,

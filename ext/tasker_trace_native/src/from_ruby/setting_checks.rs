@@ -23,21 +23,25 @@ use magnus::{
     TryConvert, Value as RValue,
 };
 use rb_sys::VALUE;
-use tasker_trace_core::backend::limits::{
+use tasker_trace_core::encode::resource::ResourceSettings;
+use tasker_trace_core::export::settings::{
+    parse_max_batch_size, parse_seconds, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED,
+    SECONDS_EXPECTED,
+};
+use tasker_trace_core::export::BackgroundSettings;
+use tasker_trace_core::model::backend::limits::{
     MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
-use tasker_trace_core::exporter::schedule::{
-    self, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED, SECONDS_EXPECTED,
-};
-use tasker_trace_core::exporter::ExporterConfig;
-use tasker_trace_core::lifecycle::{
+use tasker_trace_core::model::backend::Limits;
+use tasker_trace_core::model::lifecycle::{
     LifecycleLimits, ATTRIBUTE_PREFIX_EXPECTED, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,
 };
-use tasker_trace_core::otlp::env;
-use tasker_trace_core::otlp::tls::{check_client_files, check_pem_file, PemRole};
-use tasker_trace_core::otlp::{Compression, OtlpSettings, Protocol};
-use tasker_trace_core::settings::ResourceSettings;
-use tasker_trace_core::{Limits, SettingError, Value};
+use tasker_trace_core::support::protocol::Protocol;
+use tasker_trace_core::support::SettingError;
+use tasker_trace_core::transport::env;
+use tasker_trace_core::transport::tls::{check_client_files, check_pem_file, PemRole};
+use tasker_trace_core::transport::{Compression, OtlpSettings};
+use tasker_trace_core::value::Value;
 
 use crate::from_ruby::convert::{self, PayloadConverter};
 use crate::from_ruby::lifecycle_read_plan::{MAX_ALLOWLIST, MAX_KEY_BYTES};
@@ -95,7 +99,7 @@ pub struct InForce {
     /// `lifecycle_workflow_events`: whether `trace_lifecycle!` also subscribes
     /// to the events the trace model only keeps as span events.
     pub workflow_events: bool,
-    pub exporter: ExporterConfig,
+    pub exporter: BackgroundSettings,
 }
 
 /// The ArgumentError for a setting given a value it does not take (or the
@@ -330,16 +334,14 @@ fn check_seconds(
     } else {
         f64::NAN
     };
-    schedule::parse_seconds(setting, seconds)
-        .map_err(|_| setting_error(ruby, setting, SECONDS_EXPECTED, v))
+    parse_seconds(setting, seconds).map_err(|_| setting_error(ruby, setting, SECONDS_EXPECTED, v))
 }
 
 /// Checks `export_max_batch_size`: an Integer from 1 to 1,000,000.
 fn check_batch_size(ruby: &Ruby, v: RValue) -> Result<usize, Error> {
     let setting = "export_max_batch_size";
     let n = integer_setting(ruby, setting, BATCH_SIZE_EXPECTED, v, false)?.unwrap_or(0);
-    schedule::parse_max_batch_size(n)
-        .map_err(|_| setting_error(ruby, setting, BATCH_SIZE_EXPECTED, v))
+    parse_max_batch_size(n).map_err(|_| setting_error(ruby, setting, BATCH_SIZE_EXPECTED, v))
 }
 
 /// Checks `value` for the setting `name` and writes it into `settings`.

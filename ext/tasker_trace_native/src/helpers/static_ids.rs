@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use rb_sys::{ID, VALUE};
-use tasker_trace_core::Encoding;
+use tasker_trace_core::value::Encoding;
 
 struct Indexes {
     utf8: i32,
@@ -199,8 +199,8 @@ pub fn sym(pick: impl FnOnce(&Syms) -> ID) -> VALUE {
 }
 
 /// The static Symbol a trace-key field is looked up by.
-pub fn key_field_symbol(field: tasker_trace_core::KeyField) -> VALUE {
-    use tasker_trace_core::KeyField;
+pub fn key_field_symbol(field: tasker_trace_core::input::backend::KeyField) -> VALUE {
+    use tasker_trace_core::input::backend::KeyField;
     sym(|s| match field {
         KeyField::TaskId => s.task_id,
         KeyField::WorkflowStepId => s.workflow_step_id,

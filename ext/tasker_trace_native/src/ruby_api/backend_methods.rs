@@ -13,8 +13,9 @@ use magnus::prelude::*;
 use magnus::rb_sys::AsRawValue;
 use magnus::{method, Error, RModule, Ruby, Value as RValue};
 use rb_sys::{ruby_value_type as T, VALUE};
-use tasker_trace_core::clock::{iso8601, wall_now_ns, Stamp};
-use tasker_trace_core::{Event, EventKind, KeySource};
+use tasker_trace_core::input::backend::Event;
+use tasker_trace_core::input::backend::{KeySource, Route};
+use tasker_trace_core::support::clock::{iso8601, wall_now_ns, Stamp};
 
 use crate::from_ruby::convert::{self, NameRefusal, PayloadConverter};
 use crate::helpers::errors::{self, argument_error, build_protected, guarded};
@@ -41,7 +42,7 @@ fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Ingested {
         }
     };
     let key = match kind {
-        EventKind::Generic => KeySource::Fresh,
+        Route::Generic => KeySource::Fresh,
         _ => match convert::trace_key(payload) {
             Ok(Some(k)) => k,
             // A Hash or Array id too deep or large to be spelled safely.

@@ -15,10 +15,9 @@
 //! String keys or an Array, as deep as it was kept.
 
 use rb_sys::VALUE;
-use tasker_trace_core::lifecycle::otlp::RunClock;
-use tasker_trace_core::lifecycle::{
-    Attr, AttrValue, Id, LifecycleStats, Run, Span, SpanEvent, StatusCode,
-};
+use tasker_trace_core::encode::run_spans::RunClock;
+use tasker_trace_core::input::lifecycle::{Attr, AttrValue, Id};
+use tasker_trace_core::model::lifecycle::{LifecycleStats, Run, Span, SpanEvent, StatusCode};
 
 use crate::helpers::static_ids::sym;
 use crate::to_ruby::values::{

@@ -21,10 +21,11 @@ use std::sync::OnceLock;
 use magnus::rb_sys::FromRawValue;
 use magnus::Value as RValue;
 use rb_sys::VALUE;
-use tasker_trace_core::backend::store::{GenericRecord, SpanEvent, TraceRecord};
-use tasker_trace_core::clock::{TimestampFormatter, STAMP_BUF};
+use tasker_trace_core::model::backend::store::{GenericRecord, SpanEntry, TraceRecord};
+use tasker_trace_core::model::backend::Record;
+use tasker_trace_core::support::clock::{TimestampFormatter, STAMP_BUF};
+use tasker_trace_core::value::{Encoding, Str, Value};
 use tasker_trace_core::value::{Item, Packed, PackedReader};
-use tasker_trace_core::{Encoding, Record, Str, Value};
 
 use crate::helpers::static_ids::{self, sym};
 
@@ -389,7 +390,7 @@ fn stamp_to_ruby(fmt: &mut TimestampFormatter, wall_ns: i64) -> VALUE {
     utf8_to_ruby(fmt.format_into(wall_ns, &mut buf))
 }
 
-fn span_to_ruby(span: &SpanEvent, fmt: &mut TimestampFormatter) -> VALUE {
+fn span_to_ruby(span: &SpanEntry, fmt: &mut TimestampFormatter) -> VALUE {
     let kv = [
         sym(|s| s.timestamp),
         stamp_to_ruby(fmt, span.at.wall_ns),
@@ -461,7 +462,7 @@ pub fn record_to_ruby(rec: &Record, fmt: &mut TimestampFormatter) -> VALUE {
 }
 
 /// The traces Hash: key → record, in store order.
-pub fn traces_to_ruby(snapshot: &tasker_trace_core::Snapshot) -> VALUE {
+pub fn traces_to_ruby(snapshot: &tasker_trace_core::model::backend::Snapshot) -> VALUE {
     let mut fmt = TimestampFormatter::new(snapshot.timestamp_precision);
     let traces = new_hash(snapshot.entries.len());
     for (key, rec) in &snapshot.entries {

@@ -8,7 +8,7 @@
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
 use rb_sys::VALUE;
-use tasker_trace_core::exporter::{Exporter, ExporterStats, FlushResult, Wait};
+use tasker_trace_core::export::{Exporter, ExporterStats, FlushResult, Wait};
 
 use crate::from_ruby::setting_checks::seconds_value;
 use crate::helpers::errors::guarded;

@@ -22,9 +22,10 @@ use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RHash, RModule, RString, Ruby, Value as RValue};
 use rb_sys::VALUE;
-use tasker_trace_core::clock::Stamp;
-use tasker_trace_core::lifecycle::values::ValueFilter;
-use tasker_trace_core::lifecycle::{AttrKey, KNOWN_EVENT_NAMES, SPAN_EVENT_NAMES};
+use tasker_trace_core::input::lifecycle::values::ValueFilter;
+use tasker_trace_core::input::lifecycle::SPAN_EVENT_NAMES;
+use tasker_trace_core::input::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
+use tasker_trace_core::support::clock::Stamp;
 
 use crate::from_ruby::lifecycle_convert::{self, Read};
 use crate::from_ruby::lifecycle_read_plan;

@@ -10,7 +10,12 @@
 
 use magnus::prelude::*;
 use magnus::{function, Error, RModule, RString, Ruby, Value as RValue};
-use tasker_trace_core::otlp::{self, Cancel, Protocol, PushOutcome, PushOverrides, Resource};
+use tasker_trace_core::encode::Resource;
+use tasker_trace_core::export::{
+    encode_export, push, PushOutcome, Sending, Sources, EXPLICIT_SETTLE,
+};
+use tasker_trace_core::support::protocol::Protocol;
+use tasker_trace_core::transport::{Cancel, PushOverrides};
 
 use crate::from_ruby::setting_checks::{self as settings, boolean_argument};
 use crate::helpers::errors::{self, native_error};
@@ -53,30 +58,36 @@ fn export_otlp(
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            otlp::sources::export(b, t, drain, include_open, &resource, protocol)
+            encode_export(
+                Sources::both(b, t),
+                drain,
+                include_open,
+                &resource,
+                protocol,
+            )
         },
         NO_UNBLOCK,
     );
     let (encoded, interrupt) = done.finished(ruby, "export_otlp")?;
     let export = match encoded {
         Ok(export) => export,
-        // `otlp::export` has put drained records back before failing.
+        // `encode_export` has put drained records back before failing.
         Err(e) => {
             return Err(interrupt
                 .unwrap_or_else(|| native_error(ruby, format!("OTLP encoding failed: {e}"))))
         }
     };
     if let Some(interrupt) = interrupt {
-        export.restore(b, t);
+        export.put_back(Sources::both(b, t));
         return Err(interrupt);
     }
     let string = match protocol {
-        Protocol::HttpProtobuf => magnus::rb_sys::protect(|| binary_to_ruby(&export.export.body)),
+        Protocol::HttpProtobuf => magnus::rb_sys::protect(|| binary_to_ruby(&export.body)),
         Protocol::HttpJson => {
             // serde_json writes UTF-8 only; the check is a fast scan, kept as a guard.
-            let text = match std::str::from_utf8(&export.export.body) {
+            let text = match std::str::from_utf8(&export.body) {
                 Ok(text) => std::borrow::Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(&export.export.body),
+                Err(_) => String::from_utf8_lossy(&export.body),
             };
             magnus::rb_sys::protect(|| utf8_to_ruby(&text))
         }
@@ -87,7 +98,7 @@ fn export_otlp(
             None => Err(native_error(ruby, "export_otlp built no String")),
         },
         Err(e) => {
-            export.restore(b, t);
+            export.put_back(Sources::both(b, t));
             Err(e)
         }
     }
@@ -159,19 +170,20 @@ fn push_otlp(
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
-            match otlp_client().transport(&overrides) {
+            let client = otlp_client();
+            match client.transport(&overrides) {
                 Ok(transport) => {
-                    let settle = otlp::sources::EXPLICIT_SETTLE;
-                    Pushed::Done(otlp::sources::push(
-                        b, t, &resource, &transport, &cancel, settle,
-                    ))
+                    let sending = Sending::PushThread(&transport, client.push_sender());
+                    let sources = Sources::both(b, t);
+                    let settle = EXPLICIT_SETTLE;
+                    Pushed::Done(push(sources, &resource, sending, &cancel, settle))
                 }
                 Err(e) => Pushed::NoTransport(e),
             }
         },
         Some(&unblock),
     );
-    // `push_finished` has already put undelivered records back, panics and
+    // `push` has already put undelivered records back, panics and
     // interrupts included.
     let (pushed, interrupt) = done.finished(ruby, "push_otlp")?;
     if let Some(interrupt) = interrupt {

@@ -12,17 +12,21 @@ use std::time::Duration;
 
 use magnus::{function, Error, RArray, RHash, RModule, Ruby, Symbol, Value as RValue};
 use rb_sys::VALUE;
-use tasker_trace_core::exporter::schedule::Mode;
-use tasker_trace_core::exporter::ExporterConfig;
-use tasker_trace_core::otlp::Compression;
-use tasker_trace_core::settings::ResourceSettings;
-use tasker_trace_core::{Backend, Value};
+use tasker_trace_core::encode::resource::{
+    resource_attributes_warning, ResourceSettings, RESOURCE_ATTRIBUTES_VARIABLE,
+    SERVICE_NAME_VARIABLE,
+};
+use tasker_trace_core::export::settings::Mode;
+use tasker_trace_core::export::BackgroundSettings;
+use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::transport::Compression;
+use tasker_trace_core::value::Value;
 
 use crate::from_ruby::lifecycle_read_plan;
 use crate::from_ruby::setting_checks::{check_client_pair, check_into, InForce, SETTING_NAMES};
 use crate::helpers::errors::guarded;
 use crate::helpers::static_ids::sym;
-use crate::process::{backend, exporter, lifecycle_tracer, otlp_client};
+use crate::process::{backend, exporter, lifecycle_tracer, otlp_client, resource_config};
 use crate::to_ruby::values::{
     array_of, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby,
     new_hash, nil, utf8_to_ruby, value_to_ruby, wrap,
@@ -32,7 +36,7 @@ impl InForce {
     fn read(b: &Backend) -> InForce {
         InForce {
             limits: b.limits(),
-            resource: b.resource_settings(),
+            resource: resource_config().get(),
             otlp: otlp_client().settings(),
             lifecycle: lifecycle_tracer().limits(),
             lifecycle_attributes: lifecycle_read_plan::allowlist(),
@@ -45,7 +49,7 @@ impl InForce {
     }
 
     fn put_in_force(self, b: &Backend) {
-        b.set_resource_settings(self.resource);
+        resource_config().set(self.resource);
         otlp_client().set_settings(self.otlp);
         b.configure(self.limits);
         lifecycle_tracer().configure(self.lifecycle);
@@ -62,14 +66,16 @@ impl InForce {
 /// be used is kept as a warning, see `environment_warnings`), and the
 /// background exporter's from `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED` and
 /// `OTEL_BSP_*` (nothing starts: its thread waits for the first event).
-pub fn load_environment_defaults(b: &Backend) {
+pub fn load_environment_defaults() {
     let var = |name: &str| std::env::var(name).ok();
-    b.set_resource_settings(ResourceSettings::from_env_values(
-        var("OTEL_SERVICE_NAME").as_deref(),
-        var("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
+    resource_config().set(ResourceSettings::from_env_values(
+        var(SERVICE_NAME_VARIABLE).as_deref(),
+        var(RESOURCE_ATTRIBUTES_VARIABLE).as_deref(),
     ));
-    otlp_client().load_environment(var);
-    let (config, warnings) = ExporterConfig::from_env(var);
+    let resource_warning =
+        resource_attributes_warning(var(RESOURCE_ATTRIBUTES_VARIABLE).as_deref());
+    otlp_client().load_environment(var, resource_warning);
+    let (config, warnings) = BackgroundSettings::from_env(var);
     exporter().configure(config, warnings.iter().map(ToString::to_string).collect());
 }
 

@@ -1,0 +1,292 @@
+//! Requests: spans gathered into `ExportTraceServiceRequest` bodies in one
+//! wire format, split into several bodies where one would pass a size limit.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::record_spans::write_record;
+use super::resource::Resource;
+use super::span::{EncodeError, SpanView, SpanWriter};
+use super::{json, protobuf};
+use crate::model::backend::store::{Key, Record};
+use crate::support::clock::Stamp;
+use crate::support::protocol::Protocol;
+
+/// Bytes per span of the last request, by protocol, to size the next one's
+/// buffer so that a large request is written without regrowing.
+static BYTES_PER_SPAN: [AtomicUsize; 2] = [AtomicUsize::new(800), AtomicUsize::new(400)];
+
+fn slot(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::HttpJson => 0,
+        Protocol::HttpProtobuf => 1,
+    }
+}
+
+enum Frame {
+    Json(json::Frame),
+    Protobuf(protobuf::Frame),
+}
+
+/// One encoded request body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Body {
+    buf: Vec<u8>,
+    start: usize,
+    /// Spans in it.
+    pub spans: usize,
+    /// Index (in the order they were given) of the record of its first
+    /// span; records before it are wholly in earlier bodies.
+    pub first_record: usize,
+    /// Whether it holds spans given with [`Encoder::span`].
+    pub has_extra: bool,
+}
+
+impl Body {
+    /// The encoded request.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// The encoded request, owned.
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        self.buf.drain(..self.start);
+        self.buf
+    }
+}
+
+impl AsRef<[u8]> for Body {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+/// Builds requests from the store's records and from spans of any other
+/// source, in one protocol; feed in any order, then [`finish`](Self::finish).
+///
+/// ```ignore
+/// let mut enc = Encoder::new(Protocol::HttpProtobuf, &resource)?;
+/// for span in &tracer_spans { enc.span(&span.view())?; } // OwnedSpan
+/// for (key, rec) in &records { enc.record(key, rec, now)?; }
+/// let body = enc.finish().remove(0).into_bytes(); // one request without a limit
+/// ```
+pub struct Encoder {
+    frame: Frame,
+    protocol: Protocol,
+    limit: usize,
+    done: Vec<Body>,
+    current: Body,
+    /// Records fed so far.
+    records: usize,
+    /// The current record (for `first_record`), or `None` for extra spans.
+    in_record: Option<usize>,
+    /// Spans too large for any request, left out.
+    oversized: usize,
+    spans: usize,
+}
+
+impl Encoder {
+    /// An encoder that makes one request, however large.
+    pub fn new(protocol: Protocol, resource: &Resource) -> Result<Encoder, EncodeError> {
+        Encoder::with_limit(protocol, resource, usize::MAX)
+    }
+
+    /// An encoder whose requests are at most `limit` bytes each (a span that
+    /// cannot fit even alone is left out and counted in
+    /// [`oversized`](Self::oversized)).
+    pub fn with_limit(
+        protocol: Protocol,
+        resource: &Resource,
+        limit: usize,
+    ) -> Result<Encoder, EncodeError> {
+        let frame = match protocol {
+            Protocol::HttpJson => Frame::Json(json::Frame::new(resource)?),
+            Protocol::HttpProtobuf => Frame::Protobuf(protobuf::Frame::new(resource)),
+        };
+        let mut enc = Encoder {
+            frame,
+            protocol,
+            limit,
+            done: Vec::new(),
+            current: Body {
+                buf: Vec::new(),
+                start: 0,
+                spans: 0,
+                first_record: 0,
+                has_extra: false,
+            },
+            records: 0,
+            in_record: None,
+            oversized: 0,
+            spans: 0,
+        };
+        enc.current = enc.new_body(0);
+        Ok(enc)
+    }
+
+    /// Room for `spans` more spans in the current body, from the size per
+    /// span of the last request.
+    pub fn reserve_spans(&mut self, spans: usize) {
+        let per_span = BYTES_PER_SPAN[slot(self.protocol)]
+            .load(Ordering::Relaxed)
+            .clamp(64, 64 * 1024);
+        let want = spans.saturating_mul(per_span).min(self.limit).min(1 << 30);
+        self.current.buf.reserve(want);
+    }
+
+    fn new_body(&self, capacity: usize) -> Body {
+        let mut buf = Vec::with_capacity(capacity);
+        match &self.frame {
+            Frame::Json(f) => f.start(&mut buf),
+            Frame::Protobuf(f) => f.start(&mut buf),
+        }
+        let start = buf.len();
+        Body {
+            buf,
+            start,
+            spans: 0,
+            first_record: self.in_record.unwrap_or(self.records),
+            has_extra: false,
+        }
+    }
+
+    fn finished_len(&self, buf_len: usize) -> usize {
+        match &self.frame {
+            Frame::Json(_) => json::Frame::finished_len(buf_len),
+            Frame::Protobuf(f) => f.finished_len(buf_len),
+        }
+    }
+
+    fn separator(&self, first: bool) -> usize {
+        match &self.frame {
+            Frame::Json(_) => json::Frame::separator(first),
+            Frame::Protobuf(_) => protobuf::Frame::separator(first),
+        }
+    }
+
+    fn append(&mut self, span: &SpanView<'_>) -> Result<(), EncodeError> {
+        let first = self.current.spans == 0;
+        let buf = &mut self.current.buf;
+        match &self.frame {
+            Frame::Json(_) => json::Frame::write_span(buf, first, span)?,
+            Frame::Protobuf(_) => protobuf::Frame::write_span(buf, span),
+        }
+        Ok(())
+    }
+
+    /// Adds one span: from the store's records (through [`record`](Self::record))
+    /// or from elsewhere (an [`OwnedSpan`](super::OwnedSpan)'s
+    /// [`view`](super::OwnedSpan::view)).
+    pub fn span(&mut self, span: &SpanView<'_>) -> Result<(), EncodeError> {
+        let mark = self.current.buf.len();
+        self.append(span)?;
+        if self.finished_len(self.current.buf.len()) > self.limit {
+            if self.current.spans == 0 {
+                // Too large for any request.
+                self.current.buf.truncate(mark);
+                self.oversized += 1;
+                return Ok(());
+            }
+            // Close the current body before this span and move the span
+            // into a new one.
+            let sep = self.separator(false);
+            let capacity = self.current.buf.capacity().min(self.limit);
+            let mut next = self.new_body(capacity);
+            next.buf.extend_from_slice(&self.current.buf[mark + sep..]);
+            self.current.buf.truncate(mark);
+            let full = std::mem::replace(&mut self.current, next);
+            self.close(full);
+            if self.finished_len(self.current.buf.len()) > self.limit {
+                let start = self.current.start;
+                self.current.buf.truncate(start);
+                self.oversized += 1;
+                return Ok(());
+            }
+        }
+        self.current.spans += 1;
+        self.current.has_extra |= self.in_record.is_none();
+        self.spans += 1;
+        Ok(())
+    }
+
+    /// Adds a store record's spans (see `mapping`). `now` closes the root
+    /// span of an open trace.
+    pub fn record(&mut self, key: &Key, record: &Record, now: Stamp) -> Result<(), EncodeError> {
+        let index = self.records;
+        self.in_record = Some(index);
+        if self.current.spans == 0 {
+            self.current.first_record = index;
+        }
+        let written = write_record(key, record, now, self);
+        self.in_record = None;
+        self.records += 1;
+        written
+    }
+
+    /// Spans left out because one alone would pass the limit.
+    pub fn oversized(&self) -> usize {
+        self.oversized
+    }
+
+    fn close(&mut self, mut body: Body) {
+        let start = match &self.frame {
+            Frame::Json(_) => json::Frame::finish(&mut body.buf),
+            Frame::Protobuf(f) => f.finish(&mut body.buf),
+        };
+        body.start = start;
+        self.done.push(body);
+    }
+
+    /// The request bodies, in order; always at least one (an empty request
+    /// when nothing was added).
+    pub fn finish(mut self) -> Vec<Body> {
+        if self.current.spans > 0 || self.done.is_empty() {
+            let last = std::mem::replace(
+                &mut self.current,
+                Body {
+                    buf: Vec::new(),
+                    start: 0,
+                    spans: 0,
+                    first_record: 0,
+                    has_extra: false,
+                },
+            );
+            self.close(last);
+        }
+        let bytes: usize = self.done.iter().map(|b| b.bytes().len()).sum();
+        if let Some(per_span) = bytes.checked_div(self.spans) {
+            // A little over the average, so the next one of the same shape fits.
+            BYTES_PER_SPAN[slot(self.protocol)].store(per_span + 32, Ordering::Relaxed);
+        }
+        self.done
+    }
+}
+
+impl SpanWriter for Encoder {
+    fn write_span(&mut self, span: &SpanView<'_>) -> Result<(), EncodeError> {
+        self.span(span)
+    }
+}
+
+/// Encodes `records`, and `extra` spans before them, as one request.
+pub fn encode_request(
+    records: &[(Key, std::sync::Arc<Record>)],
+    extra: &[super::OwnedSpan],
+    resource: &Resource,
+    now: Stamp,
+    protocol: Protocol,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut enc = Encoder::new(protocol, resource)?;
+    enc.reserve_spans(extra.len() + records.len() * 2);
+    for span in extra {
+        enc.span(&span.view())?;
+    }
+    for (key, record) in records {
+        enc.record(key, record, now)?;
+    }
+    Ok(enc
+        .finish()
+        .into_iter()
+        .next()
+        .map(Body::into_bytes)
+        .unwrap_or_default())
+}

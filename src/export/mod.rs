@@ -1,0 +1,28 @@
+//! Export: traces taken from the model, encoded and sent, and what was not
+//! delivered put back; the background exporter does the same on a schedule.
+//!
+//! - [`pipeline`]: the one path, take → encode → send → put back, used by
+//!   `export_otlp` ([`encode_export`]), `push_otlp` and the background
+//!   exporter ([`push`])
+//! - [`sources`]: the store and the lifecycle tracer as one export's sources
+//! - [`background`]: the background exporter ([`Exporter`]): lazily started,
+//!   fork-aware, flush and shutdown
+//! - `state` (private): what its thread and the app's threads share
+//! - `worker` (private): its thread's loop
+//! - [`settings`]: its settings and their `OTEL_*` defaults
+//! - [`stats`]: its counters, flush results, `exporter_stats`
+
+pub mod background;
+pub mod pipeline;
+pub mod settings;
+pub mod sources;
+mod state;
+pub mod stats;
+mod worker;
+
+pub use background::Exporter;
+pub use pipeline::{encode_export, push, Encoded, PushOutcome, Sending, EXPLICIT_SETTLE};
+pub use settings::{BackgroundSettings, Mode, Schedule};
+pub use sources::Sources;
+pub use state::{DestinationFn, Running, Wait};
+pub use stats::{ExportOutcome, ExporterStats, FlushResult, LastError};

@@ -1,0 +1,374 @@
+//! The one export path: take from the sources, encode, send, and put back
+//! what was not delivered. `export_otlp` ([`encode_export`]), `push_otlp`
+//! and the background exporter ([`push`]) all go through it.
+//!
+//! - Each lifecycle run is one trace (see [`crate::encode::run_spans`]); its
+//!   spans go before the store's records.
+//! - With `drain`, what is taken is removed from its source, so each trace
+//!   is exported exactly once; whatever was taken goes back when encoding or
+//!   delivery fails or panics.
+//! - With `include_open`, open runs are exported as they stand (open spans
+//!   end at the export time) and stay in the tracer: they are exported whole
+//!   again once they end, so they are never lost to an early export.
+//! - The two sources are taken one after the other, never holding both
+//!   locks at once.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::sources::Sources;
+use crate::encode::run_spans::runs_spans;
+use crate::encode::{encode_request, EncodeError, Encoder, OwnedSpan, Resource};
+use crate::model::backend::store::{Key, Record};
+use crate::model::lifecycle::Run;
+use crate::model::{Source, Take, Taken};
+use crate::support::clock::Stamp;
+use crate::support::protocol::Protocol;
+use crate::transport::{Cancel, Delivery, PushSender, Transport};
+
+/// How long a finished run must have been idle before an explicit export or
+/// push takes it: none. Tasker publishes a run's duplicate closing events
+/// straight after each other in one thread, so an explicit export rarely
+/// lands between them; one that does leaves the later duplicate counted as
+/// late (`events_late`).
+pub const EXPLICIT_SETTLE: Duration = Duration::ZERO;
+
+/// How an export's requests are sent.
+#[derive(Clone, Copy)]
+pub enum Sending<'a> {
+    /// On the calling thread (the background exporter's own): a cancel ends
+    /// backoff waits and further attempts, not a request on the wire.
+    Here(&'a Transport),
+    /// Through the push thread, while the calling thread waits: a cancel
+    /// ends the wait at once (`push_otlp`, which an interrupt may cancel).
+    PushThread(&'a Transport, &'a PushSender),
+}
+
+impl Sending<'_> {
+    fn transport(&self) -> &Transport {
+        match self {
+            Sending::Here(t) | Sending::PushThread(t, _) => t,
+        }
+    }
+
+    fn send(&self, body: crate::encode::Body, cancel: &Cancel) -> Delivery {
+        match self {
+            Sending::Here(t) => t.send(body.bytes(), cancel),
+            Sending::PushThread(t, sender) => sender.send(t, Box::new(body), cancel),
+        }
+    }
+}
+
+/// An export encoded as one request, and what it took from the sources.
+pub struct Encoded {
+    pub protocol: Protocol,
+    pub body: Vec<u8>,
+    /// The store's records it covers, in order.
+    pub records: Taken<(Key, Arc<Record>)>,
+    /// The lifecycle runs it covers (finished, then copies of open ones).
+    pub runs: Taken<Run>,
+}
+
+impl Encoded {
+    /// Lifecycle runs in the export (finished and open).
+    pub fn run_count(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Puts what a drain took back into the sources (the export did not
+    /// reach its caller). Copies (no drain) go nowhere.
+    pub fn put_back(self, sources: Sources<'_>) {
+        sources.put_back(self.records, self.runs);
+    }
+}
+
+/// Encodes the store's records (finished, and open with `include_open`)
+/// and the tracer's runs as one request in `protocol`. With `drain`, both
+/// are removed as they are taken, and put back when encoding fails or
+/// panics.
+pub fn encode_export(
+    sources: Sources<'_>,
+    drain: bool,
+    include_open: bool,
+    resource: &Resource,
+    protocol: Protocol,
+) -> Result<Encoded, EncodeError> {
+    let take = Take {
+        drain,
+        include_open,
+        settled_for: EXPLICIT_SETTLE,
+    };
+    let records = sources.store.take(take);
+    let runs = sources.take_runs(take);
+    let now = Stamp::now();
+    let encoded = catch_unwind(AssertUnwindSafe(|| {
+        let prefix = sources.attribute_prefix();
+        let mut spans = runs_spans(&runs.ready, &prefix, now);
+        spans.extend(runs_spans(&runs.open, &prefix, now));
+        encode_request(&records.ready, &spans, resource, now, protocol)
+    }));
+    match encoded {
+        Ok(Ok(body)) => Ok(Encoded {
+            protocol,
+            body,
+            records,
+            runs,
+        }),
+        Ok(Err(e)) => {
+            sources.put_back(records, runs);
+            Err(e)
+        }
+        Err(panic) => {
+            sources.put_back(records, runs);
+            resume_unwind(panic)
+        }
+    }
+}
+
+/// How a push ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// No finished trace or generic event (and no extra span) was waiting;
+    /// nothing was sent.
+    Nothing,
+    /// Delivered: `records` traces and generic events (`spans` spans, extra
+    /// spans included) left the store for good, in `requests` requests.
+    Sent {
+        records: usize,
+        spans: usize,
+        /// The last response's status.
+        status: u16,
+        /// Attempts over all requests.
+        attempts: u32,
+        /// `collector rejected N span(s): <message>` when the collector
+        /// reported rejected spans (they are not retried).
+        partial: Option<String>,
+        /// Spans the collector reported rejected, over all requests.
+        rejected_spans: u64,
+        requests: usize,
+        /// Spans left out because one alone would pass the request size
+        /// limit (their records count as delivered).
+        oversized_spans: usize,
+    },
+    /// Not delivered: the `records` not delivered were put back into the
+    /// store. When the export took several requests, `delivered` records
+    /// went out in the requests before the one that failed (a record split
+    /// across that boundary is put back whole and may arrive twice).
+    Failed {
+        records: usize,
+        delivered: usize,
+        /// Whether the extra spans went out (in the requests that succeeded).
+        extra_delivered: bool,
+        /// Spans the collector reported rejected in the requests that
+        /// succeeded.
+        rejected_spans: u64,
+        status: Option<u16>,
+        attempts: u32,
+        error: String,
+    },
+}
+
+/// Drains the store's finished records and the tracer's runs finished (and
+/// idle for `settled_for`), sends them, and puts back whatever was not
+/// delivered, panics included. The outcome counts a run as one record
+/// (`records`, `delivered`). Touches no foreign runtime: safe to run with
+/// the Ruby GVL released.
+pub fn push(
+    sources: Sources<'_>,
+    resource: &Resource,
+    sending: Sending<'_>,
+    cancel: &Cancel,
+    settled_for: Duration,
+) -> PushOutcome {
+    let runs = sources.take_runs(Take::finished(settled_for));
+    let n = runs.ready.len();
+    let pushed = catch_unwind(AssertUnwindSafe(|| {
+        let prefix = sources.attribute_prefix();
+        let spans = runs_spans(&runs.ready, &prefix, Stamp::now());
+        push_records(sources, resource, sending, cancel, &spans)
+    }));
+    match pushed {
+        Ok(mut outcome) => {
+            let mut put_back = false;
+            match &mut outcome {
+                PushOutcome::Sent { records, .. } => *records += n,
+                PushOutcome::Failed {
+                    delivered,
+                    extra_delivered: true,
+                    ..
+                } => *delivered += n,
+                PushOutcome::Failed { records, .. } => {
+                    *records += n;
+                    put_back = true;
+                }
+                PushOutcome::Nothing => {}
+            }
+            if put_back {
+                sources.put_back_runs(runs);
+            }
+            outcome
+        }
+        Err(panic) => {
+            // Whether the runs went out is unknown: put them back (a run may
+            // then arrive twice, never not at all).
+            sources.put_back_runs(runs);
+            resume_unwind(panic)
+        }
+    }
+}
+
+/// Drains the store's finished traces and generic events and sends them
+/// with `extra` spans (from outside the store, sent first in the same
+/// request(s)); puts back the records not delivered, panics included. The
+/// caller keeps the extra spans: they are delivered when the outcome is
+/// `Sent`, or `Failed` with `extra_delivered`.
+fn push_records(
+    sources: Sources<'_>,
+    resource: &Resource,
+    sending: Sending<'_>,
+    cancel: &Cancel,
+    extra: &[OwnedSpan],
+) -> PushOutcome {
+    let mut records = sources.store.take(Take::finished(Duration::ZERO)).ready;
+    if records.is_empty() && extra.is_empty() {
+        return PushOutcome::Nothing;
+    }
+    let now = Stamp::now();
+    // How far delivery got, kept outside the unwinding region so that a
+    // panic puts back only what was not delivered.
+    let delivered_records = Cell::new(0usize);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        send_records(
+            &records,
+            extra,
+            resource,
+            sending,
+            cancel,
+            now,
+            &delivered_records,
+        )
+    }));
+    match result {
+        Ok(outcome) => {
+            if let PushOutcome::Failed { delivered, .. } = &outcome {
+                sources.store.put_back(records.split_off(*delivered));
+            }
+            outcome
+        }
+        Err(panic) => {
+            sources
+                .store
+                .put_back(records.split_off(delivered_records.get()));
+            resume_unwind(panic)
+        }
+    }
+}
+
+/// Encodes `extra` spans and `records` into bodies and sends them one by one
+/// until one fails; `delivered_records` follows how far delivery got.
+fn send_records(
+    records: &[(Key, Arc<Record>)],
+    extra: &[OwnedSpan],
+    resource: &Resource,
+    sending: Sending<'_>,
+    cancel: &Cancel,
+    now: Stamp,
+    delivered_records: &Cell<usize>,
+) -> PushOutcome {
+    let failed = |error: String| PushOutcome::Failed {
+        records: records.len(),
+        delivered: 0,
+        extra_delivered: false,
+        rejected_spans: 0,
+        status: None,
+        attempts: 0,
+        error,
+    };
+    let transport = sending.transport();
+    let target = transport.target();
+    let mut enc = match Encoder::with_limit(target.protocol, resource, transport.request_limit()) {
+        Ok(enc) => enc,
+        Err(e) => return failed(format!("encoding failed: {e}")),
+    };
+    enc.reserve_spans(extra.len() + records.len() * 2);
+    let mut encoded = Ok(());
+    for span in extra {
+        encoded = encoded.and_then(|()| enc.span(&span.view()));
+    }
+    for (key, record) in records {
+        encoded = encoded.and_then(|()| enc.record(key, record, now));
+    }
+    if let Err(e) = encoded {
+        return failed(format!("encoding failed: {e}"));
+    }
+    let oversized_spans = enc.oversized();
+    let bodies = enc.finish();
+    let requests = bodies.len();
+    // Where each body starts, and the last body with extra spans: what is
+    // known of the bodies once each is handed to the transport.
+    let first_records: Vec<usize> = bodies.iter().map(|b| b.first_record).collect();
+    let last_with_extra = bodies.iter().rposition(|b| b.has_extra);
+    let mut spans = 0usize;
+    let mut attempts = 0u32;
+    let mut rejected_spans = 0u64;
+    let mut messages: Vec<String> = Vec::new();
+    let mut last_status = 0u16;
+    for (i, body) in bodies.into_iter().enumerate() {
+        let body_spans = body.spans;
+        match sending.send(body, cancel) {
+            Delivery::Sent {
+                status,
+                attempts: a,
+                partial,
+            } => {
+                attempts = attempts.saturating_add(a);
+                last_status = status;
+                spans += body_spans;
+                if let Some(p) = partial.filter(|p| p.rejected_spans > 0) {
+                    rejected_spans = rejected_spans.saturating_add(p.rejected_spans as u64);
+                    messages.push(p.error_message);
+                }
+                let next_first = first_records.get(i + 1).copied().unwrap_or(records.len());
+                delivered_records.set(next_first);
+            }
+            Delivery::Failed {
+                status,
+                attempts: a,
+                error,
+            } => {
+                let error = if requests > 1 {
+                    format!("request {} of {requests}: {error}", i + 1)
+                } else {
+                    error
+                };
+                let first_record = first_records[i];
+                return PushOutcome::Failed {
+                    records: records.len() - first_record,
+                    delivered: first_record,
+                    extra_delivered: !extra.is_empty() && last_with_extra.is_none_or(|l| l < i),
+                    rejected_spans,
+                    status,
+                    attempts: attempts.saturating_add(a),
+                    error,
+                };
+            }
+        }
+    }
+    PushOutcome::Sent {
+        records: records.len(),
+        spans,
+        status: last_status,
+        attempts,
+        partial: (rejected_spans > 0).then(|| {
+            format!(
+                "collector rejected {rejected_spans} span(s): {}",
+                messages.join("; ")
+            )
+        }),
+        rejected_spans,
+        requests,
+        oversized_spans,
+    }
+}

@@ -1,0 +1,352 @@
+//! The exporter's settings: whether it runs (`exporter`), how often it wakes
+//! (`export_schedule_delay`), after how many events it wakes early
+//! (`export_max_batch_size`) and how long one export may take
+//! (`export_timeout`); their defaults from OpenTelemetry's variables, and the
+//! checks every entry point shares.
+//!
+//! - `OTEL_TRACES_EXPORTER`: `otlp` turns the exporter on, `none` (or unset)
+//!   leaves it off. (OpenTelemetry SDKs default to `otlp`; this gem defaults
+//!   to off, so that adding it for its drop-in API starts no network traffic.)
+//! - `OTEL_SDK_DISABLED=true`: the exporter stays off, whatever else says.
+//! - `OTEL_BSP_SCHEDULE_DELAY`: milliseconds between exports (5000).
+//! - `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: events that wake the exporter early (512).
+//! - `OTEL_BSP_EXPORT_TIMEOUT`: milliseconds one export may take (30000; 0 is
+//!   no limit, as for `OTEL_EXPORTER_OTLP_TIMEOUT`).
+//!
+//! Like [`crate::transport::env`], nothing here reads the process environment: the
+//! binding passes a lookup function.
+
+use std::time::Duration;
+
+use crate::support::env::Warning;
+use crate::support::SettingError;
+use crate::transport::env::parse_timeout_ms;
+use crate::transport::settings::MAX_TIMEOUT;
+
+pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(5000);
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 512;
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30_000);
+
+/// The shortest delay and timeout taken (a millisecond) and the longest (a day).
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+pub const MAX_DURATION: Duration = MAX_TIMEOUT;
+/// The largest batch size taken.
+pub const MAX_BATCH_SIZE: usize = 1_000_000;
+
+pub const EXPORTER_EXPECTED: &str = ":none or :otlp";
+pub const SECONDS_EXPECTED: &str = "a number of seconds from 0.001 to 86400";
+pub const BATCH_SIZE_EXPECTED: &str = "an Integer from 1 to 1000000";
+
+/// Whether the exporter runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Off: traces leave the process only through `push_otlp`.
+    #[default]
+    None,
+    /// A background thread exports over OTLP/HTTP.
+    Otlp,
+}
+
+impl Mode {
+    /// The name the setting and `OTEL_TRACES_EXPORTER` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::None => "none",
+            Mode::Otlp => "otlp",
+        }
+    }
+
+    /// `none` or `otlp` (exactly; the binding passes Symbol or String names).
+    pub fn parse(name: &str) -> Result<Mode, SettingError> {
+        match name {
+            "none" => Ok(Mode::None),
+            "otlp" => Ok(Mode::Otlp),
+            other => Err(SettingError {
+                setting: "exporter",
+                expected: EXPORTER_EXPECTED,
+                got: format!(":{other}"),
+            }),
+        }
+    }
+}
+
+/// When the exporter wakes and how long an export may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// The longest wait between two exports.
+    pub delay: Duration,
+    /// This many recorded events wake the exporter before the delay is up.
+    pub max_batch_size: usize,
+    /// The budget of one export (each of its requests).
+    pub export_timeout: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            delay: DEFAULT_SCHEDULE_DELAY,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            export_timeout: DEFAULT_EXPORT_TIMEOUT,
+        }
+    }
+}
+
+/// Every exporter setting, plus `OTEL_SDK_DISABLED` (read once, at load).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackgroundSettings {
+    pub mode: Mode,
+    pub schedule: Schedule,
+    /// `OTEL_SDK_DISABLED=true`: off whatever `mode` says.
+    pub sdk_disabled: bool,
+}
+
+impl BackgroundSettings {
+    /// Whether the exporter is to run.
+    pub fn is_on(&self) -> bool {
+        self.mode == Mode::Otlp && !self.sdk_disabled
+    }
+
+    /// The defaults from OpenTelemetry's variables, read through `get`.
+    /// Unusable values are reported as warnings and count as unset.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> (BackgroundSettings, Vec<Warning>) {
+        let mut warnings = Vec::new();
+        let value = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let mode = value("OTEL_TRACES_EXPORTER")
+            .map(|v| traces_exporter(&v, &mut warnings))
+            .unwrap_or_default();
+        let sdk_disabled = match value("OTEL_SDK_DISABLED") {
+            None => false,
+            Some(v) if v.trim().eq_ignore_ascii_case("true") => true,
+            Some(v) if v.trim().eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                warnings.push(Warning {
+                    variable: "OTEL_SDK_DISABLED",
+                    message: format!("{v:?} is not true or false"),
+                });
+                false
+            }
+        };
+        let defaults = Schedule::default();
+        let schedule = Schedule {
+            delay: parsed(
+                "OTEL_BSP_SCHEDULE_DELAY",
+                value("OTEL_BSP_SCHEDULE_DELAY"),
+                parse_delay_ms,
+                &mut warnings,
+            )
+            .unwrap_or(defaults.delay),
+            max_batch_size: parsed(
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                value("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+                parse_batch_size_text,
+                &mut warnings,
+            )
+            .unwrap_or(defaults.max_batch_size),
+            export_timeout: parsed(
+                "OTEL_BSP_EXPORT_TIMEOUT",
+                value("OTEL_BSP_EXPORT_TIMEOUT"),
+                |v| parse_timeout_ms(v).map(|d| d.max(MIN_DURATION)),
+                &mut warnings,
+            )
+            .unwrap_or(defaults.export_timeout),
+        };
+        (
+            BackgroundSettings {
+                mode,
+                schedule,
+                sdk_disabled,
+            },
+            warnings,
+        )
+    }
+}
+
+/// A variable's value parsed, or a warning and `None`.
+fn parsed<T>(
+    variable: &'static str,
+    value: Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+    warnings: &mut Vec<Warning>,
+) -> Option<T> {
+    match parse(&value?) {
+        Ok(t) => Some(t),
+        Err(message) => {
+            warnings.push(Warning { variable, message });
+            None
+        }
+    }
+}
+
+/// `OTEL_TRACES_EXPORTER`: a comma-separated list; `otlp` in it turns the
+/// exporter on. Exporters this gem does not have are reported.
+fn traces_exporter(v: &str, warnings: &mut Vec<Warning>) -> Mode {
+    let mut mode = Mode::None;
+    for name in v.split(',').map(|n| n.trim().to_ascii_lowercase()) {
+        match name.as_str() {
+            "otlp" => mode = Mode::Otlp,
+            "none" | "" => {}
+            other => warnings.push(Warning {
+                variable: "OTEL_TRACES_EXPORTER",
+                message: format!("{other:?} is not an exporter this gem has (otlp or none)"),
+            }),
+        }
+    }
+    mode
+}
+
+/// `OTEL_BSP_SCHEDULE_DELAY`: whole milliseconds, 1 to a day.
+fn parse_delay_ms(v: &str) -> Result<Duration, String> {
+    let t = v.trim();
+    let ms = t
+        .parse::<u64>()
+        .map_err(|_| format!("{t:?} is not a whole number of milliseconds"))?;
+    let d = Duration::from_millis(ms);
+    if d < MIN_DURATION || d > MAX_DURATION {
+        return Err(format!("{ms} ms is not from 1 ms to a day"));
+    }
+    Ok(d)
+}
+
+fn parse_batch_size_text(v: &str) -> Result<usize, String> {
+    let t = v.trim();
+    let n = t
+        .parse::<i128>()
+        .map_err(|_| format!("{t:?} is not a whole number"))?;
+    parse_max_batch_size(n).map_err(|e| format!("{} is not {}", e.got, e.expected))
+}
+
+/// `export_max_batch_size`: 1 to [`MAX_BATCH_SIZE`].
+pub fn parse_max_batch_size(n: i128) -> Result<usize, SettingError> {
+    match usize::try_from(n) {
+        Ok(n) if (1..=MAX_BATCH_SIZE).contains(&n) => Ok(n),
+        _ => Err(SettingError {
+            setting: "export_max_batch_size",
+            expected: BATCH_SIZE_EXPECTED,
+            got: n.to_string(),
+        }),
+    }
+}
+
+/// `export_schedule_delay` and `export_timeout`: seconds, from a millisecond
+/// to a day.
+pub fn parse_seconds(setting: &'static str, seconds: f64) -> Result<Duration, SettingError> {
+    let range = MIN_DURATION.as_secs_f64()..=MAX_DURATION.as_secs_f64();
+    if seconds.is_finite() && range.contains(&seconds) {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(SettingError {
+            setting,
+            expected: SECONDS_EXPECTED,
+            got: seconds.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> (BackgroundSettings, Vec<Warning>) {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BackgroundSettings::from_env(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_off_with_the_batch_span_processor_figures() {
+        let (c, w) = from(&[]);
+        assert!(w.is_empty());
+        assert_eq!(c.mode, Mode::None);
+        assert!(!c.is_on());
+        assert_eq!(c.schedule.delay, Duration::from_millis(5000));
+        assert_eq!(c.schedule.max_batch_size, 512);
+        assert_eq!(c.schedule.export_timeout, Duration::from_millis(30_000));
+    }
+
+    #[test]
+    fn otel_traces_exporter_turns_it_on_and_sdk_disabled_wins() {
+        assert!(from(&[("OTEL_TRACES_EXPORTER", "otlp")]).0.is_on());
+        assert!(from(&[("OTEL_TRACES_EXPORTER", " OTLP ")]).0.is_on());
+        assert!(!from(&[("OTEL_TRACES_EXPORTER", "none")]).0.is_on());
+        let (c, w) = from(&[("OTEL_TRACES_EXPORTER", "console,otlp")]);
+        assert!(c.is_on());
+        assert_eq!(w.len(), 1, "console is reported: {w:?}");
+        let (c, w) = from(&[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_SDK_DISABLED", "TRUE"),
+        ]);
+        assert!(w.is_empty());
+        assert_eq!(c.mode, Mode::Otlp);
+        assert!(c.sdk_disabled && !c.is_on());
+        let (c, w) = from(&[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_SDK_DISABLED", "yes"),
+        ]);
+        assert!(c.is_on());
+        assert_eq!(w[0].variable, "OTEL_SDK_DISABLED");
+    }
+
+    #[test]
+    fn bsp_variables_are_milliseconds_and_bad_ones_are_reported() {
+        let (c, w) = from(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "1500"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.schedule.delay, Duration::from_millis(200));
+        assert_eq!(c.schedule.max_batch_size, 64);
+        assert_eq!(c.schedule.export_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            from(&[("OTEL_BSP_EXPORT_TIMEOUT", "0")])
+                .0
+                .schedule
+                .export_timeout,
+            MAX_DURATION,
+            "0 is no limit"
+        );
+        let (c, w) = from(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "0"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-3"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "soon"),
+        ]);
+        assert_eq!(c.schedule, Schedule::default());
+        let names: Vec<_> = w.iter().map(|w| w.variable).collect();
+        assert_eq!(
+            names,
+            [
+                "OTEL_BSP_SCHEDULE_DELAY",
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                "OTEL_BSP_EXPORT_TIMEOUT"
+            ]
+        );
+        let (c, w) = from(&[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "99999999999999999999999")]);
+        assert_eq!(c.schedule.max_batch_size, 512);
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn settings_are_checked_with_their_names() {
+        assert_eq!(Mode::parse("otlp"), Ok(Mode::Otlp));
+        let e = Mode::parse("jaeger").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "exporter must be :none or :otlp (got :jaeger)"
+        );
+        assert_eq!(parse_max_batch_size(1), Ok(1));
+        assert_eq!(parse_max_batch_size(1_000_000), Ok(1_000_000));
+        assert!(parse_max_batch_size(0).is_err());
+        assert!(parse_max_batch_size(i128::MAX).is_err());
+        assert_eq!(
+            parse_seconds("export_timeout", 0.25),
+            Ok(Duration::from_millis(250))
+        );
+        for bad in [0.0, 0.0001, -1.0, 86_400.5, f64::NAN, f64::INFINITY] {
+            let e = parse_seconds("export_schedule_delay", bad).unwrap_err();
+            assert_eq!(e.setting, "export_schedule_delay");
+        }
+    }
+}

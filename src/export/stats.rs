@@ -1,0 +1,180 @@
+//! What the exporter reports: its counters (atomics the worker bumps), one
+//! export's outcome, a flush's result and `exporter_stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::pipeline::PushOutcome;
+
+/// Counters of this process's exporter (zeroed in a fork child when its own
+/// exporter starts).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    exports: AtomicU64,
+    exported_traces: AtomicU64,
+    exported_spans: AtomicU64,
+    failed_exports: AtomicU64,
+    retries: AtomicU64,
+    inherited_discarded: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn count(&self, e: &ExportOutcome) {
+        let add = |c: &AtomicU64, n: u64| {
+            c.fetch_add(n, Ordering::Relaxed);
+        };
+        if e.is_empty() {
+            return;
+        }
+        if e.is_failure() {
+            add(&self.failed_exports, 1);
+        } else {
+            add(&self.exports, 1);
+        }
+        add(&self.exported_traces, e.sent_traces as u64);
+        add(&self.exported_spans, e.sent_spans as u64);
+        add(&self.retries, u64::from(e.retries));
+    }
+
+    pub(crate) fn count_discarded(&self, n: usize) {
+        self.inherited_discarded
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn reset(&self) {
+        for c in [
+            &self.exports,
+            &self.exported_traces,
+            &self.exported_spans,
+            &self.failed_exports,
+            &self.retries,
+            &self.inherited_discarded,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The counters into `s`.
+    pub(crate) fn read_into(&self, s: &mut ExporterStats) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        s.exports = get(&self.exports);
+        s.exported_traces = get(&self.exported_traces);
+        s.exported_spans = get(&self.exported_spans);
+        s.failed_exports = get(&self.failed_exports);
+        s.retries = get(&self.retries);
+        s.inherited_discarded = get(&self.inherited_discarded);
+    }
+}
+
+/// What one export (one wake of the worker) did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportOutcome {
+    /// Traces (store traces, generic events, lifecycle runs) delivered.
+    pub sent_traces: usize,
+    pub sent_spans: usize,
+    /// Traces not delivered, put back to wait for the next export.
+    pub failed_traces: usize,
+    /// Attempts beyond the first of each request.
+    pub retries: u32,
+    /// Why delivery failed, or the collector's partial-success message.
+    pub error: Option<String>,
+}
+
+impl ExportOutcome {
+    /// Nothing was waiting, nothing was sent, nothing went wrong.
+    pub fn is_empty(&self) -> bool {
+        self.sent_traces == 0 && self.failed_traces == 0 && self.error.is_none()
+    }
+
+    /// Something was to be delivered and was not (partial success, where the
+    /// collector took the request but rejected some spans, is not a failure).
+    pub fn is_failure(&self) -> bool {
+        self.failed_traces > 0 || (self.sent_traces == 0 && self.error.is_some())
+    }
+
+    pub fn failed(error: impl Into<String>) -> ExportOutcome {
+        ExportOutcome {
+            error: Some(error.into()),
+            ..ExportOutcome::default()
+        }
+    }
+}
+
+impl From<PushOutcome> for ExportOutcome {
+    /// A push's outcome as the exporter counts it (a run is one trace).
+    fn from(outcome: PushOutcome) -> ExportOutcome {
+        match outcome {
+            PushOutcome::Nothing => ExportOutcome::default(),
+            PushOutcome::Sent {
+                records,
+                spans,
+                attempts,
+                partial,
+                requests,
+                ..
+            } => ExportOutcome {
+                sent_traces: records,
+                sent_spans: spans,
+                failed_traces: 0,
+                retries: attempts.saturating_sub(u32::try_from(requests).unwrap_or(u32::MAX)),
+                error: partial,
+            },
+            PushOutcome::Failed {
+                records,
+                delivered,
+                attempts,
+                error,
+                ..
+            } => ExportOutcome {
+                sent_traces: delivered,
+                sent_spans: 0,
+                failed_traces: records,
+                retries: attempts.saturating_sub(1),
+                error: Some(error),
+            },
+        }
+    }
+}
+
+/// What `flush` and `shutdown` return.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlushResult {
+    /// Traces delivered while the call waited.
+    pub sent: usize,
+    /// Traces the last export could not deliver (they wait in the store).
+    pub failed: usize,
+    /// Why the last export failed, why the call gave up waiting, or `None`.
+    pub error: Option<String>,
+}
+
+/// The last failure: when (wall clock, nanoseconds since the epoch) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastError {
+    pub at_wall_ns: i64,
+    pub message: String,
+}
+
+/// `exporter_stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExporterStats {
+    /// The settings turn the exporter on (and `OTEL_SDK_DISABLED` does not).
+    pub enabled: bool,
+    /// This process has an exporter thread.
+    pub running: bool,
+    pub pid: u32,
+    /// Exports that delivered, and exports that failed.
+    pub exports: u64,
+    pub failed_exports: u64,
+    pub exported_traces: u64,
+    pub exported_spans: u64,
+    pub retries: u64,
+    /// Traces evicted from the store (`max_traces`) and finished lifecycle
+    /// runs dropped (`max_finished_runs`) before they could be exported.
+    pub dropped_traces: u64,
+    /// Finished traces, generic events and lifecycle runs waiting now.
+    pub queued: usize,
+    /// Finished traces a fork child found from its parent and left to it.
+    pub inherited_discarded: u64,
+    pub last_error: Option<LastError>,
+    /// Settings or variables that could not be used.
+    pub warnings: Vec<String>,
+}

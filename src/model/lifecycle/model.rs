@@ -1,0 +1,681 @@
+//! The tracer's state and the rules that turn each event into spans: which run
+//! an event belongs to, what it opens, merges or closes, and the bounds on
+//! open runs, finished runs and remembered runs.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use hashlink::LinkedHashMap;
+
+use crate::support::ids::IdGenerator;
+
+use super::limits::{LifecycleLimits, DEFAULT_ATTRIBUTE_PREFIX};
+use super::open_runs::{closing_status, merge_attrs, rename_error_class, LiveRun, Room, Target};
+use super::run::{Link, Run, RunEnd, TASK_INIT_SPAN_NAME};
+use crate::input::lifecycle::attributes::AttrKey;
+use crate::input::lifecycle::event::{EventKind, EventName, Id, LifecycleEvent, ToState};
+
+/// What [`crate::model::lifecycle::Tracer::record`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordOutcome {
+    /// A new run (root span) was opened.
+    RunOpened,
+    /// A run was ended.
+    RunClosed,
+    /// A new step attempt span was opened.
+    AttemptOpened,
+    /// An attempt was ended.
+    AttemptClosed,
+    /// A duplicate merged its attributes into an existing span.
+    Merged,
+    /// Recorded as a span event.
+    EventAdded,
+    /// A closing step event with no attempt to close, recorded as a span event
+    /// on the task span (counted as orphaned).
+    OrphanRecorded,
+    /// The event's run had no room left (`max_spans_per_run`) for it.
+    Dropped,
+    /// No task id, or `task.initialize_requested` with no open run.
+    Ignored,
+    /// No run of its task is known (open, finished or exported): not stored.
+    Orphaned,
+    /// For a run already exported (or that cannot take it any more): not stored.
+    Late,
+}
+
+/// Counters and sizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleStats {
+    pub open_runs: usize,
+    /// Finished (or restored) runs waiting for export.
+    pub finished_runs: usize,
+    /// Events that opened, closed, merged into or annotated a span.
+    pub events_recorded: u64,
+    pub events_ignored: u64,
+    /// Both [`RecordOutcome::Orphaned`] and [`RecordOutcome::OrphanRecorded`].
+    pub events_orphaned: u64,
+    pub events_late: u64,
+    /// Events refused for lack of room in their run.
+    pub events_dropped: u64,
+    /// Events the binding refused before they reached the model (a payload
+    /// that is not a Hash, a name that is not a String or Symbol).
+    pub events_refused: u64,
+    /// Open runs that saw no event for `ttl` (not exported).
+    pub runs_expired: u64,
+    /// Open runs evicted by `max_open_runs` (not exported).
+    pub runs_evicted: u64,
+    /// Finished runs dropped by `max_finished_runs` before export.
+    pub finished_runs_dropped: u64,
+    /// Spans and span events lost to `max_spans_per_run` (evicted or refused).
+    pub spans_dropped: u64,
+}
+
+impl LifecycleStats {
+    /// Every event handed to `record`, whatever became of it.
+    pub fn events_seen(&self) -> u64 {
+        self.events_recorded
+            + self.events_ignored
+            + self.events_orphaned
+            + self.events_late
+            + self.events_dropped
+            + self.events_refused
+    }
+}
+
+/// What is remembered of a task's latest finished run, for the link from its
+/// next run, for merging late duplicates, and to tell late events from orphans.
+#[derive(Clone, Copy, Debug)]
+struct Past {
+    link: Link,
+    /// Its number in `finished` while it waits there.
+    waiting: Option<u64>,
+}
+
+/// Runs dropped while the lock is held, freed after it is released.
+#[derive(Default)]
+pub(crate) struct Garbage {
+    pub live: Vec<LiveRun>,
+    pub runs: Vec<Run>,
+}
+
+const PENDING: EventName = EventName::synthetic("task.pending");
+
+pub(crate) struct State {
+    limits: LifecycleLimits,
+    ids: IdGenerator,
+    /// Open runs by task, least recently active first.
+    open: LinkedHashMap<Id, LiveRun>,
+    /// Finished runs by number, least recently active first.
+    finished: LinkedHashMap<u64, LiveRun>,
+    /// Runs put back after a failed delivery; older than any in `finished`.
+    restored: VecDeque<Run>,
+    /// Latest finished run per task, least recently finished first.
+    history: LinkedHashMap<Id, Past>,
+    next_run: u64,
+    stats: LifecycleStats,
+    pub prefix: Prefix,
+    /// The `lifecycle_workflow_events` setting (read when subscribing).
+    pub workflow_events: bool,
+}
+
+/// The attribute keys' prefix: `<name>.`, the name being the
+/// `attribute_prefix` setting, else the default the binding found (Tasker's
+/// own telemetry service name), else `tasker`.
+#[derive(Clone, Debug)]
+pub(crate) struct Prefix {
+    pub configured: Option<Arc<str>>,
+    pub fallback: Arc<str>,
+    /// `<name>.`, made whenever one of the two changes.
+    pub effective: Arc<str>,
+}
+
+impl Default for Prefix {
+    fn default() -> Prefix {
+        let fallback: Arc<str> = Arc::from(DEFAULT_ATTRIBUTE_PREFIX);
+        Prefix {
+            effective: dotted(&fallback),
+            configured: None,
+            fallback,
+        }
+    }
+}
+
+fn dotted(name: &str) -> Arc<str> {
+    Arc::from(format!("{name}."))
+}
+
+impl Prefix {
+    pub fn set(&mut self, configured: Option<Arc<str>>, fallback: Option<Arc<str>>) {
+        self.configured = configured;
+        if let Some(f) = fallback {
+            self.fallback = f;
+        }
+        self.effective = dotted(self.configured.as_deref().unwrap_or(&self.fallback));
+    }
+}
+
+impl State {
+    pub fn new(limits: LifecycleLimits) -> State {
+        State {
+            limits: limits.sanitized(),
+            ids: IdGenerator::new(),
+            open: LinkedHashMap::new(),
+            finished: LinkedHashMap::new(),
+            restored: VecDeque::new(),
+            history: LinkedHashMap::new(),
+            next_run: 0,
+            stats: LifecycleStats::default(),
+            prefix: Prefix::default(),
+            workflow_events: false,
+        }
+    }
+
+    pub fn limits(&self) -> LifecycleLimits {
+        self.limits
+    }
+
+    pub fn stats(&self) -> LifecycleStats {
+        LifecycleStats {
+            open_runs: self.open.len(),
+            finished_runs: self.finished.len() + self.restored.len(),
+            ..self.stats
+        }
+    }
+
+    /// Applies one prepared event.
+    pub fn apply(&mut self, ev: &mut LifecycleEvent, garbage: &mut Garbage) -> RecordOutcome {
+        self.expire(ev.at.mono_ns, garbage);
+        let outcome = self.route(ev, garbage);
+        let s = &mut self.stats;
+        match outcome {
+            RecordOutcome::Ignored => s.events_ignored += 1,
+            RecordOutcome::Orphaned | RecordOutcome::OrphanRecorded => s.events_orphaned += 1,
+            RecordOutcome::Late => s.events_late += 1,
+            RecordOutcome::Dropped => s.events_dropped += 1,
+            _ => s.events_recorded += 1,
+        }
+        outcome
+    }
+
+    fn route(&mut self, ev: &mut LifecycleEvent, garbage: &mut Garbage) -> RecordOutcome {
+        let Some(task) = ev.task_id.take() else {
+            if ev.kind() == EventKind::TaskFailed {
+                return self.failed_creation(ev, garbage);
+            }
+            return RecordOutcome::Ignored;
+        };
+        let max = self.limits.max_spans_per_run;
+        if let Some(run) = self.open.to_back(&task) {
+            run.touch(ev.at);
+            let (outcome, ended) = apply_to_run(run, ev, true, &mut self.ids, &mut self.stats, max);
+            if ended {
+                if let Some(run) = self.open.remove(&task) {
+                    self.finish(run, garbage);
+                }
+            }
+            return outcome;
+        }
+        match ev.kind() {
+            // The state machine's transition into in_progress, in the process
+            // that runs the task: the run starts.
+            EventKind::TaskStartRequested if ev.to_state == ToState::InProgress => {
+                self.open_run(task, ev, garbage)
+            }
+            // Creation and enqueueing open nothing; what comes before the
+            // next run opens (a retry's step back to pending, the transition
+            // about to start) is not the finished run's.
+            EventKind::TaskStartRequested | EventKind::Preamble | EventKind::StepRetryRequested => {
+                RecordOutcome::Ignored
+            }
+            kind => match self.history.get(&task).copied() {
+                Some(Past {
+                    waiting: Some(number),
+                    ..
+                }) => match self.finished.get_mut(&number) {
+                    Some(run) => {
+                        let (outcome, _) =
+                            apply_to_run(run, ev, false, &mut self.ids, &mut self.stats, max);
+                        if outcome != RecordOutcome::Late {
+                            // The root ends at the run's last event.
+                            run.root.extend_to(ev.at);
+                            run.touch(ev.at);
+                            self.finished.to_back(&number);
+                        }
+                        outcome
+                    }
+                    None => RecordOutcome::Late,
+                },
+                _ if kind == EventKind::TaskInitializeRequested => RecordOutcome::Ignored,
+                Some(_) => RecordOutcome::Late,
+                None => RecordOutcome::Orphaned,
+            },
+        }
+    }
+
+    /// `task.failed` without a task id: the task's creation failed (its
+    /// context did not validate). One finished run of one span,
+    /// `tasker.task.initialize`, status ERROR with the error message.
+    fn failed_creation(&mut self, ev: &mut LifecycleEvent, garbage: &mut Garbage) -> RecordOutcome {
+        let (trace_id, span_id) = self.ids.trace_and_span();
+        let mut attrs = std::mem::take(&mut ev.attrs);
+        rename_error_class(&mut attrs);
+        let mut run = LiveRun::new(None, trace_id, span_id, ev.at, attrs, None);
+        run.root_name = TASK_INIT_SPAN_NAME;
+        run.root.end_at(ev.at);
+        run.root.status = closing_status(EventKind::TaskFailed, &run.root);
+        run.end = RunEnd::Failed;
+        self.finish(run, garbage);
+        RecordOutcome::RunClosed
+    }
+
+    fn open_run(
+        &mut self,
+        task: Id,
+        ev: &mut LifecycleEvent,
+        garbage: &mut Garbage,
+    ) -> RecordOutcome {
+        while self.open.len() >= self.limits.max_open_runs {
+            match self.open.pop_front() {
+                Some((_, run)) => {
+                    self.stats.runs_evicted += 1;
+                    garbage.live.push(run);
+                }
+                None => break,
+            }
+        }
+        let (trace_id, span_id) = self.ids.trace_and_span();
+        // From now on the task's events belong to this run; its previous run,
+        // if still waiting for export, takes no more of them.
+        let link = self.history.get_mut(&task).map(|p| {
+            p.waiting = None;
+            p.link
+        });
+        let mut attrs = std::mem::take(&mut ev.attrs);
+        rename_error_class(&mut attrs);
+        attrs.push((AttrKey::TaskId, task.to_value()));
+        let run = LiveRun::new(Some(task.clone()), trace_id, span_id, ev.at, attrs, link);
+        self.open.insert(task, run);
+        RecordOutcome::RunOpened
+    }
+
+    /// Moves an ended run to the finished runs and remembers it for its task.
+    fn finish(&mut self, run: LiveRun, garbage: &mut Garbage) {
+        let number = self.next_run;
+        self.next_run += 1;
+        let past = Past {
+            link: Link {
+                trace_id: run.trace_id,
+                span_id: run.root.span_id,
+            },
+            waiting: Some(number),
+        };
+        // `insert` moves an existing key to the back.
+        if let Some(task) = &run.task {
+            self.history.insert(task.clone(), past);
+            self.bound_history();
+        }
+        self.finished.insert(number, run);
+        self.bound_finished(garbage);
+    }
+
+    fn bound_history(&mut self) {
+        let max = self
+            .limits
+            .max_open_runs
+            .saturating_add(self.limits.max_finished_runs);
+        while self.history.len() > max && self.history.pop_front().is_some() {}
+    }
+
+    fn bound_finished(&mut self, garbage: &mut Garbage) {
+        while self.finished.len() + self.restored.len() > self.limits.max_finished_runs {
+            if let Some(run) = self.restored.pop_front() {
+                garbage.runs.push(run);
+            } else if let Some((number, run)) = self.finished.pop_front() {
+                self.forget_waiting(run.task.as_ref(), number);
+                garbage.live.push(run);
+            } else {
+                break;
+            }
+            self.stats.finished_runs_dropped += 1;
+        }
+    }
+
+    fn forget_waiting(&mut self, task: Option<&Id>, number: u64) {
+        if let Some(past) = task.and_then(|t| self.history.get_mut(t)) {
+            if past.waiting == Some(number) {
+                past.waiting = None;
+            }
+        }
+    }
+
+    /// Expires open runs idle for at least the TTL at `now_ns` (monotonic).
+    /// Only the least recently active run is looked at until one is not idle
+    /// long enough, so the check costs one comparison per event.
+    pub fn expire(&mut self, now_ns: u64, garbage: &mut Garbage) -> usize {
+        let ttl = self.limits.ttl_ns();
+        let mut expired = 0;
+        while let Some((_, run)) = self.open.front() {
+            if now_ns.saturating_sub(run.last_active) < ttl {
+                break;
+            }
+            if let Some((_, run)) = self.open.pop_front() {
+                garbage.live.push(run);
+                expired += 1;
+            }
+        }
+        self.stats.runs_expired += expired as u64;
+        expired
+    }
+
+    /// Removes the restored runs and the finished runs idle for at least
+    /// `settled_ns` at `now_ns`, oldest first.
+    pub fn take_settled(
+        &mut self,
+        now_ns: u64,
+        settled_ns: u64,
+        garbage: &mut Garbage,
+    ) -> (VecDeque<Run>, Vec<LiveRun>) {
+        self.expire(now_ns, garbage);
+        let restored = std::mem::take(&mut self.restored);
+        let mut settled = Vec::new();
+        while let Some((_, run)) = self.finished.front() {
+            if now_ns.saturating_sub(run.last_active) < settled_ns {
+                break;
+            }
+            if let Some((number, run)) = self.finished.pop_front() {
+                self.forget_waiting(run.task.as_ref(), number);
+                settled.push(run);
+            }
+        }
+        (restored, settled)
+    }
+
+    /// Copies of the waiting runs (and the open ones), oldest first.
+    pub fn snapshot(&self, include_open: bool) -> Vec<Run> {
+        let open = if include_open { self.open.len() } else { 0 };
+        let mut out = Vec::with_capacity(self.restored.len() + self.finished.len() + open);
+        out.extend(self.restored.iter().cloned());
+        out.extend(self.finished.values().map(LiveRun::to_run));
+        if include_open {
+            out.extend(self.open.values().map(LiveRun::to_run));
+        }
+        out
+    }
+
+    /// Copies of the open runs only, least recently active first.
+    pub fn open_snapshot(&self) -> Vec<Run> {
+        self.open.values().map(LiveRun::to_run).collect()
+    }
+
+    pub fn refuse(&mut self) {
+        self.stats.events_refused += 1;
+    }
+
+    /// Puts exported runs back to wait for the next export, behind the
+    /// restored runs already waiting and ahead of the finished ones.
+    pub fn restore(&mut self, runs: Vec<Run>, garbage: &mut Garbage) {
+        self.restored.extend(runs);
+        self.bound_finished(garbage);
+    }
+
+    pub fn configure(&mut self, limits: LifecycleLimits, garbage: &mut Garbage) {
+        self.limits = limits.sanitized();
+        while self.open.len() > self.limits.max_open_runs {
+            match self.open.pop_front() {
+                Some((_, run)) => {
+                    self.stats.runs_evicted += 1;
+                    garbage.live.push(run);
+                }
+                None => break,
+            }
+        }
+        self.bound_finished(garbage);
+        self.bound_history();
+    }
+
+    /// Forgets every run and zeroes the counters; the limits stay.
+    pub fn reset(&mut self, garbage: &mut Garbage) {
+        garbage.live.extend(self.open.drain().map(|(_, r)| r));
+        garbage.live.extend(self.finished.drain().map(|(_, r)| r));
+        garbage.runs.extend(self.restored.drain(..));
+        self.history.clear();
+        self.stats = LifecycleStats::default();
+    }
+}
+
+/// Adds the event as a span event on `target` and counts what the bound cost.
+fn add_event(
+    run: &mut LiveRun,
+    target: Target,
+    ev: &mut LifecycleEvent,
+    with_step: bool,
+    stats: &mut LifecycleStats,
+    max: usize,
+) -> bool {
+    let mut attrs = std::mem::take(&mut ev.attrs);
+    if with_step {
+        if let Some(step) = ev.step_id.take() {
+            attrs.push((AttrKey::StepId, step.to_value()));
+        }
+    }
+    let room = run.push_event(target, ev.at, ev.name.clone(), attrs, max);
+    count_room(stats, room)
+}
+
+fn count_room(stats: &mut LifecycleStats, room: Room) -> bool {
+    stats.spans_dropped += room.evicted + u64::from(!room.fits);
+    room.fits
+}
+
+fn added(fits: bool) -> RecordOutcome {
+    if fits {
+        RecordOutcome::EventAdded
+    } else {
+        RecordOutcome::Dropped
+    }
+}
+
+/// A step event with no attempt to belong to: a span event on the task span,
+/// counted as orphaned.
+fn orphan_on_root(
+    run: &mut LiveRun,
+    ev: &mut LifecycleEvent,
+    stats: &mut LifecycleStats,
+    max: usize,
+) -> RecordOutcome {
+    if add_event(run, Target::Root, ev, true, stats, max) {
+        RecordOutcome::OrphanRecorded
+    } else {
+        RecordOutcome::Orphaned
+    }
+}
+
+/// Applies an event to its run; `live` is false for a finished run waiting
+/// for export (which takes merges, closes, and span events, but opens nothing).
+/// Returns the outcome and whether the run ended.
+fn apply_to_run(
+    run: &mut LiveRun,
+    ev: &mut LifecycleEvent,
+    live: bool,
+    ids: &mut IdGenerator,
+    stats: &mut LifecycleStats,
+    max: usize,
+) -> (RecordOutcome, bool) {
+    let kind = ev.kind();
+    let outcome = match kind {
+        EventKind::TaskStartRequested => {
+            merge_attrs(&mut run.root.attrs, &mut ev.attrs);
+            RecordOutcome::Merged
+        }
+        EventKind::TaskInitializeRequested if live => {
+            run.root.end_at(ev.at);
+            run.end = RunEnd::Pending;
+            merge_attrs(&mut run.root.attrs, &mut ev.attrs);
+            let room = run.push_event(Target::Root, ev.at, PENDING, Vec::new(), max);
+            count_room(stats, room);
+            return (RecordOutcome::RunClosed, true);
+        }
+        // The finalizer's copy, after the state machine's ended the run:
+        // it brings the counts.
+        EventKind::TaskInitializeRequested if run.end == RunEnd::Pending => {
+            merge_attrs(&mut run.root.attrs, &mut ev.attrs);
+            RecordOutcome::Merged
+        }
+        EventKind::TaskInitializeRequested => RecordOutcome::Late,
+        k if k.closes_run() => return close_run(run, ev, live, stats, max),
+        EventKind::StepExecutionRequested | EventKind::StepBeforeHandle => {
+            let Some(step) = ev.step_id.clone() else {
+                return (orphan_on_root(run, ev, stats, max), false);
+            };
+            match run.open_attempt(&step) {
+                Some(i) if kind == EventKind::StepExecutionRequested => {
+                    if let Some(a) = run.attempt_mut(i) {
+                        merge_attrs(&mut a.span.attrs, &mut ev.attrs);
+                    }
+                    RecordOutcome::Merged
+                }
+                Some(i) => {
+                    let target = run.attempt_target(i);
+                    added(add_event(run, target, ev, false, stats, max))
+                }
+                None if live => open_attempt(run, ev, step, ids, stats, max),
+                None => RecordOutcome::Late,
+            }
+        }
+        k if k.closes_attempt() => close_attempt(run, ev, stats, max),
+        EventKind::StepBackoff => {
+            let attempt = ev.step_id.as_ref().and_then(|s| run.open_attempt(s));
+            let fits = match attempt {
+                Some(i) => {
+                    let target = run.attempt_target(i);
+                    add_event(run, target, ev, false, stats, max)
+                }
+                None => add_event(run, Target::Root, ev, true, stats, max),
+            };
+            added(fits)
+        }
+        _ => added(add_event(run, Target::Root, ev, true, stats, max)),
+    };
+    (outcome, false)
+}
+
+fn open_attempt(
+    run: &mut LiveRun,
+    ev: &mut LifecycleEvent,
+    step: Id,
+    ids: &mut IdGenerator,
+    stats: &mut LifecycleStats,
+    max: usize,
+) -> RecordOutcome {
+    let mut attrs = std::mem::take(&mut ev.attrs);
+    rename_error_class(&mut attrs);
+    if let Some(task) = &run.task {
+        attrs.push((AttrKey::TaskId, task.to_value()));
+    }
+    attrs.push((AttrKey::StepId, step.to_value()));
+    let (index, room) = run.push_attempt(step, ids.span_id(), ev.at, attrs, max);
+    if !count_room(stats, room) {
+        return RecordOutcome::Dropped;
+    }
+    if ev.kind() == EventKind::StepBeforeHandle {
+        if let Some(i) = index {
+            let target = run.attempt_target(i);
+            // The payload went to the span; the event marks the moment.
+            let room = run.push_event(target, ev.at, ev.name.clone(), Vec::new(), max);
+            count_room(stats, room);
+        }
+    }
+    RecordOutcome::AttemptOpened
+}
+
+fn close_run(
+    run: &mut LiveRun,
+    ev: &mut LifecycleEvent,
+    live: bool,
+    stats: &mut LifecycleStats,
+    max: usize,
+) -> (RecordOutcome, bool) {
+    let kind = ev.kind();
+    merge_attrs(&mut run.root.attrs, &mut ev.attrs);
+    let end = match kind {
+        EventKind::TaskCompleted => RunEnd::Completed,
+        EventKind::TaskFailed => RunEnd::Failed,
+        EventKind::TaskCancelled => RunEnd::Cancelled,
+        _ => RunEnd::ResolvedManually,
+    };
+    let marked = matches!(end, RunEnd::Cancelled | RunEnd::ResolvedManually);
+    if live {
+        run.root.end_at(ev.at);
+        run.root.status = closing_status(kind, &run.root);
+        run.end = end;
+        if marked {
+            let room = run.push_event(Target::Root, ev.at, ev.name.clone(), Vec::new(), max);
+            count_room(stats, room);
+        }
+        return (RecordOutcome::RunClosed, true);
+    }
+    // A duplicate (or a later manual action) for a finished run: the status
+    // stays; a failed run's message follows the error that arrived.
+    if run.end == RunEnd::Failed {
+        if let Some(message) = run.root.error_message() {
+            run.root.status.message = Some(message);
+        }
+    }
+    if marked && run.end != end {
+        let room = run.push_event(Target::Root, ev.at, ev.name.clone(), Vec::new(), max);
+        count_room(stats, room);
+    }
+    (RecordOutcome::Merged, false)
+}
+
+fn close_attempt(
+    run: &mut LiveRun,
+    ev: &mut LifecycleEvent,
+    stats: &mut LifecycleStats,
+    max: usize,
+) -> RecordOutcome {
+    let kind = ev.kind();
+    let Some(index) = ev.step_id.as_ref().and_then(|s| run.latest_attempt(s)) else {
+        return orphan_on_root(run, ev, stats, max);
+    };
+    let marked = matches!(
+        kind,
+        EventKind::StepCancelled | EventKind::StepResolvedManually
+    );
+    let Some(attempt) = run.attempt_mut(index) else {
+        return orphan_on_root(run, ev, stats, max);
+    };
+    merge_attrs(&mut attempt.span.attrs, &mut ev.attrs);
+    let (outcome, mark) = if attempt.span.is_open() {
+        attempt.span.end_measured(ev.at);
+        attempt.span.status = closing_status(kind, &attempt.span);
+        attempt.closed_by = Some(kind);
+        (RecordOutcome::AttemptClosed, marked)
+    } else {
+        if attempt.closed_by == Some(EventKind::StepFailed) {
+            if let Some(message) = attempt.span.error_message() {
+                attempt.span.status.message = Some(message);
+            }
+        }
+        (
+            RecordOutcome::Merged,
+            marked && attempt.closed_by != Some(kind),
+        )
+    };
+    if mark {
+        // On an attempt already ended the mark goes to the task span (a span
+        // event never lies outside its span), naming the step.
+        let (target, attrs) = if outcome == RecordOutcome::AttemptClosed {
+            (run.attempt_target(index), Vec::new())
+        } else {
+            let step = ev.step_id.as_ref().map(Id::to_value);
+            (
+                Target::Root,
+                step.map(|s| (AttrKey::StepId, s)).into_iter().collect(),
+            )
+        };
+        let room = run.push_event(target, ev.at, ev.name.clone(), attrs, max);
+        count_room(stats, room);
+    }
+    outcome
+}

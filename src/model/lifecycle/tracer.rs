@@ -1,0 +1,243 @@
+//! The process-wide lifecycle tracer: one mutex around the whole state, held
+//! only while an event is applied; whatever the event leaves over and every
+//! run dropped meanwhile is freed after it is released.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::fork::ForkSafeMutex;
+
+use crate::support::clock::Stamp;
+
+use super::limits::LifecycleLimits;
+use super::model::{Garbage, LifecycleStats, RecordOutcome, State};
+use super::open_runs::LiveRun;
+use super::run::Run;
+use crate::input::lifecycle::event::LifecycleEvent;
+
+/// What one export of the tracer covers (see [`Tracer::export_runs`]).
+#[derive(Debug, Default)]
+pub struct ExportRuns {
+    /// Whether `taken` was removed from the tracer (and must go back with
+    /// [`Tracer::restore`] if the export fails).
+    pub drained: bool,
+    /// The finished (and restored) runs, oldest first.
+    pub taken: Vec<Run>,
+    /// Copies of the open runs; never removed, never restored.
+    pub open: Vec<Run>,
+}
+
+impl ExportRuns {
+    /// Every run covered, finished first.
+    pub fn all(&self) -> impl Iterator<Item = &Run> {
+        self.taken.iter().chain(&self.open)
+    }
+
+    pub fn len(&self) -> usize {
+        self.taken.len() + self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Puts the drained runs back into `tracer` (a failed export).
+    pub fn restore_into(self, tracer: &Tracer) {
+        if self.drained && !self.taken.is_empty() {
+            tracer.restore(self.taken);
+        }
+    }
+}
+
+/// Restored runs, then the settled ones made into exported data (outside
+/// the lock).
+fn ready_runs(restored: VecDeque<Run>, settled: Vec<LiveRun>) -> Vec<Run> {
+    let mut runs = Vec::with_capacity(restored.len() + settled.len());
+    runs.extend(restored);
+    runs.extend(settled.into_iter().map(LiveRun::into_run));
+    runs
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Turns lifecycle events into one trace per task run.
+///
+/// All mutable state (runs, counters, limits and the id generator) lives
+/// behind the single `state` mutex and nowhere else; the process-wide tracer
+/// makes it fork-safe with [`Tracer::register_for_fork`] (see [`crate::support::fork`]).
+pub struct Tracer {
+    state: ForkSafeMutex<State>,
+}
+
+impl Default for Tracer {
+    fn default() -> Self {
+        Tracer::new(LifecycleLimits::default())
+    }
+}
+
+impl Tracer {
+    pub fn new(limits: LifecycleLimits) -> Tracer {
+        Tracer {
+            state: ForkSafeMutex::new(State::new(limits)),
+        }
+    }
+
+    /// Makes this process-wide tracer's lock fork-safe.
+    pub fn register_for_fork(&'static self) -> bool {
+        self.state.register()
+    }
+
+    /// Applies one event. Its clock reading (`event.at`) is the time used for
+    /// spans and for expiring idle runs.
+    pub fn record(&self, mut event: LifecycleEvent) -> RecordOutcome {
+        event.prepare();
+        let mut garbage = Garbage::default();
+        let outcome = self.state.lock().apply(&mut event, &mut garbage);
+        drop(garbage);
+        drop(event);
+        outcome
+    }
+
+    pub fn limits(&self) -> LifecycleLimits {
+        self.state.lock().limits()
+    }
+
+    /// Puts new limits in force; lower bounds evict at once (oldest first).
+    /// Runs holding more spans than a lower `max_spans_per_run` shed them as
+    /// they next grow.
+    pub fn configure(&self, limits: LifecycleLimits) {
+        let mut garbage = Garbage::default();
+        self.state.lock().configure(limits, &mut garbage);
+        drop(garbage);
+    }
+
+    /// Removes and returns the runs ready for export, each exactly once:
+    /// restored runs, then finished runs idle for at least `settled_for`
+    /// (so their late duplicates have landed), oldest first. Also expires
+    /// idle open runs.
+    pub fn drain_finished(&self, settled_for: Duration) -> Vec<Run> {
+        self.drain_finished_at(Stamp::now(), settled_for)
+    }
+
+    /// [`Tracer::drain_finished`] as of `now`.
+    pub fn drain_finished_at(&self, now: Stamp, settled_for: Duration) -> Vec<Run> {
+        let mut garbage = Garbage::default();
+        let (restored, settled) =
+            self.state
+                .lock()
+                .take_settled(now.mono_ns, nanos(settled_for), &mut garbage);
+        drop(garbage);
+        ready_runs(restored, settled)
+    }
+
+    /// Copies of the runs waiting for export (restored, then finished), and
+    /// of the open runs as they stand when `include_open`; removes nothing.
+    pub fn snapshot(&self, include_open: bool) -> Vec<Run> {
+        self.state.lock().snapshot(include_open)
+    }
+
+    /// The runs one export covers, taken in one step under the lock: the
+    /// runs ready for export (removed with `drain`, as
+    /// [`Tracer::drain_finished`] with `settled_for`; else copies of every
+    /// waiting run), and with `include_open` copies of the open runs as they
+    /// stand. Open runs are never removed: they are exported whole again
+    /// once they end.
+    pub fn export_runs(
+        &self,
+        drain: bool,
+        include_open: bool,
+        settled_for: Duration,
+    ) -> ExportRuns {
+        let mut garbage = Garbage::default();
+        let mut state = self.state.lock();
+        let (taken, ready) = if drain {
+            state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage)
+        } else {
+            (state.snapshot(false).into(), Vec::new())
+        };
+        let open = if include_open {
+            state.open_snapshot()
+        } else {
+            Vec::new()
+        };
+        drop(state);
+        drop(garbage);
+        ExportRuns {
+            drained: drain,
+            taken: ready_runs(taken, ready),
+            open,
+        }
+    }
+
+    /// Counts an event the binding refused for its input (not a Hash
+    /// payload, a name that is neither a String nor a Symbol).
+    pub fn refuse(&self) {
+        self.state.lock().refuse();
+    }
+
+    /// Puts drained runs back after a failed delivery. They are exported
+    /// first next time; if they do not fit under `max_finished_runs`, the
+    /// oldest waiting runs are dropped (counted). Restored runs take no more
+    /// merges: late duplicates for them count as late.
+    pub fn restore(&self, runs: Vec<Run>) {
+        let mut garbage = Garbage::default();
+        self.state.lock().restore(runs, &mut garbage);
+        drop(garbage);
+    }
+
+    /// The attribute keys' prefix in force: `<name>.` (`tasker.` by default).
+    pub fn attribute_prefix(&self) -> Arc<str> {
+        self.state.lock().prefix.effective.clone()
+    }
+
+    /// The `attribute_prefix` setting (`None`: the default).
+    pub fn configured_prefix(&self) -> Option<Arc<str>> {
+        self.state.lock().prefix.configured.clone()
+    }
+
+    /// Sets the prefix's name (`None`: the default), and with `fallback` the
+    /// default's name.
+    pub fn set_attribute_prefix(&self, name: Option<&str>, fallback: Option<&str>) {
+        let mut prefix = self.state.lock().prefix.clone();
+        prefix.set(name.map(Arc::from), fallback.map(Arc::from));
+        let old = std::mem::replace(&mut self.state.lock().prefix, prefix);
+        drop(old);
+    }
+
+    /// Whether subscribers also take the events the model keeps only as span
+    /// events (`workflow.*`, transitions, enqueueing); off by default.
+    pub fn workflow_events(&self) -> bool {
+        self.state.lock().workflow_events
+    }
+
+    pub fn set_workflow_events(&self, on: bool) {
+        self.state.lock().workflow_events = on;
+    }
+
+    pub fn stats(&self) -> LifecycleStats {
+        self.state.lock().stats()
+    }
+
+    /// Forgets every run and zeroes the counters; the limits stay.
+    pub fn reset(&self) {
+        let mut garbage = Garbage::default();
+        self.state.lock().reset(&mut garbage);
+        drop(garbage);
+    }
+
+    /// Expires the open runs idle for at least the TTL now; returns how many.
+    pub fn expire_now(&self) -> usize {
+        self.expire_at(Stamp::now())
+    }
+
+    /// [`Tracer::expire_now`] as of `now`.
+    pub fn expire_at(&self, now: Stamp) -> usize {
+        let mut garbage = Garbage::default();
+        let expired = self.state.lock().expire(now.mono_ns, &mut garbage);
+        drop(garbage);
+        expired
+    }
+}

@@ -1,0 +1,103 @@
+//! Reading environment variable values, the same way for every component:
+//! blank counts as unset, `key=value` lists with percent-encoding, and the
+//! [`Warning`] a value that cannot be used gives. Nothing here reads the
+//! process environment; each component names its own variables.
+
+/// A variable whose value was not used: the binding reports it (once) and
+/// goes on as if it were unset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ignored: {}", self.variable, self.message)
+    }
+}
+
+/// An empty or blank variable counts as unset, as OpenTelemetry SDKs treat it.
+pub fn set(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` escapes; the result must be UTF-8.
+pub fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_digit);
+            let lo = bytes.get(i + 2).copied().and_then(hex_digit);
+            match (hi, lo) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                }
+                _ => return Err(format!("bad percent-escape in {s:?}")),
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+}
+
+/// Parses `key1=value1,key2=value2` (the format of `OTEL_RESOURCE_ATTRIBUTES`
+/// and `OTEL_EXPORTER_OTLP_HEADERS`): entries are trimmed, empty entries are
+/// skipped, keys and values are percent-decoded, and a value may contain `=`.
+/// Any malformed entry makes the whole value an error, as the specification
+/// asks (a half-applied set of headers or attributes would mislead).
+pub fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for entry in s.split(',') {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = entry.split_once('=') else {
+            return Err(format!("entry {entry:?} has no '='"));
+        };
+        let key = percent_decode(k.trim())?;
+        if key.is_empty() {
+            return Err(format!("entry {entry:?} has an empty key"));
+        }
+        let value = percent_decode(v.trim())?;
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_are_trimmed_and_percent_decoded() {
+        assert_eq!(
+            parse_key_values(" a=1 , b = x%20y ,,c=k=v").unwrap(),
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "x y".to_string()),
+                ("c".to_string(), "k=v".to_string()),
+            ]
+        );
+        assert!(parse_key_values("a=1,b").is_err());
+        assert!(parse_key_values("=1").is_err());
+        assert!(parse_key_values("a=%zz").is_err());
+        assert!(parse_key_values("a=%ff").is_err());
+        assert_eq!(parse_key_values("").unwrap(), vec![]);
+    }
+}

@@ -1,0 +1,615 @@
+//! OpenTelemetry's environment variables, as pure functions of their values.
+//!
+//! The binding reads the variables and passes their values in; nothing here
+//! reads the process environment, so every rule is testable on its own.
+//!
+//! - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the full traces URL, used as is.
+//! - `OTEL_EXPORTER_OTLP_ENDPOINT`: a base URL; `/v1/traces` is appended.
+//! - `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`:
+//!   `key=value` pairs separated by commas, values percent-encoded.
+//! - `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (default) or `http/json`;
+//!   `grpc` is refused.
+//! - `OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` (default) or `none`.
+//! - `OTEL_EXPORTER_OTLP_TIMEOUT`: milliseconds per request (default 10000);
+//!   0 means no limit.
+//! - `OTEL_EXPORTER_OTLP_CERTIFICATE`: a PEM file of the only CA(s) trusted.
+//! - `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_KEY`:
+//!   PEM files of a client certificate chain and its key, for mTLS.
+//! - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: the resource.
+//!
+//! Each exporter variable has an `OTEL_EXPORTER_OTLP_TRACES_*` form that takes
+//! precedence. [`otlp_environment`] reads them all through a lookup function
+//! and returns typed values plus [`Warning`]s for values it could not use
+//! (each is then ignored, as if unset).
+
+use std::time::Duration;
+
+use super::settings::{Compression, OtlpSettings, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+use crate::support::env::{parse_key_values, set, Warning};
+use crate::support::protocol::Protocol;
+
+/// Where traces go when nothing else is configured.
+pub const DEFAULT_TRACES_ENDPOINT: &str = "http://localhost:4318/v1/traces";
+/// The OTLP/HTTP path for traces.
+pub const TRACES_PATH: &str = "/v1/traces";
+
+/// Where an endpoint came from, to name it in error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointSource {
+    /// The `endpoint:` argument.
+    Argument,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+    TracesVariable,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    BaseVariable,
+    /// Nothing set: the default.
+    Default,
+}
+
+impl EndpointSource {
+    /// The argument or variable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndpointSource::Argument => "endpoint",
+            EndpointSource::TracesVariable => "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            EndpointSource::BaseVariable => "OTEL_EXPORTER_OTLP_ENDPOINT",
+            EndpointSource::Default => "the default endpoint",
+        }
+    }
+}
+
+/// `<base>/v1/traces`, without doubling a trailing slash. A base that already
+/// ends in `/v1/traces` is taken as the full URL.
+pub fn traces_url_from_base(base: &str) -> String {
+    let base = base.trim().trim_end_matches('/');
+    if base.ends_with(TRACES_PATH) {
+        return base.to_string();
+    }
+    let mut url = String::with_capacity(base.len() + TRACES_PATH.len());
+    url.push_str(base);
+    url.push_str(TRACES_PATH);
+    url
+}
+
+/// The traces URL: the argument (a base URL), else the traces variable as is,
+/// else the base variable plus `/v1/traces`, else the default.
+pub fn traces_endpoint(
+    argument: Option<&str>,
+    traces_variable: Option<&str>,
+    base_variable: Option<&str>,
+) -> (String, EndpointSource) {
+    if let Some(a) = argument {
+        return (traces_url_from_base(a), EndpointSource::Argument);
+    }
+    if let Some(t) = set(traces_variable) {
+        return (t.to_string(), EndpointSource::TracesVariable);
+    }
+    if let Some(b) = set(base_variable) {
+        return (traces_url_from_base(b), EndpointSource::BaseVariable);
+    }
+    (DEFAULT_TRACES_ENDPOINT.to_string(), EndpointSource::Default)
+}
+
+/// Checks that `url` is something this exporter can POST to: `http://` or
+/// `https://` with a host.
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let lower = url.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+    else {
+        return Err(format!("{url} is not an http:// or https:// URL"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') {
+        return Err(format!("{url} has no host"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{url:?} contains whitespace or control characters"));
+    }
+    Ok(())
+}
+
+/// Headers from the generic and the traces-specific variables; a traces header
+/// replaces a generic one of the same name (names compare case-insensitively).
+pub fn headers_from_env(
+    generic: Option<&str>,
+    traces: Option<&str>,
+) -> Result<Vec<(String, String)>, (&'static str, String)> {
+    let mut headers = match set(generic) {
+        Some(g) => parse_key_values(g).map_err(|e| ("OTEL_EXPORTER_OTLP_HEADERS", e))?,
+        None => Vec::new(),
+    };
+    if let Some(t) = set(traces) {
+        let specific = parse_key_values(t).map_err(|e| ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", e))?;
+        merge_headers(&mut headers, specific);
+    }
+    for (name, value) in &headers {
+        check_header(name, value).map_err(|e| ("OTEL_EXPORTER_OTLP_HEADERS", e))?;
+    }
+    Ok(headers)
+}
+
+/// Adds `extra` to `headers`; an extra header replaces one of the same name.
+pub fn merge_headers(headers: &mut Vec<(String, String)>, extra: Vec<(String, String)>) {
+    for (name, value) in extra {
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        headers.push((name, value));
+    }
+}
+
+/// A header name must be an HTTP token; a value must not break the header line.
+pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(format!("{name:?} is not a valid header name"));
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!(
+            "the value of header {name:?} contains CR, LF or NUL"
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The exporter's settings.
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`'s value.
+pub fn parse_protocol(v: &str) -> Result<Protocol, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "http/json" => Ok(Protocol::HttpJson),
+        "grpc" => Err(
+            "grpc is not supported by this exporter (OTLP/HTTP only): send to the \
+             collector's OTLP/HTTP port, 4318, with http/protobuf"
+                .to_string(),
+        ),
+        other => Err(format!(
+            "{other:?} is not a protocol (http/protobuf or http/json)"
+        )),
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`'s value.
+pub fn parse_compression(v: &str) -> Result<Compression, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "gzip" => Ok(Compression::Gzip),
+        "none" => Ok(Compression::None),
+        other => Err(format!("{other:?} is not a compression (gzip or none)")),
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`'s value: whole milliseconds; 0 means no limit
+/// ([`MAX_TIMEOUT`], as is anything longer).
+pub fn parse_timeout_ms(v: &str) -> Result<Duration, String> {
+    let t = v.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{t:?} is not a whole number of milliseconds"));
+    }
+    let ms = t.parse::<u64>().unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Ok(MAX_TIMEOUT);
+    }
+    Ok(Duration::from_millis(ms).min(MAX_TIMEOUT))
+}
+
+/// A variable's name and value.
+type Var<'a> = (&'static str, Option<&'a str>);
+
+/// The first usable value of `vars` (the traces variable, then the generic
+/// one), with warnings for the unusable ones before it.
+fn first_valid<T>(
+    vars: [Var<'_>; 2],
+    parse: impl Fn(&str) -> Result<T, String>,
+    warnings: &mut Vec<Warning>,
+) -> Option<T> {
+    for (variable, value) in vars {
+        if let Some(v) = set(value) {
+            match parse(v) {
+                Ok(t) => return Some(t),
+                Err(message) => warnings.push(Warning { variable, message }),
+            }
+        }
+    }
+    None
+}
+
+/// The protocol: the traces variable, else the generic one, else http/protobuf.
+pub fn protocol(
+    traces: Option<&str>,
+    generic: Option<&str>,
+    warnings: &mut Vec<Warning>,
+) -> Protocol {
+    first_valid(
+        [
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", traces),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", generic),
+        ],
+        parse_protocol,
+        warnings,
+    )
+    .unwrap_or_default()
+}
+
+/// The compression: the traces variable, else the generic one, else gzip.
+pub fn compression(
+    traces: Option<&str>,
+    generic: Option<&str>,
+    warnings: &mut Vec<Warning>,
+) -> Compression {
+    first_valid(
+        [
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", traces),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", generic),
+        ],
+        parse_compression,
+        warnings,
+    )
+    .unwrap_or_default()
+}
+
+/// The timeout: the traces variable, else the generic one, else 10 s.
+pub fn timeout(
+    traces: Option<&str>,
+    generic: Option<&str>,
+    warnings: &mut Vec<Warning>,
+) -> Duration {
+    first_valid(
+        [
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", traces),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", generic),
+        ],
+        parse_timeout_ms,
+        warnings,
+    )
+    .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+/// A file path: the traces variable, else the generic one (blank is unset).
+pub fn path(traces: Option<&str>, generic: Option<&str>) -> Option<String> {
+    set(traces).or(set(generic)).map(str::to_string)
+}
+
+/// The variables of a TLS file, the traces form first.
+pub type FileVariables = [&'static str; 2];
+
+pub const CERTIFICATE_VARIABLES: FileVariables = [
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+];
+pub const CLIENT_CERTIFICATE_VARIABLES: FileVariables = [
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+];
+pub const CLIENT_KEY_VARIABLES: FileVariables = [
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+];
+
+/// The variable a file path is taken from ([`path`]'s choice), for messages.
+pub fn path_variable(
+    variables: FileVariables,
+    get: impl Fn(&str) -> Option<String>,
+) -> &'static str {
+    let [traces, generic] = variables;
+    if set(get(traces).as_deref()).is_some() {
+        traces
+    } else {
+        generic
+    }
+}
+
+/// Everything the OTLP exporter takes from the environment, typed: the
+/// traces URL and the other settings (whose `endpoint`, a setting's base
+/// URL, is `None`: the URL here applies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpEnvironment {
+    pub endpoint: String,
+    pub endpoint_source: EndpointSource,
+    pub settings: OtlpSettings,
+}
+
+/// Reads the exporter's variables through `get` (the process environment in
+/// the binding, a map in tests). Unusable values become warnings and count as
+/// unset: a bad traces variable falls back to the generic one, then to the
+/// default. A malformed headers variable is ignored whole.
+pub fn otlp_environment(get: impl Fn(&str) -> Option<String>) -> (OtlpEnvironment, Vec<Warning>) {
+    let var = |name: &str| get(name);
+    let mut warnings = Vec::new();
+    let traces_endpoint_var = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let base_endpoint_var = var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    let mut traces_endpoint_value = traces_endpoint_var.as_deref();
+    let mut base_endpoint_value = base_endpoint_var.as_deref();
+    let (endpoint, endpoint_source) = loop {
+        let (url, source) = traces_endpoint(None, traces_endpoint_value, base_endpoint_value);
+        match check_endpoint(&url) {
+            Ok(()) => break (url, source),
+            Err(message) => {
+                warnings.push(Warning {
+                    variable: source.name(),
+                    message,
+                });
+                match source {
+                    EndpointSource::TracesVariable => traces_endpoint_value = None,
+                    EndpointSource::BaseVariable => base_endpoint_value = None,
+                    // The default is valid; an argument is not read here.
+                    _ => break (DEFAULT_TRACES_ENDPOINT.to_string(), EndpointSource::Default),
+                }
+            }
+        }
+    };
+    let mut headers = Vec::new();
+    for variable in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        let value = var(variable);
+        let Some(v) = set(value.as_deref()) else {
+            continue;
+        };
+        let parsed = parse_key_values(v).and_then(|pairs| {
+            for (name, value) in &pairs {
+                check_header(name, value)?;
+            }
+            Ok(pairs)
+        });
+        match parsed {
+            Ok(pairs) => merge_headers(&mut headers, pairs),
+            Err(message) => warnings.push(Warning { variable, message }),
+        }
+    }
+    let protocol = protocol(
+        var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").as_deref(),
+        var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref(),
+        &mut warnings,
+    );
+    let compression = compression(
+        var("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION").as_deref(),
+        var("OTEL_EXPORTER_OTLP_COMPRESSION").as_deref(),
+        &mut warnings,
+    );
+    let timeout = timeout(
+        var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").as_deref(),
+        var("OTEL_EXPORTER_OTLP_TIMEOUT").as_deref(),
+        &mut warnings,
+    );
+    let file =
+        |[traces, generic]: FileVariables| path(var(traces).as_deref(), var(generic).as_deref());
+    let settings = OtlpEnvironment {
+        endpoint,
+        endpoint_source,
+        settings: OtlpSettings {
+            endpoint: None,
+            headers,
+            protocol,
+            compression,
+            timeout,
+            certificate: file(CERTIFICATE_VARIABLES),
+            client_certificate: file(CLIENT_CERTIFICATE_VARIABLES),
+            client_key: file(CLIENT_KEY_VARIABLES),
+        },
+    };
+    (settings, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_precedence_follows_opentelemetry() {
+        assert_eq!(
+            traces_endpoint(None, None, None),
+            (
+                "http://localhost:4318/v1/traces".to_string(),
+                EndpointSource::Default
+            )
+        );
+        assert_eq!(
+            traces_endpoint(None, None, Some("http://collector:4318")).0,
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            traces_endpoint(None, None, Some("http://collector:4318/")).0,
+            "http://collector:4318/v1/traces"
+        );
+        // The traces variable is used as is, and wins over the base one.
+        assert_eq!(
+            traces_endpoint(None, Some("http://a:1/custom"), Some("http://b:2")),
+            (
+                "http://a:1/custom".to_string(),
+                EndpointSource::TracesVariable
+            )
+        );
+        // The argument wins over both and is a base URL.
+        assert_eq!(
+            traces_endpoint(Some("http://c:3"), Some("http://a:1/x"), Some("http://b:2")),
+            ("http://c:3/v1/traces".to_string(), EndpointSource::Argument)
+        );
+        assert_eq!(
+            traces_endpoint(Some("http://c:3/v1/traces"), None, None).0,
+            "http://c:3/v1/traces"
+        );
+        // Blank variables count as unset.
+        assert_eq!(
+            traces_endpoint(None, Some("  "), Some("")).1,
+            EndpointSource::Default
+        );
+    }
+
+    #[test]
+    fn endpoints_must_be_http_or_https_with_a_host() {
+        assert!(check_endpoint("http://localhost:4318/v1/traces").is_ok());
+        assert!(check_endpoint("HTTP://127.0.0.1:1/v1/traces").is_ok());
+        assert!(check_endpoint("https://collector.example:4318/v1/traces").is_ok());
+        assert!(check_endpoint("https:///v1/traces").is_err());
+        assert!(check_endpoint("ftp://x").is_err());
+        assert!(check_endpoint("http:///v1/traces").is_err());
+        assert!(check_endpoint("http://:4318/v1/traces").is_err());
+        assert!(check_endpoint("http://a b/v1/traces").is_err());
+    }
+
+    #[test]
+    fn headers_merge_case_insensitively_and_are_checked() {
+        let h = headers_from_env(
+            Some("Authorization=Basic%20abc,x-a=1"),
+            Some("AUTHORIZATION=Bearer t"),
+        )
+        .unwrap();
+        assert_eq!(
+            h,
+            vec![
+                ("x-a".to_string(), "1".to_string()),
+                ("AUTHORIZATION".to_string(), "Bearer t".to_string()),
+            ]
+        );
+        assert_eq!(
+            headers_from_env(Some("bad header=1"), None).unwrap_err().0,
+            "OTEL_EXPORTER_OTLP_HEADERS"
+        );
+        assert_eq!(
+            headers_from_env(None, Some("x")).unwrap_err().0,
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+        );
+        assert!(check_header("x-ok", "a\r\nb").is_err());
+        assert!(check_header("", "a").is_err());
+    }
+
+    fn settings(vars: &[(&str, &str)]) -> (OtlpEnvironment, Vec<Warning>) {
+        let map: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        otlp_environment(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn exporter_defaults() {
+        let (s, w) = settings(&[]);
+        assert!(w.is_empty());
+        assert_eq!(
+            s,
+            OtlpEnvironment {
+                endpoint: DEFAULT_TRACES_ENDPOINT.to_string(),
+                endpoint_source: EndpointSource::Default,
+                settings: OtlpSettings {
+                    endpoint: None,
+                    headers: vec![],
+                    protocol: Protocol::HttpProtobuf,
+                    compression: Compression::Gzip,
+                    timeout: Duration::from_secs(10),
+                    certificate: None,
+                    client_certificate: None,
+                    client_key: None,
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn traces_variables_take_precedence() {
+        let (s, w) = settings(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "NONE"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "750"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/generic/cert.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/traces/key.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/generic/key.pem"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://base:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,b=2"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "B=3"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.settings.protocol, Protocol::HttpJson);
+        assert_eq!(s.settings.compression, Compression::None);
+        assert_eq!(s.settings.timeout, Duration::from_millis(750));
+        assert_eq!(s.settings.certificate.as_deref(), Some("/traces/ca.pem"));
+        assert_eq!(
+            s.settings.client_certificate.as_deref(),
+            Some("/generic/cert.pem")
+        );
+        assert_eq!(s.settings.client_key.as_deref(), Some("/traces/key.pem"));
+        assert_eq!(s.endpoint, "https://base:4318/v1/traces");
+        assert_eq!(s.endpoint_source, EndpointSource::BaseVariable);
+        assert_eq!(
+            s.settings.headers,
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("B".to_string(), "3".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn timeouts_are_milliseconds_and_zero_is_no_limit() {
+        assert_eq!(parse_timeout_ms("10000"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_timeout_ms(" 1 "), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_timeout_ms("0"), Ok(MAX_TIMEOUT));
+        assert_eq!(parse_timeout_ms("99999999999999999999999"), Ok(MAX_TIMEOUT));
+        for bad in ["10s", "1.5", "-1", "", "ten"] {
+            assert!(parse_timeout_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unusable_values_warn_name_their_variable_and_fall_back() {
+        let (s, w) = settings(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "5s"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "broken"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "ok=1"),
+        ]);
+        assert_eq!(
+            s.settings.protocol,
+            Protocol::HttpJson,
+            "the generic value is used"
+        );
+        assert_eq!(s.settings.compression, Compression::Gzip);
+        assert_eq!(s.settings.timeout, Duration::from_secs(10));
+        assert_eq!(s.endpoint, DEFAULT_TRACES_ENDPOINT);
+        assert_eq!(
+            s.settings.headers,
+            vec![("ok".to_string(), "1".to_string())]
+        );
+        let named: Vec<_> = w.iter().map(|w| w.variable).collect();
+        assert_eq!(
+            named,
+            [
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            ]
+        );
+        let grpc = w[3].to_string();
+        assert!(
+            grpc.contains("4318") && grpc.contains("http/protobuf"),
+            "{grpc}"
+        );
+    }
+
+    #[test]
+    fn protocol_and_compression_names() {
+        assert_eq!(parse_protocol(" HTTP/JSON "), Ok(Protocol::HttpJson));
+        assert_eq!(parse_protocol("http/protobuf"), Ok(Protocol::HttpProtobuf));
+        assert!(parse_protocol("http").is_err());
+        assert_eq!(parse_compression("Gzip"), Ok(Compression::Gzip));
+        assert_eq!(parse_compression("none"), Ok(Compression::None));
+        assert!(parse_compression("deflate").is_err());
+        assert_eq!(path(Some(" "), Some("/a")), Some("/a".to_string()));
+        assert_eq!(path(None, None), None);
+    }
+}
