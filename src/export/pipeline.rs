@@ -100,7 +100,7 @@ pub fn encode_export(
         include_open,
         settled_for: EXPLICIT_SETTLE,
     };
-    let records = sources.store.take(take);
+    let records = sources.take_records(take);
     let runs = sources.take_runs(take);
     let now = Stamp::now();
     let encoded = catch_unwind(AssertUnwindSafe(|| {
@@ -231,7 +231,7 @@ fn push_records(
     cancel: &Cancel,
     extra: &[OwnedSpan],
 ) -> PushOutcome {
-    let mut records = sources.store.take(Take::finished(Duration::ZERO)).ready;
+    let mut records = sources.take_records(Take::finished(Duration::ZERO)).ready;
     if records.is_empty() && extra.is_empty() {
         return PushOutcome::Nothing;
     }

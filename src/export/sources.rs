@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::model::backend::store::{Backend, Key, Record};
 use crate::model::lifecycle::{Run, Tracer};
+use crate::model::sampling::{ratio_sampled, KeptSpans, Sampling};
 use crate::model::{Source, Take, Taken};
 
 use std::sync::Arc;
@@ -13,6 +14,13 @@ use std::sync::Arc;
 /// How long a finished run waits for late duplicates before a scheduled
 /// export takes it (a flush takes it at once).
 pub const RUN_SETTLE: Duration = Duration::from_secs(1);
+
+fn record_trace_id(rec: &Record) -> &[u8; 16] {
+    match rec {
+        Record::Trace(t) => &t.trace_id,
+        Record::Generic(g) => &g.trace_id,
+    }
+}
 
 /// The sources of one export.
 #[derive(Clone, Copy)]
@@ -42,6 +50,43 @@ impl<'a> Sources<'a> {
     pub fn attribute_prefix(&self) -> Arc<str> {
         self.runs
             .map_or_else(|| Arc::from(""), |t| t.attribute_prefix())
+    }
+
+    /// The sampling settings in force (the tracer's; the defaults, which
+    /// keep everything, without a tracer).
+    pub fn sampling(&self) -> Sampling {
+        self.runs.map_or_else(Sampling::default, Tracer::sampling)
+    }
+
+    /// The store's records as `take` asks, without the traces the sampling
+    /// ratio leaves out (decided from each trace id as for runs; the keep
+    /// rules are the lifecycle tracer's). What a drain leaves out is gone,
+    /// counted by the store (`sampled_out`).
+    pub fn take_records(&self, take: Take) -> Taken<(Key, Arc<Record>)> {
+        let mut taken = self.store.take(take);
+        let ratio = self.sampling().ratio;
+        if ratio < 1.0 {
+            let before = taken.ready.len();
+            taken
+                .ready
+                .retain(|(_, rec)| ratio_sampled(record_trace_id(rec), ratio));
+            if take.drain {
+                self.store.count_sampled_out(before - taken.ready.len());
+            }
+        }
+        taken
+    }
+
+    /// Traces and runs sampling left out of exports: the store's (by the
+    /// ratio) and the tracer's (`sampled_out`).
+    pub fn sampled_out(&self) -> u64 {
+        self.store.sampled_out() + self.runs.map_or(0, |t| t.stats().sampled_out)
+    }
+
+    /// Spans of runs the head left out that each keep rule brought back.
+    pub fn kept_spans(&self) -> KeptSpans {
+        self.runs
+            .map_or_else(KeptSpans::default, |t| t.stats().kept_spans)
     }
 
     /// The tracer's runs as `take` asks (nothing without a tracer).

@@ -44,6 +44,15 @@ impl IdGenerator {
     }
 
     /// splitmix64: passes BigCrush, one add and a few multiplies per draw.
+    /// A generator whose ids follow from `seed` alone (tests and the
+    /// test hooks: two processes given the same seed make the same ids).
+    pub fn seeded(seed: u64) -> Self {
+        IdGenerator {
+            state: seed,
+            ..IdGenerator::new()
+        }
+    }
+
     fn next_u64(&mut self) -> u64 {
         let forked = match forks() {
             Some(n) if n != self.forks => {

@@ -180,6 +180,8 @@ pub struct Backend {
     store: ForkSafeMutex<Store>,
     events_handled: AtomicU64,
     rejected_events: AtomicU64,
+    /// Finished traces the sampling ratio left out of an OTLP export.
+    sampled_out: AtomicU64,
     precision: AtomicU8,
     instants: UniqueInstants,
     created_at: Stamp,
@@ -209,6 +211,7 @@ impl Backend {
             }),
             events_handled: AtomicU64::new(0),
             rejected_events: AtomicU64::new(0),
+            sampled_out: AtomicU64::new(0),
             precision: AtomicU8::new(limits.timestamp_precision),
             instants: UniqueInstants::default(),
             created_at: Stamp::now(),
@@ -385,6 +388,18 @@ impl Backend {
         }
     }
 
+    /// Counts finished traces an OTLP export drained and left out for the
+    /// sampling ratio (`export` and `stats` are unaffected: the drop-in
+    /// contract returns every trace).
+    pub fn count_sampled_out(&self, n: usize) {
+        self.sampled_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Finished traces OTLP exports left out for the sampling ratio.
+    pub fn sampled_out(&self) -> u64 {
+        self.sampled_out.load(Ordering::Relaxed)
+    }
+
     /// Removes every trace and zeroes the counters.
     pub fn reset(&self) {
         let old = {
@@ -394,6 +409,7 @@ impl Backend {
             store.dropped_spans = 0;
             self.events_handled.store(0, Ordering::Relaxed);
             self.rejected_events.store(0, Ordering::Relaxed);
+            self.sampled_out.store(0, Ordering::Relaxed);
             std::mem::take(&mut store.map)
         };
         drop(old);

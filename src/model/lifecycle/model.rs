@@ -14,6 +14,7 @@ use super::open_runs::{closing_status, merge_attrs, rename_error_class, LiveRun,
 use super::run::{Link, Run, RunEnd, TASK_INIT_SPAN_NAME};
 use crate::input::lifecycle::attributes::AttrKey;
 use crate::input::lifecycle::event::{EventKind, EventName, Id, LifecycleEvent, ToState};
+use crate::model::sampling::{KeptSpans, Sampling};
 
 /// What [`crate::model::lifecycle::Tracer::record`] did with an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,6 +69,10 @@ pub struct LifecycleStats {
     pub finished_runs_dropped: u64,
     /// Spans and span events lost to `max_spans_per_run` (evicted or refused).
     pub spans_dropped: u64,
+    /// Finished runs left out by sampling (head decision, no keep rule held).
+    pub sampled_out: u64,
+    /// Spans of runs the head left out that a keep rule brought back.
+    pub kept_spans: KeptSpans,
 }
 
 impl LifecycleStats {
@@ -116,6 +121,10 @@ pub(crate) struct State {
     pub prefix: Prefix,
     /// The `lifecycle_workflow_events` setting (read when subscribing).
     pub workflow_events: bool,
+    /// The sampling settings; each run's head decision is made with the
+    /// ones in force when it opens, the keep rules with the ones in force
+    /// when it leaves for export.
+    pub sampling: Sampling,
 }
 
 /// The attribute keys' prefix: `<name>.`, the name being the
@@ -167,11 +176,17 @@ impl State {
             stats: LifecycleStats::default(),
             prefix: Prefix::default(),
             workflow_events: false,
+            sampling: Sampling::default(),
         }
     }
 
     pub fn limits(&self) -> LifecycleLimits {
         self.limits
+    }
+
+    /// Makes the trace and span ids follow from `seed` (test hooks).
+    pub fn seed_ids(&mut self, seed: u64) {
+        self.ids = IdGenerator::seeded(seed);
     }
 
     pub fn stats(&self) -> LifecycleStats {
@@ -207,7 +222,11 @@ impl State {
         let max = self.limits.max_spans_per_run;
         if let Some(run) = self.open.to_back(&task) {
             run.touch(ev.at);
-            let (outcome, ended) = apply_to_run(run, ev, true, &mut self.ids, &mut self.stats, max);
+            let (outcome, ended) = if run.records {
+                apply_to_run(run, ev, true, &mut self.ids, &mut self.stats, max)
+            } else {
+                apply_bare(run, ev, true)
+            };
             if ended {
                 if let Some(run) = self.open.remove(&task) {
                     self.finish(run, garbage);
@@ -233,8 +252,11 @@ impl State {
                     ..
                 }) => match self.finished.get_mut(&number) {
                     Some(run) => {
-                        let (outcome, _) =
-                            apply_to_run(run, ev, false, &mut self.ids, &mut self.stats, max);
+                        let (outcome, _) = if run.records {
+                            apply_to_run(run, ev, false, &mut self.ids, &mut self.stats, max)
+                        } else {
+                            apply_bare(run, ev, false)
+                        };
                         if outcome != RecordOutcome::Late {
                             // The root ends at the run's last event.
                             run.root.extend_to(ev.at);
@@ -264,6 +286,7 @@ impl State {
         run.root.end_at(ev.at);
         run.root.status = closing_status(EventKind::TaskFailed, &run.root);
         run.end = RunEnd::Failed;
+        run.sampled = self.sampling.head(&trace_id, None);
         self.finish(run, garbage);
         RecordOutcome::RunClosed
     }
@@ -293,9 +316,38 @@ impl State {
         let mut attrs = std::mem::take(&mut ev.attrs);
         rename_error_class(&mut attrs);
         attrs.push((AttrKey::TaskId, task.to_value()));
-        let run = LiveRun::new(Some(task.clone()), trace_id, span_id, ev.at, attrs, link);
+        let mut run = LiveRun::new(Some(task.clone()), trace_id, span_id, ev.at, attrs, link);
+        self.decide(&mut run, None);
         self.open.insert(task, run);
         RecordOutcome::RunOpened
+    }
+
+    /// The head sampling decision for a run opening now. `parent_sampled`
+    /// is its parent span's sampled flag: the hook for runs that take a
+    /// parent from the OpenTelemetry context (`None`: no parent).
+    fn decide(&self, run: &mut LiveRun, parent_sampled: Option<bool>) {
+        run.sampled = self.sampling.head(&run.trace_id, parent_sampled);
+        run.records = run.sampled || self.sampling.any_rule();
+    }
+
+    /// Whether a run leaving for export goes out: sampled at its head, or
+    /// kept by a rule (counting its spans under the rule when `count`).
+    fn exported(&mut self, run: &LiveRun, count: bool) -> bool {
+        if run.sampled {
+            return true;
+        }
+        let rule = if run.records {
+            self.sampling.keep_rule(&run.facts())
+        } else {
+            None
+        };
+        if count {
+            match rule {
+                Some(rule) => self.stats.kept_spans.add(rule, run.spans() as u64),
+                None => self.stats.sampled_out += 1,
+            }
+        }
+        rule.is_some()
     }
 
     /// Moves an ended run to the finished runs and remembers it for its task.
@@ -384,10 +436,38 @@ impl State {
             }
             if let Some((number, run)) = self.finished.pop_front() {
                 self.forget_waiting(run.task.as_ref(), number);
-                settled.push(run);
+                if self.exported(&run, true) {
+                    settled.push(run);
+                } else {
+                    garbage.live.push(run);
+                }
             }
         }
         (restored, settled)
+    }
+
+    /// Copies of the waiting runs that an export would send (sampled, or
+    /// kept by a rule as they stand), and of the open ones with
+    /// `include_open`; counts nothing.
+    pub fn export_snapshot(&mut self, include_open: bool) -> (Vec<Run>, Vec<Run>) {
+        let mut ready: Vec<Run> = self.restored.iter().cloned().collect();
+        let finished: Vec<Run> = self
+            .finished
+            .values()
+            .filter(|r| self.exported_now(r))
+            .map(LiveRun::to_run)
+            .collect();
+        ready.extend(finished);
+        let open = if include_open {
+            self.open_snapshot()
+        } else {
+            Vec::new()
+        };
+        (ready, open)
+    }
+
+    fn exported_now(&self, run: &LiveRun) -> bool {
+        run.sampled || (run.records && self.sampling.keep_rule(&run.facts()).is_some())
     }
 
     /// Copies of the waiting runs (and the open ones), oldest first.
@@ -402,9 +482,14 @@ impl State {
         out
     }
 
-    /// Copies of the open runs only, least recently active first.
+    /// Copies of the open runs an export would send as they stand (sampled,
+    /// or kept by a rule so far), least recently active first.
     pub fn open_snapshot(&self) -> Vec<Run> {
-        self.open.values().map(LiveRun::to_run).collect()
+        self.open
+            .values()
+            .filter(|r| self.exported_now(r))
+            .map(LiveRun::to_run)
+            .collect()
     }
 
     pub fn refuse(&mut self) {
@@ -441,6 +526,28 @@ impl State {
         self.history.clear();
         self.stats = LifecycleStats::default();
     }
+}
+
+/// Applies an event to a run that records nothing but its end (left out at
+/// the head while no keep rule is on): closing events end it, the rest only
+/// count as recorded. Returns the outcome and whether the run ended.
+fn apply_bare(run: &mut LiveRun, ev: &LifecycleEvent, live: bool) -> (RecordOutcome, bool) {
+    let kind = ev.kind();
+    if !live {
+        return (RecordOutcome::Merged, false);
+    }
+    let end = match kind {
+        EventKind::TaskInitializeRequested => RunEnd::Pending,
+        EventKind::TaskCompleted => RunEnd::Completed,
+        EventKind::TaskFailed => RunEnd::Failed,
+        EventKind::TaskCancelled => RunEnd::Cancelled,
+        k if k.closes_run() => RunEnd::ResolvedManually,
+        _ => return (RecordOutcome::Merged, false),
+    };
+    run.root.end_at(ev.at);
+    run.root.status = closing_status(kind, &run.root);
+    run.end = end;
+    (RecordOutcome::RunClosed, true)
 }
 
 /// Adds the event as a span event on `target` and counts what the bound cost.

@@ -7,9 +7,12 @@ use std::collections::VecDeque;
 
 use crate::support::clock::Stamp;
 
-use super::run::{Link, Run, RunEnd, Span, SpanEvent, SpanStatus, STEP_SPAN_NAME, TASK_SPAN_NAME};
+use super::run::{
+    Link, Run, RunEnd, Span, SpanEvent, SpanStatus, StatusCode, STEP_SPAN_NAME, TASK_SPAN_NAME,
+};
 use crate::input::lifecycle::attributes::{Attr, AttrKey, AttrValue, Text};
 use crate::input::lifecycle::event::{EventKind, EventName, Id};
+use crate::model::sampling::RunFacts;
 
 /// The later of two stamps on the monotonic clock (an event stamped just
 /// before another thread's may reach the lock after it).
@@ -216,6 +219,12 @@ pub(crate) struct LiveRun {
     pub end: RunEnd,
     /// Monotonic nanoseconds of the latest event applied to the run.
     pub last_active: u64,
+    /// The head sampling decision, made once when the run opened.
+    pub sampled: bool,
+    /// Whether the run records its spans: false only for a run the head
+    /// left out while no keep rule could bring it back (it records its end
+    /// and nothing else).
+    pub records: bool,
     attempts: VecDeque<Attempt>,
     events: VecDeque<Entry>,
     next_order: u64,
@@ -240,6 +249,8 @@ impl LiveRun {
             root: LiveSpan::new(root_span_id, at, attrs),
             end: RunEnd::Open,
             last_active: at.mono_ns,
+            sampled: true,
+            records: true,
             attempts: VecDeque::new(),
             events: VecDeque::new(),
             next_order: 0,
@@ -248,6 +259,33 @@ impl LiveRun {
 
     pub fn touch(&mut self, at: Stamp) {
         self.last_active = self.last_active.max(at.mono_ns);
+    }
+
+    /// Spans held: the root and the attempts.
+    pub fn spans(&self) -> usize {
+        1 + self.attempts.len()
+    }
+
+    /// What the sampling keep rules look at: an ERROR status on any span,
+    /// the root's duration (to its end, or to the run's latest event while
+    /// open) and whether a step had more than one attempt (an
+    /// `attempt_number` above 1, or two attempts of one step in the run).
+    pub fn facts(&self) -> RunFacts {
+        let is_error = |s: &LiveSpan| s.status.code == StatusCode::Error;
+        let end = self.root.end.map_or(self.last_active, |e| e.mono_ns);
+        let later_attempt = self.attempts.iter().any(|a| {
+            a.span
+                .attrs
+                .iter()
+                .any(|(k, v)| *k == AttrKey::AttemptNumber && v.as_f64().is_some_and(|n| n > 1.0))
+        });
+        let mut steps = std::collections::HashSet::with_capacity(self.attempts.len());
+        let retried = later_attempt || !self.attempts.iter().all(|a| steps.insert(&a.step));
+        RunFacts {
+            any_error: is_error(&self.root) || self.attempts.iter().any(|a| is_error(&a.span)),
+            root_ns: end.saturating_sub(self.root.start.mono_ns),
+            retried,
+        }
     }
 
     /// Spans and span events held, the root included.
@@ -437,6 +475,8 @@ impl LiveRun {
             trace_id: self.trace_id,
             end: self.end,
             spans,
+            sampled: self.sampled,
+            printed: false,
         }
     }
 

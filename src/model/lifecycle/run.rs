@@ -158,6 +158,12 @@ pub struct Run {
     pub end: RunEnd,
     /// The root first, then the attempts in the order they started.
     pub spans: Vec<Span>,
+    /// The head sampling decision made when the run opened (a run left out
+    /// there is exported only when a keep rule holds at its end).
+    pub sampled: bool,
+    /// Already drawn by the console exporter (a run put back after a failed
+    /// delivery is not drawn twice).
+    pub printed: bool,
 }
 
 impl Run {

@@ -15,6 +15,7 @@ use super::model::{Garbage, LifecycleStats, RecordOutcome, State};
 use super::open_runs::LiveRun;
 use super::run::Run;
 use crate::input::lifecycle::event::LifecycleEvent;
+use crate::model::sampling::Sampling;
 
 /// What one export of the tracer covers (see [`Tracer::export_runs`]).
 #[derive(Debug, Default)]
@@ -105,6 +106,25 @@ impl Tracer {
         self.state.lock().limits()
     }
 
+    /// The sampling settings in force.
+    pub fn sampling(&self) -> Sampling {
+        self.state.lock().sampling
+    }
+
+    /// Puts sampling settings in force: runs opening from now on are
+    /// decided with them at their head, and every run leaving for export
+    /// from now on by their keep rules.
+    pub fn set_sampling(&self, sampling: Sampling) {
+        self.state.lock().sampling = sampling;
+    }
+
+    /// Makes this tracer's trace and span ids follow from `seed` (for tests:
+    /// two processes given the same seed make the same ids, hence the same
+    /// sampling decisions).
+    pub fn seed_ids(&self, seed: u64) {
+        self.state.lock().seed_ids(seed);
+    }
+
     /// Puts new limits in force; lower bounds evict at once (oldest first).
     /// Runs holding more spans than a lower `max_spans_per_run` shed them as
     /// they next grow.
@@ -144,7 +164,8 @@ impl Tracer {
     /// [`Tracer::drain_finished`] with `settled_for`; else copies of every
     /// waiting run), and with `include_open` copies of the open runs as they
     /// stand. Open runs are never removed: they are exported whole again
-    /// once they end.
+    /// once they end. Runs sampling leaves out are not among them (a drain
+    /// frees and counts them: `sampled_out`).
     pub fn export_runs(
         &self,
         drain: bool,
@@ -153,15 +174,18 @@ impl Tracer {
     ) -> ExportRuns {
         let mut garbage = Garbage::default();
         let mut state = self.state.lock();
-        let (taken, ready) = if drain {
-            state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage)
+        let (taken, ready, open) = if drain {
+            let (taken, ready) =
+                state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage);
+            let open = if include_open {
+                state.open_snapshot()
+            } else {
+                Vec::new()
+            };
+            (taken, ready, open)
         } else {
-            (state.snapshot(false).into(), Vec::new())
-        };
-        let open = if include_open {
-            state.open_snapshot()
-        } else {
-            Vec::new()
+            let (copies, open) = state.export_snapshot(include_open);
+            (copies.into(), Vec::new(), open)
         };
         drop(state);
         drop(garbage);

@@ -1,0 +1,194 @@
+//! Sampling: the head decision from the trace id, the keep rules at the
+//! end, the counts, and what a run left out records.
+
+mod lifecycle_support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lifecycle_support::*;
+use tasker_trace_core::input::lifecycle::Id;
+use tasker_trace_core::model::lifecycle::Tracer;
+use tasker_trace_core::model::sampling::{ratio_sampled, Sampling};
+
+const RUNS: i64 = 10_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Fails,
+    Slow,
+    Retried,
+    Plain,
+}
+
+/// 3% fail, 2% are slow, 5% are retried, the rest are plain.
+fn kind(i: i64) -> Kind {
+    match i % 100 {
+        0..=2 => Kind::Fails,
+        3..=4 => Kind::Slow,
+        5..=9 => Kind::Retried,
+        _ => Kind::Plain,
+    }
+}
+
+/// One run of task `i`, from `t0` ms: one step; a failing run's step and
+/// task fail, a slow run's root lasts 5 s, a retried run's step is on its
+/// second attempt.
+fn run_of(t: &Tracer, i: i64, t0: u64) {
+    let k = kind(i);
+    t.record(start_requested(i, at(t0)));
+    let attempt = if k == Kind::Retried { 2 } else { 1 };
+    t.record(step_ev(
+        "step.execution_requested",
+        i,
+        i * 10,
+        attempt,
+        at(t0 + 1),
+    ));
+    if k == Kind::Fails {
+        t.record(step_failed(i, i * 10, attempt, at(t0 + 5)));
+        t.record(task_failed(i, at(t0 + 6), None));
+        t.record(task_failed(i, at(t0 + 7), Some("boom")));
+    } else {
+        t.record(step_ev("step.completed", i, i * 10, attempt, at(t0 + 5)));
+        let end = if k == Kind::Slow {
+            t0 + 5_000
+        } else {
+            t0 + 100
+        };
+        t.record(task_completed(i, at(end), true));
+    }
+}
+
+fn sampler(ratio: f64) -> Sampling {
+    Sampling {
+        ratio,
+        keep_slower_than: Some(Duration::from_secs(2)),
+        ..Sampling::default()
+    }
+}
+
+/// Runs the 10,000 runs with ids from `seed`; returns the exported task
+/// ids, the trace ids of every run by task (from the exports and a copy of
+/// every run taken before), and the tracer.
+fn workload(seed: u64) -> (BTreeSet<i64>, Tracer, Vec<(i64, [u8; 16], bool)>) {
+    let t = tracer();
+    t.seed_ids(seed);
+    t.set_sampling(sampler(0.1));
+    let mut heads = Vec::new();
+    let mut exported = BTreeSet::new();
+    for i in 0..RUNS {
+        run_of(&t, i, i as u64 * 10_000);
+        // The run as the tracer holds it (sampled or not), before export.
+        for run in t.snapshot(false) {
+            if let Some(Id::Int(task)) = run.task_id {
+                heads.push((task, run.trace_id, run.sampled));
+            }
+        }
+        for run in drain(&t) {
+            let Some(Id::Int(task)) = run.task_id else {
+                panic!("a run without a task id: {run:?}");
+            };
+            exported.insert(task);
+        }
+    }
+    (exported, t, heads)
+}
+
+#[test]
+fn every_failing_slow_and_retried_run_is_kept_and_a_tenth_of_the_rest() {
+    let (exported, t, heads) = workload(42);
+    assert_eq!(heads.len(), RUNS as usize);
+    for i in 0..RUNS {
+        if kind(i) != Kind::Plain {
+            assert!(
+                exported.contains(&i),
+                "run {i} ({:?}) not exported",
+                kind(i)
+            );
+        }
+    }
+    let plain = (0..RUNS).filter(|&i| kind(i) == Kind::Plain).count() as f64;
+    let plain_exported = exported.iter().filter(|&&i| kind(i) == Kind::Plain).count() as f64;
+    // Binomial(9,000, 0.1): mean 900, sigma 28.5; within 5 sigma.
+    let sigma = (plain * 0.1 * 0.9).sqrt();
+    assert!(
+        (plain_exported - plain * 0.1).abs() < 5.0 * sigma,
+        "{plain_exported} of {plain} plain runs exported"
+    );
+    // The head decision is the trace id's, and the plain runs exported are
+    // exactly the ones it sampled.
+    for (task, trace_id, sampled) in &heads {
+        assert_eq!(*sampled, ratio_sampled(trace_id, 0.1));
+        if kind(*task) == Kind::Plain {
+            assert_eq!(exported.contains(task), *sampled, "task {task}");
+        }
+    }
+    let stats = t.stats();
+    assert_eq!(stats.sampled_out, (plain - plain_exported) as u64);
+    // The rescued runs (left out at the head, kept by a rule) have two
+    // spans each: the root and one attempt.
+    let rescued = |k: Kind| {
+        heads
+            .iter()
+            .filter(|(task, _, sampled)| kind(*task) == k && !sampled)
+            .count() as u64
+            * 2
+    };
+    assert_eq!(stats.kept_spans.errors, rescued(Kind::Fails));
+    assert_eq!(stats.kept_spans.slow, rescued(Kind::Slow));
+    assert_eq!(stats.kept_spans.retried, rescued(Kind::Retried));
+    assert!(stats.kept_spans.errors > 0 && stats.kept_spans.retried > 0);
+}
+
+#[test]
+fn the_same_trace_ids_make_the_same_decisions() {
+    let (a, _, heads_a) = workload(7);
+    let (b, _, heads_b) = workload(7);
+    assert_eq!(heads_a, heads_b);
+    assert_eq!(a, b);
+    let (c, _, _) = workload(8);
+    assert_ne!(a, c, "other ids, other decisions");
+}
+
+#[test]
+fn without_keep_rules_a_run_left_out_records_only_its_end() {
+    let t = tracer();
+    t.set_sampling(Sampling {
+        ratio: 0.0,
+        keep_errors: false,
+        keep_retried: false,
+        keep_slower_than: None,
+        parent_based: false,
+    });
+    record_all(&t, successful_run(1, 0));
+    t.record(start_requested(2, at(1_000)));
+    t.record(step_ev("step.execution_requested", 2, 20, 1, at(1_001)));
+    t.record(step_failed(2, 20, 1, at(1_002)));
+    t.record(task_failed(2, at(1_003), Some("boom")));
+    let held = t.snapshot(false);
+    assert_eq!(held.len(), 2);
+    for run in &held {
+        assert!(!run.sampled);
+        assert_eq!(run.spans.len(), 1, "the root only: {run:?}");
+        assert!(run.spans[0].end.is_some());
+    }
+    assert!(drain(&t).is_empty());
+    let stats = t.stats();
+    assert_eq!(stats.sampled_out, 2);
+    assert_eq!(stats.finished_runs, 0);
+    // With a rule on, a run left out is recorded in full (the rule may
+    // keep it at the end).
+    t.set_sampling(Sampling {
+        ratio: 0.0,
+        ..Sampling::default()
+    });
+    t.record(start_requested(3, at(2_000)));
+    t.record(step_ev("step.execution_requested", 3, 30, 1, at(2_001)));
+    t.record(step_failed(3, 30, 1, at(2_002)));
+    t.record(task_failed(3, at(2_003), Some("boom")));
+    let kept = only_run(&t);
+    assert!(!kept.sampled);
+    assert_eq!(kept.spans.len(), 2);
+    assert_eq!(t.stats().kept_spans.errors, 2);
+}
