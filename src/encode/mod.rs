@@ -9,6 +9,7 @@
 //! - `payload` (private): reading packed payloads as OTLP values
 //! - [`json`], [`protobuf`]: one encoder per wire format
 //! - [`request`]: request bodies, split where one would pass 64 MiB
+//! - [`waterfall`]: a run drawn as text (the console exporter, `bin/demo`)
 
 pub mod json;
 mod payload;
@@ -18,6 +19,7 @@ pub mod request;
 pub mod resource;
 pub mod run_spans;
 pub mod span;
+pub mod waterfall;
 
 pub use payload::{error_message, render_text, str_text, PayloadAttributes, ATTRIBUTE_PREFIX};
 pub use record_spans::{child_span_id, pair_spans, Pair, Pairing};

@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 use crate::encode::Resource;
 use crate::support::fork::{self, ForkSafeMutex};
 
+use super::announce::Announcer;
+use super::console::ConsoleOutput;
 use super::settings::{self as schedule, BackgroundSettings};
 use super::sources::Sources;
 use super::state::{Control, DestinationFn, Running, Shared, Signal, Wait, WorkerHandle};
@@ -69,6 +71,7 @@ impl Exporter {
                 requested: AtomicU64::new(0),
                 counters: stats::Counters::default(),
                 control: ForkSafeMutex::new(Control::default()),
+                announcer: Announcer::default(),
                 reported: Condvar::new(),
             }),
         }
@@ -77,7 +80,24 @@ impl Exporter {
     /// Makes the process-wide exporter's lock fork-safe.
     pub fn register_for_fork(&'static self) -> bool {
         let shared: &'static Shared = &self.shared;
-        shared.control.register()
+        shared.control.register() && shared.announcer.register_for_fork()
+    }
+
+    /// Where the console sink writes.
+    pub fn console_output(&self) -> ConsoleOutput {
+        self.shared.control().console_output.clone()
+    }
+
+    /// Sets where the console sink writes (from the next export on).
+    pub fn set_console_output(&self, output: ConsoleOutput) {
+        let old = std::mem::replace(&mut self.shared.control().console_output, output);
+        drop(old);
+    }
+
+    /// The announcer of drops and failing exports: its lines wait until the
+    /// binding takes them on an app thread.
+    pub fn announcer(&self) -> &Announcer {
+        &self.shared.announcer
     }
 
     /// The settings in force.
@@ -268,6 +288,8 @@ impl Exporter {
         // The store's and the tracer's locks, after the exporter's is released.
         out.queued = s.sources.queued();
         out.dropped_traces = s.sources.dropped();
+        out.sampled_out = s.sources.sampled_out();
+        out.kept_spans = s.sources.kept_spans();
         out
     }
 }

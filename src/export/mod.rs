@@ -11,8 +11,12 @@
 //! - `worker` (private): its thread's loop
 //! - [`settings`]: its settings and their `OTEL_*` defaults
 //! - [`stats`]: its counters, flush results, `exporter_stats`
+//! - [`console`]: the console sink (each run drawn as a waterfall)
+//! - [`announce`]: drops and failing exports announced, a line a minute at most
 
+pub mod announce;
 pub mod background;
+pub mod console;
 pub mod pipeline;
 pub mod settings;
 pub mod sources;
@@ -21,7 +25,10 @@ pub mod stats;
 mod worker;
 
 pub use background::Exporter;
-pub use pipeline::{encode_export, push, Encoded, PushOutcome, Sending, EXPLICIT_SETTLE};
+pub use pipeline::{
+    encode_export, print_only, push, push_tapped, Encoded, PushOutcome, Sending, Tap,
+    EXPLICIT_SETTLE,
+};
 pub use settings::{BackgroundSettings, Mode, Schedule};
 pub use sources::Sources;
 pub use state::{DestinationFn, Running, Wait};

@@ -182,7 +182,24 @@ pub fn push(
     cancel: &Cancel,
     settled_for: Duration,
 ) -> PushOutcome {
-    let runs = sources.take_runs(Take::finished(settled_for));
+    push_tapped(sources, resource, sending, cancel, settled_for, &mut |_| {})
+}
+
+/// What sees the runs an export took before they are encoded (the console
+/// sink); it may mark them (`printed`), and they are put back as marked.
+pub type Tap<'a> = &'a mut dyn FnMut(&mut [Run]);
+
+/// [`push`], with `tap` shown the runs taken first.
+pub fn push_tapped(
+    sources: Sources<'_>,
+    resource: &Resource,
+    sending: Sending<'_>,
+    cancel: &Cancel,
+    settled_for: Duration,
+    tap: Tap<'_>,
+) -> PushOutcome {
+    let mut runs = sources.take_runs(Take::finished(settled_for));
+    tap(&mut runs.ready);
     let n = runs.ready.len();
     let pushed = catch_unwind(AssertUnwindSafe(|| {
         let prefix = sources.attribute_prefix();
@@ -213,6 +230,52 @@ pub fn push(
         Err(panic) => {
             // Whether the runs went out is unknown: put them back (a run may
             // then arrive twice, never not at all).
+            sources.put_back_runs(runs);
+            resume_unwind(panic)
+        }
+    }
+}
+
+/// Drains the tracer's runs finished (and idle for `settled_for`) and hands
+/// them to `print` alone (the console sink without OTLP): delivered when it
+/// returns Ok, put back when it fails. The store's records stay where they
+/// are (the console draws lifecycle runs only).
+pub fn print_only(
+    sources: Sources<'_>,
+    settled_for: Duration,
+    print: &mut dyn FnMut(&mut [Run]) -> Result<(), String>,
+) -> PushOutcome {
+    let mut runs = sources.take_runs(Take::finished(settled_for));
+    if runs.ready.is_empty() {
+        return PushOutcome::Nothing;
+    }
+    let n = runs.ready.len();
+    let spans = runs.ready.iter().map(|r| r.spans.len()).sum();
+    let printed = catch_unwind(AssertUnwindSafe(|| print(&mut runs.ready)));
+    match printed {
+        Ok(Ok(())) => PushOutcome::Sent {
+            records: n,
+            spans,
+            status: 0,
+            attempts: 0,
+            partial: None,
+            rejected_spans: 0,
+            requests: 0,
+            oversized_spans: 0,
+        },
+        Ok(Err(error)) => {
+            sources.put_back_runs(runs);
+            PushOutcome::Failed {
+                records: n,
+                delivered: 0,
+                extra_delivered: false,
+                rejected_spans: 0,
+                status: None,
+                attempts: 1,
+                error,
+            }
+        }
+        Err(panic) => {
             sources.put_back_runs(runs);
             resume_unwind(panic)
         }

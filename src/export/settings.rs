@@ -4,8 +4,9 @@
 //! (`export_timeout`); their defaults from OpenTelemetry's variables, and the
 //! checks every entry point shares.
 //!
-//! - `OTEL_TRACES_EXPORTER`: `otlp` turns the exporter on, `none` (or unset)
-//!   leaves it off. (OpenTelemetry SDKs default to `otlp`; this gem defaults
+//! - `OTEL_TRACES_EXPORTER`: a comma-separated list: `otlp` turns the OTLP
+//!   sink on, `console` the console sink (each run drawn as a waterfall),
+//!   `otlp,console` both; `none` (or unset) leaves the exporter off. (OpenTelemetry SDKs default to `otlp`; this gem defaults
 //!   to off, so that adding it for its drop-in API starts no network traffic.)
 //! - `OTEL_SDK_DISABLED=true`: the exporter stays off, whatever else says.
 //! - `OTEL_BSP_SCHEDULE_DELAY`: milliseconds between exports (5000).
@@ -33,11 +34,11 @@ pub const MAX_DURATION: Duration = MAX_TIMEOUT;
 /// The largest batch size taken.
 pub const MAX_BATCH_SIZE: usize = 1_000_000;
 
-pub const EXPORTER_EXPECTED: &str = ":none or :otlp";
+pub const EXPORTER_EXPECTED: &str = ":none, :otlp, :console or [:otlp, :console]";
 pub const SECONDS_EXPECTED: &str = "a number of seconds from 0.001 to 86400";
 pub const BATCH_SIZE_EXPECTED: &str = "an Integer from 1 to 1000000";
 
-/// Whether the exporter runs.
+/// Whether the exporter runs, and where it sends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
     /// Off: traces leave the process only through `push_otlp`.
@@ -45,6 +46,10 @@ pub enum Mode {
     None,
     /// A background thread exports over OTLP/HTTP.
     Otlp,
+    /// A background thread draws each finished run on the console.
+    Console,
+    /// Both sinks.
+    OtlpAndConsole,
 }
 
 impl Mode {
@@ -53,20 +58,52 @@ impl Mode {
         match self {
             Mode::None => "none",
             Mode::Otlp => "otlp",
+            Mode::Console => "console",
+            Mode::OtlpAndConsole => "otlp,console",
         }
     }
 
-    /// `none` or `otlp` (exactly; the binding passes Symbol or String names).
-    pub fn parse(name: &str) -> Result<Mode, SettingError> {
-        match name {
-            "none" => Ok(Mode::None),
-            "otlp" => Ok(Mode::Otlp),
-            other => Err(SettingError {
-                setting: "exporter",
-                expected: EXPORTER_EXPECTED,
-                got: format!(":{other}"),
-            }),
+    /// Whether the OTLP sink is on.
+    pub fn otlp(self) -> bool {
+        matches!(self, Mode::Otlp | Mode::OtlpAndConsole)
+    }
+
+    /// Whether the console sink is on.
+    pub fn console(self) -> bool {
+        matches!(self, Mode::Console | Mode::OtlpAndConsole)
+    }
+
+    /// The mode with the sink named `name` added (`none` adds nothing).
+    pub fn with(self, name: &str) -> Option<Mode> {
+        let (otlp, console) = match name {
+            "none" => (false, false),
+            "otlp" => (true, false),
+            "console" => (false, true),
+            _ => return None,
+        };
+        Some(Mode::from_sinks(
+            self.otlp() || otlp,
+            self.console() || console,
+        ))
+    }
+
+    fn from_sinks(otlp: bool, console: bool) -> Mode {
+        match (otlp, console) {
+            (false, false) => Mode::None,
+            (true, false) => Mode::Otlp,
+            (false, true) => Mode::Console,
+            (true, true) => Mode::OtlpAndConsole,
         }
+    }
+
+    /// `none`, `otlp` or `console` (exactly; the binding passes Symbol or
+    /// String names, and builds both sinks from a list).
+    pub fn parse(name: &str) -> Result<Mode, SettingError> {
+        Mode::None.with(name).ok_or_else(|| SettingError {
+            setting: "exporter",
+            expected: EXPORTER_EXPECTED,
+            got: format!(":{name}"),
+        })
     }
 }
 
@@ -103,7 +140,7 @@ pub struct BackgroundSettings {
 impl BackgroundSettings {
     /// Whether the exporter is to run.
     pub fn is_on(&self) -> bool {
-        self.mode == Mode::Otlp && !self.sdk_disabled
+        self.mode != Mode::None && !self.sdk_disabled
     }
 
     /// The defaults from OpenTelemetry's variables, read through `get`.
@@ -177,17 +214,19 @@ fn parsed<T>(
     }
 }
 
-/// `OTEL_TRACES_EXPORTER`: a comma-separated list; `otlp` in it turns the
-/// exporter on. Exporters this gem does not have are reported.
+/// `OTEL_TRACES_EXPORTER`: a comma-separated list; `otlp` and `console` in
+/// it turn those sinks on. Exporters this gem does not have are reported.
 fn traces_exporter(v: &str, warnings: &mut Vec<Warning>) -> Mode {
     let mut mode = Mode::None;
     for name in v.split(',').map(|n| n.trim().to_ascii_lowercase()) {
-        match name.as_str() {
-            "otlp" => mode = Mode::Otlp,
-            "none" | "" => {}
-            other => warnings.push(Warning {
+        match mode.with(&name) {
+            Some(m) => mode = m,
+            None if name.is_empty() => {}
+            None => warnings.push(Warning {
                 variable: "OTEL_TRACES_EXPORTER",
-                message: format!("{other:?} is not an exporter this gem has (otlp or none)"),
+                message: format!(
+                    "{name:?} is not an exporter this gem has (otlp, console or none)"
+                ),
             }),
         }
     }
@@ -273,7 +312,14 @@ mod tests {
         assert!(!from(&[("OTEL_TRACES_EXPORTER", "none")]).0.is_on());
         let (c, w) = from(&[("OTEL_TRACES_EXPORTER", "console,otlp")]);
         assert!(c.is_on());
-        assert_eq!(w.len(), 1, "console is reported: {w:?}");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.mode, Mode::OtlpAndConsole);
+        let (c, w) = from(&[("OTEL_TRACES_EXPORTER", "console")]);
+        assert_eq!((c.mode, c.is_on()), (Mode::Console, true));
+        assert!(w.is_empty());
+        let (c, w) = from(&[("OTEL_TRACES_EXPORTER", "zipkin,console")]);
+        assert_eq!(c.mode, Mode::Console);
+        assert_eq!(w.len(), 1, "zipkin is reported: {w:?}");
         let (c, w) = from(&[
             ("OTEL_TRACES_EXPORTER", "otlp"),
             ("OTEL_SDK_DISABLED", "TRUE"),
@@ -334,7 +380,7 @@ mod tests {
         let e = Mode::parse("jaeger").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "exporter must be :none or :otlp (got :jaeger)"
+            "exporter must be :none, :otlp, :console or [:otlp, :console] (got :jaeger)"
         );
         assert_eq!(parse_max_batch_size(1), Ok(1));
         assert_eq!(parse_max_batch_size(1_000_000), Ok(1_000_000));

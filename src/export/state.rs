@@ -7,6 +7,8 @@ use std::sync::{Arc, Condvar, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
 
+use super::announce::Announcer;
+use super::console::ConsoleOutput;
 use super::settings::{BackgroundSettings, Schedule};
 use super::sources::Sources;
 use super::stats::{self, ExportOutcome, FlushResult, LastError};
@@ -58,6 +60,8 @@ pub(super) struct Shared {
     pub(super) requested: AtomicU64,
     pub(super) counters: stats::Counters,
     pub(super) control: ForkSafeMutex<Control>,
+    /// Drops and failing exports announced (lines wait for Ruby).
+    pub(super) announcer: Announcer,
     /// Signalled when an export is reported or a waiter is interrupted.
     pub(super) reported: Condvar,
 }
@@ -65,6 +69,8 @@ pub(super) struct Shared {
 #[derive(Default)]
 pub(super) struct Control {
     pub(super) config: BackgroundSettings,
+    /// Where the console sink writes (`console_output`).
+    pub(super) console_output: ConsoleOutput,
     /// The fork generation this state belongs to.
     pub(super) generation: u64,
     pub(super) worker: Option<WorkerHandle>,
@@ -157,8 +163,10 @@ impl Shared {
             }
             let config = c.config;
             let warnings = std::mem::take(&mut c.warnings);
+            let console_output = std::mem::take(&mut c.console_output);
             *c = Control {
                 config,
+                console_output,
                 generation,
                 warnings,
                 ..Control::default()

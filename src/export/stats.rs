@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::pipeline::PushOutcome;
+use crate::model::sampling::KeptSpans;
 
 /// Counters of this process's exporter (zeroed in a fork child when its own
 /// exporter starts).
@@ -172,6 +173,11 @@ pub struct ExporterStats {
     pub dropped_traces: u64,
     /// Finished traces, generic events and lifecycle runs waiting now.
     pub queued: usize,
+    /// Traces and runs sampling left out of exports (not drops).
+    pub sampled_out: u64,
+    /// Spans of runs the head sampling left out that each keep rule
+    /// brought back.
+    pub kept_spans: KeptSpans,
     /// Finished traces a fork child found from its parent and left to it.
     pub inherited_discarded: u64,
     pub last_error: Option<LastError>,

@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 use crate::support::thread::spawn_native;
 use crate::transport::{Cancel, Destination, Transport};
 
-use super::pipeline::{push, Sending};
+use super::announce::Observed;
+use super::console::print_runs;
+use super::pipeline::{print_only, push_tapped, Sending};
 use super::sources::RUN_SETTLE;
 use super::state::{Shared, Signal, FINAL, NOW, RUN};
 use super::stats::ExportOutcome;
+use crate::model::lifecycle::Run;
 
 /// What the worker starts with.
 pub(super) struct Start {
@@ -85,6 +88,7 @@ pub(super) fn run(start: Start) {
         }))
         .unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())));
         shared.report(ticket, &outcome);
+        announce(&shared, &outcome);
         served = served.max(ticket);
         due = Instant::now() + shared.schedule().delay;
         if signal.state() == FINAL && served >= signal.final_ticket.load(Ordering::Acquire) {
@@ -102,14 +106,44 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     format!("internal error in the exporter: {text}")
 }
 
+/// Tells the announcer how the export went and how many traces have been
+/// dropped so far (the store's and the tracer's locks, one after the other).
+fn announce(shared: &Shared, outcome: &ExportOutcome) {
+    let seen = Observed {
+        dropped_total: shared.sources.dropped(),
+        failure: outcome
+            .is_failure()
+            .then(|| outcome.error.clone())
+            .flatten(),
+        delivered: outcome.sent_traces,
+        retry_every: shared.schedule().delay,
+    };
+    shared.announcer.observe(&seen);
+}
+
 /// One export, with a cancel token the exporter can reach (shutdown cancels
-/// an export still retrying when its time is up).
+/// an export still retrying when its time is up). The OTLP sink sends; the
+/// console sink draws the runs taken (before they are sent, once each).
 fn export(
     shared: &Shared,
     link: &mut Option<Link>,
     target: &Result<Destination, String>,
     everything: bool,
 ) -> ExportOutcome {
+    let (mode, output) = {
+        let c = shared.control();
+        (c.config.mode, c.console_output.clone())
+    };
+    // A flush or the final export takes every finished run, settled or not.
+    let settle = if everything {
+        Duration::ZERO
+    } else {
+        RUN_SETTLE
+    };
+    if !mode.otlp() {
+        let mut print = |runs: &mut [Run]| print_runs(runs, &output).map(drop);
+        return print_only(shared.sources, settle, &mut print).into();
+    }
     let timeout = shared.schedule().export_timeout;
     if link.as_ref().is_none_or(|l| l.timeout != timeout) {
         let built = target.clone().and_then(|t| {
@@ -129,16 +163,25 @@ fn export(
     };
     let cancel = Arc::new(Cancel::for_current_thread());
     shared.set_in_flight(Some(cancel.clone()));
-    // A flush or the final export takes every finished run, settled or not.
-    let settle = if everything {
-        Duration::ZERO
-    } else {
-        RUN_SETTLE
+    let mut tap = |runs: &mut [Run]| {
+        if mode.console() {
+            if let Err(e) = print_runs(runs, &output) {
+                shared.note_error(&e);
+            }
+        }
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let resource = (shared.resource)();
         let sending = Sending::Here(&link.transport);
-        push(shared.sources, &resource, sending, &cancel, settle).into()
+        push_tapped(
+            shared.sources,
+            &resource,
+            sending,
+            &cancel,
+            settle,
+            &mut tap,
+        )
+        .into()
     }));
     shared.set_in_flight(None);
     outcome.unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())))
