@@ -44,6 +44,8 @@ module TaskerTraceNative
     # With the exporter off it does nothing: `{sent: 0, failed: 0, error: nil}`.
     def flush(timeout: 5)
       Native.exporter_flush(timeout)
+    ensure
+      Announcer.drain
     end
 
     # Flushes, then stops the exporter thread of this process (at most
@@ -51,14 +53,20 @@ module TaskerTraceNative
     # Registered with at_exit when the exporter is on.
     def shutdown(timeout: 5)
       Native.exporter_shutdown(timeout)
+    ensure
+      Announcer.drain
     end
 
     # The exporter of this process: `enabled`, `running`, `pid`, `exports`,
     # `failed_exports`, `exported_traces`, `exported_spans`, `retries`,
     # `dropped_traces` (evicted before they could be exported), `queued`
     # (finished, waiting now), `inherited_discarded` (finished before a fork:
-    # the parent's to export), `last_error`, `last_error_at` and `warnings`.
+    # the parent's to export), `last_error`, `last_error_at`, `warnings`,
+    # `sampled_out` (traces and runs sampling left out: not drops) and
+    # `kept_error_spans`, `kept_slow_spans`, `kept_retried_spans` (spans of
+    # runs the head sampling left out that each keep rule brought back).
     def exporter_stats
+      Announcer.drain
       stats = Native.exporter_stats
       at_ns = stats.delete(:last_error_at_ns)
       warnings = stats.delete(:warnings)

@@ -224,6 +224,7 @@ module TaskerTraceNative
 
     # Counters and sizes of the lifecycle tracer (see the README).
     def lifecycle_stats
+      Announcer.drain
       Native.lifecycle_stats
     end
 
@@ -249,6 +250,14 @@ module TaskerTraceNative
     def lifecycle_runs(include_open: false)
       Lifecycle.sync_attribute_prefix!
       Native.lifecycle_runs(include_open)
+    end
+
+    # The run with `trace_id` (waiting for export, or open) drawn as a
+    # waterfall, as the console exporter draws it (`exporter = :console`):
+    # a header line, one row per span with a bar on the run's time axis, the
+    # error message under a failed span. nil when no such run is held.
+    def lifecycle_waterfall(trace_id, color: false)
+      Native.lifecycle_waterfall(trace_id, color)
     end
 
     # Forgets every run and zeroes the lifecycle counters.

@@ -115,6 +115,20 @@ pub fn resource_for(version: String) -> Resource {
     }
 }
 
+static SAMPLER_WARNINGS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// What `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` gave that could
+/// not be used, as loaded (said once, at load, with the other variables').
+pub fn sampler_warnings() -> &'static [String] {
+    SAMPLER_WARNINGS.get().map_or(&[], Vec::as_slice)
+}
+
+/// Keeps the sampler variables' warnings (the first call wins: once per
+/// process).
+pub fn set_sampler_warnings(warnings: Vec<String>) {
+    let _ = SAMPLER_WARNINGS.set(warnings);
+}
+
 /// `TaskerTraceNative`, looked up when needed rather than kept in Rust.
 pub fn root_module(ruby: &Ruby) -> Result<RModule, Error> {
     ruby.class_object().const_get("TaskerTraceNative")

@@ -36,6 +36,7 @@ use tasker_trace_core::model::backend::Limits;
 use tasker_trace_core::model::lifecycle::{
     LifecycleLimits, ATTRIBUTE_PREFIX_EXPECTED, POSITIVE_INTEGER_EXPECTED, TTL_EXPECTED,
 };
+use tasker_trace_core::model::sampling::{Sampling, RATIO_EXPECTED, SLOWER_THAN_EXPECTED};
 use tasker_trace_core::support::protocol::Protocol;
 use tasker_trace_core::support::SettingError;
 use tasker_trace_core::transport::env;
@@ -48,7 +49,7 @@ use crate::from_ruby::lifecycle_read_plan::{MAX_ALLOWLIST, MAX_KEY_BYTES};
 use crate::helpers::errors::{self, argument_error, shown};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 24] = [
+pub const SETTING_NAMES: [&str; 29] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -75,6 +76,12 @@ pub const SETTING_NAMES: [&str; 24] = [
     "export_schedule_delay",
     "export_max_batch_size",
     "export_timeout",
+    // Sampling and the console exporter (see the block at the end).
+    "sample_ratio",
+    "sample_keep_errors",
+    "sample_keep_slower_than",
+    "sample_keep_retried",
+    "console_output",
 ];
 
 pub const SERVICE_NAME_EXPECTED: &str = "a non-empty String";
@@ -100,6 +107,10 @@ pub struct InForce {
     /// to the events the trace model only keeps as span events.
     pub workflow_events: bool,
     pub exporter: BackgroundSettings,
+    /// `sample_*`: the sampling settings.
+    pub sampling: Sampling,
+    /// `console_output`: where the console exporter writes (`None`: stdout).
+    pub console_output: Option<String>,
 }
 
 /// The ArgumentError for a setting given a value it does not take (or the
@@ -309,15 +320,23 @@ fn lifecycle_count(
     checked(ruby, parse(n))
 }
 
-/// Checks an `exporter` value: `:none` or `:otlp` (a Symbol or a String).
+/// Checks an `exporter` value: `:none`, `:otlp` or `:console` (a Symbol or
+/// a String), or an Array of them (`[:otlp, :console]`: both sinks).
 fn check_exporter_mode(ruby: &Ruby, v: RValue) -> Result<Mode, Error> {
-    let name = match (Symbol::from_value(v), RString::from_value(v)) {
-        (Some(s), _) => s.name().ok().map(|n| n.into_owned()),
-        (None, Some(s)) => s.to_string().ok(),
-        _ => None,
-    };
-    name.and_then(|n| Mode::parse(&n).ok())
-        .ok_or_else(|| setting_error(ruby, "exporter", EXPORTER_EXPECTED, v))
+    let bad = || setting_error(ruby, "exporter", EXPORTER_EXPECTED, v);
+    let one = |item: RValue| string_like(item).and_then(|n| Mode::parse(&n).ok());
+    match RArray::from_value(v) {
+        Some(list) if !list.is_empty() && list.len() <= 3 => {
+            let mut mode = Mode::None;
+            for item in list.into_iter() {
+                let name = string_like(item).ok_or_else(bad)?;
+                mode = mode.with(&name).ok_or_else(bad)?;
+            }
+            Ok(mode)
+        }
+        Some(_) => Err(bad()),
+        None => one(v).ok_or_else(bad),
+    }
 }
 
 /// Checks `export_schedule_delay` and `export_timeout`: seconds, an Integer
@@ -446,6 +465,11 @@ pub fn check_into(
         "export_timeout" => {
             export.schedule.export_timeout = check_seconds(ruby, "export_timeout", value)?
         }
+        "sample_ratio"
+        | "sample_keep_errors"
+        | "sample_keep_slower_than"
+        | "sample_keep_retried"
+        | "console_output" => check_sampling_or_console(ruby, settings, name, value)?,
         other => {
             return Err(argument_error(
                 ruby,
@@ -706,4 +730,109 @@ pub fn check_client_pair(
         },
     };
     Err(argument_error(ruby, message))
+}
+
+// ---------------------------------------------------------------------------
+// Sampling (`sample_*`) and the console exporter (`console_output`).
+
+pub const CONSOLE_OUTPUT_EXPECTED: &str =
+    "the path of a file to append to, or nil (standard output)";
+
+/// A true-or-false setting.
+fn boolean_setting(ruby: &Ruby, setting: &'static str, v: RValue) -> Result<bool, Error> {
+    match v.as_raw() {
+        x if x == rb_sys::Qtrue as VALUE => Ok(true),
+        x if x == rb_sys::Qfalse as VALUE => Ok(false),
+        _ => Err(setting_error(ruby, setting, "true or false", v)),
+    }
+}
+
+/// A real number as seconds: an Integer, Float, Rational or BigDecimal, or
+/// an ActiveSupport::Duration; `None` for anything else.
+fn real_seconds(ruby: &Ruby, v: RValue) -> Result<Option<f64>, Error> {
+    if let Some(f) = Float::from_value(v) {
+        return Ok(Some(f.to_f64()));
+    }
+    if let Some(i) = Integer::from_value(v) {
+        return Ok(Some(i.to_i64().map_or(f64::INFINITY, |n| n as f64)));
+    }
+    if !numeric_or_duration(ruby, v) {
+        return Ok(None);
+    }
+    match v.funcall::<_, _, RValue>("to_f", ()) {
+        Ok(f) => Ok(Float::from_value(f).map(|f| f.to_f64())),
+        Err(e) if errors::must_propagate(ruby, &e) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `console_output`: nil, or a path the process can append to (created if
+/// missing; checked only when it changes).
+fn check_console_output(
+    ruby: &Ruby,
+    v: RValue,
+    in_force: Option<&str>,
+) -> Result<Option<String>, Error> {
+    if v.is_nil() {
+        return Ok(None);
+    }
+    let setting = "console_output";
+    let path = RString::from_value(v)
+        .and_then(|s| s.to_string().ok())
+        .filter(|p| !p.trim().is_empty() && !p.contains('\0'))
+        .ok_or_else(|| setting_error(ruby, setting, CONSOLE_OUTPUT_EXPECTED, v))?;
+    if in_force != Some(path.as_str()) {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| {
+                setting_error_because(ruby, setting, CONSOLE_OUTPUT_EXPECTED, v, &e.to_string())
+            })?;
+    }
+    Ok(Some(path))
+}
+
+/// Checks a sampling setting or `console_output` and writes it into
+/// `settings`.
+fn check_sampling_or_console(
+    ruby: &Ruby,
+    settings: &mut InForce,
+    name: &str,
+    v: RValue,
+) -> Result<(), Error> {
+    let sampling = &mut settings.sampling;
+    match name {
+        "sample_ratio" => {
+            let bad = || setting_error(ruby, "sample_ratio", RATIO_EXPECTED, v);
+            let ratio = real_seconds(ruby, v)?.ok_or_else(bad)?;
+            sampling.ratio = Sampling::parse_ratio(ratio).map_err(|_| bad())?;
+        }
+        "sample_keep_errors" => sampling.keep_errors = boolean_setting(ruby, name_of(name), v)?,
+        "sample_keep_retried" => sampling.keep_retried = boolean_setting(ruby, name_of(name), v)?,
+        "sample_keep_slower_than" => {
+            let setting = "sample_keep_slower_than";
+            sampling.keep_slower_than = if v.is_nil() {
+                None
+            } else {
+                let bad = || setting_error(ruby, setting, SLOWER_THAN_EXPECTED, v);
+                let seconds = real_seconds(ruby, v)?.ok_or_else(bad)?;
+                Some(Sampling::parse_slower_than(seconds).map_err(|_| bad())?)
+            };
+        }
+        _ => {
+            let in_force = settings.console_output.clone();
+            settings.console_output = check_console_output(ruby, v, in_force.as_deref())?;
+        }
+    }
+    Ok(())
+}
+
+/// The static name of a boolean sampling setting.
+fn name_of(name: &str) -> &'static str {
+    if name == "sample_keep_errors" {
+        "sample_keep_errors"
+    } else {
+        "sample_keep_retried"
+    }
 }

@@ -3,10 +3,10 @@
 //! error that must propagate, and what the recorder returns for each.
 
 use magnus::prelude::*;
-use magnus::{Error, Ruby, Value as RValue};
+use magnus::{Error, RModule, Ruby, Value as RValue};
 
 use crate::helpers::errors::{self, must_propagate};
-use crate::process::root_module;
+use crate::process::{exporter, root_module};
 
 /// `TaskerTraceNative.<logger>(event_name, message)` (`log_error`, or
 /// `log_lifecycle_error` for the lifecycle tracer). A failure of the logger
@@ -17,6 +17,19 @@ fn log_failure(ruby: &Ruby, logger: &str, event_name: RValue, message: &str) -> 
     let logged = root_module(ruby)
         .and_then(|module| module.funcall::<_, _, RValue>(logger, (event_name, message)));
     match logged {
+        Err(e) if must_propagate(ruby, &e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// `TaskerTraceNative::Announcer.drain`: the exporter's warning lines
+/// (drops, failing exports) handed to Ruby's logger on this app thread. As
+/// for `log_failure`, a StandardError of the logger is absorbed.
+pub(crate) fn hand_over_announcements(ruby: &Ruby) -> Result<(), Error> {
+    let drained = root_module(ruby)
+        .and_then(|m| m.const_get::<_, RModule>("Announcer"))
+        .and_then(|announcer| announcer.funcall::<_, _, RValue>("drain", ()));
+    match drained {
         Err(e) if must_propagate(ruby, &e) => Err(e),
         _ => Ok(()),
     }
@@ -60,6 +73,9 @@ pub(crate) fn recorder_result(
 ) -> Result<bool, Error> {
     let outcome =
         outcome.unwrap_or_else(|panic| Ingested::Failed(errors::panic_report(panic.as_ref())));
+    if exporter().announcer().pending() {
+        hand_over_announcements(ruby)?;
+    }
     match outcome {
         Ingested::Stored => Ok(true),
         Ingested::Refused => {

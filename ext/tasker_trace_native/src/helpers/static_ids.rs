@@ -179,6 +179,18 @@ symbol_table! {
     last_error => "last_error",
     last_error_at_ns => "last_error_at_ns",
     warnings => "warnings",
+    // Sampling and the console exporter.
+    sample_ratio => "sample_ratio",
+    sample_keep_errors => "sample_keep_errors",
+    sample_keep_slower_than => "sample_keep_slower_than",
+    sample_keep_retried => "sample_keep_retried",
+    console_output => "console_output",
+    console => "console",
+    sampled_out => "sampled_out",
+    sampled => "sampled",
+    kept_error_spans => "kept_error_spans",
+    kept_slow_spans => "kept_slow_spans",
+    kept_retried_spans => "kept_retried_spans",
 }
 
 static SYMS: OnceLock<Syms> = OnceLock::new();

@@ -9,12 +9,21 @@
 //!   `handle_event`'s arguments and does nothing, the floor no binding can
 //!   beat, for benchmarks;
 //! - `TestHooks.native_live_bytes`: the bytes this library has allocated and
-//!   not freed, for leak checks.
+//!   not freed, for leak checks;
+//! - `TestHooks.seed_lifecycle_ids(seed)`, `TestHooks.advance_announcer_clock(s)`,
+//!   `TestHooks.record_lifecycle_event_at(name, payload, wall_ns, mono_ns)`:
+//!   deterministic ids, the announcer's fake clock, events at given times.
 
 use magnus::prelude::*;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
 
+use std::time::Duration;
+
+use tasker_trace_core::support::clock::Stamp;
+
 use crate::helpers::{allocator, errors};
+use crate::process::{exporter, lifecycle_tracer};
+use crate::ruby_api::native::lifecycle;
 
 /// The variable that makes the hooks exist.
 pub const ENABLE_VARIABLE: &str = "TASKER_TRACE_NATIVE_TEST_HOOKS";
@@ -32,6 +41,39 @@ fn native_live_bytes() -> i64 {
     allocator::live_bytes() as i64
 }
 
+/// `TestHooks.seed_lifecycle_ids(seed)`: the tracer's trace and span ids
+/// follow from `seed` (two processes with one seed make the same ids, hence
+/// the same sampling decisions).
+fn seed_lifecycle_ids(seed: u64) -> bool {
+    lifecycle_tracer().seed_ids(seed);
+    true
+}
+
+/// `TestHooks.advance_announcer_clock(seconds)`: moves the drop
+/// announcer's clock forward (a fake clock for its once-a-minute rule).
+fn advance_announcer_clock(seconds: f64) -> bool {
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) => {
+            exporter().announcer().advance_clock(d);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `TestHooks.record_lifecycle_event_at(name, payload, wall_ns, mono_ns)`:
+/// `record_lifecycle_event` at a given clock reading (a recorded stream
+/// replayed at its recorded times).
+fn record_lifecycle_event_at(
+    ruby: &Ruby,
+    name: RValue,
+    payload: RValue,
+    wall_ns: i64,
+    mono_ns: u64,
+) -> Result<bool, Error> {
+    lifecycle::record_lifecycle_event_at(ruby, name, payload, Stamp { wall_ns, mono_ns })
+}
+
 pub fn define(root: RModule) -> Result<(), Error> {
     if std::env::var(ENABLE_VARIABLE).as_deref() != Ok("1") {
         return Ok(());
@@ -40,5 +82,14 @@ pub fn define(root: RModule) -> Result<(), Error> {
     hooks.define_module_function("noop", function!(noop, -1))?;
     hooks.define_module_function("panic_next_call!", function!(panic_next_call, 0))?;
     hooks.define_module_function("native_live_bytes", function!(native_live_bytes, 0))?;
+    hooks.define_module_function("seed_lifecycle_ids", function!(seed_lifecycle_ids, 1))?;
+    hooks.define_module_function(
+        "advance_announcer_clock",
+        function!(advance_announcer_clock, 1),
+    )?;
+    hooks.define_module_function(
+        "record_lifecycle_event_at",
+        function!(record_lifecycle_event_at, 4),
+    )?;
     Ok(())
 }

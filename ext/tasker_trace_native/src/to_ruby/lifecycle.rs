@@ -164,6 +164,8 @@ fn run_to_ruby(run: &Run, prefix: &str) -> VALUE {
         utf8_to_ruby(run.end.as_str()),
         sym(|s| s.spans),
         spans,
+        sym(|s| s.sampled),
+        bool_to_ruby(run.sampled),
     ];
     hash_from_pairs(&kv)
 }
@@ -200,6 +202,8 @@ pub fn stats_to_ruby(s: &LifecycleStats) -> VALUE {
         count_to_ruby(s.events_dropped),
         sym(|s| s.events_refused),
         count_to_ruby(s.events_refused),
+        sym(|s| s.sampled_out),
+        count_to_ruby(s.sampled_out),
     ];
     hash_from_pairs(&kv)
 }

@@ -1,6 +1,6 @@
 //! The background exporter from Ruby: `Native.exporter_flush`,
 //! `Native.exporter_shutdown`, `Native.exporter_stats` and
-//! `Native.exporter_enabled?` (the Ruby layer defines
+//! `Native.exporter_enabled?`, `Native.take_announcements` (the Ruby layer defines
 //! `TaskerTraceNative.flush`, `.shutdown` and `.exporter_stats` on them).
 //! The exporter itself, its target and the hook every recording path stores
 //! its events through are in [`crate::process`].
@@ -98,6 +98,8 @@ fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
             inherited_discarded,
             last_error,
             warnings,
+            sampled_out,
+            kept_spans,
         } = exporter().stats();
         let warnings = strings_to_ruby(ruby, &warnings)?;
         let kv = [
@@ -133,12 +135,28 @@ fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
                 .map_or_else(nil, |e| int_to_ruby(e.at_wall_ns)),
             sym(|s| s.warnings),
             warnings,
+            sym(|s| s.sampled_out),
+            count_to_ruby(sampled_out),
+            sym(|s| s.kept_error_spans),
+            count_to_ruby(kept_spans.errors),
+            sym(|s| s.kept_slow_spans),
+            count_to_ruby(kept_spans.slow),
+            sym(|s| s.kept_retried_spans),
+            count_to_ruby(kept_spans.retried),
         ];
         Ok(wrap(hash_from_pairs(&kv)))
     })
 }
 
+/// `Native.take_announcements` → the exporter's warning lines waiting
+/// (drops, failing exports, recovery), oldest first; each is handed out once.
+fn take_announcements(ruby: &Ruby) -> Result<RValue, Error> {
+    let lines = guarded(ruby, || Ok(exporter().announcer().take_lines()))?;
+    Ok(wrap(strings_to_ruby(ruby, &lines)?))
+}
+
 pub fn define(native: RModule) -> Result<(), Error> {
+    native.define_module_function("take_announcements", function!(take_announcements, 0))?;
     native.define_module_function("exporter_flush", function!(exporter_flush, 1))?;
     native.define_module_function("exporter_shutdown", function!(exporter_shutdown, 1))?;
     native.define_module_function("exporter_stats", function!(exporter_stats, 0))?;

@@ -22,6 +22,7 @@ use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RHash, RModule, RString, Ruby, Value as RValue};
 use rb_sys::VALUE;
+use tasker_trace_core::encode::waterfall::{self, Style};
 use tasker_trace_core::input::lifecycle::values::ValueFilter;
 use tasker_trace_core::input::lifecycle::SPAN_EVENT_NAMES;
 use tasker_trace_core::input::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
@@ -55,7 +56,17 @@ fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
 /// exits and exceptions that must propagate, raised by payload objects' own
 /// `to_s`/`iso8601`, leave it.
 fn record_lifecycle_event(ruby: &Ruby, name: RValue, payload: RValue) -> Result<bool, Error> {
-    let at = Stamp::now();
+    record_lifecycle_event_at(ruby, name, payload, Stamp::now())
+}
+
+/// `record_lifecycle_event` with its clock reading given (the test hooks
+/// replay recorded streams at their recorded times).
+pub(crate) fn record_lifecycle_event_at(
+    ruby: &Ruby,
+    name: RValue,
+    payload: RValue,
+    at: Stamp,
+) -> Result<bool, Error> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         record(ruby, name.as_raw(), payload.as_raw(), at)
     }));
@@ -85,6 +96,49 @@ fn lifecycle_runs(ruby: &Ruby, include_open: RValue) -> Result<RValue, Error> {
         let prefix = t.attribute_prefix();
         // The runs and the prefix are owned here, outside the protected build.
         build_protected(ruby, || runs_to_ruby(&runs, &prefix)).map(wrap)
+    })
+}
+
+/// 32 hexadecimal digits as a trace id.
+fn trace_id_from_hex(text: &str) -> Option<[u8; 16]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).ok()?;
+        id[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(id)
+}
+
+/// `Native.lifecycle_waterfall(trace_id, color)` → the run with that trace
+/// id (waiting for export, or open) drawn as the console exporter draws it,
+/// or nil when no such run is held.
+fn lifecycle_waterfall(ruby: &Ruby, trace_id: RValue, color: RValue) -> Result<RValue, Error> {
+    let color = boolean_argument(ruby, "color", color)?;
+    let id = RString::from_value(trace_id)
+        .and_then(|s| s.to_string().ok())
+        .and_then(|s| trace_id_from_hex(&s))
+        .ok_or_else(|| {
+            argument_error(
+                ruby,
+                "trace_id must be a String of 32 hexadecimal digits".to_string(),
+            )
+        })?;
+    guarded(ruby, || {
+        let run = lifecycle_tracer()
+            .snapshot(true)
+            .into_iter()
+            .find(|r| r.trace_id == id);
+        Ok(wrap(run.map_or_else(nil, |r| {
+            let style = Style {
+                color,
+                ..Style::default()
+            };
+            utf8_to_ruby(&waterfall::draw(&r, style))
+        })))
     })
 }
 
@@ -239,6 +293,7 @@ pub fn define(native: RModule) -> Result<(), Error> {
         function!(record_lifecycle_event, 2),
     )?;
     native.define_module_function("lifecycle_stats", function!(lifecycle_stats, 0))?;
+    native.define_module_function("lifecycle_waterfall", function!(lifecycle_waterfall, 2))?;
     native.define_module_function("lifecycle_runs", function!(lifecycle_runs, 1))?;
     native.define_module_function("lifecycle_reset!", function!(lifecycle_reset, 0))?;
     native.define_module_function(

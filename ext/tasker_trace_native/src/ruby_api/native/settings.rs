@@ -16,9 +16,11 @@ use tasker_trace_core::encode::resource::{
     resource_attributes_warning, ResourceSettings, RESOURCE_ATTRIBUTES_VARIABLE,
     SERVICE_NAME_VARIABLE,
 };
+use tasker_trace_core::export::console::ConsoleOutput;
 use tasker_trace_core::export::settings::Mode;
 use tasker_trace_core::export::BackgroundSettings;
 use tasker_trace_core::model::backend::Backend;
+use tasker_trace_core::model::sampling::Sampling;
 use tasker_trace_core::transport::Compression;
 use tasker_trace_core::value::Value;
 
@@ -26,7 +28,10 @@ use crate::from_ruby::lifecycle_read_plan;
 use crate::from_ruby::setting_checks::{check_client_pair, check_into, InForce, SETTING_NAMES};
 use crate::helpers::errors::guarded;
 use crate::helpers::static_ids::sym;
-use crate::process::{backend, exporter, lifecycle_tracer, otlp_client, resource_config};
+use crate::process::{
+    backend, exporter, lifecycle_tracer, otlp_client, resource_config, sampler_warnings,
+    set_sampler_warnings,
+};
 use crate::to_ruby::values::{
     array_of, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby,
     new_hash, nil, utf8_to_ruby, value_to_ruby, wrap,
@@ -45,6 +50,11 @@ impl InForce {
                 .map(|p| p.to_string()),
             workflow_events: lifecycle_tracer().workflow_events(),
             exporter: exporter().config(),
+            sampling: lifecycle_tracer().sampling(),
+            console_output: match exporter().console_output() {
+                ConsoleOutput::Stdout => None,
+                ConsoleOutput::Path(p) => Some(p),
+            },
         }
     }
 
@@ -57,6 +67,11 @@ impl InForce {
         lifecycle_tracer().set_attribute_prefix(self.attribute_prefix.as_deref(), None);
         lifecycle_tracer().set_workflow_events(self.workflow_events);
         exporter().configure(self.exporter, Vec::new());
+        lifecycle_tracer().set_sampling(self.sampling);
+        exporter().set_console_output(
+            self.console_output
+                .map_or(ConsoleOutput::Stdout, ConsoleOutput::Path),
+        );
     }
 }
 
@@ -75,7 +90,11 @@ pub fn load_environment_defaults() {
     let resource_warning =
         resource_attributes_warning(var(RESOURCE_ATTRIBUTES_VARIABLE).as_deref());
     otlp_client().load_environment(var, resource_warning);
-    let (config, warnings) = BackgroundSettings::from_env(var);
+    let (config, mut warnings) = BackgroundSettings::from_env(var);
+    let (sampling, sampler_warnings) = Sampling::from_env(var);
+    lifecycle_tracer().set_sampling(sampling);
+    set_sampler_warnings(sampler_warnings.iter().map(ToString::to_string).collect());
+    warnings.extend(sampler_warnings);
     exporter().configure(config, warnings.iter().map(ToString::to_string).collect());
 }
 
@@ -120,6 +139,8 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             attribute_prefix,
             workflow_events,
             exporter,
+            sampling,
+            console_output,
         } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
         let otlp_headers = new_headers_hash(&otlp.headers);
@@ -128,6 +149,8 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
         let mode = match exporter.mode {
             Mode::None => sym(|s| s.none),
             Mode::Otlp => sym(|s| s.otlp),
+            Mode::Console => sym(|s| s.console),
+            Mode::OtlpAndConsole => array_of([sym(|s| s.otlp), sym(|s| s.console)].iter(), |v| *v),
         };
         let schedule = exporter.schedule;
         let kv = [
@@ -179,6 +202,16 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             count_to_ruby(schedule.max_batch_size),
             sym(|s| s.export_timeout),
             float_to_ruby(schedule.export_timeout.as_secs_f64()),
+            sym(|s| s.sample_ratio),
+            float_to_ruby(sampling.ratio),
+            sym(|s| s.sample_keep_errors),
+            bool_to_ruby(sampling.keep_errors),
+            sym(|s| s.sample_keep_slower_than),
+            sampling.keep_slower_than.map_or_else(nil, seconds_to_ruby),
+            sym(|s| s.sample_keep_retried),
+            bool_to_ruby(sampling.keep_retried),
+            sym(|s| s.console_output),
+            optional_text(&console_output),
         ];
         Ok(wrap(hash_from_pairs(&kv)))
     })
@@ -227,6 +260,9 @@ fn environment_warnings(ruby: &Ruby) -> Result<RArray, Error> {
     let list = ruby.ary_new_capa(warnings.len());
     for w in &warnings {
         list.push(ruby.str_new(&w.to_string()))?;
+    }
+    for w in sampler_warnings() {
+        list.push(ruby.str_new(w))?;
     }
     Ok(list)
 }
