@@ -17,8 +17,6 @@ module LifecycleDemo
   S = TaskerEventStream
   WIDTH = 100
   MARKS = { "OK" => "✓", "ERROR" => "✗", "UNSET" => "·" }.freeze
-  COLORS = { "OK" => 32, "ERROR" => 31, "UNSET" => 90 }.freeze
-  EIGHTHS = [" ", "▏", "▎", "▍", "▌", "▋", "▊", "▉", "█"].freeze
 
   # A step: its name, how long its handler works (s), and how its attempts end.
   Step = Struct.new(:name, :work, :outcomes, :parallel, keyword_init: true)
@@ -50,10 +48,6 @@ module LifecycleDemo
   SHOWN = 101
 
   module_function
-
-  def color(text, code)
-    $stdout.tty? ? "\e[#{code}m#{text}\e[0m" : text
-  end
 
   def step_ids(task_id, steps)
     steps.each_index.map { |i| (task_id * 100) + i }
@@ -119,47 +113,10 @@ module LifecycleDemo
     format("%.1f ms", seconds * 1000)
   end
 
-  # A bar from `from` to `to` (fractions of the run) in `width` cells, in
-  # eighths of a cell; at least one eighth.
-  def bar(from, to, width)
-    start = (from * width).floor
-    stop = [(to * width * 8).round, (start * 8) + 1].max
-    full, part = (stop - (start * 8)).divmod(8)
-    cells = (" " * start) + ("█" * full) + (part.positive? ? EIGHTHS[part] : "")
-    cells.ljust(width)[0, width]
-  end
-
-  def label(span)
-    a = span[:attributes]
-    if span[:parent_span_id]
-      "  #{a['tasker.step_name']} ##{a['tasker.attempt_number']}"
-    else
-      "#{a['tasker.task_name']} (task #{a['tasker.task_id']})"
-    end
-  end
-
-  # One row per span: mark, name (children indented), duration, and a bar
-  # placed and scaled on the run's time axis.
+  # The run drawn natively (the console exporter's drawing), plus the legend.
   def waterfall(run)
-    spans = run[:spans]
-    t0 = spans.map { |s| s[:start_time] }.min
-    t1 = spans.map { |s| s[:end_time] || s[:start_time] }.max
-    total = [t1 - t0, 1].max.to_f
-    name_w = 30
-    bar_w = WIDTH - name_w - 2 - 10 - 3
-    axis = "0".ljust(bar_w - ms(total / 1e9).size) + ms(total / 1e9)
-    out = ["#{' ' * (name_w + 2)}#{' ' * 10} │#{axis}"]
-    spans.each do |s|
-      code = s[:status][:code]
-      mark = color(MARKS.fetch(code), COLORS.fetch(code))
-      from = (s[:start_time] - t0) / total
-      to = ((s[:end_time] || t1) - t0) / total
-      duration = s[:duration] ? ms(s[:duration]) : "open"
-      row = "#{mark} #{label(s).ljust(name_w)[0, name_w]}#{duration.rjust(10)} │"
-      out << (row + color(bar(from, to, bar_w).rstrip, COLORS.fetch(code)))
-    end
-    out << "#{' ' * (name_w + 12)} │#{MARKS.map { |code, mark| "#{mark} #{code}" }.join('   ')} (open, or ended with its run)"
-    out.join("\n")
+    TaskerTraceNative.lifecycle_waterfall(run[:trace_id], color: $stdout.tty?) +
+      "#{' ' * 43}│#{MARKS.map { |code, mark| "#{mark} #{code}" }.join('   ')} (open, or ended with its run)"
   end
 
   def stats_line(stats, keys)
@@ -206,8 +163,8 @@ module LifecycleDemo
     shown = runs.find { |r| r[:task_id] == SHOWN }
     puts
     root = shown[:spans].first
-    puts "one task run   trace #{shown[:trace_id]}, #{shown[:end]} in #{ms(root[:duration])}, " \
-         "#{root[:events].size} root events"
+    puts "one task run   #{root[:events].size} root events (the drawing is the console exporter's: " \
+         "exporter = :console)"
     puts waterfall(shown)
     puts
     json = Tasker::Telemetry::TraceBackend.instance.export_otlp
