@@ -260,6 +260,13 @@ module TaskerTraceNative
       Native.lifecycle_waterfall(trace_id, color)
     end
 
+    # The head sampler in force, described as OpenTelemetry SDKs describe
+    # theirs: "AlwaysOnSampler", "TraceIdRatioBased{0.100000}",
+    # "ParentBased{root=AlwaysOffSampler}" (see docs/sampling.md).
+    def sampler
+      Native.sampler
+    end
+
     # Forgets every run and zeroes the lifecycle counters.
     def lifecycle_reset!
       Native.lifecycle_reset!

@@ -61,6 +61,11 @@ module ExporterSpecHelper
       "http://127.0.0.1:#{port}/v1/traces"
     end
 
+    # Changes how the receiver answers from the next request on.
+    def mode=(mode)
+      @lock.synchronize { @mode = mode }
+    end
+
     def requests
       @lock.synchronize { @requests.dup }
     end

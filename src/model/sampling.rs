@@ -139,6 +139,24 @@ impl Sampling {
         }
     }
 
+    /// The head sampler as OpenTelemetry SDKs describe theirs:
+    /// `AlwaysOnSampler`, `AlwaysOffSampler`, `TraceIdRatioBased{0.250000}`,
+    /// or `ParentBased{root=...}` around one of those.
+    pub fn description(&self) -> String {
+        let root = if self.ratio >= 1.0 {
+            "AlwaysOnSampler".to_string()
+        } else if self.ratio <= 0.0 {
+            "AlwaysOffSampler".to_string()
+        } else {
+            format!("TraceIdRatioBased{{{:.6}}}", self.ratio)
+        };
+        if self.parent_based {
+            format!("ParentBased{{root={root}}}")
+        } else {
+            root
+        }
+    }
+
     /// The first keep rule that holds for a run with these facts.
     pub fn keep_rule(&self, facts: &RunFacts) -> Option<KeepRule> {
         if self.keep_errors && facts.any_error {
@@ -227,8 +245,7 @@ impl Sampling {
                 variable: SAMPLER_VARIABLE,
                 message: format!(
                     "{name:?} is not a sampler this gem has (always_on, always_off, traceidratio, \
-                     parentbased_always_on, parentbased_always_off, parentbased_traceidratio); \
-                     ignored"
+                     parentbased_always_on, parentbased_always_off, parentbased_traceidratio)"
                 ),
             }),
         }
@@ -361,6 +378,17 @@ mod tests {
             vars.extend(arg.map(|a| (SAMPLER_ARG_VARIABLE, a)));
             let (s, w) = env(&vars);
             assert!(w.is_empty(), "{name}: {w:?}");
+            let root = match ratio {
+                1.0 => "AlwaysOnSampler".to_string(),
+                0.0 => "AlwaysOffSampler".to_string(),
+                r => format!("TraceIdRatioBased{{{r:.6}}}"),
+            };
+            let described = if parent_based {
+                format!("ParentBased{{root={root}}}")
+            } else {
+                root
+            };
+            assert_eq!(s.description(), described);
             assert_eq!((s.ratio, s.parent_based), (ratio, parent_based), "{name}");
         }
         let (s, w) = env(&[(SAMPLER_VARIABLE, "jaeger_remote")]);

@@ -142,6 +142,16 @@ fn lifecycle_waterfall(ruby: &Ruby, trace_id: RValue, color: RValue) -> Result<R
     })
 }
 
+/// `Native.sampler` → the head sampler in force, as OpenTelemetry SDKs
+/// describe theirs (`ParentBased{root=TraceIdRatioBased{0.100000}}`).
+fn sampler(ruby: &Ruby) -> Result<RValue, Error> {
+    guarded(ruby, || {
+        Ok(wrap(utf8_to_ruby(
+            &lifecycle_tracer().sampling().description(),
+        )))
+    })
+}
+
 /// `Native.set_default_attribute_prefix(name)`: the prefix's name when the
 /// `attribute_prefix` setting is nil (the Ruby layer passes Tasker's
 /// telemetry service name); `name` is checked as the setting is.
@@ -294,6 +304,7 @@ pub fn define(native: RModule) -> Result<(), Error> {
     )?;
     native.define_module_function("lifecycle_stats", function!(lifecycle_stats, 0))?;
     native.define_module_function("lifecycle_waterfall", function!(lifecycle_waterfall, 2))?;
+    native.define_module_function("sampler", function!(sampler, 0))?;
     native.define_module_function("lifecycle_runs", function!(lifecycle_runs, 1))?;
     native.define_module_function("lifecycle_reset!", function!(lifecycle_reset, 0))?;
     native.define_module_function(
