@@ -11,8 +11,9 @@
 //! ```
 //!
 //! Dropped means lost before delivery: evicted from the store
-//! (`max_traces`) or from the finished runs waiting (`lifecycle_max_finished_runs`),
-//! and spans the collector refused. Runs left out by sampling are not drops.
+//! (`max_traces`) or from the finished runs waiting
+//! (`lifecycle_max_finished_runs`), also while a failed export's traces wait
+//! to be sent again. Runs left out by sampling are not drops.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -140,7 +141,26 @@ impl Announcer {
         let since_line = s.last_line_ns.map(|at| now_ns.saturating_sub(at));
         let may_speak = since_line.is_none_or(|d| d >= EVERY.as_nanos() as u64);
         let dropped = seen.dropped_total.saturating_sub(s.dropped_at_line);
-        let line = if seen.failure.is_some() || new_drops {
+        let recovered = s.troubled
+            && seen.failure.is_none()
+            && if s.failing {
+                seen.delivered > 0
+            } else {
+                !new_drops
+            };
+        let line = if recovered {
+            s.troubled = false;
+            s.failing = false;
+            let lost = if dropped == 0 {
+                "nothing dropped since the last warning".to_string()
+            } else {
+                format!("{} dropped since the last warning", traces(dropped))
+            };
+            format!(
+                "{PREFIX}exports recovered: {} delivered; {lost}",
+                traces(s.delivered)
+            )
+        } else if seen.failure.is_some() || new_drops {
             if !may_speak {
                 s.failing |= s.troubled && seen.failure.is_some();
                 return;
@@ -151,7 +171,7 @@ impl Announcer {
                     seconds(seen.retry_every.as_nanos() as u64).max(1)
                 ),
                 None => "evicted while waiting for export (max_traces, \
-                         lifecycle_max_finished_runs) or refused by the collector"
+                         lifecycle_max_finished_runs)"
                     .to_string(),
             };
             s.troubled = true;
@@ -165,18 +185,6 @@ impl Announcer {
                     traces(dropped)
                 )
             }
-        } else if s.troubled && (!s.failing || seen.delivered > 0) {
-            s.troubled = false;
-            s.failing = false;
-            let lost = if dropped == 0 {
-                "nothing dropped since the last warning".to_string()
-            } else {
-                format!("{} dropped since the last warning", traces(dropped))
-            };
-            format!(
-                "{PREFIX}exports recovered: {} delivered; {lost}",
-                traces(s.delivered)
-            )
         } else {
             return;
         };
@@ -297,8 +305,7 @@ mod tests {
             lines,
             [
                 "tasker_trace_native: 1,204 traces dropped in the last 60 s: evicted while \
-              waiting for export (max_traces, lifecycle_max_finished_runs) or refused by the \
-              collector"
+                 waiting for export (max_traces, lifecycle_max_finished_runs)"
             ]
         );
         assert_eq!(grouped(1_234_567), "1,234,567");

@@ -87,8 +87,10 @@ pub(super) fn run(start: Start) {
             export(&shared, &mut link, &target, everything)
         }))
         .unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())));
-        shared.report(ticket, &outcome);
+        // Announced before the report wakes a waiting flush, so that the
+        // flush hands its lines to Ruby.
         announce(&shared, &outcome);
+        shared.report(ticket, &outcome);
         served = served.max(ticket);
         due = Instant::now() + shared.schedule().delay;
         if signal.state() == FINAL && served >= signal.final_ticket.load(Ordering::Acquire) {

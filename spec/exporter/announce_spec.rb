@@ -1,0 +1,77 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require_relative "exporter_helper"
+
+# Drops announced: a collector that answers 503 for 3 minutes of the
+# announcer's clock (a fake clock, moved by a test hook), then 200. The
+# child records runs (more than lifecycle_max_finished_runs: the oldest are
+# dropped while the collector is down) and flushes every 10 fake seconds;
+# the lines reach Ruby (here standard error, no Rails) at the flush.
+RSpec.describe "drops announced" do
+  include ExporterSpecHelper
+
+  SCRIPT = <<~'RUBY'
+    require "json"
+    require "stringio"
+    module RSpec; def self.configure; end; end # the helper's hooks are the spec process's
+    require_relative "spec/exporter/exporter_helper"
+    require "tasker_trace_native"
+
+    receiver = ExporterSpecHelper::Receiver.new([{ status: 503 }])
+    TaskerTraceNative.configure do |c|
+      c.exporter = :otlp
+      c.otlp_endpoint = "http://127.0.0.1:#{receiver.port}"
+      c.otlp_protocol = "http/json"
+      c.export_schedule_delay = 600
+      c.export_timeout = 0.2
+      c.lifecycle_max_finished_runs = 5
+    end
+    err = StringIO.new
+    $stderr = err
+    lines = []
+    task = 0
+    runs = lambda do |n|
+      n.times do
+        task += 1
+        TaskerTraceNative::Native.record_lifecycle_event("task.start_requested", { task_id: task, to_state: "in_progress" })
+        TaskerTraceNative::Native.record_lifecycle_event("task.completed", { task_id: task })
+      end
+    end
+    collect = lambda do |t|
+      err.string.lines.each { |l| lines << [t, l.chomp] }
+      err.truncate(0)
+      err.rewind
+    end
+    (0..180).step(10) do |t|
+      runs.call(8)
+      TaskerTraceNative.flush(timeout: 10)
+      collect.call(t)
+      TaskerTraceNative::TestHooks.advance_announcer_clock(10)
+    end
+    receiver.mode = :ok
+    runs.call(2)
+    TaskerTraceNative.flush(timeout: 10)
+    collect.call(190)
+    $stderr = STDERR
+    puts JSON.generate(lines: lines, dropped: TaskerTraceNative.exporter_stats[:dropped_traces])
+  RUBY
+
+  it "says so at the start, at most once a minute, and once on recovery", timeout: 120 do
+    r = run_ruby(SCRIPT, env: { "TASKER_TRACE_NATIVE_TEST_HOOKS" => "1", "OTEL_TRACES_EXPORTER" => nil })
+    expect(r).to be_success, r.describe
+    lines = r.json[:lines]
+    expect(lines).not_to be_empty, r.stdout
+    expect(lines.map(&:last)).to all(start_with("tasker_trace_native: "))
+    *warnings, recovery = lines
+    expect(warnings.first[0]).to eq(0)
+    expect(warnings.first[1]).to match(/HTTP 503 from http:\/\/127\.0\.0\.1:\d+\/v1\/traces.*\(retrying every 600 s\)\z/)
+    warnings.each_cons(2) { |(a, _), (b, _)| expect(b - a).to be >= 60 }
+    expect(warnings.size).to be_between(2, 4)
+    expect(warnings.map(&:last)).to all(match(/HTTP 503/))
+    expect(warnings.drop(1).map(&:last)).to all(match(/\Atasker_trace_native: [\d,]+ traces dropped in the last \d+ s: /))
+    expect(recovery[0]).to eq(190)
+    expect(recovery[1]).to match(/\Atasker_trace_native: exports recovered: \d+ traces delivered; [\d,]+ traces dropped since the last warning\z/)
+    expect(r.json[:dropped]).to be > 0
+  end
+end
