@@ -11,10 +11,14 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use tasker_trace_core::encode::run_spans::runs_spans;
+use tasker_trace_core::encode::{encode_request, Resource};
 use tasker_trace_core::input::lifecycle::ToState;
 use tasker_trace_core::input::lifecycle::{AttrKey, EventName, LifecycleEvent};
 use tasker_trace_core::model::lifecycle::{LifecycleLimits, Tracer};
+use tasker_trace_core::model::sampling::Sampling;
 use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::support::protocol::Protocol;
 
 /// Task ids cycle through this many, so the history stays at a steady size.
 const TASKS: i64 = 10_000;
@@ -141,5 +145,71 @@ fn lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lifecycle);
+/// What sampling a run out saves: 100 runs recorded, then drained and
+/// encoded as one OTLP protobuf request (the export's work before sending),
+/// per run; with every run sampled, with none sampled but the keep rules on
+/// (each run is recorded in full, its export skipped), and with none
+/// sampled and no rule (only each run's end is recorded).
+fn sampling(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sampling");
+    group.throughput(Throughput::Elements(100));
+    let resource = Resource {
+        service_name: "bench".into(),
+        host_name: "host".into(),
+        pid: 1,
+        version: "0".into(),
+        attributes: Vec::new(),
+    };
+    let cases = [
+        ("every run sampled", Sampling::default()),
+        (
+            "none sampled, keep rules on",
+            Sampling {
+                ratio: 0.0,
+                ..Sampling::default()
+            },
+        ),
+        (
+            "none sampled, no keep rule",
+            Sampling {
+                ratio: 0.0,
+                keep_errors: false,
+                keep_retried: false,
+                keep_slower_than: None,
+                parent_based: false,
+            },
+        ),
+    ];
+    for (name, sampling) in cases {
+        let tracer = Tracer::new(LifecycleLimits::default());
+        tracer.set_sampling(sampling);
+        let mut base = 0_i64;
+        group.bench_function(format!("record and export 100 runs: {name}"), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    base = (base + 100) % TASKS;
+                    let runs: Vec<Vec<LifecycleEvent>> = (base..base + 100).map(task_run).collect();
+                    let start = Instant::now();
+                    for run in runs {
+                        for e in run {
+                            black_box(tracer.record(e));
+                        }
+                    }
+                    let now = Stamp::now();
+                    let done = tracer.drain_finished(Duration::ZERO);
+                    let spans = runs_spans(&done, "tasker.", now);
+                    black_box(
+                        encode_request(&[], &spans, &resource, now, Protocol::HttpProtobuf).ok(),
+                    );
+                    timed += start.elapsed();
+                }
+                timed
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lifecycle, sampling);
 criterion_main!(benches);

@@ -71,7 +71,10 @@ fn sampler(ratio: f64) -> Sampling {
 /// Runs the 10,000 runs with ids from `seed`; returns the exported task
 /// ids, the trace ids of every run by task (from the exports and a copy of
 /// every run taken before), and the tracer.
-fn workload(seed: u64) -> (BTreeSet<i64>, Tracer, Vec<(i64, [u8; 16], bool)>) {
+/// Every run's task id, trace id and head decision.
+type Heads = Vec<(i64, [u8; 16], bool)>;
+
+fn workload(seed: u64) -> (BTreeSet<i64>, Tracer, Heads) {
     let t = tracer();
     t.seed_ids(seed);
     t.set_sampling(sampler(0.1));

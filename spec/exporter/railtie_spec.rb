@@ -65,6 +65,7 @@ RSpec.describe "Background exporter: Rails" do
     result = run_child(script, env: exporter_env(receiver).merge("OTEL_TRACES_EXPORTER" => nil), timeout: 90)
     expect_success(result)
     expect(reports(result).last[:error])
-      .to eq("config.tasker_trace_native.exporter must be :none or :otlp (got :zipkin)")
+      .to eq("config.tasker_trace_native.exporter must be :none, :otlp, :console or [:otlp, :console] " \
+          "(got :zipkin)")
   end
 end

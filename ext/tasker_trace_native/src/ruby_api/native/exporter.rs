@@ -125,6 +125,14 @@ fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
             count_to_ruby(queued),
             sym(|s| s.inherited_discarded),
             count_to_ruby(inherited_discarded),
+            sym(|s| s.sampled_out),
+            count_to_ruby(sampled_out),
+            sym(|s| s.kept_error_spans),
+            count_to_ruby(kept_spans.errors),
+            sym(|s| s.kept_slow_spans),
+            count_to_ruby(kept_spans.slow),
+            sym(|s| s.kept_retried_spans),
+            count_to_ruby(kept_spans.retried),
             sym(|s| s.last_error),
             last_error
                 .as_ref()
@@ -135,14 +143,6 @@ fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
                 .map_or_else(nil, |e| int_to_ruby(e.at_wall_ns)),
             sym(|s| s.warnings),
             warnings,
-            sym(|s| s.sampled_out),
-            count_to_ruby(sampled_out),
-            sym(|s| s.kept_error_spans),
-            count_to_ruby(kept_spans.errors),
-            sym(|s| s.kept_slow_spans),
-            count_to_ruby(kept_spans.slow),
-            sym(|s| s.kept_retried_spans),
-            count_to_ruby(kept_spans.retried),
         ];
         Ok(wrap(hash_from_pairs(&kv)))
     })
