@@ -10,11 +10,11 @@ require_relative "../rails/subprocess_helper"
 RSpec.describe "the console exporter" do
   include SubprocessHelper
 
-  CHILD = File.expand_path("child.rb", __dir__)
-  GOLDEN = File.expand_path("../fixtures/console/order_payment_retry.txt", __dir__)
+  CONSOLE_CHILD = File.expand_path("child.rb", __dir__)
+  CONSOLE_GOLDEN = File.expand_path("../fixtures/console/order_payment_retry.txt", __dir__)
 
   def child(path, *args)
-    run_command([RbConfig.ruby, "-I", SubprocessHelper::LIB, CHILD, path, *args],
+    run_command([RbConfig.ruby, "-I", SubprocessHelper::LIB, CONSOLE_CHILD, path, *args],
                 env: { "TASKER_TRACE_NATIVE_TEST_HOOKS" => "1", "OTEL_TRACES_EXPORTER" => nil })
   end
 
@@ -24,8 +24,8 @@ RSpec.describe "the console exporter" do
       r = child(path, "stream", "order_payment_retry")
       expect(r).to be_success, r.describe
       expect(r.json).to include(sent: 2, failed: 0, error: nil)
-      File.write(GOLDEN, File.read(path)) if ENV["UPDATE_GOLDEN"] == "1"
-      expect(File.read(path)).to eq(File.read(GOLDEN))
+      File.write(CONSOLE_GOLDEN, File.read(path)) if ENV["UPDATE_GOLDEN"] == "1"
+      expect(File.read(path)).to eq(File.read(CONSOLE_GOLDEN))
     end
   end
 

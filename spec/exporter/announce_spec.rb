@@ -11,7 +11,7 @@ require_relative "exporter_helper"
 RSpec.describe "drops announced" do
   include ExporterSpecHelper
 
-  SCRIPT = <<~'RUBY'
+  ANNOUNCE_SCRIPT = <<~'RUBY'
     require "json"
     require "stringio"
     module RSpec; def self.configure; end; end # the helper's hooks are the spec process's
@@ -58,7 +58,7 @@ RSpec.describe "drops announced" do
   RUBY
 
   it "says so at the start, at most once a minute, and once on recovery", timeout: 120 do
-    r = run_ruby(SCRIPT, env: { "TASKER_TRACE_NATIVE_TEST_HOOKS" => "1", "OTEL_TRACES_EXPORTER" => nil })
+    r = run_ruby(ANNOUNCE_SCRIPT, env: { "TASKER_TRACE_NATIVE_TEST_HOOKS" => "1", "OTEL_TRACES_EXPORTER" => nil })
     expect(r).to be_success, r.describe
     lines = r.json[:lines]
     expect(lines).not_to be_empty, r.stdout

@@ -82,7 +82,7 @@ RSpec.describe "sampling" do
   end
 
   describe "OTEL_TRACES_SAMPLER" do
-    SAMPLERS = {
+    OTEL_SAMPLERS = {
       "always_on" => [nil, "AlwaysOnSampler", 1.0],
       "always_off" => [nil, "AlwaysOffSampler", 0.0],
       "traceidratio" => ["0.25", "TraceIdRatioBased{0.250000}", 0.25],
@@ -91,7 +91,7 @@ RSpec.describe "sampling" do
       "parentbased_traceidratio" => ["0.5", "ParentBased{root=TraceIdRatioBased{0.500000}}", 0.5]
     }.freeze
 
-    SCRIPT = <<~RUBY
+    SAMPLER_SCRIPT = <<~RUBY
       require "json"
       require "tasker_trace_native"
       puts JSON.generate(sampler: TaskerTraceNative.sampler, ratio: TaskerTraceNative.config.sample_ratio,
@@ -99,11 +99,11 @@ RSpec.describe "sampling" do
     RUBY
 
     def sampler_child(value, arg)
-      run_ruby(SCRIPT, env: { "OTEL_TRACES_SAMPLER" => value, "OTEL_TRACES_SAMPLER_ARG" => arg })
+      run_ruby(SAMPLER_SCRIPT, env: { "OTEL_TRACES_SAMPLER" => value, "OTEL_TRACES_SAMPLER_ARG" => arg })
     end
 
     it "takes the six samplers of the specification", timeout: 120 do
-      SAMPLERS.each do |value, (arg, described, ratio)|
+      OTEL_SAMPLERS.each do |value, (arg, described, ratio)|
         r = sampler_child(value, arg)
         expect(r).to be_success, r.describe
         expect(r.json).to eq(sampler: described, ratio: ratio, warnings: []), value
