@@ -125,6 +125,9 @@ pub(crate) struct State {
     pub prefix: Prefix,
     /// The `lifecycle_workflow_events` setting (read when subscribing).
     pub workflow_events: bool,
+    /// The `opentelemetry_context` setting (`None`: `:auto`), read by the
+    /// binding's Ruby layer when it subscribes and when settings change.
+    pub opentelemetry_context: Option<bool>,
 }
 
 /// The attribute keys' prefix: `<name>.`, the name being the
@@ -176,6 +179,7 @@ impl State {
             stats: LifecycleStats::default(),
             prefix: Prefix::default(),
             workflow_events: false,
+            opentelemetry_context: None,
         }
     }
 

@@ -239,6 +239,16 @@ impl Tracer {
         self.state.lock().workflow_events = on;
     }
 
+    /// The `opentelemetry_context` setting: `None` for `:auto`. Read by the
+    /// Ruby layer when it subscribes and when settings change.
+    pub fn opentelemetry_context(&self) -> Option<bool> {
+        self.state.lock().opentelemetry_context
+    }
+
+    pub fn set_opentelemetry_context(&self, on: Option<bool>) {
+        self.state.lock().opentelemetry_context = on;
+    }
+
     pub fn stats(&self) -> LifecycleStats {
         self.state.lock().stats()
     }
