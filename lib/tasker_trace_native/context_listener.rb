@@ -113,9 +113,12 @@ module TaskerTraceNative
 
       private
 
+      # Detaches this fiber's stale entries: their span or run ended, or their
+      # context is no longer in the fiber's stack (see `detach`).
       def settle(name, entries)
         if @enabled
-          leave(entries) { |e| !@open.key?(e.span_id) || !@open.key?(e.root_id) }
+          stack = context_stack
+          leave(entries) { |e| !@open.key?(e.span_id) || !@open.key?(e.root_id) || gone?(stack, e) }
         else
           leave(entries) { true }
         end
@@ -171,6 +174,13 @@ module TaskerTraceNative
           end
           i -= 1
         end
+      end
+
+      def gone?(stack, entry)
+        return false unless stack
+        return false if stack[entry.token - 1].equal?(entry.context)
+
+        stack.none? { |c| c.equal?(entry.context) }
       end
 
       # Detaches one entry's context in the order the API requires.
