@@ -42,6 +42,7 @@ module TaskerTraceNative
         sync_filters!
         sync_attribute_prefix!
         connected = ContextListener.refresh!
+        SdkResource.adopt! if connected
         @lock.synchronize do
           done = (@subscriptions[publisher] ||= {})
           candidates(publisher).each_with_object([]) do |id, added|
