@@ -17,8 +17,9 @@ module TaskerTraceNative
   # - when its span ends in this fiber (the closing event);
   # - at this fiber's next listener call, when its span ended in another
   #   thread or its run ended (anywhere);
-  # - when an attempt of the same run opens in this fiber (the previous one's
-  #   closing event never came here);
+  # - at this fiber's next opening event, when an exception unwound an app's
+  #   block past it (the app's detach took it), or when an attempt of the
+  #   same run opens (the previous one's closing event never came here);
   # and never from another thread. Detaching keeps the API's order: when the
   # app attached contexts after ours and has not detached them, they are put
   # back above (counted as `context_restores` in lifecycle_stats).
@@ -40,25 +41,37 @@ module TaskerTraceNative
     # context that was current before it, the span's id and its run's root id.
     Entry = Struct.new(:token, :context, :below, :span_id, :root_id)
 
+    # What a fiber holds: its entries (newest last) and the number of span
+    # ends it has checked them against (`settle` runs only when spans ended
+    # since, or when its newest context is no longer where it was put).
+    Held = Struct.new(:entries, :seen)
+
     # Every subscribed name but the one that opens runs.
     LISTENER = proc { |event| ContextListener.record(event.id, event.payload, nil) }
 
     # task.start_requested: a run it opens is the child of the current span.
+    # Only the state machine's copy (with `to_state`) can open a run: the
+    # current span is read for it alone.
     OPENING_LISTENER = proc do |event|
-      ContextListener.record(event.id, event.payload, ContextListener.current_parent)
+      payload = event.payload
+      opens = payload.is_a?(Hash) && (payload[:to_state] || payload["to_state"])
+      ContextListener.record(event.id, payload, opens ? ContextListener.current_parent : nil)
     end
 
     # Names whose events can open a run.
     OPENING_NAMES = %w[task.start_requested].freeze
 
     @open = {}
+    @ends = 0
     @enabled = false
+    @has_stack = false
 
     class << self
       # Whether the context path is in use: the OpenTelemetry API is loaded and
       # `opentelemetry_context` is not false. Recomputed here only (when the
       # tracer subscribes and when settings change).
       def refresh!
+        @has_stack = api_loaded? && ::OpenTelemetry::Context.respond_to?(:stack, true)
         @enabled = api_loaded? && Native.settings.fetch(:opentelemetry_context) != false
       end
 
@@ -79,11 +92,11 @@ module TaskerTraceNative
       # Native.record_lifecycle_event does; what concerns the context never
       # raises (a failure is logged and the event is still recorded).
       def record(name, payload, parent)
-        entries = Thread.current[KEY]
-        settle(name, entries) if entries && !entries.empty?
+        held = Thread.current[KEY]
+        settle(name, held) if held && (held.seen != @ends || !@enabled) && !held.entries.empty?
         return Native.record_lifecycle_event(name, payload) unless @enabled
 
-        change = Native.record_lifecycle_event_connected(name, payload, parent)
+        change = Native.record_lifecycle_event_connected(name, payload, parent, held&.entries&.last&.span_id)
         apply(name, change) if change
         true
       end
@@ -101,13 +114,13 @@ module TaskerTraceNative
 
       # How many contexts this fiber holds (for specs and debugging).
       def held
-        Thread.current[KEY]&.size || 0
+        Thread.current[KEY]&.entries&.size || 0
       end
 
       # Detaches every context this fiber holds.
       def release!
-        entries = Thread.current[KEY]
-        leave(entries) { true } if entries
+        held = Thread.current[KEY]
+        leave(held.entries) { true } if held
         nil
       end
 
@@ -115,12 +128,13 @@ module TaskerTraceNative
 
       # Detaches this fiber's stale entries: their span or run ended, or their
       # context is no longer in the fiber's stack (see `detach`).
-      def settle(name, entries)
+      def settle(name, held)
+        held.seen = @ends
         if @enabled
           stack = context_stack
-          leave(entries) { |e| !@open.key?(e.span_id) || !@open.key?(e.root_id) || gone?(stack, e) }
+          leave(held.entries) { |e| !@open.key?(e.span_id) || !@open.key?(e.root_id) || gone?(stack, e) }
         else
-          leave(entries) { true }
+          leave(held.entries) { true }
         end
       rescue StandardError => e
         context_error(name, e)
@@ -130,22 +144,36 @@ module TaskerTraceNative
         kind, trace_id, span_id, sampled, root_id = change
         case kind
         when ENTERED then enter(trace_id, span_id, sampled, root_id)
-        when ENDED
-          @open.delete(span_id)
-          entries = Thread.current[KEY]
-          leave(entries) { |e| e.span_id == span_id } if entries
-        when RUN_ENDED
-          @open.delete(root_id)
-          entries = Thread.current[KEY]
-          leave(entries) { |e| e.root_id == root_id } if entries
+        when ENDED then ended(span_id) { |e| e.span_id == span_id }
+        when RUN_ENDED then ended(root_id) { |e| e.root_id == root_id }
         end
       rescue StandardError => e
         context_error(name, e)
       end
 
+      # A span ended: every fiber checks its entries against it at its next
+      # call; this one at once (and, when it was up to date, stays so).
+      def ended(span_id, &ends_here)
+        held = Thread.current[KEY]
+        up_to_date = held && held.seen == @ends
+        @ends += 1 if @open.delete(span_id)
+        return unless held
+
+        leave(held.entries, &ends_here)
+        held.seen = @ends if up_to_date
+      end
+
       def enter(trace_id, span_id, sampled, root_id)
-        entries = (Thread.current[KEY] ||= [])
-        return if entries.any? { |e| e.span_id == span_id }
+        held = (Thread.current[KEY] ||= Held.new([], @ends))
+        entries = held.entries
+        return if entries.last&.span_id == span_id
+
+        if entries.empty?
+          held.seen = @ends
+        else
+          settle(nil, held)
+          return if entries.any? { |e| e.span_id == span_id }
+        end
 
         # Another attempt of this run was current here: its closing event
         # never came to this fiber, and attempts in one fiber do not nest.
@@ -160,7 +188,10 @@ module TaskerTraceNative
         entries << Entry.new(token, context, below, span_id, root_id)
         @open[root_id] = true
         @open[span_id] = true
-        @open.shift while @open.size > MAX_OPEN_SPANS
+        while @open.size > MAX_OPEN_SPANS
+          @open.shift
+          @ends += 1
+        end
       end
 
       # Detaches the entries (newest first) the block selects.
@@ -209,6 +240,8 @@ module TaskerTraceNative
       # Removes the context at `index`: what the app attached above it is
       # detached and attached again, in order (counted).
       def remove_at(stack, index)
+        return ::OpenTelemetry::Context.detach(stack.size) if index == stack.size - 1
+
         above = stack[(index + 1)..] || []
         above.size.times { ::OpenTelemetry::Context.detach(stack.size) }
         ::OpenTelemetry::Context.detach(stack.size)
@@ -221,8 +254,7 @@ module TaskerTraceNative
       # The fiber's Context stack, read only (the API's private `stack`,
       # present in every 1.x release); nil when it is not there.
       def context_stack
-        context = ::OpenTelemetry::Context
-        context.respond_to?(:stack, true) ? context.send(:stack) : nil
+        @has_stack ? ::OpenTelemetry::Context.send(:stack) : nil
       end
 
       def context_error(name, error)

@@ -285,7 +285,7 @@ impl State {
     /// sampled flag when it has an OpenTelemetry parent, else sampled. (The
     /// one place a run's `sampled` is decided; a head ratio goes here.)
     fn sampling_decision(&mut self, parent: Option<&ParentSpan>) -> bool {
-        parent.map_or(true, |p| p.sampled)
+        parent.is_none_or(|p| p.sampled)
     }
 
     fn open_run(
@@ -513,7 +513,7 @@ impl State {
     fn ended_run(&self, task: &Id) -> Option<SpanChange> {
         let past = self.history.get(task)?;
         let sampled = match past.waiting {
-            Some(n) => self.finished.get(&n).map_or(true, |r| r.sampled),
+            Some(n) => self.finished.get(&n).is_none_or(|r| r.sampled),
             None => false,
         };
         Some(SpanChange::RunEnded(SpanRef {

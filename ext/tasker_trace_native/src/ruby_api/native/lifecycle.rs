@@ -5,12 +5,13 @@
 //! - `record_lifecycle_event(name, payload)` → true / false: one published
 //!   event (read by [`crate::from_ruby::lifecycle_convert`], then one short
 //!   lock); never raises for its input
-//! - `record_lifecycle_event_connected(name, payload, parent)` → nil or a
+//! - `record_lifecycle_event_connected(name, payload, parent, held)` → nil or a
 //!   frozen `[kind, trace_id, span_id, sampled, root_span_id]`: the same
 //!   recording, for the OpenTelemetry context path (see
 //!   `lib/tasker_trace_native/context_listener.rb`): the run it opens gets
 //!   `parent` (`[trace_id, span_id, sampled]` or nil) and the answer names
-//!   the span the event entered or ended; `count_context_restore`
+//!   the span the event entered or ended (not the one the fiber `held` on
+//!   top already); `count_context_restore`
 //! - `lifecycle_stats` → Hash, `lifecycle_runs(include_open)` → Array of
 //!   Hashes (see [`crate::to_ruby::lifecycle`]), `lifecycle_reset!`
 //! - `set_lifecycle_filters({name => filtered})`, `lifecycle_filtered_keys`:
@@ -90,14 +91,27 @@ fn read_parent(parent: VALUE) -> Option<ParentSpan> {
     ParentSpan::new(trace_id, span_id, sampled)
 }
 
+/// An 8-byte binary String as a span id.
+fn read_span_id(value: VALUE) -> Option<[u8; 8]> {
+    let s = RString::from_value(wrap(value))?;
+    // SAFETY: the bytes are copied at once, before any Ruby code runs.
+    unsafe { s.as_slice() }.try_into().ok()
+}
+
+struct Connected {
+    parent: VALUE,
+    held: VALUE,
+}
+
 fn record_connected(
     ruby: &Ruby,
     name: VALUE,
     payload: VALUE,
-    parent: VALUE,
+    args: Connected,
     at: Stamp,
     change: &mut Option<SpanChange>,
 ) -> Ingested {
+    let Connected { parent, held } = args;
     errors::maybe_injected_panic();
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(mut event)) => {
@@ -105,6 +119,12 @@ fn record_connected(
                 event.parent = read_parent(parent);
             }
             *change = process::record(|| lifecycle_tracer().record_connected(event)).1;
+            // The fiber holds this span on top already: nothing to say.
+            if let Some(SpanChange::Entered(r)) = change {
+                if held != rb_sys::Qnil as VALUE && read_span_id(held) == Some(r.span_id) {
+                    *change = None;
+                }
+            }
             Ingested::Stored
         }
         Ok(Read::Refused) => Ingested::Refused,
@@ -112,19 +132,21 @@ fn record_connected(
     }
 }
 
-/// `Native.record_lifecycle_event_connected(name, payload, parent)` → nil,
+/// `Native.record_lifecycle_event_connected(name, payload, parent, held)` → nil,
 /// or a frozen `[kind, trace_id, span_id, sampled, root_span_id]` when the
 /// event entered a span (kind 1: a run or attempt opening or merging, the
 /// span current in the publishing thread from now on) or ended one (2: an
 /// attempt; 3: a run, with its attempts). Records exactly as
 /// `record_lifecycle_event` does; a run it opens is the child of `parent`
 /// (`[trace_id, span_id, sampled]`, the current OpenTelemetry span, or nil).
-/// Never raises for its input.
+/// `held` is the span id the calling fiber holds on top (or nil): entering
+/// it again is not reported. Never raises for its input.
 fn record_lifecycle_event_connected(
     ruby: &Ruby,
     name: RValue,
     payload: RValue,
     parent: RValue,
+    held: RValue,
 ) -> Result<RValue, Error> {
     let at = Stamp::now();
     let mut change = None;
@@ -133,7 +155,10 @@ fn record_lifecycle_event_connected(
             ruby,
             name.as_raw(),
             payload.as_raw(),
-            parent.as_raw(),
+            Connected {
+                parent: parent.as_raw(),
+                held: held.as_raw(),
+            },
             at,
             &mut change,
         )
@@ -329,7 +354,7 @@ pub fn define(native: RModule) -> Result<(), Error> {
     )?;
     native.define_module_function(
         "record_lifecycle_event_connected",
-        function!(record_lifecycle_event_connected, 3),
+        function!(record_lifecycle_event_connected, 4),
     )?;
     native.define_module_function("count_context_restore", function!(count_context_restore, 0))?;
     native.define_module_function("lifecycle_stats", function!(lifecycle_stats, 0))?;
