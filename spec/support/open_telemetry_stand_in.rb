@@ -226,12 +226,12 @@ module OpenTelemetryStandIn
   def install!
     Object.const_set(:OpenTelemetry, OpenTelemetry) unless defined?(::OpenTelemetry)
     OpenTelemetry.errors.clear
-    TaskerTraceNative::ContextListener.refresh!
+    TaskerTraceNative::ContextListener.refresh! if defined?(TaskerTraceNative::ContextListener)
   end
 
   def uninstall!
     Object.send(:remove_const, :OpenTelemetry) if defined?(::OpenTelemetry) && ::OpenTelemetry.equal?(OpenTelemetry)
-    TaskerTraceNative::ContextListener.refresh!
+    TaskerTraceNative::ContextListener.refresh! if defined?(TaskerTraceNative::ContextListener)
   end
 
   # The fiber's Context stack (a copy), for assertions.
