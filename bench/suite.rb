@@ -63,6 +63,7 @@ module TaskerTraceNative
         puts report.notes
         puts
         puts report.exporter_table
+        connected_cases
         printf("\nbin/bench: done in %.1f s\n", (Bench.monotonic_ns - started) / 1e9)
       end
 
@@ -206,6 +207,27 @@ module TaskerTraceNative
           record(:gc_pause, side, figures[:gc_pause_ms] * 1e6)
           record(:gc_baseline, side, figures[:baseline_gc_pause_ms] * 1e6)
         end
+      end
+
+      # The connected-trace path's extra cost per run and per step attempt
+      # with the real OpenTelemetry API and SDK (bench/connected_probe.rb, in
+      # a child), when OTEL_RUBY_SOURCE names their sources.
+      def connected_cases
+        source = ENV.fetch("OTEL_RUBY_SOURCE", nil)
+        unless source && File.directory?(File.join(source, "api"))
+          puts "\nConnected traces: skipped (set OTEL_RUBY_SOURCE to the OpenTelemetry Ruby sources)"
+          return
+        end
+        probe = File.join(__dir__, "connected_probe.rb")
+        out, err, status = Open3.capture3(RbConfig.ruby, probe, (@s.quick ? 100 : 8_000).to_s)
+        raise "connected probe failed: #{err}" unless status.success?
+
+        r = JSON.parse(out.lines.last, symbolize_names: true)
+        puts "\nConnected traces (real OpenTelemetry API + SDK, medians, µs, #{r[:rounds]} interleaved rounds)"
+        puts "| | per run (4 task events) | per step attempt (7 step events) |"
+        puts "| --- | ---: | ---: |"
+        %i[connected plain].each { |k| puts "| #{k} | #{r[k][:run]} | #{r[k][:attempt]} |" }
+        puts "| extra for the context | #{r[:extra_us][:run]} | #{r[:extra_us][:attempt]} |"
       end
 
       # The background exporter's cost to the app thread, off and on, with a

@@ -41,11 +41,13 @@ module TaskerTraceNative
 
         sync_filters!
         sync_attribute_prefix!
+        connected = ContextListener.refresh!
+        SdkResource.adopt! if connected
         @lock.synchronize do
           done = (@subscriptions[publisher] ||= {})
           candidates(publisher).each_with_object([]) do |id, added|
             name = id.to_s
-            next if done.key?(name) || !subscribed?(publisher, id)
+            next if done.key?(name) || !subscribed?(publisher, id, connected)
 
             done[name] = true
             added << name
@@ -172,8 +174,12 @@ module TaskerTraceNative
       end
 
       # A publisher that does not know a name raises: that name is skipped.
-      def subscribed?(publisher, id)
-        publisher.subscribe(id, &LISTENER)
+      # With `connected` (the OpenTelemetry API is loaded and
+      # `opentelemetry_context` is not false) the listener is the context
+      # path's (see ContextListener), else LISTENER.
+      def subscribed?(publisher, id, connected)
+        listener = connected ? ContextListener.listener_for(id) : LISTENER
+        publisher.subscribe(id, &listener)
         true
       rescue StandardError
         false

@@ -11,9 +11,11 @@ use crate::support::ids::IdGenerator;
 
 use super::limits::{LifecycleLimits, DEFAULT_ATTRIBUTE_PREFIX};
 use super::open_runs::{closing_status, merge_attrs, rename_error_class, LiveRun, Room, Target};
-use super::run::{Link, Run, RunEnd, TASK_INIT_SPAN_NAME};
+use super::run::{Link, Run, RunEnd, SpanChange, SpanRef, TASK_INIT_SPAN_NAME};
 use crate::input::lifecycle::attributes::AttrKey;
-use crate::input::lifecycle::event::{EventKind, EventName, Id, LifecycleEvent, ToState};
+use crate::input::lifecycle::event::{
+    EventKind, EventName, Id, LifecycleEvent, ParentSpan, ToState,
+};
 
 /// What [`crate::model::lifecycle::Tracer::record`] did with an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,6 +70,13 @@ pub struct LifecycleStats {
     pub finished_runs_dropped: u64,
     /// Spans and span events lost to `max_spans_per_run` (evicted or refused).
     pub spans_dropped: u64,
+    /// Runs that ended unsampled (their sampling decision, made when they
+    /// opened, said no: an unsampled OpenTelemetry parent), not exported.
+    pub sampled_out: u64,
+    /// Times the connected path could not detach its OpenTelemetry context
+    /// in the order the API requires (the app attached its own after ours
+    /// and had not detached it) and restored the app's context above ours.
+    pub context_restores: u64,
 }
 
 impl LifecycleStats {
@@ -116,6 +125,9 @@ pub(crate) struct State {
     pub prefix: Prefix,
     /// The `lifecycle_workflow_events` setting (read when subscribing).
     pub workflow_events: bool,
+    /// The `opentelemetry_context` setting (`None`: `:auto`), read by the
+    /// binding's Ruby layer when it subscribes and when settings change.
+    pub opentelemetry_context: Option<bool>,
 }
 
 /// The attribute keys' prefix: `<name>.`, the name being the
@@ -167,6 +179,7 @@ impl State {
             stats: LifecycleStats::default(),
             prefix: Prefix::default(),
             workflow_events: false,
+            opentelemetry_context: None,
         }
     }
 
@@ -268,6 +281,13 @@ impl State {
         RecordOutcome::RunClosed
     }
 
+    /// The run's one sampling decision, made when it opens: the parent's
+    /// sampled flag when it has an OpenTelemetry parent, else sampled. (The
+    /// one place a run's `sampled` is decided; a head ratio goes here.)
+    fn sampling_decision(&mut self, parent: Option<&ParentSpan>) -> bool {
+        parent.is_none_or(|p| p.sampled)
+    }
+
     fn open_run(
         &mut self,
         task: Id,
@@ -283,7 +303,13 @@ impl State {
                 None => break,
             }
         }
-        let (trace_id, span_id) = self.ids.trace_and_span();
+        let parent = ev.parent.take();
+        let sampled = self.sampling_decision(parent.as_ref());
+        // Under an OpenTelemetry parent the run joins its trace.
+        let (trace_id, span_id) = match parent {
+            Some(p) => (p.trace_id, self.ids.span_id()),
+            None => self.ids.trace_and_span(),
+        };
         // From now on the task's events belong to this run; its previous run,
         // if still waiting for export, takes no more of them.
         let link = self.history.get_mut(&task).map(|p| {
@@ -293,13 +319,32 @@ impl State {
         let mut attrs = std::mem::take(&mut ev.attrs);
         rename_error_class(&mut attrs);
         attrs.push((AttrKey::TaskId, task.to_value()));
-        let run = LiveRun::new(Some(task.clone()), trace_id, span_id, ev.at, attrs, link);
+        let mut run = LiveRun::new(Some(task.clone()), trace_id, span_id, ev.at, attrs, link);
+        run.parent = parent.map(|p| p.span_id);
+        run.sampled = sampled;
         self.open.insert(task, run);
         RecordOutcome::RunOpened
     }
 
-    /// Moves an ended run to the finished runs and remembers it for its task.
+    /// Moves an ended run to the finished runs and remembers it for its task;
+    /// an unsampled run is remembered (for the link) and dropped.
     fn finish(&mut self, run: LiveRun, garbage: &mut Garbage) {
+        if !run.sampled {
+            if let Some(task) = &run.task {
+                let past = Past {
+                    link: Link {
+                        trace_id: run.trace_id,
+                        span_id: run.root.span_id,
+                    },
+                    waiting: None,
+                };
+                self.history.insert(task.clone(), past);
+                self.bound_history();
+            }
+            self.stats.sampled_out += 1;
+            garbage.live.push(run);
+            return;
+        }
         let number = self.next_run;
         self.next_run += 1;
         let past = Past {
@@ -402,9 +447,81 @@ impl State {
         out
     }
 
-    /// Copies of the open runs only, least recently active first.
+    /// Copies of the open runs to export (the sampled ones), least recently
+    /// active first.
     pub fn open_snapshot(&self) -> Vec<Run> {
-        self.open.values().map(LiveRun::to_run).collect()
+        self.open
+            .values()
+            .filter(|r| r.sampled)
+            .map(LiveRun::to_run)
+            .collect()
+    }
+
+    pub fn count_context_restore(&mut self) {
+        self.stats.context_restores += 1;
+    }
+
+    /// [`State::apply`], and what the event did to the spans a publishing
+    /// thread may hold as current: looked up after the event by its task
+    /// and step ids (cloned first; only the connected path pays for it).
+    pub fn apply_connected(
+        &mut self,
+        ev: &mut LifecycleEvent,
+        garbage: &mut Garbage,
+    ) -> (RecordOutcome, Option<SpanChange>) {
+        let kind = ev.kind();
+        let (task, step) = (ev.task_id.clone(), ev.step_id.clone());
+        let outcome = self.apply(ev, garbage);
+        let Some(task) = task else {
+            return (outcome, None);
+        };
+        let change = match (outcome, kind) {
+            (RecordOutcome::RunClosed, _) => self.ended_run(&task),
+            (RecordOutcome::RunOpened, _)
+            | (RecordOutcome::Merged, EventKind::TaskStartRequested) => self
+                .open
+                .get(&task)
+                .map(|run| SpanChange::Entered(span_ref(run, run.root.span_id))),
+            (
+                RecordOutcome::AttemptOpened | RecordOutcome::Merged | RecordOutcome::EventAdded,
+                EventKind::StepExecutionRequested | EventKind::StepBeforeHandle,
+            ) => self.open.get(&task).and_then(|run| {
+                let id = run.open_attempt_id(step.as_ref()?)?;
+                Some(SpanChange::Entered(span_ref(run, id)))
+            }),
+            (RecordOutcome::AttemptClosed, _) => {
+                let run = match self.open.get(&task) {
+                    Some(run) => Some(run),
+                    None => match self.history.get(&task) {
+                        Some(Past {
+                            waiting: Some(n), ..
+                        }) => self.finished.get(n),
+                        _ => None,
+                    },
+                };
+                run.and_then(|run| {
+                    let id = run.latest_attempt_id(step.as_ref()?)?;
+                    Some(SpanChange::Ended(span_ref(run, id)))
+                })
+            }
+            _ => None,
+        };
+        (outcome, change)
+    }
+
+    /// The run of `task` that just ended, from what is remembered of it.
+    fn ended_run(&self, task: &Id) -> Option<SpanChange> {
+        let past = self.history.get(task)?;
+        let sampled = match past.waiting {
+            Some(n) => self.finished.get(&n).is_none_or(|r| r.sampled),
+            None => false,
+        };
+        Some(SpanChange::RunEnded(SpanRef {
+            trace_id: past.link.trace_id,
+            span_id: past.link.span_id,
+            root_span_id: past.link.span_id,
+            sampled,
+        }))
     }
 
     pub fn refuse(&mut self) {
@@ -440,6 +557,15 @@ impl State {
         garbage.runs.extend(self.restored.drain(..));
         self.history.clear();
         self.stats = LifecycleStats::default();
+    }
+}
+
+fn span_ref(run: &LiveRun, span_id: [u8; 8]) -> SpanRef {
+    SpanRef {
+        trace_id: run.trace_id,
+        span_id,
+        root_span_id: run.root.span_id,
+        sampled: run.sampled,
     }
 }
 

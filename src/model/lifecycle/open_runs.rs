@@ -212,6 +212,10 @@ pub(crate) struct LiveRun {
     pub root_name: &'static str,
     pub trace_id: [u8; 16],
     pub link: Option<Link>,
+    /// The root's parent: the OpenTelemetry span current when the run opened.
+    pub parent: Option<[u8; 8]>,
+    /// The run's sampling decision, made when it opened.
+    pub sampled: bool,
     pub root: LiveSpan,
     pub end: RunEnd,
     /// Monotonic nanoseconds of the latest event applied to the run.
@@ -237,6 +241,8 @@ impl LiveRun {
             root_name: TASK_SPAN_NAME,
             trace_id,
             link,
+            parent: None,
+            sampled: true,
             root: LiveSpan::new(root_span_id, at, attrs),
             end: RunEnd::Open,
             last_active: at.mono_ns,
@@ -253,6 +259,18 @@ impl LiveRun {
     /// Spans and span events held, the root included.
     pub fn entries(&self) -> usize {
         1 + self.attempts.len() + self.events.len()
+    }
+
+    /// The span id of the open attempt of `step`, if any.
+    pub fn open_attempt_id(&self, step: &Id) -> Option<[u8; 8]> {
+        self.open_attempt(step)
+            .map(|i| self.attempts[i].span.span_id)
+    }
+
+    /// The span id of the latest attempt of `step`, if any.
+    pub fn latest_attempt_id(&self, step: &Id) -> Option<[u8; 8]> {
+        self.latest_attempt(step)
+            .map(|i| self.attempts[i].span.span_id)
     }
 
     /// The index of the latest attempt of `step`.
@@ -397,7 +415,7 @@ impl LiveRun {
         let mut spans = Vec::with_capacity(1 + self.attempts.len());
         spans.push(Span {
             span_id: root_id,
-            parent_span_id: None,
+            parent_span_id: self.parent,
             name: self.root_name,
             start: self.root.start,
             end: root_end,
@@ -436,6 +454,7 @@ impl LiveRun {
             task_id: self.task,
             trace_id: self.trace_id,
             end: self.end,
+            sampled: self.sampled,
             spans,
         }
     }

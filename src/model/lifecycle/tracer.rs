@@ -13,7 +13,7 @@ use crate::support::clock::Stamp;
 use super::limits::LifecycleLimits;
 use super::model::{Garbage, LifecycleStats, RecordOutcome, State};
 use super::open_runs::LiveRun;
-use super::run::Run;
+use super::run::{Run, SpanChange};
 use crate::input::lifecycle::event::LifecycleEvent;
 
 /// What one export of the tracer covers (see [`Tracer::export_runs`]).
@@ -99,6 +99,28 @@ impl Tracer {
         drop(garbage);
         drop(event);
         outcome
+    }
+
+    /// [`Tracer::record`] for the connected path: also what the event did
+    /// to the spans the publishing thread may hold as its current
+    /// OpenTelemetry span (entered, attempt ended, run ended), in the same
+    /// lock.
+    pub fn record_connected(
+        &self,
+        mut event: LifecycleEvent,
+    ) -> (RecordOutcome, Option<SpanChange>) {
+        event.prepare();
+        let mut garbage = Garbage::default();
+        let result = self.state.lock().apply_connected(&mut event, &mut garbage);
+        drop(garbage);
+        drop(event);
+        result
+    }
+
+    /// Counts a context the connected path restored (see
+    /// [`LifecycleStats::context_restores`]).
+    pub fn count_context_restore(&self) {
+        self.state.lock().count_context_restore();
     }
 
     pub fn limits(&self) -> LifecycleLimits {
@@ -215,6 +237,16 @@ impl Tracer {
 
     pub fn set_workflow_events(&self, on: bool) {
         self.state.lock().workflow_events = on;
+    }
+
+    /// The `opentelemetry_context` setting: `None` for `:auto`. Read by the
+    /// Ruby layer when it subscribes and when settings change.
+    pub fn opentelemetry_context(&self) -> Option<bool> {
+        self.state.lock().opentelemetry_context
+    }
+
+    pub fn set_opentelemetry_context(&self, on: Option<bool>) {
+        self.state.lock().opentelemetry_context = on;
     }
 
     pub fn stats(&self) -> LifecycleStats {

@@ -48,7 +48,7 @@ use crate::from_ruby::lifecycle_read_plan::{MAX_ALLOWLIST, MAX_KEY_BYTES};
 use crate::helpers::errors::{self, argument_error, shown};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 24] = [
+pub const SETTING_NAMES: [&str; 25] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -75,6 +75,8 @@ pub const SETTING_NAMES: [&str; 24] = [
     "export_schedule_delay",
     "export_max_batch_size",
     "export_timeout",
+    // Connected traces (one block: see `check_connected_setting`).
+    "opentelemetry_context",
 ];
 
 pub const SERVICE_NAME_EXPECTED: &str = "a non-empty String";
@@ -100,6 +102,8 @@ pub struct InForce {
     /// to the events the trace model only keeps as span events.
     pub workflow_events: bool,
     pub exporter: BackgroundSettings,
+    /// `opentelemetry_context` (connected traces): `None` for `:auto`.
+    pub opentelemetry_context: Option<bool>,
 }
 
 /// The ArgumentError for a setting given a value it does not take (or the
@@ -446,6 +450,7 @@ pub fn check_into(
         "export_timeout" => {
             export.schedule.export_timeout = check_seconds(ruby, "export_timeout", value)?
         }
+        other if check_connected_setting(ruby, settings, other, value)? => {}
         other => {
             return Err(argument_error(
                 ruby,
@@ -706,4 +711,41 @@ pub fn check_client_pair(
         },
     };
     Err(argument_error(ruby, message))
+}
+
+// ---- Connected traces: the OpenTelemetry context (one block) ----
+
+/// What `opentelemetry_context` takes.
+pub const OPENTELEMETRY_CONTEXT_EXPECTED: &str = "true, false or :auto";
+
+/// Checks the connected-trace settings; false when `name` is not one of
+/// them. `opentelemetry_context`: `:auto` (the default) or true use the
+/// OpenTelemetry context when its API is loaded; false never does.
+fn check_connected_setting(
+    ruby: &Ruby,
+    settings: &mut InForce,
+    name: &str,
+    value: RValue,
+) -> Result<bool, Error> {
+    match name {
+        "opentelemetry_context" => {
+            settings.opentelemetry_context = match value.as_raw() {
+                x if x == rb_sys::Qtrue as VALUE => Some(true),
+                x if x == rb_sys::Qfalse as VALUE => Some(false),
+                _ => match Symbol::from_value(value).map(|s| s.name()) {
+                    Some(Ok(n)) if n == "auto" => None,
+                    _ => {
+                        return Err(setting_error(
+                            ruby,
+                            "opentelemetry_context",
+                            OPENTELEMETRY_CONTEXT_EXPECTED,
+                            value,
+                        ))
+                    }
+                },
+            };
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }

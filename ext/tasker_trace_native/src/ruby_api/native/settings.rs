@@ -45,6 +45,7 @@ impl InForce {
                 .map(|p| p.to_string()),
             workflow_events: lifecycle_tracer().workflow_events(),
             exporter: exporter().config(),
+            opentelemetry_context: lifecycle_tracer().opentelemetry_context(),
         }
     }
 
@@ -57,6 +58,7 @@ impl InForce {
         lifecycle_tracer().set_attribute_prefix(self.attribute_prefix.as_deref(), None);
         lifecycle_tracer().set_workflow_events(self.workflow_events);
         exporter().configure(self.exporter, Vec::new());
+        lifecycle_tracer().set_opentelemetry_context(self.opentelemetry_context);
     }
 }
 
@@ -120,6 +122,7 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             attribute_prefix,
             workflow_events,
             exporter,
+            opentelemetry_context,
         } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
         let otlp_headers = new_headers_hash(&otlp.headers);
@@ -179,6 +182,8 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             count_to_ruby(schedule.max_batch_size),
             sym(|s| s.export_timeout),
             float_to_ruby(schedule.export_timeout.as_secs_f64()),
+            sym(|s| s.opentelemetry_context),
+            opentelemetry_context.map_or_else(|| sym(|s| s.auto), bool_to_ruby),
         ];
         Ok(wrap(hash_from_pairs(&kv)))
     })
