@@ -10,7 +10,8 @@ module TaskerTraceNative
   # Used only when the OpenTelemetry API is loaded (`::OpenTelemetry::Trace`)
   # and the `opentelemetry_context` setting is not false: checked when the
   # tracer subscribes and when settings change (`refresh!`), never per event.
-  # Otherwise the subscription uses Lifecycle::LISTENER and nothing here runs.
+  # Otherwise Lifecycle::LISTENER (the one listener every subscription uses)
+  # records plainly and nothing here runs.
   #
   # Each fiber keeps the contexts it attached, newest last, with the span each
   # belongs to and its run's root. A context is detached
@@ -46,24 +47,13 @@ module TaskerTraceNative
     # since, or when its newest context is no longer where it was put).
     Held = Struct.new(:entries, :seen)
 
-    # Every subscribed name but the one that opens runs.
-    LISTENER = proc { |event| ContextListener.record(event.id, event.payload, nil) }
-
-    # task.start_requested: a run it opens is the child of the current span.
-    # Only the state machine's copy (with `to_state`) can open a run: the
-    # current span is read for it alone.
-    OPENING_LISTENER = proc do |event|
-      payload = event.payload
-      opens = payload.is_a?(Hash) && (payload[:to_state] || payload["to_state"])
-      ContextListener.record(event.id, payload, opens ? ContextListener.current_parent : nil)
-    end
-
     # Names whose events can open a run.
-    OPENING_NAMES = %w[task.start_requested].freeze
+    OPENING_NAMES = %w[task.start_requested].push(:"task.start_requested").freeze
 
     @open = {}
     @ends = 0
     @enabled = false
+    @engaged = false
     @has_stack = false
 
     class << self
@@ -73,6 +63,15 @@ module TaskerTraceNative
       def refresh!
         @has_stack = api_loaded? && ::OpenTelemetry::Context.respond_to?(:stack, true)
         @enabled = api_loaded? && Native.settings.fetch(:opentelemetry_context) != false
+        @engaged ||= @enabled
+        @enabled
+      end
+
+      # Whether events go through here: once the context path was in use in
+      # this process, so that a fiber still holding contexts releases them
+      # at its next event after the path is switched off.
+      def engaged?
+        @engaged
       end
 
       def enabled?
@@ -83,9 +82,15 @@ module TaskerTraceNative
         defined?(::OpenTelemetry::Trace) && defined?(::OpenTelemetry::Context) ? true : false
       end
 
-      # The listener to subscribe for `id`.
-      def listener_for(id)
-        OPENING_NAMES.include?(id.to_s) ? OPENING_LISTENER : LISTENER
+      # One published event (Lifecycle::LISTENER hands it here while the
+      # context path is in use). A run opened by task.start_requested is the
+      # child of the current span; only the state machine's copy (with
+      # `to_state`) can open one, so the current span is read for it alone.
+      def on_event(event)
+        id = event.id
+        payload = event.payload
+        opens = OPENING_NAMES.include?(id) && payload.is_a?(Hash) && (payload[:to_state] || payload["to_state"])
+        record(id, payload, opens ? current_parent : nil)
       end
 
       # One event through the context path. The recording itself behaves as

@@ -19,7 +19,16 @@ module TaskerTraceNative
 
     # The one listener every subscription shares: the event's id and payload
     # go to the native tracer as they are.
-    LISTENER = proc { |event| Native.record_lifecycle_event(event.id, event.payload) }
+    # With connected traces in use (see ContextListener) the same listener
+    # takes the context path (and, once it was, releases what a fiber holds
+    # after it is switched off); otherwise it costs one flag check more.
+    LISTENER = proc do |event|
+      if ContextListener.engaged?
+        ContextListener.on_event(event)
+      else
+        Native.record_lifecycle_event(event.id, event.payload)
+      end
+    end
 
     # What a filtered value looks like (as in Rails' filter_parameters).
     FILTERED = "[FILTERED]"
@@ -174,12 +183,10 @@ module TaskerTraceNative
       end
 
       # A publisher that does not know a name raises: that name is skipped.
-      # With `connected` (the OpenTelemetry API is loaded and
-      # `opentelemetry_context` is not false) the listener is the context
-      # path's (see ContextListener), else LISTENER.
+      # Every name gets the one LISTENER, which takes the context path when
+      # it is in use (`connected` only widens what is subscribed).
       def subscribed?(publisher, id, connected)
-        listener = connected ? ContextListener.listener_for(id) : LISTENER
-        publisher.subscribe(id, &listener)
+        publisher.subscribe(id, &LISTENER)
         true
       rescue StandardError
         false
