@@ -98,7 +98,10 @@ RSpec.describe "Background exporter: failing and overwhelmed collectors" do
     expect_success(result)
     out = reports(result).last
     exported = out[:exporter][:exported_traces]
-    dropped = out[:lifecycle][:dropped_finished_runs] + out[:exporter][:dropped_traces]
+    # The exporter's dropped_traces covers the tracer's dropped_finished_runs
+    # (and the store's evictions and its own retry queue's drops).
+    dropped = out[:exporter][:dropped_traces]
+    expect(out[:lifecycle][:dropped_finished_runs]).to be <= dropped
     expect(exported).to be >= 500
     expect(delivered_task_ids.size).to eq(exported)
     expect(delivered_task_ids.uniq.size).to eq(exported)

@@ -2,7 +2,7 @@
 //! threads share ([`Shared`]), the control state under its one lock, how
 //! one worker is told to stop ([`Signal`]), and a waiting flush ([`Wait`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
@@ -57,6 +57,11 @@ pub(super) struct Shared {
     /// Flush tickets handed out.
     pub(super) requested: AtomicU64,
     pub(super) counters: stats::Counters,
+    /// Runs and records in the worker's retry queue.
+    pub(super) retry_queued: AtomicU64,
+    /// When the worker tries again after failed exports (wall clock,
+    /// nanoseconds since the epoch); 0 when it is not backing off.
+    pub(super) next_attempt_wall_ns: AtomicI64,
     pub(super) control: ForkSafeMutex<Control>,
     /// Signalled when an export is reported or a waiter is interrupted.
     pub(super) reported: Condvar,
@@ -165,6 +170,9 @@ impl Shared {
             };
             self.requested.store(0, Ordering::Release);
             self.ready.store(0, Ordering::Relaxed);
+            // The parent's retry queue is its worker's, not this process's.
+            self.retry_queued.store(0, Ordering::Relaxed);
+            self.next_attempt_wall_ns.store(0, Ordering::Relaxed);
             self.counters.reset();
         }
         c

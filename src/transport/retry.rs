@@ -164,7 +164,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// A small random number in `[0.5, 1.0]` for jitter; quality does not matter.
-pub(super) fn jitter() -> f64 {
+pub fn jitter() -> f64 {
     let mut seed = [0u8; 8];
     if getrandom::getrandom(&mut seed).is_err() {
         let nanos = SystemTime::now()

@@ -419,16 +419,16 @@ impl Backend {
     /// Removes and returns the complete records (and the open ones too when
     /// `include_open`), in order, in one step under the lock.
     pub fn drain(&self, include_open: bool) -> Vec<(Key, Arc<Record>)> {
+        drain_locked(&mut self.store.lock(), include_open)
+    }
+
+    /// [`Backend::drain`] of the complete records, with `max_traces` read
+    /// under the same lock (the bound of a background exporter's retry
+    /// queue).
+    pub fn drain_complete_with_limit(&self) -> (Vec<(Key, Arc<Record>)>, Option<usize>) {
         let mut store = self.store.lock();
-        let keys: Vec<Key> = store
-            .map
-            .iter()
-            .filter(|(_, rec)| include_open || rec.is_complete())
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| store.map.remove(&k).map(|rec| (k, rec)))
-            .collect()
+        let max = store.limits.max_traces;
+        (drain_locked(&mut store, false), max)
     }
 
     /// Puts drained records back (after a failed delivery). A key that was
@@ -458,6 +458,20 @@ impl Backend {
             .map(|(k, r)| k.heap_size() + r.heap_size())
             .sum()
     }
+}
+
+/// Removes the complete records (and the open ones with `include_open`) in
+/// order: one pass over the store.
+fn drain_locked(store: &mut Store, include_open: bool) -> Vec<(Key, Arc<Record>)> {
+    let keys: Vec<Key> = store
+        .map
+        .iter()
+        .filter(|(_, rec)| include_open || rec.is_complete())
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.into_iter()
+        .filter_map(|k| store.map.remove(&k).map(|rec| (k, rec)))
+        .collect()
 }
 
 #[cfg(test)]

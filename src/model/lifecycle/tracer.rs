@@ -167,6 +167,27 @@ impl Tracer {
         }
     }
 
+    /// A background exporter's take, in one step under the lock: the runs
+    /// ready for export as [`Tracer::drain_finished`] takes them, the
+    /// attribute prefix in force and `max_finished_runs` (the bound of the
+    /// exporter's own retry queue). Containers are swapped out under the
+    /// lock; the runs are made into exported data after it is released.
+    pub fn take_for_export(&self, settled_for: Duration) -> (Vec<Run>, Arc<str>, usize) {
+        let mut garbage = Garbage::default();
+        let (settled, prefix, max) = {
+            let mut state = self.state.lock();
+            let settled =
+                state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage);
+            (
+                settled,
+                state.prefix.effective.clone(),
+                state.limits().max_finished_runs,
+            )
+        };
+        drop(garbage);
+        (settled.into_runs(), prefix, max)
+    }
+
     /// Turns the settle rule of a background exporter on (`Some(settle)`:
     /// a finished run is settled after `settle` idle, or at once when
     /// `max_finished_runs` runs are settling, and settled runs wait within

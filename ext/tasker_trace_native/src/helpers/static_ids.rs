@@ -178,6 +178,7 @@ symbol_table! {
     inherited_discarded => "inherited_discarded",
     last_error => "last_error",
     last_error_at_ns => "last_error_at_ns",
+    next_attempt_at_ns => "next_attempt_at_ns",
     warnings => "warnings",
 }
 
