@@ -13,6 +13,7 @@ use super::stats::{self, ExportOutcome, FlushResult, LastError};
 use crate::encode::Resource;
 use crate::support::clock::wall_now_ns;
 use crate::support::fork::{self, ForkSafeMutex};
+use crate::support::interrupt;
 use crate::transport::{Cancel, Destination};
 
 /// Where the exporter's target comes from: called when a worker starts, on
@@ -248,11 +249,20 @@ impl Shared {
                 );
                 return (c, gave_up(error), false);
             }
+            let until = interrupt::wait_until(deadline);
             c = self
                 .reported
-                .wait_timeout(c, deadline - now)
+                .wait_timeout(c, until.saturating_duration_since(now))
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            if interrupt::has_poll() && c.served < ticket {
+                // The host's poll runs with no lock held.
+                drop(c);
+                if interrupt::poll_due() {
+                    wait.interrupted.store(true, Ordering::Release);
+                }
+                c = self.control();
+            }
         }
     }
 }

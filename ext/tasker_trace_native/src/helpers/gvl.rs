@@ -9,6 +9,7 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use magnus::{Error, Ruby};
+use tasker_trace_core::support::interrupt;
 
 use crate::helpers::errors::{self, native_error};
 
@@ -24,6 +25,8 @@ pub struct GvlFreeOutcome<R> {
 struct Call<F, R> {
     work: Option<F>,
     result: Option<std::thread::Result<R>>,
+    /// Set when the call can be interrupted: the core's waits poll it.
+    poll: Option<fn() -> bool>,
 }
 
 unsafe extern "C" fn run_work<F: FnOnce() -> R, R>(data: *mut c_void) -> *mut c_void {
@@ -31,9 +34,34 @@ unsafe extern "C" fn run_work<F: FnOnce() -> R, R>(data: *mut c_void) -> *mut c_
     // the whole blocking region; only this thread uses it meanwhile.
     let call = unsafe { &mut *(data as *mut Call<F, R>) };
     if let Some(work) = call.work.take() {
-        call.result = Some(catch_unwind(AssertUnwindSafe(work)));
+        let poll = call.poll;
+        call.result = Some(catch_unwind(AssertUnwindSafe(|| match poll {
+            Some(poll) => interrupt::with_poll(poll, work),
+            None => work(),
+        })));
     }
     std::ptr::null_mut()
+}
+
+unsafe extern "C" fn check_pending(_: *mut c_void) -> *mut c_void {
+    // SAFETY: called by rb_thread_call_with_gvl on a Ruby thread holding the
+    // GVL; neither call raises or allocates a Ruby object.
+    let pending = unsafe { rb_sys::rb_thread_interrupted(rb_sys::rb_thread_current()) } != 0;
+    usize::from(pending) as *mut c_void
+}
+
+/// The interrupt poll of a GVL-free call with an unblocking function: takes
+/// the GVL back for a moment and asks whether an interrupt is pending for
+/// this thread (a signal the process sent itself sets one on the main
+/// thread without calling the unblocking function). Called by the core's
+/// waits with no native lock held.
+fn interrupt_pending() -> bool {
+    // SAFETY: this runs on the Ruby thread that released the GVL in
+    // `without_gvl` (the poll is thread-local to it); `check_pending`
+    // touches no Rust state and cannot unwind.
+    unsafe {
+        rb_sys::rb_thread_call_with_gvl(Some(check_pending), std::ptr::null_mut()) as usize != 0
+    }
 }
 
 unsafe extern "C" fn run_unblock<U: Fn()>(data: *mut c_void) {
@@ -48,7 +76,9 @@ unsafe extern "C" fn run_unblock<U: Fn()>(data: *mut c_void) {
 /// are caught inside. `unblock`, when given, is called (from another thread,
 /// without the GVL) if Ruby interrupts this thread while `work` runs
 /// (Thread#raise, #kill, signals): it must make `work` return soon, and must
-/// itself not touch Ruby.
+/// itself not touch Ruby. With `unblock`, the core's waits inside `work`
+/// also check every 50 ms for a pending interrupt and end as if unblocked
+/// (see `tasker_trace_core::support::interrupt`).
 pub fn without_gvl<F, R, U>(work: F, unblock: Option<&U>) -> GvlFreeOutcome<R>
 where
     F: FnOnce() -> R + Send,
@@ -58,6 +88,9 @@ where
     let mut call = Call {
         work: Some(work),
         result: None,
+        poll: unblock
+            .is_some()
+            .then_some(interrupt_pending as fn() -> bool),
     };
     let data = &mut call as *mut Call<F, R> as *mut c_void;
     let (ubf, ubf_data): (rb_sys::rb_unblock_function_t, *mut c_void) = match unblock {
