@@ -129,4 +129,26 @@ RSpec.describe "Background exporter: failing and overwhelmed collectors" do
     # Without the fix it waits out most of the flush's 20 s.
     expect(out[:after]).to be < 5
   end
+
+  it "notices an interrupt the process sends itself during push_otlp, and puts the traces back" do
+    receiver(:hang)
+    env = exporter_env(receiver, delay_ms: 60_000).merge("OTEL_TRACES_EXPORTER" => "none")
+    result = run_child(<<~RUBY, env: env)
+      (1..3).each { |i| lifecycle(i) }
+      Thread.new { sleep 0.5; Process.kill(:INT, Process.pid) }
+      started = now
+      begin
+        B.push_otlp(endpoint: #{receiver.url.sub(%r{/v1/traces\z}, '').inspect}, protocol: "http/json", timeout: 20)
+        report(interrupted: false, after: now - started)
+      rescue Interrupt
+        report(interrupted: true, after: now - started, stored: B.traces.size)
+      end
+      exit!(0)
+    RUBY
+    expect_success(result)
+    out = reports(result).last
+    expect(out).to include(interrupted: true, stored: 3)
+    # Without the fix it waits out most of the push's 20 s.
+    expect(out[:after]).to be < 5
+  end
 end

@@ -5,7 +5,8 @@
 //! value (magnus values are `!Send`) in what runs without the GVL. Panics are
 //! caught inside the GVL-free section, and no Ruby API is called there.
 
-use std::ffi::c_void;
+use std::cell::Cell;
+use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use magnus::{Error, Ruby};
@@ -43,25 +44,63 @@ unsafe extern "C" fn run_work<F: FnOnce() -> R, R>(data: *mut c_void) -> *mut c_
     std::ptr::null_mut()
 }
 
-unsafe extern "C" fn check_pending(_: *mut c_void) -> *mut c_void {
-    // SAFETY: called by rb_thread_call_with_gvl on a Ruby thread holding the
-    // GVL; neither call raises or allocates a Ruby object.
-    let pending = unsafe { rb_sys::rb_thread_interrupted(rb_sys::rb_thread_current()) } != 0;
-    usize::from(pending) as *mut c_void
+thread_local! {
+    /// The tag of an interrupt the poll took in (0: none): it is raised
+    /// again once the GVL-free call has returned and cleaned up.
+    static CAUGHT: Cell<c_int> = const { Cell::new(0) };
+}
+
+unsafe extern "C" fn check_ints(_: rb_sys::VALUE) -> rb_sys::VALUE {
+    // SAFETY: runs with the GVL (inside rb_thread_call_with_gvl) under
+    // rb_protect; this frame owns nothing, so a raise may jump over it.
+    unsafe { rb_sys::rb_thread_check_ints() };
+    rb_sys::Qnil as rb_sys::VALUE
+}
+
+unsafe extern "C" fn take_pending(_: *mut c_void) -> *mut c_void {
+    let mut state: c_int = 0;
+    // SAFETY: called by rb_thread_call_with_gvl on this Ruby thread, with
+    // the GVL; rb_protect stops the raise of a pending interrupt here, so
+    // that nothing jumps over the Rust frames below the GVL-free call. The
+    // exception stays in `$!` (a GC root) until it is raised again.
+    unsafe { rb_sys::rb_protect(Some(check_ints), rb_sys::Qnil as rb_sys::VALUE, &mut state) };
+    state as isize as *mut c_void
 }
 
 /// The interrupt poll of a GVL-free call with an unblocking function: takes
-/// the GVL back for a moment and asks whether an interrupt is pending for
-/// this thread (a signal the process sent itself sets one on the main
-/// thread without calling the unblocking function). Called by the core's
-/// waits with no native lock held.
+/// the GVL back for a moment and runs the pending interrupts (a signal the
+/// process sent itself sets one on the main thread without calling the
+/// unblocking function). One that raises is caught, remembered, and raised
+/// again after the call has returned; the waits then end as if unblocked.
+/// Called by the core's waits with no native lock held.
 fn interrupt_pending() -> bool {
-    // SAFETY: this runs on the Ruby thread that released the GVL in
-    // `without_gvl` (the poll is thread-local to it); `check_pending`
-    // touches no Rust state and cannot unwind.
-    unsafe {
-        rb_sys::rb_thread_call_with_gvl(Some(check_pending), std::ptr::null_mut()) as usize != 0
+    if CAUGHT.with(Cell::get) != 0 {
+        return true;
     }
+    // SAFETY: this runs on the Ruby thread that released the GVL in
+    // `without_gvl` (the poll is thread-local to it); `take_pending`
+    // touches no Rust state and never unwinds or jumps out.
+    let state =
+        unsafe { rb_sys::rb_thread_call_with_gvl(Some(take_pending), std::ptr::null_mut()) };
+    let state = state as isize as c_int;
+    CAUGHT.with(|c| c.set(state));
+    state != 0
+}
+
+/// The interrupt the poll caught during the call just ended, raised again
+/// (with the GVL) as an error.
+fn caught_interrupt() -> Option<Error> {
+    let state = CAUGHT.with(|c| c.replace(0));
+    (state != 0)
+        .then(|| {
+            magnus::rb_sys::protect(|| {
+                // SAFETY: with the GVL, inside magnus' rb_protect: jumps
+                // straight back to it with the tag and `$!` the poll kept.
+                unsafe { rb_sys::rb_jump_tag(state) }
+            })
+            .err()
+        })
+        .flatten()
 }
 
 unsafe extern "C" fn run_unblock<U: Fn()>(data: *mut c_void) {
@@ -111,9 +150,12 @@ where
         }
         rb_sys::Qnil as rb_sys::VALUE
     });
+    // An interrupt the poll caught came first: it is the one raised (one
+    // raised again at the end of the call, rarer still, is then dropped).
+    let interrupt = caught_interrupt().or(protected.err());
     GvlFreeOutcome {
         result: call.result.take(),
-        interrupt: protected.err(),
+        interrupt,
     }
 }
 
