@@ -17,7 +17,7 @@ use crate::input::backend::event::Event;
 use crate::input::backend::keys::KeySource;
 use crate::input::backend::routing::{finish_status, Route, Status};
 use crate::support::clock::{Stamp, UniqueInstants};
-use crate::support::fork::ForkSafeMutex;
+use crate::support::fork::{ForkSafeMutex, LockWaits};
 use crate::support::ids::IdGenerator;
 use crate::value::{Packed, Str};
 
@@ -219,6 +219,11 @@ impl Backend {
     /// Makes this process-wide backend's locks fork-safe (see [`crate::support::fork`]).
     pub fn register_for_fork(&'static self) -> bool {
         self.store.register()
+    }
+
+    /// What its lock counted (see [`crate::support::fork::count_lock_waits`]).
+    pub fn lock_waits(&self) -> LockWaits {
+        self.store.lock_waits()
     }
 
     pub fn instance_id(&self) -> &str {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::fork::ForkSafeMutex;
+use crate::support::fork::{ForkSafeMutex, LockWaits};
 
 use crate::support::clock::Stamp;
 
@@ -77,6 +77,11 @@ impl Tracer {
     /// Makes this process-wide tracer's lock fork-safe.
     pub fn register_for_fork(&'static self) -> bool {
         self.state.register()
+    }
+
+    /// What its lock counted (see [`crate::support::fork::count_lock_waits`]).
+    pub fn lock_waits(&self) -> LockWaits {
+        self.state.lock_waits()
     }
 
     /// Applies one event. Its clock reading (`event.at`) is the time used for
