@@ -301,10 +301,12 @@ mod tests {
         drop(held);
         waiter.join().unwrap();
         assert_eq!(LOCK.lock_waits().app_waits, 1);
-        crate::support::thread::spawn_native("tasker-test", || drop(LOCK.lock()))
-            .unwrap()
-            .join()
-            .unwrap();
+        std::thread::spawn(|| {
+            mark_native_thread();
+            drop(LOCK.lock());
+        })
+        .join()
+        .unwrap();
         assert_eq!(
             LOCK.lock_waits(),
             LockWaits {
