@@ -143,8 +143,12 @@ impl Control {
     }
 
     pub(super) fn record_error(&mut self, message: &str) {
+        self.record_error_at(message, wall_now_ns());
+    }
+
+    pub(super) fn record_error_at(&mut self, message: &str, at_wall_ns: i64) {
         self.last_error = Some(LastError {
-            at_wall_ns: wall_now_ns(),
+            at_wall_ns,
             message: message.to_string(),
         });
     }
@@ -191,13 +195,14 @@ impl Shared {
         self.control().record_error(message);
     }
 
-    /// Records an export's outcome and wakes the waiters it served.
-    pub(super) fn report(&self, ticket: u64, outcome: &ExportOutcome) {
+    /// Records an export's outcome, which ended at `at_wall_ns`, and wakes
+    /// the waiters it served.
+    pub(super) fn report(&self, ticket: u64, outcome: &ExportOutcome, at_wall_ns: i64) {
         self.counters.count(outcome);
         let mut c = self.control();
         c.sent_total += outcome.sent_traces as u64;
         if let Some(e) = &outcome.error {
-            c.record_error(e);
+            c.record_error_at(e, at_wall_ns);
         }
         c.served = c.served.max(ticket);
         c.last_outcome = outcome.clone();

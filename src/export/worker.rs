@@ -109,6 +109,7 @@ pub(super) fn run(start: Start) {
             .retry_queued
             .store(queue.len() as u64, Ordering::Relaxed);
         let now = Instant::now();
+        let ended_at = wall_now_ns();
         due = now + shared.schedule().delay;
         if queue.is_empty() {
             failures = 0;
@@ -125,9 +126,9 @@ pub(super) fn run(start: Start) {
             let wait_ns = i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX);
             shared
                 .next_attempt_wall_ns
-                .store(wall_now_ns().saturating_add(wait_ns), Ordering::Relaxed);
+                .store(ended_at.saturating_add(wait_ns), Ordering::Relaxed);
         }
-        shared.report(ticket, &outcome);
+        shared.report(ticket, &outcome, ended_at);
         served = served.max(ticket);
         if signal.state() == FINAL && served >= signal.final_ticket.load(Ordering::Acquire) {
             break;
