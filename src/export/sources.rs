@@ -14,6 +14,17 @@ use std::sync::Arc;
 /// export takes it (a flush takes it at once).
 pub const RUN_SETTLE: Duration = Duration::from_secs(1);
 
+/// What a background exporter took ([`Sources::take_for_exporter`]).
+pub struct ExporterTake {
+    pub runs: Vec<Run>,
+    pub records: Vec<(Key, Arc<Record>)>,
+    /// The runs' attribute prefix.
+    pub prefix: Arc<str>,
+    /// `max_finished_runs` of the tracer, `max_traces` of the store.
+    pub max_runs: usize,
+    pub max_records: Option<usize>,
+}
+
 /// The sources of one export.
 #[derive(Clone, Copy)]
 pub struct Sources<'a> {
@@ -47,6 +58,25 @@ impl<'a> Sources<'a> {
     /// The tracer's runs as `take` asks (nothing without a tracer).
     pub fn take_runs(&self, take: Take) -> Taken<Run> {
         self.runs.map(|t| t.take(take)).unwrap_or_default()
+    }
+
+    /// A background exporter's take: the settled runs (idle for
+    /// `settled_for`, or settled by the bound; all finished runs with zero)
+    /// and the complete records, with the runs' attribute prefix and the
+    /// sources' bounds, one lock of each source at a time.
+    pub fn take_for_exporter(&self, settled_for: Duration) -> ExporterTake {
+        let (runs, prefix, max_runs) = match self.runs {
+            Some(t) => t.take_for_export(settled_for),
+            None => (Vec::new(), Arc::from(""), 0),
+        };
+        let (records, max_records) = self.store.drain_complete_with_limit();
+        ExporterTake {
+            runs,
+            records,
+            prefix,
+            max_runs,
+            max_records,
+        }
     }
 
     /// Puts back what a drain took from both sources.

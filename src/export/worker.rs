@@ -3,19 +3,25 @@
 //! (no Ruby, no GVL) and catches the panics of each export itself.
 //!
 //! Lock discipline: the worker takes the exporter's control lock only to
-//! read its settings and to report an export, never while it drains or puts
-//! back records (those take the store's and the tracer's own locks), so it
-//! never holds two registered locks.
+//! read its settings and to report an export, never while it takes from
+//! the sources (which take the store's and the tracer's own locks, once
+//! each per take, to swap containers out), so it never holds two registered
+//! locks. What it could not deliver stays in its own retry queue: nothing
+//! is put back under an app thread's lock while it exports.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::model::Taken;
+use crate::support::clock::wall_now_ns;
 use crate::support::thread::spawn_native;
+use crate::transport::retry::jitter;
 use crate::transport::{Cancel, Destination, Transport};
 
-use super::pipeline::{push, Sending};
+use super::pipeline::{deliver, Batch, Sending};
+use super::retry_queue::{backoff, RetryQueue};
 use super::sources::RUN_SETTLE;
 use super::state::{Shared, Signal, FINAL, NOW, RUN};
 use super::stats::ExportOutcome;
@@ -56,23 +62,35 @@ pub(super) fn run(start: Start) {
             Err(panic) => shared.note_error(&panic_text(panic.as_ref())),
         }
     }
+    if let Some(tracer) = shared.sources.runs {
+        tracer.set_export_settle(Some(RUN_SETTLE));
+    }
     let mut link: Option<Link> = None;
+    let mut queue = RetryQueue::default();
+    // Failed exports in a row, and when the next attempt is due.
+    let mut failures = 0u32;
+    let mut next_attempt: Option<Instant> = None;
     let mut due = Instant::now() + shared.schedule().delay;
     loop {
-        // Wait for a reason to export.
+        // Wait for a reason to export: the schedule delay (or, after
+        // failures, the backoff), a full batch (not while backing off), a
+        // flush or a stop.
         loop {
             if signal.state() != RUN || shared.requested.load(Ordering::Acquire) > served {
                 break;
             }
             let schedule = shared.schedule();
-            if shared.ready.load(Ordering::Relaxed) >= schedule.max_batch_size as u64 {
+            if next_attempt.is_none()
+                && shared.ready.load(Ordering::Relaxed) >= schedule.max_batch_size as u64
+            {
                 break;
             }
+            let wake = next_attempt.map_or(due, |n| n.max(due));
             let now = Instant::now();
-            if now >= due {
+            if now >= wake {
                 break;
             }
-            std::thread::park_timeout(due - now);
+            std::thread::park_timeout(wake - now);
         }
         if signal.state() == NOW {
             break;
@@ -80,17 +98,65 @@ pub(super) fn run(start: Start) {
         let ticket = shared.requested.load(Ordering::Acquire);
         let everything = ticket > served || signal.state() == FINAL;
         shared.ready.store(0, Ordering::Relaxed);
+        // Backing off, the exporter retries what it holds and takes
+        // nothing new; a flush or the final export takes everything.
+        let take = everything || queue.is_empty();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            export(&shared, &mut link, &target, everything)
+            export(&shared, &mut link, &target, &mut queue, take, everything)
         }))
         .unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())));
-        shared.report(ticket, &outcome);
+        shared
+            .retry_queued
+            .store(queue.len() as u64, Ordering::Relaxed);
+        shared
+            .sources
+            .store
+            .set_held_for_export(queue.batch.records.len());
+        let now = Instant::now();
+        let ended_at = wall_now_ns();
+        due = now + shared.schedule().delay;
+        if queue.is_empty() {
+            failures = 0;
+            next_attempt = None;
+            shared.next_attempt_wall_ns.store(0, Ordering::Relaxed);
+            if !take && outcome.sent_traces > 0 {
+                // The retry queue went out: take what waits at once.
+                due = now;
+            }
+        } else {
+            failures = failures.saturating_add(1);
+            let wait = backoff(failures, jitter());
+            next_attempt = Some(now + wait);
+            let wait_ns = i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX);
+            shared
+                .next_attempt_wall_ns
+                .store(ended_at.saturating_add(wait_ns), Ordering::Relaxed);
+        }
+        shared.report(ticket, &outcome, ended_at);
         served = served.max(ticket);
-        due = Instant::now() + shared.schedule().delay;
         if signal.state() == FINAL && served >= signal.final_ticket.load(Ordering::Acquire) {
             break;
         }
     }
+    // What was never delivered goes back to its sources (an explicit push,
+    // or a later exporter, may still send it); this worker is done.
+    shared.retry_queued.store(0, Ordering::Relaxed);
+    shared.sources.store.set_held_for_export(0);
+    shared.next_attempt_wall_ns.store(0, Ordering::Relaxed);
+    let Batch { runs, records } = std::mem::take(&mut queue.batch);
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        shared.sources.put_back_runs(Taken {
+            drained: true,
+            ready: runs,
+            open: Vec::new(),
+        });
+        Taken {
+            drained: true,
+            ready: records,
+            open: Vec::new(),
+        }
+        .put_back(shared.sources.store);
+    }));
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -103,13 +169,31 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// One export, with a cancel token the exporter can reach (shutdown cancels
-/// an export still retrying when its time is up).
+/// an export still retrying when its time is up): with `take`, what the
+/// sources have ready joins the retry queue (everything finished with
+/// `everything`, else the settled runs); then the queue is sent, and what
+/// was delivered leaves it.
 fn export(
     shared: &Shared,
     link: &mut Option<Link>,
     target: &Result<Destination, String>,
+    queue: &mut RetryQueue,
+    take: bool,
     everything: bool,
 ) -> ExportOutcome {
+    if take {
+        // A flush or the final export takes every finished run, settled or not.
+        let settle = if everything {
+            Duration::ZERO
+        } else {
+            RUN_SETTLE
+        };
+        let taken = shared.sources.take_for_exporter(settle);
+        shared.counters.count_retry_dropped(queue.append(taken));
+    }
+    if queue.is_empty() {
+        return ExportOutcome::default();
+    }
     let timeout = shared.schedule().export_timeout;
     if link.as_ref().is_none_or(|l| l.timeout != timeout) {
         let built = target.clone().and_then(|t| {
@@ -121,27 +205,33 @@ fn export(
         });
         match built {
             Ok(transport) => *link = Some(Link { timeout, transport }),
-            Err(e) => return ExportOutcome::failed(format!("exporter target: {e}")),
+            Err(e) => {
+                return ExportOutcome {
+                    failed_traces: queue.len(),
+                    ..ExportOutcome::failed(format!("exporter target: {e}"))
+                }
+            }
         }
     }
     let Some(link) = link.as_ref() else {
-        return ExportOutcome::failed("exporter target: not built");
+        return ExportOutcome {
+            failed_traces: queue.len(),
+            ..ExportOutcome::failed("exporter target: not built")
+        };
     };
     let cancel = Arc::new(Cancel::for_current_thread());
     shared.set_in_flight(Some(cancel.clone()));
-    // A flush or the final export takes every finished run, settled or not.
-    let settle = if everything {
-        Duration::ZERO
-    } else {
-        RUN_SETTLE
-    };
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let resource = (shared.resource)();
-        let sending = Sending::Here(&link.transport);
-        push(shared.sources, &resource, sending, &cancel, settle).into()
-    }));
+    let resource = (shared.resource)();
+    let sending = Sending::Here(&link.transport);
+    let delivered = deliver(&mut queue.batch, &queue.prefix, &resource, sending, &cancel);
     shared.set_in_flight(None);
-    outcome.unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())))
+    match delivered {
+        Ok(outcome) => outcome.into(),
+        Err(panic) => ExportOutcome {
+            failed_traces: queue.len(),
+            ..ExportOutcome::failed(panic_text(panic.as_ref()))
+        },
+    }
 }
 
 /// The exporter's CPU priority relative to the app's threads (a nice value,

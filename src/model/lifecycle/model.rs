@@ -100,6 +100,26 @@ struct Past {
     waiting: Option<u64>,
 }
 
+/// What [`State::take_settled`] removed, made into exported data after the
+/// lock is released: restored, then settled, then finished runs.
+#[derive(Default)]
+pub(crate) struct Settled {
+    pub restored: VecDeque<Run>,
+    pub ready: VecDeque<LiveRun>,
+    pub finished: LinkedHashMap<u64, LiveRun>,
+}
+
+impl Settled {
+    pub fn into_runs(self) -> Vec<Run> {
+        let mut runs =
+            Vec::with_capacity(self.restored.len() + self.ready.len() + self.finished.len());
+        runs.extend(self.restored);
+        runs.extend(self.ready.into_iter().map(LiveRun::into_run));
+        runs.extend(self.finished.into_iter().map(|(_, r)| r.into_run()));
+        runs
+    }
+}
+
 /// Runs dropped while the lock is held, freed after it is released.
 #[derive(Default)]
 pub(crate) struct Garbage {
@@ -118,6 +138,13 @@ pub(crate) struct State {
     finished: LinkedHashMap<u64, LiveRun>,
     /// Runs put back after a failed delivery; older than any in `finished`.
     restored: VecDeque<Run>,
+    /// Runs settled while a background exporter takes them: they take no
+    /// more merges and wait for its next take, oldest first (older than any
+    /// in `finished`, younger than `restored`).
+    ready: VecDeque<LiveRun>,
+    /// With a background exporter taking: how long a finished run waits for
+    /// late duplicates (see [`State::set_export_settle`]); `None` without.
+    export_settle_ns: Option<u64>,
     /// Latest finished run per task, least recently finished first.
     history: LinkedHashMap<Id, Past>,
     next_run: u64,
@@ -174,6 +201,8 @@ impl State {
             open: LinkedHashMap::new(),
             finished: LinkedHashMap::new(),
             restored: VecDeque::new(),
+            ready: VecDeque::new(),
+            export_settle_ns: None,
             history: LinkedHashMap::new(),
             next_run: 0,
             stats: LifecycleStats::default(),
@@ -190,7 +219,7 @@ impl State {
     pub fn stats(&self) -> LifecycleStats {
         LifecycleStats {
             open_runs: self.open.len(),
-            finished_runs: self.finished.len() + self.restored.len(),
+            finished_runs: self.waiting(),
             ..self.stats
         }
     }
@@ -256,6 +285,8 @@ impl State {
                         }
                         outcome
                     }
+                    // Taken by an export that swapped the finished runs out.
+                    None if kind == EventKind::TaskInitializeRequested => RecordOutcome::Ignored,
                     None => RecordOutcome::Late,
                 },
                 _ if kind == EventKind::TaskInitializeRequested => RecordOutcome::Ignored,
@@ -359,7 +390,48 @@ impl State {
             self.history.insert(task.clone(), past);
             self.bound_history();
         }
+        let now_ns = run.last_active;
         self.finished.insert(number, run);
+        if let Some(settle_ns) = self.export_settle_ns {
+            self.settle_front(now_ns, settle_ns);
+        }
+        self.bound_finished(garbage);
+    }
+
+    /// Finished runs waiting for export: settling, settled and restored.
+    fn waiting(&self) -> usize {
+        self.finished.len() + self.ready.len() + self.restored.len()
+    }
+
+    /// Moves the finished runs idle for at least `settle_ns` at `now_ns`
+    /// from the front of `finished` to `ready` (amortised: each run moves
+    /// once, and one comparison ends the walk).
+    fn settle_front(&mut self, now_ns: u64, settle_ns: u64) {
+        while let Some((_, run)) = self.finished.front() {
+            if now_ns.saturating_sub(run.last_active) < settle_ns {
+                break;
+            }
+            self.settle_oldest();
+        }
+    }
+
+    /// Moves the oldest settling run to `ready`: it takes no more merges.
+    fn settle_oldest(&mut self) {
+        if let Some((number, run)) = self.finished.pop_front() {
+            self.forget_waiting(run.task.as_ref(), number);
+            self.ready.push_back(run);
+        }
+    }
+
+    /// With a background exporter taking (`Some(settle)`), a finished run
+    /// waits `settle` for late duplicates and then moves to the runs ready
+    /// for its next take; when `max_finished_runs` runs are settling, the
+    /// oldest is settled at once instead of being dropped. The settled runs
+    /// have their own bound of `max_finished_runs` (the oldest is dropped,
+    /// counted). Without (`None`), one bound covers every waiting run and the
+    /// oldest is dropped.
+    pub fn set_export_settle(&mut self, settle_ns: Option<u64>, garbage: &mut Garbage) {
+        self.export_settle_ns = settle_ns;
         self.bound_finished(garbage);
     }
 
@@ -372,9 +444,25 @@ impl State {
     }
 
     fn bound_finished(&mut self, garbage: &mut Garbage) {
-        while self.finished.len() + self.restored.len() > self.limits.max_finished_runs {
+        let max = self.limits.max_finished_runs;
+        if self.export_settle_ns.is_some() {
+            while self.finished.len() > max {
+                self.settle_oldest();
+            }
+        }
+        loop {
+            let over = if self.export_settle_ns.is_some() {
+                self.ready.len() + self.restored.len() > max
+            } else {
+                self.waiting() > max
+            };
+            if !over {
+                break;
+            }
             if let Some(run) = self.restored.pop_front() {
                 garbage.runs.push(run);
+            } else if let Some(run) = self.ready.pop_front() {
+                garbage.live.push(run);
             } else if let Some((number, run)) = self.finished.pop_front() {
                 self.forget_waiting(run.task.as_ref(), number);
                 garbage.live.push(run);
@@ -412,34 +500,33 @@ impl State {
         expired
     }
 
-    /// Removes the restored runs and the finished runs idle for at least
-    /// `settled_ns` at `now_ns`, oldest first.
-    pub fn take_settled(
-        &mut self,
-        now_ns: u64,
-        settled_ns: u64,
-        garbage: &mut Garbage,
-    ) -> (VecDeque<Run>, Vec<LiveRun>) {
+    /// Removes the restored runs, the settled runs and the finished runs
+    /// idle for at least `settled_ns` at `now_ns`, oldest first. Containers
+    /// are swapped out, not walked: with `settled_ns` zero every finished
+    /// run goes in one swap (their tasks' later events then find no run
+    /// and count as late); otherwise only the front runs that settled since
+    /// the last finish are moved.
+    pub fn take_settled(&mut self, now_ns: u64, settled_ns: u64, garbage: &mut Garbage) -> Settled {
         self.expire(now_ns, garbage);
-        let restored = std::mem::take(&mut self.restored);
-        let mut settled = Vec::new();
-        while let Some((_, run)) = self.finished.front() {
-            if now_ns.saturating_sub(run.last_active) < settled_ns {
-                break;
-            }
-            if let Some((number, run)) = self.finished.pop_front() {
-                self.forget_waiting(run.task.as_ref(), number);
-                settled.push(run);
-            }
+        let finished = if settled_ns == 0 {
+            std::mem::take(&mut self.finished)
+        } else {
+            self.settle_front(now_ns, settled_ns);
+            LinkedHashMap::new()
+        };
+        Settled {
+            restored: std::mem::take(&mut self.restored),
+            ready: std::mem::take(&mut self.ready),
+            finished,
         }
-        (restored, settled)
     }
 
     /// Copies of the waiting runs (and the open ones), oldest first.
     pub fn snapshot(&self, include_open: bool) -> Vec<Run> {
         let open = if include_open { self.open.len() } else { 0 };
-        let mut out = Vec::with_capacity(self.restored.len() + self.finished.len() + open);
+        let mut out = Vec::with_capacity(self.waiting() + open);
         out.extend(self.restored.iter().cloned());
+        out.extend(self.ready.iter().map(LiveRun::to_run));
         out.extend(self.finished.values().map(LiveRun::to_run));
         if include_open {
             out.extend(self.open.values().map(LiveRun::to_run));
@@ -554,6 +641,7 @@ impl State {
     pub fn reset(&mut self, garbage: &mut Garbage) {
         garbage.live.extend(self.open.drain().map(|(_, r)| r));
         garbage.live.extend(self.finished.drain().map(|(_, r)| r));
+        garbage.live.extend(self.ready.drain(..));
         garbage.runs.extend(self.restored.drain(..));
         self.history.clear();
         self.stats = LifecycleStats::default();

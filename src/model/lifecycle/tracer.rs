@@ -2,17 +2,15 @@
 //! only while an event is applied; whatever the event leaves over and every
 //! run dropped meanwhile is freed after it is released.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::fork::ForkSafeMutex;
+use crate::support::fork::{ForkSafeMutex, LockWaits};
 
 use crate::support::clock::Stamp;
 
 use super::limits::LifecycleLimits;
-use super::model::{Garbage, LifecycleStats, RecordOutcome, State};
-use super::open_runs::LiveRun;
+use super::model::{Garbage, LifecycleStats, RecordOutcome, Settled, State};
 use super::run::{Run, SpanChange};
 use crate::input::lifecycle::event::LifecycleEvent;
 
@@ -50,15 +48,6 @@ impl ExportRuns {
     }
 }
 
-/// Restored runs, then the settled ones made into exported data (outside
-/// the lock).
-fn ready_runs(restored: VecDeque<Run>, settled: Vec<LiveRun>) -> Vec<Run> {
-    let mut runs = Vec::with_capacity(restored.len() + settled.len());
-    runs.extend(restored);
-    runs.extend(settled.into_iter().map(LiveRun::into_run));
-    runs
-}
-
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -88,6 +77,11 @@ impl Tracer {
     /// Makes this process-wide tracer's lock fork-safe.
     pub fn register_for_fork(&'static self) -> bool {
         self.state.register()
+    }
+
+    /// What its lock counted (see [`crate::support::fork::count_lock_waits`]).
+    pub fn lock_waits(&self) -> LockWaits {
+        self.state.lock_waits()
     }
 
     /// Applies one event. Its clock reading (`event.at`) is the time used for
@@ -147,12 +141,12 @@ impl Tracer {
     /// [`Tracer::drain_finished`] as of `now`.
     pub fn drain_finished_at(&self, now: Stamp, settled_for: Duration) -> Vec<Run> {
         let mut garbage = Garbage::default();
-        let (restored, settled) =
-            self.state
-                .lock()
-                .take_settled(now.mono_ns, nanos(settled_for), &mut garbage);
+        let settled = self
+            .state
+            .lock()
+            .take_settled(now.mono_ns, nanos(settled_for), &mut garbage);
         drop(garbage);
-        ready_runs(restored, settled)
+        settled.into_runs()
     }
 
     /// Copies of the runs waiting for export (restored, then finished), and
@@ -175,10 +169,12 @@ impl Tracer {
     ) -> ExportRuns {
         let mut garbage = Garbage::default();
         let mut state = self.state.lock();
-        let (taken, ready) = if drain {
-            state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage)
+        let (settled, copies) = if drain {
+            let now = Stamp::now().mono_ns;
+            let settled = state.take_settled(now, nanos(settled_for), &mut garbage);
+            (settled, Vec::new())
         } else {
-            (state.snapshot(false).into(), Vec::new())
+            (Settled::default(), state.snapshot(false))
         };
         let open = if include_open {
             state.open_snapshot()
@@ -187,11 +183,48 @@ impl Tracer {
         };
         drop(state);
         drop(garbage);
+        let mut taken = settled.into_runs();
+        if !drain {
+            taken = copies;
+        }
         ExportRuns {
             drained: drain,
-            taken: ready_runs(taken, ready),
+            taken,
             open,
         }
+    }
+
+    /// A background exporter's take, in one step under the lock: the runs
+    /// ready for export as [`Tracer::drain_finished`] takes them, the
+    /// attribute prefix in force and `max_finished_runs` (the bound of the
+    /// exporter's own retry queue). Containers are swapped out under the
+    /// lock; the runs are made into exported data after it is released.
+    pub fn take_for_export(&self, settled_for: Duration) -> (Vec<Run>, Arc<str>, usize) {
+        let mut garbage = Garbage::default();
+        let (settled, prefix, max) = {
+            let mut state = self.state.lock();
+            let settled =
+                state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage);
+            (
+                settled,
+                state.prefix.effective.clone(),
+                state.limits().max_finished_runs,
+            )
+        };
+        drop(garbage);
+        (settled.into_runs(), prefix, max)
+    }
+
+    /// Turns the settle rule of a background exporter on (`Some(settle)`:
+    /// a finished run is settled after `settle` idle, or at once when
+    /// `max_finished_runs` runs are settling, and settled runs wait within
+    /// their own bound) or off (`None`: one bound, the oldest dropped).
+    pub fn set_export_settle(&self, settle: Option<Duration>) {
+        let mut garbage = Garbage::default();
+        self.state
+            .lock()
+            .set_export_settle(settle.map(nanos), &mut garbage);
+        drop(garbage);
     }
 
     /// Counts an event the binding refused for its input (not a Hash

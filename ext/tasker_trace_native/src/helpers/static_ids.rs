@@ -183,6 +183,11 @@ symbol_table! {
     inherited_discarded => "inherited_discarded",
     last_error => "last_error",
     last_error_at_ns => "last_error_at_ns",
+    next_attempt_at_ns => "next_attempt_at_ns",
+    tracer_app_waits => "tracer_app_waits",
+    tracer_native_locks => "tracer_native_locks",
+    store_app_waits => "store_app_waits",
+    store_native_locks => "store_native_locks",
     warnings => "warnings",
 }
 

@@ -9,12 +9,22 @@
 //!   `handle_event`'s arguments and does nothing, the floor no binding can
 //!   beat, for benchmarks;
 //! - `TestHooks.native_live_bytes`: the bytes this library has allocated and
-//!   not freed, for leak checks.
+//!   not freed, for leak checks;
+//! - `TestHooks.count_lock_waits(on)` and `TestHooks.lock_waits`: count, on
+//!   the lifecycle tracer's and the store's locks, the acquisitions by app
+//!   threads that found the lock held (`*_app_waits`) and the acquisitions
+//!   by the gem's own threads, the exporter's among them (`*_native_locks`);
+//!   cumulative, for the spec that the app never waits on the exporter.
 
 use magnus::prelude::*;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
 
+use tasker_trace_core::support::fork::count_lock_waits;
+
+use crate::helpers::static_ids::sym;
 use crate::helpers::{allocator, errors};
+use crate::process::{backend, lifecycle_tracer};
+use crate::to_ruby::values::{count_to_ruby, hash_from_pairs, wrap};
 
 /// The variable that makes the hooks exist.
 pub const ENABLE_VARIABLE: &str = "TASKER_TRACE_NATIVE_TEST_HOOKS";
@@ -32,6 +42,28 @@ fn native_live_bytes() -> i64 {
     allocator::live_bytes() as i64
 }
 
+fn set_lock_counting(on: bool) -> bool {
+    count_lock_waits(on);
+    on
+}
+
+/// `{tracer_app_waits:, tracer_native_locks:, store_app_waits:,
+/// store_native_locks:}`.
+fn lock_waits() -> RValue {
+    let (t, s) = (lifecycle_tracer().lock_waits(), backend().lock_waits());
+    let kv = [
+        sym(|s| s.tracer_app_waits),
+        count_to_ruby(t.app_waits),
+        sym(|s| s.tracer_native_locks),
+        count_to_ruby(t.native_locks),
+        sym(|s| s.store_app_waits),
+        count_to_ruby(s.app_waits),
+        sym(|s| s.store_native_locks),
+        count_to_ruby(s.native_locks),
+    ];
+    wrap(hash_from_pairs(&kv))
+}
+
 pub fn define(root: RModule) -> Result<(), Error> {
     if std::env::var(ENABLE_VARIABLE).as_deref() != Ok("1") {
         return Ok(());
@@ -40,5 +72,7 @@ pub fn define(root: RModule) -> Result<(), Error> {
     hooks.define_module_function("noop", function!(noop, -1))?;
     hooks.define_module_function("panic_next_call!", function!(panic_next_call, 0))?;
     hooks.define_module_function("native_live_bytes", function!(native_live_bytes, 0))?;
+    hooks.define_module_function("count_lock_waits", function!(set_lock_counting, 1))?;
+    hooks.define_module_function("lock_waits", function!(lock_waits, 0))?;
     Ok(())
 }
