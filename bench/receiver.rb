@@ -7,13 +7,14 @@ module TaskerTraceNative
     # An OTLP/HTTP receiver on 127.0.0.1 for the exporter benchmark, in a
     # thread of the suite's process (the measured process is another one, so
     # the receiver never holds its GVL). It reads each request, answers 200
-    # and counts; it never decodes. At most 256 connections. Its threads run
+    # (or `status`) and counts; it never decodes. At most 256 connections. Its threads run
     # at nice +10, as a collector would run on other cores: what the
     # benchmark measures is the app's cost, not the collector's CPU.
     class Receiver
       MAX_CONNECTIONS = 256
 
-      def initialize
+      def initialize(status: 200)
+        @status = status
         @server = TCPServer.new("127.0.0.1", 0)
         @lock = Mutex.new
         @requests = 0
@@ -76,7 +77,7 @@ module TaskerTraceNative
             @requests += 1
             @bytes += length
           end
-          socket.write("HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n")
+          socket.write("HTTP/1.1 #{@status} X\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n")
         end
       rescue IOError, SystemCallError
         nil

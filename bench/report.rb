@@ -120,6 +120,24 @@ module TaskerTraceNative
         ].join("\n")
       end
 
+      def failing_exporter_table
+        e = @r[:failing_exporter]
+        ratio = e[:on_ns] / e[:off_ns]
+        [
+          "| background exporter, collector answering 500 | off | on | on / off | target | |",
+          "| --- | ---: | ---: | ---: | --- | --- |",
+          row("app thread per lifecycle event", fmt(e[:off_ns], :time), fmt(e[:on_ns], :time),
+              "#{format('%.2f', ratio)}×", "≤ 1.1×", verdict(ratio <= 1.1)),
+          row("app-thread waits for the tracer's lock, exporter on", "", count(e[:app_waits_on]), "", "0", ""),
+          "",
+          "Medians of #{e[:rounds]} alternating rounds of #{count(e[:runs])} runs " \
+          "(#{e[:events_per_run]} events each), the exporter waking every 50 ms or 512 events, " \
+          "`lifecycle_max_finished_runs` 500; " \
+          "#{count(e[:failed_exports])} failed exports in #{count(e[:requests])} requests, backing off " \
+          "between them (the exporter holds what failed in its own queue)."
+        ].join("\n")
+      end
+
       private
 
       def label_values

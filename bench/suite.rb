@@ -17,16 +17,19 @@ module TaskerTraceNative
     class Suite
       Settings = Struct.new(:quick, :time, :warmup, :keys, :export_traces, :export_runs,
                             :memory_traces, :gc_runs, :lifecycle_tasks, :exporter_rounds,
-                            :exporter_lifecycles, :exporter_gvl_traces, keyword_init: true)
+                            :exporter_lifecycles, :exporter_gvl_traces, :failing_rounds, :failing_runs,
+                            keyword_init: true)
 
       FULL = Settings.new(quick: false, time: 3, warmup: 1, keys: 10_000, export_traces: 40_000,
                           export_runs: 7, memory_traces: 40_000, gc_runs: 7, lifecycle_tasks: 2_000,
-                          exporter_rounds: 11, exporter_lifecycles: 20_000, exporter_gvl_traces: 40_000)
+                          exporter_rounds: 11, exporter_lifecycles: 20_000, exporter_gvl_traces: 40_000,
+                          failing_rounds: 11, failing_runs: 20_000)
       # Seconds, for bin/test: every case runs, on small numbers; the figures
       # mean nothing and no target is judged.
       QUICK = Settings.new(quick: true, time: 0.05, warmup: 0.02, keys: 500, export_traces: 1_000,
                            export_runs: 1, memory_traces: 1_000, gc_runs: 1, lifecycle_tasks: 50,
-                           exporter_rounds: 1, exporter_lifecycles: 500, exporter_gvl_traces: 1_000)
+                           exporter_rounds: 1, exporter_lifecycles: 500, exporter_gvl_traces: 1_000,
+                           failing_rounds: 1, failing_runs: 200)
 
       def self.main(argv)
         settings = FULL
@@ -54,6 +57,7 @@ module TaskerTraceNative
         export_cases
         memory_cases
         exporter_cases
+        failing_exporter_cases
         Bench.native_backend.reset!
         report = Report.new(@results, @s)
         puts report.table
@@ -63,6 +67,9 @@ module TaskerTraceNative
         puts report.notes
         puts
         puts report.exporter_table
+        connected_cases
+        puts
+        puts report.failing_exporter_table
         printf("\nbin/bench: done in %.1f s\n", (Bench.monotonic_ns - started) / 1e9)
       end
 
@@ -208,6 +215,27 @@ module TaskerTraceNative
         end
       end
 
+      # The connected-trace path's extra cost per run and per step attempt
+      # with the real OpenTelemetry API and SDK (bench/connected_probe.rb, in
+      # a child), when OTEL_RUBY_SOURCE names their sources.
+      def connected_cases
+        source = ENV.fetch("OTEL_RUBY_SOURCE", nil)
+        unless source && File.directory?(File.join(source, "api"))
+          puts "\nConnected traces: skipped (set OTEL_RUBY_SOURCE to the OpenTelemetry Ruby sources)"
+          return
+        end
+        probe = File.join(__dir__, "connected_probe.rb")
+        out, err, status = Open3.capture3(RbConfig.ruby, probe, (@s.quick ? 100 : 8_000).to_s)
+        raise "connected probe failed: #{err}" unless status.success?
+
+        r = JSON.parse(out.lines.last, symbolize_names: true)
+        puts "\nConnected traces (real OpenTelemetry API + SDK, medians, µs, #{r[:rounds]} interleaved rounds)"
+        puts "| | per run (4 task events) | per step attempt (7 step events) |"
+        puts "| --- | ---: | ---: |"
+        %i[connected plain].each { |k| puts "| #{k} | #{r[k][:run]} | #{r[k][:attempt]} |" }
+        puts "| extra for the context | #{r[:extra_us][:run]} | #{r[:extra_us][:attempt]} |"
+      end
+
       # The background exporter's cost to the app thread, off and on, with a
       # receiver on 127.0.0.1 in this process and the probe in a child.
       def exporter_cases
@@ -221,6 +249,23 @@ module TaskerTraceNative
 
         @results[:exporter] = JSON.parse(out.lines.last, symbolize_names: true)
                                   .merge(requests: receiver.requests, bytes: receiver.bytes)
+      ensure
+        receiver&.close
+      end
+
+      # The exporter's cost to the app thread per lifecycle event, off and
+      # on, while its collector answers 500 to everything.
+      def failing_exporter_cases
+        receiver = Receiver.new(status: 500)
+        probe = File.join(__dir__, "failing_exporter_probe.rb")
+        env = { "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => receiver.url, "OTEL_TRACES_EXPORTER" => nil,
+                "OTEL_SDK_DISABLED" => nil, "OTEL_BSP_SCHEDULE_DELAY" => nil, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" => nil }
+        args = [@s.failing_rounds, @s.failing_runs].map(&:to_s)
+        out, err, status = Open3.capture3(env, RbConfig.ruby, probe, *args)
+        raise "failing exporter probe failed: #{err}" unless status.success?
+
+        @results[:failing_exporter] = JSON.parse(out.lines.last, symbolize_names: true)
+                                          .merge(requests: receiver.requests)
       ensure
         receiver&.close
       end

@@ -14,6 +14,8 @@
 #   bin/demo                              # replay and summarise
 #   bin/demo --otlp http://localhost:4318 # ... then send the traces to an OTLP/HTTP
 #                                         # collector through the background exporter
+#   bin/demo --connected                  # one connected trace: request, job, task,
+#                                         # step, HTTP call (bin/demo_connected.rb)
 
 require "json"
 # `--otlp URL`: the collector's base URL (or its full /v1/traces URL).
@@ -22,9 +24,12 @@ args = ARGV.dup
 until args.empty?
   arg = args.shift
   case arg
+  when "--connected"
+    require_relative "demo_connected"
+    exit
   when "--otlp" then otlp_url = args.shift
   when /\A--otlp=(.*)\z/ then otlp_url = Regexp.last_match(1)
-  else abort "usage: bin/demo [--otlp URL]  (unknown argument #{arg.inspect})"
+  else abort "usage: bin/demo [--otlp URL | --connected]  (unknown argument #{arg.inspect})"
   end
   abort "bin/demo: --otlp takes an http:// or https:// URL (got #{otlp_url.inspect})" \
     if arg.start_with?("--otlp") && !otlp_url.to_s.match?(%r{\Ahttps?://\S+\z})

@@ -13,6 +13,8 @@ require_relative "tasker_trace_native/backend_methods"
 require_relative "tasker_trace_native/single_instance"
 require_relative "tasker_trace_native/trace_backend"
 require_relative "tasker_trace_native/lifecycle"
+require_relative "tasker_trace_native/context_listener"
+require_relative "tasker_trace_native/sdk_resource"
 require_relative "tasker_trace_native/exporter"
 require_relative "tasker_trace_native/announcer"
 

@@ -6,7 +6,9 @@ $LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
 ENV["TASKER_TRACE_NATIVE_TEST_HOOKS"] = "1"
 # The gem reads OpenTelemetry's variables when it loads: the suite runs with
 # none of the caller's (specs of the variables start fresh processes).
-ENV.keys.grep(/\AOTEL_/).each { |name| ENV.delete(name) }
+# OTEL_RUBY_SOURCE is not one: it points spec/connected/real_sdk_spec.rb at
+# the OpenTelemetry Ruby sources.
+ENV.keys.grep(/\AOTEL_/).each { |name| ENV.delete(name) unless name == "OTEL_RUBY_SOURCE" }
 require "tasker_trace_native"
 require "timeout"
 

@@ -227,7 +227,7 @@ fn flush_sends_store_records_and_lifecycle_runs_once() {
 }
 
 #[test]
-fn a_dead_collector_leaves_everything_in_the_store_and_counts_the_failure() {
+fn a_dead_collector_leaves_everything_in_the_retry_queue_and_backs_off() {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -242,15 +242,53 @@ fn a_dead_collector_leaves_everything_in_the_store_and_counts_the_failure() {
     record_run(&s, 500);
     let r = s.exporter.flush(Duration::from_secs(5), &Wait::default());
     assert_eq!(r.sent, 0);
-    assert_eq!(r.failed, 5, "4 traces and a run, all put back: {r:?}");
+    assert_eq!(r.failed, 5, "4 traces and a run, all kept: {r:?}");
     assert!(r.error.is_some());
     let stats = s.exporter.stats();
     assert_eq!(stats.failed_exports, 1);
     assert_eq!(stats.queued, 5);
     assert!(stats.retries >= 1, "connection failures are retried");
     assert!(stats.last_error.is_some());
+    assert!(stats.next_attempt_at_ns.is_some(), "backing off");
+    // The exporter holds them: nothing went back under the sources' locks.
+    assert_eq!(s.store.len(), 0);
+    assert_eq!(s.tracer.stats().finished_runs, 0);
+    // A flush still tries at once, backoff or not.
+    let r = s.exporter.flush(Duration::from_secs(5), &Wait::default());
+    assert_eq!((r.sent, r.failed), (0, 5));
+    assert_eq!(s.exporter.stats().failed_exports, 2);
+    // Turned off, the exporter gives what it held back to the sources.
+    s.exporter
+        .configure(BackgroundSettings::default(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.store.len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(s.store.len(), 4);
     assert_eq!(s.tracer.stats().finished_runs, 1);
+}
+
+#[test]
+fn after_a_failure_the_next_attempt_is_due_a_backoff_later() {
+    let c = Collector::start(vec![Reply::status(500)]);
+    // A 20 ms schedule: without backoff, about 50 attempts a second.
+    let s = setup(&c.url, schedule(20, 100_000));
+    record_task(&s, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.exporter.stats().failed_exports == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = s.exporter.stats();
+    assert_eq!(stats.failed_exports, 1);
+    assert_eq!(stats.queued, 1);
+    // The first wait is 1 s times a jitter in [0.5, 1], from the failure.
+    let failed_at = stats.last_error.expect("an error").at_wall_ns;
+    let next = stats.next_attempt_at_ns.expect("backing off");
+    let wait = Duration::from_nanos((next - failed_at) as u64);
+    assert!(
+        (Duration::from_millis(500)..=Duration::from_secs(1)).contains(&wait),
+        "{wait:?}"
+    );
 }
 
 #[test]

@@ -301,3 +301,73 @@ fn limits_are_validated_with_the_setting_named() {
         Duration::from_millis(250)
     );
 }
+
+fn task_ids(runs: &[tasker_trace_core::model::lifecycle::Run]) -> Vec<i64> {
+    runs.iter()
+        .filter_map(|r| match r.task_id {
+            Some(tasker_trace_core::input::lifecycle::Id::Int(i)) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn with_an_exporter_the_oldest_settling_run_is_settled_at_the_bound_not_dropped() {
+    let t = Tracer::new(limits(10, 10, 2, 3600));
+    t.set_export_settle(Some(Duration::from_secs(1)));
+    for task in 1..=3 {
+        run_of(&t, task, task as u64 * 10);
+    }
+    let stats = t.stats();
+    assert_eq!((stats.finished_runs, stats.finished_runs_dropped), (3, 0));
+    // Run 1 settled early: it takes no more merges; run 3 still does.
+    assert_eq!(t.record(task_completed(1, at(40), true)), O::Late);
+    assert_eq!(t.record(task_completed(3, at(41), true)), O::Merged);
+    // A scheduled take (settle 1 s) gets only the settled run.
+    let taken = t.drain_finished_at(at(50), Duration::from_secs(1));
+    assert_eq!(task_ids(&taken), [1]);
+    assert_eq!(task_ids(&drain(&t)), [2, 3]);
+}
+
+#[test]
+fn with_an_exporter_settled_runs_have_their_own_bound_oldest_dropped() {
+    let t = Tracer::new(limits(10, 10, 2, 3600));
+    t.set_export_settle(Some(Duration::from_secs(1)));
+    for task in 1..=6 {
+        run_of(&t, task, task as u64 * 10);
+    }
+    let stats = t.stats();
+    assert_eq!((stats.finished_runs, stats.finished_runs_dropped), (4, 2));
+    assert_eq!(task_ids(&drain(&t)), [3, 4, 5, 6]);
+}
+
+#[test]
+fn with_an_exporter_a_run_idle_for_the_settle_time_is_settled_at_the_next_finish() {
+    let t = Tracer::new(limits(10, 10, 100, 3600));
+    t.set_export_settle(Some(Duration::from_secs(1)));
+    run_of(&t, 1, 0);
+    run_of(&t, 2, 2_000);
+    assert_eq!(t.record(task_completed(1, at(2_100), true)), O::Late);
+    assert_eq!(t.record(task_completed(2, at(2_100), true)), O::Merged);
+    let taken = t.drain_finished_at(at(2_200), Duration::from_secs(1));
+    assert_eq!(task_ids(&taken), [1]);
+    // Turned off, one bound covers every waiting run again.
+    t.set_export_settle(None);
+    assert_eq!(task_ids(&drain(&t)), [2]);
+}
+
+#[test]
+fn an_export_that_takes_everything_swaps_the_finished_runs_out() {
+    let t = tracer();
+    for task in 1..=3 {
+        run_of(&t, task, task as u64 * 10);
+    }
+    assert_eq!(task_ids(&drain(&t)), [1, 2, 3]);
+    assert_eq!(t.record(task_completed(2, at(100), true)), O::Late);
+    assert_eq!(
+        t.record(ev("task.initialize_requested", 3, at(101))),
+        O::Ignored
+    );
+    // The task's next run opens as usual.
+    assert_eq!(t.record(start_requested(3, at(102))), O::RunOpened);
+}

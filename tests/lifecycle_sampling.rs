@@ -33,10 +33,17 @@ fn kind(i: i64) -> Kind {
 
 /// One run of task `i`, from `t0` ms: one step; a failing run's step and
 /// task fail, a slow run's root lasts 5 s, a retried run's step is on its
-/// second attempt.
-fn run_of(t: &Tracer, i: i64, t0: u64) {
+/// second attempt. Returns the run's trace id and head decision, read
+/// while it is open (a run sampling leaves out is freed when it ends).
+fn run_of(t: &Tracer, i: i64, t0: u64) -> ([u8; 16], bool) {
     let k = kind(i);
     t.record(start_requested(i, at(t0)));
+    let head = t
+        .snapshot(true)
+        .into_iter()
+        .find(|r| r.task_id == Some(Id::Int(i)))
+        .map(|r| (r.trace_id, r.sampled))
+        .expect("the run is open");
     let attempt = if k == Kind::Retried { 2 } else { 1 };
     t.record(step_ev(
         "step.execution_requested",
@@ -58,6 +65,7 @@ fn run_of(t: &Tracer, i: i64, t0: u64) {
         };
         t.record(task_completed(i, at(end), true));
     }
+    head
 }
 
 fn sampler(ratio: f64) -> Sampling {
@@ -81,13 +89,8 @@ fn workload(seed: u64) -> (BTreeSet<i64>, Tracer, Heads) {
     let mut heads = Vec::new();
     let mut exported = BTreeSet::new();
     for i in 0..RUNS {
-        run_of(&t, i, i as u64 * 10_000);
-        // The run as the tracer holds it (sampled or not), before export.
-        for run in t.snapshot(false) {
-            if let Some(Id::Int(task)) = run.task_id {
-                heads.push((task, run.trace_id, run.sampled));
-            }
-        }
+        let (trace_id, sampled) = run_of(&t, i, i as u64 * 10_000);
+        heads.push((i, trace_id, sampled));
         for run in drain(&t) {
             let Some(Id::Int(task)) = run.task_id else {
                 panic!("a run without a task id: {run:?}");
@@ -168,18 +171,19 @@ fn without_keep_rules_a_run_left_out_records_only_its_end() {
     t.record(start_requested(2, at(1_000)));
     t.record(step_ev("step.execution_requested", 2, 20, 1, at(1_001)));
     t.record(step_failed(2, 20, 1, at(1_002)));
+    // While open, the run holds its root only.
+    let open = t.snapshot(true);
+    assert_eq!(open.len(), 1);
+    assert!(!open[0].sampled);
+    assert_eq!(open[0].spans.len(), 1, "the root only: {:?}", open[0]);
     t.record(task_failed(2, at(1_003), Some("boom")));
-    let held = t.snapshot(false);
-    assert_eq!(held.len(), 2);
-    for run in &held {
-        assert!(!run.sampled);
-        assert_eq!(run.spans.len(), 1, "the root only: {run:?}");
-        assert!(run.spans[0].end.is_some());
-    }
-    assert!(drain(&t).is_empty());
+    // Both are freed and counted when they end, before any export.
+    assert!(t.snapshot(true).is_empty());
     let stats = t.stats();
     assert_eq!(stats.sampled_out, 2);
     assert_eq!(stats.finished_runs, 0);
+    assert!(drain(&t).is_empty());
+    assert_eq!(t.stats().sampled_out, 2);
     // With a rule on, a run left out is recorded in full (the rule may
     // keep it at the end).
     t.set_sampling(Sampling {

@@ -564,9 +564,41 @@ fn retry_after_as_an_http_date_is_honoured() {
 }
 
 #[test]
-fn a_response_body_over_4_mib_is_an_error_and_not_retried() {
+fn a_2xx_with_a_body_over_4_mib_is_delivered_once_with_a_note() {
     let collector = Collector::start(vec![
         Reply::status(200).bytes("application/json", vec![b' '; 5 * 1024 * 1024]),
+        Reply::status(200),
+    ]);
+    let b = store();
+    let out = push_finished(
+        &b,
+        &resource(),
+        &target(&collector.url, 5_000),
+        &Cancel::for_current_thread(),
+    );
+    match out {
+        PushOutcome::Sent {
+            records,
+            attempts,
+            partial,
+            ..
+        } => {
+            assert_eq!((records, attempts), (3, 1));
+            let note = partial.unwrap_or_default();
+            assert!(note.contains("over 4 MiB"), "{note}");
+        }
+        other => panic!("{other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(collector.requests().len(), 1);
+    // Only the open trace stays.
+    assert_eq!(b.len(), 1);
+}
+
+#[test]
+fn an_error_status_with_a_body_over_4_mib_is_an_error_and_not_retried() {
+    let collector = Collector::start(vec![
+        Reply::status(503).bytes("application/json", vec![b' '; 5 * 1024 * 1024]),
         Reply::status(200),
     ]);
     let b = store();

@@ -37,6 +37,7 @@ module TaskerTraceNative
       if defined?(Lifecycle)
         Lifecycle.sync_filters!
         Lifecycle.sync_attribute_prefix!
+        ContextListener.refresh! if defined?(ContextListener)
       end
       Exporter.arm_at_exit
       self

@@ -61,16 +61,20 @@ module TaskerTraceNative
     # `failed_exports`, `exported_traces`, `exported_spans`, `retries`,
     # `dropped_traces` (evicted before they could be exported), `queued`
     # (finished, waiting now), `inherited_discarded` (finished before a fork:
-    # the parent's to export), `last_error`, `last_error_at`, `warnings`,
-    # `sampled_out` (traces and runs sampling left out: not drops) and
-    # `kept_error_spans`, `kept_slow_spans`, `kept_retried_spans` (spans of
-    # runs the head sampling left out that each keep rule brought back).
+    # the parent's to export), `last_error`, `last_error_at`,
+    # `next_attempt_at` (after failed exports, when the next attempt is due;
+    # nil otherwise), `warnings`, `sampled_out` (traces and runs sampling
+    # left out: not drops) and `kept_error_spans`, `kept_slow_spans`,
+    # `kept_retried_spans` (spans of runs the head sampling left out that
+    # each keep rule brought back).
     def exporter_stats
       Announcer.drain
       stats = Native.exporter_stats
       at_ns = stats.delete(:last_error_at_ns)
+      next_ns = stats.delete(:next_attempt_at_ns)
       warnings = stats.delete(:warnings)
-      stats.merge(last_error_at: at_ns && current_time_at(at_ns), warnings: warnings)
+      stats.merge(last_error_at: at_ns && current_time_at(at_ns),
+                  next_attempt_at: next_ns && current_time_at(next_ns), warnings: warnings)
     end
   end
 end

@@ -19,7 +19,16 @@ module TaskerTraceNative
 
     # The one listener every subscription shares: the event's id and payload
     # go to the native tracer as they are.
-    LISTENER = proc { |event| Native.record_lifecycle_event(event.id, event.payload) }
+    # With connected traces in use (see ContextListener) the same listener
+    # takes the context path (and, once it was, releases what a fiber holds
+    # after it is switched off); otherwise it costs one flag check more.
+    LISTENER = proc do |event|
+      if ContextListener.engaged?
+        ContextListener.on_event(event)
+      else
+        Native.record_lifecycle_event(event.id, event.payload)
+      end
+    end
 
     # What a filtered value looks like (as in Rails' filter_parameters).
     FILTERED = "[FILTERED]"
@@ -41,11 +50,13 @@ module TaskerTraceNative
 
         sync_filters!
         sync_attribute_prefix!
+        connected = ContextListener.refresh!
+        SdkResource.adopt! if connected
         @lock.synchronize do
           done = (@subscriptions[publisher] ||= {})
           candidates(publisher).each_with_object([]) do |id, added|
             name = id.to_s
-            next if done.key?(name) || !subscribed?(publisher, id)
+            next if done.key?(name) || !subscribed?(publisher, id, connected)
 
             done[name] = true
             added << name
@@ -172,7 +183,9 @@ module TaskerTraceNative
       end
 
       # A publisher that does not know a name raises: that name is skipped.
-      def subscribed?(publisher, id)
+      # Every name gets the one LISTENER, which takes the context path when
+      # it is in use (`connected` only widens what is subscribed).
+      def subscribed?(publisher, id, connected)
         publisher.subscribe(id, &LISTENER)
         true
       rescue StandardError

@@ -65,7 +65,12 @@ RSpec.describe "drops announced" do
     expect(lines.map(&:last)).to all(start_with("tasker_trace_native: "))
     *warnings, recovery = lines
     expect(warnings.first[0]).to eq(0)
-    expect(warnings.first[1]).to match(/HTTP 503 from http:\/\/127\.0\.0\.1:\d+\/v1\/traces.*\(retrying every 600 s\)\z/)
+    # "retrying every" is the backoff's current wait, not the schedule
+    # delay (600 s): after the first failure 1 s (times a jitter of 0.5 to
+    # 1.0, shown in whole seconds, at least 1), doubling to at most 60 s.
+    expect(warnings.first[1]).to match(/HTTP 503 from http:\/\/127\.0\.0\.1:\d+\/v1\/traces.*\(retrying every 1 s\)\z/)
+    waits = warnings.map { |(_, line)| line[/\(retrying every (\d+) s\)\z/, 1]&.to_i }
+    expect(waits).to all(be_between(1, 60))
     warnings.each_cons(2) { |(a, _), (b, _)| expect(b - a).to be >= 60 }
     expect(warnings.size).to be_between(2, 4)
     expect(warnings.map(&:last)).to all(match(/HTTP 503/))

@@ -82,9 +82,10 @@ RSpec.describe "Background exporter: settings and methods" do
     stats = TaskerTraceNative.exporter_stats
     expect(stats.keys).to eq(%i[enabled running pid exports failed_exports exported_traces exported_spans retries
                                 dropped_traces queued inherited_discarded sampled_out kept_error_spans
-                                kept_slow_spans kept_retried_spans last_error last_error_at warnings])
+                                kept_slow_spans kept_retried_spans last_error last_error_at
+                                next_attempt_at warnings])
     expect(stats).to include(enabled: false, running: false, pid: Process.pid, exports: 0, last_error: nil,
-                             last_error_at: nil, warnings: [])
+                             last_error_at: nil, next_attempt_at: nil, warnings: [])
   end
 
   it "reads OTEL_TRACES_EXPORTER, OTEL_SDK_DISABLED and OTEL_BSP_* (milliseconds) when the gem loads" do

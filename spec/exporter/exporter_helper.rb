@@ -37,7 +37,8 @@ module ExporterSpecHelper
   # answers) or a list of replies ({status:, headers:}) used in turn, the last
   # repeating. `refuse!` closes the port (connections are refused) and
   # `accept!` opens it again on the same port. Bounded: at most
-  # `max_connections` connections, each handled by its own thread. Its
+  # `max_connections` connections, each handled by its own thread. A reply
+  # may carry a `body:` (default "{}"). Its
   # threads run at nice +10: a collector does not share the app's cores, and
   # the GVL spec measures the app's throughput, not the receiver's CPU.
   class Receiver
@@ -189,8 +190,10 @@ module ExporterSpecHelper
 
     def respond(socket, reply)
       extra = reply.fetch(:headers, {}).map { |k, v| "#{k}: #{v}\r\n" }.join
+      body = reply.fetch(:body, "{}")
       socket.write("HTTP/1.1 #{reply[:status]} X\r\nContent-Type: application/json\r\n" \
-                   "Content-Length: 2\r\n#{extra}\r\n{}")
+                   "Content-Length: #{body.bytesize}\r\n#{extra}\r\n")
+      socket.write(body)
     end
   end
 

@@ -85,7 +85,8 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
       publish("step.failed", task_id: 1, step_id: 2, error_message: "boom")
       publish("task.failed", task_id: 1, error_message: "boom")
       run = only_run
-      expect(run.keys).to eq(%i[trace_id task_id end spans sampled])
+      expect(run.keys).to eq(%i[trace_id task_id end sampled spans])
+      expect(run[:sampled]).to be(true)
       expect(run[:trace_id]).to match(/\A\h{32}\z/)
       span = run[:spans].last
       expect(span.keys).to eq(%i[span_id parent_span_id name start_time end_time duration status attributes events
@@ -108,7 +109,7 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
     it "report every counter, zeroed by reset" do
       expect(stats.keys).to eq(%i[open_runs finished_runs expired_runs evicted_runs dropped_finished_runs
                                   dropped_spans events_recorded events_ignored events_orphaned events_late
-                                  events_dropped events_refused sampled_out])
+                                  events_dropped events_refused sampled_out context_restores])
       expect(stats.values.uniq).to eq([0])
       publish("task.start_requested", to_state: "in_progress", task_id: 1)
       publish("task.completed", task_id: 2)

@@ -78,7 +78,9 @@ RSpec.describe "sampling" do
     end
     expect(TaskerTraceNative.config.sample_ratio).to eq(0.25)
     expect(TaskerTraceNative.config.sample_keep_slower_than).to eq(1.5)
-    expect(TaskerTraceNative.sampler).to eq("TraceIdRatioBased{0.250000}")
+    # Without OTEL_TRACES_SAMPLER the sampler is parent-based, as the
+    # specification's default (parentbased_always_on) is.
+    expect(TaskerTraceNative.sampler).to eq("ParentBased{root=TraceIdRatioBased{0.250000}}")
   end
 
   describe "OTEL_TRACES_SAMPLER" do
@@ -114,7 +116,7 @@ RSpec.describe "sampling" do
     it "warns once about an unknown sampler and ignores it" do
       r = sampler_child("jaeger_remote", nil)
       expect(r).to be_success, r.describe
-      expect(r.json[:sampler]).to eq("AlwaysOnSampler")
+      expect(r.json[:sampler]).to eq("ParentBased{root=AlwaysOnSampler}")
       message = "OTEL_TRACES_SAMPLER ignored: \"jaeger_remote\" is not a sampler this gem has (always_on, " \
                 "always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio)"
       expect(r.json[:warnings]).to eq([message])

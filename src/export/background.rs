@@ -17,9 +17,17 @@
 //!   so it wakes no later than a span-counting processor would), or for a
 //!   flush or a shutdown. Recording an event costs an atomic increment; the
 //!   event that fills a batch also unparks the thread.
-//! - **The store is the queue.** An export drains the finished records and
-//!   puts back what was not delivered; while the collector is down they wait
-//!   in the store, whose `max_traces` evicts (and counts) the oldest.
+//! - **Takes by swap, keeps its own retry queue.** An export swaps the
+//!   finished records and settled runs out of the sources (see
+//!   [`super::retry_queue`]); what was not delivered stays in the exporter's
+//!   own bounded retry queue, never put back under an app thread's lock.
+//!   After a failure the next attempt waits an exponential backoff with
+//!   jitter (1 s doubling to 60 s); meanwhile new traces wait in the
+//!   sources within their bounds. A flush tries at once.
+//! - **Settling.** While the exporter runs, the tracer settles a finished
+//!   run once it has been idle [`super::sources::RUN_SETTLE`] or when
+//!   `max_finished_runs` runs are settling, so that at any finishing rate a
+//!   run that settled is exported rather than evicted by younger runs.
 //! - **Fork.** A child has no exporter thread; its first event (or flush)
 //!   starts its own. Records and runs that finished before the fork are the
 //!   parent's to export: the child's exporter removes them when it starts.
@@ -31,7 +39,7 @@
 //! fork-safe) is never held while the store or the tracer is locked, and no
 //! foreign code runs under it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar};
 use std::time::{Duration, Instant};
 
@@ -70,6 +78,8 @@ impl Exporter {
                 batch: AtomicU64::new(schedule::DEFAULT_MAX_BATCH_SIZE as u64),
                 requested: AtomicU64::new(0),
                 counters: stats::Counters::default(),
+                retry_queued: AtomicU64::new(0),
+                next_attempt_wall_ns: AtomicI64::new(0),
                 control: ForkSafeMutex::new(Control::default()),
                 announcer: Announcer::default(),
                 reported: Condvar::new(),
@@ -131,6 +141,18 @@ impl Exporter {
             s.started_in.store(0, Ordering::Release);
         } else if let Some(w) = &c.worker {
             w.thread.unpark();
+        }
+        drop(c);
+        if !config.is_on() {
+            self.stop_settling();
+        }
+    }
+
+    /// No exporter takes any more: the tracer's finished runs go back to
+    /// one bound (called with no other lock held).
+    fn stop_settling(&self) {
+        if let Some(tracer) = self.shared.sources.runs {
+            tracer.set_export_settle(None);
         }
     }
 
@@ -258,6 +280,7 @@ impl Exporter {
         drop(c);
         // Detached: a worker that gave up is left to end by itself.
         drop(worker.join);
+        self.stop_settling();
         result
     }
 
@@ -285,9 +308,11 @@ impl Exporter {
             }
         };
         s.counters.read_into(&mut out);
+        let next = s.next_attempt_wall_ns.load(Ordering::Relaxed);
+        out.next_attempt_at_ns = (next != 0 && out.running).then_some(next);
         // The store's and the tracer's locks, after the exporter's is released.
-        out.queued = s.sources.queued();
-        out.dropped_traces = s.sources.dropped();
+        out.queued = s.sources.queued() + s.retry_queued.load(Ordering::Relaxed) as usize;
+        out.dropped_traces += s.sources.dropped();
         out.sampled_out = s.sources.sampled_out();
         out.kept_spans = s.sources.kept_spans();
         out

@@ -5,6 +5,8 @@
 //!   `export_otlp` ([`encode_export`]), `push_otlp` and the background
 //!   exporter ([`push`])
 //! - [`sources`]: the store and the lifecycle tracer as one export's sources
+//! - [`retry_queue`]: what the background exporter could not deliver, and
+//!   its backoff between failed exports
 //! - [`background`]: the background exporter ([`Exporter`]): lazily started,
 //!   fork-aware, flush and shutdown
 //! - `state` (private): what its thread and the app's threads share
@@ -18,6 +20,7 @@ pub mod announce;
 pub mod background;
 pub mod console;
 pub mod pipeline;
+pub mod retry_queue;
 pub mod settings;
 pub mod sources;
 mod state;
@@ -26,10 +29,9 @@ mod worker;
 
 pub use background::Exporter;
 pub use pipeline::{
-    encode_export, print_only, push, push_tapped, Encoded, PushOutcome, Sending, Tap,
-    EXPLICIT_SETTLE,
+    deliver, encode_export, push, Batch, Encoded, PushOutcome, Sending, EXPLICIT_SETTLE,
 };
 pub use settings::{BackgroundSettings, Mode, Schedule};
-pub use sources::Sources;
+pub use sources::{ExporterTake, Sources};
 pub use state::{DestinationFn, Running, Wait};
 pub use stats::{ExportOutcome, ExporterStats, FlushResult, LastError};

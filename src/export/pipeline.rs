@@ -143,7 +143,8 @@ pub enum PushOutcome {
         /// Attempts over all requests.
         attempts: u32,
         /// `collector rejected N span(s): <message>` when the collector
-        /// reported rejected spans (they are not retried).
+        /// reported rejected spans (they are not retried), and what could not
+        /// be read of an accepted response (a body over the limit).
         partial: Option<String>,
         /// Spans the collector reported rejected, over all requests.
         rejected_spans: u64,
@@ -170,11 +171,32 @@ pub enum PushOutcome {
     },
 }
 
+/// What one delivery covers: finished lifecycle runs and the store's
+/// records, each oldest first. [`deliver`] leaves in it exactly what was not
+/// delivered.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub runs: Vec<Run>,
+    pub records: Vec<(Key, Arc<Record>)>,
+}
+
+impl Batch {
+    /// Runs and records in it (a run counts as one).
+    pub fn len(&self) -> usize {
+        self.runs.len() + self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Drains the store's finished records and the tracer's runs finished (and
 /// idle for `settled_for`), sends them, and puts back whatever was not
 /// delivered, panics included. The outcome counts a run as one record
 /// (`records`, `delivered`). Touches no foreign runtime: safe to run with
-/// the Ruby GVL released.
+/// the Ruby GVL released. (The background exporter does not put back: it
+/// keeps what failed in its own retry queue, see [`deliver`].)
 pub fn push(
     sources: Sources<'_>,
     resource: &Resource,
@@ -182,130 +204,50 @@ pub fn push(
     cancel: &Cancel,
     settled_for: Duration,
 ) -> PushOutcome {
-    push_tapped(sources, resource, sending, cancel, settled_for, &mut |_| {})
+    let prefix = sources.attribute_prefix();
+    let runs = sources.take_runs(Take::finished(settled_for)).ready;
+    let records = sources.take_records(Take::finished(Duration::ZERO)).ready;
+    let mut batch = Batch { runs, records };
+    let outcome = deliver(&mut batch, &prefix, resource, sending, cancel);
+    // Whatever is left was not delivered (or, after a panic, is not known
+    // to have been: it may then arrive twice, never not at all).
+    if !batch.runs.is_empty() {
+        sources.put_back_runs(Taken {
+            drained: true,
+            ready: batch.runs,
+            open: Vec::new(),
+        });
+    }
+    if !batch.records.is_empty() {
+        sources.store.put_back(batch.records);
+    }
+    outcome.unwrap_or_else(|panic| resume_unwind(panic))
 }
 
-/// What sees the runs an export took before they are encoded (the console
-/// sink); it may mark them (`printed`), and they are put back as marked.
-pub type Tap<'a> = &'a mut dyn FnMut(&mut [Run]);
-
-/// [`push`], with `tap` shown the runs taken first.
-pub fn push_tapped(
-    sources: Sources<'_>,
+/// Encodes and sends `batch` (its runs' spans first, with `prefix` on their
+/// attribute keys) and removes from it what was delivered; what stays was
+/// not. A panic is caught and returned once `batch` holds what is not known
+/// to have been delivered. The outcome counts a run as one record.
+pub fn deliver(
+    batch: &mut Batch,
+    prefix: &str,
     resource: &Resource,
     sending: Sending<'_>,
     cancel: &Cancel,
-    settled_for: Duration,
-    tap: Tap<'_>,
-) -> PushOutcome {
-    let mut runs = sources.take_runs(Take::finished(settled_for));
-    tap(&mut runs.ready);
-    let n = runs.ready.len();
-    let pushed = catch_unwind(AssertUnwindSafe(|| {
-        let prefix = sources.attribute_prefix();
-        let spans = runs_spans(&runs.ready, &prefix, Stamp::now());
-        push_records(sources, resource, sending, cancel, &spans)
-    }));
-    match pushed {
-        Ok(mut outcome) => {
-            let mut put_back = false;
-            match &mut outcome {
-                PushOutcome::Sent { records, .. } => *records += n,
-                PushOutcome::Failed {
-                    delivered,
-                    extra_delivered: true,
-                    ..
-                } => *delivered += n,
-                PushOutcome::Failed { records, .. } => {
-                    *records += n;
-                    put_back = true;
-                }
-                PushOutcome::Nothing => {}
-            }
-            if put_back {
-                sources.put_back_runs(runs);
-            }
-            outcome
-        }
-        Err(panic) => {
-            // Whether the runs went out is unknown: put them back (a run may
-            // then arrive twice, never not at all).
-            sources.put_back_runs(runs);
-            resume_unwind(panic)
-        }
+) -> std::thread::Result<PushOutcome> {
+    if batch.is_empty() {
+        return Ok(PushOutcome::Nothing);
     }
-}
-
-/// Drains the tracer's runs finished (and idle for `settled_for`) and hands
-/// them to `print` alone (the console sink without OTLP): delivered when it
-/// returns Ok, put back when it fails. The store's records stay where they
-/// are (the console draws lifecycle runs only).
-pub fn print_only(
-    sources: Sources<'_>,
-    settled_for: Duration,
-    print: &mut dyn FnMut(&mut [Run]) -> Result<(), String>,
-) -> PushOutcome {
-    let mut runs = sources.take_runs(Take::finished(settled_for));
-    if runs.ready.is_empty() {
-        return PushOutcome::Nothing;
-    }
-    let n = runs.ready.len();
-    let spans = runs.ready.iter().map(|r| r.spans.len()).sum();
-    let printed = catch_unwind(AssertUnwindSafe(|| print(&mut runs.ready)));
-    match printed {
-        Ok(Ok(())) => PushOutcome::Sent {
-            records: n,
-            spans,
-            status: 0,
-            attempts: 0,
-            partial: None,
-            rejected_spans: 0,
-            requests: 0,
-            oversized_spans: 0,
-        },
-        Ok(Err(error)) => {
-            sources.put_back_runs(runs);
-            PushOutcome::Failed {
-                records: n,
-                delivered: 0,
-                extra_delivered: false,
-                rejected_spans: 0,
-                status: None,
-                attempts: 1,
-                error,
-            }
-        }
-        Err(panic) => {
-            sources.put_back_runs(runs);
-            resume_unwind(panic)
-        }
-    }
-}
-
-/// Drains the store's finished traces and generic events and sends them
-/// with `extra` spans (from outside the store, sent first in the same
-/// request(s)); puts back the records not delivered, panics included. The
-/// caller keeps the extra spans: they are delivered when the outcome is
-/// `Sent`, or `Failed` with `extra_delivered`.
-fn push_records(
-    sources: Sources<'_>,
-    resource: &Resource,
-    sending: Sending<'_>,
-    cancel: &Cancel,
-    extra: &[OwnedSpan],
-) -> PushOutcome {
-    let mut records = sources.take_records(Take::finished(Duration::ZERO)).ready;
-    if records.is_empty() && extra.is_empty() {
-        return PushOutcome::Nothing;
-    }
-    let now = Stamp::now();
+    let n = batch.runs.len();
     // How far delivery got, kept outside the unwinding region so that a
-    // panic puts back only what was not delivered.
+    // panic removes only what was delivered.
     let delivered_records = Cell::new(0usize);
     let result = catch_unwind(AssertUnwindSafe(|| {
+        let now = Stamp::now();
+        let spans = runs_spans(&batch.runs, prefix, now);
         send_records(
-            &records,
-            extra,
+            &batch.records,
+            &spans,
             resource,
             sending,
             cancel,
@@ -314,17 +256,34 @@ fn push_records(
         )
     }));
     match result {
-        Ok(outcome) => {
-            if let PushOutcome::Failed { delivered, .. } = &outcome {
-                sources.store.put_back(records.split_off(*delivered));
+        Ok(mut outcome) => {
+            match &mut outcome {
+                PushOutcome::Sent { records, .. } => {
+                    *records += n;
+                    batch.runs.clear();
+                    batch.records.clear();
+                }
+                PushOutcome::Failed {
+                    records,
+                    delivered,
+                    extra_delivered,
+                    ..
+                } => {
+                    batch.records.drain(..*delivered);
+                    if *extra_delivered {
+                        *delivered += n;
+                        batch.runs.clear();
+                    } else {
+                        *records += n;
+                    }
+                }
+                PushOutcome::Nothing => {}
             }
-            outcome
+            Ok(outcome)
         }
         Err(panic) => {
-            sources
-                .store
-                .put_back(records.split_off(delivered_records.get()));
-            resume_unwind(panic)
+            batch.records.drain(..delivered_records.get());
+            Err(panic)
         }
     }
 }
@@ -377,6 +336,7 @@ fn send_records(
     let mut attempts = 0u32;
     let mut rejected_spans = 0u64;
     let mut messages: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     let mut last_status = 0u16;
     for (i, body) in bodies.into_iter().enumerate() {
         let body_spans = body.spans;
@@ -385,7 +345,9 @@ fn send_records(
                 status,
                 attempts: a,
                 partial,
+                note,
             } => {
+                notes.extend(note);
                 attempts = attempts.saturating_add(a);
                 last_status = status;
                 spans += body_spans;
@@ -424,12 +386,16 @@ fn send_records(
         spans,
         status: last_status,
         attempts,
-        partial: (rejected_spans > 0).then(|| {
-            format!(
-                "collector rejected {rejected_spans} span(s): {}",
-                messages.join("; ")
-            )
-        }),
+        partial: {
+            let rejected = (rejected_spans > 0).then(|| {
+                format!(
+                    "collector rejected {rejected_spans} span(s): {}",
+                    messages.join("; ")
+                )
+            });
+            let all: Vec<String> = rejected.into_iter().chain(notes).collect();
+            (!all.is_empty()).then(|| all.join("; "))
+        },
         rejected_spans,
         requests,
         oversized_spans,

@@ -22,6 +22,17 @@ fn record_trace_id(rec: &Record) -> &[u8; 16] {
     }
 }
 
+/// What a background exporter took ([`Sources::take_for_exporter`]).
+pub struct ExporterTake {
+    pub runs: Vec<Run>,
+    pub records: Vec<(Key, Arc<Record>)>,
+    /// The runs' attribute prefix.
+    pub prefix: Arc<str>,
+    /// `max_finished_runs` of the tracer, `max_traces` of the store.
+    pub max_runs: usize,
+    pub max_records: Option<usize>,
+}
+
 /// The sources of one export.
 #[derive(Clone, Copy)]
 pub struct Sources<'a> {
@@ -64,17 +75,21 @@ impl<'a> Sources<'a> {
     /// counted by the store (`sampled_out`).
     pub fn take_records(&self, take: Take) -> Taken<(Key, Arc<Record>)> {
         let mut taken = self.store.take(take);
+        self.sample_records(&mut taken.ready, take.drain);
+        taken
+    }
+
+    /// Leaves out of `records` the traces the sampling ratio leaves out,
+    /// counting them when they were drained (they are gone).
+    fn sample_records(&self, records: &mut Vec<(Key, Arc<Record>)>, drained: bool) {
         let ratio = self.sampling().ratio;
         if ratio < 1.0 {
-            let before = taken.ready.len();
-            taken
-                .ready
-                .retain(|(_, rec)| ratio_sampled(record_trace_id(rec), ratio));
-            if take.drain {
-                self.store.count_sampled_out(before - taken.ready.len());
+            let before = records.len();
+            records.retain(|(_, rec)| ratio_sampled(record_trace_id(rec), ratio));
+            if drained {
+                self.store.count_sampled_out(before - records.len());
             }
         }
-        taken
     }
 
     /// Traces and runs sampling left out of exports: the store's (by the
@@ -92,6 +107,33 @@ impl<'a> Sources<'a> {
     /// The tracer's runs as `take` asks (nothing without a tracer).
     pub fn take_runs(&self, take: Take) -> Taken<Run> {
         self.runs.map(|t| t.take(take)).unwrap_or_default()
+    }
+
+    /// A background exporter's take: the settled runs (idle for
+    /// `settled_for`, or settled by the bound; all finished runs with zero)
+    /// and, `with_records`, the complete records the sampling ratio keeps
+    /// (the OTLP sink; the console sink draws runs only), with the runs'
+    /// attribute prefix and the sources' bounds, one lock of each source at
+    /// a time (the ratio is applied after the store's is released).
+    pub fn take_for_exporter(&self, settled_for: Duration, with_records: bool) -> ExporterTake {
+        let (runs, prefix, max_runs) = match self.runs {
+            Some(t) => t.take_for_export(settled_for),
+            None => (Vec::new(), Arc::from(""), 0),
+        };
+        let (records, max_records) = if with_records {
+            let (mut records, max) = self.store.drain_complete_with_limit();
+            self.sample_records(&mut records, true);
+            (records, max)
+        } else {
+            (Vec::new(), None)
+        };
+        ExporterTake {
+            runs,
+            records,
+            prefix,
+            max_runs,
+            max_records,
+        }
     }
 
     /// Puts back what a drain took from both sources.

@@ -2,7 +2,7 @@
 //! threads share ([`Shared`]), the control state under its one lock, how
 //! one worker is told to stop ([`Signal`]), and a waiting flush ([`Wait`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
@@ -15,6 +15,7 @@ use super::stats::{self, ExportOutcome, FlushResult, LastError};
 use crate::encode::Resource;
 use crate::support::clock::wall_now_ns;
 use crate::support::fork::{self, ForkSafeMutex};
+use crate::support::interrupt;
 use crate::transport::{Cancel, Destination};
 
 /// Where the exporter's target comes from: called when a worker starts, on
@@ -59,6 +60,11 @@ pub(super) struct Shared {
     /// Flush tickets handed out.
     pub(super) requested: AtomicU64,
     pub(super) counters: stats::Counters,
+    /// Runs and records in the worker's retry queue.
+    pub(super) retry_queued: AtomicU64,
+    /// When the worker tries again after failed exports (wall clock,
+    /// nanoseconds since the epoch); 0 when it is not backing off.
+    pub(super) next_attempt_wall_ns: AtomicI64,
     pub(super) control: ForkSafeMutex<Control>,
     /// Drops and failing exports announced (lines wait for Ruby).
     pub(super) announcer: Announcer,
@@ -143,8 +149,12 @@ impl Control {
     }
 
     pub(super) fn record_error(&mut self, message: &str) {
+        self.record_error_at(message, wall_now_ns());
+    }
+
+    pub(super) fn record_error_at(&mut self, message: &str, at_wall_ns: i64) {
         self.last_error = Some(LastError {
-            at_wall_ns: wall_now_ns(),
+            at_wall_ns,
             message: message.to_string(),
         });
     }
@@ -173,6 +183,10 @@ impl Shared {
             };
             self.requested.store(0, Ordering::Release);
             self.ready.store(0, Ordering::Relaxed);
+            // The parent's retry queue is its worker's, not this process's.
+            self.retry_queued.store(0, Ordering::Relaxed);
+            self.sources.store.set_held_for_export(0);
+            self.next_attempt_wall_ns.store(0, Ordering::Relaxed);
             self.counters.reset();
         }
         c
@@ -190,13 +204,14 @@ impl Shared {
         self.control().record_error(message);
     }
 
-    /// Records an export's outcome and wakes the waiters it served.
-    pub(super) fn report(&self, ticket: u64, outcome: &ExportOutcome) {
+    /// Records an export's outcome, which ended at `at_wall_ns`, and wakes
+    /// the waiters it served.
+    pub(super) fn report(&self, ticket: u64, outcome: &ExportOutcome, at_wall_ns: i64) {
         self.counters.count(outcome);
         let mut c = self.control();
         c.sent_total += outcome.sent_traces as u64;
         if let Some(e) = &outcome.error {
-            c.record_error(e);
+            c.record_error_at(e, at_wall_ns);
         }
         c.served = c.served.max(ticket);
         c.last_outcome = outcome.clone();
@@ -248,11 +263,20 @@ impl Shared {
                 );
                 return (c, gave_up(error), false);
             }
+            let until = interrupt::wait_until(deadline);
             c = self
                 .reported
-                .wait_timeout(c, deadline - now)
+                .wait_timeout(c, until.saturating_duration_since(now))
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            if interrupt::has_poll() && c.served < ticket {
+                // The host's poll runs with no lock held.
+                drop(c);
+                if interrupt::poll_due() {
+                    wait.interrupted.store(true, Ordering::Release);
+                }
+                c = self.control();
+            }
         }
     }
 }

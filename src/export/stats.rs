@@ -16,6 +16,8 @@ pub(crate) struct Counters {
     failed_exports: AtomicU64,
     retries: AtomicU64,
     inherited_discarded: AtomicU64,
+    /// Dropped from the retry queue by its bound.
+    retry_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -41,8 +43,18 @@ impl Counters {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_retry_dropped(&self, n: usize) {
+        self.retry_dropped.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Dropped from the retry queue by its bound so far.
+    pub(crate) fn retry_dropped(&self) -> u64 {
+        self.retry_dropped.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn reset(&self) {
         for c in [
+            &self.retry_dropped,
             &self.exports,
             &self.exported_traces,
             &self.exported_spans,
@@ -63,6 +75,7 @@ impl Counters {
         s.failed_exports = get(&self.failed_exports);
         s.retries = get(&self.retries);
         s.inherited_discarded = get(&self.inherited_discarded);
+        s.dropped_traces = get(&self.retry_dropped);
     }
 }
 
@@ -72,7 +85,7 @@ pub struct ExportOutcome {
     /// Traces (store traces, generic events, lifecycle runs) delivered.
     pub sent_traces: usize,
     pub sent_spans: usize,
-    /// Traces not delivered, put back to wait for the next export.
+    /// Traces not delivered, kept in the retry queue for the next attempt.
     pub failed_traces: usize,
     /// Attempts beyond the first of each request.
     pub retries: u32,
@@ -141,7 +154,8 @@ impl From<PushOutcome> for ExportOutcome {
 pub struct FlushResult {
     /// Traces delivered while the call waited.
     pub sent: usize,
-    /// Traces the last export could not deliver (they wait in the store).
+    /// Traces the last export could not deliver (they wait in the retry
+    /// queue).
     pub failed: usize,
     /// Why the last export failed, why the call gave up waiting, or `None`.
     pub error: Option<String>,
@@ -168,16 +182,21 @@ pub struct ExporterStats {
     pub exported_traces: u64,
     pub exported_spans: u64,
     pub retries: u64,
-    /// Traces evicted from the store (`max_traces`) and finished lifecycle
-    /// runs dropped (`max_finished_runs`) before they could be exported.
+    /// Traces evicted from the store (`max_traces`), finished lifecycle
+    /// runs dropped (`max_finished_runs`) and traces dropped from the retry
+    /// queue (the same bounds) before they could be exported.
     pub dropped_traces: u64,
-    /// Finished traces, generic events and lifecycle runs waiting now.
+    /// Finished traces, generic events and lifecycle runs waiting now, in
+    /// the sources and in the retry queue.
     pub queued: usize,
     /// Traces and runs sampling left out of exports (not drops).
     pub sampled_out: u64,
     /// Spans of runs the head sampling left out that each keep rule
     /// brought back.
     pub kept_spans: KeptSpans,
+    /// After failed exports: when the next attempt is due (wall clock,
+    /// nanoseconds since the epoch); `None` when not backing off.
+    pub next_attempt_at_ns: Option<i64>,
     /// Finished traces a fork child found from its parent and left to it.
     pub inherited_discarded: u64,
     pub last_error: Option<LastError>,

@@ -3,21 +3,27 @@
 //! (no Ruby, no GVL) and catches the panics of each export itself.
 //!
 //! Lock discipline: the worker takes the exporter's control lock only to
-//! read its settings and to report an export, never while it drains or puts
-//! back records (those take the store's and the tracer's own locks), so it
-//! never holds two registered locks.
+//! read its settings and to report an export, never while it takes from
+//! the sources (which take the store's and the tracer's own locks, once
+//! each per take, to swap containers out), so it never holds two registered
+//! locks. What it could not deliver stays in its own retry queue: nothing
+//! is put back under an app thread's lock while it exports.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::model::Taken;
+use crate::support::clock::wall_now_ns;
 use crate::support::thread::spawn_native;
+use crate::transport::retry::jitter;
 use crate::transport::{Cancel, Destination, Transport};
 
 use super::announce::Observed;
-use super::console::print_runs;
-use super::pipeline::{print_only, push_tapped, Sending};
+use super::console::{print_runs, ConsoleOutput};
+use super::pipeline::{deliver, Batch, Sending};
+use super::retry_queue::{backoff, RetryQueue};
 use super::sources::RUN_SETTLE;
 use super::state::{Shared, Signal, FINAL, NOW, RUN};
 use super::stats::ExportOutcome;
@@ -59,23 +65,35 @@ pub(super) fn run(start: Start) {
             Err(panic) => shared.note_error(&panic_text(panic.as_ref())),
         }
     }
+    if let Some(tracer) = shared.sources.runs {
+        tracer.set_export_settle(Some(RUN_SETTLE));
+    }
     let mut link: Option<Link> = None;
+    let mut queue = RetryQueue::default();
+    // Failed exports in a row, and when the next attempt is due.
+    let mut failures = 0u32;
+    let mut next_attempt: Option<Instant> = None;
     let mut due = Instant::now() + shared.schedule().delay;
     loop {
-        // Wait for a reason to export.
+        // Wait for a reason to export: the schedule delay (or, after
+        // failures, the backoff), a full batch (not while backing off), a
+        // flush or a stop.
         loop {
             if signal.state() != RUN || shared.requested.load(Ordering::Acquire) > served {
                 break;
             }
             let schedule = shared.schedule();
-            if shared.ready.load(Ordering::Relaxed) >= schedule.max_batch_size as u64 {
+            if next_attempt.is_none()
+                && shared.ready.load(Ordering::Relaxed) >= schedule.max_batch_size as u64
+            {
                 break;
             }
+            let wake = next_attempt.map_or(due, |n| n.max(due));
             let now = Instant::now();
-            if now >= due {
+            if now >= wake {
                 break;
             }
-            std::thread::park_timeout(due - now);
+            std::thread::park_timeout(wake - now);
         }
         if signal.state() == NOW {
             break;
@@ -83,20 +101,70 @@ pub(super) fn run(start: Start) {
         let ticket = shared.requested.load(Ordering::Acquire);
         let everything = ticket > served || signal.state() == FINAL;
         shared.ready.store(0, Ordering::Relaxed);
+        // Backing off, the exporter retries what it holds and takes
+        // nothing new; a flush or the final export takes everything.
+        let take = everything || queue.is_empty();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            export(&shared, &mut link, &target, everything)
+            export(&shared, &mut link, &target, &mut queue, take, everything)
         }))
         .unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())));
+        shared
+            .retry_queued
+            .store(queue.len() as u64, Ordering::Relaxed);
+        shared
+            .sources
+            .store
+            .set_held_for_export(queue.batch.records.len());
+        let now = Instant::now();
+        let ended_at = wall_now_ns();
+        due = now + shared.schedule().delay;
+        if queue.is_empty() {
+            failures = 0;
+            next_attempt = None;
+            shared.next_attempt_wall_ns.store(0, Ordering::Relaxed);
+            if !take && outcome.sent_traces > 0 {
+                // The retry queue went out: take what waits at once.
+                due = now;
+            }
+        } else {
+            failures = failures.saturating_add(1);
+            let wait = backoff(failures, jitter());
+            next_attempt = Some(now + wait);
+            let wait_ns = i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX);
+            shared
+                .next_attempt_wall_ns
+                .store(ended_at.saturating_add(wait_ns), Ordering::Relaxed);
+        }
         // Announced before the report wakes a waiting flush, so that the
-        // flush hands its lines to Ruby.
-        announce(&shared, &outcome);
-        shared.report(ticket, &outcome);
+        // flush hands its lines to Ruby; "retrying every" is the backoff's
+        // current wait (the schedule delay when not backing off).
+        let retry_every = next_attempt.map_or(shared.schedule().delay, |n| n - now);
+        announce(&shared, &outcome, retry_every);
+        shared.report(ticket, &outcome, ended_at);
         served = served.max(ticket);
-        due = Instant::now() + shared.schedule().delay;
         if signal.state() == FINAL && served >= signal.final_ticket.load(Ordering::Acquire) {
             break;
         }
     }
+    // What was never delivered goes back to its sources (an explicit push,
+    // or a later exporter, may still send it); this worker is done.
+    shared.retry_queued.store(0, Ordering::Relaxed);
+    shared.sources.store.set_held_for_export(0);
+    shared.next_attempt_wall_ns.store(0, Ordering::Relaxed);
+    let Batch { runs, records } = std::mem::take(&mut queue.batch);
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        shared.sources.put_back_runs(Taken {
+            drained: true,
+            ready: runs,
+            open: Vec::new(),
+        });
+        Taken {
+            drained: true,
+            ready: records,
+            open: Vec::new(),
+        }
+        .put_back(shared.sources.store);
+    }));
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -108,43 +176,71 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     format!("internal error in the exporter: {text}")
 }
 
-/// Tells the announcer how the export went and how many traces have been
-/// dropped so far (the store's and the tracer's locks, one after the other).
-fn announce(shared: &Shared, outcome: &ExportOutcome) {
+/// Tells the announcer how the export went, how many traces have been
+/// dropped so far (the store's and the tracer's locks, one after the other,
+/// and the retry queue's bound) and when the exporter tries again.
+fn announce(shared: &Shared, outcome: &ExportOutcome, retry_every: Duration) {
     let seen = Observed {
-        dropped_total: shared.sources.dropped(),
+        dropped_total: shared.sources.dropped() + shared.counters.retry_dropped(),
         failure: outcome
             .is_failure()
             .then(|| outcome.error.clone())
             .flatten(),
         delivered: outcome.sent_traces,
-        retry_every: shared.schedule().delay,
+        retry_every,
     };
     shared.announcer.observe(&seen);
 }
 
 /// One export, with a cancel token the exporter can reach (shutdown cancels
-/// an export still retrying when its time is up). The OTLP sink sends; the
-/// console sink draws the runs taken (before they are sent, once each).
+/// an export still retrying when its time is up): with `take`, what the
+/// sources have ready joins the retry queue (everything finished with
+/// `everything`, else the settled runs; the store's records only when the
+/// OTLP sink is on); the console sink draws the runs it has not drawn yet
+/// (once each: a run kept for another OTLP attempt is not drawn again);
+/// then the OTLP sink sends the queue, and what was delivered leaves it.
+/// With the console sink alone, a run leaves the queue once drawn.
 fn export(
     shared: &Shared,
     link: &mut Option<Link>,
     target: &Result<Destination, String>,
+    queue: &mut RetryQueue,
+    take: bool,
     everything: bool,
 ) -> ExportOutcome {
     let (mode, output) = {
         let c = shared.control();
         (c.config.mode, c.console_output.clone())
     };
-    // A flush or the final export takes every finished run, settled or not.
-    let settle = if everything {
-        Duration::ZERO
-    } else {
-        RUN_SETTLE
-    };
+    if take {
+        // A flush or the final export takes every finished run, settled or not.
+        let settle = if everything {
+            Duration::ZERO
+        } else {
+            RUN_SETTLE
+        };
+        let taken = shared.sources.take_for_exporter(settle, mode.otlp());
+        shared.counters.count_retry_dropped(queue.append(taken));
+    }
+    if queue.is_empty() {
+        return ExportOutcome::default();
+    }
     if !mode.otlp() {
-        let mut print = |runs: &mut [Run]| print_runs(runs, &output).map(drop);
-        return print_only(shared.sources, settle, &mut print).into();
+        if !queue.batch.records.is_empty() {
+            // Taken while the OTLP sink was on: the store keeps them.
+            Taken {
+                drained: true,
+                ready: std::mem::take(&mut queue.batch.records),
+                open: Vec::new(),
+            }
+            .put_back(shared.sources.store);
+        }
+        return print_only(&mut queue.batch, &output);
+    }
+    if mode.console() {
+        if let Err(e) = print_runs(&mut queue.batch.runs, &output) {
+            shared.note_error(&e);
+        }
     }
     let timeout = shared.schedule().export_timeout;
     if link.as_ref().is_none_or(|l| l.timeout != timeout) {
@@ -157,36 +253,52 @@ fn export(
         });
         match built {
             Ok(transport) => *link = Some(Link { timeout, transport }),
-            Err(e) => return ExportOutcome::failed(format!("exporter target: {e}")),
+            Err(e) => {
+                return ExportOutcome {
+                    failed_traces: queue.len(),
+                    ..ExportOutcome::failed(format!("exporter target: {e}"))
+                }
+            }
         }
     }
     let Some(link) = link.as_ref() else {
-        return ExportOutcome::failed("exporter target: not built");
+        return ExportOutcome {
+            failed_traces: queue.len(),
+            ..ExportOutcome::failed("exporter target: not built")
+        };
     };
     let cancel = Arc::new(Cancel::for_current_thread());
     shared.set_in_flight(Some(cancel.clone()));
-    let mut tap = |runs: &mut [Run]| {
-        if mode.console() {
-            if let Err(e) = print_runs(runs, &output) {
-                shared.note_error(&e);
-            }
-        }
-    };
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let resource = (shared.resource)();
-        let sending = Sending::Here(&link.transport);
-        push_tapped(
-            shared.sources,
-            &resource,
-            sending,
-            &cancel,
-            settle,
-            &mut tap,
-        )
-        .into()
-    }));
+    let resource = (shared.resource)();
+    let sending = Sending::Here(&link.transport);
+    let delivered = deliver(&mut queue.batch, &queue.prefix, &resource, sending, &cancel);
     shared.set_in_flight(None);
-    outcome.unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())))
+    match delivered {
+        Ok(outcome) => outcome.into(),
+        Err(panic) => ExportOutcome {
+            failed_traces: queue.len(),
+            ..ExportOutcome::failed(panic_text(panic.as_ref()))
+        },
+    }
+}
+
+/// The console sink alone: draws the queue's runs not drawn yet; they are
+/// delivered once drawn, and wait in the queue (for the backoff) when the
+/// output fails. The queue holds no records then (the console draws
+/// lifecycle runs only; the store keeps its records).
+fn print_only(batch: &mut Batch, output: &ConsoleOutput) -> ExportOutcome {
+    let printed = print_runs(&mut batch.runs, output);
+    let (drawn, waiting): (Vec<Run>, Vec<Run>) = std::mem::take(&mut batch.runs)
+        .into_iter()
+        .partition(|r| r.printed);
+    batch.runs = waiting;
+    ExportOutcome {
+        sent_traces: drawn.len(),
+        sent_spans: drawn.iter().map(|r| r.spans.len()).sum(),
+        failed_traces: batch.len(),
+        retries: 0,
+        error: printed.err(),
+    }
 }
 
 /// The exporter's CPU priority relative to the app's threads (a nice value,

@@ -8,19 +8,21 @@
 //!    `ceil(ratio × (2^64 − 1))`; the run is sampled when they are below it
 //!    (always at ratio 1.0). Every process (and every OpenTelemetry SDK)
 //!    that sees the same trace id decides the same way. With a parent-based
-//!    sampler, a run that has a parent follows the parent's sampled flag
-//!    instead (the parent comes from the OpenTelemetry context; no run has
-//!    one yet, see [`head`]).
+//!    sampler (the default, as in OpenTelemetry SDKs: `parentbased_always_on`),
+//!    a run that has a parent (connected traces: the OpenTelemetry span
+//!    current when it opens) follows the parent's sampled flag instead.
 //! 2. **Keep rules, at the end.** A run the head left out is still exported
-//!    when, as it leaves for export, any span has status ERROR
+//!    when, as it ends, any span has status ERROR
 //!    (`sample_keep_errors`), its root lasted longer than
 //!    `sample_keep_slower_than`, or a step had more than one attempt
 //!    (`sample_keep_retried`). The rules only add runs; they never remove
 //!    a sampled one.
 //!
-//! A run left out by both is counted (`sampled_out`) and freed. While no
-//! keep rule is on, a run left out at the head records nothing but its end
-//! (there is nothing it could be kept for).
+//! A run left out by both is counted (`sampled_out`) and freed when it
+//! ends. While no keep rule is on, a run left out at the head records
+//! nothing but its end (there is nothing it could be kept for), unless it
+//! has a parent: the connected path puts its spans in the OpenTelemetry
+//! context, marked unsampled.
 //!
 //! `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` give the ratio's
 //! default (and whether it is parent-based); the `sample_ratio` setting wins
@@ -44,8 +46,9 @@ pub const SLOWER_THAN_EXPECTED: &str =
 pub struct Sampling {
     /// `sample_ratio`: the share of runs the head decision keeps.
     pub ratio: f64,
-    /// From `OTEL_TRACES_SAMPLER=parentbased_*`: a run with a parent follows
-    /// the parent's sampled flag.
+    /// A run with a parent follows the parent's sampled flag: true unless
+    /// `OTEL_TRACES_SAMPLER` names a sampler that is not parent-based (the
+    /// specification's default is `parentbased_always_on`).
     pub parent_based: bool,
     /// `sample_keep_errors`: keep a run with any span of status ERROR.
     pub keep_errors: bool,
@@ -60,7 +63,7 @@ impl Default for Sampling {
     fn default() -> Self {
         Sampling {
             ratio: 1.0,
-            parent_based: false,
+            parent_based: true,
             keep_errors: true,
             keep_slower_than: None,
             keep_retried: true,
@@ -95,7 +98,7 @@ impl KeptSpans {
     }
 }
 
-/// What the keep rules look at in a run as it leaves for export.
+/// What the keep rules look at in a run as it ends.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunFacts {
     pub any_error: bool,
@@ -130,8 +133,8 @@ impl Sampling {
     }
 
     /// The head decision for a run with `trace_id`. `parent_sampled` is the
-    /// sampled flag of the run's parent span (`None`: no parent; every run
-    /// today, until runs take a parent from the OpenTelemetry context).
+    /// sampled flag of the run's parent span (`None`: no parent; a run has
+    /// one when the connected path finds an OpenTelemetry span current).
     pub fn head(&self, trace_id: &[u8; 16], parent_sampled: Option<bool>) -> bool {
         match parent_sampled {
             Some(flag) if self.parent_based => flag,
@@ -200,7 +203,7 @@ impl Sampling {
 
     /// The defaults from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`,
     /// read through `get`. An unknown sampler or an unusable argument is a
-    /// warning and counts as unset (`always_on`; a ratio sampler's argument
+    /// warning and counts as unset (`parentbased_always_on`; a ratio sampler's argument
     /// defaults to 1.0, as the specification says).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> (Sampling, Vec<Warning>) {
         let mut warnings = Vec::new();
@@ -229,9 +232,15 @@ impl Sampling {
             }
         };
         match name.to_ascii_lowercase().as_str() {
-            "always_on" => {}
-            "always_off" => s.ratio = 0.0,
-            "traceidratio" => s.ratio = arg(&mut warnings),
+            "always_on" => s.parent_based = false,
+            "always_off" => {
+                s.parent_based = false;
+                s.ratio = 0.0;
+            }
+            "traceidratio" => {
+                s.parent_based = false;
+                s.ratio = arg(&mut warnings);
+            }
             "parentbased_always_on" => s.parent_based = true,
             "parentbased_always_off" => {
                 s.parent_based = true;
@@ -307,6 +316,7 @@ mod tests {
         let t = id(u64::MAX);
         let ratio = Sampling {
             ratio: 0.0,
+            parent_based: false,
             ..Sampling::default()
         };
         assert!(!ratio.head(&t, Some(true)));
@@ -316,10 +326,9 @@ mod tests {
         };
         assert!(parent.head(&t, Some(true)));
         assert!(!parent.head(&t, None));
-        let on = Sampling {
-            parent_based: true,
-            ..Sampling::default()
-        };
+        // The default is parent-based (`parentbased_always_on`).
+        let on = Sampling::default();
+        assert!(on.parent_based);
         assert!(!on.head(&t, Some(false)));
         assert!(on.head(&t, None));
     }

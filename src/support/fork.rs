@@ -23,9 +23,9 @@
 //! have been holding at the moment of the fork.
 
 use std::any::Any;
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, Once, OnceLock};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, OnceLock, TryLockError};
 
 /// A mutex that a fork never copies while another thread holds it, once
 /// registered with [`ForkSafeMutex::register`]. Poisoning is ignored: a
@@ -34,19 +34,92 @@ use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 #[derive(Debug, Default)]
 pub struct ForkSafeMutex<T> {
     inner: Mutex<T>,
+    counts: LockCounts,
+}
+
+/// What a lock saw while [`count_lock_waits`] was on (for tests and
+/// benchmarks; off, nothing is counted).
+#[derive(Debug, Default)]
+struct LockCounts {
+    /// Acquisitions by the app's threads (any thread not started by the
+    /// core) that found the lock held and had to wait.
+    app_waits: AtomicU64,
+    /// Acquisitions by the core's own threads (the exporter, the push
+    /// thread).
+    native_locks: AtomicU64,
+}
+
+/// A lock's counts: see [`count_lock_waits`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockWaits {
+    pub app_waits: u64,
+    pub native_locks: u64,
+}
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Set on the threads the core starts ([`crate::support::thread`]).
+    static NATIVE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Turns counting on or off for every [`ForkSafeMutex`]: an app thread then
+/// tries each lock first and counts a wait when it is held; the core's own
+/// threads count their acquisitions. Off (the default), `lock` costs one
+/// relaxed load more than a plain mutex.
+pub fn count_lock_waits(on: bool) {
+    COUNTING.store(on, Ordering::Relaxed);
+}
+
+/// Marks the calling thread as one the core started.
+pub(crate) fn mark_native_thread() {
+    NATIVE.with(|n| n.set(true));
 }
 
 impl<T> ForkSafeMutex<T> {
     pub const fn new(value: T) -> Self {
         ForkSafeMutex {
             inner: Mutex::new(value),
+            counts: LockCounts {
+                app_waits: AtomicU64::new(0),
+                native_locks: AtomicU64::new(0),
+            },
         }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, T> {
+        if COUNTING.load(Ordering::Relaxed) {
+            return self.lock_counted();
+        }
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[cold]
+    fn lock_counted(&self) -> MutexGuard<'_, T> {
+        if NATIVE.with(Cell::get) {
+            self.counts.native_locks.fetch_add(1, Ordering::Relaxed);
+        } else {
+            match self.inner.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    self.counts.app_waits.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What this lock counted so far (cumulative, see [`count_lock_waits`]).
+    pub fn lock_waits(&self) -> LockWaits {
+        LockWaits {
+            app_waits: self.counts.app_waits.load(Ordering::Relaxed),
+            native_locks: self.counts.native_locks.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -208,9 +281,40 @@ fn install_handlers() {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
+
+    /// Counting sees an app thread that waits for a held lock, and not one
+    /// that finds it free; the core's threads count their acquisitions.
+    #[test]
+    fn counting_sees_app_waits_and_native_locks() {
+        static LOCK: ForkSafeMutex<u8> = ForkSafeMutex::new(0);
+        count_lock_waits(true);
+        drop(LOCK.lock());
+        assert_eq!(LOCK.lock_waits(), LockWaits::default());
+        let held = LOCK.lock();
+        let waiter = std::thread::spawn(|| drop(LOCK.lock()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while LOCK.lock_waits().app_waits == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(held);
+        waiter.join().unwrap();
+        assert_eq!(LOCK.lock_waits().app_waits, 1);
+        std::thread::spawn(|| {
+            mark_native_thread();
+            drop(LOCK.lock());
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            LOCK.lock_waits(),
+            LockWaits {
+                app_waits: 1,
+                native_locks: 1
+            }
+        );
+    }
 
     extern "C" {
         fn fork() -> i32;

@@ -10,7 +10,12 @@ where
     F: FnOnce() + Send + 'static,
 {
     let builder = std::thread::Builder::new().name(name.to_string());
-    with_signals_blocked(move || builder.spawn(f))
+    with_signals_blocked(move || {
+        builder.spawn(move || {
+            super::fork::mark_native_thread();
+            f()
+        })
+    })
 }
 
 #[cfg(unix)]

@@ -34,11 +34,14 @@ pub const USER_AGENT: &str = concat!("tasker_trace_native/", env!("CARGO_PKG_VER
 pub enum Delivery {
     /// The receiver accepted the request (2xx). `partial` is the response's
     /// partial success, if it had one (rejected spans are not retried, as
-    /// the specification says).
+    /// the specification says). `note` says what could not be read of an
+    /// accepted response (a body over [`MAX_RESPONSE_BODY`]): the request
+    /// still counts as delivered and is never sent again.
     Sent {
         status: u16,
         attempts: u32,
         partial: Option<PartialSuccess>,
+        note: Option<String>,
     },
     /// Not delivered. `status` is the last HTTP status, if any response came.
     Failed {
@@ -76,6 +79,8 @@ enum Attempt {
         retry_after: Option<Duration>,
         content_type: Option<String>,
         body: Vec<u8>,
+        /// The body was over [`MAX_RESPONSE_BODY`] and was not read.
+        over_limit: bool,
     },
     Transport {
         error: String,
@@ -124,8 +129,10 @@ impl Transport {
     /// Statuses 429, 502, 503 and 504 and connection failures are retried
     /// with backoff, waiting what `Retry-After` asks where given, while the
     /// timeout allows; a wait that would pass it is not started. Any other
-    /// status (400 and 413 among them), a TLS failure, or a response body
-    /// over 4 MiB ends the request at once.
+    /// status (400 and 413 among them) or a TLS failure ends the request at
+    /// once. Any 2xx is success, whatever its body: one over 4 MiB is not
+    /// read (the delivery's `note` says so), and one that does not decode
+    /// only loses the partial-success details.
     ///
     /// `cancel` ends a backoff wait and stops further attempts, but not a
     /// request on the wire (that ends at the timeout). To wait for a request
@@ -177,6 +184,7 @@ impl Transport {
                     status,
                     content_type,
                     body,
+                    over_limit,
                     ..
                 } if (200..300).contains(&status) => {
                     return Delivery::Sent {
@@ -187,6 +195,14 @@ impl Transport {
                             self.target.protocol,
                             &body,
                         ),
+                        note: over_limit.then(|| {
+                            format!(
+                                "HTTP {status} from {}: accepted; the response body is over {} \
+                                 MiB and was not read",
+                                self.target.url,
+                                MAX_RESPONSE_BODY >> 20
+                            )
+                        }),
                     };
                 }
                 Attempt::Status {
@@ -194,13 +210,22 @@ impl Transport {
                     retry_after,
                     content_type,
                     body,
+                    over_limit,
                 } => {
                     last_status = Some(status);
-                    let error = format!(
-                        "HTTP {status} from {}: {}",
-                        self.target.url,
+                    let text = if over_limit {
+                        format!("the response body is over {} MiB", MAX_RESPONSE_BODY >> 20)
+                    } else {
                         self.error_text(content_type.as_deref(), &body)
-                    );
+                    };
+                    let error = format!("HTTP {status} from {}: {text}", self.target.url);
+                    if over_limit {
+                        return Delivery::Failed {
+                            status: Some(status),
+                            attempts,
+                            error,
+                        };
+                    }
                     if !RETRYABLE_STATUSES.contains(&status) {
                         return Delivery::Failed {
                             status: Some(status),
@@ -291,14 +316,16 @@ impl Transport {
                         retry_after,
                         content_type,
                         body,
+                        over_limit: false,
                     },
-                    Err(ureq::Error::BodyExceedsLimit(_)) => Attempt::Transport {
-                        error: format!(
-                            "HTTP {status} from {}: the response body is over {} MiB",
-                            t.url,
-                            MAX_RESPONSE_BODY >> 20
-                        ),
-                        retryable: false,
+                    // The status came: a 2xx is delivered whatever follows
+                    // it; any other status is not retried.
+                    Err(ureq::Error::BodyExceedsLimit(_)) => Attempt::Status {
+                        status,
+                        retry_after,
+                        content_type,
+                        body: Vec::new(),
+                        over_limit: true,
                     },
                     // The status came; a body cut short only loses details.
                     Err(_) => Attempt::Status {
@@ -306,6 +333,7 @@ impl Transport {
                         retry_after,
                         content_type,
                         body: Vec::new(),
+                        over_limit: false,
                     },
                 }
             }

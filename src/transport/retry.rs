@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::interrupt;
+
 /// Statuses that mean "try again later"; every other one ends the push.
 pub const RETRYABLE_STATUSES: [u16; 4] = [429, 502, 503, 504];
 
@@ -97,7 +99,11 @@ impl Cancel {
             if now >= until {
                 return false;
             }
-            std::thread::park_timeout(until - now);
+            let wake = interrupt::wait_until(until);
+            std::thread::park_timeout(wake.saturating_duration_since(now));
+            if interrupt::poll_due() {
+                self.cancel();
+            }
         }
     }
 }
@@ -164,7 +170,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// A small random number in `[0.5, 1.0]` for jitter; quality does not matter.
-pub(super) fn jitter() -> f64 {
+pub fn jitter() -> f64 {
     let mut seed = [0u8; 8];
     if getrandom::getrandom(&mut seed).is_err() {
         let nanos = SystemTime::now()

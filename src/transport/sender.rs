@@ -24,6 +24,7 @@ use super::http::{Delivery, Transport};
 use super::retry::Cancel;
 use super::settings::MAX_TIMEOUT;
 use crate::support::fork::{forks, ForkSafeMutex};
+use crate::support::interrupt;
 use crate::support::thread::spawn_native;
 
 /// The push thread's name.
@@ -133,7 +134,11 @@ impl PushSender {
                     error: format!("timed out waiting for the request to {url}"),
                 };
             }
-            std::thread::park_timeout(give_up - now);
+            let until = interrupt::wait_until(give_up);
+            std::thread::park_timeout(until.saturating_duration_since(now));
+            if interrupt::poll_due() {
+                cancel.cancel();
+            }
         }
     }
 

@@ -319,6 +319,32 @@ pub struct LifecycleEvent {
     /// The payload's `to_state` (transition events of the state machine).
     pub to_state: ToState,
     pub attrs: Vec<Attr>,
+    /// The span current in the publishing thread (an OpenTelemetry span),
+    /// given only on the connected path: a run this event opens becomes its
+    /// child.
+    pub parent: Option<ParentSpan>,
+}
+
+/// A span outside the tracer that a run can be the child of: the current
+/// OpenTelemetry span of the thread that opens the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParentSpan {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The parent's sampled flag (trace flags bit 0).
+    pub sampled: bool,
+}
+
+impl ParentSpan {
+    /// A parent with these ids, or `None` when either is all zeros (not a
+    /// valid span context).
+    pub fn new(trace_id: [u8; 16], span_id: [u8; 8], sampled: bool) -> Option<ParentSpan> {
+        (trace_id != [0; 16] && span_id != [0; 8]).then_some(ParentSpan {
+            trace_id,
+            span_id,
+            sampled,
+        })
+    }
 }
 
 impl LifecycleEvent {
@@ -330,6 +356,7 @@ impl LifecycleEvent {
             step_id: None,
             to_state: ToState::Absent,
             attrs: Vec::new(),
+            parent: None,
         }
     }
 
@@ -344,6 +371,11 @@ impl LifecycleEvent {
 
     pub fn with_task(mut self, id: impl Into<Id>) -> LifecycleEvent {
         self.task_id = Some(id.into());
+        self
+    }
+
+    pub fn with_parent(mut self, parent: Option<ParentSpan>) -> LifecycleEvent {
+        self.parent = parent;
         self
     }
 

@@ -12,6 +12,6 @@ pub mod values;
 
 pub use attributes::{Attr, AttrKey, AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
 pub use event::{
-    classify, EventKind, EventName, Id, LifecycleEvent, ToState, KNOWN_EVENT_NAMES,
+    classify, EventKind, EventName, Id, LifecycleEvent, ParentSpan, ToState, KNOWN_EVENT_NAMES,
     SPAN_EVENT_NAMES,
 };

@@ -7,7 +7,7 @@
 //! `Arc`-shared: a snapshot clones pointers, and a later write to a record that a
 //! snapshot still holds copies that record first (copy-on-write).
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hashlink::LinkedHashMap;
@@ -17,7 +17,7 @@ use crate::input::backend::event::Event;
 use crate::input::backend::keys::KeySource;
 use crate::input::backend::routing::{finish_status, Route, Status};
 use crate::support::clock::{Stamp, UniqueInstants};
-use crate::support::fork::ForkSafeMutex;
+use crate::support::fork::{ForkSafeMutex, LockWaits};
 use crate::support::ids::IdGenerator;
 use crate::value::{Packed, Str};
 
@@ -131,6 +131,9 @@ pub struct Stats {
 
 struct Store {
     map: LinkedHashMap<Key, Arc<Record>>,
+    /// Records taken for export and held outside the store (the background
+    /// exporter's retry queue): they count against `max_traces` too.
+    held_for_export: Arc<AtomicUsize>,
     limits: Limits,
     ids: IdGenerator,
     orphaned_events: u64,
@@ -157,14 +160,16 @@ impl Store {
     /// Evicts the oldest records until one more fits.
     fn make_room(&mut self, garbage: &mut Vec<Arc<Record>>) {
         if let Some(max) = self.limits.max_traces {
-            self.evict_down_to(max.saturating_sub(1), garbage);
+            let held = self.held_for_export.load(Ordering::Relaxed);
+            self.evict_down_to(max.saturating_sub(held).saturating_sub(1), garbage);
         }
     }
 
     /// Evicts the oldest records until the store is within `max_traces`.
     fn shrink_to_limit(&mut self, garbage: &mut Vec<Arc<Record>>) {
         if let Some(max) = self.limits.max_traces {
-            self.evict_down_to(max, garbage);
+            let held = self.held_for_export.load(Ordering::Relaxed);
+            self.evict_down_to(max.saturating_sub(held), garbage);
         }
     }
 
@@ -178,6 +183,8 @@ impl Store {
 /// The process-wide trace backend.
 pub struct Backend {
     store: ForkSafeMutex<Store>,
+    /// See `Store::held_for_export`; set without the store's lock.
+    held_for_export: Arc<AtomicUsize>,
     events_handled: AtomicU64,
     rejected_events: AtomicU64,
     /// Finished traces the sampling ratio left out of an OTLP export.
@@ -200,9 +207,12 @@ impl Backend {
     }
 
     pub fn with_limits(instance_id: impl Into<String>, limits: Limits) -> Backend {
+        let held_for_export = Arc::new(AtomicUsize::new(0));
         Backend {
+            held_for_export: held_for_export.clone(),
             store: ForkSafeMutex::new(Store {
                 map: LinkedHashMap::new(),
+                held_for_export,
                 limits,
                 ids: IdGenerator::new(),
                 orphaned_events: 0,
@@ -222,6 +232,11 @@ impl Backend {
     /// Makes this process-wide backend's locks fork-safe (see [`crate::support::fork`]).
     pub fn register_for_fork(&'static self) -> bool {
         self.store.register()
+    }
+
+    /// What its lock counted (see [`crate::support::fork::count_lock_waits`]).
+    pub fn lock_waits(&self) -> LockWaits {
+        self.store.lock_waits()
     }
 
     pub fn instance_id(&self) -> &str {
@@ -366,6 +381,13 @@ impl Backend {
         }
     }
 
+    /// How many records the background exporter holds taken and not yet
+    /// delivered: new records then evict the oldest stored ones so that the
+    /// store and that queue together stay within `max_traces`. Takes no lock.
+    pub fn set_held_for_export(&self, n: usize) {
+        self.held_for_export.store(n, Ordering::Relaxed);
+    }
+
     /// Number of traces stored.
     pub fn len(&self) -> usize {
         self.store.lock().map.len()
@@ -435,16 +457,16 @@ impl Backend {
     /// Removes and returns the complete records (and the open ones too when
     /// `include_open`), in order, in one step under the lock.
     pub fn drain(&self, include_open: bool) -> Vec<(Key, Arc<Record>)> {
+        drain_locked(&mut self.store.lock(), include_open)
+    }
+
+    /// [`Backend::drain`] of the complete records, with `max_traces` read
+    /// under the same lock (the bound of a background exporter's retry
+    /// queue).
+    pub fn drain_complete_with_limit(&self) -> (Vec<(Key, Arc<Record>)>, Option<usize>) {
         let mut store = self.store.lock();
-        let keys: Vec<Key> = store
-            .map
-            .iter()
-            .filter(|(_, rec)| include_open || rec.is_complete())
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| store.map.remove(&k).map(|rec| (k, rec)))
-            .collect()
+        let max = store.limits.max_traces;
+        (drain_locked(&mut store, false), max)
     }
 
     /// Puts drained records back (after a failed delivery). A key that was
@@ -474,6 +496,20 @@ impl Backend {
             .map(|(k, r)| k.heap_size() + r.heap_size())
             .sum()
     }
+}
+
+/// Removes the complete records (and the open ones with `include_open`) in
+/// order: one pass over the store.
+fn drain_locked(store: &mut Store, include_open: bool) -> Vec<(Key, Arc<Record>)> {
+    let keys: Vec<Key> = store
+        .map
+        .iter()
+        .filter(|(_, rec)| include_open || rec.is_complete())
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.into_iter()
+        .filter_map(|k| store.map.remove(&k).map(|rec| (k, rec)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ pub use limits::{
 };
 pub use model::{LifecycleStats, RecordOutcome};
 pub use run::{
-    Link, Run, RunEnd, Span, SpanEvent, SpanStatus, StatusCode, STEP_SPAN_NAME,
-    TASK_INIT_SPAN_NAME, TASK_SPAN_NAME,
+    Link, Run, RunEnd, Span, SpanChange, SpanEvent, SpanRef, SpanStatus, StatusCode,
+    STEP_SPAN_NAME, TASK_INIT_SPAN_NAME, TASK_SPAN_NAME,
 };
 pub use tracer::{ExportRuns, Tracer};

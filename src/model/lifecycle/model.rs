@@ -11,9 +11,11 @@ use crate::support::ids::IdGenerator;
 
 use super::limits::{LifecycleLimits, DEFAULT_ATTRIBUTE_PREFIX};
 use super::open_runs::{closing_status, merge_attrs, rename_error_class, LiveRun, Room, Target};
-use super::run::{Link, Run, RunEnd, TASK_INIT_SPAN_NAME};
+use super::run::{Link, Run, RunEnd, SpanChange, SpanRef, TASK_INIT_SPAN_NAME};
 use crate::input::lifecycle::attributes::AttrKey;
-use crate::input::lifecycle::event::{EventKind, EventName, Id, LifecycleEvent, ToState};
+use crate::input::lifecycle::event::{
+    EventKind, EventName, Id, LifecycleEvent, ParentSpan, ToState,
+};
 use crate::model::sampling::{KeptSpans, Sampling};
 
 /// What [`crate::model::lifecycle::Tracer::record`] did with an event.
@@ -69,10 +71,17 @@ pub struct LifecycleStats {
     pub finished_runs_dropped: u64,
     /// Spans and span events lost to `max_spans_per_run` (evicted or refused).
     pub spans_dropped: u64,
-    /// Finished runs left out by sampling (head decision, no keep rule held).
+    /// Runs that ended left out by sampling and not exported: their head
+    /// decision, made when they opened, said no (the ratio, or an unsampled
+    /// OpenTelemetry parent under a parent-based sampler) and no keep rule
+    /// held when they ended.
     pub sampled_out: u64,
     /// Spans of runs the head left out that a keep rule brought back.
     pub kept_spans: KeptSpans,
+    /// Times the connected path could not detach its OpenTelemetry context
+    /// in the order the API requires (the app attached its own after ours
+    /// and had not detached it) and restored the app's context above ours.
+    pub context_restores: u64,
 }
 
 impl LifecycleStats {
@@ -96,6 +105,26 @@ struct Past {
     waiting: Option<u64>,
 }
 
+/// What [`State::take_settled`] removed, made into exported data after the
+/// lock is released: restored, then settled, then finished runs.
+#[derive(Default)]
+pub(crate) struct Settled {
+    pub restored: VecDeque<Run>,
+    pub ready: VecDeque<LiveRun>,
+    pub finished: LinkedHashMap<u64, LiveRun>,
+}
+
+impl Settled {
+    pub fn into_runs(self) -> Vec<Run> {
+        let mut runs =
+            Vec::with_capacity(self.restored.len() + self.ready.len() + self.finished.len());
+        runs.extend(self.restored);
+        runs.extend(self.ready.into_iter().map(LiveRun::into_run));
+        runs.extend(self.finished.into_iter().map(|(_, r)| r.into_run()));
+        runs
+    }
+}
+
 /// Runs dropped while the lock is held, freed after it is released.
 #[derive(Default)]
 pub(crate) struct Garbage {
@@ -114,6 +143,13 @@ pub(crate) struct State {
     finished: LinkedHashMap<u64, LiveRun>,
     /// Runs put back after a failed delivery; older than any in `finished`.
     restored: VecDeque<Run>,
+    /// Runs settled while a background exporter takes them: they take no
+    /// more merges and wait for its next take, oldest first (older than any
+    /// in `finished`, younger than `restored`).
+    ready: VecDeque<LiveRun>,
+    /// With a background exporter taking: how long a finished run waits for
+    /// late duplicates (see [`State::set_export_settle`]); `None` without.
+    export_settle_ns: Option<u64>,
     /// Latest finished run per task, least recently finished first.
     history: LinkedHashMap<Id, Past>,
     next_run: u64,
@@ -123,8 +159,11 @@ pub(crate) struct State {
     pub workflow_events: bool,
     /// The sampling settings; each run's head decision is made with the
     /// ones in force when it opens, the keep rules with the ones in force
-    /// when it leaves for export.
+    /// when it ends.
     pub sampling: Sampling,
+    /// The `opentelemetry_context` setting (`None`: `:auto`), read by the
+    /// binding's Ruby layer when it subscribes and when settings change.
+    pub opentelemetry_context: Option<bool>,
 }
 
 /// The attribute keys' prefix: `<name>.`, the name being the
@@ -171,12 +210,15 @@ impl State {
             open: LinkedHashMap::new(),
             finished: LinkedHashMap::new(),
             restored: VecDeque::new(),
+            ready: VecDeque::new(),
+            export_settle_ns: None,
             history: LinkedHashMap::new(),
             next_run: 0,
             stats: LifecycleStats::default(),
             prefix: Prefix::default(),
             workflow_events: false,
             sampling: Sampling::default(),
+            opentelemetry_context: None,
         }
     }
 
@@ -192,7 +234,7 @@ impl State {
     pub fn stats(&self) -> LifecycleStats {
         LifecycleStats {
             open_runs: self.open.len(),
-            finished_runs: self.finished.len() + self.restored.len(),
+            finished_runs: self.waiting(),
             ..self.stats
         }
     }
@@ -265,6 +307,8 @@ impl State {
                         }
                         outcome
                     }
+                    // Taken by an export that swapped the finished runs out.
+                    None if kind == EventKind::TaskInitializeRequested => RecordOutcome::Ignored,
                     None => RecordOutcome::Late,
                 },
                 _ if kind == EventKind::TaskInitializeRequested => RecordOutcome::Ignored,
@@ -286,7 +330,7 @@ impl State {
         run.root.end_at(ev.at);
         run.root.status = closing_status(EventKind::TaskFailed, &run.root);
         run.end = RunEnd::Failed;
-        run.sampled = self.sampling.head(&trace_id, None);
+        self.sampling_decision(&mut run, None);
         self.finish(run, garbage);
         RecordOutcome::RunClosed
     }
@@ -306,7 +350,12 @@ impl State {
                 None => break,
             }
         }
-        let (trace_id, span_id) = self.ids.trace_and_span();
+        let parent: Option<ParentSpan> = ev.parent.take();
+        // Under an OpenTelemetry parent the run joins its trace.
+        let (trace_id, span_id) = match parent {
+            Some(p) => (p.trace_id, self.ids.span_id()),
+            None => self.ids.trace_and_span(),
+        };
         // From now on the task's events belong to this run; its previous run,
         // if still waiting for export, takes no more of them.
         let link = self.history.get_mut(&task).map(|p| {
@@ -317,22 +366,29 @@ impl State {
         rename_error_class(&mut attrs);
         attrs.push((AttrKey::TaskId, task.to_value()));
         let mut run = LiveRun::new(Some(task.clone()), trace_id, span_id, ev.at, attrs, link);
-        self.decide(&mut run, None);
+        run.parent = parent.map(|p| p.span_id);
+        self.sampling_decision(&mut run, parent.map(|p| p.sampled));
         self.open.insert(task, run);
         RecordOutcome::RunOpened
     }
 
-    /// The head sampling decision for a run opening now. `parent_sampled`
-    /// is its parent span's sampled flag: the hook for runs that take a
-    /// parent from the OpenTelemetry context (`None`: no parent).
-    fn decide(&self, run: &mut LiveRun, parent_sampled: Option<bool>) {
+    /// The run's one sampling decision, made when it opens (the one place a
+    /// run's `sampled` is decided): the sampler in force applied to its trace
+    /// id, or to its OpenTelemetry parent's sampled flag (`parent_sampled`:
+    /// parent-based samplers, the default, follow it). The keep rules can
+    /// only add a run left out here, when it ends (see [`State::finish`]).
+    /// A run left out records its spans when a keep rule may bring it back,
+    /// or when it has a parent (the connected path puts its spans in the
+    /// OpenTelemetry context, marked unsampled).
+    fn sampling_decision(&self, run: &mut LiveRun, parent_sampled: Option<bool>) {
         run.sampled = self.sampling.head(&run.trace_id, parent_sampled);
-        run.records = run.sampled || self.sampling.any_rule();
+        run.records = run.sampled || self.sampling.any_rule() || parent_sampled.is_some();
     }
 
-    /// Whether a run leaving for export goes out: sampled at its head, or
-    /// kept by a rule (counting its spans under the rule when `count`).
-    fn exported(&mut self, run: &LiveRun, count: bool) -> bool {
+    /// Whether a run that just ended goes on to export: sampled at its
+    /// head, or kept by a rule (its spans counted under the rule); a run
+    /// left out by both is counted as `sampled_out`.
+    fn exported(&mut self, run: &LiveRun) -> bool {
         if run.sampled {
             return true;
         }
@@ -341,17 +397,32 @@ impl State {
         } else {
             None
         };
-        if count {
-            match rule {
-                Some(rule) => self.stats.kept_spans.add(rule, run.spans() as u64),
-                None => self.stats.sampled_out += 1,
-            }
+        match rule {
+            Some(rule) => self.stats.kept_spans.add(rule, run.spans() as u64),
+            None => self.stats.sampled_out += 1,
         }
         rule.is_some()
     }
 
-    /// Moves an ended run to the finished runs and remembers it for its task.
+    /// Moves an ended run to the finished runs and remembers it for its
+    /// task; a run sampling leaves out (head and keep rules) is remembered
+    /// (for the link) and dropped.
     fn finish(&mut self, run: LiveRun, garbage: &mut Garbage) {
+        if !self.exported(&run) {
+            if let Some(task) = &run.task {
+                let past = Past {
+                    link: Link {
+                        trace_id: run.trace_id,
+                        span_id: run.root.span_id,
+                    },
+                    waiting: None,
+                };
+                self.history.insert(task.clone(), past);
+                self.bound_history();
+            }
+            garbage.live.push(run);
+            return;
+        }
         let number = self.next_run;
         self.next_run += 1;
         let past = Past {
@@ -366,7 +437,48 @@ impl State {
             self.history.insert(task.clone(), past);
             self.bound_history();
         }
+        let now_ns = run.last_active;
         self.finished.insert(number, run);
+        if let Some(settle_ns) = self.export_settle_ns {
+            self.settle_front(now_ns, settle_ns);
+        }
+        self.bound_finished(garbage);
+    }
+
+    /// Finished runs waiting for export: settling, settled and restored.
+    fn waiting(&self) -> usize {
+        self.finished.len() + self.ready.len() + self.restored.len()
+    }
+
+    /// Moves the finished runs idle for at least `settle_ns` at `now_ns`
+    /// from the front of `finished` to `ready` (amortised: each run moves
+    /// once, and one comparison ends the walk).
+    fn settle_front(&mut self, now_ns: u64, settle_ns: u64) {
+        while let Some((_, run)) = self.finished.front() {
+            if now_ns.saturating_sub(run.last_active) < settle_ns {
+                break;
+            }
+            self.settle_oldest();
+        }
+    }
+
+    /// Moves the oldest settling run to `ready`: it takes no more merges.
+    fn settle_oldest(&mut self) {
+        if let Some((number, run)) = self.finished.pop_front() {
+            self.forget_waiting(run.task.as_ref(), number);
+            self.ready.push_back(run);
+        }
+    }
+
+    /// With a background exporter taking (`Some(settle)`), a finished run
+    /// waits `settle` for late duplicates and then moves to the runs ready
+    /// for its next take; when `max_finished_runs` runs are settling, the
+    /// oldest is settled at once instead of being dropped. The settled runs
+    /// have their own bound of `max_finished_runs` (the oldest is dropped,
+    /// counted). Without (`None`), one bound covers every waiting run and the
+    /// oldest is dropped.
+    pub fn set_export_settle(&mut self, settle_ns: Option<u64>, garbage: &mut Garbage) {
+        self.export_settle_ns = settle_ns;
         self.bound_finished(garbage);
     }
 
@@ -379,9 +491,25 @@ impl State {
     }
 
     fn bound_finished(&mut self, garbage: &mut Garbage) {
-        while self.finished.len() + self.restored.len() > self.limits.max_finished_runs {
+        let max = self.limits.max_finished_runs;
+        if self.export_settle_ns.is_some() {
+            while self.finished.len() > max {
+                self.settle_oldest();
+            }
+        }
+        loop {
+            let over = if self.export_settle_ns.is_some() {
+                self.ready.len() + self.restored.len() > max
+            } else {
+                self.waiting() > max
+            };
+            if !over {
+                break;
+            }
             if let Some(run) = self.restored.pop_front() {
                 garbage.runs.push(run);
+            } else if let Some(run) = self.ready.pop_front() {
+                garbage.live.push(run);
             } else if let Some((number, run)) = self.finished.pop_front() {
                 self.forget_waiting(run.task.as_ref(), number);
                 garbage.live.push(run);
@@ -419,53 +547,29 @@ impl State {
         expired
     }
 
-    /// Removes the restored runs and the finished runs idle for at least
-    /// `settled_ns` at `now_ns`, oldest first.
-    pub fn take_settled(
-        &mut self,
-        now_ns: u64,
-        settled_ns: u64,
-        garbage: &mut Garbage,
-    ) -> (VecDeque<Run>, Vec<LiveRun>) {
+    /// Removes the restored runs, the settled runs and the finished runs
+    /// idle for at least `settled_ns` at `now_ns`, oldest first. Containers
+    /// are swapped out, not walked: with `settled_ns` zero every finished
+    /// run goes in one swap (their tasks' later events then find no run
+    /// and count as late); otherwise only the front runs that settled since
+    /// the last finish are moved.
+    pub fn take_settled(&mut self, now_ns: u64, settled_ns: u64, garbage: &mut Garbage) -> Settled {
         self.expire(now_ns, garbage);
-        let restored = std::mem::take(&mut self.restored);
-        let mut settled = Vec::new();
-        while let Some((_, run)) = self.finished.front() {
-            if now_ns.saturating_sub(run.last_active) < settled_ns {
-                break;
-            }
-            if let Some((number, run)) = self.finished.pop_front() {
-                self.forget_waiting(run.task.as_ref(), number);
-                if self.exported(&run, true) {
-                    settled.push(run);
-                } else {
-                    garbage.live.push(run);
-                }
-            }
-        }
-        (restored, settled)
-    }
-
-    /// Copies of the waiting runs that an export would send (sampled, or
-    /// kept by a rule as they stand), and of the open ones with
-    /// `include_open`; counts nothing.
-    pub fn export_snapshot(&mut self, include_open: bool) -> (Vec<Run>, Vec<Run>) {
-        let mut ready: Vec<Run> = self.restored.iter().cloned().collect();
-        let finished: Vec<Run> = self
-            .finished
-            .values()
-            .filter(|r| self.exported_now(r))
-            .map(LiveRun::to_run)
-            .collect();
-        ready.extend(finished);
-        let open = if include_open {
-            self.open_snapshot()
+        let finished = if settled_ns == 0 {
+            std::mem::take(&mut self.finished)
         } else {
-            Vec::new()
+            self.settle_front(now_ns, settled_ns);
+            LinkedHashMap::new()
         };
-        (ready, open)
+        Settled {
+            restored: std::mem::take(&mut self.restored),
+            ready: std::mem::take(&mut self.ready),
+            finished,
+        }
     }
 
+    /// Whether an open run would be exported as it stands: sampled at its
+    /// head, or kept by a rule so far.
     fn exported_now(&self, run: &LiveRun) -> bool {
         run.sampled || (run.records && self.sampling.keep_rule(&run.facts()).is_some())
     }
@@ -473,8 +577,9 @@ impl State {
     /// Copies of the waiting runs (and the open ones), oldest first.
     pub fn snapshot(&self, include_open: bool) -> Vec<Run> {
         let open = if include_open { self.open.len() } else { 0 };
-        let mut out = Vec::with_capacity(self.restored.len() + self.finished.len() + open);
+        let mut out = Vec::with_capacity(self.waiting() + open);
         out.extend(self.restored.iter().cloned());
+        out.extend(self.ready.iter().map(LiveRun::to_run));
         out.extend(self.finished.values().map(LiveRun::to_run));
         if include_open {
             out.extend(self.open.values().map(LiveRun::to_run));
@@ -490,6 +595,73 @@ impl State {
             .filter(|r| self.exported_now(r))
             .map(LiveRun::to_run)
             .collect()
+    }
+
+    pub fn count_context_restore(&mut self) {
+        self.stats.context_restores += 1;
+    }
+
+    /// [`State::apply`], and what the event did to the spans a publishing
+    /// thread may hold as current: looked up after the event by its task
+    /// and step ids (cloned first; only the connected path pays for it).
+    pub fn apply_connected(
+        &mut self,
+        ev: &mut LifecycleEvent,
+        garbage: &mut Garbage,
+    ) -> (RecordOutcome, Option<SpanChange>) {
+        let kind = ev.kind();
+        let (task, step) = (ev.task_id.clone(), ev.step_id.clone());
+        let outcome = self.apply(ev, garbage);
+        let Some(task) = task else {
+            return (outcome, None);
+        };
+        let change = match (outcome, kind) {
+            (RecordOutcome::RunClosed, _) => self.ended_run(&task),
+            (RecordOutcome::RunOpened, _)
+            | (RecordOutcome::Merged, EventKind::TaskStartRequested) => self
+                .open
+                .get(&task)
+                .map(|run| SpanChange::Entered(span_ref(run, run.root.span_id))),
+            (
+                RecordOutcome::AttemptOpened | RecordOutcome::Merged | RecordOutcome::EventAdded,
+                EventKind::StepExecutionRequested | EventKind::StepBeforeHandle,
+            ) => self.open.get(&task).and_then(|run| {
+                let id = run.open_attempt_id(step.as_ref()?)?;
+                Some(SpanChange::Entered(span_ref(run, id)))
+            }),
+            (RecordOutcome::AttemptClosed, _) => {
+                let run = match self.open.get(&task) {
+                    Some(run) => Some(run),
+                    None => match self.history.get(&task) {
+                        Some(Past {
+                            waiting: Some(n), ..
+                        }) => self.finished.get(n),
+                        _ => None,
+                    },
+                };
+                run.and_then(|run| {
+                    let id = run.latest_attempt_id(step.as_ref()?)?;
+                    Some(SpanChange::Ended(span_ref(run, id)))
+                })
+            }
+            _ => None,
+        };
+        (outcome, change)
+    }
+
+    /// The run of `task` that just ended, from what is remembered of it.
+    fn ended_run(&self, task: &Id) -> Option<SpanChange> {
+        let past = self.history.get(task)?;
+        let sampled = match past.waiting {
+            Some(n) => self.finished.get(&n).is_none_or(|r| r.sampled),
+            None => false,
+        };
+        Some(SpanChange::RunEnded(SpanRef {
+            trace_id: past.link.trace_id,
+            span_id: past.link.span_id,
+            root_span_id: past.link.span_id,
+            sampled,
+        }))
     }
 
     pub fn refuse(&mut self) {
@@ -522,6 +694,7 @@ impl State {
     pub fn reset(&mut self, garbage: &mut Garbage) {
         garbage.live.extend(self.open.drain().map(|(_, r)| r));
         garbage.live.extend(self.finished.drain().map(|(_, r)| r));
+        garbage.live.extend(self.ready.drain(..));
         garbage.runs.extend(self.restored.drain(..));
         self.history.clear();
         self.stats = LifecycleStats::default();
@@ -548,6 +721,15 @@ fn apply_bare(run: &mut LiveRun, ev: &LifecycleEvent, live: bool) -> (RecordOutc
     run.root.status = closing_status(kind, &run.root);
     run.end = end;
     (RecordOutcome::RunClosed, true)
+}
+
+fn span_ref(run: &LiveRun, span_id: [u8; 8]) -> SpanRef {
+    SpanRef {
+        trace_id: run.trace_id,
+        span_id,
+        root_span_id: run.root.span_id,
+        sampled: run.sampled,
+    }
 }
 
 /// Adds the event as a span event on `target` and counts what the bound cost.

@@ -215,15 +215,18 @@ pub(crate) struct LiveRun {
     pub root_name: &'static str,
     pub trace_id: [u8; 16],
     pub link: Option<Link>,
+    /// The root's parent: the OpenTelemetry span current when the run opened.
+    pub parent: Option<[u8; 8]>,
     pub root: LiveSpan,
     pub end: RunEnd,
     /// Monotonic nanoseconds of the latest event applied to the run.
     pub last_active: u64,
-    /// The head sampling decision, made once when the run opened.
+    /// The head sampling decision, made once when the run opened (see
+    /// `State::sampling_decision`).
     pub sampled: bool,
     /// Whether the run records its spans: false only for a run the head
-    /// left out while no keep rule could bring it back (it records its end
-    /// and nothing else).
+    /// left out while no keep rule could bring it back and without an
+    /// OpenTelemetry parent (it records its end and nothing else).
     pub records: bool,
     attempts: VecDeque<Attempt>,
     events: VecDeque<Entry>,
@@ -246,6 +249,7 @@ impl LiveRun {
             root_name: TASK_SPAN_NAME,
             trace_id,
             link,
+            parent: None,
             root: LiveSpan::new(root_span_id, at, attrs),
             end: RunEnd::Open,
             last_active: at.mono_ns,
@@ -291,6 +295,18 @@ impl LiveRun {
     /// Spans and span events held, the root included.
     pub fn entries(&self) -> usize {
         1 + self.attempts.len() + self.events.len()
+    }
+
+    /// The span id of the open attempt of `step`, if any.
+    pub fn open_attempt_id(&self, step: &Id) -> Option<[u8; 8]> {
+        self.open_attempt(step)
+            .map(|i| self.attempts[i].span.span_id)
+    }
+
+    /// The span id of the latest attempt of `step`, if any.
+    pub fn latest_attempt_id(&self, step: &Id) -> Option<[u8; 8]> {
+        self.latest_attempt(step)
+            .map(|i| self.attempts[i].span.span_id)
     }
 
     /// The index of the latest attempt of `step`.
@@ -435,7 +451,7 @@ impl LiveRun {
         let mut spans = Vec::with_capacity(1 + self.attempts.len());
         spans.push(Span {
             span_id: root_id,
-            parent_span_id: None,
+            parent_span_id: self.parent,
             name: self.root_name,
             start: self.root.start,
             end: root_end,

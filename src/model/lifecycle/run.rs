@@ -5,10 +5,12 @@
 //! ├─ task_id        Id (Integer or String)
 //! ├─ trace_id       [u8; 16]
 //! ├─ end            RunEnd (Open, Completed, Failed, Pending, Cancelled, ResolvedManually)
+//! ├─ sampled        bool: the run's one sampling decision, made when it opens
 //! └─ spans          Vec<Span>; spans[0] is the root `tasker.task.execution`,
 //!    │              then one `tasker.step.execution` per attempt, by start
 //!    ├─ span_id     [u8; 8]
-//!    ├─ parent_span_id  None for the root, else the root's span id
+//!    ├─ parent_span_id  the root's: its OpenTelemetry parent (None for a
+//!    │                  new trace); an attempt's: the root's span id
 //!    ├─ name        &'static str
 //!    ├─ start, end  Stamp (wall_ns + mono_ns); end None while open
 //!    ├─ status      SpanStatus { code: Unset | Ok | Error, message: Option<Text> }
@@ -158,8 +160,12 @@ pub struct Run {
     pub end: RunEnd,
     /// The root first, then the attempts in the order they started.
     pub spans: Vec<Span>,
-    /// The head sampling decision made when the run opened (a run left out
-    /// there is exported only when a keep rule holds at its end).
+    /// The head sampling decision, made once when the run opened (see
+    /// `State::sampling_decision`): what its children are told. A run left
+    /// out there is traced while open (with connected traces its ids go
+    /// into the OpenTelemetry context, marked unsampled) and, when it ends,
+    /// exported only when a keep rule holds; else dropped, counted as
+    /// `sampled_out`.
     pub sampled: bool,
     /// Already drawn by the console exporter (a run put back after a failed
     /// delivery is not drawn twice).
@@ -176,4 +182,30 @@ impl Run {
     pub fn attempts(&self) -> &[Span] {
         self.spans.get(1..).unwrap_or(&[])
     }
+}
+
+/// A span of a run as the connected path hands it to the binding: what the
+/// Ruby layer puts into (or takes out of) the OpenTelemetry context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanRef {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The run's root span id (equal to `span_id` for the root).
+    pub root_span_id: [u8; 8],
+    /// The run's sampling decision (trace flags bit 0).
+    pub sampled: bool,
+}
+
+/// What an event did to the spans a publishing thread may hold as its
+/// current OpenTelemetry span (see `Tracer::record_connected`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanChange {
+    /// This span is open and is the event's own (a run opening or merging,
+    /// an attempt opening, merging or about to run its handler): current
+    /// in the publishing thread from now on.
+    Entered(SpanRef),
+    /// This attempt ended.
+    Ended(SpanRef),
+    /// This run ended (its root, and any attempt still open, with it).
+    RunEnded(SpanRef),
 }

@@ -2,18 +2,16 @@
 //! only while an event is applied; whatever the event leaves over and every
 //! run dropped meanwhile is freed after it is released.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::fork::ForkSafeMutex;
+use crate::support::fork::{ForkSafeMutex, LockWaits};
 
 use crate::support::clock::Stamp;
 
 use super::limits::LifecycleLimits;
-use super::model::{Garbage, LifecycleStats, RecordOutcome, State};
-use super::open_runs::LiveRun;
-use super::run::Run;
+use super::model::{Garbage, LifecycleStats, RecordOutcome, Settled, State};
+use super::run::{Run, SpanChange};
 use crate::input::lifecycle::event::LifecycleEvent;
 use crate::model::sampling::Sampling;
 
@@ -51,15 +49,6 @@ impl ExportRuns {
     }
 }
 
-/// Restored runs, then the settled ones made into exported data (outside
-/// the lock).
-fn ready_runs(restored: VecDeque<Run>, settled: Vec<LiveRun>) -> Vec<Run> {
-    let mut runs = Vec::with_capacity(restored.len() + settled.len());
-    runs.extend(restored);
-    runs.extend(settled.into_iter().map(LiveRun::into_run));
-    runs
-}
-
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -91,6 +80,11 @@ impl Tracer {
         self.state.register()
     }
 
+    /// What its lock counted (see [`crate::support::fork::count_lock_waits`]).
+    pub fn lock_waits(&self) -> LockWaits {
+        self.state.lock_waits()
+    }
+
     /// Applies one event. Its clock reading (`event.at`) is the time used for
     /// spans and for expiring idle runs.
     pub fn record(&self, mut event: LifecycleEvent) -> RecordOutcome {
@@ -100,6 +94,28 @@ impl Tracer {
         drop(garbage);
         drop(event);
         outcome
+    }
+
+    /// [`Tracer::record`] for the connected path: also what the event did
+    /// to the spans the publishing thread may hold as its current
+    /// OpenTelemetry span (entered, attempt ended, run ended), in the same
+    /// lock.
+    pub fn record_connected(
+        &self,
+        mut event: LifecycleEvent,
+    ) -> (RecordOutcome, Option<SpanChange>) {
+        event.prepare();
+        let mut garbage = Garbage::default();
+        let result = self.state.lock().apply_connected(&mut event, &mut garbage);
+        drop(garbage);
+        drop(event);
+        result
+    }
+
+    /// Counts a context the connected path restored (see
+    /// [`LifecycleStats::context_restores`]).
+    pub fn count_context_restore(&self) {
+        self.state.lock().count_context_restore();
     }
 
     pub fn limits(&self) -> LifecycleLimits {
@@ -112,8 +128,8 @@ impl Tracer {
     }
 
     /// Puts sampling settings in force: runs opening from now on are
-    /// decided with them at their head, and every run leaving for export
-    /// from now on by their keep rules.
+    /// decided with them at their head, and every run ending from now on by
+    /// their keep rules.
     pub fn set_sampling(&self, sampling: Sampling) {
         self.state.lock().sampling = sampling;
     }
@@ -145,12 +161,12 @@ impl Tracer {
     /// [`Tracer::drain_finished`] as of `now`.
     pub fn drain_finished_at(&self, now: Stamp, settled_for: Duration) -> Vec<Run> {
         let mut garbage = Garbage::default();
-        let (restored, settled) =
-            self.state
-                .lock()
-                .take_settled(now.mono_ns, nanos(settled_for), &mut garbage);
+        let settled = self
+            .state
+            .lock()
+            .take_settled(now.mono_ns, nanos(settled_for), &mut garbage);
         drop(garbage);
-        ready_runs(restored, settled)
+        settled.into_runs()
     }
 
     /// Copies of the runs waiting for export (restored, then finished), and
@@ -164,8 +180,9 @@ impl Tracer {
     /// [`Tracer::drain_finished`] with `settled_for`; else copies of every
     /// waiting run), and with `include_open` copies of the open runs as they
     /// stand. Open runs are never removed: they are exported whole again
-    /// once they end. Runs sampling leaves out are not among them (a drain
-    /// frees and counts them: `sampled_out`).
+    /// once they end. Runs sampling leaves out are not among them (they are
+    /// freed and counted, `sampled_out`, when they end; an open run left
+    /// out at the head is among them once a keep rule holds for it).
     pub fn export_runs(
         &self,
         drain: bool,
@@ -174,26 +191,62 @@ impl Tracer {
     ) -> ExportRuns {
         let mut garbage = Garbage::default();
         let mut state = self.state.lock();
-        let (taken, ready, open) = if drain {
-            let (taken, ready) =
-                state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage);
-            let open = if include_open {
-                state.open_snapshot()
-            } else {
-                Vec::new()
-            };
-            (taken, ready, open)
+        let (settled, copies) = if drain {
+            let now = Stamp::now().mono_ns;
+            let settled = state.take_settled(now, nanos(settled_for), &mut garbage);
+            (settled, Vec::new())
         } else {
-            let (copies, open) = state.export_snapshot(include_open);
-            (copies.into(), Vec::new(), open)
+            (Settled::default(), state.snapshot(false))
+        };
+        let open = if include_open {
+            state.open_snapshot()
+        } else {
+            Vec::new()
         };
         drop(state);
         drop(garbage);
+        let mut taken = settled.into_runs();
+        if !drain {
+            taken = copies;
+        }
         ExportRuns {
             drained: drain,
-            taken: ready_runs(taken, ready),
+            taken,
             open,
         }
+    }
+
+    /// A background exporter's take, in one step under the lock: the runs
+    /// ready for export as [`Tracer::drain_finished`] takes them, the
+    /// attribute prefix in force and `max_finished_runs` (the bound of the
+    /// exporter's own retry queue). Containers are swapped out under the
+    /// lock; the runs are made into exported data after it is released.
+    pub fn take_for_export(&self, settled_for: Duration) -> (Vec<Run>, Arc<str>, usize) {
+        let mut garbage = Garbage::default();
+        let (settled, prefix, max) = {
+            let mut state = self.state.lock();
+            let settled =
+                state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage);
+            (
+                settled,
+                state.prefix.effective.clone(),
+                state.limits().max_finished_runs,
+            )
+        };
+        drop(garbage);
+        (settled.into_runs(), prefix, max)
+    }
+
+    /// Turns the settle rule of a background exporter on (`Some(settle)`:
+    /// a finished run is settled after `settle` idle, or at once when
+    /// `max_finished_runs` runs are settling, and settled runs wait within
+    /// their own bound) or off (`None`: one bound, the oldest dropped).
+    pub fn set_export_settle(&self, settle: Option<Duration>) {
+        let mut garbage = Garbage::default();
+        self.state
+            .lock()
+            .set_export_settle(settle.map(nanos), &mut garbage);
+        drop(garbage);
     }
 
     /// Counts an event the binding refused for its input (not a Hash
@@ -239,6 +292,16 @@ impl Tracer {
 
     pub fn set_workflow_events(&self, on: bool) {
         self.state.lock().workflow_events = on;
+    }
+
+    /// The `opentelemetry_context` setting: `None` for `:auto`. Read by the
+    /// Ruby layer when it subscribes and when settings change.
+    pub fn opentelemetry_context(&self) -> Option<bool> {
+        self.state.lock().opentelemetry_context
+    }
+
+    pub fn set_opentelemetry_context(&self, on: Option<bool>) {
+        self.state.lock().opentelemetry_context = on;
     }
 
     pub fn stats(&self) -> LifecycleStats {

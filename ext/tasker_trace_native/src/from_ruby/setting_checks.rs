@@ -49,7 +49,7 @@ use crate::from_ruby::lifecycle_read_plan::{MAX_ALLOWLIST, MAX_KEY_BYTES};
 use crate::helpers::errors::{self, argument_error, shown};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 29] = [
+pub const SETTING_NAMES: [&str; 30] = [
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -82,6 +82,8 @@ pub const SETTING_NAMES: [&str; 29] = [
     "sample_keep_slower_than",
     "sample_keep_retried",
     "console_output",
+    // Connected traces (one block: see `check_connected_setting`).
+    "opentelemetry_context",
 ];
 
 pub const SERVICE_NAME_EXPECTED: &str = "a non-empty String";
@@ -111,6 +113,8 @@ pub struct InForce {
     pub sampling: Sampling,
     /// `console_output`: where the console exporter writes (`None`: stdout).
     pub console_output: Option<String>,
+    /// `opentelemetry_context` (connected traces): `None` for `:auto`.
+    pub opentelemetry_context: Option<bool>,
 }
 
 /// The ArgumentError for a setting given a value it does not take (or the
@@ -470,6 +474,7 @@ pub fn check_into(
         | "sample_keep_slower_than"
         | "sample_keep_retried"
         | "console_output" => check_sampling_or_console(ruby, settings, name, value)?,
+        other if check_connected_setting(ruby, settings, other, value)? => {}
         other => {
             return Err(argument_error(
                 ruby,
@@ -834,5 +839,42 @@ fn name_of(name: &str) -> &'static str {
         "sample_keep_errors"
     } else {
         "sample_keep_retried"
+    }
+}
+
+// ---- Connected traces: the OpenTelemetry context (one block) ----
+
+/// What `opentelemetry_context` takes.
+pub const OPENTELEMETRY_CONTEXT_EXPECTED: &str = "true, false or :auto";
+
+/// Checks the connected-trace settings; false when `name` is not one of
+/// them. `opentelemetry_context`: `:auto` (the default) or true use the
+/// OpenTelemetry context when its API is loaded; false never does.
+fn check_connected_setting(
+    ruby: &Ruby,
+    settings: &mut InForce,
+    name: &str,
+    value: RValue,
+) -> Result<bool, Error> {
+    match name {
+        "opentelemetry_context" => {
+            settings.opentelemetry_context = match value.as_raw() {
+                x if x == rb_sys::Qtrue as VALUE => Some(true),
+                x if x == rb_sys::Qfalse as VALUE => Some(false),
+                _ => match Symbol::from_value(value).map(|s| s.name()) {
+                    Some(Ok(n)) if n == "auto" => None,
+                    _ => {
+                        return Err(setting_error(
+                            ruby,
+                            "opentelemetry_context",
+                            OPENTELEMETRY_CONTEXT_EXPECTED,
+                            value,
+                        ))
+                    }
+                },
+            };
+            Ok(true)
+        }
+        _ => Ok(false),
     }
 }

@@ -13,6 +13,11 @@
 //! - `TestHooks.seed_lifecycle_ids(seed)`, `TestHooks.advance_announcer_clock(s)`,
 //!   `TestHooks.record_lifecycle_event_at(name, payload, wall_ns, mono_ns)`:
 //!   deterministic ids, the announcer's fake clock, events at given times.
+//! - `TestHooks.count_lock_waits(on)` and `TestHooks.lock_waits`: count, on
+//!   the lifecycle tracer's and the store's locks, the acquisitions by app
+//!   threads that found the lock held (`*_app_waits`) and the acquisitions
+//!   by the gem's own threads, the exporter's among them (`*_native_locks`);
+//!   cumulative, for the spec that the app never waits on the exporter.
 
 use magnus::prelude::*;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
@@ -20,10 +25,13 @@ use magnus::{function, Error, RModule, Ruby, Value as RValue};
 use std::time::Duration;
 
 use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::support::fork::count_lock_waits;
 
+use crate::helpers::static_ids::sym;
 use crate::helpers::{allocator, errors};
-use crate::process::{exporter, lifecycle_tracer};
+use crate::process::{backend, exporter, lifecycle_tracer};
 use crate::ruby_api::native::lifecycle;
+use crate::to_ruby::values::{count_to_ruby, hash_from_pairs, wrap};
 
 /// The variable that makes the hooks exist.
 pub const ENABLE_VARIABLE: &str = "TASKER_TRACE_NATIVE_TEST_HOOKS";
@@ -74,6 +82,28 @@ fn record_lifecycle_event_at(
     lifecycle::record_lifecycle_event_at(ruby, name, payload, Stamp { wall_ns, mono_ns })
 }
 
+fn set_lock_counting(on: bool) -> bool {
+    count_lock_waits(on);
+    on
+}
+
+/// `{tracer_app_waits:, tracer_native_locks:, store_app_waits:,
+/// store_native_locks:}`.
+fn lock_waits() -> RValue {
+    let (t, s) = (lifecycle_tracer().lock_waits(), backend().lock_waits());
+    let kv = [
+        sym(|s| s.tracer_app_waits),
+        count_to_ruby(t.app_waits),
+        sym(|s| s.tracer_native_locks),
+        count_to_ruby(t.native_locks),
+        sym(|s| s.store_app_waits),
+        count_to_ruby(s.app_waits),
+        sym(|s| s.store_native_locks),
+        count_to_ruby(s.native_locks),
+    ];
+    wrap(hash_from_pairs(&kv))
+}
+
 pub fn define(root: RModule) -> Result<(), Error> {
     if std::env::var(ENABLE_VARIABLE).as_deref() != Ok("1") {
         return Ok(());
@@ -91,5 +121,7 @@ pub fn define(root: RModule) -> Result<(), Error> {
         "record_lifecycle_event_at",
         function!(record_lifecycle_event_at, 4),
     )?;
+    hooks.define_module_function("count_lock_waits", function!(set_lock_counting, 1))?;
+    hooks.define_module_function("lock_waits", function!(lock_waits, 0))?;
     Ok(())
 }

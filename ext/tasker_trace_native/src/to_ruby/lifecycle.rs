@@ -17,12 +17,14 @@
 use rb_sys::VALUE;
 use tasker_trace_core::encode::run_spans::RunClock;
 use tasker_trace_core::input::lifecycle::{Attr, AttrValue, Id};
-use tasker_trace_core::model::lifecycle::{LifecycleStats, Run, Span, SpanEvent, StatusCode};
+use tasker_trace_core::model::lifecycle::{
+    LifecycleStats, Run, Span, SpanChange, SpanEvent, StatusCode,
+};
 
 use crate::helpers::static_ids::sym;
 use crate::to_ruby::values::{
-    array_of, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby,
-    new_hash, nil, utf8_to_ruby,
+    array_of, binary_to_ruby, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs,
+    hash_set, int_to_ruby, new_hash, nil, utf8_to_ruby,
 };
 
 /// Lowercase hex of an id, as a new String.
@@ -162,10 +164,10 @@ fn run_to_ruby(run: &Run, prefix: &str) -> VALUE {
         run.task_id.as_ref().map_or_else(nil, id_to_ruby),
         sym(|s| s.end),
         utf8_to_ruby(run.end.as_str()),
-        sym(|s| s.spans),
-        spans,
         sym(|s| s.sampled),
         bool_to_ruby(run.sampled),
+        sym(|s| s.spans),
+        spans,
     ];
     hash_from_pairs(&kv)
 }
@@ -204,6 +206,31 @@ pub fn stats_to_ruby(s: &LifecycleStats) -> VALUE {
         count_to_ruby(s.events_refused),
         sym(|s| s.sampled_out),
         count_to_ruby(s.sampled_out),
+        sym(|s| s.context_restores),
+        count_to_ruby(s.context_restores),
     ];
     hash_from_pairs(&kv)
+}
+
+/// What the connected path hands the Ruby listener (see
+/// `Native.record_lifecycle_event_connected`): a frozen
+/// `[kind, trace_id, span_id, sampled, root_span_id]`, ids as binary
+/// Strings (the OpenTelemetry API's form), kind 1 entered, 2 attempt
+/// ended, 3 run ended.
+pub fn span_change_to_ruby(change: &SpanChange) -> VALUE {
+    let (kind, r) = match change {
+        SpanChange::Entered(r) => (1, r),
+        SpanChange::Ended(r) => (2, r),
+        SpanChange::RunEnded(r) => (3, r),
+    };
+    let items = [
+        int_to_ruby(kind),
+        binary_to_ruby(&r.trace_id),
+        binary_to_ruby(&r.span_id),
+        bool_to_ruby(r.sampled),
+        binary_to_ruby(&r.root_span_id),
+    ];
+    let ary = array_of(items.into_iter(), |v| v);
+    // SAFETY: freezes the Array just made (nothing else holds it yet).
+    unsafe { rb_sys::rb_obj_freeze(ary) }
 }

@@ -80,8 +80,8 @@ fn strings_to_ruby(ruby: &Ruby, items: &[String]) -> Result<VALUE, Error> {
     Ok(array.as_raw())
 }
 
-/// `Native.exporter_stats` → the counters, with `last_error_at_ns` (the Ruby
-/// layer makes it a Time).
+/// `Native.exporter_stats` → the counters, with `last_error_at_ns` and
+/// `next_attempt_at_ns` (the Ruby layer makes them Times).
 fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
     guarded(ruby, || {
         let ExporterStats {
@@ -100,6 +100,7 @@ fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
             warnings,
             sampled_out,
             kept_spans,
+            next_attempt_at_ns,
         } = exporter().stats();
         let warnings = strings_to_ruby(ruby, &warnings)?;
         let kv = [
@@ -141,6 +142,8 @@ fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
             last_error
                 .as_ref()
                 .map_or_else(nil, |e| int_to_ruby(e.at_wall_ns)),
+            sym(|s| s.next_attempt_at_ns),
+            next_attempt_at_ns.map_or_else(nil, int_to_ruby),
             sym(|s| s.warnings),
             warnings,
         ];

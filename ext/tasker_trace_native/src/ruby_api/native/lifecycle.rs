@@ -5,6 +5,13 @@
 //! - `record_lifecycle_event(name, payload)` → true / false: one published
 //!   event (read by [`crate::from_ruby::lifecycle_convert`], then one short
 //!   lock); never raises for its input
+//! - `record_lifecycle_event_connected(name, payload, parent, held)` → nil or a
+//!   frozen `[kind, trace_id, span_id, sampled, root_span_id]`: the same
+//!   recording, for the OpenTelemetry context path (see
+//!   `lib/tasker_trace_native/context_listener.rb`): the run it opens gets
+//!   `parent` (`[trace_id, span_id, sampled]` or nil) and the answer names
+//!   the span the event entered or ended (not the one the fiber `held` on
+//!   top already); `count_context_restore`
 //! - `lifecycle_stats` → Hash, `lifecycle_runs(include_open)` → Array of
 //!   Hashes (see [`crate::to_ruby::lifecycle`]), `lifecycle_reset!`
 //! - `set_lifecycle_filters({name => filtered})`, `lifecycle_filtered_keys`:
@@ -25,7 +32,8 @@ use rb_sys::VALUE;
 use tasker_trace_core::encode::waterfall::{self, Style};
 use tasker_trace_core::input::lifecycle::values::ValueFilter;
 use tasker_trace_core::input::lifecycle::SPAN_EVENT_NAMES;
-use tasker_trace_core::input::lifecycle::{AttrKey, KNOWN_EVENT_NAMES};
+use tasker_trace_core::input::lifecycle::{AttrKey, ParentSpan, KNOWN_EVENT_NAMES};
+use tasker_trace_core::model::lifecycle::SpanChange;
 use tasker_trace_core::support::clock::Stamp;
 
 use crate::from_ruby::lifecycle_convert::{self, Read};
@@ -34,7 +42,7 @@ use crate::from_ruby::setting_checks::{boolean_argument, key_name};
 use crate::helpers::errors::{self, argument_error, build_protected, guarded, shown};
 use crate::helpers::recorder::{recorder_result, Ingested};
 use crate::process::{self, lifecycle_tracer};
-use crate::to_ruby::lifecycle::{runs_to_ruby, stats_to_ruby};
+use crate::to_ruby::lifecycle::{runs_to_ruby, span_change_to_ruby, stats_to_ruby};
 use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
 fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
@@ -72,6 +80,112 @@ pub(crate) fn record_lifecycle_event_at(
     }));
     recorder_result(ruby, outcome, name, "log_lifecycle_error", || {
         lifecycle_tracer().refuse()
+    })
+}
+
+/// `[trace_id, span_id, sampled]` (binary Strings of 16 and 8 bytes, true
+/// or false) as a parent; anything else (nil, other shapes, zero ids) is no
+/// parent.
+fn read_parent(parent: VALUE) -> Option<ParentSpan> {
+    let ary = magnus::RArray::from_value(wrap(parent))?;
+    if ary.len() != 3 {
+        return None;
+    }
+    let bytes = |i: isize| -> Option<Vec<u8>> {
+        let s = RString::from_value(ary.entry::<RValue>(i).ok()?)?;
+        // SAFETY: the bytes are copied at once, before any Ruby code runs.
+        Some(unsafe { s.as_slice() }.to_vec())
+    };
+    let trace_id: [u8; 16] = bytes(0)?.try_into().ok()?;
+    let span_id: [u8; 8] = bytes(1)?.try_into().ok()?;
+    let sampled = ary.entry::<RValue>(2).ok()?.as_raw() == rb_sys::Qtrue as VALUE;
+    ParentSpan::new(trace_id, span_id, sampled)
+}
+
+/// An 8-byte binary String as a span id.
+fn read_span_id(value: VALUE) -> Option<[u8; 8]> {
+    let s = RString::from_value(wrap(value))?;
+    // SAFETY: the bytes are copied at once, before any Ruby code runs.
+    unsafe { s.as_slice() }.try_into().ok()
+}
+
+struct Connected {
+    parent: VALUE,
+    held: VALUE,
+}
+
+fn record_connected(
+    ruby: &Ruby,
+    name: VALUE,
+    payload: VALUE,
+    args: Connected,
+    at: Stamp,
+    change: &mut Option<SpanChange>,
+) -> Ingested {
+    let Connected { parent, held } = args;
+    errors::maybe_injected_panic();
+    match lifecycle_convert::read_event(ruby, name, payload, at) {
+        Ok(Read::Event(mut event)) => {
+            if parent != rb_sys::Qnil as VALUE {
+                event.parent = read_parent(parent);
+            }
+            *change = process::record(|| lifecycle_tracer().record_connected(event)).1;
+            // The fiber holds this span on top already: nothing to say.
+            if let Some(SpanChange::Entered(r)) = change {
+                if held != rb_sys::Qnil as VALUE && read_span_id(held) == Some(r.span_id) {
+                    *change = None;
+                }
+            }
+            Ingested::Stored
+        }
+        Ok(Read::Refused) => Ingested::Refused,
+        Err(e) => Ingested::from_error(ruby, e),
+    }
+}
+
+/// `Native.record_lifecycle_event_connected(name, payload, parent, held)` → nil,
+/// or a frozen `[kind, trace_id, span_id, sampled, root_span_id]` when the
+/// event entered a span (kind 1: a run or attempt opening or merging, the
+/// span current in the publishing thread from now on) or ended one (2: an
+/// attempt; 3: a run, with its attempts). Records exactly as
+/// `record_lifecycle_event` does; a run it opens is the child of `parent`
+/// (`[trace_id, span_id, sampled]`, the current OpenTelemetry span, or nil).
+/// `held` is the span id the calling fiber holds on top (or nil): entering
+/// it again is not reported. Never raises for its input.
+fn record_lifecycle_event_connected(
+    ruby: &Ruby,
+    name: RValue,
+    payload: RValue,
+    parent: RValue,
+    held: RValue,
+) -> Result<RValue, Error> {
+    let at = Stamp::now();
+    let mut change = None;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        record_connected(
+            ruby,
+            name.as_raw(),
+            payload.as_raw(),
+            Connected {
+                parent: parent.as_raw(),
+                held: held.as_raw(),
+            },
+            at,
+            &mut change,
+        )
+    }));
+    recorder_result(ruby, outcome, name, "log_lifecycle_error", || {
+        lifecycle_tracer().refuse()
+    })?;
+    Ok(wrap(change.as_ref().map_or_else(nil, span_change_to_ruby)))
+}
+
+/// `Native.count_context_restore`: the Ruby layer restored an app's
+/// context above one of its own (counted in `lifecycle_stats`).
+fn count_context_restore(ruby: &Ruby) -> Result<bool, Error> {
+    guarded(ruby, || {
+        lifecycle_tracer().count_context_restore();
+        Ok(true)
     })
 }
 
@@ -302,6 +416,11 @@ pub fn define(native: RModule) -> Result<(), Error> {
         "record_lifecycle_event",
         function!(record_lifecycle_event, 2),
     )?;
+    native.define_module_function(
+        "record_lifecycle_event_connected",
+        function!(record_lifecycle_event_connected, 4),
+    )?;
+    native.define_module_function("count_context_restore", function!(count_context_restore, 0))?;
     native.define_module_function("lifecycle_stats", function!(lifecycle_stats, 0))?;
     native.define_module_function("lifecycle_waterfall", function!(lifecycle_waterfall, 2))?;
     native.define_module_function("sampler", function!(sampler, 0))?;

@@ -55,6 +55,7 @@ impl InForce {
                 ConsoleOutput::Stdout => None,
                 ConsoleOutput::Path(p) => Some(p),
             },
+            opentelemetry_context: lifecycle_tracer().opentelemetry_context(),
         }
     }
 
@@ -72,6 +73,7 @@ impl InForce {
             self.console_output
                 .map_or(ConsoleOutput::Stdout, ConsoleOutput::Path),
         );
+        lifecycle_tracer().set_opentelemetry_context(self.opentelemetry_context);
     }
 }
 
@@ -141,6 +143,7 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             exporter,
             sampling,
             console_output,
+            opentelemetry_context,
         } = InForce::read(backend());
         let attrs = new_attributes_hash(&resource.attributes);
         let otlp_headers = new_headers_hash(&otlp.headers);
@@ -212,6 +215,8 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             bool_to_ruby(sampling.keep_retried),
             sym(|s| s.console_output),
             optional_text(&console_output),
+            sym(|s| s.opentelemetry_context),
+            opentelemetry_context.map_or_else(|| sym(|s| s.auto), bool_to_ruby),
         ];
         Ok(wrap(hash_from_pairs(&kv)))
     })

@@ -1,0 +1,272 @@
+# frozen_string_literal: true
+
+module TaskerTraceNative
+  # Connected traces: while a run or a step attempt is open, its span is the
+  # current OpenTelemetry span in the thread (fiber) that published its
+  # opening event, so spans other instrumentation creates meanwhile (Net::HTTP,
+  # Faraday, PG, ...) become its children, and a run opened under a current
+  # span (the job's) becomes that span's child. See docs/connected-traces.md.
+  #
+  # Used only when the OpenTelemetry API is loaded (`::OpenTelemetry::Trace`)
+  # and the `opentelemetry_context` setting is not false: checked when the
+  # tracer subscribes and when settings change (`refresh!`), never per event.
+  # Otherwise Lifecycle::LISTENER (the one listener every subscription uses)
+  # records plainly and nothing here runs.
+  #
+  # Each fiber keeps the contexts it attached, newest last, with the span each
+  # belongs to and its run's root. A context is detached
+  # - when its span ends in this fiber (the closing event);
+  # - at this fiber's next listener call, when its span ended in another
+  #   thread or its run ended (anywhere);
+  # - at this fiber's next opening event, when an exception unwound an app's
+  #   block past it (the app's detach took it), or when an attempt of the
+  #   same run opens (the previous one's closing event never came here);
+  # and never from another thread. Detaching keeps the API's order: when the
+  # app attached contexts after ours and has not detached them, they are put
+  # back above (counted as `context_restores` in lifecycle_stats).
+  module ContextListener
+    # The fiber-local key of this fiber's entries (Thread#[] is fiber-local,
+    # like OpenTelemetry's own Context storage).
+    KEY = :__tasker_trace_native_contexts__
+
+    # What Native.record_lifecycle_event_connected answers.
+    ENTERED = 1
+    ENDED = 2
+    RUN_ENDED = 3
+
+    # Spans entered and not known to have ended, process-wide; the oldest go
+    # first past this many (their contexts are then detached as stale).
+    MAX_OPEN_SPANS = 20_000
+
+    # One context this fiber attached: the API's token, the Context, the
+    # context that was current before it, the span's id and its run's root id.
+    Entry = Struct.new(:token, :context, :below, :span_id, :root_id)
+
+    # What a fiber holds: its entries (newest last) and the number of span
+    # ends it has checked them against (`settle` runs only when spans ended
+    # since, or when its newest context is no longer where it was put).
+    Held = Struct.new(:entries, :seen)
+
+    # Names whose events can open a run.
+    OPENING_NAMES = %w[task.start_requested].push(:"task.start_requested").freeze
+
+    @open = {}
+    @ends = 0
+    @enabled = false
+    @engaged = false
+    @has_stack = false
+
+    class << self
+      # Whether the context path is in use: the OpenTelemetry API is loaded and
+      # `opentelemetry_context` is not false. Recomputed here only (when the
+      # tracer subscribes and when settings change).
+      def refresh!
+        @has_stack = api_loaded? && ::OpenTelemetry::Context.respond_to?(:stack, true)
+        @enabled = api_loaded? && Native.settings.fetch(:opentelemetry_context) != false
+        @engaged ||= @enabled
+        @enabled
+      end
+
+      # Whether events go through here: once the context path was in use in
+      # this process, so that a fiber still holding contexts releases them
+      # at its next event after the path is switched off.
+      def engaged?
+        @engaged
+      end
+
+      def enabled?
+        @enabled
+      end
+
+      def api_loaded?
+        defined?(::OpenTelemetry::Trace) && defined?(::OpenTelemetry::Context) ? true : false
+      end
+
+      # One published event (Lifecycle::LISTENER hands it here while the
+      # context path is in use). A run opened by task.start_requested is the
+      # child of the current span; only the state machine's copy (with
+      # `to_state`) can open one, so the current span is read for it alone.
+      def on_event(event)
+        id = event.id
+        payload = event.payload
+        opens = OPENING_NAMES.include?(id) && payload.is_a?(Hash) && (payload[:to_state] || payload["to_state"])
+        record(id, payload, opens ? current_parent : nil)
+      end
+
+      # One event through the context path. The recording itself behaves as
+      # Native.record_lifecycle_event does; what concerns the context never
+      # raises (a failure is logged and the event is still recorded).
+      def record(name, payload, parent)
+        held = Thread.current[KEY]
+        settle(name, held) if held && (held.seen != @ends || !@enabled) && !held.entries.empty?
+        return Native.record_lifecycle_event(name, payload) unless @enabled
+
+        change = Native.record_lifecycle_event_connected(name, payload, parent, held&.entries&.last&.span_id)
+        apply(name, change) if change
+        true
+      end
+
+      # The current span's [trace_id, span_id, sampled], or nil when it is
+      # not valid.
+      def current_parent
+        return nil unless @enabled
+
+        context = ::OpenTelemetry::Trace.current_span.context
+        context.valid? ? [context.trace_id, context.span_id, context.trace_flags.sampled?] : nil
+      rescue StandardError
+        nil
+      end
+
+      # How many contexts this fiber holds (for specs and debugging).
+      def held
+        Thread.current[KEY]&.entries&.size || 0
+      end
+
+      # Detaches every context this fiber holds.
+      def release!
+        held = Thread.current[KEY]
+        leave(held.entries) { true } if held
+        nil
+      end
+
+      private
+
+      # Detaches this fiber's stale entries: their span or run ended, or their
+      # context is no longer in the fiber's stack (see `detach`).
+      def settle(name, held)
+        held.seen = @ends
+        if @enabled
+          stack = context_stack
+          leave(held.entries) { |e| !@open.key?(e.span_id) || !@open.key?(e.root_id) || gone?(stack, e) }
+        else
+          leave(held.entries) { true }
+        end
+      rescue StandardError => e
+        context_error(name, e)
+      end
+
+      def apply(name, change)
+        kind, trace_id, span_id, sampled, root_id = change
+        case kind
+        when ENTERED then enter(trace_id, span_id, sampled, root_id)
+        when ENDED then ended(span_id) { |e| e.span_id == span_id }
+        when RUN_ENDED then ended(root_id) { |e| e.root_id == root_id }
+        end
+      rescue StandardError => e
+        context_error(name, e)
+      end
+
+      # A span ended: every fiber checks its entries against it at its next
+      # call; this one at once (and, when it was up to date, stays so).
+      def ended(span_id, &ends_here)
+        held = Thread.current[KEY]
+        up_to_date = held && held.seen == @ends
+        @ends += 1 if @open.delete(span_id)
+        return unless held
+
+        leave(held.entries, &ends_here)
+        held.seen = @ends if up_to_date
+      end
+
+      def enter(trace_id, span_id, sampled, root_id)
+        held = (Thread.current[KEY] ||= Held.new([], @ends))
+        entries = held.entries
+        return if entries.last&.span_id == span_id
+
+        if entries.empty?
+          held.seen = @ends
+        else
+          settle(nil, held)
+          return if entries.any? { |e| e.span_id == span_id }
+        end
+
+        # Another attempt of this run was current here: its closing event
+        # never came to this fiber, and attempts in one fiber do not nest.
+        leave(entries) { |e| e.root_id == root_id && e.span_id != root_id } if span_id != root_id
+        flags = sampled ? ::OpenTelemetry::Trace::TraceFlags::SAMPLED : ::OpenTelemetry::Trace::TraceFlags::DEFAULT
+        span = ::OpenTelemetry::Trace.non_recording_span(
+          ::OpenTelemetry::Trace::SpanContext.new(trace_id: trace_id, span_id: span_id, trace_flags: flags)
+        )
+        below = ::OpenTelemetry::Context.current
+        context = ::OpenTelemetry::Trace.context_with_span(span, parent_context: below)
+        token = ::OpenTelemetry::Context.attach(context)
+        entries << Entry.new(token, context, below, span_id, root_id)
+        @open[root_id] = true
+        @open[span_id] = true
+        while @open.size > MAX_OPEN_SPANS
+          @open.shift
+          @ends += 1
+        end
+      end
+
+      # Detaches the entries (newest first) the block selects.
+      def leave(entries)
+        i = entries.size - 1
+        while i >= 0
+          entry = entries[i]
+          if yield(entry)
+            entries.delete_at(i)
+            detach(entry)
+          end
+          i -= 1
+        end
+      end
+
+      def gone?(stack, entry)
+        return false unless stack
+        return false if stack[entry.token - 1].equal?(entry.context)
+
+        stack.none? { |c| c.equal?(entry.context) }
+      end
+
+      # Detaches one entry's context in the order the API requires.
+      def detach(entry)
+        stack = context_stack
+        return detach_current(entry) unless stack
+
+        at = entry.token - 1
+        at = stack.rindex { |c| c.equal?(entry.context) } unless stack[at].equal?(entry.context)
+        if at
+          remove_at(stack, at)
+        else
+          # Not in the stack: an app's block that began before it was unwound
+          # (an exception) and its detach took ours. Its own context, just
+          # below ours, was left behind: take it out for it.
+          below = entry.token - 2
+          remove_at(stack, below) if below >= 0 && stack[below].equal?(entry.below)
+        end
+      end
+
+      # Without access to the stack: only a context that is current can go.
+      def detach_current(entry)
+        ::OpenTelemetry::Context.detach(entry.token) if ::OpenTelemetry::Context.current.equal?(entry.context)
+      end
+
+      # Removes the context at `index`: what the app attached above it is
+      # detached and attached again, in order (counted).
+      def remove_at(stack, index)
+        return ::OpenTelemetry::Context.detach(stack.size) if index == stack.size - 1
+
+        above = stack[(index + 1)..] || []
+        above.size.times { ::OpenTelemetry::Context.detach(stack.size) }
+        ::OpenTelemetry::Context.detach(stack.size)
+        return if above.empty?
+
+        above.each { |c| ::OpenTelemetry::Context.attach(c) }
+        Native.count_context_restore
+      end
+
+      # The fiber's Context stack, read only (the API's private `stack`,
+      # present in every 1.x release); nil when it is not there.
+      def context_stack
+        @has_stack ? ::OpenTelemetry::Context.send(:stack) : nil
+      end
+
+      def context_error(name, error)
+        TaskerTraceNative.log_lifecycle_error(name, "OpenTelemetry context: #{error.class}: #{error.message}")
+      rescue StandardError
+        nil
+      end
+    end
+  end
+end

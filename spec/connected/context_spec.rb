@@ -1,0 +1,323 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+
+# Connected traces against the OpenTelemetry API stand-in
+# (spec/support/open_telemetry_stand_in.rb): the run's parent is the current
+# span, each open span is the current span in the thread that published its
+# opening event, and no context is ever left attached.
+RSpec.describe "Connected traces (OpenTelemetry context)" do
+  include LifecycleHelper
+
+  let(:otel) { OpenTelemetryStandIn::OpenTelemetry }
+
+  before { OpenTelemetryStandIn.install! }
+
+  after do
+    TaskerTraceNative::ContextListener.release!
+    otel::Context.clear
+    OpenTelemetryStandIn.uninstall!
+  end
+
+  def start(task, **extra)
+    publish("task.start_requested", task_id: task, task_name: "t", to_state: "in_progress", **extra)
+  end
+
+  def open_step(task, step)
+    publish("step.execution_requested", task_id: task, step_id: step, step_name: "s#{step}")
+    publish("step.before_handle", task_id: task, step_id: step)
+  end
+
+  def close_step(task, step)
+    publish("step.completed", task_id: task, step_id: step)
+  end
+
+  def current_hex
+    OpenTelemetryStandIn.current_span_hex
+  end
+
+  def stack
+    OpenTelemetryStandIn.stack
+  end
+
+  def in_thread(&block)
+    Thread.new(&block).value
+  end
+
+  it "makes the run the child of the current span, and each open span current while it runs" do
+    job = OpenTelemetryStandIn.app_span
+    seen = {}
+    otel::Trace.with_span(job) do
+      start(1)
+      seen[:root] = current_hex
+      publish("task.start_requested", task_id: 1, task_name: "t")   # the initializer's copy
+      expect(stack.size).to eq(2), "the job's context and the root's, once"
+      open_step(1, 10)
+      seen[:step] = current_hex   # what an HTTP client span's parent would be
+      close_step(1, 10)
+      seen[:after_step] = current_hex
+      publish("task.completed", task_id: 1)
+      seen[:after_run] = current_hex
+    end
+    run = only_run
+    expect(run[:trace_id]).to eq(job.context.hex_trace_id)
+    expect(root(run)[:parent_span_id]).to eq(job.context.hex_span_id)
+    expect(seen[:root]).to eq(root(run)[:span_id])
+    expect(seen[:step]).to eq(attempts(run).first[:span_id])
+    expect(seen[:after_step]).to eq(root(run)[:span_id])
+    expect(seen[:after_run]).to eq(job.context.hex_span_id)
+    expect(stack).to be_empty
+    expect(otel.errors).to be_empty
+  end
+
+  it "starts a new trace when no span is current, as without the API" do
+    start(1)
+    expect(current_hex).to eq(only_run(include_open: true)[:spans][0][:span_id])
+    publish("task.completed", task_id: 1)
+    expect(root(only_run)[:parent_span_id]).to be_nil
+    expect(stack).to be_empty
+  end
+
+  it "makes each attempt current in the thread that runs it, and detaches it there" do
+    start(1)
+    root_id = current_hex
+    seen = Array.new(3) do |i|
+      Thread.new do
+        open_step(1, 10 + i)
+        during = current_hex
+        close_step(1, 10 + i)
+        [during, current_hex, TaskerTraceNative::ContextListener.held, stack.size]
+      end
+    end.map(&:value)
+    publish("task.completed", task_id: 1)
+    ids = attempts(only_run).to_h { |a| [attrs(a)["step_id"], a[:span_id]] }
+    seen.each_with_index do |(during, after, held, depth), i|
+      expect(during).to eq(ids.fetch(10 + i))
+      expect([after, held, depth]).to eq(["0" * 16, 0, 0])
+    end
+    expect(current_hex).to eq("0" * 16)
+    expect(root(only_run)[:span_id]).to eq(root_id)
+  end
+
+  it "detaches an attempt that ended in another thread at its own thread's next event" do
+    start(1)
+    step_thread = Queue.new
+    results = Queue.new
+    worker = Thread.new do
+      while (job = step_thread.pop)
+        job.call
+        results << [current_hex, TaskerTraceNative::ContextListener.held]
+      end
+    end
+    step_thread << -> { open_step(1, 10) }
+    first = results.pop
+    close_step(1, 10) # published here, not in the step's thread
+    step_thread << -> {} # nothing published: the context is still there
+    stale = results.pop
+    step_thread << -> { publish("observability.step.backoff", task_id: 1, step_id: 11) }
+    cleaned = results.pop
+    step_thread.close
+    worker.join
+    attempt = attempts(only_run(include_open: true)).first[:span_id]
+    expect(first).to eq([attempt, 1])
+    expect(stale).to eq([attempt, 1])
+    expect(cleaned).to eq(["0" * 16, 0])
+  end
+
+  it "never leaves a context when an exception ends the job between open and close" do
+    job = OpenTelemetryStandIn.app_span
+    expect do
+      otel::Trace.with_span(job) do
+        start(1)
+        raise "the job failed"
+      end
+    end.to raise_error("the job failed")
+    # The API's detach took ours instead of the job's: the job's is left.
+    expect(stack.size).to eq(1)
+    # The same thread's next job: at its first event the leftover goes, and
+    # its run is the new job's child.
+    second = OpenTelemetryStandIn.app_span
+    otel::Trace.with_span(second) do
+      start(2)
+      expect(current_hex).not_to eq(second.context.hex_span_id)
+      publish("task.completed", task_id: 2)
+    end
+    expect(stack).to be_empty
+    run = runs(include_open: true).find { |r| r[:task_id] == 2 }
+    expect(root(run)[:parent_span_id]).to eq(second.context.hex_span_id)
+    expect(stats[:context_restores]).to eq(1)
+  end
+
+  it "detaches a step whose handler raised at the next attempt opened in that thread" do
+    start(1)
+    in_thread do
+      begin
+        open_step(1, 10)
+        raise "handler blew up" # no step.completed from this thread
+      rescue RuntimeError
+        nil
+      end
+      open_step(1, 11)
+      held = TaskerTraceNative::ContextListener.held
+      current = current_hex
+      close_step(1, 11)
+      expect(held).to eq(1)
+      expect(current).to eq(attempts(only_run(include_open: true)).last[:span_id])
+      expect(stack).to be_empty
+    end
+  end
+
+  it "ends a re-enqueued run's contexts everywhere, and the next run has its own parent" do
+    first_job = OpenTelemetryStandIn.app_span
+    step_inbox = Queue.new
+    step_out = Queue.new
+    worker = Thread.new do
+      while (job = step_inbox.pop)
+        job.call
+        step_out << [current_hex, stack.size]
+      end
+    end
+    otel::Trace.with_span(first_job) do
+      start(1)
+      step_inbox << -> { open_step(1, 10) } # left open: the run is re-enqueued
+      step_out.pop
+      publish("task.initialize_requested", task_id: 1)
+      expect(current_hex).to eq(first_job.context.hex_span_id)
+    end
+    second_job = OpenTelemetryStandIn.app_span
+    otel::Trace.with_span(second_job) do
+      start(1)
+      step_inbox << -> { open_step(1, 10) }
+      during = step_out.pop
+      expect(stack.size).to eq(2)
+      step_inbox << -> { close_step(1, 10) }
+      expect(step_out.pop).to eq(["0" * 16, 0])
+      publish("task.completed", task_id: 1)
+      expect(during.last).to eq(1), "the first run's attempt went at the second's opening event"
+    end
+    step_inbox.close
+    worker.join
+    first, second = runs
+    expect(first[:end]).to eq("pending")
+    expect(root(second)[:parent_span_id]).to eq(second_job.context.hex_span_id)
+    expect(root(second)[:links]).to eq([{ trace_id: first[:trace_id], span_id: root(first)[:span_id] }])
+    expect(stack).to be_empty
+  end
+
+  it "keeps a context the app attached inside a step, and counts the restore" do
+    start(1)
+    app_context = otel::Context.current.set_value(otel::Context.create_key("app"), 1)
+    inner = nil
+    in_thread do
+      open_step(1, 10)
+      # A block-scoped context of the app's: in order, nothing to restore.
+      otel::Context.with_current(app_context) { inner = current_hex }
+      token = otel::Context.attach(app_context) # never detached before the step ends
+      close_step(1, 10)
+      expect(otel::Context.current).to equal(app_context)
+      expect(stack).to eq([app_context])
+      otel::Context.detach(token)
+      expect(stack).to be_empty
+    end
+    expect(inner).to eq(root(only_run(include_open: true))[:span_id])
+    expect(stats[:context_restores]).to eq(1)
+  end
+
+  it "follows an unsampled parent: its spans are current, marked unsampled, and not exported" do
+    job = OpenTelemetryStandIn.app_span(sampled: false)
+    flags = []
+    otel::Trace.with_span(job) do
+      start(1)
+      flags << otel::Trace.current_span.context.trace_flags.sampled?
+      open_step(1, 10)
+      flags << otel::Trace.current_span.context.trace_flags.sampled?
+      expect(otel::Trace.current_span.context.hex_trace_id).to eq(job.context.hex_trace_id)
+      close_step(1, 10)
+      expect(only_run(include_open: true)[:sampled]).to be(false)
+      publish("task.completed", task_id: 1)
+    end
+    expect(flags).to eq([false, false])
+    expect(runs).to be_empty
+    expect(stats).to include(sampled_out: 1, finished_runs: 0)
+    exported = Tasker::Telemetry::TraceBackend.instance.export_otlp(include_open: true)
+    expect(exported).to be_a(String)
+    expect(exported).not_to include(job.context.hex_trace_id)
+  end
+
+  it "leaves no context attached after 1,000 runs over 8 threads with steps in other threads" do
+    configure_lifecycle(lifecycle_max_finished_runs: 2_000)
+    publisher # subscribe before the threads start
+    leftovers = Array.new(8) do |t|
+      Thread.new do
+        steps = Queue.new
+        done = Queue.new
+        step_thread = Thread.new do
+          while (job = steps.pop)
+            job.call
+            done << [TaskerTraceNative::ContextListener.held, stack.size]
+          end
+        end
+        held_in_steps = []
+        125.times do |i|
+          task = t * 1_000 + i
+          otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
+            start(task)
+            2.times do |s|
+              steps << -> { open_step(task, s) }
+              done.pop
+              steps << -> { close_step(task, s) }
+              held_in_steps << done.pop
+            end
+            publish("task.completed", task_id: task)
+          end
+        end
+        steps.close
+        step_thread.join
+        [held_in_steps.uniq, TaskerTraceNative::ContextListener.held, stack.size]
+      end
+    end.map(&:value)
+    expect(leftovers).to all(eq([[[0, 0]], 0, 0]))
+    expect(runs.size).to eq(1_000)
+    expect(runs.map { |r| r[:spans].size }.uniq).to eq([3])
+    expect(stats[:context_restores]).to eq(0)
+    expect(otel.errors).to be_empty
+  end
+
+  describe "turning it off" do
+    it "uses the plain listener with opentelemetry_context = false" do
+      TaskerTraceNative.configure { |c| c.opentelemetry_context = false }
+      listener = publisher.__bus__.listeners["task.start_requested"].first
+      expect(listener).to equal(TaskerTraceNative::Lifecycle::LISTENER)
+      otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
+        start(1)
+        expect(stack.size).to eq(1)
+      end
+      expect(root(only_run(include_open: true))[:parent_span_id]).to be_nil
+    ensure
+      TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto }
+    end
+
+    it "stops attaching at once when switched off after subscribing, and releases what it held" do
+      start(1)
+      expect(stack.size).to eq(1)
+      TaskerTraceNative.configure { |c| c.opentelemetry_context = false }
+      open_step(1, 10)
+      expect(stack).to be_empty
+      expect(only_run(include_open: true)[:spans].size).to eq(2)
+    ensure
+      TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto }
+    end
+
+    it "uses the plain listener when the API is not loaded" do
+      OpenTelemetryStandIn.uninstall!
+      expect(TaskerTraceNative::ContextListener.enabled?).to be(false)
+      expect(publisher.__bus__.listeners["step.completed"].first).to equal(TaskerTraceNative::Lifecycle::LISTENER)
+    end
+
+    it "checks the setting" do
+      expect(TaskerTraceNative.config.opentelemetry_context).to eq(:auto)
+      expect { TaskerTraceNative.configure { |c| c.opentelemetry_context = :yes } }
+        .to raise_error(ArgumentError, "opentelemetry_context must be true, false or :auto (got :yes)")
+    end
+  end
+end

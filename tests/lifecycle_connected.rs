@@ -1,0 +1,174 @@
+//! The connected path's model: a run under an OpenTelemetry parent joins its
+//! trace, the sampling decision follows the parent's flag, and every event
+//! tells which span became current or ended, with the ids that are exported.
+
+mod lifecycle_support;
+
+use lifecycle_support::*;
+use tasker_trace_core::input::lifecycle::ParentSpan;
+use tasker_trace_core::model::lifecycle::{RecordOutcome, SpanChange, SpanRef};
+
+const TRACE: [u8; 16] = [7; 16];
+const JOB_SPAN: [u8; 8] = [9; 8];
+
+fn parent(sampled: bool) -> Option<ParentSpan> {
+    ParentSpan::new(TRACE, JOB_SPAN, sampled)
+}
+
+fn entered(change: Option<SpanChange>) -> SpanRef {
+    match change {
+        Some(SpanChange::Entered(r)) => r,
+        other => panic!("expected a span entered, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_run_under_a_parent_joins_its_trace_and_reports_the_exported_ids() {
+    let t = tracer();
+    let (outcome, change) = t.record_connected(start_requested(1, at(0)).with_parent(parent(true)));
+    assert_eq!(outcome, RecordOutcome::RunOpened);
+    let root = entered(change);
+    assert_eq!(root.trace_id, TRACE);
+    assert_eq!(root.root_span_id, root.span_id);
+    assert!(root.sampled);
+    // The initializer's copy merges: the root again, whatever its parent.
+    let (_, change) = t.record_connected(initializer_start(1, at(1)).with_parent(parent(false)));
+    assert_eq!(entered(change), root);
+
+    let (outcome, change) = t.record_connected(step_ev("step.execution_requested", 1, 5, 1, at(2)));
+    assert_eq!(outcome, RecordOutcome::AttemptOpened);
+    let attempt = entered(change);
+    assert_eq!(attempt.root_span_id, root.span_id);
+    assert_ne!(attempt.span_id, root.span_id);
+    let (_, change) = t.record_connected(step_ev("step.before_handle", 1, 5, 1, at(3)));
+    assert_eq!(entered(change), attempt);
+    let (outcome, change) = t.record_connected(step_ev("step.completed", 1, 5, 1, at(4)));
+    assert_eq!(outcome, RecordOutcome::AttemptClosed);
+    assert_eq!(change, Some(SpanChange::Ended(attempt)));
+    // A duplicate closing event changes nothing.
+    let (_, change) = t.record_connected(step_ev("step.completed", 1, 5, 1, at(5)));
+    assert_eq!(change, None);
+    let (outcome, change) = t.record_connected(task_completed(1, at(6), false));
+    assert_eq!(outcome, RecordOutcome::RunClosed);
+    assert_eq!(change, Some(SpanChange::RunEnded(root)));
+
+    let run = only_run(&t);
+    assert_eq!(run.trace_id, TRACE);
+    assert!(run.sampled);
+    assert_eq!(run.spans[0].span_id, root.span_id);
+    assert_eq!(run.spans[0].parent_span_id, Some(JOB_SPAN));
+    assert_eq!(run.spans[1].span_id, attempt.span_id);
+    assert_eq!(run.spans[1].parent_span_id, Some(root.span_id));
+}
+
+#[test]
+fn without_a_parent_a_run_is_a_new_sampled_trace() {
+    let t = tracer();
+    let (_, change) = t.record_connected(start_requested(1, at(0)));
+    let root = entered(change);
+    assert_ne!(root.trace_id, TRACE);
+    assert!(root.sampled);
+    // A parent with zero ids is no parent.
+    assert_eq!(ParentSpan::new([0; 16], JOB_SPAN, true), None);
+    assert_eq!(ParentSpan::new(TRACE, [0; 8], true), None);
+    t.record(task_completed(1, at(1), false));
+    let run = only_run(&t);
+    assert_eq!(run.spans[0].parent_span_id, None);
+}
+
+#[test]
+fn a_run_under_an_unsampled_parent_is_traced_marked_and_not_exported() {
+    let t = tracer();
+    let root = entered(
+        t.record_connected(start_requested(1, at(0)).with_parent(parent(false)))
+            .1,
+    );
+    assert!(!root.sampled);
+    let attempt = entered(
+        t.record_connected(step_ev("step.execution_requested", 1, 5, 1, at(1)))
+            .1,
+    );
+    assert!(!attempt.sampled, "its children are marked unsampled");
+    assert_eq!(t.snapshot(true).len(), 1, "inspectable while open");
+    assert!(!t.snapshot(true)[0].sampled);
+    assert!(
+        t.export_runs(false, true, std::time::Duration::ZERO)
+            .is_empty(),
+        "an open unsampled run is not exported"
+    );
+    let (_, change) = t.record_connected(task_completed(1, at(2), false));
+    assert_eq!(change, Some(SpanChange::RunEnded(root)));
+    assert!(drain(&t).is_empty());
+    let stats = t.stats();
+    assert_eq!(stats.sampled_out, 1);
+    assert_eq!(stats.finished_runs, 0);
+    // The next run (re-enqueued, under a sampled parent) links to it.
+    let next = entered(
+        t.record_connected(start_requested(1, at(3)).with_parent(parent(true)))
+            .1,
+    );
+    assert!(next.sampled);
+    t.record(task_completed(1, at(4), false));
+    let run = only_run(&t);
+    assert_eq!(run.spans[0].links[0].span_id, root.span_id);
+}
+
+#[test]
+fn an_attempt_ended_by_another_thread_or_with_its_run_is_reported() {
+    let t = tracer();
+    let root = entered(t.record_connected(start_requested(1, at(0))).1);
+    let a = entered(
+        t.record_connected(step_ev("step.execution_requested", 1, 5, 1, at(1)))
+            .1,
+    );
+    // The run is re-enqueued while the attempt is open: the run ends; the
+    // attempt ends with it (the Ruby layer detaches it by its root).
+    let (outcome, change) = t.record_connected(ev("task.initialize_requested", 1, at(2)));
+    assert_eq!(outcome, RecordOutcome::RunClosed);
+    assert_eq!(change, Some(SpanChange::RunEnded(root)));
+    assert_eq!(a.root_span_id, root.span_id);
+    // The attempt's closing event arrives late, while the run waits: ended.
+    let (_, change) = t.record_connected(step_ev("step.failed", 1, 5, 1, at(3)));
+    assert!(matches!(change, Some(SpanChange::Ended(r)) if r.span_id == a.span_id));
+}
+
+#[test]
+fn a_failed_run_under_an_unsampled_parent_is_kept_by_the_error_rule() {
+    // The head follows the parent (the default sampler is parent-based);
+    // the keep rules, on by default, can still add the run when it ends.
+    let t = tracer();
+    let root = entered(
+        t.record_connected(start_requested(1, at(0)).with_parent(parent(false)))
+            .1,
+    );
+    assert!(!root.sampled);
+    let attempt = entered(
+        t.record_connected(step_ev("step.execution_requested", 1, 5, 1, at(1)))
+            .1,
+    );
+    assert!(!attempt.sampled, "its children were told: unsampled");
+    t.record_connected(step_failed(1, 5, 1, at(2)));
+    t.record_connected(task_failed(1, at(3), None));
+    let (_, change) = t.record_connected(task_failed(1, at(4), Some("boom")));
+    assert_eq!(change, None, "the duplicate ends nothing");
+    let stats = t.stats();
+    assert_eq!(stats.sampled_out, 0);
+    assert_eq!(stats.kept_spans.errors, 2, "the root and the attempt");
+    let run = only_run(&t);
+    assert_eq!(run.trace_id, TRACE);
+    assert!(!run.sampled, "the head decision stays what it was");
+    assert_eq!(run.spans[0].parent_span_id, Some(JOB_SPAN));
+    assert_eq!(run.spans[1].span_id, attempt.span_id);
+    // With the error rule off, the same run is dropped when it ends.
+    let t = tracer();
+    t.set_sampling(tasker_trace_core::model::sampling::Sampling {
+        keep_errors: false,
+        ..Default::default()
+    });
+    t.record_connected(start_requested(1, at(0)).with_parent(parent(false)));
+    t.record_connected(step_ev("step.execution_requested", 1, 5, 1, at(1)));
+    t.record_connected(step_failed(1, 5, 1, at(2)));
+    t.record_connected(task_failed(1, at(3), Some("boom")));
+    assert!(drain(&t).is_empty());
+    assert_eq!(t.stats().sampled_out, 1);
+}
