@@ -10,7 +10,7 @@ use magnus::{function, Error, RModule, Ruby, Value as RValue};
 use rb_sys::VALUE;
 use tasker_trace_core::export::{Exporter, ExporterStats, FlushResult, Wait};
 
-use crate::from_ruby::setting_checks::seconds_value;
+use crate::from_ruby::setting_checks::{seconds, TIMEOUT};
 use crate::helpers::errors::guarded;
 use crate::helpers::gvl::without_gvl;
 use crate::helpers::static_ids::sym;
@@ -41,7 +41,7 @@ fn wait_for_export(
     what: &str,
     call: fn(&Exporter, std::time::Duration, &Wait) -> FlushResult,
 ) -> Result<RValue, Error> {
-    let timeout = seconds_value(ruby, "timeout", timeout)?;
+    let timeout = seconds(ruby, "timeout", timeout, &TIMEOUT)?;
     let e = exporter();
     guarded(ruby, || {
         e.ensure_running();

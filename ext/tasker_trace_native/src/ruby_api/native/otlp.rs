@@ -121,7 +121,7 @@ fn push_overrides(
         endpoint: settings::endpoint_value(ruby, "endpoint", endpoint)?,
         headers: settings::headers_value(ruby, "headers", headers)?,
         timeout: optional(timeout)
-            .map(|v| settings::seconds_value(ruby, "timeout", v))
+            .map(|v| settings::seconds(ruby, "timeout", v, &settings::TIMEOUT))
             .transpose()?,
         protocol: optional(protocol)
             .map(|v| settings::protocol_value(ruby, "protocol", v))
