@@ -90,15 +90,23 @@ pub fn traces_endpoint(
     (DEFAULT_TRACES_ENDPOINT.to_string(), EndpointSource::Default)
 }
 
-/// Checks that `url` is something this exporter can POST to: `http://` or
-/// `https://` with a host.
+/// Checks that `url`, as the user wrote it (a base URL or a full one), is
+/// something this exporter can POST to: `http://` or `https://` with a host.
+/// The message quotes what was written and names what is wrong: no scheme,
+/// another scheme, no host, whitespace.
 pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let url = url.trim();
     let lower = url.to_ascii_lowercase();
     let Some(rest) = lower
         .strip_prefix("http://")
         .or_else(|| lower.strip_prefix("https://"))
     else {
-        return Err(format!("{url} is not an http:// or https:// URL"));
+        return Err(match scheme(url) {
+            Some(other) => {
+                format!("{url} has the scheme {other}://; only http:// and https:// are supported")
+            }
+            None => format!("{url} has no scheme (write http://{url} or https://{url})"),
+        });
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
@@ -109,6 +117,17 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
         return Err(format!("{url:?} contains whitespace or control characters"));
     }
     Ok(())
+}
+
+/// The scheme of `url` when it starts with one (`ftp` of `ftp://x`): a
+/// letter, then letters, digits, `+`, `-` or `.`, then `://`.
+fn scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    let valid = first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
 }
 
 /// Headers from the generic and the traces-specific variables; a traces header
@@ -324,7 +343,13 @@ pub fn otlp_environment(get: impl Fn(&str) -> Option<String>) -> (OtlpEnvironmen
     let mut base_endpoint_value = base_endpoint_var.as_deref();
     let (endpoint, endpoint_source) = loop {
         let (url, source) = traces_endpoint(None, traces_endpoint_value, base_endpoint_value);
-        match check_endpoint(&url) {
+        // The value as written is checked, never the URL made from it.
+        let written = match source {
+            EndpointSource::TracesVariable => traces_endpoint_value,
+            EndpointSource::BaseVariable => base_endpoint_value,
+            _ => None,
+        };
+        match check_endpoint(written.map_or(url.as_str(), str::trim)) {
             Ok(()) => break (url, source),
             Err(message) => {
                 warnings.push(Warning {
@@ -449,6 +474,19 @@ mod tests {
         assert!(check_endpoint("http:///v1/traces").is_err());
         assert!(check_endpoint("http://:4318/v1/traces").is_err());
         assert!(check_endpoint("http://a b/v1/traces").is_err());
+        // The message quotes what was written and says what is wrong.
+        assert_eq!(
+            check_endpoint("collector:4318").unwrap_err(),
+            "collector:4318 has no scheme (write http://collector:4318 or https://collector:4318)"
+        );
+        assert_eq!(
+            check_endpoint("http://").unwrap_err(),
+            "http:// has no host"
+        );
+        assert_eq!(
+            check_endpoint("ftp://x").unwrap_err(),
+            "ftp://x has the scheme ftp://; only http:// and https:// are supported"
+        );
     }
 
     #[test]
