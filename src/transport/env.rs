@@ -11,7 +11,8 @@
 //!   `grpc` is refused.
 //! - `OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` (default) or `none`.
 //! - `OTEL_EXPORTER_OTLP_TIMEOUT`: milliseconds per request (default 10000);
-//!   0 means no limit.
+//!   0 means no limit; 1 to 99 are taken as milliseconds with a warning (the
+//!   OpenTelemetry Ruby SDK reads seconds).
 //! - `OTEL_EXPORTER_OTLP_CERTIFICATE`: a PEM file of the only CA(s) trusted.
 //! - `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_KEY`:
 //!   PEM files of a client certificate chain and its key, for mTLS.
@@ -228,7 +229,7 @@ fn first_valid<T>(
         if let Some(v) = set(value) {
             match parse(v) {
                 Ok(t) => return Some(t),
-                Err(message) => warnings.push(Warning { variable, message }),
+                Err(message) => warnings.push(Warning::ignored(variable, message)),
             }
         }
     }
@@ -269,21 +270,42 @@ pub fn compression(
     .unwrap_or_default()
 }
 
-/// The timeout: the traces variable, else the generic one, else 10 s.
+/// Below this many milliseconds, a timeout variable gets a word: the
+/// OpenTelemetry Ruby SDK reads these variables in seconds, so `10` there
+/// means ten seconds and here (as the specification says) ten milliseconds.
+pub const SECONDS_LIKE_TIMEOUT_MS: u64 = 100;
+
+/// The timeout: the traces variable, else the generic one, else 10 s. A
+/// value from 1 to 99 is taken as milliseconds, with a warning that says so.
 pub fn timeout(
     traces: Option<&str>,
     generic: Option<&str>,
     warnings: &mut Vec<Warning>,
 ) -> Duration {
-    first_valid(
-        [
-            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", traces),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", generic),
-        ],
-        parse_timeout_ms,
-        warnings,
-    )
-    .unwrap_or(DEFAULT_TIMEOUT)
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", traces),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", generic),
+    ];
+    for (variable, value) in vars {
+        let Some(v) = set(value) else { continue };
+        match parse_timeout_ms(v) {
+            Ok(d) => {
+                let ms = d.as_millis();
+                if (1..u128::from(SECONDS_LIKE_TIMEOUT_MS)).contains(&ms) {
+                    warnings.push(Warning::used(
+                        variable,
+                        format!(
+                            "{variable}={v} is {ms} ms (the variable is in milliseconds; \
+                             the OpenTelemetry Ruby SDK reads seconds)"
+                        ),
+                    ));
+                }
+                return d;
+            }
+            Err(message) => warnings.push(Warning::ignored(variable, message)),
+        }
+    }
+    DEFAULT_TIMEOUT
 }
 
 /// A file path: the traces variable, else the generic one (blank is unset).
@@ -352,10 +374,7 @@ pub fn otlp_environment(get: impl Fn(&str) -> Option<String>) -> (OtlpEnvironmen
         match check_endpoint(written.map_or(url.as_str(), str::trim)) {
             Ok(()) => break (url, source),
             Err(message) => {
-                warnings.push(Warning {
-                    variable: source.name(),
-                    message,
-                });
+                warnings.push(Warning::ignored(source.name(), message));
                 match source {
                     EndpointSource::TracesVariable => traces_endpoint_value = None,
                     EndpointSource::BaseVariable => base_endpoint_value = None,
@@ -382,7 +401,7 @@ pub fn otlp_environment(get: impl Fn(&str) -> Option<String>) -> (OtlpEnvironmen
         });
         match parsed {
             Ok(pairs) => merge_headers(&mut headers, pairs),
-            Err(message) => warnings.push(Warning { variable, message }),
+            Err(message) => warnings.push(Warning::ignored(variable, message)),
         }
     }
     let protocol = protocol(
@@ -593,6 +612,29 @@ mod tests {
         assert_eq!(parse_timeout_ms("99999999999999999999999"), Ok(MAX_TIMEOUT));
         for bad in ["10s", "1.5", "-1", "", "ten"] {
             assert!(parse_timeout_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_timeout_below_100_is_milliseconds_with_a_warning() {
+        let (s, w) = settings(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10")]);
+        assert_eq!(s.settings.timeout, Duration::from_millis(10));
+        assert_eq!(
+            w.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "OTEL_EXPORTER_OTLP_TIMEOUT=10 is 10 ms (the variable is in milliseconds; \
+              the OpenTelemetry Ruby SDK reads seconds)"
+            ]
+        );
+        let (s, w) = settings(&[("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", " 99 ")]);
+        assert_eq!(s.settings.timeout, Duration::from_millis(99));
+        assert!(w[0].to_string().starts_with(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=99 is 99 ms (the variable is in milliseconds;"
+        ));
+        for quiet in ["100", "0", "10000"] {
+            assert!(settings(&[("OTEL_EXPORTER_OTLP_TIMEOUT", quiet)])
+                .1
+                .is_empty());
         }
     }
 
