@@ -421,7 +421,12 @@ fn attributes_fields<M: SerializeStruct>(
                 m.serialize_field("droppedAttributesCount", &dropped)?;
             }
         }
-        Attributes::Owned(kvs) => m.serialize_field("attributes", &OwnedAttributesJson(kvs))?,
+        Attributes::Owned(kvs, dropped) => {
+            m.serialize_field("attributes", &OwnedAttributesJson(kvs))?;
+            if *dropped > 0 {
+                m.serialize_field("droppedAttributesCount", dropped)?;
+            }
+        }
     }
     Ok(())
 }
@@ -455,7 +460,7 @@ struct SpanJson<'s, 'a>(&'s SpanView<'a>);
 impl Serialize for SpanJson<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let span = self.0;
-        let mut m = s.serialize_struct("Span", 12)?;
+        let mut m = s.serialize_struct("Span", 14)?;
         m.serialize_field("traceId", &Hex(&span.trace_id))?;
         m.serialize_field("spanId", &Hex(&span.span_id))?;
         if let Some(p) = &span.parent_span_id {
@@ -475,8 +480,14 @@ impl Serialize for SpanJson<'_, '_> {
         if !span.events.is_empty() {
             m.serialize_field("events", &EventsJson(span))?;
         }
+        if span.dropped_events > 0 {
+            m.serialize_field("droppedEventsCount", &span.dropped_events)?;
+        }
         if !span.links.is_empty() {
             m.serialize_field("links", &LinksJson(span.links))?;
+        }
+        if span.dropped_links > 0 {
+            m.serialize_field("droppedLinksCount", &span.dropped_links)?;
         }
         if let Some(status) = &span.status {
             m.serialize_field("status", &StatusJson(status))?;

@@ -105,8 +105,9 @@ pub fn encode_export(
     let now = Stamp::now();
     let encoded = catch_unwind(AssertUnwindSafe(|| {
         let prefix = sources.attribute_prefix();
-        let mut spans = runs_spans(&runs.ready, &prefix, now);
-        spans.extend(runs_spans(&runs.open, &prefix, now));
+        let limits = &resource.span_limits;
+        let mut spans = runs_spans(&runs.ready, &prefix, now, limits);
+        spans.extend(runs_spans(&runs.open, &prefix, now, limits));
         encode_request(&records.ready, &spans, resource, now, protocol)
     }));
     match encoded {
@@ -186,7 +187,7 @@ pub fn push(
     let n = runs.ready.len();
     let pushed = catch_unwind(AssertUnwindSafe(|| {
         let prefix = sources.attribute_prefix();
-        let spans = runs_spans(&runs.ready, &prefix, Stamp::now());
+        let spans = runs_spans(&runs.ready, &prefix, Stamp::now(), &resource.span_limits);
         push_records(sources, resource, sending, cancel, &spans)
     }));
     match pushed {
