@@ -81,12 +81,13 @@ RSpec.describe "Background exporter: settings and methods" do
   it "reports its stats in a fixed shape" do
     stats = TaskerTraceNative.exporter_stats
     expect(stats.keys).to eq(%i[enabled running pid exports failed_exports exported_traces exported_spans retries
-                                dropped_traces queued inherited_discarded last_error last_error_at warnings])
+                                dropped_traces queued inherited_discarded last_error last_error_at warnings
+                                limit_cuts])
     expect(stats).to include(enabled: false, running: false, pid: Process.pid, exports: 0, last_error: nil,
                              last_error_at: nil, warnings: [])
   end
 
-  it "reads OTEL_TRACES_EXPORTER, OTEL_SDK_DISABLED and OTEL_BSP_* (milliseconds) when the gem loads" do
+  it "reads OTEL_TRACES_EXPORTER, OTEL_SDK_DISABLED and OTEL_BSP_* (milliseconds) as they are now" do
     script = 'require "json"; require "tasker_trace_native"; ' \
              "c = TaskerTraceNative.config; s = TaskerTraceNative.exporter_stats; " \
              "puts JSON.generate(c.to_h.slice(:exporter, :export_schedule_delay, :export_max_batch_size, " \

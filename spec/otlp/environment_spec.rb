@@ -132,7 +132,8 @@ RSpec.describe "OTLP settings from OTEL_* variables" do
       with_collector({ status: 200 }) do |c|
         env = { "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => "collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT" => c.base_url }
         _, warnings = fresh_settings(env)
-        expect(warnings.join).to match(/OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ignored: collector:4318 is not an http/)
+        expect(warnings.join).to include("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ignored: collector:4318 has no scheme " \
+                                         "(write http://collector:4318 or https://collector:4318)")
         expect(push_in_fresh_process(env)).to eq("1 nil")
       end
     end

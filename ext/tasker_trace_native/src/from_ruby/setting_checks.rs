@@ -7,7 +7,8 @@
 //! `Native.apply_settings` (see [`crate::ruby_api::native::settings`], which
 //! reports the settings and puts them in force), which checks every value
 //! again first, so a bad value changes nothing. A new setting is added here
-//! (its name, its check, its field of [`InForce`]) and reported there.
+//! (its name, its check, its field of [`InForce`], and when a variable gives
+//! it, its arm in [`take_from_environment`]) and reported there.
 //!
 //! The `otlp_*` checks also serve `push_otlp`'s and `export_otlp`'s
 //! arguments, under the argument's name, as [`boolean_argument`] serves the
@@ -22,10 +23,14 @@ use magnus::{
     Error, Float, Integer, RArray, RClass, RHash, RModule, RString, Ruby, Symbol, Value as RValue,
 };
 use rb_sys::VALUE;
+use tasker_trace_core::encode::limits::{
+    COUNT_LIMIT_EXPECTED, OPTIONAL_COUNT_LIMIT_EXPECTED, VALUE_LENGTH_LIMIT_EXPECTED,
+};
 use tasker_trace_core::encode::resource::ResourceSettings;
+use tasker_trace_core::encode::SpanLimits;
 use tasker_trace_core::export::settings::{
-    parse_max_batch_size, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED, MAX_DURATION, MIN_DURATION,
-    SECONDS_EXPECTED,
+    parse_max_batch_size, parse_max_queue_size, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED,
+    MAX_DURATION, MIN_DURATION, QUEUE_SIZE_EXPECTED, SECONDS_EXPECTED,
 };
 use tasker_trace_core::export::BackgroundSettings;
 use tasker_trace_core::model::backend::limits::{
@@ -47,7 +52,7 @@ use crate::from_ruby::lifecycle_read_plan::{MAX_ALLOWLIST, MAX_KEY_BYTES};
 use crate::helpers::errors::{self, argument_error, shown};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 24] = [
+pub const SETTING_NAMES: &[&str] = &[
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -74,6 +79,16 @@ pub const SETTING_NAMES: [&str; 24] = [
     "export_schedule_delay",
     "export_max_batch_size",
     "export_timeout",
+    // OpenTelemetry's span limits and the exporter's queue bound (checked
+    // by `check_limit_setting`).
+    "export_max_queue_size",
+    "attribute_value_length_limit",
+    "attribute_count_limit",
+    "span_attribute_count_limit",
+    "span_event_count_limit",
+    "span_link_count_limit",
+    "event_attribute_count_limit",
+    "link_attribute_count_limit",
 ];
 
 pub const SERVICE_NAME_EXPECTED: &str = "a non-empty String";
@@ -99,6 +114,7 @@ pub struct InForce {
     /// to the events the trace model only keeps as span events.
     pub workflow_events: bool,
     pub exporter: BackgroundSettings,
+    pub span_limits: SpanLimits,
 }
 
 /// The ArgumentError for a setting given a value it does not take (or the
@@ -553,17 +569,128 @@ pub fn check_into(
         "export_timeout" => {
             export.schedule.export_timeout = seconds(ruby, "export_timeout", value, &SCHEDULE)?
         }
-        other => {
-            return Err(argument_error(
-                ruby,
-                format!(
-                    "unknown setting {other} (settings: {})",
-                    SETTING_NAMES.join(", ")
-                ),
-            ))
-        }
+        other => return check_limit_setting(ruby, settings, other, value),
     }
     Ok(())
+}
+
+/// The ArgumentError for a name that is no setting, listing the settings.
+pub fn unknown_setting(ruby: &Ruby, name: &str) -> Error {
+    argument_error(
+        ruby,
+        format!(
+            "unknown setting {name} (settings: {})",
+            SETTING_NAMES.join(", ")
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// OpenTelemetry's span limits and the exporter's queue bound.
+
+/// A limit setting: an Integer from 0 to the largest limit, or nil where
+/// `nil_allowed` (then `None`).
+fn limit_value(
+    ruby: &Ruby,
+    setting: &'static str,
+    expected: &'static str,
+    v: RValue,
+    nil_allowed: bool,
+) -> Result<Option<usize>, Error> {
+    integer_setting(ruby, setting, expected, v, nil_allowed)?
+        .map(|n| checked(ruby, SpanLimits::parse_limit(setting, expected, n)))
+        .transpose()
+}
+
+/// Checks `value` for one of the settings of this block and writes it into
+/// `settings`; any other name is an unknown setting.
+fn check_limit_setting(
+    ruby: &Ruby,
+    settings: &mut InForce,
+    name: &str,
+    value: RValue,
+) -> Result<(), Error> {
+    let l = &mut settings.span_limits;
+    let count = |setting| {
+        Ok::<_, Error>(limit_value(ruby, setting, COUNT_LIMIT_EXPECTED, value, false)?.unwrap_or(0))
+    };
+    let optional = |setting| limit_value(ruby, setting, OPTIONAL_COUNT_LIMIT_EXPECTED, value, true);
+    match name {
+        "export_max_queue_size" => {
+            let n = integer_setting(
+                ruby,
+                "export_max_queue_size",
+                QUEUE_SIZE_EXPECTED,
+                value,
+                false,
+            )?
+            .unwrap_or(0);
+            settings.exporter.schedule.max_queue_size = parse_max_queue_size(n).map_err(|_| {
+                setting_error(ruby, "export_max_queue_size", QUEUE_SIZE_EXPECTED, value)
+            })?;
+        }
+        "attribute_value_length_limit" => {
+            l.attribute_value_length = limit_value(
+                ruby,
+                "attribute_value_length_limit",
+                VALUE_LENGTH_LIMIT_EXPECTED,
+                value,
+                true,
+            )?
+        }
+        "attribute_count_limit" => l.attribute_count = count("attribute_count_limit")?,
+        "span_attribute_count_limit" => {
+            l.span_attribute_count = optional("span_attribute_count_limit")?
+        }
+        "span_event_count_limit" => l.span_event_count = count("span_event_count_limit")?,
+        "span_link_count_limit" => l.span_link_count = count("span_link_count_limit")?,
+        "event_attribute_count_limit" => {
+            l.event_attribute_count = optional("event_attribute_count_limit")?
+        }
+        "link_attribute_count_limit" => {
+            l.link_attribute_count = optional("link_attribute_count_limit")?
+        }
+        other => return Err(unknown_setting(ruby, other)),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The settings a variable gives.
+
+/// Puts the environment's value of setting `name` (in `env`, every setting
+/// as the environment alone gives it) into `to`; false for a setting no
+/// variable gives. A setting given in Ruby is never taken from `env`.
+pub fn take_from_environment(name: &str, env: &InForce, to: &mut InForce) -> bool {
+    let (o, e) = (&mut to.otlp, &env.otlp);
+    let (x, y) = (&mut to.exporter.schedule, &env.exporter.schedule);
+    let (l, m) = (&mut to.span_limits, &env.span_limits);
+    match name {
+        "service_name" => to.resource.service_name = env.resource.service_name.clone(),
+        "resource_attributes" => to.resource.attributes = env.resource.attributes.clone(),
+        "otlp_endpoint" => o.endpoint = e.endpoint.clone(),
+        "otlp_headers" => o.headers = e.headers.clone(),
+        "otlp_protocol" => o.protocol = e.protocol,
+        "otlp_compression" => o.compression = e.compression,
+        "otlp_timeout" => o.timeout = e.timeout,
+        "otlp_certificate" => o.certificate = e.certificate.clone(),
+        "otlp_client_certificate" => o.client_certificate = e.client_certificate.clone(),
+        "otlp_client_key" => o.client_key = e.client_key.clone(),
+        "exporter" => to.exporter.mode = env.exporter.mode,
+        "export_schedule_delay" => x.delay = y.delay,
+        "export_max_batch_size" => x.max_batch_size = y.max_batch_size,
+        "export_timeout" => x.export_timeout = y.export_timeout,
+        "export_max_queue_size" => x.max_queue_size = y.max_queue_size,
+        "attribute_value_length_limit" => l.attribute_value_length = m.attribute_value_length,
+        "attribute_count_limit" => l.attribute_count = m.attribute_count,
+        "span_attribute_count_limit" => l.span_attribute_count = m.span_attribute_count,
+        "span_event_count_limit" => l.span_event_count = m.span_event_count,
+        "span_link_count_limit" => l.span_link_count = m.span_link_count,
+        "event_attribute_count_limit" => l.event_attribute_count = m.event_attribute_count,
+        "link_attribute_count_limit" => l.link_attribute_count = m.link_attribute_count,
+        _ => return false,
+    }
+    true
 }
 
 /// A payload key name: a non-empty String or Symbol of UTF-8 text, at most
