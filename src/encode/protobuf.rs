@@ -18,8 +18,8 @@
 //! message of a `google.rpc.Status` error body.
 
 use super::payload::{
-    double_item, str_text, AnyItem, AttributeEntries, EntryValue, Lossy, PayloadAttributes,
-    SeenKeys, ValueReader,
+    double_item, AnyItem, AttributeEntries, EntryValue, Lossy, PayloadAttributes, SeenKeys,
+    ValueReader,
 };
 use super::resource::{Resource, SCOPE_NAME};
 use super::span::{
@@ -292,10 +292,7 @@ fn write_payload_attributes(buf: &mut Vec<u8>, field: u32, entries: &mut Attribu
         put_text(buf, 1, prefix, key.bytes(), false);
         let value = begin(buf, 2);
         match source {
-            EntryValue::Str(s) => match str_text(s) {
-                Some(_) => write_scalar(buf, AnyItem::Text(s.bytes())),
-                None => write_scalar(buf, AnyItem::Bytes(s.bytes())),
-            },
+            EntryValue::Item(item) => write_scalar(buf, item),
             EntryValue::Next => {
                 if let Some(r) = entries.reader() {
                     write_streamed(buf, r, 1);

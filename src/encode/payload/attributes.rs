@@ -2,8 +2,9 @@
 //! and the trace key first), each key once.
 
 use super::keys::{top_level_keys, KeyText, SeenKeys};
-use super::values::ValueReader;
-use crate::encode::limits::{count_cut, Limit};
+use super::text::str_text;
+use super::values::{AnyItem, ValueReader};
+use crate::encode::limits::{count_cut, cut_bytes, cut_text, Limit};
 use crate::value::{Item, Packed, Str};
 
 /// Prefix of every span attribute taken from a payload.
@@ -89,8 +90,9 @@ impl<'a> PayloadAttributes<'a> {
 
 /// Where an attribute's value comes from.
 pub(crate) enum EntryValue<'a> {
-    /// The trace key.
-    Str(&'a Str),
+    /// The trace key, as text (or bytes when it is not text), cut to the
+    /// value length limit.
+    Item(AnyItem<'a>),
     /// The next value of [`AttributeEntries::reader`].
     Next,
 }
@@ -153,7 +155,12 @@ impl<'a> AttributeEntries<'a> {
                         self.seen.insert(&key);
                         if self.written < self.attrs.max {
                             self.written += 1;
-                            return Some((key, EntryValue::Str(k)));
+                            let limit = self.attrs.value_length;
+                            let item = match str_text(k) {
+                                Some(_) => AnyItem::Text(cut_text(k.bytes(), limit)),
+                                None => AnyItem::Bytes(cut_bytes(k.bytes(), limit)),
+                            };
+                            return Some((key, EntryValue::Item(item)));
                         }
                         self.dropped = self.dropped.saturating_add(1);
                         count_cut(self.attrs.limit, 1);
@@ -209,7 +216,6 @@ impl<'a> AttributeEntries<'a> {
 mod tests {
     use super::*;
     use crate::encode::payload::text::Lossy;
-    use crate::encode::payload::values::AnyItem;
     use crate::value::Value;
 
     /// Reads a whole attribute list as (key, item) pairs, nested values
@@ -240,7 +246,7 @@ mod tests {
         while let Some((key, source)) = entries.next_key() {
             let mut items = Vec::new();
             match source {
-                EntryValue::Str(s) => items.push(format!("str {}", s.to_string_lossy())),
+                EntryValue::Item(item) => items.push(format!("{item:?}")),
                 EntryValue::Next => value(entries.reader().unwrap(), 1, &mut items),
             }
             out.push((format!("{}{}", entries.prefix(), Lossy(key.bytes())), items));
@@ -296,7 +302,7 @@ mod tests {
         let key = Str::utf8("task_1");
         let (entries, dropped) = read_all(PayloadAttributes::span(Some(&key), &p));
         assert_eq!(entries[0].0, "tasker.trace_key");
-        assert_eq!(entries[0].1, ["str task_1"]);
+        assert_eq!(entries[0].1, [format!("{:?}", AnyItem::Text(b"task_1"))]);
         assert_eq!(entries[1].1, [format!("{:?}", AnyItem::Text(b"NaN"))]);
         assert_eq!((entries.len(), dropped), (2, 1));
     }
