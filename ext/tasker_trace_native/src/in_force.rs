@@ -7,7 +7,7 @@
 //! flush ([`ensure_environment`]), and again at every `configure` (which the
 //! Railtie's setup ends with: [`apply`]). Until the first read,
 //! `TaskerTraceNative.config` shows what the environment would give now
-//! ([`current`]) without putting it in force. A forked child reads it again
+//! ([`current`]) without putting it in force or warning. A forked child reads it again
 //! at its first use. Warnings about variables go through
 //! [`crate::helpers::warnings`].
 
@@ -153,18 +153,16 @@ fn read_and_put_in_force(ruby: &Ruby) -> Result<(), Error> {
 }
 
 /// The settings as they are, or before this process's first read of the
-/// environment, as the environment would make them now (nothing is put in
-/// force; its warnings are given).
-pub fn current(ruby: &Ruby) -> Result<InForce, Error> {
+/// environment, as the environment would make them now. Nothing is put in
+/// force and nothing is warned about: the environment may still change
+/// (a `.env` file loaded later) before its first use.
+pub fn current() -> InForce {
     let b = backend();
     if process::environment_read() {
-        return Ok(InForce::read(b));
+        return InForce::read(b);
     }
     let env = read_environment();
-    let now = combine(InForce::read(b), &process::given_settings(), &env.settings);
-    note(env.warnings);
-    deliver(ruby)?;
-    Ok(now)
+    combine(InForce::read(b), &process::given_settings(), &env.settings)
 }
 
 /// `configure`: checks every setting in `given` (ArgumentError naming the

@@ -239,6 +239,9 @@ fn refused_attribute_value(ruby: &Ruby, v: RValue) -> Result<Option<String>, Err
     if attribute_kind(v).is_some() {
         return Ok(None);
     }
+    if v.is_nil() {
+        return Ok(Some("is nil".to_string()));
+    }
     let Some(items) = RArray::from_value(v) else {
         return Ok(Some(format!("is {}", class_name(v))));
     };

@@ -91,7 +91,7 @@ fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
     let enabled_now = if process::environment_read() {
         None
     } else {
-        Some(in_force::current(ruby)?.exporter.is_on())
+        Some(in_force::current().exporter.is_on())
     };
     guarded(ruby, || {
         let ExporterStats {

@@ -50,7 +50,7 @@ fn optional_count(n: Option<usize>) -> VALUE {
 
 /// `Native.settings` → every setting in force, by name.
 fn settings(ruby: &Ruby) -> Result<RValue, Error> {
-    let current = in_force::current(ruby)?;
+    let current = in_force::current();
     guarded(ruby, || {
         let InForce {
             limits,
