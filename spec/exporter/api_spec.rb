@@ -107,6 +107,11 @@ RSpec.describe "Background exporter: settings and methods" do
     bad = run.call("OTEL_TRACES_EXPORTER" => "zipkin", "OTEL_BSP_SCHEDULE_DELAY" => "soon",
                    "OTEL_SDK_DISABLED" => nil)
     expect(bad).to include(exporter: "none", export_schedule_delay: 5.0, enabled: false)
+    # Warned about at the first use (here a flush), not before.
+    expect(bad[:warnings]).to eq([])
+    script = script.sub("require \"tasker_trace_native\"; ", "require \"tasker_trace_native\"; TaskerTraceNative.flush; ")
+    bad = run.call("OTEL_TRACES_EXPORTER" => "zipkin", "OTEL_BSP_SCHEDULE_DELAY" => "soon",
+                   "OTEL_SDK_DISABLED" => nil)
     expect(bad[:warnings].join("\n")).to include("OTEL_TRACES_EXPORTER ignored", "OTEL_BSP_SCHEDULE_DELAY ignored")
   end
 end
