@@ -38,7 +38,8 @@ pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30_000);
 /// The BatchSpanProcessor's default queue size.
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
 
-/// The shortest delay and timeout taken (a millisecond) and the longest (a day).
+/// The shortest delay and timeout taken (a millisecond) and the longest (a
+/// day); the binding's one check of durations takes them as its range.
 pub const MIN_DURATION: Duration = Duration::from_millis(1);
 pub const MAX_DURATION: Duration = MAX_TIMEOUT;
 /// The largest batch size (and queue size) taken.
@@ -271,21 +272,6 @@ pub fn parse_max_batch_size(n: i128) -> Result<usize, SettingError> {
     }
 }
 
-/// `export_schedule_delay` and `export_timeout`: seconds, from a millisecond
-/// to a day.
-pub fn parse_seconds(setting: &'static str, seconds: f64) -> Result<Duration, SettingError> {
-    let range = MIN_DURATION.as_secs_f64()..=MAX_DURATION.as_secs_f64();
-    if seconds.is_finite() && range.contains(&seconds) {
-        Ok(Duration::from_secs_f64(seconds))
-    } else {
-        Err(SettingError {
-            setting,
-            expected: SECONDS_EXPECTED,
-            got: seconds.to_string(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,13 +378,5 @@ mod tests {
         assert_eq!(parse_max_batch_size(1_000_000), Ok(1_000_000));
         assert!(parse_max_batch_size(0).is_err());
         assert!(parse_max_batch_size(i128::MAX).is_err());
-        assert_eq!(
-            parse_seconds("export_timeout", 0.25),
-            Ok(Duration::from_millis(250))
-        );
-        for bad in [0.0, 0.0001, -1.0, 86_400.5, f64::NAN, f64::INFINITY] {
-            let e = parse_seconds("export_schedule_delay", bad).unwrap_err();
-            assert_eq!(e.setting, "export_schedule_delay");
-        }
     }
 }
