@@ -19,7 +19,8 @@
 //! payload without a task id nothing is converted (the tracer ignores it).
 //!
 //! Values: Integer (Bignum as its decimal String), Float, true/false, String
-//! (as UTF-8, invalid bytes replaced, cut at [`MAX_TEXT_BYTES`]), Symbol (its
+//! (as UTF-8, invalid bytes replaced, cut at 4 bytes a character of the
+//! attribute value length limit, which the export then applies), Symbol (its
 //! name); nil is absent; Hashes and Arrays as structure, bounded and with
 //! their nested keys filtered (see [`crate::lifecycle_values`]); a Struct is
 //! `#<ClassName>`; any other object is its `iso8601` (Time, Date) or `to_s`,
@@ -43,6 +44,8 @@ use tasker_trace_core::input::lifecycle::{
     Attr, AttrKey, AttrValue, EventKind, EventName, Id, LifecycleEvent, Text, MAX_TEXT_BYTES,
 };
 use tasker_trace_core::support::clock::Stamp;
+
+use crate::process;
 
 use crate::from_ruby::convert::{
     class_placeholder, describe_object, string_slice, Described, FastMap,
@@ -221,7 +224,9 @@ fn find_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
 fn described_text(ruby: &Ruby, v: VALUE) -> Result<Text, Error> {
     Ok(match describe_object(ruby, v)? {
         // SAFETY: `s` is a String just returned; copied at once.
-        Described::Text(s) => Text::from_bytes_capped(unsafe { string_slice(s) }, MAX_TEXT_BYTES),
+        Described::Text(s) => {
+            Text::from_bytes_capped(unsafe { string_slice(s) }, process::lifecycle_text_bytes())
+        }
         Described::Placeholder => Text::from_bytes(&class_placeholder(v)?),
     })
 }
@@ -235,7 +240,7 @@ fn string_text(s: VALUE) -> Text {
     // SAFETY: `s` is a T_STRING; copied before any Ruby code can run.
     let bytes = unsafe { string_slice(s) };
     if bytes.len() > TEXT_CACHE_BYTES {
-        return Text::from_bytes_capped(bytes, MAX_TEXT_BYTES);
+        return Text::from_bytes_capped(bytes, process::lifecycle_text_bytes());
     }
     local(|l| cached(&mut l.texts, bytes, TEXT_CACHE_LIMIT, Text::from_bytes))
 }

@@ -189,6 +189,22 @@ symbol_table! {
     store_app_waits => "store_app_waits",
     store_native_locks => "store_native_locks",
     warnings => "warnings",
+    // The span limits and the queue size: settings, and what the limits cut.
+    attribute_value_length_limit => "attribute_value_length_limit",
+    attribute_count_limit => "attribute_count_limit",
+    span_attribute_count_limit => "span_attribute_count_limit",
+    span_event_count_limit => "span_event_count_limit",
+    span_link_count_limit => "span_link_count_limit",
+    event_attribute_count_limit => "event_attribute_count_limit",
+    link_attribute_count_limit => "link_attribute_count_limit",
+    export_max_queue_size => "export_max_queue_size",
+    limit_cuts => "limit_cuts",
+    attribute_values => "attribute_values",
+    span_attributes => "span_attributes",
+    span_events => "span_events",
+    span_links => "span_links",
+    event_attributes => "event_attributes",
+    link_attributes => "link_attributes",
 }
 
 static SYMS: OnceLock<Syms> = OnceLock::new();

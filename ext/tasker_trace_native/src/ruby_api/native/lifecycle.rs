@@ -40,12 +40,17 @@ use crate::from_ruby::lifecycle_read_plan;
 use crate::from_ruby::setting_checks::{boolean_argument, key_name};
 use crate::helpers::errors::{self, argument_error, build_protected, guarded, shown};
 use crate::helpers::recorder::{recorder_result, Ingested};
+use crate::in_force;
 use crate::process::{self, lifecycle_tracer};
 use crate::to_ruby::lifecycle::{runs_to_ruby, span_change_to_ruby, stats_to_ruby};
 use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
 fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
     errors::maybe_injected_panic();
+    // The first event may start the exporter: the environment says whether.
+    if let Err(e) = in_force::ensure_environment(ruby) {
+        return Ingested::from_error(ruby, e);
+    }
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(event)) => {
             process::record(|| lifecycle_tracer().record(event));
