@@ -62,6 +62,7 @@ pub fn current_plan() -> &'static ReadPlan {
 
 /// The event name of a String or Symbol (else `None`): a known name is
 /// static (classified from its bytes, nothing kept between events).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn event_name(v: VALUE) -> Option<EventName> {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
     let s = match unsafe { rb_sys::RB_TYPE(v) } {
@@ -164,6 +165,7 @@ fn described_text(ruby: &Ruby, v: VALUE) -> Result<Text, Error> {
     })
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn string_text(s: VALUE) -> Text {
     // SAFETY: `s` is a T_STRING; copied before any Ruby code can run.
     Text::from_bytes_capped(unsafe { string_slice(s) }, MAX_TEXT_BYTES)
@@ -175,6 +177,7 @@ fn bignum_text(v: VALUE) -> Text {
 }
 
 /// A scalar value, or `None` for what is not one (nil, Arrays, objects).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn scalar(v: VALUE, ty: T) -> Option<AttrValue> {
     Some(match ty {
         T::RUBY_T_TRUE => AttrValue::Bool(true),
@@ -192,6 +195,7 @@ fn scalar(v: VALUE, ty: T) -> Option<AttrValue> {
 }
 
 /// A payload value as an attribute value; `None` for nil.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn attr_value(
     ruby: &Ruby,
     plan: &ReadPlan,
@@ -214,6 +218,7 @@ fn attr_value(
 
 /// A task or step id: `Ok(None)` for nil and false, `Err(())` for what is
 /// neither an Integer nor a String or Symbol. Runs no Ruby code.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn id_value(v: VALUE) -> Result<Option<Id>, ()> {
     let capped = |s: VALUE| {
         // SAFETY: `s` is a T_STRING; copied at once.
@@ -236,6 +241,7 @@ fn id_value(v: VALUE) -> Result<Option<Id>, ()> {
 
 /// The state a `to_state` value names (a String or Symbol; nil or absent:
 /// none). Compares bytes, copies nothing.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn state_of(v: VALUE) -> ToState {
     if v == QUNDEF {
         return ToState::Absent;
@@ -263,6 +269,7 @@ pub enum Read {
 
 /// Reads one event (see the module documentation). `at` is the event's one
 /// clock reading.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub fn read_event(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Result<Read, Error> {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
     if unsafe { rb_sys::RB_TYPE(payload) } != T::RUBY_T_HASH {
@@ -302,6 +309,7 @@ const LARGE_PLAN: usize = AttrKey::PAYLOAD_KEYS.len() + MAX_ALLOWLIST;
 /// Stops after `:task_id` when the payload has none. Runs no Ruby code
 /// (a static Symbol's hash and equality are the VM's own), under one
 /// protect all the same.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn look_up_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
     let plan = found.plan;
     let lookup = |key: VALUE| {
@@ -322,6 +330,7 @@ fn look_up_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
     Ok(())
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn read_with(
     ruby: &Ruby,
     payload: VALUE,
@@ -381,6 +390,7 @@ fn read_with(
 
 /// The values found, converted in the plan's order (filtered ones as
 /// `"[FILTERED]"`, without reading them).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn convert_values(
     ruby: &Ruby,
     plan: &ReadPlan,
