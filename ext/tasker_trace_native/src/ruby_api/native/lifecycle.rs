@@ -45,6 +45,7 @@ use crate::process::{self, lifecycle_tracer};
 use crate::to_ruby::lifecycle::{runs_to_ruby, span_change_to_ruby, stats_to_ruby};
 use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
     errors::maybe_injected_panic();
     // The first event may start the exporter: the environment says whether.
@@ -67,6 +68,7 @@ fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
 /// String or Symbol) or on an internal failure (logged). Only non-local
 /// exits and exceptions that must propagate, raised by payload objects' own
 /// `to_s`/`iso8601`, leave it.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn record_lifecycle_event(ruby: &Ruby, name: RValue, payload: RValue) -> Result<bool, Error> {
     let at = Stamp::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
