@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::io::Write as _;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tasker_trace_core::encode::{encode_request, Resource};
+use tasker_trace_core::encode::{encode_request, Resource, SpanLimits};
 use tasker_trace_core::model::{Source, Take};
 use tasker_trace_core::support::clock::Stamp;
 use tasker_trace_core::support::protocol::Protocol;
@@ -22,6 +22,7 @@ fn resource() -> Resource {
         pid: 1,
         version: "0.0.0".to_string(),
         attributes: vec![],
+        span_limits: SpanLimits::DEFAULT,
     }
 }
 

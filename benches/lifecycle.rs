@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tasker_trace_core::encode::run_spans::runs_spans;
-use tasker_trace_core::encode::{encode_request, Resource};
+use tasker_trace_core::encode::{encode_request, Resource, SpanLimits};
 use tasker_trace_core::input::lifecycle::ToState;
 use tasker_trace_core::input::lifecycle::{AttrKey, EventName, LifecycleEvent};
 use tasker_trace_core::model::lifecycle::{LifecycleLimits, Tracer};
@@ -159,6 +159,7 @@ fn sampling(c: &mut Criterion) {
         pid: 1,
         version: "0".into(),
         attributes: Vec::new(),
+        span_limits: SpanLimits::DEFAULT,
     };
     let cases = [
         ("every run sampled", Sampling::default()),
@@ -198,7 +199,7 @@ fn sampling(c: &mut Criterion) {
                     }
                     let now = Stamp::now();
                     let done = tracer.drain_finished(Duration::ZERO);
-                    let spans = runs_spans(&done, "tasker.", now);
+                    let spans = runs_spans(&done, "tasker.", now, &SpanLimits::DEFAULT);
                     black_box(
                         encode_request(&[], &spans, &resource, now, Protocol::HttpProtobuf).ok(),
                     );

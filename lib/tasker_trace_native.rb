@@ -8,6 +8,7 @@
 require_relative "tasker_trace_native/version"
 require_relative "tasker_trace_native/error"
 require_relative "tasker_trace_native/native"
+require_relative "tasker_trace_native/warnings"
 require_relative "tasker_trace_native/configuration"
 require_relative "tasker_trace_native/backend_methods"
 require_relative "tasker_trace_native/single_instance"
@@ -18,9 +19,8 @@ require_relative "tasker_trace_native/sdk_resource"
 require_relative "tasker_trace_native/exporter"
 require_relative "tasker_trace_native/announcer"
 
-# OTEL_* values that could not be used when the extension loaded were
-# ignored; say so, once per process.
-TaskerTraceNative::Native.environment_warnings.each { |message| warn("tasker_trace_native: #{message}") }
+# The OTEL_* variables are read at the first use (an export, a push, an
+# event, a flush) and at each `configure`, not here: see docs/configuration.md.
 TaskerTraceNative.install!
 TaskerTraceNative::Lifecycle.sync_filters!
 TaskerTraceNative::Exporter.arm_at_exit

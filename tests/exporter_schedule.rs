@@ -77,6 +77,7 @@ fn schedule(delay_ms: u64, batch: usize) -> Schedule {
         delay: Duration::from_millis(delay_ms),
         max_batch_size: batch,
         export_timeout: Duration::from_secs(5),
+        ..Schedule::default()
     }
 }
 

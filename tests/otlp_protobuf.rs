@@ -289,11 +289,13 @@ fn owned_spans() -> Vec<OwnedSpan> {
                     time_unix_nano: 1_700_000_000_100_000_000,
                     name: "retry".into(),
                     attributes: vec![KeyValue::new("attempt", AttributeValue::Int(2))],
+                    dropped_attributes_count: 0,
                 },
                 OwnedEvent {
                     time_unix_nano: 0,
                     name: String::new(),
                     attributes: vec![],
+                    dropped_attributes_count: 0,
                 },
             ],
             links: vec![SpanLink {
@@ -301,6 +303,9 @@ fn owned_spans() -> Vec<OwnedSpan> {
                 span_id: [4; 8],
             }],
             status: Some((STATUS_CODE_ERROR, "step failed".into())),
+            dropped_attributes_count: 0,
+            dropped_events_count: 0,
+            dropped_links_count: 0,
         },
         OwnedSpan {
             trace_id: [8; 16],
@@ -314,6 +319,9 @@ fn owned_spans() -> Vec<OwnedSpan> {
             events: vec![],
             links: vec![],
             status: Some((STATUS_CODE_OK, String::new())),
+            dropped_attributes_count: 0,
+            dropped_events_count: 0,
+            dropped_links_count: 0,
         },
     ]
 }
@@ -438,4 +446,111 @@ fn a_span_too_large_for_any_request_is_left_out_and_counted() {
         })
         .collect();
     assert_eq!(names, ["task", "step.handle", "task", "step.handle"]);
+}
+
+/// The span limits cut the store's spans and the owned ones alike, in both
+/// formats, and the OTLP `dropped_*_count` fields say how much.
+#[test]
+fn span_limits_cut_both_sources_in_both_formats() {
+    use tasker_trace_core::encode::limits::cuts;
+    use tasker_trace_core::encode::{Resource, SpanLimits};
+    let b = Backend::new("h");
+    let attrs: Vec<(Value, Value)> = (0..6)
+        .map(|i| (sym(&format!("k{i}")), s("abcdefghij")))
+        .collect();
+    event(
+        &b,
+        "task.started",
+        task_key(1),
+        hash(attrs),
+        at(1_700_000_000, 0),
+    );
+    for i in 0..4 {
+        let name = format!("step.before_note{i}");
+        event(
+            &b,
+            &name,
+            task_key(1),
+            hash(vec![(sym("a"), s("1")), (sym("b"), s("2"))]),
+            at(1_700_000_000, 1 + i),
+        );
+    }
+    event(
+        &b,
+        "task.completed",
+        task_key(1),
+        hash(vec![]),
+        at(1_700_000_000, 9),
+    );
+    let mut owned = owned_spans();
+    let limits = SpanLimits {
+        attribute_value_length: Some(3),
+        attribute_count: 3,
+        span_event_count: 2,
+        span_link_count: 0,
+        event_attribute_count: Some(1),
+        ..SpanLimits::DEFAULT
+    };
+    for span in &mut owned {
+        tasker_trace_core::encode::span::limit_owned_span(span, &limits);
+    }
+    let resource = Resource {
+        span_limits: limits,
+        ..resource()
+    };
+    let records = select(&b, false, true);
+    let before = cuts();
+    let json = encode_request(
+        &records,
+        &owned,
+        &resource,
+        at(1_800_000_000, 0),
+        Protocol::HttpJson,
+    )
+    .unwrap();
+    let proto = encode_request(
+        &records,
+        &owned,
+        &resource,
+        at(1_800_000_000, 0),
+        Protocol::HttpProtobuf,
+    )
+    .unwrap();
+    let after = cuts();
+    let from_json = parse(&json);
+    let decoded = ExportTraceServiceRequest::decode(&proto[..]).unwrap();
+    assert_eq!(decoded, from_json, "both formats say the same");
+    let spans = &decoded.resource_spans[0].scope_spans[0].spans;
+    let root = spans
+        .iter()
+        .find(|s| s.name == "task")
+        .expect("the store's root");
+    // trace_key, k0, k1 kept; k2..k5 left out.
+    assert_eq!(root.attributes.len(), 3);
+    assert_eq!(root.dropped_attributes_count, 4);
+    assert_eq!(
+        root.attributes[1].value.as_ref().unwrap().value,
+        Some(Av::StringValue("abc".into()))
+    );
+    assert_eq!(root.events.len(), 2);
+    assert_eq!(root.dropped_events_count, 2);
+    assert!(root
+        .events
+        .iter()
+        .all(|e| e.attributes.len() == 1 && e.dropped_attributes_count == 1));
+    let lifecycle = spans.iter().find(|s| s.name == "lifecycle.step ☃").unwrap();
+    assert_eq!(lifecycle.attributes.len(), 3);
+    assert_eq!(lifecycle.dropped_attributes_count, 5);
+    assert_eq!(
+        lifecycle.attributes[0].value.as_ref().unwrap().value,
+        Some(Av::StringValue("tex".into()))
+    );
+    assert!(lifecycle.links.is_empty());
+    assert_eq!(lifecycle.dropped_links_count, 1);
+    // Counted at each encoding (twice here for the store's spans); other
+    // tests may encode meanwhile, so at least.
+    assert!(after.span_attributes - before.span_attributes >= 2 * 4);
+    assert!(after.span_events - before.span_events >= 2 * 2);
+    assert!(after.event_attributes - before.event_attributes >= 2 * 2);
+    assert!(after.attribute_value_length - before.attribute_value_length >= 2 * 2);
 }

@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use otlp_support::*;
+use tasker_trace_core::encode::{Resource, SpanLimits};
 use tasker_trace_core::export::PushOutcome;
 use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::support::protocol::Protocol;
@@ -834,7 +835,12 @@ fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
     })
     .unwrap();
     assert_eq!(transport.request_limit(), 64 * MIB);
-    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    // No value length limit: each blob goes out whole.
+    let whole = Resource {
+        span_limits: SpanLimits::NONE,
+        ..resource()
+    };
+    let out = push_finished(&b, &whole, &transport, &Cancel::for_current_thread());
     match out {
         PushOutcome::Sent {
             records,

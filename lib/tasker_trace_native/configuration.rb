@@ -3,8 +3,11 @@
 module TaskerTraceNative
   # The backend's settings. `TaskerTraceNative.configure` yields a copy of the
   # settings in force; each assignment is checked at once (ArgumentError naming
-  # the setting), and the whole set is put in force only when the block returns
-  # without error.
+  # the setting; an unknown name is an ArgumentError listing the settings),
+  # and the settings assigned are put in force only when the block returns
+  # without error. A setting assigned in Ruby wins over its variable from then
+  # on; every `configure` reads the environment again for the others (see
+  # docs/configuration.md).
   class Configuration
     # The setting names, from the extension (its from_ruby/setting_checks.rs is their one home).
     SETTINGS = Native::SETTING_NAMES
@@ -19,20 +22,43 @@ module TaskerTraceNative
       missing = SETTINGS - settings.keys
       raise ArgumentError, "missing settings: #{missing.join(', ')}" unless missing.empty?
 
-      settings.each { |name, value| public_send(:"#{name}=", value) }
+      settings.each do |name, value|
+        Native.check_setting(name, value)
+        instance_variable_set(:"@#{name}", value)
+      end
+      @assigned = {}
     end
 
     SETTINGS.each do |setting|
       define_method(:"#{setting}=") do |value|
         Native.check_setting(setting, value)
+        @assigned[setting] = value
         instance_variable_set(:"@#{setting}", value)
       end
     end
 
-    # Puts these settings in force. Every value is checked again first (a
+    # The settings assigned since this copy was made.
+    def assigned
+      @assigned.dup
+    end
+
+    # `c.no_such_setting = 1` (or `c.no_such_setting`): ArgumentError listing
+    # the settings, as for a Railtie setting of that name.
+    def method_missing(name, *args)
+      return super unless name.match?(/\A[a-z_][a-z0-9_]*=?\z/)
+
+      raise ArgumentError, "unknown setting #{name.to_s.delete_suffix('=')} (settings: #{SETTINGS.join(', ')})"
+    end
+
+    def respond_to_missing?(_name, _include_private = false)
+      false
+    end
+
+    # Puts the settings assigned in force over what the environment gives
+    # for the others (read again now). Every value is checked again first (a
     # Hash can be changed in place after it was assigned): all or nothing.
     def apply!
-      Native.apply_settings(to_h)
+      Native.apply_settings(@assigned)
       # lifecycle_attributes may name new keys: decide their filtering now.
       if defined?(Lifecycle)
         Lifecycle.sync_filters!

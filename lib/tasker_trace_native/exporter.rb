@@ -13,10 +13,11 @@ module TaskerTraceNative
     AT_EXIT_TIMEOUT = 5
 
     class << self
-      # Registers the at_exit shutdown once, when the exporter is on (at load
-      # and whenever settings are put in force). Forked children inherit it.
+      # Registers the at_exit shutdown once, at load: whether the exporter is
+      # on is known only once the environment is read (at the first use), so
+      # the handler asks then. Forked children inherit it.
       def arm_at_exit
-        return if defined?(@armed) || !Native.exporter_enabled?
+        return if defined?(@armed)
 
         @armed = true
         at_exit { Exporter.shutdown_at_exit }
@@ -63,18 +64,24 @@ module TaskerTraceNative
     # (finished, waiting now), `inherited_discarded` (finished before a fork:
     # the parent's to export), `last_error`, `last_error_at`,
     # `next_attempt_at` (after failed exports, when the next attempt is due;
-    # nil otherwise), `warnings`, `sampled_out` (traces and runs sampling
-    # left out: not drops) and `kept_error_spans`, `kept_slow_spans`,
-    # `kept_retried_spans` (spans of runs the head sampling left out that
-    # each keep rule brought back).
+    # nil otherwise), `warnings` (every distinct warning about settings and
+    # variables given in this process), `limit_cuts` (what each span limit
+    # cut, counted at each encoding: `attribute_values`, `span_attributes`,
+    # `span_events`, `span_links`, `event_attributes`, `link_attributes`),
+    # `sampled_out` (traces and runs sampling left out: not drops) and
+    # `kept_error_spans`, `kept_slow_spans`, `kept_retried_spans` (spans of
+    # runs the head sampling left out that each keep rule brought back).
+    # Before this process's first use, `enabled` says whether the environment
+    # as it is now turns the exporter on.
     def exporter_stats
       Announcer.drain
       stats = Native.exporter_stats
       at_ns = stats.delete(:last_error_at_ns)
       next_ns = stats.delete(:next_attempt_at_ns)
       warnings = stats.delete(:warnings)
+      cuts = stats.delete(:limit_cuts)
       stats.merge(last_error_at: at_ns && current_time_at(at_ns),
-                  next_attempt_at: next_ns && current_time_at(next_ns), warnings: warnings)
+                  next_attempt_at: next_ns && current_time_at(next_ns), warnings: warnings, limit_cuts: cuts)
     end
   end
 end

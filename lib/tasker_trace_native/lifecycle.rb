@@ -56,7 +56,7 @@ module TaskerTraceNative
           done = (@subscriptions[publisher] ||= {})
           candidates(publisher).each_with_object([]) do |id, added|
             name = id.to_s
-            next if done.key?(name) || !subscribed?(publisher, id, connected)
+            next if done.key?(name) || !subscribed?(publisher, id)
 
             done[name] = true
             added << name
@@ -184,8 +184,8 @@ module TaskerTraceNative
 
       # A publisher that does not know a name raises: that name is skipped.
       # Every name gets the one LISTENER, which takes the context path when
-      # it is in use (`connected` only widens what is subscribed).
-      def subscribed?(publisher, id, connected)
+      # it is in use.
+      def subscribed?(publisher, id)
         publisher.subscribe(id, &LISTENER)
         true
       rescue StandardError

@@ -15,7 +15,8 @@ module TaskerTraceNative
   #
   # - The settings given there are put in force at boot, after
   #   config/initializers/ ran; a bad value or an unknown setting stops the
-  #   boot with an ArgumentError naming it.
+  #   boot with an ArgumentError naming it. The OTEL_* variables are read
+  #   again then, for the settings not given in Ruby.
   # - The background exporter (`exporter = :otlp`, `export_*` settings) is
   #   configured at boot like any setting, but no thread starts at boot: each
   #   process starts its exporter at its first recorded event, so a server
@@ -48,14 +49,14 @@ module TaskerTraceNative
         settings = settings_from(app.config.tasker_trace_native)
         lifecycle_tracing(settings)
         settings = settings.reject { |name, _| RAILTIE_SETTINGS.include?(name) }
-        unless settings.empty?
-          begin
-            TaskerTraceNative.configure do |c|
-              settings.each { |name, value| c.public_send(:"#{name}=", value) }
-            end
-          rescue ArgumentError => e
-            raise ArgumentError, "#{CONFIG_PATH}.#{e.message}"
+        # Even without settings: `configure` reads the environment again
+        # (an app may have loaded its .env files after requiring the gem).
+        begin
+          TaskerTraceNative.configure do |c|
+            settings.each { |name, value| c.public_send(:"#{name}=", value) }
           end
+        rescue ArgumentError => e
+          raise ArgumentError, "#{CONFIG_PATH}.#{e.message}"
         end
         @applied_to = app
       end

@@ -83,12 +83,12 @@ RSpec.describe "Background exporter: settings and methods" do
     expect(stats.keys).to eq(%i[enabled running pid exports failed_exports exported_traces exported_spans retries
                                 dropped_traces queued inherited_discarded sampled_out kept_error_spans
                                 kept_slow_spans kept_retried_spans last_error last_error_at
-                                next_attempt_at warnings])
+                                next_attempt_at warnings limit_cuts])
     expect(stats).to include(enabled: false, running: false, pid: Process.pid, exports: 0, last_error: nil,
                              last_error_at: nil, next_attempt_at: nil, warnings: [])
   end
 
-  it "reads OTEL_TRACES_EXPORTER, OTEL_SDK_DISABLED and OTEL_BSP_* (milliseconds) when the gem loads" do
+  it "reads OTEL_TRACES_EXPORTER, OTEL_SDK_DISABLED and OTEL_BSP_* (milliseconds) as they are now" do
     script = 'require "json"; require "tasker_trace_native"; ' \
              "c = TaskerTraceNative.config; s = TaskerTraceNative.exporter_stats; " \
              "puts JSON.generate(c.to_h.slice(:exporter, :export_schedule_delay, :export_max_batch_size, " \
@@ -108,6 +108,11 @@ RSpec.describe "Background exporter: settings and methods" do
     bad = run.call("OTEL_TRACES_EXPORTER" => "zipkin", "OTEL_BSP_SCHEDULE_DELAY" => "soon",
                    "OTEL_SDK_DISABLED" => nil)
     expect(bad).to include(exporter: "none", export_schedule_delay: 5.0, enabled: false)
+    # Warned about at the first use (here a flush), not before.
+    expect(bad[:warnings]).to eq([])
+    script = script.sub("require \"tasker_trace_native\"; ", "require \"tasker_trace_native\"; TaskerTraceNative.flush; ")
+    bad = run.call("OTEL_TRACES_EXPORTER" => "zipkin", "OTEL_BSP_SCHEDULE_DELAY" => "soon",
+                   "OTEL_SDK_DISABLED" => nil)
     expect(bad[:warnings].join("\n")).to include("OTEL_TRACES_EXPORTER ignored", "OTEL_BSP_SCHEDULE_DELAY ignored")
   end
 end

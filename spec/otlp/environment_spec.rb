@@ -3,8 +3,9 @@
 require "spec_helper"
 require_relative "support/helpers"
 
-# OpenTelemetry's variables are read once, when the gem loads: each example
-# starts a fresh Ruby with exactly the variables it names.
+# OpenTelemetry's variables are read at the first use and at each configure
+# (see settings_spec.rb for when): each example starts a fresh Ruby with
+# exactly the variables it names.
 RSpec.describe "OTLP settings from OTEL_* variables" do
   include OtlpSpecHelpers
 
@@ -85,14 +86,14 @@ RSpec.describe "OTLP settings from OTEL_* variables" do
   it "warns about a client certificate without its key and sends none" do
     client_cert, = ca.issue(:client)
     cert = ca.write("client.pem", client_cert.to_pem)
-    settings, warnings = fresh_settings("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE" => cert)
+    settings, warnings = fresh_settings({ "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE" => cert }, "TaskerTraceNative.configure { }")
     expect(settings).to include(otlp_client_certificate: nil, otlp_client_key: nil)
     expect(warnings.size).to eq(1)
     expect(warnings.first).to match(/OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE ignored: .*without a client key/)
   end
 
   it "warns about a malformed OTEL_RESOURCE_ATTRIBUTES (ignored whole, as before)" do
-    _, warnings = fresh_settings("OTEL_RESOURCE_ATTRIBUTES" => "team=a,broken")
+    _, warnings = fresh_settings({ "OTEL_RESOURCE_ATTRIBUTES" => "team=a,broken" }, "TaskerTraceNative.configure { }")
     expect(warnings.join).to match(/OTEL_RESOURCE_ATTRIBUTES ignored: entry "broken" has no '='/)
   end
 
@@ -131,8 +132,9 @@ RSpec.describe "OTLP settings from OTEL_* variables" do
     it "warns about an endpoint that is not an http(s) URL and uses the next one" do
       with_collector({ status: 200 }) do |c|
         env = { "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => "collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT" => c.base_url }
-        _, warnings = fresh_settings(env)
-        expect(warnings.join).to match(/OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ignored: collector:4318 is not an http/)
+        _, warnings = fresh_settings(env, "TaskerTraceNative.flush")
+        expect(warnings.join).to include("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ignored: collector:4318 has no scheme " \
+                                         "(write http://collector:4318 or https://collector:4318)")
         expect(push_in_fresh_process(env)).to eq("1 nil")
       end
     end

@@ -111,6 +111,8 @@ RSpec.describe "TraceBackend#push_otlp" do
     big = "x" * 25_000_000
     (1..3).each { |i| finished(i, blob: big) }
     configure_otlp(compression: "none")
+    # No value length limit: each blob goes out whole (restored below).
+    TaskerTraceNative.configure { |c| c.attribute_value_length_limit = nil }
     with_collector({ status: 200 }, { status: 400, body: '{"message":"no more"}' }) do |c|
       result = backend.push_otlp(endpoint: c.base_url)
       sizes = c.requests.map { |r| r.raw_body.bytesize }
@@ -120,6 +122,8 @@ RSpec.describe "TraceBackend#push_otlp" do
       expect(result[:error]).to match(/\Arequest 2 of 2: HTTP 400 .*no more/)
     end
     expect(backend.traces.keys).to eq(["task_3"])
+  ensure
+    TaskerTraceNative.configure { |c| c.attribute_value_length_limit = 8192 }
   end
 
   it "keeps the traces when the connection is refused" do

@@ -93,9 +93,11 @@ RSpec.describe "sampling" do
       "parentbased_traceidratio" => ["0.5", "ParentBased{root=TraceIdRatioBased{0.500000}}", 0.5]
     }.freeze
 
+    # The variables are read (and warned about) at the first use: a flush.
     SAMPLER_SCRIPT = <<~RUBY
       require "json"
       require "tasker_trace_native"
+      TaskerTraceNative.flush
       puts JSON.generate(sampler: TaskerTraceNative.sampler, ratio: TaskerTraceNative.config.sample_ratio,
                          warnings: TaskerTraceNative.exporter_stats[:warnings])
     RUBY

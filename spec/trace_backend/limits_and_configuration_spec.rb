@@ -225,7 +225,11 @@ RSpec.describe "TraceBackend limits and configuration" do
     end
 
     it "refuses unknown settings", :gc_stress_safe do
-      expect { TaskerTraceNative.configure { |c| c.max_trace = 1 } }.to raise_error(NoMethodError, /max_trace=/)
+      names = TaskerTraceNative::Configuration::SETTINGS.join(", ")
+      expect { TaskerTraceNative.configure { |c| c.max_trace = 1 } }
+        .to raise_error(ArgumentError, "unknown setting max_trace (settings: #{names})")
+      expect { TaskerTraceNative.configure(&:max_trace) }
+        .to raise_error(ArgumentError, "unknown setting max_trace (settings: #{names})")
     end
   end
 

@@ -18,7 +18,7 @@ use super::resource::{Resource, SCOPE_NAME};
 use super::span::{
     AttributeValue, Attributes, EncodeError, EventView, KeyValue, SpanLink, SpanView, StatusView,
 };
-use crate::value::{Packed, Str};
+use crate::value::Packed;
 
 /// The request around the spans: `{"resourceSpans":[{"resource":…,
 /// "scopeSpans":[{"scope":…,"spans":[` … `]}]}]}`.
@@ -291,7 +291,7 @@ impl Serialize for StreamedPairs<'_, '_> {
 
 enum ValueJson<'r, 'a> {
     Streamed(Streamed<'r, 'a>),
-    Str(&'a Str),
+    Item(AnyItem<'a>),
     Owned(&'a AttributeValue),
 }
 
@@ -308,22 +308,18 @@ impl Serialize for KeyValueJson<'_, '_, '_> {
         m.serialize_field("key", &Prefixed(self.prefix, self.key))?;
         match &self.value {
             ValueJson::Streamed(v) => m.serialize_field("value", v)?,
-            ValueJson::Str(st) => m.serialize_field("value", &StrValue(st))?,
+            ValueJson::Item(item) => m.serialize_field("value", &ItemValue(*item))?,
             ValueJson::Owned(v) => m.serialize_field("value", &OwnedValueJson(v))?,
         }
         m.end()
     }
 }
 
-struct StrValue<'a>(&'a Str);
+struct ItemValue<'a>(AnyItem<'a>);
 
-impl Serialize for StrValue<'_> {
+impl Serialize for ItemValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let bytes = self.0.bytes();
-        match super::payload::str_text(self.0) {
-            Some(_) => scalar(s, AnyItem::Text(bytes)),
-            None => scalar(s, AnyItem::Bytes(bytes)),
-        }
+        scalar(s, self.0)
     }
 }
 
@@ -338,7 +334,7 @@ impl Serialize for PayloadAttributesJson<'_, '_> {
             let next = self.0.borrow_mut().next_key();
             let Some((key, source)) = next else { break };
             let value = match source {
-                EntryValue::Str(st) => ValueJson::Str(st),
+                EntryValue::Item(item) => ValueJson::Item(item),
                 EntryValue::Next => ValueJson::Streamed(Streamed {
                     entries: self.0,
                     depth: 1,
@@ -421,7 +417,12 @@ fn attributes_fields<M: SerializeStruct>(
                 m.serialize_field("droppedAttributesCount", &dropped)?;
             }
         }
-        Attributes::Owned(kvs) => m.serialize_field("attributes", &OwnedAttributesJson(kvs))?,
+        Attributes::Owned(kvs, dropped) => {
+            m.serialize_field("attributes", &OwnedAttributesJson(kvs))?;
+            if *dropped > 0 {
+                m.serialize_field("droppedAttributesCount", dropped)?;
+            }
+        }
     }
     Ok(())
 }
@@ -455,7 +456,7 @@ struct SpanJson<'s, 'a>(&'s SpanView<'a>);
 impl Serialize for SpanJson<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let span = self.0;
-        let mut m = s.serialize_struct("Span", 12)?;
+        let mut m = s.serialize_struct("Span", 14)?;
         m.serialize_field("traceId", &Hex(&span.trace_id))?;
         m.serialize_field("spanId", &Hex(&span.span_id))?;
         if let Some(p) = &span.parent_span_id {
@@ -475,8 +476,14 @@ impl Serialize for SpanJson<'_, '_> {
         if !span.events.is_empty() {
             m.serialize_field("events", &EventsJson(span))?;
         }
+        if span.dropped_events > 0 {
+            m.serialize_field("droppedEventsCount", &span.dropped_events)?;
+        }
         if !span.links.is_empty() {
             m.serialize_field("links", &LinksJson(span.links))?;
+        }
+        if span.dropped_links > 0 {
+            m.serialize_field("droppedLinksCount", &span.dropped_links)?;
         }
         if let Some(status) = &span.status {
             m.serialize_field("status", &StatusJson(status))?;

@@ -6,12 +6,14 @@
 //! - [`record_spans`]: the store's records to spans
 //! - [`run_spans`]: lifecycle runs to spans
 //! - [`resource`]: what describes the process, its settings and defaults
+//! - [`limits`]: OpenTelemetry's span limits, applied here, and what they cut
 //! - `payload` (private): reading packed payloads as OTLP values
 //! - [`json`], [`protobuf`]: one encoder per wire format
 //! - [`request`]: request bodies, split where one would pass 64 MiB
 //! - [`waterfall`]: a run drawn as text (the console exporter, `bin/demo`)
 
 pub mod json;
+pub mod limits;
 mod payload;
 pub mod protobuf;
 pub mod record_spans;
@@ -21,6 +23,7 @@ pub mod run_spans;
 pub mod span;
 pub mod waterfall;
 
+pub use limits::SpanLimits;
 pub use payload::{error_message, render_text, str_text, PayloadAttributes, ATTRIBUTE_PREFIX};
 pub use record_spans::{child_span_id, pair_spans, Pair, Pairing};
 pub use request::{encode_request, Body, Encoder};

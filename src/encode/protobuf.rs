@@ -18,8 +18,8 @@
 //! message of a `google.rpc.Status` error body.
 
 use super::payload::{
-    double_item, str_text, AnyItem, AttributeEntries, EntryValue, Lossy, PayloadAttributes,
-    SeenKeys, ValueReader,
+    double_item, AnyItem, AttributeEntries, EntryValue, Lossy, PayloadAttributes, SeenKeys,
+    ValueReader,
 };
 use super::resource::{Resource, SCOPE_NAME};
 use super::span::{
@@ -235,11 +235,13 @@ fn write_span(buf: &mut Vec<u8>, span: &SpanView<'_>) {
         write_event(buf, &event);
         end(buf, at);
     }
+    put_int(buf, 12, i64::from(span.dropped_events));
     for link in span.links {
         let at = begin(buf, 13);
         write_link(buf, link);
         end(buf, at);
     }
+    put_int(buf, 14, i64::from(span.dropped_links));
     if let Some(status) = &span.status {
         let at = begin(buf, 15);
         write_status(buf, status);
@@ -266,7 +268,7 @@ fn write_status(buf: &mut Vec<u8>, status: &StatusView<'_>) {
 }
 
 /// An attribute list as repeated `KeyValue`s in field `field`, and the count
-/// of dropped duplicates in field `dropped_field`.
+/// of those dropped (duplicates, beyond a limit) in field `dropped_field`.
 fn write_attributes(buf: &mut Vec<u8>, field: u32, dropped_field: u32, attrs: &Attributes<'_>) {
     match attrs {
         Attributes::Payload(p) => {
@@ -274,10 +276,11 @@ fn write_attributes(buf: &mut Vec<u8>, field: u32, dropped_field: u32, attrs: &A
             write_payload_attributes(buf, field, &mut entries);
             put_int(buf, dropped_field, i64::from(entries.dropped()));
         }
-        Attributes::Owned(kvs) => {
+        Attributes::Owned(kvs, dropped) => {
             for kv in *kvs {
                 write_owned_key_value(buf, field, kv);
             }
+            put_int(buf, dropped_field, i64::from(*dropped));
         }
     }
 }
@@ -289,10 +292,7 @@ fn write_payload_attributes(buf: &mut Vec<u8>, field: u32, entries: &mut Attribu
         put_text(buf, 1, prefix, key.bytes(), false);
         let value = begin(buf, 2);
         match source {
-            EntryValue::Str(s) => match str_text(s) {
-                Some(_) => write_scalar(buf, AnyItem::Text(s.bytes())),
-                None => write_scalar(buf, AnyItem::Bytes(s.bytes())),
-            },
+            EntryValue::Item(item) => write_scalar(buf, item),
             EntryValue::Next => {
                 if let Some(r) = entries.reader() {
                     write_streamed(buf, r, 1);

@@ -19,6 +19,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use super::limits::{kept, Limit, SpanLimits};
 use super::payload::{error_message, field, Lossy, PayloadAttributes};
 use super::span::{
     unix_nanos, wall_nanos, Attributes, EncodeError, Events, RootEvents, SpanView, SpanWriter,
@@ -157,25 +158,36 @@ fn root_name(start: &Str) -> &[u8] {
 
 /// Describes the spans of one record to `w`, in order: a trace's root span,
 /// then its child spans in the order of their `.before_` events; a generic
-/// event's one span. `now` closes the root span of an open trace.
+/// event's one span. `now` closes the root span of an open trace; `limits`
+/// cut attributes and events (see [`super::limits`]).
 pub fn write_record(
     key: &Key,
     record: &Record,
     now: Stamp,
+    limits: &SpanLimits,
     w: &mut dyn SpanWriter,
 ) -> Result<(), EncodeError> {
     match record {
         Record::Trace(t) => {
             let pairing = pair_spans(&t.spans);
-            w.write_span(&root_span(key, t, &pairing, now))?;
+            w.write_span(&root_span(key, t, &pairing, now, limits))?;
             for pair in &pairing.pairs {
                 let name = child_name(&t.spans[pair.before].event_name);
-                w.write_span(&child_span(t, pair, name.as_bytes()))?;
+                w.write_span(&child_span(t, pair, name.as_bytes(), limits))?;
             }
             Ok(())
         }
-        Record::Generic(g) => w.write_span(&generic_span(key, g)),
+        Record::Generic(g) => w.write_span(&generic_span(key, g, limits)),
     }
+}
+
+/// A span's payload attributes under the span limits.
+fn span_attributes<'a>(attributes: PayloadAttributes<'a>, limits: &SpanLimits) -> Attributes<'a> {
+    Attributes::Payload(attributes.limited(
+        limits.span_attributes(),
+        limits.value_length(),
+        Limit::SpanAttributes,
+    ))
 }
 
 /// Number of spans a record describes.
@@ -193,8 +205,16 @@ fn root_span<'a>(
     t: &'a TraceRecord,
     pairing: &'a Pairing,
     now: Stamp,
+    limits: &SpanLimits,
 ) -> SpanView<'a> {
     let end_stamp = t.finish.as_ref().map(|f| f.at).unwrap_or(now);
+    let events = RootEvents {
+        trace: t,
+        unpaired: &pairing.unpaired,
+        limits: *limits,
+    };
+    let total = events.total();
+    let dropped_events = total - kept(total, limits.span_event_count, Limit::SpanEvents);
     SpanView {
         trace_id: t.trace_id,
         span_id: t.span_id,
@@ -203,11 +223,8 @@ fn root_span<'a>(
         kind: SPAN_KIND_INTERNAL,
         start_time_unix_nano: wall_nanos(t.start),
         end_time_unix_nano: unix_nanos(t.start, end_stamp),
-        attributes: Attributes::Payload(PayloadAttributes::span(Some(key), &t.payload)),
-        events: Events::Root(RootEvents {
-            trace: t,
-            unpaired: &pairing.unpaired,
-        }),
+        attributes: span_attributes(PayloadAttributes::span(Some(key), &t.payload), limits),
+        events: Events::Root(events),
         links: &[],
         status: t.finish.as_ref().map(|f| match f.status {
             Status::Success => StatusView {
@@ -219,11 +236,18 @@ fn root_span<'a>(
                 message: error_message(&f.payload).map(Cow::Owned),
             },
         }),
+        dropped_events: u32::try_from(dropped_events).unwrap_or(u32::MAX),
+        dropped_links: 0,
     }
 }
 
 /// A `.before_X`/`.after_X` pair's span, a child of the root.
-fn child_span<'a>(t: &'a TraceRecord, pair: &Pair, name: &'a [u8]) -> SpanView<'a> {
+fn child_span<'a>(
+    t: &'a TraceRecord,
+    pair: &Pair,
+    name: &'a [u8],
+    limits: &SpanLimits,
+) -> SpanView<'a> {
     let before = &t.spans[pair.before];
     let after = &t.spans[pair.after];
     SpanView {
@@ -236,15 +260,20 @@ fn child_span<'a>(t: &'a TraceRecord, pair: &Pair, name: &'a [u8]) -> SpanView<'
         end_time_unix_nano: unix_nanos(t.start, after.at),
         // The step's keys from both events; a key in both takes the
         // `.after_` value (what the step reported last).
-        attributes: Attributes::Payload(PayloadAttributes::merged(&before.payload, &after.payload)),
+        attributes: span_attributes(
+            PayloadAttributes::merged(&before.payload, &after.payload),
+            limits,
+        ),
         events: Events::None,
         links: &[],
         status: None,
+        dropped_events: 0,
+        dropped_links: 0,
     }
 }
 
 /// A generic event: a zero-length span in a trace of its own.
-fn generic_span<'a>(key: &'a Key, g: &'a GenericRecord) -> SpanView<'a> {
+fn generic_span<'a>(key: &'a Key, g: &'a GenericRecord, limits: &SpanLimits) -> SpanView<'a> {
     let at = wall_nanos(g.at);
     SpanView {
         trace_id: g.trace_id,
@@ -254,10 +283,12 @@ fn generic_span<'a>(key: &'a Key, g: &'a GenericRecord) -> SpanView<'a> {
         kind: SPAN_KIND_INTERNAL,
         start_time_unix_nano: at,
         end_time_unix_nano: at,
-        attributes: Attributes::Payload(PayloadAttributes::span(Some(key), &g.payload)),
+        attributes: span_attributes(PayloadAttributes::span(Some(key), &g.payload), limits),
         events: Events::None,
         links: &[],
         status: None,
+        dropped_events: 0,
+        dropped_links: 0,
     }
 }
 

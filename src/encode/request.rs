@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::limits::SpanLimits;
 use super::record_spans::write_record;
 use super::resource::Resource;
 use super::span::{EncodeError, SpanView, SpanWriter};
@@ -82,6 +83,8 @@ pub struct Encoder {
     /// Spans too large for any request, left out.
     oversized: usize,
     spans: usize,
+    /// The resource's span limits, applied to the store's records.
+    span_limits: SpanLimits,
 }
 
 impl Encoder {
@@ -118,6 +121,7 @@ impl Encoder {
             in_record: None,
             oversized: 0,
             spans: 0,
+            span_limits: resource.span_limits,
         };
         enc.current = enc.new_body(0);
         Ok(enc)
@@ -216,7 +220,8 @@ impl Encoder {
         if self.current.spans == 0 {
             self.current.first_record = index;
         }
-        let written = write_record(key, record, now, self);
+        let limits = self.span_limits;
+        let written = write_record(key, record, now, &limits, self);
         self.in_record = None;
         self.records += 1;
         written

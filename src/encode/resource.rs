@@ -2,8 +2,9 @@
 //! settings ([`ResourceSettings`], `service_name` and `resource_attributes`)
 //! with their defaults from `OTEL_SERVICE_NAME` and
 //! `OTEL_RESOURCE_ATTRIBUTES`, the settings in force ([`ResourceConfig`]),
-//! and the instrumentation scope's name.
+//! the instrumentation scope's name, and the span limits its requests carry.
 
+use super::limits::SpanLimits;
 use crate::support::env::{parse_key_values, set, Warning};
 use crate::support::fork::ForkSafeMutex;
 use crate::value::{Packed, Value};
@@ -55,10 +56,7 @@ pub fn resource_defaults(
 /// [`resource_defaults`] ignores whole).
 pub fn resource_attributes_warning(value: Option<&str>) -> Option<Warning> {
     let message = parse_key_values(set(value)?).err()?;
-    Some(Warning {
-        variable: RESOURCE_ATTRIBUTES_VARIABLE,
-        message,
-    })
+    Some(Warning::ignored(RESOURCE_ATTRIBUTES_VARIABLE, message))
 }
 
 /// What describes the process in every request.
@@ -75,6 +73,9 @@ pub struct Resource {
     /// Extra resource attributes (`OTEL_RESOURCE_ATTRIBUTES` or the setting).
     /// They replace the detected ones of the same key, except `service.name`.
     pub attributes: Vec<(String, Value)>,
+    /// The span limits the spans of these requests are cut to (they never
+    /// cut the resource's own attributes).
+    pub span_limits: SpanLimits,
 }
 
 impl Resource {
@@ -193,6 +194,7 @@ mod tests {
                 ("host.name".into(), Value::string("pod")),
                 ("team".into(), Value::string("a")),
             ],
+            span_limits: SpanLimits::NONE,
         };
         let keys: Vec<_> = r.attribute_values().into_iter().map(|(k, _)| k).collect();
         assert_eq!(

@@ -13,7 +13,8 @@
 //!   `<service name>.`, `tasker.` by default) with typed values;
 //! - links: the root's link to the task's previous run.
 
-use crate::encode::span::unix_nanos;
+use crate::encode::limits::SpanLimits;
+use crate::encode::span::{limit_owned_span, unix_nanos};
 use crate::encode::{
     AttributeValue, KeyValue, OwnedEvent, OwnedSpan, SpanLink, SPAN_KIND_INTERNAL,
     STATUS_CODE_ERROR, STATUS_CODE_OK,
@@ -112,11 +113,18 @@ pub fn status(s: &SpanStatus) -> Option<(i32, String)> {
     }
 }
 
-/// One span of `run`; open spans end at `now`.
-fn owned_span(run: &Run, clock: &RunClock, span: &Span, prefix: &str, now: Stamp) -> OwnedSpan {
+/// One span of `run`; open spans end at `now`; `limits` cut it.
+fn owned_span(
+    run: &Run,
+    clock: &RunClock,
+    span: &Span,
+    prefix: &str,
+    now: Stamp,
+    limits: &SpanLimits,
+) -> OwnedSpan {
     let (start, end) = clock.span_times(span);
     let end = end.unwrap_or_else(|| clock.nanos(now).max(start));
-    OwnedSpan {
+    let mut owned = OwnedSpan {
         trace_id: run.trace_id,
         span_id: span.span_id,
         parent_span_id: span.parent_span_id,
@@ -132,6 +140,7 @@ fn owned_span(run: &Run, clock: &RunClock, span: &Span, prefix: &str, now: Stamp
                 time_unix_nano: clock.nanos(e.at),
                 name: e.name.as_str().to_string(),
                 attributes: attributes(prefix, &e.attributes),
+                dropped_attributes_count: 0,
             })
             .collect(),
         links: span
@@ -143,23 +152,28 @@ fn owned_span(run: &Run, clock: &RunClock, span: &Span, prefix: &str, now: Stamp
             })
             .collect(),
         status: status(&span.status),
-    }
+        dropped_attributes_count: 0,
+        dropped_events_count: 0,
+        dropped_links_count: 0,
+    };
+    limit_owned_span(&mut owned, limits);
+    owned
 }
 
-/// The spans of one run: the root first, then the attempts.
-pub fn run_spans(run: &Run, prefix: &str, now: Stamp) -> Vec<OwnedSpan> {
+/// The spans of one run: the root first, then the attempts, cut by `limits`.
+pub fn run_spans(run: &Run, prefix: &str, now: Stamp, limits: &SpanLimits) -> Vec<OwnedSpan> {
     let clock = RunClock::new(run);
     run.spans
         .iter()
-        .map(|span| owned_span(run, &clock, span, prefix, now))
+        .map(|span| owned_span(run, &clock, span, prefix, now, limits))
         .collect()
 }
 
 /// The spans of several runs, run by run.
-pub fn runs_spans(runs: &[Run], prefix: &str, now: Stamp) -> Vec<OwnedSpan> {
+pub fn runs_spans(runs: &[Run], prefix: &str, now: Stamp, limits: &SpanLimits) -> Vec<OwnedSpan> {
     let mut out = Vec::with_capacity(runs.iter().map(|r| r.spans.len()).sum());
     for run in runs {
-        out.extend(run_spans(run, prefix, now));
+        out.extend(run_spans(run, prefix, now, limits));
     }
     out
 }
@@ -198,7 +212,7 @@ mod tests {
         // An open second attempt, ended at `now` in the export.
         t.record(ev("step.execution_requested", 12).with_step(9));
         let runs = t.snapshot(true);
-        let spans = run_spans(&runs[0], "svc.", at(20));
+        let spans = run_spans(&runs[0], "svc.", at(20), &SpanLimits::NONE);
         assert_eq!(spans.len(), 3);
         let root = &spans[0];
         assert_eq!(root.start_time_unix_nano, 1_000_000_000_000);
@@ -216,7 +230,7 @@ mod tests {
         // An explicit drain after the run ended: no open span left.
         t.record(ev("task.completed", 30));
         let done = t.drain_finished(Duration::ZERO);
-        let spans = run_spans(&done[0], "tasker.", at(99));
+        let spans = run_spans(&done[0], "tasker.", at(99), &SpanLimits::NONE);
         assert_eq!(spans[0].status, Some((STATUS_CODE_OK, String::new())));
         assert_eq!(spans[2].end_time_unix_nano, 1_000_030_000_000);
     }

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use super::limits::{cut_text, kept, Limit, SpanLimits};
 use super::payload::PayloadAttributes;
 use crate::model::backend::store::{Finish, TraceRecord};
 use crate::support::clock::Stamp;
@@ -67,6 +68,9 @@ pub struct SpanView<'a> {
     pub links: &'a [SpanLink],
     /// `None` leaves the status out (UNSET).
     pub status: Option<StatusView<'a>>,
+    /// Events and links left out by the span limits.
+    pub dropped_events: u32,
+    pub dropped_links: u32,
 }
 
 /// A span's status.
@@ -83,8 +87,9 @@ pub struct StatusView<'a> {
 pub enum Attributes<'a> {
     /// Streamed from packed payloads (the store's records).
     Payload(PayloadAttributes<'a>),
-    /// Typed values, written as given (keys should be unique).
-    Owned(&'a [KeyValue]),
+    /// Typed values, written as given (keys should be unique), and how
+    /// many were left out.
+    Owned(&'a [KeyValue], u32),
 }
 
 /// Nanoseconds since the epoch of `at`, measured from `anchor` on the monotonic
@@ -133,7 +138,7 @@ impl<'a> Events<'a> {
     pub fn is_empty(&self) -> bool {
         match self {
             Events::None => true,
-            Events::Root(r) => r.unpaired.is_empty() && r.failure().is_none(),
+            Events::Root(r) => r.total().min(r.limits.span_event_count) == 0,
             Events::Owned(o) => o.is_empty(),
         }
     }
@@ -146,9 +151,17 @@ impl<'a> Events<'a> {
 pub struct RootEvents<'a> {
     pub(crate) trace: &'a TraceRecord,
     pub(crate) unpaired: &'a [usize],
+    /// The span limits: the first `span_event_count` events are written,
+    /// each with its attributes limited.
+    pub(crate) limits: SpanLimits,
 }
 
 impl<'a> RootEvents<'a> {
+    /// Events before the event count limit.
+    pub(crate) fn total(&self) -> usize {
+        self.unpaired.len() + usize::from(self.failure().is_some())
+    }
+
     fn failure(&self) -> Option<&'a Finish> {
         self.trace
             .finish
@@ -158,10 +171,15 @@ impl<'a> RootEvents<'a> {
 
     fn iter(self) -> impl Iterator<Item = EventView<'a>> + 'a {
         let t = self.trace;
+        let limits = self.limits;
         let event = move |at, name: &'a [u8], payload: &'a Packed| EventView {
             time_unix_nano: unix_nanos(t.start, at),
             name,
-            attributes: Attributes::Payload(PayloadAttributes::span(None, payload)),
+            attributes: Attributes::Payload(PayloadAttributes::span(None, payload).limited(
+                limits.event_attributes(),
+                limits.value_length(),
+                Limit::EventAttributes,
+            )),
         };
         let start = wall_nanos(t.start);
         self.unpaired
@@ -175,6 +193,7 @@ impl<'a> RootEvents<'a> {
                 e.time_unix_nano = e.time_unix_nano.max(start);
                 e
             }))
+            .take(limits.span_event_count)
     }
 }
 
@@ -217,6 +236,8 @@ pub struct OwnedEvent {
     pub time_unix_nano: u64,
     pub name: String,
     pub attributes: Vec<KeyValue>,
+    /// Attributes left out by the span limits.
+    pub dropped_attributes_count: u32,
 }
 
 impl OwnedEvent {
@@ -224,7 +245,7 @@ impl OwnedEvent {
         EventView {
             time_unix_nano: self.time_unix_nano,
             name: self.name.as_bytes(),
-            attributes: Attributes::Owned(&self.attributes),
+            attributes: Attributes::Owned(&self.attributes, self.dropped_attributes_count),
         }
     }
 }
@@ -252,6 +273,10 @@ pub struct OwnedSpan {
     pub links: Vec<SpanLink>,
     /// A `STATUS_CODE_*` value and a message; `None` leaves the status UNSET.
     pub status: Option<(i32, String)>,
+    /// What the span limits left out (see [`crate::encode::limits`]).
+    pub dropped_attributes_count: u32,
+    pub dropped_events_count: u32,
+    pub dropped_links_count: u32,
 }
 
 impl OwnedSpan {
@@ -265,15 +290,87 @@ impl OwnedSpan {
             kind: self.kind,
             start_time_unix_nano: self.start_time_unix_nano,
             end_time_unix_nano: self.end_time_unix_nano,
-            attributes: Attributes::Owned(&self.attributes),
+            attributes: Attributes::Owned(&self.attributes, self.dropped_attributes_count),
             events: Events::Owned(&self.events),
             links: &self.links,
             status: self.status.as_ref().map(|(code, message)| StatusView {
                 code: *code,
                 message: Some(Cow::Borrowed(message.as_str())),
             }),
+            dropped_events: self.dropped_events_count,
+            dropped_links: self.dropped_links_count,
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The span limits on owned spans.
+
+fn cut_owned_value(v: &mut AttributeValue, limit: usize) {
+    match v {
+        AttributeValue::String(s) => {
+            let cut = cut_text(s.as_bytes(), limit).len();
+            // `cut_text` cuts at a character boundary.
+            s.truncate(cut);
+        }
+        AttributeValue::Array(items) => items.iter_mut().for_each(|i| cut_owned_value(i, limit)),
+        AttributeValue::KvList(pairs) => pairs
+            .iter_mut()
+            .for_each(|kv| cut_owned_value(&mut kv.value, limit)),
+        AttributeValue::Int(_) | AttributeValue::Double(_) | AttributeValue::Bool(_) => {}
+    }
+}
+
+/// Applies the count limit `max` (counted as `limit`) and the value length
+/// limit to an owned attribute list; returns how many were left out.
+fn limit_owned_attributes(
+    attributes: &mut Vec<KeyValue>,
+    max: usize,
+    limit: Limit,
+    limits: &SpanLimits,
+) -> u32 {
+    let keep = kept(attributes.len(), max, limit);
+    let dropped = attributes.len() - keep;
+    attributes.truncate(keep);
+    if let Some(length) = limits.attribute_value_length {
+        attributes
+            .iter_mut()
+            .for_each(|kv| cut_owned_value(&mut kv.value, length));
+    }
+    u32::try_from(dropped).unwrap_or(u32::MAX)
+}
+
+/// Applies every span limit (see [`super::limits`]) to a span built outside the store (a lifecycle
+/// run's), adding what it leaves out to the span's `dropped_*` counts.
+pub fn limit_owned_span(span: &mut OwnedSpan, limits: &SpanLimits) {
+    let dropped = limit_owned_attributes(
+        &mut span.attributes,
+        limits.span_attributes(),
+        Limit::SpanAttributes,
+        limits,
+    );
+    span.dropped_attributes_count = span.dropped_attributes_count.saturating_add(dropped);
+    let keep = kept(
+        span.events.len(),
+        limits.span_event_count,
+        Limit::SpanEvents,
+    );
+    let dropped = u32::try_from(span.events.len() - keep).unwrap_or(u32::MAX);
+    span.events.truncate(keep);
+    span.dropped_events_count = span.dropped_events_count.saturating_add(dropped);
+    for event in &mut span.events {
+        let dropped = limit_owned_attributes(
+            &mut event.attributes,
+            limits.event_attributes(),
+            Limit::EventAttributes,
+            limits,
+        );
+        event.dropped_attributes_count = event.dropped_attributes_count.saturating_add(dropped);
+    }
+    let keep = kept(span.links.len(), limits.span_link_count, Limit::SpanLinks);
+    let dropped = u32::try_from(span.links.len() - keep).unwrap_or(u32::MAX);
+    span.links.truncate(keep);
+    span.dropped_links_count = span.dropped_links_count.saturating_add(dropped);
 }
 
 #[cfg(test)]
@@ -300,5 +397,55 @@ mod tests {
             mono_ns: 0,
         };
         assert_eq!(unix_nanos(start, before_epoch), 0);
+    }
+
+    #[test]
+    fn an_owned_span_keeps_the_first_of_each_and_counts_the_rest() {
+        let kv = |k: &str, v: &str| KeyValue::new(k, AttributeValue::String(v.into()));
+        let mut span = OwnedSpan {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            name: "s".into(),
+            kind: 1,
+            start_time_unix_nano: 0,
+            end_time_unix_nano: 0,
+            attributes: vec![kv("a", "long value"), kv("b", "x"), kv("c", "y")],
+            events: (0..3)
+                .map(|i| OwnedEvent {
+                    time_unix_nano: i,
+                    name: format!("e{i}"),
+                    attributes: vec![kv("x", "1"), kv("y", "2")],
+                    dropped_attributes_count: 0,
+                })
+                .collect(),
+            links: vec![SpanLink {
+                trace_id: [3; 16],
+                span_id: [4; 8],
+            }],
+            status: None,
+            dropped_attributes_count: 0,
+            dropped_events_count: 0,
+            dropped_links_count: 0,
+        };
+        let limits = SpanLimits {
+            attribute_value_length: Some(4),
+            span_attribute_count: Some(2),
+            span_event_count: 2,
+            span_link_count: 0,
+            event_attribute_count: Some(1),
+            ..SpanLimits::DEFAULT
+        };
+        limit_owned_span(&mut span, &limits);
+        assert_eq!(span.attributes, vec![kv("a", "long"), kv("b", "x")]);
+        assert_eq!(span.dropped_attributes_count, 1);
+        assert_eq!(span.events.len(), 2);
+        assert_eq!(span.dropped_events_count, 1);
+        assert!(span
+            .events
+            .iter()
+            .all(|e| e.attributes == vec![kv("x", "1")] && e.dropped_attributes_count == 1));
+        assert!(span.links.is_empty());
+        assert_eq!(span.dropped_links_count, 1);
     }
 }

@@ -105,8 +105,9 @@ pub fn encode_export(
     let now = Stamp::now();
     let encoded = catch_unwind(AssertUnwindSafe(|| {
         let prefix = sources.attribute_prefix();
-        let mut spans = runs_spans(&runs.ready, &prefix, now);
-        spans.extend(runs_spans(&runs.open, &prefix, now));
+        let limits = &resource.span_limits;
+        let mut spans = runs_spans(&runs.ready, &prefix, now, limits);
+        spans.extend(runs_spans(&runs.open, &prefix, now, limits));
         encode_request(&records.ready, &spans, resource, now, protocol)
     }));
     match encoded {
@@ -244,7 +245,7 @@ pub fn deliver(
     let delivered_records = Cell::new(0usize);
     let result = catch_unwind(AssertUnwindSafe(|| {
         let now = Stamp::now();
-        let spans = runs_spans(&batch.runs, prefix, now);
+        let spans = runs_spans(&batch.runs, prefix, now, &resource.span_limits);
         send_records(
             &batch.records,
             &spans,

@@ -7,7 +7,9 @@
 //!   (the bounds of the sources they came from); beyond that the oldest go
 //!   first, counted in `exporter_stats[:dropped_traces]`. The records held
 //!   here count against the store's `max_traces` too (new records evict the
-//!   oldest stored ones), so the two together stay within it.
+//!   oldest stored ones), so the two together stay within it. After a failed
+//!   export it also keeps at most `export_max_queue_size`
+//!   (`OTEL_BSP_MAX_QUEUE_SIZE`) runs and as many records.
 //! - **Backoff.** After a failed export the next attempt waits
 //!   [`backoff`]: 1 s doubling to at most 60 s, times a jitter in
 //!   `[0.5, 1.0]`. While it waits the exporter takes nothing from the
@@ -87,6 +89,25 @@ impl RetryQueue {
 
     pub fn len(&self) -> usize {
         self.batch.len()
+    }
+
+    /// After a failed export: keeps at most `max` runs and `max` records
+    /// (`export_max_queue_size`), dropping the oldest; returns how many went.
+    /// Applied only to what waits for a retry, never to a fresh take, so a
+    /// healthy collector loses nothing to it.
+    pub fn trim(&mut self, max: usize) -> usize {
+        let mut dropped = 0;
+        if self.batch.runs.len() > max {
+            let excess = self.batch.runs.len() - max;
+            self.batch.runs.drain(..excess);
+            dropped += excess;
+        }
+        if self.batch.records.len() > max {
+            let excess = self.batch.records.len() - max;
+            self.batch.records.drain(..excess);
+            dropped += excess;
+        }
+        dropped
     }
 
     pub fn is_empty(&self) -> bool {

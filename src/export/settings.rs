@@ -13,6 +13,8 @@
 //! - `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: events that wake the exporter early (512).
 //! - `OTEL_BSP_EXPORT_TIMEOUT`: milliseconds one export may take (30000; 0 is
 //!   no limit, as for `OTEL_EXPORTER_OTLP_TIMEOUT`).
+//! - `OTEL_BSP_MAX_QUEUE_SIZE`: the most traces the exporter keeps waiting
+//!   for delivery (2048), the `export_max_queue_size` setting.
 //!
 //! Like [`crate::transport::env`], nothing here reads the process environment: the
 //! binding passes a lookup function.
@@ -24,19 +26,30 @@ use crate::support::SettingError;
 use crate::transport::env::parse_timeout_ms;
 use crate::transport::settings::MAX_TIMEOUT;
 
+pub const TRACES_EXPORTER_VARIABLE: &str = "OTEL_TRACES_EXPORTER";
+pub const SDK_DISABLED_VARIABLE: &str = "OTEL_SDK_DISABLED";
+pub const SCHEDULE_DELAY_VARIABLE: &str = "OTEL_BSP_SCHEDULE_DELAY";
+pub const MAX_BATCH_SIZE_VARIABLE: &str = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE";
+pub const EXPORT_TIMEOUT_VARIABLE: &str = "OTEL_BSP_EXPORT_TIMEOUT";
+pub const MAX_QUEUE_SIZE_VARIABLE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
+
 pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(5000);
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 512;
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// The BatchSpanProcessor's default queue size.
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
 
-/// The shortest delay and timeout taken (a millisecond) and the longest (a day).
+/// The shortest delay and timeout taken (a millisecond) and the longest (a
+/// day); the binding's one check of durations takes them as its range.
 pub const MIN_DURATION: Duration = Duration::from_millis(1);
 pub const MAX_DURATION: Duration = MAX_TIMEOUT;
-/// The largest batch size taken.
+/// The largest batch size (and queue size) taken.
 pub const MAX_BATCH_SIZE: usize = 1_000_000;
 
 pub const EXPORTER_EXPECTED: &str = ":none, :otlp, :console or [:otlp, :console]";
 pub const SECONDS_EXPECTED: &str = "a number of seconds from 0.001 to 86400";
 pub const BATCH_SIZE_EXPECTED: &str = "an Integer from 1 to 1000000";
+pub const QUEUE_SIZE_EXPECTED: &str = "an Integer from 1 to 1000000";
 
 /// Whether the exporter runs, and where it sends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -107,7 +120,8 @@ impl Mode {
     }
 }
 
-/// When the exporter wakes and how long an export may take.
+/// When the exporter wakes, how long an export may take, and how many
+/// traces it keeps waiting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Schedule {
     /// The longest wait between two exports.
@@ -116,6 +130,9 @@ pub struct Schedule {
     pub max_batch_size: usize,
     /// The budget of one export (each of its requests).
     pub export_timeout: Duration,
+    /// `export_max_queue_size`: the most traces the exporter keeps waiting
+    /// for delivery; beyond it the oldest is dropped (and counted).
+    pub max_queue_size: usize,
 }
 
 impl Default for Schedule {
@@ -124,6 +141,7 @@ impl Default for Schedule {
             delay: DEFAULT_SCHEDULE_DELAY,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             export_timeout: DEFAULT_EXPORT_TIMEOUT,
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
         }
     }
 }
@@ -148,44 +166,51 @@ impl BackgroundSettings {
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> (BackgroundSettings, Vec<Warning>) {
         let mut warnings = Vec::new();
         let value = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let mode = value("OTEL_TRACES_EXPORTER")
+        let mode = value(TRACES_EXPORTER_VARIABLE)
             .map(|v| traces_exporter(&v, &mut warnings))
             .unwrap_or_default();
-        let sdk_disabled = match value("OTEL_SDK_DISABLED") {
+        let sdk_disabled = match value(SDK_DISABLED_VARIABLE) {
             None => false,
             Some(v) if v.trim().eq_ignore_ascii_case("true") => true,
             Some(v) if v.trim().eq_ignore_ascii_case("false") => false,
             Some(v) => {
-                warnings.push(Warning {
-                    variable: "OTEL_SDK_DISABLED",
-                    message: format!("{v:?} is not true or false"),
-                });
+                warnings.push(Warning::ignored(
+                    "OTEL_SDK_DISABLED",
+                    format!("{v:?} is not true or false"),
+                ));
                 false
             }
         };
         let defaults = Schedule::default();
         let schedule = Schedule {
             delay: parsed(
-                "OTEL_BSP_SCHEDULE_DELAY",
-                value("OTEL_BSP_SCHEDULE_DELAY"),
+                SCHEDULE_DELAY_VARIABLE,
+                value(SCHEDULE_DELAY_VARIABLE),
                 parse_delay_ms,
                 &mut warnings,
             )
             .unwrap_or(defaults.delay),
             max_batch_size: parsed(
-                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-                value("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+                MAX_BATCH_SIZE_VARIABLE,
+                value(MAX_BATCH_SIZE_VARIABLE),
                 parse_batch_size_text,
                 &mut warnings,
             )
             .unwrap_or(defaults.max_batch_size),
             export_timeout: parsed(
-                "OTEL_BSP_EXPORT_TIMEOUT",
-                value("OTEL_BSP_EXPORT_TIMEOUT"),
+                EXPORT_TIMEOUT_VARIABLE,
+                value(EXPORT_TIMEOUT_VARIABLE),
                 |v| parse_timeout_ms(v).map(|d| d.max(MIN_DURATION)),
                 &mut warnings,
             )
             .unwrap_or(defaults.export_timeout),
+            max_queue_size: parsed(
+                MAX_QUEUE_SIZE_VARIABLE,
+                value(MAX_QUEUE_SIZE_VARIABLE),
+                parse_queue_size_text,
+                &mut warnings,
+            )
+            .unwrap_or(defaults.max_queue_size),
         };
         (
             BackgroundSettings {
@@ -208,7 +233,7 @@ fn parsed<T>(
     match parse(&value?) {
         Ok(t) => Some(t),
         Err(message) => {
-            warnings.push(Warning { variable, message });
+            warnings.push(Warning::ignored(variable, message));
             None
         }
     }
@@ -222,12 +247,10 @@ fn traces_exporter(v: &str, warnings: &mut Vec<Warning>) -> Mode {
         match mode.with(&name) {
             Some(m) => mode = m,
             None if name.is_empty() => {}
-            None => warnings.push(Warning {
-                variable: "OTEL_TRACES_EXPORTER",
-                message: format!(
-                    "{name:?} is not an exporter this gem has (otlp, console or none)"
-                ),
-            }),
+            None => warnings.push(Warning::ignored(
+                "OTEL_TRACES_EXPORTER",
+                format!("{name:?} is not an exporter this gem has (otlp, console or none)"),
+            )),
         }
     }
     mode
@@ -254,6 +277,26 @@ fn parse_batch_size_text(v: &str) -> Result<usize, String> {
     parse_max_batch_size(n).map_err(|e| format!("{} is not {}", e.got, e.expected))
 }
 
+fn parse_queue_size_text(v: &str) -> Result<usize, String> {
+    let t = v.trim();
+    let n = t
+        .parse::<i128>()
+        .map_err(|_| format!("{t:?} is not a whole number"))?;
+    parse_max_queue_size(n).map_err(|e| format!("{} is not {}", e.got, e.expected))
+}
+
+/// `export_max_queue_size`: 1 to [`MAX_BATCH_SIZE`].
+pub fn parse_max_queue_size(n: i128) -> Result<usize, SettingError> {
+    match usize::try_from(n) {
+        Ok(n) if (1..=MAX_BATCH_SIZE).contains(&n) => Ok(n),
+        _ => Err(SettingError {
+            setting: "export_max_queue_size",
+            expected: QUEUE_SIZE_EXPECTED,
+            got: n.to_string(),
+        }),
+    }
+}
+
 /// `export_max_batch_size`: 1 to [`MAX_BATCH_SIZE`].
 pub fn parse_max_batch_size(n: i128) -> Result<usize, SettingError> {
     match usize::try_from(n) {
@@ -263,21 +306,6 @@ pub fn parse_max_batch_size(n: i128) -> Result<usize, SettingError> {
             expected: BATCH_SIZE_EXPECTED,
             got: n.to_string(),
         }),
-    }
-}
-
-/// `export_schedule_delay` and `export_timeout`: seconds, from a millisecond
-/// to a day.
-pub fn parse_seconds(setting: &'static str, seconds: f64) -> Result<Duration, SettingError> {
-    let range = MIN_DURATION.as_secs_f64()..=MAX_DURATION.as_secs_f64();
-    if seconds.is_finite() && range.contains(&seconds) {
-        Ok(Duration::from_secs_f64(seconds))
-    } else {
-        Err(SettingError {
-            setting,
-            expected: SECONDS_EXPECTED,
-            got: seconds.to_string(),
-        })
     }
 }
 
@@ -341,8 +369,16 @@ mod tests {
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64"),
             ("OTEL_BSP_EXPORT_TIMEOUT", "1500"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "300"),
         ]);
         assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.schedule.max_queue_size, 300);
+        let (q, qw) = from(&[("OTEL_BSP_MAX_QUEUE_SIZE", "0")]);
+        assert_eq!(q.schedule.max_queue_size, DEFAULT_MAX_QUEUE_SIZE);
+        assert_eq!(
+            qw[0].to_string(),
+            "OTEL_BSP_MAX_QUEUE_SIZE ignored: 0 is not an Integer from 1 to 1000000"
+        );
         assert_eq!(c.schedule.delay, Duration::from_millis(200));
         assert_eq!(c.schedule.max_batch_size, 64);
         assert_eq!(c.schedule.export_timeout, Duration::from_millis(1500));
@@ -386,13 +422,5 @@ mod tests {
         assert_eq!(parse_max_batch_size(1_000_000), Ok(1_000_000));
         assert!(parse_max_batch_size(0).is_err());
         assert!(parse_max_batch_size(i128::MAX).is_err());
-        assert_eq!(
-            parse_seconds("export_timeout", 0.25),
-            Ok(Duration::from_millis(250))
-        );
-        for bad in [0.0, 0.0001, -1.0, 86_400.5, f64::NAN, f64::INFINITY] {
-            let e = parse_seconds("export_schedule_delay", bad).unwrap_err();
-            assert_eq!(e.setting, "export_schedule_delay");
-        }
     }
 }

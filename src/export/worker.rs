@@ -108,6 +108,10 @@ pub(super) fn run(start: Start) {
             export(&shared, &mut link, &target, &mut queue, take, everything)
         }))
         .unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())));
+        if !queue.is_empty() {
+            let max = shared.schedule().max_queue_size;
+            shared.counters.count_retry_dropped(queue.trim(max));
+        }
         shared
             .retry_queued
             .store(queue.len() as u64, Ordering::Relaxed);
@@ -221,6 +225,12 @@ fn export(
         };
         let taken = shared.sources.take_for_exporter(settle, mode.otlp());
         shared.counters.count_retry_dropped(queue.append(taken));
+        // What the queue holds counts against the store's bound from now on,
+        // so that the two together never pass `max_traces`.
+        shared
+            .sources
+            .store
+            .set_held_for_export(queue.batch.records.len());
     }
     if queue.is_empty() {
         return ExportOutcome::default();

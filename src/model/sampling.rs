@@ -189,18 +189,6 @@ impl Sampling {
         }
     }
 
-    /// `sample_keep_slower_than` in seconds: finite and above zero.
-    pub fn parse_slower_than(seconds: f64) -> Result<Duration, SettingError> {
-        match Duration::try_from_secs_f64(seconds) {
-            Ok(d) if !d.is_zero() => Ok(d),
-            _ => Err(SettingError {
-                setting: "sample_keep_slower_than",
-                expected: SLOWER_THAN_EXPECTED,
-                got: seconds.to_string(),
-            }),
-        }
-    }
-
     /// The defaults from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`,
     /// read through `get`. An unknown sampler or an unusable argument is a
     /// warning and counts as unset (`parentbased_always_on`; a ratio sampler's argument
@@ -223,10 +211,10 @@ impl Sampling {
             match text.parse::<f64>() {
                 Ok(r) if (0.0..=1.0).contains(&r) => r,
                 _ => {
-                    warnings.push(Warning {
-                        variable: SAMPLER_ARG_VARIABLE,
-                        message: format!("{text:?} is not a ratio from 0.0 to 1.0 (1.0 is used)"),
-                    });
+                    warnings.push(Warning::ignored(
+                        SAMPLER_ARG_VARIABLE,
+                        format!("{text:?} is not a ratio from 0.0 to 1.0 (1.0 is used)"),
+                    ));
                     1.0
                 }
             }
@@ -250,13 +238,13 @@ impl Sampling {
                 s.parent_based = true;
                 s.ratio = arg(&mut warnings);
             }
-            _ => warnings.push(Warning {
-                variable: SAMPLER_VARIABLE,
-                message: format!(
+            _ => warnings.push(Warning::ignored(
+                SAMPLER_VARIABLE,
+                format!(
                     "{name:?} is not a sampler this gem has (always_on, always_off, traceidratio, \
                      parentbased_always_on, parentbased_always_off, parentbased_traceidratio)"
                 ),
-            }),
+            )),
         }
         (s, warnings)
     }
@@ -424,13 +412,6 @@ mod tests {
                 Sampling::parse_ratio(bad).unwrap_err().setting,
                 "sample_ratio"
             );
-        }
-        assert_eq!(
-            Sampling::parse_slower_than(0.25),
-            Ok(Duration::from_millis(250))
-        );
-        for bad in [0.0, -1.0, f64::INFINITY] {
-            assert!(Sampling::parse_slower_than(bad).is_err());
         }
     }
 }

@@ -22,6 +22,7 @@ impl Stamp {
     /// read afresh every [`WALL_RESYNC_NS`]. Both clocks run at the same
     /// (NTP-disciplined) rate, so the offset only changes when the wall clock
     /// is stepped; such a step shows in timestamps within that interval.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn now() -> Stamp {
         let mono_ns = monotonic_now_ns();
         let synced = WALL_SYNCED_AT.load(Ordering::Relaxed);
@@ -62,11 +63,13 @@ pub fn wall_now_ns() -> i64 {
     }
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn process_epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub fn monotonic_now_ns() -> u64 {
     u64::try_from(process_epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }

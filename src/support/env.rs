@@ -3,17 +3,45 @@
 //! [`Warning`] a value that cannot be used gives. Nothing here reads the
 //! process environment; each component names its own variables.
 
-/// A variable whose value was not used: the binding reports it (once) and
-/// goes on as if it were unset.
+/// Something to say about a variable's value: either it was not used (the
+/// binding reports it once and goes on as if the variable were unset), or
+/// it was used as the specification says but likely not as meant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Warning {
     pub variable: &'static str,
     pub message: String,
+    /// The value was ignored (`<variable> ignored: <message>`); otherwise
+    /// it is in force and `message` says all.
+    pub ignored: bool,
+}
+
+impl Warning {
+    /// A value that cannot be used, ignored as if unset.
+    pub fn ignored(variable: &'static str, message: impl Into<String>) -> Warning {
+        Warning {
+            variable,
+            message: message.into(),
+            ignored: true,
+        }
+    }
+
+    /// A value used as it is, with a word about it (the whole message).
+    pub fn used(variable: &'static str, message: impl Into<String>) -> Warning {
+        Warning {
+            variable,
+            message: message.into(),
+            ignored: false,
+        }
+    }
 }
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ignored: {}", self.variable, self.message)
+        if self.ignored {
+            write!(f, "{} ignored: {}", self.variable, self.message)
+        } else {
+            f.write_str(&self.message)
+        }
     }
 }
 

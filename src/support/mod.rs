@@ -9,6 +9,7 @@
 //! - [`env`](mod@env): environment values: unset, `key=value` lists, warnings
 //! - [`protocol`]: the OTLP/HTTP wire format and the request size limit
 //! - [`setting_error`]: the error every setting shares
+//! - [`warnings`]: warnings about settings and variables, each given once
 
 pub mod clock;
 pub mod digits;
@@ -19,5 +20,6 @@ pub mod interrupt;
 pub mod protocol;
 pub mod setting_error;
 pub mod thread;
+pub mod warnings;
 
 pub use setting_error::SettingError;

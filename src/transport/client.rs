@@ -56,10 +56,10 @@ pub fn settings_from_environment(
         match check_pem_file(&path, role) {
             Ok(()) => Some(path),
             Err(message) => {
-                warnings.push(Warning {
-                    variable: env::path_variable(variables, &get),
+                warnings.push(Warning::ignored(
+                    env::path_variable(variables, &get),
                     message,
-                });
+                ));
                 None
             }
         }
@@ -86,10 +86,10 @@ pub fn settings_from_environment(
         } else {
             env::CLIENT_KEY_VARIABLES
         };
-        warnings.push(Warning {
-            variable: env::path_variable(variables, &get),
-            message: format!("{message} (no client certificate is sent)"),
-        });
+        warnings.push(Warning::ignored(
+            env::path_variable(variables, &get),
+            format!("{message} (no client certificate is sent)"),
+        ));
         settings.client_certificate = None;
         settings.client_key = None;
     }
@@ -97,7 +97,7 @@ pub fn settings_from_environment(
 }
 
 /// The process's exporter: the settings in force, the environment's
-/// endpoint and warnings, and the transport last built.
+/// endpoint, and the transport last built.
 pub struct OtlpClient {
     state: ForkSafeMutex<State>,
     /// The thread pushes send through.
@@ -109,7 +109,6 @@ struct State {
     /// The traces URL the environment gave (or the default), for settings
     /// without an endpoint.
     environment_endpoint: String,
-    warnings: Vec<Warning>,
     cached: Option<Built>,
 }
 
@@ -134,7 +133,6 @@ impl OtlpClient {
             state: ForkSafeMutex::new(State {
                 settings: OtlpSettings::DEFAULT,
                 environment_endpoint: String::new(),
-                warnings: Vec::new(),
                 cached: None,
             }),
             sender: PushSender::new(),
@@ -151,25 +149,11 @@ impl OtlpClient {
         &self.sender
     }
 
-    /// Puts the environment's settings in force (see
-    /// [`settings_from_environment`]) and keeps its warnings, followed by
-    /// `others` (what other components found in the environment).
-    pub fn load_environment(
-        &self,
-        get: impl Fn(&str) -> Option<String>,
-        others: impl IntoIterator<Item = Warning>,
-    ) {
-        let (settings, endpoint, mut warnings) = settings_from_environment(get);
-        warnings.extend(others);
-        let mut state = self.state.lock();
-        state.settings = settings;
-        state.environment_endpoint = endpoint;
-        state.warnings = warnings;
-    }
-
-    /// What the environment gave that could not be used, as loaded.
-    pub fn environment_warnings(&self) -> Vec<Warning> {
-        self.state.lock().warnings.clone()
+    /// Sets the traces URL the environment gives (see
+    /// [`settings_from_environment`]), for settings without an endpoint.
+    pub fn set_environment_endpoint(&self, endpoint: String) {
+        let old = std::mem::replace(&mut self.state.lock().environment_endpoint, endpoint);
+        drop(old);
     }
 
     /// The settings in force (a copy).

@@ -11,7 +11,8 @@
 //!   `grpc` is refused.
 //! - `OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` (default) or `none`.
 //! - `OTEL_EXPORTER_OTLP_TIMEOUT`: milliseconds per request (default 10000);
-//!   0 means no limit.
+//!   0 means no limit; 1 to 99 are taken as milliseconds with a warning (the
+//!   OpenTelemetry Ruby SDK reads seconds).
 //! - `OTEL_EXPORTER_OTLP_CERTIFICATE`: a PEM file of the only CA(s) trusted.
 //! - `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_KEY`:
 //!   PEM files of a client certificate chain and its key, for mTLS.
@@ -90,15 +91,23 @@ pub fn traces_endpoint(
     (DEFAULT_TRACES_ENDPOINT.to_string(), EndpointSource::Default)
 }
 
-/// Checks that `url` is something this exporter can POST to: `http://` or
-/// `https://` with a host.
+/// Checks that `url`, as the user wrote it (a base URL or a full one), is
+/// something this exporter can POST to: `http://` or `https://` with a host.
+/// The message quotes what was written and names what is wrong: no scheme,
+/// another scheme, no host, whitespace.
 pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let url = url.trim();
     let lower = url.to_ascii_lowercase();
     let Some(rest) = lower
         .strip_prefix("http://")
         .or_else(|| lower.strip_prefix("https://"))
     else {
-        return Err(format!("{url} is not an http:// or https:// URL"));
+        return Err(match scheme(url) {
+            Some(other) => {
+                format!("{url} has the scheme {other}://; only http:// and https:// are supported")
+            }
+            None => format!("{url} has no scheme (write http://{url} or https://{url})"),
+        });
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
@@ -109,6 +118,17 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
         return Err(format!("{url:?} contains whitespace or control characters"));
     }
     Ok(())
+}
+
+/// The scheme of `url` when it starts with one (`ftp` of `ftp://x`): a
+/// letter, then letters, digits, `+`, `-` or `.`, then `://`.
+fn scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    let valid = first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
 }
 
 /// Headers from the generic and the traces-specific variables; a traces header
@@ -209,7 +229,7 @@ fn first_valid<T>(
         if let Some(v) = set(value) {
             match parse(v) {
                 Ok(t) => return Some(t),
-                Err(message) => warnings.push(Warning { variable, message }),
+                Err(message) => warnings.push(Warning::ignored(variable, message)),
             }
         }
     }
@@ -250,21 +270,42 @@ pub fn compression(
     .unwrap_or_default()
 }
 
-/// The timeout: the traces variable, else the generic one, else 10 s.
+/// Below this many milliseconds, a timeout variable gets a word: the
+/// OpenTelemetry Ruby SDK reads these variables in seconds, so `10` there
+/// means ten seconds and here (as the specification says) ten milliseconds.
+pub const SECONDS_LIKE_TIMEOUT_MS: u64 = 100;
+
+/// The timeout: the traces variable, else the generic one, else 10 s. A
+/// value from 1 to 99 is taken as milliseconds, with a warning that says so.
 pub fn timeout(
     traces: Option<&str>,
     generic: Option<&str>,
     warnings: &mut Vec<Warning>,
 ) -> Duration {
-    first_valid(
-        [
-            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", traces),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", generic),
-        ],
-        parse_timeout_ms,
-        warnings,
-    )
-    .unwrap_or(DEFAULT_TIMEOUT)
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", traces),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", generic),
+    ];
+    for (variable, value) in vars {
+        let Some(v) = set(value) else { continue };
+        match parse_timeout_ms(v) {
+            Ok(d) => {
+                let ms = d.as_millis();
+                if (1..u128::from(SECONDS_LIKE_TIMEOUT_MS)).contains(&ms) {
+                    warnings.push(Warning::used(
+                        variable,
+                        format!(
+                            "{variable}={v} is {ms} ms (the variable is in milliseconds; \
+                             the OpenTelemetry Ruby SDK reads seconds)"
+                        ),
+                    ));
+                }
+                return d;
+            }
+            Err(message) => warnings.push(Warning::ignored(variable, message)),
+        }
+    }
+    DEFAULT_TIMEOUT
 }
 
 /// A file path: the traces variable, else the generic one (blank is unset).
@@ -324,13 +365,16 @@ pub fn otlp_environment(get: impl Fn(&str) -> Option<String>) -> (OtlpEnvironmen
     let mut base_endpoint_value = base_endpoint_var.as_deref();
     let (endpoint, endpoint_source) = loop {
         let (url, source) = traces_endpoint(None, traces_endpoint_value, base_endpoint_value);
-        match check_endpoint(&url) {
+        // The value as written is checked, never the URL made from it.
+        let written = match source {
+            EndpointSource::TracesVariable => traces_endpoint_value,
+            EndpointSource::BaseVariable => base_endpoint_value,
+            _ => None,
+        };
+        match check_endpoint(written.map_or(url.as_str(), str::trim)) {
             Ok(()) => break (url, source),
             Err(message) => {
-                warnings.push(Warning {
-                    variable: source.name(),
-                    message,
-                });
+                warnings.push(Warning::ignored(source.name(), message));
                 match source {
                     EndpointSource::TracesVariable => traces_endpoint_value = None,
                     EndpointSource::BaseVariable => base_endpoint_value = None,
@@ -357,7 +401,7 @@ pub fn otlp_environment(get: impl Fn(&str) -> Option<String>) -> (OtlpEnvironmen
         });
         match parsed {
             Ok(pairs) => merge_headers(&mut headers, pairs),
-            Err(message) => warnings.push(Warning { variable, message }),
+            Err(message) => warnings.push(Warning::ignored(variable, message)),
         }
     }
     let protocol = protocol(
@@ -449,6 +493,19 @@ mod tests {
         assert!(check_endpoint("http:///v1/traces").is_err());
         assert!(check_endpoint("http://:4318/v1/traces").is_err());
         assert!(check_endpoint("http://a b/v1/traces").is_err());
+        // The message quotes what was written and says what is wrong.
+        assert_eq!(
+            check_endpoint("collector:4318").unwrap_err(),
+            "collector:4318 has no scheme (write http://collector:4318 or https://collector:4318)"
+        );
+        assert_eq!(
+            check_endpoint("http://").unwrap_err(),
+            "http:// has no host"
+        );
+        assert_eq!(
+            check_endpoint("ftp://x").unwrap_err(),
+            "ftp://x has the scheme ftp://; only http:// and https:// are supported"
+        );
     }
 
     #[test]
@@ -555,6 +612,29 @@ mod tests {
         assert_eq!(parse_timeout_ms("99999999999999999999999"), Ok(MAX_TIMEOUT));
         for bad in ["10s", "1.5", "-1", "", "ten"] {
             assert!(parse_timeout_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_timeout_below_100_is_milliseconds_with_a_warning() {
+        let (s, w) = settings(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10")]);
+        assert_eq!(s.settings.timeout, Duration::from_millis(10));
+        assert_eq!(
+            w.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "OTEL_EXPORTER_OTLP_TIMEOUT=10 is 10 ms (the variable is in milliseconds; \
+              the OpenTelemetry Ruby SDK reads seconds)"
+            ]
+        );
+        let (s, w) = settings(&[("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", " 99 ")]);
+        assert_eq!(s.settings.timeout, Duration::from_millis(99));
+        assert!(w[0].to_string().starts_with(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=99 is 99 ms (the variable is in milliseconds;"
+        ));
+        for quiet in ["100", "0", "10000"] {
+            assert!(settings(&[("OTEL_EXPORTER_OTLP_TIMEOUT", quiet)])
+                .1
+                .is_empty());
         }
     }
 

@@ -76,7 +76,7 @@ pub fn check_pem_file(path: &str, role: PemRole) -> Result<(), String> {
     let file = PemFile::read(path)?;
     match role {
         PemRole::Ca => root_certs(&file).map(drop),
-        PemRole::ClientCertificate => certificates(&file, "client certificate file").map(drop),
+        PemRole::ClientCertificate => client_certificates(&file).map(drop),
         PemRole::ClientKey => private_key(&file).map(drop),
     }
 }
@@ -105,6 +105,57 @@ fn certificates(file: &PemFile, what: &str) -> Result<Vec<Certificate<'static>>,
     Ok(certs)
 }
 
+/// A client certificate chain whose first (leaf) certificate is X.509 v3:
+/// rustls takes nothing else, and would otherwise blame the key.
+fn client_certificates(file: &PemFile) -> Result<Vec<Certificate<'static>>, String> {
+    let chain = certificates(file, "client certificate file")?;
+    match x509_version(chain[0].der()) {
+        Some(3) | None => Ok(chain),
+        Some(v) => Err(format!(
+            "client certificate file {}: X.509 v{v} certificates are not supported; issue a \
+             v3 certificate",
+            file.path
+        )),
+    }
+}
+
+/// The version (1, 2 or 3) of a DER X.509 certificate, `None` when it cannot
+/// be read: `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0]
+/// EXPLICIT version INTEGER DEFAULT v1, ... }, ... }`.
+pub fn x509_version(der: &[u8]) -> Option<u8> {
+    /// The content after a tag and length at `at`, if the tag is `tag`.
+    fn inside(der: &[u8], tag: u8) -> Option<&[u8]> {
+        let (&first, rest) = der.split_first()?;
+        if first != tag {
+            return None;
+        }
+        let (&len, rest) = rest.split_first()?;
+        if len < 0x80 {
+            return rest.get(..usize::from(len));
+        }
+        let n = usize::from(len & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = rest
+            .get(..n)?
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        rest.get(n..n + len)
+    }
+    const SEQUENCE: u8 = 0x30;
+    const VERSION: u8 = 0xa0;
+    const INTEGER: u8 = 0x02;
+    let tbs = inside(inside(der, SEQUENCE)?, SEQUENCE)?;
+    if tbs.first() != Some(&VERSION) {
+        return Some(1);
+    }
+    match inside(inside(tbs, VERSION)?, INTEGER)? {
+        [v @ 0..=2] => Some(v + 1),
+        _ => None,
+    }
+}
+
 fn ring() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -125,7 +176,7 @@ pub(super) fn root_certs(file: &PemFile) -> Result<RootCerts, String> {
 /// The client certificate and key, checked now to belong together (rustls
 /// would otherwise refuse them only at the first connection).
 fn client_cert(cert: &PemFile, key: &PemFile) -> Result<ClientCert, String> {
-    let chain = certificates(cert, "client certificate file")?;
+    let chain = client_certificates(cert)?;
     let private = private_key(key)?;
     let der_chain = chain
         .iter()
@@ -217,5 +268,27 @@ pub(super) fn tls_message(e: &rustls::Error, url: &str) -> String {
              refuse the one sent"
         ),
         other => format!("TLS error with {url}: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_x509_version_is_read_from_the_tbs_certificate() {
+        // No [0] version field: v1.
+        let v1 = [0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x01];
+        assert_eq!(x509_version(&v1), Some(1));
+        // [0] { INTEGER 2 }: v3.
+        let v3 = [
+            0x30, 0x0a, 0x30, 0x08, 0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01, 0x01,
+        ];
+        assert_eq!(x509_version(&v3), Some(3));
+        // Long-form lengths.
+        let long = [0x30, 0x81, 0x05, 0x30, 0x81, 0x02, 0x02, 0x00];
+        assert_eq!(x509_version(&long), Some(1));
+        assert_eq!(x509_version(&[0x04, 0x00]), None);
+        assert_eq!(x509_version(&[]), None);
     }
 }

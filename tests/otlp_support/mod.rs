@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value as Json;
-use tasker_trace_core::encode::Resource;
+use tasker_trace_core::encode::{Resource, SpanLimits};
 use tasker_trace_core::export::{push, PushOutcome, Sending, Sources, EXPLICIT_SETTLE};
 use tasker_trace_core::input::backend::Event;
 use tasker_trace_core::input::backend::{KeyField, KeySource};
@@ -92,6 +92,7 @@ pub fn resource() -> Resource {
         pid: 4242,
         version: "9.8.7".to_string(),
         attributes: vec![("deployment.environment".to_string(), s("test"))],
+        span_limits: SpanLimits::DEFAULT,
     }
 }
 

@@ -5,6 +5,8 @@
 //! Dependencies run one way, from the top of this list down:
 //!
 //! - [`ruby_api`]: the methods Ruby sees, one file per Ruby module
+//! - [`in_force`]: the settings in force: Ruby's over the environment's,
+//!   the environment read at first use
 //! - [`from_ruby`]: Ruby payloads, names, keys and settings to core values
 //! - [`to_ruby`]: core records and values to new Ruby objects
 //! - [`helpers`]: allocator, GVL release, errors and panic guards, static ids
@@ -12,6 +14,7 @@
 
 mod from_ruby;
 mod helpers;
+mod in_force;
 mod process;
 mod ruby_api;
 mod to_ruby;
@@ -28,14 +31,14 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     ruby_api::backend_methods::define(methods)?;
     ruby_api::native::define(native)?;
     ruby_api::test_hooks::define(root)?;
-    // Create the backend now, so `created_at` is the load time, and read the
-    // OTEL_* variables now.
+    // Create the backend now, so `created_at` is the load time. The OTEL_*
+    // variables are read at the first use (see `in_force`), not here.
+    process::register_for_fork();
     process::backend().register_for_fork();
     process::otlp_client().register_for_fork();
     process::resource_config().register_for_fork();
     process::lifecycle_tracer().register_for_fork();
     from_ruby::lifecycle_read_plan::init();
     process::exporter().register_for_fork();
-    ruby_api::native::settings::load_environment_defaults();
     Ok(())
 }

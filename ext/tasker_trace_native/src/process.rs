@@ -1,20 +1,27 @@
 //! Every process-wide singleton, in one place: the backend's store, the OTLP
-//! client, the lifecycle tracer and the background exporter, plus the hook
-//! every recording path stores its events through ([`record`]) and the
-//! `TaskerTraceNative` module ([`root_module`]).
+//! client, the lifecycle tracer, the background exporter, the span limits,
+//! the warnings about settings, which settings Ruby gave and whether this
+//! process has read the environment, plus the hook every recording path
+//! stores its events through ([`record`]) and the `TaskerTraceNative` module
+//! ([`root_module`]).
 //!
 //! A forked child inherits a copy of each; `lib.rs` registers them for fork
 //! at load. Nothing here converts Ruby values: this file depends on the core
 //! only.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby};
-use tasker_trace_core::encode::{Resource, ResourceConfig};
+use tasker_trace_core::encode::limits::DEFAULT_VALUE_LENGTH_LIMIT;
+use tasker_trace_core::encode::{Resource, ResourceConfig, SpanLimits};
 use tasker_trace_core::export::{Exporter, Sources};
+use tasker_trace_core::input::lifecycle::values::MAX_VALUE_BYTES;
 use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::model::lifecycle::Tracer;
+use tasker_trace_core::support::fork::{forks, ForkSafeMutex};
+use tasker_trace_core::support::warnings::Warnings;
 use tasker_trace_core::transport::{Destination, OtlpClient, PushOverrides};
 
 static BACKEND: OnceLock<Backend> = OnceLock::new();
@@ -81,19 +88,80 @@ pub fn record<R>(store: impl FnOnce() -> R) -> R {
 
 /// Where the exporter's target comes from, in one place: the `otlp_*`
 /// settings in force over the `OTEL_EXPORTER_OTLP_*` variables, exactly as
-/// `push_otlp` sends without arguments; unusable variables are warnings,
-/// shown in `exporter_stats`. Called with the GVL held when a worker starts
-/// (the first event in each process).
+/// `push_otlp` sends without arguments. Called with the GVL held when a
+/// worker starts (the first event in each process), after the environment
+/// was read; its warnings went through [`warnings`] then.
 pub fn exporter_target() -> (Result<Destination, String>, Vec<String>) {
-    let client = otlp_client();
-    (
-        client.target(&PushOverrides::default()),
-        client
-            .environment_warnings()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-    )
+    (otlp_client().target(&PushOverrides::default()), Vec::new())
+}
+
+static SPAN_LIMITS: ForkSafeMutex<SpanLimits> = ForkSafeMutex::new(SpanLimits::DEFAULT);
+/// Bytes of text a lifecycle value keeps when recorded: enough for the
+/// value length limit in force (up to 4 bytes a character), at most
+/// `MAX_VALUE_BYTES`. Read on every text value, so an atomic.
+static LIFECYCLE_TEXT_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_VALUE_LENGTH_LIMIT * 4);
+
+/// The span limits in force (every export's spans are cut to them).
+pub fn span_limits() -> SpanLimits {
+    *SPAN_LIMITS.lock()
+}
+
+/// Puts span limits in force, and the recording bound of lifecycle text
+/// that follows from them.
+pub fn set_span_limits(limits: SpanLimits) {
+    let bytes = limits
+        .attribute_value_length
+        .map_or(MAX_VALUE_BYTES, |chars| chars.saturating_mul(4))
+        .clamp(1, MAX_VALUE_BYTES);
+    LIFECYCLE_TEXT_BYTES.store(bytes, Ordering::Relaxed);
+    *SPAN_LIMITS.lock() = limits;
+}
+
+/// Bytes of text a lifecycle attribute value keeps when recorded.
+pub fn lifecycle_text_bytes() -> usize {
+    LIFECYCLE_TEXT_BYTES.load(Ordering::Relaxed)
+}
+
+static WARNINGS: Warnings = Warnings::new();
+
+/// Every warning about settings and variables goes here (once per distinct
+/// message); the binding hands them to Ruby on the calling thread.
+pub fn warnings() -> &'static Warnings {
+    &WARNINGS
+}
+
+/// The settings given in Ruby (`configure`, the Railtie), by name: they win
+/// over the environment, which fills in the others.
+static GIVEN: ForkSafeMutex<Vec<&'static str>> = ForkSafeMutex::new(Vec::new());
+
+pub fn given_settings() -> Vec<&'static str> {
+    GIVEN.lock().clone()
+}
+
+pub fn set_given_settings(names: Vec<&'static str>) {
+    let old = std::mem::replace(&mut *GIVEN.lock(), names);
+    drop(old);
+}
+
+/// The fork generation + 1 in which the environment was last read (0:
+/// never): each process reads it at its first use.
+static ENVIRONMENT_READ_IN: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this process has read the environment.
+#[inline]
+pub fn environment_read() -> bool {
+    ENVIRONMENT_READ_IN.load(Ordering::Acquire) == forks() + 1
+}
+
+pub fn mark_environment_read() {
+    ENVIRONMENT_READ_IN.store(forks() + 1, Ordering::Release);
+}
+
+/// Makes the locks of this file's own statics fork-safe.
+pub fn register_for_fork() {
+    SPAN_LIMITS.register();
+    WARNINGS.register_for_fork();
+    GIVEN.register();
 }
 
 /// The resource of the exporter's requests (called on its thread).
@@ -112,21 +180,8 @@ pub fn resource_for(version: String) -> Resource {
         pid: std::process::id(),
         version,
         attributes: s.attributes,
+        span_limits: span_limits(),
     }
-}
-
-static SAMPLER_WARNINGS: OnceLock<Vec<String>> = OnceLock::new();
-
-/// What `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` gave that could
-/// not be used, as loaded (said once, at load, with the other variables').
-pub fn sampler_warnings() -> &'static [String] {
-    SAMPLER_WARNINGS.get().map_or(&[], Vec::as_slice)
-}
-
-/// Keeps the sampler variables' warnings (the first call wins: once per
-/// process).
-pub fn set_sampler_warnings(warnings: Vec<String>) {
-    let _ = SAMPLER_WARNINGS.set(warnings);
 }
 
 /// `TaskerTraceNative`, looked up when needed rather than kept in Rust.

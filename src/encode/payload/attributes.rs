@@ -2,7 +2,9 @@
 //! and the trace key first), each key once.
 
 use super::keys::{top_level_keys, KeyText, SeenKeys};
-use super::values::ValueReader;
+use super::text::str_text;
+use super::values::{AnyItem, ValueReader};
+use crate::encode::limits::{count_cut, cut_bytes, cut_text, Limit};
 use crate::value::{Item, Packed, Str};
 
 /// Prefix of every span attribute taken from a payload.
@@ -12,13 +14,20 @@ pub const ATTRIBUTE_PREFIX: &str = "tasker.";
 /// `<prefix>trace_key` when given, then the payloads' top-level keys as
 /// `<prefix><key>`. With two payloads (a child span's `.before_` and
 /// `.after_`), a key in both takes the second's value. Keys are unique;
-/// duplicates are dropped and counted.
+/// duplicates are dropped and counted, and so are the keys beyond a count
+/// limit (see [`crate::encode::limits`]).
 #[derive(Clone, Copy)]
 pub struct PayloadAttributes<'a> {
     pub(crate) prefix: &'static str,
     pub(crate) trace_key: Option<&'a Str>,
     pub(crate) first: Option<&'a Packed>,
     pub(crate) second: Option<&'a Packed>,
+    /// Attributes written at most; the others are dropped and counted as
+    /// cut by `limit`.
+    pub(crate) max: usize,
+    /// Characters a text value keeps.
+    pub(crate) value_length: usize,
+    pub(crate) limit: Limit,
 }
 
 impl<'a> PayloadAttributes<'a> {
@@ -28,25 +37,36 @@ impl<'a> PayloadAttributes<'a> {
             trace_key,
             first: Some(payload),
             second: None,
+            max: usize::MAX,
+            value_length: usize::MAX,
+            limit: Limit::SpanAttributes,
         }
     }
 
     pub(crate) fn merged(first: &'a Packed, second: &'a Packed) -> Self {
         PayloadAttributes {
-            prefix: ATTRIBUTE_PREFIX,
-            trace_key: None,
-            first: Some(first),
             second: Some(second),
+            ..PayloadAttributes::span(None, first)
         }
     }
 
-    /// Keys as they are (resource attributes).
+    /// Keys as they are (resource attributes, which no limit cuts).
     pub(crate) fn plain(payload: &'a Packed) -> Self {
         PayloadAttributes {
             prefix: "",
-            trace_key: None,
-            first: Some(payload),
-            second: None,
+            ..PayloadAttributes::span(None, payload)
+        }
+    }
+
+    /// With the span limits: at most `max` attributes (those beyond it are
+    /// counted as cut by `limit`), text values of at most `value_length`
+    /// characters.
+    pub(crate) fn limited(self, max: usize, value_length: usize, limit: Limit) -> Self {
+        PayloadAttributes {
+            max,
+            value_length,
+            limit,
+            ..self
         }
     }
 
@@ -63,14 +83,16 @@ impl<'a> PayloadAttributes<'a> {
             reader: None,
             left: 0,
             dropped: 0,
+            written: 0,
         }
     }
 }
 
 /// Where an attribute's value comes from.
 pub(crate) enum EntryValue<'a> {
-    /// The trace key.
-    Str(&'a Str),
+    /// The trace key, as text (or bytes when it is not text), cut to the
+    /// value length limit.
+    Item(AnyItem<'a>),
     /// The next value of [`AttributeEntries::reader`].
     Next,
 }
@@ -89,6 +111,8 @@ pub(crate) struct AttributeEntries<'a> {
     reader: Option<ValueReader<'a>>,
     left: u32,
     dropped: u32,
+    /// Keys given so far (at most `attrs.max`).
+    written: usize,
 }
 
 impl<'a> AttributeEntries<'a> {
@@ -96,8 +120,8 @@ impl<'a> AttributeEntries<'a> {
         self.attrs.prefix
     }
 
-    /// Entries dropped as duplicates so far (all of them once `next_key` has
-    /// returned `None`).
+    /// Entries dropped as duplicates or beyond the count limit so far (all
+    /// of them once `next_key` has returned `None`).
     pub fn dropped(&self) -> u32 {
         self.dropped
     }
@@ -111,7 +135,7 @@ impl<'a> AttributeEntries<'a> {
         self.reader = None;
         self.left = 0;
         if let Some(p) = payload {
-            let mut reader = ValueReader::new(p);
+            let mut reader = ValueReader::with_text_limit(p, self.attrs.value_length);
             if let Some(Item::Hash(n)) = reader.r.next() {
                 self.left = n;
                 self.reader = Some(reader);
@@ -129,7 +153,17 @@ impl<'a> AttributeEntries<'a> {
                     if let Some(k) = self.attrs.trace_key {
                         let key = KeyText::Borrowed(b"trace_key");
                         self.seen.insert(&key);
-                        return Some((key, EntryValue::Str(k)));
+                        if self.written < self.attrs.max {
+                            self.written += 1;
+                            let limit = self.attrs.value_length;
+                            let item = match str_text(k) {
+                                Some(_) => AnyItem::Text(cut_text(k.bytes(), limit)),
+                                None => AnyItem::Bytes(cut_bytes(k.bytes(), limit)),
+                            };
+                            return Some((key, EntryValue::Item(item)));
+                        }
+                        self.dropped = self.dropped.saturating_add(1);
+                        count_cut(self.attrs.limit, 1);
                     }
                 }
                 1 | 2 => {
@@ -153,6 +187,13 @@ impl<'a> AttributeEntries<'a> {
                                 reader.skip_value();
                                 continue;
                             }
+                            if self.written >= self.attrs.max {
+                                dropped = dropped.saturating_add(1);
+                                count_cut(self.attrs.limit, 1);
+                                reader.skip_value();
+                                continue;
+                            }
+                            self.written += 1;
                             self.dropped = self.dropped.saturating_add(dropped);
                             return Some((key, EntryValue::Next));
                         }
@@ -175,7 +216,6 @@ impl<'a> AttributeEntries<'a> {
 mod tests {
     use super::*;
     use crate::encode::payload::text::Lossy;
-    use crate::encode::payload::values::AnyItem;
     use crate::value::Value;
 
     /// Reads a whole attribute list as (key, item) pairs, nested values
@@ -206,7 +246,7 @@ mod tests {
         while let Some((key, source)) = entries.next_key() {
             let mut items = Vec::new();
             match source {
-                EntryValue::Str(s) => items.push(format!("str {}", s.to_string_lossy())),
+                EntryValue::Item(item) => items.push(format!("{item:?}")),
                 EntryValue::Next => value(entries.reader().unwrap(), 1, &mut items),
             }
             out.push((format!("{}{}", entries.prefix(), Lossy(key.bytes())), items));
@@ -262,10 +302,33 @@ mod tests {
         let key = Str::utf8("task_1");
         let (entries, dropped) = read_all(PayloadAttributes::span(Some(&key), &p));
         assert_eq!(entries[0].0, "tasker.trace_key");
-        assert_eq!(entries[0].1, ["str task_1"]);
+        assert_eq!(entries[0].1, [format!("{:?}", AnyItem::Text(b"task_1"))]);
         assert_eq!(entries[1].1, [format!("{:?}", AnyItem::Text(b"NaN"))]);
         assert_eq!((entries.len(), dropped), (2, 1));
     }
+    #[test]
+    fn the_count_limit_keeps_the_first_keys_and_drops_the_rest() {
+        let p = Packed::from_value(&Value::Hash(
+            (0..5)
+                .map(|i| (Value::string(&format!("k{i}")), Value::string("abcdef")))
+                .collect(),
+        ));
+        let key = Str::utf8("task_1");
+        let limited = PayloadAttributes::span(Some(&key), &p).limited(3, 2, Limit::SpanAttributes);
+        let (entries, dropped) = read_all(limited);
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["tasker.trace_key", "tasker.k0", "tasker.k1"]);
+        assert_eq!(dropped, 3);
+        assert_eq!(entries[1].1, [format!("{:?}", AnyItem::Text(b"ab"))]);
+        let (entries, dropped) = read_all(PayloadAttributes::span(Some(&key), &p).limited(
+            0,
+            usize::MAX,
+            Limit::EventAttributes,
+        ));
+        assert!(entries.is_empty());
+        assert_eq!(dropped, 6);
+    }
+
     #[test]
     fn many_keys_switch_to_a_hash_index() {
         let mut pairs: Vec<(Value, Value)> = (0..100)

@@ -3,6 +3,7 @@
 
 use super::keys::{key_of, KeyText, SeenKeys};
 use super::text::text_of;
+use crate::encode::limits::{cut_bytes, cut_text};
 use crate::value::{Item, Packed, PackedReader, DEPTH_LIMIT_MARKER, MAX_DEPTH};
 
 /// One OTLP `AnyValue`, as a payload value (or an owned attribute) becomes.
@@ -41,12 +42,17 @@ pub(crate) fn double_item(f: f64) -> AnyItem<'static> {
 /// Reads values from a packed payload as [`AnyItem`]s.
 pub(crate) struct ValueReader<'a> {
     pub(super) r: PackedReader<'a>,
+    /// Characters a text value keeps (bytes a binary one), at any depth.
+    text_limit: usize,
 }
 
 impl<'a> ValueReader<'a> {
-    pub fn new(payload: &'a Packed) -> Self {
+    /// A reader whose text values are cut to `text_limit` characters (the
+    /// attribute value length limit; cuts are counted).
+    pub fn with_text_limit(payload: &'a Packed, text_limit: usize) -> Self {
         ValueReader {
             r: payload.reader(),
+            text_limit,
         }
     }
 
@@ -54,6 +60,14 @@ impl<'a> ValueReader<'a> {
     /// top-level Hash is 1); a container at [`MAX_DEPTH`] is skipped and
     /// stands as the depth-limit marker. A container's elements follow it.
     pub fn value(&mut self, depth: usize) -> AnyItem<'a> {
+        match self.item(depth) {
+            AnyItem::Text(t) => AnyItem::Text(cut_text(t, self.text_limit)),
+            AnyItem::Bytes(b) => AnyItem::Bytes(cut_bytes(b, self.text_limit)),
+            other => other,
+        }
+    }
+
+    fn item(&mut self, depth: usize) -> AnyItem<'a> {
         match self.r.next() {
             None | Some(Item::Nil) => AnyItem::Empty,
             Some(Item::Bool(b)) => AnyItem::Bool(b),

@@ -25,12 +25,14 @@ impl Text {
     }
 
     /// Bytes as text, invalid UTF-8 replaced by U+FFFD; copied once.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn from_bytes(bytes: &[u8]) -> Text {
         Text::Shared(Arc::from(String::from_utf8_lossy(bytes)))
     }
 
     /// [`Text::from_bytes`] of at most `max` bytes of input: longer input is
     /// cut at a character boundary and marked with a trailing `…`.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn from_bytes_capped(bytes: &[u8], max: usize) -> Text {
         if bytes.len() <= max {
             return Text::from_bytes(bytes);

@@ -81,6 +81,7 @@ impl EventKind {
 }
 
 /// The static name and kind of a known event name.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn known(name: &[u8]) -> Option<(&'static str, EventKind)> {
     use EventKind::*;
     let hit = match name {
@@ -206,6 +207,7 @@ pub struct EventName {
 }
 
 impl EventName {
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn new(name: &[u8]) -> EventName {
         match known(name) {
             Some((text, kind)) => EventName {
@@ -399,6 +401,7 @@ impl LifecycleEvent {
     /// `error_class` shadow an `exception_class` of the same event, and makes
     /// room for the identity attributes the tracer may add (see
     /// [`LifecycleEvent::identity_room`]).
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub(crate) fn prepare(&mut self) {
         let mut error_class = false;
         let mut identity = false;
@@ -427,6 +430,7 @@ impl LifecycleEvent {
     /// How many attributes the tracer may add to this event's own when it
     /// becomes a span or a span event (`task_id`, `step_id`). A binding that
     /// builds `attrs` with this much spare capacity saves a reallocation.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn identity_room(&self) -> usize {
         match self.kind() {
             EventKind::TaskStartRequested => 1,

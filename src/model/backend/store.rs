@@ -175,6 +175,15 @@ impl Store {
 
     /// Stores a new record under `key` at the end of the order, making room first.
     fn insert_new(&mut self, key: Key, rec: Arc<Record>, garbage: &mut Vec<Arc<Record>>) {
+        // The exporter's queue alone fills `max_traces`: no room at all, so
+        // the new record is dropped (counted) rather than passing the bound.
+        let held = self.held_for_export.load(Ordering::Relaxed);
+        if self.limits.max_traces.is_some_and(|max| held >= max) {
+            self.evict_down_to(0, garbage);
+            self.evicted_traces += 1;
+            garbage.push(rec);
+            return;
+        }
         self.make_room(garbage);
         self.map.insert(key, rec);
     }

@@ -240,6 +240,7 @@ impl State {
     }
 
     /// Applies one prepared event.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn apply(&mut self, ev: &mut LifecycleEvent, garbage: &mut Garbage) -> RecordOutcome {
         self.expire(ev.at.mono_ns, garbage);
         let outcome = self.route(ev, garbage);
@@ -254,6 +255,7 @@ impl State {
         outcome
     }
 
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn route(&mut self, ev: &mut LifecycleEvent, garbage: &mut Garbage) -> RecordOutcome {
         let Some(task) = ev.task_id.take() else {
             if ev.kind() == EventKind::TaskFailed {
@@ -335,6 +337,7 @@ impl State {
         RecordOutcome::RunClosed
     }
 
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn open_run(
         &mut self,
         task: Id,
@@ -407,6 +410,7 @@ impl State {
     /// Moves an ended run to the finished runs and remembers it for its
     /// task; a run sampling leaves out (head and keep rules) is remembered
     /// (for the link) and dropped.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn finish(&mut self, run: LiveRun, garbage: &mut Garbage) {
         if !self.exported(&run) {
             if let Some(task) = &run.task {
@@ -531,6 +535,7 @@ impl State {
     /// Expires open runs idle for at least the TTL at `now_ns` (monotonic).
     /// Only the least recently active run is looked at until one is not idle
     /// long enough, so the check costs one comparison per event.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn expire(&mut self, now_ns: u64, garbage: &mut Garbage) -> usize {
         let ttl = self.limits.ttl_ns();
         let mut expired = 0;
@@ -733,6 +738,7 @@ fn span_ref(run: &LiveRun, span_id: [u8; 8]) -> SpanRef {
 }
 
 /// Adds the event as a span event on `target` and counts what the bound cost.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn add_event(
     run: &mut LiveRun,
     target: Target,
@@ -751,11 +757,13 @@ fn add_event(
     count_room(stats, room)
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn count_room(stats: &mut LifecycleStats, room: Room) -> bool {
     stats.spans_dropped += room.evicted + u64::from(!room.fits);
     room.fits
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn added(fits: bool) -> RecordOutcome {
     if fits {
         RecordOutcome::EventAdded
@@ -766,6 +774,7 @@ fn added(fits: bool) -> RecordOutcome {
 
 /// A step event with no attempt to belong to: a span event on the task span,
 /// counted as orphaned.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn orphan_on_root(
     run: &mut LiveRun,
     ev: &mut LifecycleEvent,
@@ -782,6 +791,7 @@ fn orphan_on_root(
 /// Applies an event to its run; `live` is false for a finished run waiting
 /// for export (which takes merges, closes, and span events, but opens nothing).
 /// Returns the outcome and whether the run ended.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn apply_to_run(
     run: &mut LiveRun,
     ev: &mut LifecycleEvent,
@@ -848,6 +858,7 @@ fn apply_to_run(
     (outcome, false)
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn open_attempt(
     run: &mut LiveRun,
     ev: &mut LifecycleEvent,
@@ -877,6 +888,7 @@ fn open_attempt(
     RecordOutcome::AttemptOpened
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn close_run(
     run: &mut LiveRun,
     ev: &mut LifecycleEvent,
@@ -917,6 +929,7 @@ fn close_run(
     (RecordOutcome::Merged, false)
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn close_attempt(
     run: &mut LiveRun,
     ev: &mut LifecycleEvent,

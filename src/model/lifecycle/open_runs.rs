@@ -16,6 +16,7 @@ use crate::model::sampling::RunFacts;
 
 /// The later of two stamps on the monotonic clock (an event stamped just
 /// before another thread's may reach the lock after it).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn not_before(start: Stamp, at: Stamp) -> Stamp {
     if at.mono_ns < start.mono_ns {
         start
@@ -25,6 +26,7 @@ fn not_before(start: Stamp, at: Stamp) -> Stamp {
 }
 
 /// Seconds from `start` to `end` on the monotonic clock.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn seconds(start: Stamp, end: Stamp) -> f64 {
     end.mono_ns.saturating_sub(start.mono_ns) as f64 / 1e9
 }
@@ -42,6 +44,7 @@ enum Rule {
 /// keep the highest number; an `exception_class` never replaces one already
 /// stored, an `error_class` always does (stored as `exception_class`); any
 /// other key takes the newer value.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub(crate) fn merge_attrs(into: &mut Vec<Attr>, incoming: &mut [Attr]) {
     const EXCEPTION_CLASS: AttrKey = AttrKey::ExceptionClass;
     for (key, value) in incoming.iter_mut() {
@@ -83,6 +86,7 @@ pub(crate) fn merge_attrs(into: &mut Vec<Attr>, incoming: &mut [Attr]) {
 }
 
 /// Stored attributes never carry the input-only `error_class` key.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub(crate) fn rename_error_class(attrs: &mut [Attr]) {
     for (key, _) in attrs.iter_mut() {
         if *key == AttrKey::ErrorClass {
@@ -116,6 +120,7 @@ impl LiveSpan {
     }
 
     /// Ends the span (once) at `at`, never before it started.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn end_at(&mut self, at: Stamp) {
         if self.end.is_none() {
             self.end = Some(not_before(self.start, at));
@@ -124,6 +129,7 @@ impl LiveSpan {
 
     /// Moves the end (of an ended span) to `at` if that is later: a run's
     /// root ends at the run's last event.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn extend_to(&mut self, at: Stamp) {
         if let Some(end) = self.end {
             if at.mono_ns > end.mono_ns {
@@ -135,6 +141,7 @@ impl LiveSpan {
     /// Ends the attempt span at `at` and records its own duration in seconds
     /// as `execution_duration` (Tasker's figure comes from whole-second
     /// times; it is never read).
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn end_measured(&mut self, at: Stamp) {
         self.end_at(at);
         if let Some(end) = self.end {
@@ -151,6 +158,7 @@ impl LiveSpan {
     }
 
     /// The `error` attribute as text, for an error status's message.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn error_message(&self) -> Option<Text> {
         self.attrs
             .iter()
@@ -161,6 +169,7 @@ impl LiveSpan {
 
 /// The status a closing event gives (an error's message comes from the span's
 /// `error` attribute; a cancellation's is "cancelled").
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub(crate) fn closing_status(kind: EventKind, span: &LiveSpan) -> SpanStatus {
     match kind {
         EventKind::TaskCompleted
@@ -261,6 +270,7 @@ impl LiveRun {
         }
     }
 
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn touch(&mut self, at: Stamp) {
         self.last_active = self.last_active.max(at.mono_ns);
     }
@@ -310,11 +320,13 @@ impl LiveRun {
     }
 
     /// The index of the latest attempt of `step`.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn latest_attempt(&self, step: &Id) -> Option<usize> {
         self.attempts.iter().rposition(|a| a.step == *step)
     }
 
     /// The index of the open attempt of `step`, if any.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn open_attempt(&self, step: &Id) -> Option<usize> {
         self.latest_attempt(step)
             .filter(|&i| self.attempts[i].span.is_open())
@@ -350,6 +362,7 @@ impl LiveRun {
     /// Makes room for one more entry under `max` (spans and span events).
     /// When even evicting everything that may go would not make room, nothing
     /// is evicted.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn make_room(&mut self, max: usize) -> Room {
         let mut room = Room::default();
         if self.entries() < max {
@@ -372,6 +385,7 @@ impl LiveRun {
 
     /// Opens an attempt of `step` starting at `at`; `attrs` already carry the
     /// identity. Returns its index when it fitted.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn push_attempt(
         &mut self,
         step: Id,
@@ -396,6 +410,7 @@ impl LiveRun {
     }
 
     /// The target naming the attempt at `index`.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn attempt_target(&self, index: usize) -> Target {
         self.attempts
             .get(index)
@@ -403,6 +418,7 @@ impl LiveRun {
     }
 
     /// When `target` started (the root's start for an unknown attempt).
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn start_of(&self, target: Target) -> Stamp {
         match target {
             Target::Root => self.root.start,
@@ -416,6 +432,7 @@ impl LiveRun {
 
     /// Adds a span event to `target`, never before the span started (an
     /// event stamped in another thread just before may take the lock after).
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn push_event(
         &mut self,
         target: Target,

@@ -87,6 +87,7 @@ impl Tracer {
 
     /// Applies one event. Its clock reading (`event.at`) is the time used for
     /// spans and for expiring idle runs.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn record(&self, mut event: LifecycleEvent) -> RecordOutcome {
         event.prepare();
         let mut garbage = Garbage::default();

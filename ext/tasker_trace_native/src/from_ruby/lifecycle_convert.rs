@@ -1,25 +1,29 @@
 //! A published lifecycle event (a name and a Symbol-keyed payload) read into
 //! a core [`LifecycleEvent`], before any lock is taken.
 //!
-//! Per event: the payload is read once, in one pass over its keys, for the
-//! keys the model uses only (`task_id`, `step_id`, the other
-//! [`AttrKey::PAYLOAD_KEYS`] and the `lifecycle_attributes` allowlist): the
-//! pass only compares keys (no Ruby code runs in it) and notes where the
-//! values of those keys are; only they are converted, so `step_results`,
-//! `step_inputs`, `task_context` and `backtrace` are never read. The result
-//! owns all its data.
+//! Per event: only the keys the model uses are read (`task_id`, `step_id`,
+//! the other [`AttrKey::PAYLOAD_KEYS`] and the `lifecycle_attributes`
+//! allowlist), so `step_results`, `step_inputs`, `task_context` and
+//! `backtrace` are never touched. Each arrives after a millisecond or more
+//! of other work, with cold caches, so the path touches as little memory as
+//! it can: the name is classified from its bytes against a static table,
+//! the plan is one pointer, each key is one hash lookup of its static
+//! Symbol, and the event's one allocation is its attribute vector (plus the
+//! text values). No per-thread state, no reference count. A plan with
+//! dynamic Symbols or many keys, and a payload without a Symbol `:task_id`,
+//! are read in one pass over the payload's keys instead. No Ruby code runs
+//! while keys are found; the result owns all its data.
 //!
 //! Which keys are read, and which are exported as `"[FILTERED]"`, is the
-//! [`ReadPlan`] in force (see [`crate::from_ruby::lifecycle_read_plan`]);
-//! each thread keeps a copy and checks one counter per event to see whether
-//! it is current.
+//! [`ReadPlan`] in force (see [`crate::from_ruby::lifecycle_read_plan`]).
 //!
 //! Keys: Symbols; when the payload has no `:task_id` but a `"task_id"`
 //! (HashWithIndifferentAccess, JSON), every key is read as a String. Of a
 //! payload without a task id nothing is converted (the tracer ignores it).
 //!
 //! Values: Integer (Bignum as its decimal String), Float, true/false, String
-//! (as UTF-8, invalid bytes replaced, cut at [`MAX_TEXT_BYTES`]), Symbol (its
+//! (as UTF-8, invalid bytes replaced, cut at 4 bytes a character of the
+//! attribute value length limit, which the export then applies), Symbol (its
 //! name); nil is absent; Hashes and Arrays as structure, bounded and with
 //! their nested keys filtered (see [`crate::lifecycle_values`]); a Struct is
 //! `#<ClassName>`; any other object is its `iso8601` (Time, Date) or `to_s`,
@@ -31,10 +35,8 @@
 //! id is anything else (an object whose `to_s` might raise, or name many
 //! tasks alike) is refused, and counted as such by the caller.
 
-use std::cell::RefCell;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 
 use magnus::{Error, Ruby};
 use rb_sys::{ruby_value_type as T, VALUE};
@@ -44,60 +46,26 @@ use tasker_trace_core::input::lifecycle::{
 };
 use tasker_trace_core::support::clock::Stamp;
 
-use crate::from_ruby::convert::{
-    class_placeholder, describe_object, string_slice, Described, FastMap,
-};
+use crate::process;
+
+use crate::from_ruby::convert::{class_placeholder, describe_object, string_slice, Described};
 use crate::from_ruby::lifecycle_read_plan::{
     self, KeyMode, PlanKey, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN,
 };
 use crate::from_ruby::lifecycle_values;
 
-/// Event names longer than this are cut; names up to `NAME_CACHE_BYTES`
-/// are cached per thread, at most `NAME_CACHE_LIMIT` of them.
+/// Event names longer than this are cut.
 const MAX_NAME_BYTES: usize = 1024;
-const NAME_CACHE_BYTES: usize = 128;
-const NAME_CACHE_LIMIT: usize = 1024;
 
-/// What reading keeps on a thread from one event to the next. Borrowed
-/// only for moments in which no Ruby code runs.
-struct Local {
-    /// The plan in force and its generation.
-    plan: Option<(u64, Arc<ReadPlan>)>,
-    names: Option<FastMap<Box<[u8]>, EventName>>,
-    texts: Option<FastMap<Box<[u8]>, Text>>,
-    /// Attributes of the event being read, reused from one event to the
-    /// next (taken while in use, so a nested call makes its own).
-    scratch: Vec<Attr>,
+/// The plan in force.
+#[inline]
+pub fn current_plan() -> &'static ReadPlan {
+    lifecycle_read_plan::plan()
 }
 
-thread_local! {
-    static LOCAL: RefCell<Local> = const {
-        RefCell::new(Local { plan: None, names: None, texts: None, scratch: Vec::new() })
-    };
-}
-
-fn local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
-    LOCAL.with(|l| f(&mut l.borrow_mut()))
-}
-
-/// The plan in force, from this thread's copy while it is current.
-pub fn current_plan() -> Arc<ReadPlan> {
-    let generation = lifecycle_read_plan::generation();
-    let cached = local(|l| {
-        l.plan
-            .as_ref()
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, p)| p.clone())
-    });
-    if let Some(plan) = cached {
-        return plan;
-    }
-    let (generation, plan) = lifecycle_read_plan::in_force();
-    local(|l| l.plan = Some((generation, plan.clone())));
-    plan
-}
-
-/// The event name of a String or Symbol (else `None`), cached per thread.
+/// The event name of a String or Symbol (else `None`): a known name is
+/// static (classified from its bytes, nothing kept between events).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn event_name(v: VALUE) -> Option<EventName> {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
     let s = match unsafe { rb_sys::RB_TYPE(v) } {
@@ -108,33 +76,7 @@ fn event_name(v: VALUE) -> Option<EventName> {
     };
     // SAFETY: `s` is a T_STRING; no Ruby code runs while the bytes are used.
     let bytes = unsafe { string_slice(s) };
-    let bytes = &bytes[..bytes.len().min(MAX_NAME_BYTES)];
-    if bytes.len() > NAME_CACHE_BYTES {
-        return Some(EventName::new(bytes));
-    }
-    Some(local(|l| {
-        cached(&mut l.names, bytes, NAME_CACHE_LIMIT, EventName::new)
-    }))
-}
-
-/// `cache[bytes]`, made with `make` and kept when missing; a cache holding
-/// `limit` entries starts over.
-fn cached<V: Clone>(
-    cache: &mut Option<FastMap<Box<[u8]>, V>>,
-    bytes: &[u8],
-    limit: usize,
-    make: impl FnOnce(&[u8]) -> V,
-) -> V {
-    let cache = cache.get_or_insert_with(FastMap::default);
-    if let Some(v) = cache.get(bytes) {
-        return v.clone();
-    }
-    if cache.len() >= limit {
-        cache.clear();
-    }
-    let v = make(bytes);
-    cache.insert(Box::from(bytes), v.clone());
-    v
+    Some(EventName::new(&bytes[..bytes.len().min(MAX_NAME_BYTES)]))
 }
 
 /// Where one pass over a payload found the keys of a plan: `found[i]` is
@@ -221,23 +163,17 @@ fn find_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
 fn described_text(ruby: &Ruby, v: VALUE) -> Result<Text, Error> {
     Ok(match describe_object(ruby, v)? {
         // SAFETY: `s` is a String just returned; copied at once.
-        Described::Text(s) => Text::from_bytes_capped(unsafe { string_slice(s) }, MAX_TEXT_BYTES),
+        Described::Text(s) => {
+            Text::from_bytes_capped(unsafe { string_slice(s) }, process::lifecycle_text_bytes())
+        }
         Described::Placeholder => Text::from_bytes(&class_placeholder(v)?),
     })
 }
 
-/// Strings up to this many bytes are shared per thread (a step name comes
-/// with every event of its step), at most `TEXT_CACHE_LIMIT` of them.
-const TEXT_CACHE_BYTES: usize = 64;
-const TEXT_CACHE_LIMIT: usize = 512;
-
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn string_text(s: VALUE) -> Text {
     // SAFETY: `s` is a T_STRING; copied before any Ruby code can run.
-    let bytes = unsafe { string_slice(s) };
-    if bytes.len() > TEXT_CACHE_BYTES {
-        return Text::from_bytes_capped(bytes, MAX_TEXT_BYTES);
-    }
-    local(|l| cached(&mut l.texts, bytes, TEXT_CACHE_LIMIT, Text::from_bytes))
+    Text::from_bytes_capped(unsafe { string_slice(s) }, process::lifecycle_text_bytes())
 }
 
 fn bignum_text(v: VALUE) -> Text {
@@ -246,6 +182,7 @@ fn bignum_text(v: VALUE) -> Text {
 }
 
 /// A scalar value, or `None` for what is not one (nil, Arrays, objects).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn scalar(v: VALUE, ty: T) -> Option<AttrValue> {
     Some(match ty {
         T::RUBY_T_TRUE => AttrValue::Bool(true),
@@ -263,6 +200,7 @@ fn scalar(v: VALUE, ty: T) -> Option<AttrValue> {
 }
 
 /// A payload value as an attribute value; `None` for nil.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn attr_value(
     ruby: &Ruby,
     plan: &ReadPlan,
@@ -285,6 +223,7 @@ fn attr_value(
 
 /// A task or step id: `Ok(None)` for nil and false, `Err(())` for what is
 /// neither an Integer nor a String or Symbol. Runs no Ruby code.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn id_value(v: VALUE) -> Result<Option<Id>, ()> {
     let capped = |s: VALUE| {
         // SAFETY: `s` is a T_STRING; copied at once.
@@ -307,6 +246,7 @@ fn id_value(v: VALUE) -> Result<Option<Id>, ()> {
 
 /// The state a `to_state` value names (a String or Symbol; nil or absent:
 /// none). Compares bytes, copies nothing.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn state_of(v: VALUE) -> ToState {
     if v == QUNDEF {
         return ToState::Absent;
@@ -334,6 +274,7 @@ pub enum Read {
 
 /// Reads one event (see the module documentation). `at` is the event's one
 /// clock reading.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub fn read_event(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Result<Read, Error> {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
     if unsafe { rb_sys::RB_TYPE(payload) } != T::RUBY_T_HASH {
@@ -345,15 +286,56 @@ pub fn read_event(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Result
     let plan = current_plan();
     if plan.keys.len() <= SMALL_PLAN {
         let mut values = [QUNDEF; SMALL_PLAN];
-        read_with(ruby, payload, name, at, &plan, &mut values)
+        read_with(
+            ruby,
+            payload,
+            name,
+            at,
+            plan,
+            &mut values[..plan.keys.len()],
+        )
     } else {
         let mut values = [QUNDEF; LARGE_PLAN];
-        read_with(ruby, payload, name, at, &plan, &mut values)
+        read_with(
+            ruby,
+            payload,
+            name,
+            at,
+            plan,
+            &mut values[..plan.keys.len()],
+        )
     }
 }
 
 const LARGE_PLAN: usize = AttrKey::PAYLOAD_KEYS.len() + MAX_ALLOWLIST;
 
+/// Looks up each key of a direct plan in `payload` (one hash lookup of a
+/// static Symbol each; the default value and default proc are not used).
+/// Stops after `:task_id` when the payload has none. Runs no Ruby code
+/// (a static Symbol's hash and equality are the VM's own), under one
+/// protect all the same.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn look_up_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
+    let plan = found.plan;
+    let lookup = |key: VALUE| {
+        // SAFETY: `payload` is a T_HASH and `key` a static Symbol.
+        unsafe { rb_sys::rb_hash_lookup2(payload, key, QUNDEF) }
+    };
+    magnus::rb_sys::protect(|| {
+        found.task = lookup(plan.task_id.sym);
+        if found.task != QUNDEF {
+            found.step = lookup(plan.step_id.sym);
+            found.to_state = lookup(plan.to_state.sym);
+            for (slot, &key) in found.values.iter_mut().zip(plan.symbols()) {
+                *slot = lookup(key);
+            }
+        }
+        rb_sys::Qnil as VALUE
+    })?;
+    Ok(())
+}
+
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn read_with(
     ruby: &Ruby,
     payload: VALUE,
@@ -371,13 +353,21 @@ fn read_with(
         values,
         string_task_id: false,
     };
-    find_keys(&mut found, payload)?;
-    if found.task == QUNDEF && found.string_task_id {
-        found.mode = KeyMode::Strings;
-        found.step = QUNDEF;
-        found.to_state = QUNDEF;
+    if plan.direct {
+        look_up_keys(&mut found, payload)?;
+    }
+    if found.task == QUNDEF {
+        // Not read directly, or no Symbol `:task_id`: one pass over every
+        // key (String keys, failed creations without an id).
         found.values.fill(QUNDEF);
         find_keys(&mut found, payload)?;
+        if found.task == QUNDEF && found.string_task_id {
+            found.mode = KeyMode::Strings;
+            found.step = QUNDEF;
+            found.to_state = QUNDEF;
+            found.values.fill(QUNDEF);
+            find_keys(&mut found, payload)?;
+        }
     }
     let id = |v: VALUE| if v == QUNDEF { Ok(None) } else { id_value(v) };
     let Ok(task) = id(found.task) else {
@@ -391,23 +381,21 @@ fn read_with(
         return Ok(Read::Refused);
     };
     let to_state = state_of(found.to_state);
-    let mut attrs = local(|l| std::mem::take(&mut l.scratch));
-    attrs.clear();
-    let read = convert_values(ruby, plan, found.values, &mut attrs);
-    let event = read.map(|()| {
-        let mut ev = LifecycleEvent::with_capacity(name, at, attrs.len());
-        ev.task_id = task;
-        ev.step_id = step;
-        ev.to_state = to_state;
-        ev.attrs.append(&mut attrs);
-        ev
-    });
-    local(|l| l.scratch = attrs);
-    Ok(Read::Event(event?))
+    // Room for the identity attributes the tracer may add: one allocation.
+    let present = found.values.iter().filter(|&&v| v != QUNDEF).count();
+    let mut attrs = Vec::with_capacity(present + 2);
+    convert_values(ruby, plan, found.values, &mut attrs)?;
+    let mut ev = LifecycleEvent::new(name, at);
+    ev.task_id = task;
+    ev.step_id = step;
+    ev.to_state = to_state;
+    ev.attrs = attrs;
+    Ok(Read::Event(ev))
 }
 
 /// The values found, converted in the plan's order (filtered ones as
 /// `"[FILTERED]"`, without reading them).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn convert_values(
     ruby: &Ruby,
     plan: &ReadPlan,

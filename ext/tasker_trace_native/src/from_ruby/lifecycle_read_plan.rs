@@ -9,11 +9,15 @@
 //! (the String and Symbol filters, and whether Regexp or Proc filters ask
 //! the Ruby layer; see [`crate::lifecycle_values`]).
 //!
-//! The plan lives behind one registered lock; a counter tells the readers'
-//! per-thread copies (see [`crate::from_ruby::lifecycle_convert`]) when it changed.
+//! The inputs live behind one registered lock. The plan in force is one
+//! pointer readers load per event (see [`crate::from_ruby::lifecycle_convert`]):
+//! no lock, no reference count, no per-thread copy. A plan is never freed
+//! (a reader may still hold it while Ruby code runs inside a conversion);
+//! one is made per change of the inputs, which happens when settings or
+//! filters change, not per event.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rb_sys::{ruby_value_type as T, ID, VALUE};
@@ -60,6 +64,10 @@ pub struct ReadPlan {
     by_symbol: Option<FastMap<VALUE, usize>>,
     /// How keys nested in Hash values are filtered.
     pub(crate) values: Arc<ValueFilter>,
+    /// Whether every key (the identity and `to_state` included) is a static
+    /// Symbol and the plan is small: payloads are then read by looking up
+    /// each key, not by a pass over every key of the payload.
+    pub(crate) direct: bool,
 }
 
 /// The Symbol of `id` if it is static (an immediate), else `Qundef`.
@@ -111,7 +119,7 @@ fn intern(name: &str) -> ID {
 }
 
 /// What the plan is made from: the allowlist and the filter decisions.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct Inputs {
     allowlist: Vec<Arc<str>>,
     /// Payload key name → filtered, as the Ruby layer decided.
@@ -155,15 +163,29 @@ impl ReadPlan {
                 .map(|(i, k)| (k.sym, i))
                 .collect()
         });
+        let task_id = PlanKey::new("task_id", AttrKey::TaskId, false);
+        let step_id = PlanKey::new("step_id", AttrKey::StepId, false);
+        let to_state = PlanKey::new("to_state", AttrKey::Extra(Arc::from("to_state")), false);
+        let direct = keys.len() <= SMALL_PLAN
+            && [&task_id, &step_id, &to_state]
+                .into_iter()
+                .chain(&keys)
+                .all(|k| k.sym != QUNDEF);
         ReadPlan {
-            task_id: PlanKey::new("task_id", AttrKey::TaskId, false),
-            step_id: PlanKey::new("step_id", AttrKey::StepId, false),
-            to_state: PlanKey::new("to_state", AttrKey::Extra(Arc::from("to_state")), false),
+            task_id,
+            step_id,
+            to_state,
             symbols: keys.iter().map(|k| k.sym).collect(),
             keys,
             by_symbol,
             values: inputs.values.clone(),
+            direct,
         }
+    }
+
+    /// `keys[i].sym` for every key, in order.
+    pub(crate) fn symbols(&self) -> &[VALUE] {
+        &self.symbols
     }
 
     /// The index of the plan key a static Symbol is (a static Symbol can
@@ -187,11 +209,14 @@ impl ReadPlan {
 
 struct Policy {
     inputs: Inputs,
-    plan: Arc<ReadPlan>,
+    plan: &'static ReadPlan,
 }
 
 static POLICY: ForkSafeMutex<Option<Policy>> = ForkSafeMutex::new(None);
-/// Bumped whenever the plan changes; threads compare it with their copy's.
+/// The plan in force (null until the first [`update`]).
+static PLAN: AtomicPtr<ReadPlan> = AtomicPtr::new(std::ptr::null_mut());
+/// Bumped whenever the filters or the plan change; the nested-key
+/// decisions cached per thread (see [`crate::lifecycle_values`]) compare it.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Builds the default plan and makes its lock fork-safe; called at load.
@@ -200,17 +225,22 @@ pub fn init() {
     update(|_| {});
 }
 
-/// Changes the inputs and puts the new plan in force. Runs with the GVL, so
-/// callers never interleave; Symbols are interned outside the lock.
+/// Changes the inputs and puts the new plan in force (the same plan when
+/// the inputs did not change). Runs with the GVL, so callers never
+/// interleave; Symbols are interned outside the lock.
 fn update(change: impl FnOnce(&mut Inputs)) {
-    let mut inputs = POLICY
-        .lock()
-        .as_ref()
-        .map(|p| p.inputs.clone())
-        .unwrap_or_default();
+    let (mut inputs, old) = match POLICY.lock().as_ref() {
+        Some(p) => (p.inputs.clone(), Some((p.inputs.clone(), p.plan))),
+        None => (Inputs::default(), None),
+    };
     change(&mut inputs);
-    let plan = Arc::new(ReadPlan::build(&inputs));
+    let plan: &'static ReadPlan = match old {
+        Some((was, plan)) if was == inputs => plan,
+        // Never freed: see the module documentation.
+        _ => Box::leak(Box::new(ReadPlan::build(&inputs))),
+    };
     let old = POLICY.lock().replace(Policy { inputs, plan });
+    PLAN.store(plan as *const ReadPlan as *mut ReadPlan, Ordering::Release);
     GENERATION.fetch_add(1, Ordering::AcqRel);
     drop(old);
 }
@@ -257,19 +287,16 @@ pub fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
 }
 
-/// The plan in force and its generation (made at load; made here if not).
-pub fn in_force() -> (u64, Arc<ReadPlan>) {
-    let found = POLICY
-        .lock()
-        .as_ref()
-        .map(|p| (GENERATION.load(Ordering::Acquire), p.plan.clone()));
-    match found {
-        Some(f) => f,
-        None => {
-            update(|_| {});
-            in_force()
-        }
+/// The plan in force (made at load; made here if not): one atomic load.
+#[inline]
+pub fn plan() -> &'static ReadPlan {
+    let p = PLAN.load(Ordering::Acquire);
+    if p.is_null() {
+        update(|_| {});
+        return plan();
     }
+    // SAFETY: PLAN only ever holds plans leaked by `update`, never freed.
+    unsafe { &*p }
 }
 
 /// How the payload's keys are looked up.

@@ -31,13 +31,14 @@ use tasker_trace_core::input::lifecycle::values::{
     ValueFilter, CYCLE_MARKER, DEPTH_MARKER, MAX_VALUE_BYTES, MAX_VALUE_DEPTH, MAX_VALUE_NODES,
     TRUNCATED_MARKER,
 };
-use tasker_trace_core::input::lifecycle::{AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
+use tasker_trace_core::input::lifecycle::{AttrValue, Text, MAX_ARRAY_ITEMS};
 
 use crate::from_ruby::convert::{
     class_placeholder, describe_object, string_slice, Described, FastMap,
 };
 use crate::from_ruby::lifecycle_read_plan::{self, FILTERED};
 use crate::helpers::errors::{must_propagate, panic_error};
+use crate::process;
 
 /// Longest key kept, in bytes.
 const MAX_KEY_BYTES: usize = 256;
@@ -116,7 +117,7 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// Text of at most the bytes left (and [`MAX_TEXT_BYTES`]).
+    /// Text of at most the bytes left (and `max`).
     fn text(&mut self, bytes: &[u8], max: usize) -> Text {
         let cap = self.bytes.min(max);
         self.bytes -= bytes.len().min(cap);
@@ -162,16 +163,17 @@ impl Walk<'_> {
             T::RUBY_T_FIXNUM => AttrValue::Int(unsafe { rb_sys::FIX2LONG(v) } as i64),
             // SAFETY: `v` is a Float (flonum or heap); NUM2DBL reads it.
             T::RUBY_T_FLOAT => AttrValue::Float(unsafe { rb_sys::NUM2DBL(v) }),
-            T::RUBY_T_BIGNUM => AttrValue::Str(self.bignum(v, MAX_TEXT_BYTES)?),
-            T::RUBY_T_STRING => AttrValue::Str(self.string(v, MAX_TEXT_BYTES)),
+            T::RUBY_T_BIGNUM => AttrValue::Str(self.bignum(v, process::lifecycle_text_bytes())?),
+            T::RUBY_T_STRING => AttrValue::Str(self.string(v, process::lifecycle_text_bytes())),
             // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
-            T::RUBY_T_SYMBOL => {
-                AttrValue::Str(self.string(unsafe { rb_sys::rb_sym2str(v) }, MAX_TEXT_BYTES))
-            }
+            T::RUBY_T_SYMBOL => AttrValue::Str(self.string(
+                unsafe { rb_sys::rb_sym2str(v) },
+                process::lifecycle_text_bytes(),
+            )),
             T::RUBY_T_ARRAY => self.array(v, depth)?,
             T::RUBY_T_HASH => self.hash(v, depth)?,
             T::RUBY_T_STRUCT => AttrValue::Str(self.placeholder(v)?),
-            _ => AttrValue::Str(self.described(v, MAX_TEXT_BYTES)?),
+            _ => AttrValue::Str(self.described(v, process::lifecycle_text_bytes())?),
         })
     }
 

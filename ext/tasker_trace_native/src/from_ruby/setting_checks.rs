@@ -7,7 +7,8 @@
 //! `Native.apply_settings` (see [`crate::ruby_api::native::settings`], which
 //! reports the settings and puts them in force), which checks every value
 //! again first, so a bad value changes nothing. A new setting is added here
-//! (its name, its check, its field of [`InForce`]) and reported there.
+//! (its name, its check, its field of [`InForce`], and when a variable gives
+//! it, its arm in [`take_from_environment`]) and reported there.
 //!
 //! The `otlp_*` checks also serve `push_otlp`'s and `export_otlp`'s
 //! arguments, under the argument's name, as [`boolean_argument`] serves the
@@ -19,14 +20,17 @@ use magnus::rb_sys::AsRawValue;
 use std::time::Duration;
 
 use magnus::{
-    Error, Float, Integer, RArray, RClass, RHash, RModule, RRational, RString, Ruby, Symbol,
-    TryConvert, Value as RValue,
+    Error, Float, Integer, RArray, RClass, RHash, RModule, RString, Ruby, Symbol, Value as RValue,
 };
 use rb_sys::VALUE;
+use tasker_trace_core::encode::limits::{
+    COUNT_LIMIT_EXPECTED, OPTIONAL_COUNT_LIMIT_EXPECTED, VALUE_LENGTH_LIMIT_EXPECTED,
+};
 use tasker_trace_core::encode::resource::ResourceSettings;
+use tasker_trace_core::encode::SpanLimits;
 use tasker_trace_core::export::settings::{
-    parse_max_batch_size, parse_seconds, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED,
-    SECONDS_EXPECTED,
+    parse_max_batch_size, parse_max_queue_size, Mode, BATCH_SIZE_EXPECTED, EXPORTER_EXPECTED,
+    MAX_DURATION, MIN_DURATION, QUEUE_SIZE_EXPECTED, SECONDS_EXPECTED,
 };
 use tasker_trace_core::export::BackgroundSettings;
 use tasker_trace_core::model::backend::limits::{
@@ -49,7 +53,7 @@ use crate::from_ruby::lifecycle_read_plan::{MAX_ALLOWLIST, MAX_KEY_BYTES};
 use crate::helpers::errors::{self, argument_error, shown};
 
 /// The settings, in the order `TaskerTraceNative.config` lists them.
-pub const SETTING_NAMES: [&str; 30] = [
+pub const SETTING_NAMES: &[&str] = &[
     "max_traces",
     "max_spans_per_trace",
     "timestamp_precision",
@@ -82,13 +86,23 @@ pub const SETTING_NAMES: [&str; 30] = [
     "sample_keep_slower_than",
     "sample_keep_retried",
     "console_output",
+    // OpenTelemetry's span limits and the exporter's queue bound (checked
+    // by `check_limit_setting`).
+    "export_max_queue_size",
+    "attribute_value_length_limit",
+    "attribute_count_limit",
+    "span_attribute_count_limit",
+    "span_event_count_limit",
+    "span_link_count_limit",
+    "event_attribute_count_limit",
+    "link_attribute_count_limit",
     // Connected traces (one block: see `check_connected_setting`).
     "opentelemetry_context",
 ];
 
 pub const SERVICE_NAME_EXPECTED: &str = "a non-empty String";
-pub const RESOURCE_ATTRIBUTES_EXPECTED: &str =
-    "a Hash of String or Symbol keys to Strings, Symbols, numbers, booleans or Arrays of them";
+pub const RESOURCE_ATTRIBUTES_EXPECTED: &str = "a Hash of String or Symbol keys to Strings, \
+     Symbols, Integers, Floats, true, false or Arrays of one of these kinds";
 
 pub const LIFECYCLE_ATTRIBUTES_EXPECTED: &str = "an Array of at most 256 payload key names \
      (non-empty Strings or Symbols of at most 256 bytes)";
@@ -113,6 +127,7 @@ pub struct InForce {
     pub sampling: Sampling,
     /// `console_output`: where the console exporter writes (`None`: stdout).
     pub console_output: Option<String>,
+    pub span_limits: SpanLimits,
     /// `opentelemetry_context` (connected traces): `None` for `:auto`.
     pub opentelemetry_context: Option<bool>,
 }
@@ -207,24 +222,112 @@ fn check_name(
     Ok(text)
 }
 
-fn scalar_attribute(v: &Value) -> bool {
-    matches!(
-        v,
-        Value::Str(_)
-            | Value::Sym(_)
-            | Value::Int(_)
-            | Value::BigInt(_)
-            | Value::Float(_)
-            | Value::Bool(_)
-    )
+/// The kind of a value `resource_attributes` takes, for the one-kind rule
+/// of Arrays (Strings and Symbols are one kind: both become strings).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AttributeKind {
+    Text,
+    Integer,
+    Float,
+    Boolean,
+}
+
+fn attribute_kind(v: RValue) -> Option<AttributeKind> {
+    let raw = v.as_raw();
+    if raw == rb_sys::Qtrue as VALUE || raw == rb_sys::Qfalse as VALUE {
+        Some(AttributeKind::Boolean)
+    } else if RString::from_value(v).is_some() || Symbol::from_value(v).is_some() {
+        Some(AttributeKind::Text)
+    } else if Integer::from_value(v).is_some() {
+        Some(AttributeKind::Integer)
+    } else if Float::from_value(v).is_some() {
+        Some(AttributeKind::Float)
+    } else {
+        None
+    }
+}
+
+/// Why a `resource_attributes` value is refused (`None`: it is taken): a
+/// scalar of another class, or an Array that is empty of kinds, mixes them
+/// or holds something else.
+fn refused_attribute_value(ruby: &Ruby, v: RValue) -> Result<Option<String>, Error> {
+    if attribute_kind(v).is_some() {
+        return Ok(None);
+    }
+    if v.is_nil() {
+        return Ok(Some("is nil".to_string()));
+    }
+    let Some(items) = RArray::from_value(v) else {
+        return Ok(Some(format!("is {}", class_name(v))));
+    };
+    let mut kind = None;
+    for item in items.into_iter() {
+        match (attribute_kind(item), kind) {
+            (None, _) => {
+                return Ok(Some(format!(
+                    "is an Array holding {} {}",
+                    class_name(item),
+                    shown(ruby, item)?
+                )))
+            }
+            (Some(k), Some(first)) if k != first => {
+                return Ok(Some("is an Array mixing kinds of values".to_string()))
+            }
+            (Some(k), _) => kind = Some(k),
+        }
+    }
+    Ok(None)
+}
+
+/// `a Time`, `an Object`: the class of `v` with its article.
+fn class_name(v: RValue) -> String {
+    // SAFETY: rb_obj_classname reads the class name of any object without
+    // calling Ruby code; the C string lives as long as the class.
+    let name = unsafe { std::ffi::CStr::from_ptr(rb_sys::rb_obj_classname(v.as_raw())) };
+    let name = name.to_string_lossy();
+    let article = if name.starts_with(['A', 'E', 'I', 'O', 'U']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
 }
 
 /// Checks a `resource_attributes` value: a Hash whose keys are non-empty
-/// Strings or Symbols and whose values are scalars or Arrays of scalars.
+/// Strings or Symbols and whose values are Strings, Symbols, Integers,
+/// Floats, true or false, or Arrays of one of these kinds (as OTLP allows).
+/// A refused entry is named by its key.
 fn check_resource_attributes(ruby: &Ruby, v: RValue) -> Result<Vec<(String, Value)>, Error> {
     let bad = || setting_error(ruby, "resource_attributes", RESOURCE_ATTRIBUTES_EXPECTED, v);
-    if RHash::from_value(v).is_none() {
+    let Some(hash) = RHash::from_value(v) else {
         return Err(bad());
+    };
+    let mut problem: Option<String> = None;
+    hash.foreach(|k: RValue, val: RValue| {
+        let key = string_like(k).filter(|k| !k.is_empty());
+        problem = match key {
+            None => Some(format!(
+                "the key {} is not a non-empty String or Symbol",
+                shown(ruby, k)?
+            )),
+            Some(key) => {
+                refused_attribute_value(ruby, val)?.map(|why| format!("the value of {key:?} {why}"))
+            }
+        };
+        Ok(if problem.is_some() {
+            ForEach::Stop
+        } else {
+            ForEach::Continue
+        })
+    })?;
+    if let Some(why) = problem {
+        return Err(setting_error_because(
+            ruby,
+            "resource_attributes",
+            RESOURCE_ATTRIBUTES_EXPECTED,
+            v,
+            &why,
+        ));
     }
     let converted = PayloadConverter::new(ruby)
         .convert_root(v.as_raw())
@@ -241,55 +344,10 @@ fn check_resource_attributes(ruby: &Ruby, v: RValue) -> Result<Vec<(String, Valu
         }
         .filter(|k| !k.is_empty())
         .ok_or_else(bad)?;
-        let ok = scalar_attribute(val)
-            || matches!(val, Value::Array(items) if items.iter().all(scalar_attribute));
-        if !ok {
-            return Err(bad());
-        }
         out.retain(|(existing, _)| *existing != key);
         out.push((key, val.clone()));
     }
     Ok(out)
-}
-
-/// `lifecycle_ttl`: seconds as any real number (Integer, Float, Rational,
-/// BigDecimal) or an ActiveSupport::Duration (`1.hour`).
-fn check_ttl(ruby: &Ruby, v: RValue) -> Result<Duration, Error> {
-    let bad = || setting_error(ruby, "lifecycle_ttl", TTL_EXPECTED, v);
-    let seconds = if let Some(f) = Float::from_value(v) {
-        f.to_f64()
-    } else if Integer::from_value(v).is_some() {
-        integer_setting(ruby, "lifecycle_ttl", TTL_EXPECTED, v, false)?.unwrap_or(0) as f64
-    } else if numeric_or_duration(ruby, v) {
-        match v.funcall::<_, _, RValue>("to_f", ()) {
-            Ok(f) => Float::from_value(f).map(|f| f.to_f64()).ok_or_else(bad)?,
-            Err(e) if errors::must_propagate(ruby, &e) => return Err(e),
-            Err(_) => return Err(bad()),
-        }
-    } else {
-        return Err(bad());
-    };
-    checked(ruby, LifecycleLimits::parse_ttl(seconds))
-}
-
-/// A Numeric (Rational, BigDecimal) or an ActiveSupport::Duration.
-fn numeric_or_duration(ruby: &Ruby, v: RValue) -> bool {
-    // SAFETY: rb_obj_is_kind_of walks the ancestry without calling user code.
-    let numeric = unsafe { rb_sys::rb_obj_is_kind_of(v.as_raw(), rb_sys::rb_cNumeric) };
-    if numeric != rb_sys::Qfalse as VALUE {
-        return true;
-    }
-    let duration = ruby
-        .class_object()
-        .const_get::<_, RModule>("ActiveSupport")
-        .and_then(|m| m.const_get::<_, RClass>("Duration"));
-    match duration {
-        // SAFETY: as above; `d` is a class.
-        Ok(d) => unsafe {
-            rb_sys::rb_obj_is_kind_of(v.as_raw(), d.as_raw()) != rb_sys::Qfalse as VALUE
-        },
-        Err(_) => false,
-    }
 }
 
 /// `lifecycle_attributes`: an Array of payload key names.
@@ -343,21 +401,96 @@ fn check_exporter_mode(ruby: &Ruby, v: RValue) -> Result<Mode, Error> {
     }
 }
 
-/// Checks `export_schedule_delay` and `export_timeout`: seconds, an Integer
-/// or a Float, from a millisecond to a day.
-fn check_seconds(
+// ---------------------------------------------------------------------------
+// Durations. Every setting and argument in seconds goes through [`seconds`].
+
+/// What a duration setting or argument takes: from `min` to `max`, and the
+/// words that say so in its error.
+pub struct SecondsRange {
+    pub min: Duration,
+    pub max: Duration,
+    pub expected: &'static str,
+}
+
+/// `lifecycle_ttl`: anything above zero.
+pub const TTL: SecondsRange = SecondsRange {
+    min: Duration::from_nanos(1),
+    max: Duration::MAX,
+    expected: TTL_EXPECTED,
+};
+
+/// `otlp_timeout` and the `timeout:` of `push_otlp`, `flush` and `shutdown`:
+/// above zero, at most a day.
+pub const TIMEOUT: SecondsRange = SecondsRange {
+    min: Duration::from_nanos(1),
+    max: MAX_DURATION,
+    expected: "a positive number of seconds, at most 86400",
+};
+
+/// `sample_keep_slower_than` (when not nil): anything above zero.
+pub const SLOWER_THAN: SecondsRange = SecondsRange {
+    min: Duration::from_nanos(1),
+    max: Duration::MAX,
+    expected: SLOWER_THAN_EXPECTED,
+};
+
+/// `export_schedule_delay` and `export_timeout`: a millisecond to a day.
+pub const SCHEDULE: SecondsRange = SecondsRange {
+    min: MIN_DURATION,
+    max: MAX_DURATION,
+    expected: SECONDS_EXPECTED,
+};
+
+/// A number of seconds: an Integer, a Float, any other Numeric (Rational,
+/// BigDecimal) or an ActiveSupport::Duration (`5.seconds`), within `range`,
+/// rounded to whole nanoseconds; else ArgumentError naming `name`.
+pub fn seconds(
     ruby: &Ruby,
-    setting: &'static str,
+    name: &'static str,
     v: RValue,
-) -> Result<std::time::Duration, Error> {
-    let seconds = if let Some(i) = Integer::from_value(v) {
-        i.to_i64().map_or(f64::INFINITY, |n| n as f64)
-    } else if let Some(f) = magnus::Float::from_value(v) {
+    range: &SecondsRange,
+) -> Result<Duration, Error> {
+    let bad = || setting_error(ruby, name, range.expected, v);
+    let value = if let Some(i) = Integer::from_value(v) {
+        // Beyond i64 either way is out of every range.
+        i.to_i64().map_or(f64::NAN, |n| n as f64)
+    } else if let Some(f) = Float::from_value(v) {
         f.to_f64()
+    } else if numeric_or_duration(ruby, v) {
+        match v.funcall::<_, _, RValue>("to_f", ()) {
+            Ok(f) => Float::from_value(f).map_or(f64::NAN, |f| f.to_f64()),
+            Err(e) if errors::must_propagate(ruby, &e) => return Err(e),
+            Err(_) => f64::NAN,
+        }
     } else {
         f64::NAN
     };
-    parse_seconds(setting, seconds).map_err(|_| setting_error(ruby, setting, SECONDS_EXPECTED, v))
+    let in_range =
+        value.is_finite() && value >= range.min.as_secs_f64() && value <= range.max.as_secs_f64();
+    match Duration::try_from_secs_f64(value) {
+        Ok(d) if in_range && d >= range.min => Ok(d),
+        _ => Err(bad()),
+    }
+}
+
+/// A Numeric (Rational, BigDecimal) or an ActiveSupport::Duration.
+fn numeric_or_duration(ruby: &Ruby, v: RValue) -> bool {
+    // SAFETY: rb_obj_is_kind_of walks the ancestry without calling user code.
+    let numeric = unsafe { rb_sys::rb_obj_is_kind_of(v.as_raw(), rb_sys::rb_cNumeric) };
+    if numeric != rb_sys::Qfalse as VALUE {
+        return true;
+    }
+    let duration = ruby
+        .class_object()
+        .const_get::<_, RModule>("ActiveSupport")
+        .and_then(|m| m.const_get::<_, RClass>("Duration"));
+    match duration {
+        // SAFETY: as above; `d` is a class.
+        Ok(d) => unsafe {
+            rb_sys::rb_obj_is_kind_of(v.as_raw(), d.as_raw()) != rb_sys::Qfalse as VALUE
+        },
+        Err(_) => false,
+    }
 }
 
 /// Checks `export_max_batch_size`: an Integer from 1 to 1,000,000.
@@ -400,7 +533,7 @@ pub fn check_into(
         "resource_attributes" => {
             settings.resource.attributes = check_resource_attributes(ruby, value)?
         }
-        "lifecycle_ttl" => settings.lifecycle.ttl = check_ttl(ruby, value)?,
+        "lifecycle_ttl" => settings.lifecycle.ttl = seconds(ruby, "lifecycle_ttl", value, &TTL)?,
         "lifecycle_max_open_runs" => {
             settings.lifecycle.max_open_runs = lifecycle_count(
                 ruby,
@@ -447,7 +580,7 @@ pub fn check_into(
         "otlp_headers" => otlp.headers = headers_value(ruby, "otlp_headers", value)?,
         "otlp_protocol" => otlp.protocol = protocol_value(ruby, "otlp_protocol", value)?,
         "otlp_compression" => otlp.compression = compression_value(ruby, value)?,
-        "otlp_timeout" => otlp.timeout = seconds_value(ruby, "otlp_timeout", value)?,
+        "otlp_timeout" => otlp.timeout = seconds(ruby, "otlp_timeout", value, &TIMEOUT)?,
         "otlp_certificate" => {
             let file = PemSetting::CA;
             otlp.certificate = file.check(ruby, value, otlp.certificate.as_deref())?;
@@ -463,11 +596,11 @@ pub fn check_into(
         }
         "exporter" => export.mode = check_exporter_mode(ruby, value)?,
         "export_schedule_delay" => {
-            export.schedule.delay = check_seconds(ruby, "export_schedule_delay", value)?
+            export.schedule.delay = seconds(ruby, "export_schedule_delay", value, &SCHEDULE)?
         }
         "export_max_batch_size" => export.schedule.max_batch_size = check_batch_size(ruby, value)?,
         "export_timeout" => {
-            export.schedule.export_timeout = check_seconds(ruby, "export_timeout", value)?
+            export.schedule.export_timeout = seconds(ruby, "export_timeout", value, &SCHEDULE)?
         }
         "sample_ratio"
         | "sample_keep_errors"
@@ -475,17 +608,131 @@ pub fn check_into(
         | "sample_keep_retried"
         | "console_output" => check_sampling_or_console(ruby, settings, name, value)?,
         other if check_connected_setting(ruby, settings, other, value)? => {}
-        other => {
-            return Err(argument_error(
-                ruby,
-                format!(
-                    "unknown setting {other} (settings: {})",
-                    SETTING_NAMES.join(", ")
-                ),
-            ))
-        }
+        other => return check_limit_setting(ruby, settings, other, value),
     }
     Ok(())
+}
+
+/// The ArgumentError for a name that is no setting, listing the settings.
+pub fn unknown_setting(ruby: &Ruby, name: &str) -> Error {
+    argument_error(
+        ruby,
+        format!(
+            "unknown setting {name} (settings: {})",
+            SETTING_NAMES.join(", ")
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// OpenTelemetry's span limits and the exporter's queue bound.
+
+/// A limit setting: an Integer from 0 to the largest limit, or nil where
+/// `nil_allowed` (then `None`).
+fn limit_value(
+    ruby: &Ruby,
+    setting: &'static str,
+    expected: &'static str,
+    v: RValue,
+    nil_allowed: bool,
+) -> Result<Option<usize>, Error> {
+    integer_setting(ruby, setting, expected, v, nil_allowed)?
+        .map(|n| checked(ruby, SpanLimits::parse_limit(setting, expected, n)))
+        .transpose()
+}
+
+/// Checks `value` for one of the settings of this block and writes it into
+/// `settings`; any other name is an unknown setting.
+fn check_limit_setting(
+    ruby: &Ruby,
+    settings: &mut InForce,
+    name: &str,
+    value: RValue,
+) -> Result<(), Error> {
+    let l = &mut settings.span_limits;
+    let count = |setting| {
+        Ok::<_, Error>(limit_value(ruby, setting, COUNT_LIMIT_EXPECTED, value, false)?.unwrap_or(0))
+    };
+    let optional = |setting| limit_value(ruby, setting, OPTIONAL_COUNT_LIMIT_EXPECTED, value, true);
+    match name {
+        "export_max_queue_size" => {
+            let n = integer_setting(
+                ruby,
+                "export_max_queue_size",
+                QUEUE_SIZE_EXPECTED,
+                value,
+                false,
+            )?
+            .unwrap_or(0);
+            settings.exporter.schedule.max_queue_size = parse_max_queue_size(n).map_err(|_| {
+                setting_error(ruby, "export_max_queue_size", QUEUE_SIZE_EXPECTED, value)
+            })?;
+        }
+        "attribute_value_length_limit" => {
+            l.attribute_value_length = limit_value(
+                ruby,
+                "attribute_value_length_limit",
+                VALUE_LENGTH_LIMIT_EXPECTED,
+                value,
+                true,
+            )?
+        }
+        "attribute_count_limit" => l.attribute_count = count("attribute_count_limit")?,
+        "span_attribute_count_limit" => {
+            l.span_attribute_count = optional("span_attribute_count_limit")?
+        }
+        "span_event_count_limit" => l.span_event_count = count("span_event_count_limit")?,
+        "span_link_count_limit" => l.span_link_count = count("span_link_count_limit")?,
+        "event_attribute_count_limit" => {
+            l.event_attribute_count = optional("event_attribute_count_limit")?
+        }
+        "link_attribute_count_limit" => {
+            l.link_attribute_count = optional("link_attribute_count_limit")?
+        }
+        other => return Err(unknown_setting(ruby, other)),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The settings a variable gives.
+
+/// Puts the environment's value of setting `name` (in `env`, every setting
+/// as the environment alone gives it) into `to`; false for a setting no
+/// variable gives. A setting given in Ruby is never taken from `env`.
+pub fn take_from_environment(name: &str, env: &InForce, to: &mut InForce) -> bool {
+    let (o, e) = (&mut to.otlp, &env.otlp);
+    let (x, y) = (&mut to.exporter.schedule, &env.exporter.schedule);
+    let (l, m) = (&mut to.span_limits, &env.span_limits);
+    match name {
+        "service_name" => to.resource.service_name = env.resource.service_name.clone(),
+        "resource_attributes" => to.resource.attributes = env.resource.attributes.clone(),
+        "otlp_endpoint" => o.endpoint = e.endpoint.clone(),
+        "otlp_headers" => o.headers = e.headers.clone(),
+        "otlp_protocol" => o.protocol = e.protocol,
+        "otlp_compression" => o.compression = e.compression,
+        "otlp_timeout" => o.timeout = e.timeout,
+        "otlp_certificate" => o.certificate = e.certificate.clone(),
+        "otlp_client_certificate" => o.client_certificate = e.client_certificate.clone(),
+        "otlp_client_key" => o.client_key = e.client_key.clone(),
+        "exporter" => to.exporter.mode = env.exporter.mode,
+        "export_schedule_delay" => x.delay = y.delay,
+        "export_max_batch_size" => x.max_batch_size = y.max_batch_size,
+        "export_timeout" => x.export_timeout = y.export_timeout,
+        "export_max_queue_size" => x.max_queue_size = y.max_queue_size,
+        "attribute_value_length_limit" => l.attribute_value_length = m.attribute_value_length,
+        "attribute_count_limit" => l.attribute_count = m.attribute_count,
+        "span_attribute_count_limit" => l.span_attribute_count = m.span_attribute_count,
+        "span_event_count_limit" => l.span_event_count = m.span_event_count,
+        "span_link_count_limit" => l.span_link_count = m.span_link_count,
+        "event_attribute_count_limit" => l.event_attribute_count = m.event_attribute_count,
+        "link_attribute_count_limit" => l.link_attribute_count = m.link_attribute_count,
+        // OTEL_TRACES_SAMPLER_ARG (with a ratio sampler); the keep rules and
+        // console_output have no variable.
+        "sample_ratio" => to.sampling.ratio = env.sampling.ratio,
+        _ => return false,
+    }
+    true
 }
 
 /// A payload key name: a non-empty String or Symbol of UTF-8 text, at most
@@ -522,9 +769,6 @@ pub const ENDPOINT_EXPECTED: &str = "an http:// or https:// URL String, or nil";
 pub const HEADERS_EXPECTED: &str = "a Hash of String or Symbol names to String values";
 pub const PROTOCOL_EXPECTED: &str = "\"http/protobuf\" or \"http/json\"";
 const COMPRESSION_EXPECTED: &str = "\"gzip\" or \"none\"";
-/// Longest timeout taken, in seconds (a day).
-const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
-pub const TIMEOUT_EXPECTED: &str = "a positive number of seconds, at most 86400";
 
 /// The ArgumentError for a value refused for a reason beyond its type:
 /// `<setting> must be <expected> (got <inspect>): <why>`, the reason cut
@@ -573,7 +817,7 @@ pub fn endpoint_value(ruby: &Ruby, name: &'static str, v: RValue) -> Result<Opti
     let Some(url) = RString::from_value(v).and_then(|s| s.to_string().ok()) else {
         return Err(setting_error(ruby, name, ENDPOINT_EXPECTED, v));
     };
-    match env::check_endpoint(&env::traces_url_from_base(&url)) {
+    match env::check_endpoint(&url) {
         Ok(()) => Ok(Some(url)),
         Err(why) => Err(setting_error_because(
             ruby,
@@ -636,28 +880,6 @@ fn compression_value(ruby: &Ruby, v: RValue) -> Result<Compression, Error> {
         return Err(setting_error(ruby, setting, COMPRESSION_EXPECTED, v));
     };
     env::parse_compression(&text).map_err(|_| setting_error(ruby, setting, COMPRESSION_EXPECTED, v))
-}
-
-/// Seconds as an Integer, Float or Rational: positive, at most a day,
-/// rounded to whole nanoseconds.
-pub fn seconds_value(
-    ruby: &Ruby,
-    name: &'static str,
-    v: RValue,
-) -> Result<std::time::Duration, Error> {
-    let seconds = if let Some(i) = Integer::from_value(v) {
-        i.to_i64().map_or(f64::INFINITY, |n| n as f64)
-    } else if Float::from_value(v).is_some() || RRational::from_value(v).is_some() {
-        f64::try_convert(v).unwrap_or(f64::NAN)
-    } else {
-        f64::NAN
-    };
-    let nanos = (seconds * 1e9).round();
-    if seconds.is_finite() && seconds <= MAX_TIMEOUT_SECONDS && nanos >= 1.0 {
-        Ok(std::time::Duration::from_nanos(nanos as u64))
-    } else {
-        Err(setting_error(ruby, name, TIMEOUT_EXPECTED, v))
-    }
 }
 
 /// A setting naming a PEM file.
@@ -752,9 +974,9 @@ fn boolean_setting(ruby: &Ruby, setting: &'static str, v: RValue) -> Result<bool
     }
 }
 
-/// A real number as seconds: an Integer, Float, Rational or BigDecimal, or
-/// an ActiveSupport::Duration; `None` for anything else.
-fn real_seconds(ruby: &Ruby, v: RValue) -> Result<Option<f64>, Error> {
+/// A real number (`sample_ratio`): an Integer, Float, Rational or
+/// BigDecimal; `None` for anything else.
+fn real_number(ruby: &Ruby, v: RValue) -> Result<Option<f64>, Error> {
     if let Some(f) = Float::from_value(v) {
         return Ok(Some(f.to_f64()));
     }
@@ -810,7 +1032,7 @@ fn check_sampling_or_console(
     match name {
         "sample_ratio" => {
             let bad = || setting_error(ruby, "sample_ratio", RATIO_EXPECTED, v);
-            let ratio = real_seconds(ruby, v)?.ok_or_else(bad)?;
+            let ratio = real_number(ruby, v)?.ok_or_else(bad)?;
             sampling.ratio = Sampling::parse_ratio(ratio).map_err(|_| bad())?;
         }
         "sample_keep_errors" => sampling.keep_errors = boolean_setting(ruby, name_of(name), v)?,
@@ -820,9 +1042,7 @@ fn check_sampling_or_console(
             sampling.keep_slower_than = if v.is_nil() {
                 None
             } else {
-                let bad = || setting_error(ruby, setting, SLOWER_THAN_EXPECTED, v);
-                let seconds = real_seconds(ruby, v)?.ok_or_else(bad)?;
-                Some(Sampling::parse_slower_than(seconds).map_err(|_| bad())?)
+                Some(seconds(ruby, setting, v, &SLOWER_THAN)?)
             };
         }
         _ => {

@@ -28,6 +28,7 @@ pub fn live_bytes() -> isize {
 // SAFETY: every method forwards to the tracking allocator with the caller's
 // arguments unchanged and only adds an atomic counter update.
 unsafe impl GlobalAlloc for CountingAllocator {
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as given.
         let p = unsafe { self.inner.alloc(layout) };
@@ -48,6 +49,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         p
     }
 
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded as given.
         unsafe { self.inner.dealloc(ptr, layout) };
@@ -55,6 +57,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
             .fetch_sub(layout.size() as isize, Ordering::Relaxed);
     }
 
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded as given.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };

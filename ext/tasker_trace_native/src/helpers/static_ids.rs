@@ -199,6 +199,22 @@ symbol_table! {
     kept_error_spans => "kept_error_spans",
     kept_slow_spans => "kept_slow_spans",
     kept_retried_spans => "kept_retried_spans",
+    // The span limits and the queue size: settings, and what the limits cut.
+    attribute_value_length_limit => "attribute_value_length_limit",
+    attribute_count_limit => "attribute_count_limit",
+    span_attribute_count_limit => "span_attribute_count_limit",
+    span_event_count_limit => "span_event_count_limit",
+    span_link_count_limit => "span_link_count_limit",
+    event_attribute_count_limit => "event_attribute_count_limit",
+    link_attribute_count_limit => "link_attribute_count_limit",
+    export_max_queue_size => "export_max_queue_size",
+    limit_cuts => "limit_cuts",
+    attribute_values => "attribute_values",
+    span_attributes => "span_attributes",
+    span_events => "span_events",
+    span_links => "span_links",
+    event_attributes => "event_attributes",
+    link_attributes => "link_attributes",
 }
 
 static SYMS: OnceLock<Syms> = OnceLock::new();

@@ -21,6 +21,7 @@ use crate::from_ruby::convert::{self, NameRefusal, PayloadConverter};
 use crate::helpers::errors::{self, argument_error, build_protected, guarded};
 use crate::helpers::recorder::{recorder_result, Ingested};
 use crate::helpers::static_ids::sym;
+use crate::in_force;
 use crate::process::{self, backend};
 use crate::to_ruby::values::{
     self as to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
@@ -30,6 +31,10 @@ use crate::to_ruby::values::{
 fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Ingested {
     errors::maybe_injected_panic();
     let at = Stamp::now();
+    // The first event may start the exporter: the environment says whether.
+    if let Err(e) = in_force::ensure_environment(ruby) {
+        return Ingested::from_error(ruby, e);
+    }
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
     if unsafe { rb_sys::RB_TYPE(payload) } != T::RUBY_T_HASH {
         return Ingested::Refused;

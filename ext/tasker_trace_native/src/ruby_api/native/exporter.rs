@@ -8,13 +8,15 @@
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
 use rb_sys::VALUE;
+use tasker_trace_core::encode::limits;
 use tasker_trace_core::export::{Exporter, ExporterStats, FlushResult, Wait};
 
-use crate::from_ruby::setting_checks::seconds_value;
+use crate::from_ruby::setting_checks::{seconds, TIMEOUT};
 use crate::helpers::errors::guarded;
 use crate::helpers::gvl::without_gvl;
 use crate::helpers::static_ids::sym;
-use crate::process::exporter;
+use crate::in_force;
+use crate::process::{self, exporter};
 use crate::to_ruby::values::{
     bool_to_ruby, count_to_ruby, hash_from_pairs, int_to_ruby, nil, utf8_to_ruby, wrap,
 };
@@ -41,7 +43,8 @@ fn wait_for_export(
     what: &str,
     call: fn(&Exporter, std::time::Duration, &Wait) -> FlushResult,
 ) -> Result<RValue, Error> {
-    let timeout = seconds_value(ruby, "timeout", timeout)?;
+    let timeout = seconds(ruby, "timeout", timeout, &TIMEOUT)?;
+    in_force::ensure_environment(ruby)?;
     let e = exporter();
     guarded(ruby, || {
         e.ensure_running();
@@ -83,6 +86,13 @@ fn strings_to_ruby(ruby: &Ruby, items: &[String]) -> Result<VALUE, Error> {
 /// `Native.exporter_stats` → the counters, with `last_error_at_ns` and
 /// `next_attempt_at_ns` (the Ruby layer makes them Times).
 fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
+    // Before this process's first use, whether the settings as the
+    // environment makes them now turn the exporter on.
+    let enabled_now = if process::environment_read() {
+        None
+    } else {
+        Some(in_force::current().exporter.is_on())
+    };
     guarded(ruby, || {
         let ExporterStats {
             enabled,
@@ -97,15 +107,31 @@ fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
             queued,
             inherited_discarded,
             last_error,
-            warnings,
+            warnings: _,
             sampled_out,
             kept_spans,
             next_attempt_at_ns,
         } = exporter().stats();
-        let warnings = strings_to_ruby(ruby, &warnings)?;
+        let warnings = strings_to_ruby(ruby, &process::warnings().given())?;
+        let cut = limits::cuts();
+        let cut_kv = [
+            sym(|s| s.attribute_values),
+            count_to_ruby(cut.attribute_value_length),
+            sym(|s| s.span_attributes),
+            count_to_ruby(cut.span_attributes),
+            sym(|s| s.span_events),
+            count_to_ruby(cut.span_events),
+            sym(|s| s.span_links),
+            count_to_ruby(cut.span_links),
+            sym(|s| s.event_attributes),
+            count_to_ruby(cut.event_attributes),
+            sym(|s| s.link_attributes),
+            count_to_ruby(cut.link_attributes),
+        ];
+        let limit_cuts = hash_from_pairs(&cut_kv);
         let kv = [
             sym(|s| s.enabled),
-            bool_to_ruby(enabled),
+            bool_to_ruby(enabled_now.unwrap_or(enabled)),
             sym(|s| s.running),
             bool_to_ruby(running),
             sym(|s| s.pid),
@@ -146,6 +172,8 @@ fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
             next_attempt_at_ns.map_or_else(nil, int_to_ruby),
             sym(|s| s.warnings),
             warnings,
+            sym(|s| s.limit_cuts),
+            limit_cuts,
         ];
         Ok(wrap(hash_from_pairs(&kv)))
     })

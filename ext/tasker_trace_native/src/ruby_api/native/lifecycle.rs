@@ -41,12 +41,18 @@ use crate::from_ruby::lifecycle_read_plan;
 use crate::from_ruby::setting_checks::{boolean_argument, key_name};
 use crate::helpers::errors::{self, argument_error, build_protected, guarded, shown};
 use crate::helpers::recorder::{recorder_result, Ingested};
+use crate::in_force;
 use crate::process::{self, lifecycle_tracer};
 use crate::to_ruby::lifecycle::{runs_to_ruby, span_change_to_ruby, stats_to_ruby};
 use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
     errors::maybe_injected_panic();
+    // The first event may start the exporter: the environment says whether.
+    if let Err(e) = in_force::ensure_environment(ruby) {
+        return Ingested::from_error(ruby, e);
+    }
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(event)) => {
             process::record(|| lifecycle_tracer().record(event));
@@ -63,6 +69,7 @@ fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
 /// String or Symbol) or on an internal failure (logged). Only non-local
 /// exits and exceptions that must propagate, raised by payload objects' own
 /// `to_s`/`iso8601`, leave it.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn record_lifecycle_event(ruby: &Ruby, name: RValue, payload: RValue) -> Result<bool, Error> {
     record_lifecycle_event_at(ruby, name, payload, Stamp::now())
 }
@@ -257,12 +264,13 @@ fn lifecycle_waterfall(ruby: &Ruby, trace_id: RValue, color: RValue) -> Result<R
 }
 
 /// `Native.sampler` → the head sampler in force, as OpenTelemetry SDKs
-/// describe theirs (`ParentBased{root=TraceIdRatioBased{0.100000}}`).
+/// describe theirs (`ParentBased{root=TraceIdRatioBased{0.100000}}`);
+/// before this process's first use, as the environment would make it now
+/// (as `TaskerTraceNative.config` shows the settings).
 fn sampler(ruby: &Ruby) -> Result<RValue, Error> {
     guarded(ruby, || {
-        Ok(wrap(utf8_to_ruby(
-            &lifecycle_tracer().sampling().description(),
-        )))
+        let sampling = in_force::current().sampling;
+        Ok(wrap(utf8_to_ruby(&sampling.description())))
     })
 }
 

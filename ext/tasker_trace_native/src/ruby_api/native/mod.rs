@@ -7,7 +7,7 @@
 //!   `lifecycle_stats`, `lifecycle_runs`, the filter decisions
 //! - [`exporter`]: the background exporter: flush, shutdown, stats
 //! - [`settings`]: `settings`, `check_setting`, `apply_settings`,
-//!   `environment_warnings`, `SETTING_NAMES`
+//!   `setting_warning`, `SETTING_NAMES`
 
 use magnus::{Error, RModule};
 

@@ -21,6 +21,7 @@ use crate::from_ruby::setting_checks::{self as settings, boolean_argument};
 use crate::helpers::errors::{self, native_error};
 use crate::helpers::gvl::{without_gvl, NO_UNBLOCK};
 use crate::helpers::static_ids::sym;
+use crate::in_force;
 use crate::process::{backend, lifecycle_tracer, otlp_client, resource_for};
 use crate::to_ruby::values::{
     binary_to_ruby, count_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
@@ -53,6 +54,7 @@ fn export_otlp(
     let drain = boolean_argument(ruby, "drain", drain)?;
     let include_open = boolean_argument(ruby, "include_open", include_open)?;
     let protocol = settings::protocol_value(ruby, "protocol", protocol)?;
+    in_force::ensure_environment(ruby)?;
     let resource = resource(ruby);
     let (b, t) = (backend(), lifecycle_tracer());
     let done = without_gvl(
@@ -121,7 +123,7 @@ fn push_overrides(
         endpoint: settings::endpoint_value(ruby, "endpoint", endpoint)?,
         headers: settings::headers_value(ruby, "headers", headers)?,
         timeout: optional(timeout)
-            .map(|v| settings::seconds_value(ruby, "timeout", v))
+            .map(|v| settings::seconds(ruby, "timeout", v, &settings::TIMEOUT))
             .transpose()?,
         protocol: optional(protocol)
             .map(|v| settings::protocol_value(ruby, "protocol", v))
@@ -161,6 +163,7 @@ fn push_otlp(
     protocol: RValue,
 ) -> Result<RValue, Error> {
     let overrides = push_overrides(ruby, endpoint, headers, timeout, protocol)?;
+    in_force::ensure_environment(ruby)?;
     let resource = resource(ruby);
     let (b, t) = (backend(), lifecycle_tracer());
     let cancel = Cancel::for_current_thread();

@@ -1,104 +1,31 @@
 //! The settings from Ruby: `Native.settings`, `Native.check_setting`,
-//! `Native.apply_settings`, `Native.environment_warnings` and
+//! `Native.apply_settings`, `Native.setting_warning` and
 //! `Native::SETTING_NAMES`, which `TaskerTraceNative::Configuration` (Ruby)
-//! is built on; how the settings in force are read from the singletons and
-//! put in force; and the defaults read from the environment at load.
+//! is built on.
 //!
-//! Each value is checked by [`crate::from_ruby::setting_checks`].
+//! Each value is checked by [`crate::from_ruby::setting_checks`]; where the
+//! settings in force come from (Ruby, the environment) is
+//! [`crate::in_force`]'s.
 
 use magnus::prelude::*;
-use magnus::r_hash::ForEach;
 use std::time::Duration;
 
-use magnus::{function, Error, RArray, RHash, RModule, Ruby, Symbol, Value as RValue};
+use magnus::{function, Error, RHash, RModule, Ruby, Symbol, Value as RValue};
 use rb_sys::VALUE;
-use tasker_trace_core::encode::resource::{
-    resource_attributes_warning, ResourceSettings, RESOURCE_ATTRIBUTES_VARIABLE,
-    SERVICE_NAME_VARIABLE,
-};
-use tasker_trace_core::export::console::ConsoleOutput;
 use tasker_trace_core::export::settings::Mode;
-use tasker_trace_core::export::BackgroundSettings;
-use tasker_trace_core::model::backend::Backend;
-use tasker_trace_core::model::sampling::Sampling;
 use tasker_trace_core::transport::Compression;
 use tasker_trace_core::value::Value;
 
-use crate::from_ruby::lifecycle_read_plan;
-use crate::from_ruby::setting_checks::{check_client_pair, check_into, InForce, SETTING_NAMES};
+use crate::from_ruby::setting_checks::{check_into, InForce, SETTING_NAMES};
 use crate::helpers::errors::guarded;
 use crate::helpers::static_ids::sym;
-use crate::process::{
-    backend, exporter, lifecycle_tracer, otlp_client, resource_config, sampler_warnings,
-    set_sampler_warnings,
-};
+use crate::helpers::warnings;
+use crate::in_force;
+use crate::process::backend;
 use crate::to_ruby::values::{
     array_of, bool_to_ruby, count_to_ruby, float_to_ruby, hash_from_pairs, hash_set, int_to_ruby,
     new_hash, nil, utf8_to_ruby, value_to_ruby, wrap,
 };
-
-impl InForce {
-    fn read(b: &Backend) -> InForce {
-        InForce {
-            limits: b.limits(),
-            resource: resource_config().get(),
-            otlp: otlp_client().settings(),
-            lifecycle: lifecycle_tracer().limits(),
-            lifecycle_attributes: lifecycle_read_plan::allowlist(),
-            attribute_prefix: lifecycle_tracer()
-                .configured_prefix()
-                .map(|p| p.to_string()),
-            workflow_events: lifecycle_tracer().workflow_events(),
-            exporter: exporter().config(),
-            sampling: lifecycle_tracer().sampling(),
-            console_output: match exporter().console_output() {
-                ConsoleOutput::Stdout => None,
-                ConsoleOutput::Path(p) => Some(p),
-            },
-            opentelemetry_context: lifecycle_tracer().opentelemetry_context(),
-        }
-    }
-
-    fn put_in_force(self, b: &Backend) {
-        resource_config().set(self.resource);
-        otlp_client().set_settings(self.otlp);
-        b.configure(self.limits);
-        lifecycle_tracer().configure(self.lifecycle);
-        lifecycle_read_plan::set_allowlist(self.lifecycle_attributes);
-        lifecycle_tracer().set_attribute_prefix(self.attribute_prefix.as_deref(), None);
-        lifecycle_tracer().set_workflow_events(self.workflow_events);
-        exporter().configure(self.exporter, Vec::new());
-        lifecycle_tracer().set_sampling(self.sampling);
-        exporter().set_console_output(
-            self.console_output
-                .map_or(ConsoleOutput::Stdout, ConsoleOutput::Path),
-        );
-        lifecycle_tracer().set_opentelemetry_context(self.opentelemetry_context);
-    }
-}
-
-/// The defaults from the environment, read once at load: the resource
-/// settings from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, the
-/// `otlp_*` settings from the `OTEL_EXPORTER_OTLP_*` variables (what cannot
-/// be used is kept as a warning, see `environment_warnings`), and the
-/// background exporter's from `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED` and
-/// `OTEL_BSP_*` (nothing starts: its thread waits for the first event).
-pub fn load_environment_defaults() {
-    let var = |name: &str| std::env::var(name).ok();
-    resource_config().set(ResourceSettings::from_env_values(
-        var(SERVICE_NAME_VARIABLE).as_deref(),
-        var(RESOURCE_ATTRIBUTES_VARIABLE).as_deref(),
-    ));
-    let resource_warning =
-        resource_attributes_warning(var(RESOURCE_ATTRIBUTES_VARIABLE).as_deref());
-    otlp_client().load_environment(var, resource_warning);
-    let (config, mut warnings) = BackgroundSettings::from_env(var);
-    let (sampling, sampler_warnings) = Sampling::from_env(var);
-    lifecycle_tracer().set_sampling(sampling);
-    set_sampler_warnings(sampler_warnings.iter().map(ToString::to_string).collect());
-    warnings.extend(sampler_warnings);
-    exporter().configure(config, warnings.iter().map(ToString::to_string).collect());
-}
 
 /// `Native.check_setting(:max_traces, 5)`: the value, or ArgumentError naming
 /// the setting and what it takes.
@@ -109,20 +36,12 @@ fn check_setting(ruby: &Ruby, name: Symbol, value: RValue) -> Result<RValue, Err
 }
 
 /// `Native.apply_settings({max_traces: 5, ...})`: checks every given setting
-/// again, then puts them all in force; the settings not given keep their
-/// values. A bad value raises and changes nothing.
+/// again, reads the environment again, then puts them all in force over
+/// what the environment gives for the others (see [`crate::in_force`]). A
+/// bad value raises and changes nothing.
 fn apply_settings(ruby: &Ruby, given: RHash) -> Result<bool, Error> {
-    let before = InForce::read(backend());
-    let mut next = before.clone();
-    given.foreach(|name: Symbol, value: RValue| {
-        check_into(ruby, &mut next, &name.name()?, value)?;
-        Ok(ForEach::Continue)
-    })?;
-    check_client_pair(ruby, &before.otlp, &next.otlp)?;
-    guarded(ruby, || {
-        next.put_in_force(backend());
-        Ok(true)
-    })
+    in_force::apply(ruby, given)?;
+    Ok(true)
 }
 
 fn optional_count(n: Option<usize>) -> VALUE {
@@ -131,6 +50,7 @@ fn optional_count(n: Option<usize>) -> VALUE {
 
 /// `Native.settings` → every setting in force, by name.
 fn settings(ruby: &Ruby) -> Result<RValue, Error> {
+    let current = in_force::current();
     guarded(ruby, || {
         let InForce {
             limits,
@@ -144,7 +64,8 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             sampling,
             console_output,
             opentelemetry_context,
-        } = InForce::read(backend());
+            span_limits,
+        } = current;
         let attrs = new_attributes_hash(&resource.attributes);
         let otlp_headers = new_headers_hash(&otlp.headers);
         let optional_text = |s: &Option<String>| s.as_deref().map_or_else(nil, utf8_to_ruby);
@@ -215,6 +136,22 @@ fn settings(ruby: &Ruby) -> Result<RValue, Error> {
             bool_to_ruby(sampling.keep_retried),
             sym(|s| s.console_output),
             optional_text(&console_output),
+            sym(|s| s.export_max_queue_size),
+            count_to_ruby(schedule.max_queue_size),
+            sym(|s| s.attribute_value_length_limit),
+            optional_count(span_limits.attribute_value_length),
+            sym(|s| s.attribute_count_limit),
+            count_to_ruby(span_limits.attribute_count),
+            sym(|s| s.span_attribute_count_limit),
+            optional_count(span_limits.span_attribute_count),
+            sym(|s| s.span_event_count_limit),
+            count_to_ruby(span_limits.span_event_count),
+            sym(|s| s.span_link_count_limit),
+            count_to_ruby(span_limits.span_link_count),
+            sym(|s| s.event_attribute_count_limit),
+            optional_count(span_limits.event_attribute_count),
+            sym(|s| s.link_attribute_count_limit),
+            optional_count(span_limits.link_attribute_count),
             sym(|s| s.opentelemetry_context),
             opentelemetry_context.map_or_else(|| sym(|s| s.auto), bool_to_ruby),
         ];
@@ -258,18 +195,12 @@ fn new_headers_hash(headers: &[(String, String)]) -> VALUE {
     hash
 }
 
-/// `Native.environment_warnings` → the OTEL_* values that could not be
-/// used when the gem loaded (each ignored), as messages naming the variable.
-fn environment_warnings(ruby: &Ruby) -> Result<RArray, Error> {
-    let warnings = guarded(ruby, || Ok(otlp_client().environment_warnings()))?;
-    let list = ruby.ary_new_capa(warnings.len());
-    for w in &warnings {
-        list.push(ruby.str_new(&w.to_string()))?;
-    }
-    for w in sampler_warnings() {
-        list.push(ruby.str_new(w))?;
-    }
-    Ok(list)
+/// `Native.setting_warning(message)`: a warning about a setting, given
+/// once per distinct message like the native ones (see
+/// [`crate::helpers::warnings`]).
+fn setting_warning(ruby: &Ruby, message: String) -> Result<bool, Error> {
+    warnings::warn(ruby, &message)?;
+    Ok(true)
 }
 
 pub fn define(native: RModule) -> Result<(), Error> {
@@ -283,6 +214,6 @@ pub fn define(native: RModule) -> Result<(), Error> {
     native.define_module_function("settings", function!(settings, 0))?;
     native.define_module_function("check_setting", function!(check_setting, 2))?;
     native.define_module_function("apply_settings", function!(apply_settings, 1))?;
-    native.define_module_function("environment_warnings", function!(environment_warnings, 0))?;
+    native.define_module_function("setting_warning", function!(setting_warning, 1))?;
     Ok(())
 }
