@@ -32,6 +32,6 @@ pub use pipeline::{
     deliver, encode_export, push, Batch, Encoded, PushOutcome, Sending, EXPLICIT_SETTLE,
 };
 pub use settings::{BackgroundSettings, Mode, Schedule};
-pub use sources::{ExporterTake, Sources};
+pub use sources::{Dropped, ExporterTake, Sources};
 pub use state::{DestinationFn, Running, Wait};
 pub use stats::{ExportOutcome, ExporterStats, FlushResult, LastError};

@@ -65,6 +65,7 @@ impl RetryQueue {
             prefix,
             max_runs,
             max_records,
+            ..
         } = take;
         self.prefix = prefix;
         self.batch.runs.extend(runs);
@@ -138,6 +139,7 @@ mod tests {
             prefix: Arc::from("tasker."),
             max_runs,
             max_records: Some(10),
+            dropped: Default::default(),
         }
     }
 

@@ -31,6 +31,17 @@ pub struct ExporterTake {
     /// `max_finished_runs` of the tracer, `max_traces` of the store.
     pub max_runs: usize,
     pub max_records: Option<usize>,
+    /// What each source had dropped so far, read under the lock of the take.
+    pub dropped: Dropped,
+}
+
+/// The traces the sources dropped before export (running totals).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Finished runs dropped by `max_finished_runs`.
+    pub runs: u64,
+    /// Traces evicted from the store by `max_traces` (`None`: not read).
+    pub records: Option<u64>,
 }
 
 /// The sources of one export.
@@ -82,7 +93,10 @@ impl<'a> Sources<'a> {
     /// Leaves out of `records` the traces the sampling ratio leaves out,
     /// counting them when they were drained (they are gone).
     fn sample_records(&self, records: &mut Vec<(Key, Arc<Record>)>, drained: bool) {
-        let ratio = self.sampling().ratio;
+        self.sample_records_at(records, drained, self.sampling().ratio);
+    }
+
+    fn sample_records_at(&self, records: &mut Vec<(Key, Arc<Record>)>, drained: bool, ratio: f64) {
         if ratio < 1.0 {
             let before = records.len();
             records.retain(|(_, rec)| ratio_sampled(record_trace_id(rec), ratio));
@@ -116,16 +130,17 @@ impl<'a> Sources<'a> {
     /// attribute prefix and the sources' bounds, one lock of each source at
     /// a time (the ratio is applied after the store's is released).
     pub fn take_for_exporter(&self, settled_for: Duration, with_records: bool) -> ExporterTake {
-        let (runs, prefix, max_runs) = match self.runs {
-            Some(t) => t.take_for_export(settled_for),
-            None => (Vec::new(), Arc::from(""), 0),
+        let tracer = self.runs.map(|t| t.take_for_export(settled_for));
+        let (runs, prefix, max_runs, ratio, runs_dropped) = match tracer {
+            Some(t) => (t.runs, t.prefix, t.max_runs, t.sampling.ratio, t.dropped),
+            None => (Vec::new(), Arc::from(""), 0, 1.0, 0),
         };
-        let (records, max_records) = if with_records {
-            let (mut records, max) = self.store.drain_complete_with_limit();
-            self.sample_records(&mut records, true);
-            (records, max)
+        let (records, max_records, records_dropped) = if with_records {
+            let mut d = self.store.drain_complete_with_limit();
+            self.sample_records_at(&mut d.records, true, ratio);
+            (d.records, d.max_traces, Some(d.evicted_traces))
         } else {
-            (Vec::new(), None)
+            (Vec::new(), None, None)
         };
         ExporterTake {
             runs,
@@ -133,6 +148,10 @@ impl<'a> Sources<'a> {
             prefix,
             max_runs,
             max_records,
+            dropped: Dropped {
+                runs: runs_dropped,
+                records: records_dropped,
+            },
         }
     }
 

@@ -24,7 +24,7 @@ use super::announce::Observed;
 use super::console::{print_runs, ConsoleOutput};
 use super::pipeline::{deliver, Batch, Sending};
 use super::retry_queue::{backoff, RetryQueue};
-use super::sources::RUN_SETTLE;
+use super::sources::{Dropped, RUN_SETTLE};
 use super::state::{Shared, Signal, FINAL, NOW, RUN};
 use super::stats::ExportOutcome;
 use crate::model::lifecycle::Run;
@@ -73,6 +73,10 @@ pub(super) fn run(start: Start) {
     // Failed exports in a row, and when the next attempt is due.
     let mut failures = 0u32;
     let mut next_attempt: Option<Instant> = None;
+    // The sources' drop totals as of the latest take (read under the locks
+    // the take takes anyway: backing off, the exporter takes no lock of
+    // theirs).
+    let mut dropped = Dropped::default();
     let mut due = Instant::now() + shared.schedule().delay;
     loop {
         // Wait for a reason to export: the schedule delay (or, after
@@ -105,7 +109,15 @@ pub(super) fn run(start: Start) {
         // nothing new; a flush or the final export takes everything.
         let take = everything || queue.is_empty();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            export(&shared, &mut link, &target, &mut queue, take, everything)
+            export(
+                &shared,
+                &mut link,
+                &target,
+                &mut queue,
+                take,
+                everything,
+                &mut dropped,
+            )
         }))
         .unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())));
         if !queue.is_empty() {
@@ -143,7 +155,7 @@ pub(super) fn run(start: Start) {
         // flush hands its lines to Ruby; "retrying every" is the backoff's
         // current wait (the schedule delay when not backing off).
         let retry_every = next_attempt.map_or(shared.schedule().delay, |n| n - now);
-        announce(&shared, &outcome, retry_every);
+        announce(&shared, &outcome, retry_every, dropped);
         shared.report(ticket, &outcome, ended_at);
         served = served.max(ticket);
         if signal.state() == FINAL && served >= signal.final_ticket.load(Ordering::Acquire) {
@@ -181,11 +193,14 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Tells the announcer how the export went, how many traces have been
-/// dropped so far (the store's and the tracer's locks, one after the other,
-/// and the retry queue's bound) and when the exporter tries again.
-fn announce(shared: &Shared, outcome: &ExportOutcome, retry_every: Duration) {
+/// dropped so far (by the sources, as of the latest take, and by the retry
+/// queue's bounds) and when the exporter tries again. Takes no lock an app
+/// thread takes.
+fn announce(shared: &Shared, outcome: &ExportOutcome, retry_every: Duration, dropped: Dropped) {
     let seen = Observed {
-        dropped_total: shared.sources.dropped() + shared.counters.retry_dropped(),
+        dropped_total: dropped.runs
+            + dropped.records.unwrap_or(0)
+            + shared.counters.retry_dropped(),
         failure: outcome
             .is_failure()
             .then(|| outcome.error.clone())
@@ -211,6 +226,7 @@ fn export(
     queue: &mut RetryQueue,
     take: bool,
     everything: bool,
+    dropped: &mut Dropped,
 ) -> ExportOutcome {
     let (mode, output) = {
         let c = shared.control();
@@ -224,6 +240,10 @@ fn export(
             RUN_SETTLE
         };
         let taken = shared.sources.take_for_exporter(settle, mode.otlp());
+        *dropped = Dropped {
+            runs: taken.dropped.runs,
+            records: taken.dropped.records.or(dropped.records),
+        };
         shared.counters.count_retry_dropped(queue.append(taken));
         // What the queue holds counts against the store's bound from now on,
         // so that the two together never pass `max_traces`.

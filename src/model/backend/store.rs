@@ -189,6 +189,14 @@ impl Store {
     }
 }
 
+/// What [`Backend::drain_complete_with_limit`] read under one lock.
+pub struct ExportDrain {
+    pub records: Vec<(Key, Arc<Record>)>,
+    pub max_traces: Option<usize>,
+    /// Traces evicted by `max_traces` so far.
+    pub evicted_traces: u64,
+}
+
 /// The process-wide trace backend.
 pub struct Backend {
     store: ForkSafeMutex<Store>,
@@ -469,13 +477,16 @@ impl Backend {
         drain_locked(&mut self.store.lock(), include_open)
     }
 
-    /// [`Backend::drain`] of the complete records, with `max_traces` read
-    /// under the same lock (the bound of a background exporter's retry
-    /// queue).
-    pub fn drain_complete_with_limit(&self) -> (Vec<(Key, Arc<Record>)>, Option<usize>) {
+    /// [`Backend::drain`] of the complete records, with `max_traces` (the
+    /// bound of a background exporter's retry queue) and the traces evicted
+    /// so far read under the same lock.
+    pub fn drain_complete_with_limit(&self) -> ExportDrain {
         let mut store = self.store.lock();
-        let max = store.limits.max_traces;
-        (drain_locked(&mut store, false), max)
+        ExportDrain {
+            max_traces: store.limits.max_traces,
+            evicted_traces: store.evicted_traces,
+            records: drain_locked(&mut store, false),
+        }
     }
 
     /// Puts drained records back (after a failed delivery). A key that was

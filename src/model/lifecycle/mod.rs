@@ -74,4 +74,4 @@ pub use run::{
     Link, Run, RunEnd, Span, SpanChange, SpanEvent, SpanRef, SpanStatus, StatusCode,
     STEP_SPAN_NAME, TASK_INIT_SPAN_NAME, TASK_SPAN_NAME,
 };
-pub use tracer::{ExportRuns, Tracer};
+pub use tracer::{ExportRuns, Tracer, TracerTake};

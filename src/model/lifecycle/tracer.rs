@@ -15,6 +15,21 @@ use super::run::{Run, SpanChange};
 use crate::input::lifecycle::event::LifecycleEvent;
 use crate::model::sampling::Sampling;
 
+/// What a background exporter takes ([`Tracer::take_for_export`]), read
+/// under one lock.
+#[derive(Debug)]
+pub struct TracerTake {
+    pub runs: Vec<Run>,
+    /// The attribute prefix in force.
+    pub prefix: Arc<str>,
+    /// `max_finished_runs` (the bound of the exporter's own retry queue).
+    pub max_runs: usize,
+    /// The sampling settings in force (the store's records follow the ratio).
+    pub sampling: Sampling,
+    /// Finished runs dropped so far (`finished_runs_dropped`).
+    pub dropped: u64,
+}
+
 /// What one export of the tracer covers (see [`Tracer::export_runs`]).
 #[derive(Debug, Default)]
 pub struct ExportRuns {
@@ -218,13 +233,13 @@ impl Tracer {
     }
 
     /// A background exporter's take, in one step under the lock: the runs
-    /// ready for export as [`Tracer::drain_finished`] takes them, the
-    /// attribute prefix in force and `max_finished_runs` (the bound of the
-    /// exporter's own retry queue). Containers are swapped out under the
-    /// lock; the runs are made into exported data after it is released.
-    pub fn take_for_export(&self, settled_for: Duration) -> (Vec<Run>, Arc<str>, usize) {
+    /// ready for export as [`Tracer::drain_finished`] takes them, with what
+    /// the exporter needs from the same lock (see [`TracerTake`]).
+    /// Containers are swapped out under the lock; the runs are made into
+    /// exported data after it is released.
+    pub fn take_for_export(&self, settled_for: Duration) -> TracerTake {
         let mut garbage = Garbage::default();
-        let (settled, prefix, max) = {
+        let (settled, prefix, max_runs, sampling, dropped) = {
             let mut state = self.state.lock();
             let settled =
                 state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage);
@@ -232,10 +247,18 @@ impl Tracer {
                 settled,
                 state.prefix.effective.clone(),
                 state.limits().max_finished_runs,
+                state.sampling,
+                state.stats().finished_runs_dropped,
             )
         };
         drop(garbage);
-        (settled.into_runs(), prefix, max)
+        TracerTake {
+            runs: settled.into_runs(),
+            prefix,
+            max_runs,
+            sampling,
+            dropped,
+        }
     }
 
     /// Turns the settle rule of a background exporter on (`Some(settle)`:
