@@ -154,8 +154,8 @@ RSpec.describe "Settings and the environment" do
     end
 
     {
-      { "OTEL_TRACES_EXPORTER" => "console" } =>
-        'OTEL_TRACES_EXPORTER ignored: "console" is not an exporter this gem has (otlp or none)',
+      { "OTEL_TRACES_EXPORTER" => "jaeger" } =>
+        'OTEL_TRACES_EXPORTER ignored: "jaeger" is not an exporter this gem has (otlp, console or none)',
       { "OTEL_SDK_DISABLED" => "yes" } => 'OTEL_SDK_DISABLED ignored: "yes" is not true or false',
       { "OTEL_BSP_SCHEDULE_DELAY" => "soon" } =>
         'OTEL_BSP_SCHEDULE_DELAY ignored: "soon" is not a whole number of milliseconds',
@@ -189,7 +189,7 @@ RSpec.describe "Settings and the environment" do
       RUBY
       out, err, ok = fresh_ruby({ "OTEL_TRACES_EXPORTER" => "zipkin" }, "require 'json'; #{script}")
       expect(ok).to be(true), err
-      message = 'OTEL_TRACES_EXPORTER ignored: "zipkin" is not an exporter this gem has (otlp or none)'
+      message = 'OTEL_TRACES_EXPORTER ignored: "zipkin" is not an exporter this gem has (otlp, console or none)'
       expect(out.lines.map(&:chomp)).to eq(["WARN #{PREFIX}#{message}", JSON.generate(warnings: [message])])
       expect(err).to eq("")
     end
