@@ -118,36 +118,6 @@ fn known(name: &[u8]) -> Option<(&'static str, EventKind)> {
     Some(hit)
 }
 
-/// Every event name the tracer knows by name (the rest of `workflow.*` and
-/// `observability.task.*` are task-level events all the same).
-pub const KNOWN_EVENT_NAMES: [&str; 25] = [
-    "task.initialize_requested",
-    "task.start_requested",
-    "task.completed",
-    "task.failed",
-    "task.cancelled",
-    "task.resolved_manually",
-    "step.execution_requested",
-    "step.before_handle",
-    "observability.step.backoff",
-    "step.completed",
-    "step.failed",
-    "step.cancelled",
-    "step.resolved_manually",
-    "step.retry_requested",
-    "task.before_transition",
-    "step.initialize_requested",
-    "observability.task.enqueue",
-    "observability.task.finalize",
-    "workflow.task_started",
-    "workflow.no_viable_steps",
-    "workflow.viable_steps_discovered",
-    "workflow.steps_execution_started",
-    "workflow.steps_execution_completed",
-    "workflow.task_finalization_started",
-    "workflow.task_finalization_completed",
-];
-
 /// The event names the trace model needs to open, merge into and close its
 /// spans (and a step's backoff): what the tracer subscribes to unless span
 /// events for the rest (`workflow.*`, transitions, enqueueing) are asked for.
@@ -167,6 +137,45 @@ pub const SPAN_EVENT_NAMES: [&str; 14] = [
     "step.resolved_manually",
     "step.retry_requested",
 ];
+
+/// The other names the tracer knows by name: kept only as span events.
+const OTHER_EVENT_NAMES: [&str; 11] = [
+    "task.before_transition",
+    "step.initialize_requested",
+    "observability.task.enqueue",
+    "observability.task.finalize",
+    "workflow.task_started",
+    "workflow.no_viable_steps",
+    "workflow.viable_steps_discovered",
+    "workflow.steps_execution_started",
+    "workflow.steps_execution_completed",
+    "workflow.task_finalization_started",
+    "workflow.task_finalization_completed",
+];
+
+/// Every event name the tracer knows by name (the rest of `workflow.*` and
+/// `observability.task.*` are task-level events all the same).
+pub const KNOWN_EVENT_NAMES: [&str; 25] = joined(SPAN_EVENT_NAMES, OTHER_EVENT_NAMES);
+
+/// `a` then `b`, as one array (`C` must be `A + B`).
+const fn joined<const A: usize, const B: usize, const C: usize>(
+    a: [&'static str; A],
+    b: [&'static str; B],
+) -> [&'static str; C] {
+    assert!(A + B == C);
+    let mut out = [""; C];
+    let mut i = 0;
+    while i < A {
+        out[i] = a[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < B {
+        out[A + j] = b[j];
+        j += 1;
+    }
+    out
+}
 
 /// The state a state-machine transition event moves to (its `to_state`),
 /// as far as the model needs it: a task run opens at the transition into

@@ -285,29 +285,33 @@ pub fn read_event(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Result
     };
     let plan = current_plan();
     if plan.keys.len() <= SMALL_PLAN {
-        let mut values = [QUNDEF; SMALL_PLAN];
-        read_with(
-            ruby,
-            payload,
-            name,
-            at,
-            plan,
-            &mut values[..plan.keys.len()],
-        )
+        read_sized::<SMALL_PLAN>(ruby, payload, name, at, plan)
     } else {
-        let mut values = [QUNDEF; LARGE_PLAN];
-        read_with(
-            ruby,
-            payload,
-            name,
-            at,
-            plan,
-            &mut values[..plan.keys.len()],
-        )
+        read_sized::<LARGE_PLAN>(ruby, payload, name, at, plan)
     }
 }
 
 const LARGE_PLAN: usize = AttrKey::PAYLOAD_KEYS.len() + MAX_ALLOWLIST;
+
+/// [`read_with`] with room for `N` values on the stack.
+#[inline(always)]
+fn read_sized<const N: usize>(
+    ruby: &Ruby,
+    payload: VALUE,
+    name: EventName,
+    at: Stamp,
+    plan: &ReadPlan,
+) -> Result<Read, Error> {
+    let mut values = [QUNDEF; N];
+    read_with(
+        ruby,
+        payload,
+        name,
+        at,
+        plan,
+        &mut values[..plan.keys.len()],
+    )
+}
 
 /// Looks up each key of a direct plan in `payload` (one hash lookup of a
 /// static Symbol each; the default value and default proc are not used).
