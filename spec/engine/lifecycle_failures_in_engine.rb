@@ -3,7 +3,7 @@
 # Failure paths of the lifecycle tracer, run INSIDE the real Tasker engine's
 # dummy app (its blog example helpers, PostgreSQL). Not part of the gem's own
 # suite (the file name does not end in _spec.rb): it needs Tasker, Rails and a
-# database. Run it with the engine kit as an extra spec file.
+# database. Pass it as an extra spec file to an rspec run from the engine's root.
 #
 # Each example drives a real order-processing task through a failure and
 # checks the runs the tracer made against the database's record of the task.
