@@ -12,11 +12,22 @@ use crate::support::ids::IdGenerator;
 use super::limits::{LifecycleLimits, DEFAULT_ATTRIBUTE_PREFIX};
 use super::open_runs::{closing_status, merge_attrs, rename_error_class, LiveRun, Room, Target};
 use super::run::{Link, Run, RunEnd, SpanChange, SpanRef, TASK_INIT_SPAN_NAME};
-use crate::input::lifecycle::attributes::AttrKey;
+use crate::input::lifecycle::attributes::{AttrKey, AttrValue};
 use crate::input::lifecycle::event::{
     EventKind, EventName, Id, LifecycleEvent, ParentSpan, ToState,
 };
+use crate::input::lifecycle::repeat::{Repeat, RepeatKey, Word};
 use crate::model::sampling::{KeptSpans, Sampling};
+
+/// The step event recorded last (see [`State::remember`]).
+#[derive(Clone, Copy, Debug)]
+struct Remembered {
+    key: RepeatKey,
+    /// Copies read from this monotonic time on are recorded in full.
+    until_ns: u64,
+    /// A higher `attempt_number` a copy brought, not merged yet.
+    pending_attempt: Option<i64>,
+}
 
 /// What [`crate::model::lifecycle::Tracer::record`] did with an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -164,6 +175,10 @@ pub(crate) struct State {
     /// The `opentelemetry_context` setting (`None`: `:auto`), read by the
     /// binding's Ruby layer when it subscribes and when settings change.
     pub opentelemetry_context: Option<bool>,
+    /// The step event recorded last, while a copy of it would change
+    /// nothing (see [`State::repeated`]); cleared by anything else that
+    /// changes the state.
+    repeat: Option<Remembered>,
 }
 
 /// The attribute keys' prefix: `<name>.`, the name being the
@@ -219,6 +234,7 @@ impl State {
             workflow_events: false,
             sampling: Sampling::default(),
             opentelemetry_context: None,
+            repeat: None,
         }
     }
 
@@ -242,6 +258,7 @@ impl State {
     /// Applies one prepared event.
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn apply(&mut self, ev: &mut LifecycleEvent, garbage: &mut Garbage) -> RecordOutcome {
+        self.forget_repeat();
         self.expire(ev.at.mono_ns, garbage);
         let outcome = self.route(ev, garbage);
         let s = &mut self.stats;
@@ -482,6 +499,7 @@ impl State {
     /// counted). Without (`None`), one bound covers every waiting run and the
     /// oldest is dropped.
     pub fn set_export_settle(&mut self, settle_ns: Option<u64>, garbage: &mut Garbage) {
+        self.forget_repeat();
         self.export_settle_ns = settle_ns;
         self.bound_finished(garbage);
     }
@@ -537,6 +555,7 @@ impl State {
     /// long enough, so the check costs one comparison per event.
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn expire(&mut self, now_ns: u64, garbage: &mut Garbage) -> usize {
+        self.forget_repeat();
         let ttl = self.limits.ttl_ns();
         let mut expired = 0;
         while let Some((_, run)) = self.open.front() {
@@ -559,6 +578,7 @@ impl State {
     /// and count as late); otherwise only the front runs that settled since
     /// the last finish are moved.
     pub fn take_settled(&mut self, now_ns: u64, settled_ns: u64, garbage: &mut Garbage) -> Settled {
+        self.forget_repeat();
         self.expire(now_ns, garbage);
         let finished = if settled_ns == 0 {
             std::mem::take(&mut self.finished)
@@ -580,7 +600,8 @@ impl State {
     }
 
     /// Copies of the waiting runs (and the open ones), oldest first.
-    pub fn snapshot(&self, include_open: bool) -> Vec<Run> {
+    pub fn snapshot(&mut self, include_open: bool) -> Vec<Run> {
+        self.forget_repeat();
         let open = if include_open { self.open.len() } else { 0 };
         let mut out = Vec::with_capacity(self.waiting() + open);
         out.extend(self.restored.iter().cloned());
@@ -594,12 +615,89 @@ impl State {
 
     /// Copies of the open runs an export would send as they stand (sampled,
     /// or kept by a rule so far), least recently active first.
-    pub fn open_snapshot(&self) -> Vec<Run> {
+    pub fn open_snapshot(&mut self) -> Vec<Run> {
+        self.forget_repeat();
         self.open
             .values()
             .filter(|r| self.exported_now(r))
             .map(LiveRun::to_run)
             .collect()
+    }
+
+    /// Remembers `key` (the event just applied, with `outcome`) when a copy
+    /// of it would change nothing but a counter: a step event that opened,
+    /// merged into or closed an attempt of a run still open. `at` is its
+    /// clock reading: a copy is taken as such within a second of it (and
+    /// within the TTL), so that no idle run could have expired meanwhile.
+    pub fn remember(&mut self, key: RepeatKey, outcome: RecordOutcome, at: u64) {
+        let applied = matches!(
+            outcome,
+            RecordOutcome::AttemptOpened | RecordOutcome::AttemptClosed | RecordOutcome::Merged
+        );
+        if !applied || !RepeatKey::kind_can_repeat(key.kind) {
+            return;
+        }
+        if !self.open.contains_key(&Id::Int(key.task)) {
+            return;
+        }
+        let window = self.limits.ttl_ns().min(1_000_000_000);
+        self.repeat = Some(Remembered {
+            key,
+            until_ns: at.saturating_add(window),
+            pending_attempt: None,
+        });
+    }
+
+    /// Whether `key`, read at `now_ns`, repeats the event recorded just
+    /// before it (see [`RepeatKey::repeats`]): then it is counted as
+    /// recorded, as applying it would have, and nothing else changes.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+    pub fn repeated(&mut self, key: &RepeatKey, now_ns: u64) -> bool {
+        let Some(r) = &mut self.repeat else {
+            return false;
+        };
+        if now_ns >= r.until_ns {
+            return false;
+        }
+        match key.repeats(&r.key) {
+            Repeat::No => return false,
+            Repeat::Same => {}
+            // Merged later (see `forget_repeat`), as the next event or
+            // reader of the runs would find it merged now.
+            Repeat::HigherAttempt(n) => {
+                r.key.attempt = Word::Int(n);
+                r.pending_attempt = Some(n);
+            }
+        }
+        self.stats.events_recorded += 1;
+        true
+    }
+
+    /// Forgets the remembered event, first merging the higher
+    /// `attempt_number` a copy brought (kept highest, as a merge does) into
+    /// the attempt the event opened, merged into or closed.
+    fn forget_repeat(&mut self) {
+        let Some(r) = self.repeat.take() else {
+            return;
+        };
+        let Some(n) = r.pending_attempt else {
+            return;
+        };
+        let Some(run) = self.open.get_mut(&Id::Int(r.key.task)) else {
+            return;
+        };
+        let step = Id::Int(r.key.step);
+        let index = if r.key.kind == EventKind::StepExecutionRequested {
+            run.open_attempt(&step)
+        } else {
+            run.latest_attempt(&step)
+        };
+        if let Some(attempt) = index.and_then(|i| run.attempt_mut(i)) {
+            merge_attrs(
+                &mut attempt.span.attrs,
+                &mut [(AttrKey::AttemptNumber, AttrValue::Int(n))],
+            );
+        }
     }
 
     pub fn count_context_restore(&mut self) {
@@ -676,11 +774,13 @@ impl State {
     /// Puts exported runs back to wait for the next export, behind the
     /// restored runs already waiting and ahead of the finished ones.
     pub fn restore(&mut self, runs: Vec<Run>, garbage: &mut Garbage) {
+        self.forget_repeat();
         self.restored.extend(runs);
         self.bound_finished(garbage);
     }
 
     pub fn configure(&mut self, limits: LifecycleLimits, garbage: &mut Garbage) {
+        self.forget_repeat();
         self.limits = limits.sanitized();
         while self.open.len() > self.limits.max_open_runs {
             match self.open.pop_front() {
@@ -697,6 +797,7 @@ impl State {
 
     /// Forgets every run and zeroes the counters; the limits stay.
     pub fn reset(&mut self, garbage: &mut Garbage) {
+        self.forget_repeat();
         garbage.live.extend(self.open.drain().map(|(_, r)| r));
         garbage.live.extend(self.finished.drain().map(|(_, r)| r));
         garbage.live.extend(self.ready.drain(..));

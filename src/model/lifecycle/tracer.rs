@@ -13,6 +13,7 @@ use super::limits::LifecycleLimits;
 use super::model::{Garbage, LifecycleStats, RecordOutcome, Settled, State};
 use super::run::{Run, SpanChange};
 use crate::input::lifecycle::event::LifecycleEvent;
+use crate::input::lifecycle::repeat::RepeatKey;
 use crate::model::sampling::Sampling;
 
 /// What a background exporter takes ([`Tracer::take_for_export`]), read
@@ -103,26 +104,66 @@ impl Tracer {
     /// Applies one event. Its clock reading (`event.at`) is the time used for
     /// spans and for expiring idle runs.
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
-    pub fn record(&self, mut event: LifecycleEvent) -> RecordOutcome {
+    pub fn record(&self, event: LifecycleEvent) -> RecordOutcome {
+        self.record_keyed(event, None)
+    }
+
+    /// [`Tracer::record`], remembering the event's [`RepeatKey`] (read by the
+    /// binding for step events) so that an identical copy that follows can
+    /// be taken by [`Tracer::repeated`].
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+    pub fn record_keyed(&self, mut event: LifecycleEvent, key: Option<RepeatKey>) -> RecordOutcome {
         event.prepare();
+        let at = event.at.mono_ns;
         let mut garbage = Garbage::default();
-        let outcome = self.state.lock().apply(&mut event, &mut garbage);
+        let outcome = {
+            let mut state = self.state.lock();
+            let outcome = state.apply(&mut event, &mut garbage);
+            if let Some(key) = key {
+                state.remember(key, outcome, at);
+            }
+            outcome
+        };
         drop(garbage);
         drop(event);
         outcome
+    }
+
+    /// Whether the event `key` was read from, at `at`, repeats the one
+    /// recorded just before it in the same thread, so that recording it
+    /// would change nothing: then it is counted as recorded and true is
+    /// returned; otherwise nothing happens (record it in full).
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+    pub fn repeated(&self, key: &RepeatKey, at: Stamp) -> bool {
+        self.state.lock().repeated(key, at.mono_ns)
     }
 
     /// [`Tracer::record`] for the connected path: also what the event did
     /// to the spans the publishing thread may hold as its current
     /// OpenTelemetry span (entered, attempt ended, run ended), in the same
     /// lock.
-    pub fn record_connected(
+    pub fn record_connected(&self, event: LifecycleEvent) -> (RecordOutcome, Option<SpanChange>) {
+        self.record_connected_keyed(event, None)
+    }
+
+    /// [`Tracer::record_connected`], remembering the event's [`RepeatKey`]
+    /// as [`Tracer::record_keyed`] does.
+    pub fn record_connected_keyed(
         &self,
         mut event: LifecycleEvent,
+        key: Option<RepeatKey>,
     ) -> (RecordOutcome, Option<SpanChange>) {
         event.prepare();
+        let at = event.at.mono_ns;
         let mut garbage = Garbage::default();
-        let result = self.state.lock().apply_connected(&mut event, &mut garbage);
+        let result = {
+            let mut state = self.state.lock();
+            let result = state.apply_connected(&mut event, &mut garbage);
+            if let Some(key) = key {
+                state.remember(key, result.0, at);
+            }
+            result
+        };
         drop(garbage);
         drop(event);
         result
