@@ -47,8 +47,9 @@ module TaskerTraceNative
     # since, or when its newest context is no longer where it was put).
     Held = Struct.new(:entries, :seen)
 
-    # Names whose events can open a run.
-    OPENING_NAMES = %w[task.start_requested].push(:"task.start_requested").freeze
+    # The name of the events that can open a run (a String or a Symbol).
+    OPENING_NAME = "task.start_requested"
+    OPENING_SYMBOL = :"task.start_requested"
 
     @open = {}
     @ends = 0
@@ -64,6 +65,7 @@ module TaskerTraceNative
         @has_stack = api_loaded? && ::OpenTelemetry::Context.respond_to?(:stack, true)
         @enabled = api_loaded? && Native.settings.fetch(:opentelemetry_context) != false
         @engaged ||= @enabled
+        Native.set_context_path(@engaged)
         @enabled
       end
 
@@ -89,7 +91,8 @@ module TaskerTraceNative
       def on_event(event)
         id = event.id
         payload = event.payload
-        opens = OPENING_NAMES.include?(id) && payload.is_a?(Hash) && (payload[:to_state] || payload["to_state"])
+        opens = (id == OPENING_NAME || id == OPENING_SYMBOL) && payload.is_a?(Hash) &&
+                (payload[:to_state] || payload["to_state"])
         record(id, payload, opens ? current_parent : nil)
       end
 
@@ -101,7 +104,8 @@ module TaskerTraceNative
         settle(name, held) if held && (held.seen != @ends || !@enabled) && !held.entries.empty?
         return Native.record_lifecycle_event(name, payload) unless @enabled
 
-        change = Native.record_lifecycle_event_connected(name, payload, parent, held&.entries&.last&.span_id)
+        top = held && held.entries.last
+        change = Native.record_lifecycle_event_connected(name, payload, parent, top && top.span_id)
         apply(name, change) if change
         true
       end
@@ -164,8 +168,23 @@ module TaskerTraceNative
         @ends += 1 if @open.delete(span_id)
         return unless held
 
-        leave(held.entries, &ends_here)
+        entries = held.entries
+        # The usual case: what ends is this fiber's newest context, current.
+        pop_current(entries, &ends_here)
+        leave(entries, &ends_here) if entries.any?(&ends_here)
         held.seen = @ends if up_to_date
+      end
+
+      # Detaches the newest entries the block selects while each is the
+      # current context (the API's own order, no search).
+      def pop_current(entries)
+        stack = context_stack
+        return unless stack
+
+        while (top = entries.last) && yield(top) && stack.last.equal?(top.context)
+          entries.pop
+          ::OpenTelemetry::Context.detach(stack.size)
+        end
       end
 
       def enter(trace_id, span_id, sampled, root_id)
@@ -176,13 +195,19 @@ module TaskerTraceNative
         if entries.empty?
           held.seen = @ends
         else
-          settle(nil, held)
+          # Settled already unless a span ended since or an app's block was
+          # unwound past the newest entry (its context is no longer on top).
+          stack = context_stack
+          settle(nil, held) if held.seen != @ends || stack.nil? || !stack.last.equal?(entries.last.context)
           return if entries.any? { |e| e.span_id == span_id }
+
+          # Another attempt of this run was current here: its closing event
+          # never came to this fiber, and attempts in one fiber do not nest.
+          if span_id != root_id
+            leave(entries) { |e| e.root_id == root_id && e.span_id != root_id }
+          end
         end
 
-        # Another attempt of this run was current here: its closing event
-        # never came to this fiber, and attempts in one fiber do not nest.
-        leave(entries) { |e| e.root_id == root_id && e.span_id != root_id } if span_id != root_id
         flags = sampled ? ::OpenTelemetry::Trace::TraceFlags::SAMPLED : ::OpenTelemetry::Trace::TraceFlags::DEFAULT
         span = ::OpenTelemetry::Trace.non_recording_span(
           ::OpenTelemetry::Trace::SpanContext.new(trace_id: trace_id, span_id: span_id, trace_flags: flags)

@@ -169,3 +169,33 @@ pub fn inspect(ruby: &Ruby, v: RValue) -> Result<String, Error> {
 pub fn shown(ruby: &Ruby, v: RValue) -> Result<String, Error> {
     Ok(inspect(ruby, v)?.chars().take(80).collect())
 }
+
+/// Raises `e` (or resumes its non-local exit) from a function the VM calls
+/// directly, without magnus' wrapper: the exception is made first, then
+/// everything is dropped, then control leaves by longjmp.
+pub fn raise_from_raw(e: Error) -> ! {
+    enum Pending {
+        Jump(std::os::raw::c_int),
+        Exception(VALUE),
+    }
+    let pending = match e.error_type() {
+        ErrorType::Jump(tag) => Pending::Jump(*tag as std::os::raw::c_int),
+        ErrorType::Exception(exception) => Pending::Exception(exception.as_raw()),
+        ErrorType::Error(class, message) => {
+            let ruby = Ruby::get_with(*class);
+            let text = ruby.str_new(message.as_ref()).as_raw();
+            // SAFETY: an exception class and a String; `new` runs, and
+            // should it raise, only this message's copy is leaked.
+            Pending::Exception(unsafe { rb_sys::rb_exc_new_str(class.as_raw(), text) })
+        }
+    };
+    drop(e);
+    match pending {
+        // SAFETY: the tag came from a protected call that exited this way;
+        // nothing on this frame needs dropping.
+        Pending::Jump(tag) => unsafe { rb_sys::rb_jump_tag(tag) },
+        // SAFETY: an Exception object (still referenced from this stack, so
+        // the GC keeps it); nothing on this frame needs dropping.
+        Pending::Exception(exception) => unsafe { rb_sys::rb_exc_raise(exception) },
+    }
+}

@@ -23,6 +23,7 @@
 //!   always read and the event names known by name
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
@@ -30,6 +31,7 @@ use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RHash, RModule, RString, Ruby, Value as RValue};
 use rb_sys::VALUE;
 use tasker_trace_core::encode::waterfall::{self, Style};
+use tasker_trace_core::input::lifecycle::repeat::RepeatKey;
 use tasker_trace_core::input::lifecycle::values::ValueFilter;
 use tasker_trace_core::input::lifecycle::SPAN_EVENT_NAMES;
 use tasker_trace_core::input::lifecycle::{AttrKey, ParentSpan, KNOWN_EVENT_NAMES};
@@ -38,6 +40,7 @@ use tasker_trace_core::support::clock::Stamp;
 
 use crate::from_ruby::lifecycle_convert::{self, Read};
 use crate::from_ruby::lifecycle_read_plan;
+use crate::from_ruby::lifecycle_repeat;
 use crate::from_ruby::setting_checks::{boolean_argument, key_name};
 use crate::helpers::errors::{self, argument_error, build_protected, guarded, shown};
 use crate::helpers::recorder::{recorder_result, Ingested};
@@ -47,7 +50,7 @@ use crate::to_ruby::lifecycle::{runs_to_ruby, span_change_to_ruby, stats_to_ruby
 use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
-fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
+fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp, key: Option<RepeatKey>) -> Ingested {
     errors::maybe_injected_panic();
     // The first event may start the exporter: the environment says whether.
     if let Err(e) = in_force::ensure_environment(ruby) {
@@ -55,7 +58,7 @@ fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp) -> Ingested {
     }
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(event)) => {
-            process::record(|| lifecycle_tracer().record(event));
+            process::record(|| lifecycle_tracer().record_keyed(event, key));
             Ingested::Stored
         }
         Ok(Read::Refused) => Ingested::Refused,
@@ -82,8 +85,19 @@ pub(crate) fn record_lifecycle_event_at(
     payload: RValue,
     at: Stamp,
 ) -> Result<bool, Error> {
+    record_keyed_at(ruby, name, payload, at, None)
+}
+
+/// `record_lifecycle_event_at`, remembering the event's repeat key.
+fn record_keyed_at(
+    ruby: &Ruby,
+    name: RValue,
+    payload: RValue,
+    at: Stamp,
+    key: Option<RepeatKey>,
+) -> Result<bool, Error> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        record(ruby, name.as_raw(), payload.as_raw(), at)
+        record(ruby, name.as_raw(), payload.as_raw(), at, key)
     }));
     recorder_result(ruby, outcome, name, "log_lifecycle_error", || {
         lifecycle_tracer().refuse()
@@ -131,12 +145,13 @@ fn record_connected(
 ) -> Ingested {
     let Connected { parent, held } = args;
     errors::maybe_injected_panic();
+    let key = lifecycle_repeat::repeat_key(name, payload);
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(mut event)) => {
             if parent != rb_sys::Qnil as VALUE {
                 event.parent = read_parent(parent);
             }
-            *change = process::record(|| lifecycle_tracer().record_connected(event)).1;
+            *change = process::record(|| lifecycle_tracer().record_connected_keyed(event, key)).1;
             // The fiber holds this span on top already: nothing to say.
             if let Some(SpanChange::Entered(r)) = change {
                 if held != rb_sys::Qnil as VALUE && read_span_id(held) == Some(r.span_id) {
@@ -185,6 +200,70 @@ fn record_lifecycle_event_connected(
         lifecycle_tracer().refuse()
     })?;
     Ok(wrap(change.as_ref().map_or_else(nil, span_change_to_ruby)))
+}
+
+/// Whether `Lifecycle::LISTENER` hands events to the Ruby layer's context
+/// path (`ContextListener`) instead of recording them here: set by that
+/// layer when it decides (`set_context_path`), read by `listen`.
+static CONTEXT_PATH: AtomicBool = AtomicBool::new(false);
+
+/// `Native.set_context_path(on)`: see [`CONTEXT_PATH`].
+fn set_context_path(ruby: &Ruby, on: RValue) -> Result<bool, Error> {
+    let on = on.to_bool();
+    CONTEXT_PATH.store(on, Ordering::Relaxed);
+    let _ = ruby;
+    Ok(on)
+}
+
+/// What `listen` did with an event.
+enum Listened {
+    /// Recorded, or counted as a repeat of the event before it: nil.
+    Done,
+    /// For the context path to record: true.
+    ToContextPath,
+    /// An exception or a non-local exit to raise, once nothing is left to
+    /// drop.
+    Raise(Error),
+}
+
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn listened(name: VALUE, payload: VALUE) -> Listened {
+    let at = Stamp::now();
+    let key = lifecycle_repeat::repeat_key(name, payload);
+    if let Some(key) = &key {
+        if lifecycle_tracer().repeated(key, at) {
+            return Listened::Done;
+        }
+    }
+    if CONTEXT_PATH.load(Ordering::Relaxed) {
+        return Listened::ToContextPath;
+    }
+    // SAFETY: called by the VM with the GVL held, on a Ruby thread.
+    let ruby = unsafe { Ruby::get_unchecked() };
+    match record_keyed_at(&ruby, wrap(name), wrap(payload), at, key) {
+        Ok(_) => Listened::Done,
+        Err(e) => Listened::Raise(e),
+    }
+}
+
+/// `Native.listen(name, payload)`: what `Lifecycle::LISTENER` calls for
+/// every published event, defined without a wrapper (the one native call
+/// an event costs at least). A step event that repeats the one recorded
+/// just before it in the same thread (see `lifecycle_repeat`) is counted
+/// and nothing more; any other event is recorded as
+/// `record_lifecycle_event` records it → nil; or, while the context path
+/// is in use, left to it → true. Never raises for its input.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+unsafe extern "C" fn listen(_module: VALUE, name: VALUE, payload: VALUE) -> VALUE {
+    let outcome = catch_unwind(AssertUnwindSafe(|| listened(name, payload)));
+    match outcome {
+        Ok(Listened::Done) => rb_sys::Qnil as VALUE,
+        Ok(Listened::ToContextPath) => rb_sys::Qtrue as VALUE,
+        Ok(Listened::Raise(e)) => errors::raise_from_raw(e),
+        // A panic before recording: the context path or the wrapped
+        // recorder records it (and counts and logs a failure of its own).
+        Err(_) => rb_sys::Qtrue as VALUE,
+    }
 }
 
 /// `Native.count_context_restore`: the Ruby layer restored an app's
@@ -424,6 +503,21 @@ pub fn define(native: RModule) -> Result<(), Error> {
         "record_lifecycle_event",
         function!(record_lifecycle_event, 2),
     )?;
+    native.define_module_function("set_context_path", function!(set_context_path, 1))?;
+    // SAFETY: `listen` takes the module and two VALUEs (arity 2), as the
+    // VM calls a C function of that arity, and never unwinds.
+    unsafe {
+        let f: unsafe extern "C" fn(VALUE, VALUE, VALUE) -> VALUE = listen;
+        rb_sys::rb_define_module_function(
+            native.as_raw(),
+            c"listen".as_ptr(),
+            Some(std::mem::transmute::<
+                unsafe extern "C" fn(VALUE, VALUE, VALUE) -> VALUE,
+                unsafe extern "C" fn() -> VALUE,
+            >(f)),
+            2,
+        );
+    }
     native.define_module_function(
         "record_lifecycle_event_connected",
         function!(record_lifecycle_event_connected, 4),

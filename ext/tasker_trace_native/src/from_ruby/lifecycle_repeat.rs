@@ -1,0 +1,127 @@
+//! A step event read into a [`RepeatKey`]: its kind, ids and the known
+//! keys' values as immediates or text hashes, with nothing allocated and no
+//! Ruby code run, so that a copy of the event recorded just before it can be
+//! counted without being converted (see the core's `input::lifecycle::repeat`).
+//!
+//! `None` (read the event in full) for any other event: a name that is not a
+//! step event that can repeat, a payload without Symbol keys or with a task
+//! or step id that is not an Integer, a value that is not an immediate or a
+//! String, or a `lifecycle_attributes` allowlist in force.
+
+use rb_sys::{ruby_value_type as T, VALUE};
+use tasker_trace_core::input::lifecycle::repeat::{text_hash, RepeatKey, Word, REPEAT_VALUES};
+use tasker_trace_core::input::lifecycle::{classify, AttrKey};
+use tasker_trace_core::support::thread;
+
+use crate::from_ruby::convert::string_slice;
+use crate::from_ruby::lifecycle_read_plan::{self, ReadPlan, QUNDEF};
+
+/// Event names longer than any step event's are not looked at.
+const MAX_STEP_NAME_BYTES: usize = 32;
+
+/// The repeat key of the event `name` with `payload`, if it can repeat.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+    if unsafe { rb_sys::RB_TYPE(name) } != T::RUBY_T_STRING
+        || unsafe { rb_sys::RB_TYPE(payload) } != T::RUBY_T_HASH
+    {
+        return None;
+    }
+    // SAFETY: `name` is a T_STRING; its bytes are read at once.
+    let bytes = unsafe { string_slice(name) };
+    if bytes.len() > MAX_STEP_NAME_BYTES {
+        return None;
+    }
+    let kind = classify(bytes);
+    if !RepeatKey::kind_can_repeat(kind) {
+        return None;
+    }
+    let plan = lifecycle_read_plan::plan();
+    if !plan.direct || plan.keys.len() > REPEAT_VALUES + 1 {
+        return None;
+    }
+    let mut found = [QUNDEF; REPEAT_VALUES + 1];
+    let (task, step) = look_up(plan, payload, &mut found)?;
+    let mut key = RepeatKey {
+        kind,
+        task: fixnum(task)?,
+        step: fixnum(step)?,
+        attempt: Word::Absent,
+        values: [Word::Absent; REPEAT_VALUES],
+        thread: thread::current_token(),
+    };
+    let mut slot = 0;
+    for (plan_key, &value) in plan.keys.iter().zip(&found) {
+        let word = if plan_key.filtered && !absent(value) {
+            Word::Filtered
+        } else {
+            word(value)?
+        };
+        match plan_key.attr {
+            AttrKey::AttemptNumber => key.attempt = word,
+            AttrKey::Extra(_) => return None,
+            _ => {
+                *key.values.get_mut(slot)? = word;
+                slot += 1;
+            }
+        }
+    }
+    Some(key)
+}
+
+/// Looks up the ids and the plan's keys (static Symbols: no Ruby code runs,
+/// under one protect all the same); `None` without both ids.
+fn look_up(plan: &ReadPlan, payload: VALUE, found: &mut [VALUE]) -> Option<(VALUE, VALUE)> {
+    let lookup = |key: VALUE| {
+        // SAFETY: `payload` is a T_HASH and `key` a static Symbol.
+        unsafe { rb_sys::rb_hash_lookup2(payload, key, QUNDEF) }
+    };
+    let mut ids = (QUNDEF, QUNDEF);
+    magnus::rb_sys::protect(|| {
+        ids.0 = lookup(plan.task_id.sym);
+        ids.1 = lookup(plan.step_id.sym);
+        if ids.0 != QUNDEF && ids.1 != QUNDEF {
+            for (slot, key) in found.iter_mut().zip(&plan.keys) {
+                *slot = lookup(key.sym);
+            }
+        }
+        rb_sys::Qnil as VALUE
+    })
+    .ok()?;
+    Some(ids)
+}
+
+fn fixnum(v: VALUE) -> Option<i64> {
+    // SAFETY: FIXNUM_P only inspects the tag bits; FIX2LONG reads them.
+    rb_sys::FIXNUM_P(v).then(|| unsafe { rb_sys::FIX2LONG(v) } as i64)
+}
+
+fn absent(v: VALUE) -> bool {
+    v == QUNDEF || v == rb_sys::Qnil as VALUE
+}
+
+/// A value as a word; `None` for what a repeat does not compare (anything
+/// but immediates and Strings).
+fn word(v: VALUE) -> Option<Word> {
+    if absent(v) {
+        return Some(Word::Absent);
+    }
+    if let Some(n) = fixnum(v) {
+        return Some(Word::Int(n));
+    }
+    if rb_sys::SPECIAL_CONST_P(v) {
+        // true, false, a flonum, a static Symbol: the bits are the value.
+        return Some(Word::Bits(v));
+    }
+    // SAFETY: RB_TYPE only inspects the header of a heap object.
+    if unsafe { rb_sys::RB_TYPE(v) } != T::RUBY_T_STRING {
+        return None;
+    }
+    // SAFETY: `v` is a live T_STRING; its bytes are hashed at once and its
+    // encoding index read from its header (the same bytes in another
+    // encoding may convert differently).
+    let (bytes, encoding) = unsafe { (string_slice(v), rb_sys::rb_enc_get_index(v)) };
+    let hash = text_hash(bytes) ^ (encoding as u64).rotate_left(48);
+    Some(Word::Text(hash, bytes.len()))
+}
