@@ -34,6 +34,10 @@ module TaskerTraceNative
     ENDED = 2
     RUN_ENDED = 3
 
+    # What Native.listen answers when spans ended in other threads since
+    # this one was last told (and the event changed nothing of its own).
+    SETTLE = 0
+
     # Spans entered and not known to have ended, process-wide; the oldest go
     # first past this many (their contexts are then detached as stale).
     MAX_OPEN_SPANS = 20_000
@@ -65,7 +69,7 @@ module TaskerTraceNative
         @has_stack = api_loaded? && ::OpenTelemetry::Context.respond_to?(:stack, true)
         @enabled = api_loaded? && Native.settings.fetch(:opentelemetry_context) != false
         @engaged ||= @enabled
-        Native.set_context_path(@engaged)
+        Native.set_context_path(@engaged, @enabled)
         @enabled
       end
 
@@ -82,6 +86,19 @@ module TaskerTraceNative
 
       def api_loaded?
         defined?(::OpenTelemetry::Trace) && defined?(::OpenTelemetry::Context) ? true : false
+      end
+
+      # What Native.listen answered for `event` (with the context path in
+      # use): true, record it here (it may open a run: see on_event); SETTLE,
+      # spans ended elsewhere since this thread was last told; or the change
+      # the recorded event made (see apply).
+      def answer(event, answer)
+        return on_event(event) if answer == true
+
+        held = Thread.current[KEY]
+        settle(event.id, held) if held && (held.seen != @ends || !@enabled) && !held.entries.empty?
+        apply(event.id, answer) unless answer == SETTLE
+        nil
       end
 
       # One published event (Lifecycle::LISTENER hands it here while the

@@ -20,11 +20,12 @@ module TaskerTraceNative
     # The one listener every subscription shares: the event's id and payload
     # go to the native tracer as they are, in one native call that records
     # the event (or counts a step event that repeats the one before it).
-    # With connected traces in use (see ContextListener) that call leaves
-    # the other events to the context path (which, once it was in use, also
-    # releases what a fiber holds after it is switched off).
+    # With connected traces in use (see ContextListener) it answers what the
+    # publishing thread must do about its OpenTelemetry context, which is
+    # nothing for most events.
     LISTENER = proc do |event|
-      ContextListener.on_event(event) if Native.listen(event.id, event.payload)
+      answer = Native.listen(event.id, event.payload)
+      ContextListener.answer(event, answer) if answer
     end
 
     # What a filtered value looks like (as in Rails' filter_parameters).

@@ -62,6 +62,7 @@ mod limits;
 mod model;
 mod open_runs;
 mod run;
+mod thread_views;
 mod tracer;
 
 pub use limits::{
@@ -74,4 +75,5 @@ pub use run::{
     Link, Run, RunEnd, Span, SpanChange, SpanEvent, SpanRef, SpanStatus, StatusCode,
     STEP_SPAN_NAME, TASK_INIT_SPAN_NAME, TASK_SPAN_NAME,
 };
+pub use thread_views::Answer;
 pub use tracer::{ExportRuns, Tracer, TracerTake};

@@ -12,6 +12,7 @@ use crate::support::ids::IdGenerator;
 use super::limits::{LifecycleLimits, DEFAULT_ATTRIBUTE_PREFIX};
 use super::open_runs::{closing_status, merge_attrs, rename_error_class, LiveRun, Room, Target};
 use super::run::{Link, Run, RunEnd, SpanChange, SpanRef, TASK_INIT_SPAN_NAME};
+use super::thread_views::{Answer, ThreadViews};
 use crate::input::lifecycle::attributes::{AttrKey, AttrValue};
 use crate::input::lifecycle::event::{
     EventKind, EventName, Id, LifecycleEvent, ParentSpan, ToState,
@@ -179,6 +180,8 @@ pub(crate) struct State {
     /// nothing (see [`State::repeated`]); cleared by anything else that
     /// changes the state.
     repeat: Option<Remembered>,
+    /// What the connected path last told each publishing thread.
+    pub threads: ThreadViews,
 }
 
 /// The attribute keys' prefix: `<name>.`, the name being the
@@ -235,6 +238,7 @@ impl State {
             sampling: Sampling::default(),
             opentelemetry_context: None,
             repeat: None,
+            threads: ThreadViews::default(),
         }
     }
 
@@ -750,6 +754,18 @@ impl State {
             _ => None,
         };
         (outcome, change)
+    }
+
+    /// [`State::apply_connected`] for an event published in `thread`, with
+    /// what that thread must do (see [`ThreadViews`]).
+    pub fn apply_listened(
+        &mut self,
+        ev: &mut LifecycleEvent,
+        garbage: &mut Garbage,
+        thread: u64,
+    ) -> (RecordOutcome, Option<SpanChange>, Answer) {
+        let (outcome, change) = self.apply_connected(ev, garbage);
+        (outcome, change, self.threads.answer(thread, change))
     }
 
     /// The run of `task` that just ended, from what is remembered of it.

@@ -12,6 +12,7 @@ use crate::support::clock::Stamp;
 use super::limits::LifecycleLimits;
 use super::model::{Garbage, LifecycleStats, RecordOutcome, Settled, State};
 use super::run::{Run, SpanChange};
+use super::thread_views::Answer;
 use crate::input::lifecycle::event::LifecycleEvent;
 use crate::input::lifecycle::repeat::RepeatKey;
 use crate::model::sampling::Sampling;
@@ -167,6 +168,39 @@ impl Tracer {
         drop(garbage);
         drop(event);
         result
+    }
+
+    /// [`Tracer::record_connected_keyed`] for an event published in
+    /// `thread`: the outcome, the change, and what that thread must do about
+    /// the spans it may hold (nothing, settle, or the change; see
+    /// [`crate::model::lifecycle::Answer`]).
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+    pub fn record_listened(
+        &self,
+        mut event: LifecycleEvent,
+        key: Option<RepeatKey>,
+        thread: u64,
+    ) -> (RecordOutcome, Option<SpanChange>, Answer) {
+        event.prepare();
+        let at = event.at.mono_ns;
+        let mut garbage = Garbage::default();
+        let result = {
+            let mut state = self.state.lock();
+            let result = state.apply_listened(&mut event, &mut garbage, thread);
+            if let Some(key) = key {
+                state.remember(key, result.0, at);
+            }
+            result
+        };
+        drop(garbage);
+        drop(event);
+        result
+    }
+
+    /// Forgets what the connected path told each thread (it is told
+    /// everything again): when that path is switched on or off.
+    pub fn forget_threads(&self) {
+        self.state.lock().threads.clear();
     }
 
     /// Counts a context the connected path restored (see

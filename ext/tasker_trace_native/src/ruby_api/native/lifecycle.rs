@@ -23,7 +23,7 @@
 //!   always read and the event names known by name
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
@@ -35,7 +35,9 @@ use tasker_trace_core::input::lifecycle::repeat::RepeatKey;
 use tasker_trace_core::input::lifecycle::values::ValueFilter;
 use tasker_trace_core::input::lifecycle::SPAN_EVENT_NAMES;
 use tasker_trace_core::input::lifecycle::{AttrKey, ParentSpan, KNOWN_EVENT_NAMES};
-use tasker_trace_core::model::lifecycle::SpanChange;
+use tasker_trace_core::input::lifecycle::{EventKind, ToState};
+use tasker_trace_core::model::lifecycle::{Answer, SpanChange};
+use tasker_trace_core::support::thread;
 use tasker_trace_core::support::clock::Stamp;
 
 use crate::from_ruby::lifecycle_convert::{self, Read};
@@ -151,7 +153,8 @@ fn record_connected(
             if parent != rb_sys::Qnil as VALUE {
                 event.parent = read_parent(parent);
             }
-            *change = process::record(|| lifecycle_tracer().record_connected_keyed(event, key)).1;
+            let thread = thread::current_token();
+            *change = process::record(|| lifecycle_tracer().record_listened(event, key, thread)).1;
             // The fiber holds this span on top already: nothing to say.
             if let Some(SpanChange::Entered(r)) = change {
                 if held != rb_sys::Qnil as VALUE && read_span_id(held) == Some(r.span_id) {
@@ -202,23 +205,41 @@ fn record_lifecycle_event_connected(
     Ok(wrap(change.as_ref().map_or_else(nil, span_change_to_ruby)))
 }
 
-/// Whether `Lifecycle::LISTENER` hands events to the Ruby layer's context
-/// path (`ContextListener`) instead of recording them here: set by that
-/// layer when it decides (`set_context_path`), read by `listen`.
-static CONTEXT_PATH: AtomicBool = AtomicBool::new(false);
+/// Which way `listen` goes (see `set_context_path`).
+static CONTEXT_PATH: AtomicU8 = AtomicU8::new(PLAIN);
+/// Recording only (no OpenTelemetry context).
+const PLAIN: u8 = 0;
+/// Every event goes to the Ruby layer's context path, which releases what
+/// a fiber still holds (the path was in use and is switched off).
+const RELEASING: u8 = 1;
+/// Recorded here, with what the publishing thread must do about its
+/// contexts; run-opening events go to the context path (for the parent).
+const CONNECTED: u8 = 2;
 
-/// `Native.set_context_path(on)`: see [`CONTEXT_PATH`].
-fn set_context_path(ruby: &Ruby, on: RValue) -> Result<bool, Error> {
-    let on = on.to_bool();
-    CONTEXT_PATH.store(on, Ordering::Relaxed);
-    let _ = ruby;
-    Ok(on)
+/// `Native.set_context_path(engaged, enabled)`: the Ruby layer's decision
+/// (see `ContextListener.refresh!`). A change makes every thread be told
+/// everything again.
+fn set_context_path(_ruby: &Ruby, engaged: RValue, enabled: RValue) -> Result<bool, Error> {
+    let mode = if enabled.to_bool() {
+        CONNECTED
+    } else if engaged.to_bool() {
+        RELEASING
+    } else {
+        PLAIN
+    };
+    if CONTEXT_PATH.swap(mode, Ordering::Relaxed) != mode {
+        lifecycle_tracer().forget_threads();
+    }
+    Ok(mode != PLAIN)
 }
 
 /// What `listen` did with an event.
 enum Listened {
     /// Recorded, or counted as a repeat of the event before it: nil.
     Done,
+    /// Recorded; this for the context path to act on: a change
+    /// (`[kind, trace_id, span_id, sampled, root_span_id]`) or 0 (settle).
+    Answer(VALUE),
     /// For the context path to record: true.
     ToContextPath,
     /// An exception or a non-local exit to raise, once nothing is left to
@@ -235,14 +256,85 @@ fn listened(name: VALUE, payload: VALUE) -> Listened {
             return Listened::Done;
         }
     }
-    if CONTEXT_PATH.load(Ordering::Relaxed) {
-        return Listened::ToContextPath;
-    }
     // SAFETY: called by the VM with the GVL held, on a Ruby thread.
     let ruby = unsafe { Ruby::get_unchecked() };
-    match record_keyed_at(&ruby, wrap(name), wrap(payload), at, key) {
-        Ok(_) => Listened::Done,
-        Err(e) => Listened::Raise(e),
+    match CONTEXT_PATH.load(Ordering::Relaxed) {
+        PLAIN => match record_keyed_at(&ruby, wrap(name), wrap(payload), at, key) {
+            Ok(_) => Listened::Done,
+            Err(e) => Listened::Raise(e),
+        },
+        CONNECTED => listen_connected(&ruby, name, payload, at, key),
+        _ => Listened::ToContextPath,
+    }
+}
+
+/// The connected path's recording, in this thread.
+struct Answered {
+    answer: Answer,
+    /// The event may open a run: the context path records it with the
+    /// current span as its parent.
+    opening: bool,
+}
+
+fn listen_connected(
+    ruby: &Ruby,
+    name: VALUE,
+    payload: VALUE,
+    at: Stamp,
+    key: Option<RepeatKey>,
+) -> Listened {
+    let mut answered = Answered {
+        answer: Answer::Nothing,
+        opening: false,
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        record_answered(ruby, name, payload, at, key, &mut answered)
+    }));
+    if answered.opening {
+        return Listened::ToContextPath;
+    }
+    let recorded = recorder_result(ruby, outcome, wrap(name), "log_lifecycle_error", || {
+        lifecycle_tracer().refuse()
+    });
+    match (recorded, answered.answer) {
+        (Err(e), _) => Listened::Raise(e),
+        (Ok(_), Answer::Nothing) => Listened::Done,
+        (Ok(_), Answer::Settle) => Listened::Answer(SETTLE),
+        (Ok(_), Answer::Change(change)) => Listened::Answer(span_change_to_ruby(&change)),
+    }
+}
+
+/// What `listen` answers when spans ended elsewhere: the Integer 0.
+const SETTLE: VALUE = 1;
+
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn record_answered(
+    ruby: &Ruby,
+    name: VALUE,
+    payload: VALUE,
+    at: Stamp,
+    key: Option<RepeatKey>,
+    answered: &mut Answered,
+) -> Ingested {
+    errors::maybe_injected_panic();
+    if let Err(e) = in_force::ensure_environment(ruby) {
+        return Ingested::from_error(ruby, e);
+    }
+    match lifecycle_convert::read_event(ruby, name, payload, at) {
+        Ok(Read::Event(event)) => {
+            if event.kind() == EventKind::TaskStartRequested
+                && event.to_state == ToState::InProgress
+            {
+                answered.opening = true;
+                return Ingested::Stored;
+            }
+            let thread = thread::current_token();
+            answered.answer =
+                process::record(|| lifecycle_tracer().record_listened(event, key, thread)).2;
+            Ingested::Stored
+        }
+        Ok(Read::Refused) => Ingested::Refused,
+        Err(e) => Ingested::from_error(ruby, e),
     }
 }
 
@@ -250,14 +342,18 @@ fn listened(name: VALUE, payload: VALUE) -> Listened {
 /// every published event, defined without a wrapper (the one native call
 /// an event costs at least). A step event that repeats the one recorded
 /// just before it in the same thread (see `lifecycle_repeat`) is counted
-/// and nothing more; any other event is recorded as
-/// `record_lifecycle_event` records it → nil; or, while the context path
-/// is in use, left to it → true. Never raises for its input.
+/// and nothing more → nil. Otherwise the event is recorded as
+/// `record_lifecycle_event` records it → nil; with the context path in use,
+/// with what the publishing thread must do: nil (nothing), 0 (settle: spans
+/// ended elsewhere) or a change as `record_lifecycle_event_connected`
+/// returns it; a run-opening event (which needs the current span) → true:
+/// the context path records it. Never raises for its input.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 unsafe extern "C" fn listen(_module: VALUE, name: VALUE, payload: VALUE) -> VALUE {
     let outcome = catch_unwind(AssertUnwindSafe(|| listened(name, payload)));
     match outcome {
         Ok(Listened::Done) => rb_sys::Qnil as VALUE,
+        Ok(Listened::Answer(answer)) => answer,
         Ok(Listened::ToContextPath) => rb_sys::Qtrue as VALUE,
         Ok(Listened::Raise(e)) => errors::raise_from_raw(e),
         // A panic before recording: the context path or the wrapped
@@ -503,7 +599,7 @@ pub fn define(native: RModule) -> Result<(), Error> {
         "record_lifecycle_event",
         function!(record_lifecycle_event, 2),
     )?;
-    native.define_module_function("set_context_path", function!(set_context_path, 1))?;
+    native.define_module_function("set_context_path", function!(set_context_path, 2))?;
     // SAFETY: `listen` takes the module and two VALUEs (arity 2), as the
     // VM calls a C function of that arity, and never unwinds.
     unsafe {

@@ -1,0 +1,201 @@
+//! What the connected path last told each publishing thread, so that an
+//! event that changes nothing for that thread needs no Ruby code at all.
+//!
+//! The Ruby layer keeps, per fiber, the contexts it attached (the span on
+//! top is the current one) and settles them when spans ended elsewhere. For
+//! each OS thread this keeps the span last reported as entered there (and
+//! not ended since) and how many span ends that thread has been told of. An
+//! event whose change is entering that same span again, or no change, with
+//! no span ended since, is answered with nothing; an event with no change
+//! after spans ended elsewhere is answered with "settle". The view is per
+//! thread, not per fiber: fibers that share a thread share it.
+
+use super::run::{SpanChange, SpanRef};
+
+/// Threads remembered; the least recently seen is forgotten past this many
+/// (it is then told everything again).
+pub const MAX_THREADS: usize = 16;
+
+/// What the publishing thread must do after an event was recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Nothing: its current span stays.
+    Nothing,
+    /// No change of its own, but spans ended elsewhere since it was last
+    /// told: release the contexts of those.
+    Settle,
+    /// Apply this change.
+    Change(SpanChange),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct View {
+    thread: u64,
+    /// Span ends this thread was told of (see [`ThreadViews::ends`]).
+    seen_ends: u64,
+    /// The span last reported entered here and not ended since.
+    top: Option<[u8; 8]>,
+    /// When this thread was last seen (a counter).
+    used: u64,
+}
+
+/// The views of up to [`MAX_THREADS`] threads.
+#[derive(Debug, Default)]
+pub struct ThreadViews {
+    views: [View; MAX_THREADS],
+    len: usize,
+    /// Span ends reported to any thread.
+    ends: u64,
+    clock: u64,
+}
+
+impl ThreadViews {
+    /// What `thread` must do about `change` (what an event it published did
+    /// to the spans), and what it is told from now on.
+    pub fn answer(&mut self, thread: u64, change: Option<SpanChange>) -> Answer {
+        let ended = matches!(change, Some(SpanChange::Ended(_) | SpanChange::RunEnded(_)));
+        if ended {
+            self.ends += 1;
+        }
+        let ends = self.ends;
+        let view = self.view(thread);
+        let up_to_date = view.seen_ends == ends || ended && view.seen_ends.wrapping_add(1) == ends;
+        match change {
+            None if up_to_date => Answer::Nothing,
+            None => {
+                view.seen_ends = ends;
+                Answer::Settle
+            }
+            Some(SpanChange::Entered(SpanRef { span_id, .. }))
+                if up_to_date && view.top == Some(span_id) =>
+            {
+                Answer::Nothing
+            }
+            Some(SpanChange::Entered(r)) => {
+                view.top = Some(r.span_id);
+                view.seen_ends = ends;
+                Answer::Change(SpanChange::Entered(r))
+            }
+            Some(SpanChange::Ended(r)) => {
+                if view.top == Some(r.span_id) {
+                    view.top = None;
+                }
+                if up_to_date {
+                    view.seen_ends = ends;
+                }
+                Answer::Change(SpanChange::Ended(r))
+            }
+            Some(SpanChange::RunEnded(r)) => {
+                view.top = None;
+                if up_to_date {
+                    view.seen_ends = ends;
+                }
+                Answer::Change(SpanChange::RunEnded(r))
+            }
+        }
+    }
+
+    /// Forgets every thread (the Ruby layer released or lost its contexts).
+    pub fn clear(&mut self) {
+        *self = ThreadViews {
+            ends: self.ends,
+            ..ThreadViews::default()
+        };
+    }
+
+    fn view(&mut self, thread: u64) -> &mut View {
+        self.clock += 1;
+        let clock = self.clock;
+        let at = match self.views[..self.len].iter().position(|v| v.thread == thread) {
+            Some(i) => i,
+            None if self.len < MAX_THREADS => {
+                self.len += 1;
+                self.len - 1
+            }
+            None => (0..self.len)
+                .min_by_key(|&i| self.views[i].used)
+                .unwrap_or(0),
+        };
+        let view = &mut self.views[at];
+        if view.thread != thread || view.used == 0 {
+            // New here: it was told nothing, so it is told everything.
+            *view = View {
+                thread,
+                seen_ends: u64::MAX,
+                top: None,
+                used: clock,
+            };
+        }
+        view.used = clock;
+        view
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(id: u8) -> SpanRef {
+        SpanRef {
+            trace_id: [1; 16],
+            span_id: [id; 8],
+            root_span_id: [9; 8],
+            sampled: true,
+        }
+    }
+
+    fn entered(id: u8) -> Option<SpanChange> {
+        Some(SpanChange::Entered(span(id)))
+    }
+
+    #[test]
+    fn the_same_span_entered_again_in_the_same_thread_needs_nothing() {
+        let mut v = ThreadViews::default();
+        assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
+        assert_eq!(v.answer(1, entered(5)), Answer::Nothing);
+        assert_eq!(v.answer(1, None), Answer::Nothing);
+        // Another thread is told.
+        assert_eq!(v.answer(2, entered(5)), Answer::Change(entered(5).unwrap()));
+    }
+
+    #[test]
+    fn an_end_elsewhere_makes_the_next_event_settle() {
+        let mut v = ThreadViews::default();
+        v.answer(1, entered(5));
+        v.answer(2, entered(6));
+        let end = Some(SpanChange::Ended(span(6)));
+        assert_eq!(v.answer(2, end), Answer::Change(end.unwrap()));
+        // Thread 2 ended it itself: up to date.
+        assert_eq!(v.answer(2, None), Answer::Nothing);
+        // Thread 1 settles once, then is up to date.
+        assert_eq!(v.answer(1, None), Answer::Settle);
+        assert_eq!(v.answer(1, None), Answer::Nothing);
+        // Entering its own span again after an end elsewhere is reported.
+        v.answer(2, entered(7));
+        v.answer(2, Some(SpanChange::Ended(span(7))));
+        assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
+    }
+
+    #[test]
+    fn an_end_of_the_top_span_forgets_it() {
+        let mut v = ThreadViews::default();
+        v.answer(1, entered(5));
+        v.answer(1, Some(SpanChange::Ended(span(5))));
+        assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
+        v.answer(1, Some(SpanChange::RunEnded(span(9))));
+        assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
+    }
+
+    #[test]
+    fn a_forgotten_thread_is_told_everything() {
+        let mut v = ThreadViews::default();
+        v.answer(100, entered(5));
+        for t in 0..MAX_THREADS as u64 {
+            v.answer(t, None);
+        }
+        assert_eq!(v.answer(100, entered(5)), Answer::Change(entered(5).unwrap()));
+        v.clear();
+        assert_eq!(v.answer(100, entered(5)), Answer::Change(entered(5).unwrap()));
+        assert_eq!(v.answer(100, None), Answer::Nothing);
+    }
+}
