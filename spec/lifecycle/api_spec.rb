@@ -108,8 +108,8 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
   describe ".lifecycle_stats and .lifecycle_reset!" do
     it "report every counter, zeroed by reset" do
       expect(stats.keys).to eq(%i[open_runs finished_runs expired_runs evicted_runs dropped_finished_runs
-                                  dropped_spans events_recorded events_ignored events_orphaned events_late
-                                  events_dropped events_refused sampled_out context_restores])
+                                  dropped_spans events_recorded events_repeated events_ignored events_orphaned
+                                  events_late events_dropped events_refused sampled_out context_restores])
       expect(stats.values.uniq).to eq([0])
       publish("task.start_requested", to_state: "in_progress", task_id: 1)
       publish("task.completed", task_id: 2)

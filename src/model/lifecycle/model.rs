@@ -66,6 +66,9 @@ pub struct LifecycleStats {
     pub finished_runs: usize,
     /// Events that opened, closed, merged into or annotated a span.
     pub events_recorded: u64,
+    /// Of those, step events that repeated the one before them and were
+    /// counted without being read (see [`State::repeated`]).
+    pub events_repeated: u64,
     pub events_ignored: u64,
     /// Both [`RecordOutcome::Orphaned`] and [`RecordOutcome::OrphanRecorded`].
     pub events_orphaned: u64,
@@ -674,6 +677,7 @@ impl State {
             }
         }
         self.stats.events_recorded += 1;
+        self.stats.events_repeated += 1;
         true
     }
 

@@ -14,7 +14,7 @@ use tasker_trace_core::input::lifecycle::{classify, AttrKey};
 use tasker_trace_core::support::thread;
 
 use crate::from_ruby::convert::string_slice;
-use crate::from_ruby::lifecycle_read_plan::{self, ReadPlan, QUNDEF};
+use crate::from_ruby::lifecycle_read_plan::{self, PlanKey, ReadPlan, QUNDEF};
 
 /// Event names longer than any step event's are not looked at.
 const MAX_STEP_NAME_BYTES: usize = 32;
@@ -38,7 +38,7 @@ pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
         return None;
     }
     let plan = lifecycle_read_plan::plan();
-    if !plan.direct || plan.keys.len() > REPEAT_VALUES + 1 {
+    if plan.keys.len() > REPEAT_VALUES + 1 {
         return None;
     }
     let mut found = [QUNDEF; REPEAT_VALUES + 1];
@@ -70,20 +70,28 @@ pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
     Some(key)
 }
 
-/// Looks up the ids and the plan's keys (static Symbols: no Ruby code runs,
-/// under one protect all the same); `None` without both ids.
+/// Looks up the ids and the plan's keys: their Symbols (an immediate when
+/// static; a dynamic one is found from its ID, and lives as long as the
+/// process once interned). No Ruby code runs for a Symbol's hash and
+/// equality; under one protect all the same. `None` without both ids.
 fn look_up(plan: &ReadPlan, payload: VALUE, found: &mut [VALUE]) -> Option<(VALUE, VALUE)> {
-    let lookup = |key: VALUE| {
-        // SAFETY: `payload` is a T_HASH and `key` a static Symbol.
-        unsafe { rb_sys::rb_hash_lookup2(payload, key, QUNDEF) }
+    let lookup = |key: &PlanKey| {
+        let sym = if key.sym != QUNDEF {
+            key.sym
+        } else {
+            // SAFETY: the ID was interned when the plan was made.
+            unsafe { rb_sys::rb_id2sym(key.id) }
+        };
+        // SAFETY: `payload` is a T_HASH and `sym` a Symbol.
+        unsafe { rb_sys::rb_hash_lookup2(payload, sym, QUNDEF) }
     };
     let mut ids = (QUNDEF, QUNDEF);
     magnus::rb_sys::protect(|| {
-        ids.0 = lookup(plan.task_id.sym);
-        ids.1 = lookup(plan.step_id.sym);
+        ids.0 = lookup(&plan.task_id);
+        ids.1 = lookup(&plan.step_id);
         if ids.0 != QUNDEF && ids.1 != QUNDEF {
             for (slot, key) in found.iter_mut().zip(&plan.keys) {
-                *slot = lookup(key.sym);
+                *slot = lookup(key);
             }
         }
         rb_sys::Qnil as VALUE

@@ -145,6 +145,7 @@ symbol_table! {
     evicted_runs => "evicted_runs",
     dropped_finished_runs => "dropped_finished_runs",
     events_recorded => "events_recorded",
+    events_repeated => "events_repeated",
     events_ignored => "events_ignored",
     events_orphaned => "events_orphaned",
     events_late => "events_late",

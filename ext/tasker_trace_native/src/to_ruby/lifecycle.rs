@@ -194,6 +194,8 @@ pub fn stats_to_ruby(s: &LifecycleStats) -> VALUE {
         count_to_ruby(s.spans_dropped),
         sym(|s| s.events_recorded),
         count_to_ruby(s.events_recorded),
+        sym(|s| s.events_repeated),
+        count_to_ruby(s.events_repeated),
         sym(|s| s.events_ignored),
         count_to_ruby(s.events_ignored),
         sym(|s| s.events_orphaned),
