@@ -106,7 +106,10 @@ impl ThreadViews {
     fn view(&mut self, thread: u64) -> &mut View {
         self.clock += 1;
         let clock = self.clock;
-        let at = match self.views[..self.len].iter().position(|v| v.thread == thread) {
+        let at = match self.views[..self.len]
+            .iter()
+            .position(|v| v.thread == thread)
+        {
             Some(i) => i,
             None if self.len < MAX_THREADS => {
                 self.len += 1;
@@ -193,9 +196,15 @@ mod tests {
         for t in 0..MAX_THREADS as u64 {
             v.answer(t, None);
         }
-        assert_eq!(v.answer(100, entered(5)), Answer::Change(entered(5).unwrap()));
+        assert_eq!(
+            v.answer(100, entered(5)),
+            Answer::Change(entered(5).unwrap())
+        );
         v.clear();
-        assert_eq!(v.answer(100, entered(5)), Answer::Change(entered(5).unwrap()));
+        assert_eq!(
+            v.answer(100, entered(5)),
+            Answer::Change(entered(5).unwrap())
+        );
         assert_eq!(v.answer(100, None), Answer::Nothing);
     }
 }

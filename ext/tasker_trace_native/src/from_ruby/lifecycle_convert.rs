@@ -82,18 +82,31 @@ fn event_name(v: VALUE) -> Option<EventName> {
 /// Where one pass over a payload found the keys of a plan: `found[i]` is
 /// the value under `plan.keys[i]` (`Qundef`: absent). Kept on the stack, so
 /// the GC sees the values while they are converted.
-struct Found<'a> {
-    plan: &'a ReadPlan,
-    mode: KeyMode,
-    task: VALUE,
-    step: VALUE,
-    to_state: VALUE,
-    values: &'a mut [VALUE],
+pub(crate) struct Found<'a> {
+    pub(crate) plan: &'a ReadPlan,
+    pub(crate) mode: KeyMode,
+    pub(crate) task: VALUE,
+    pub(crate) step: VALUE,
+    pub(crate) to_state: VALUE,
+    pub(crate) values: &'a mut [VALUE],
     /// In Symbol mode: a String "task_id" key was seen.
-    string_task_id: bool,
+    pub(crate) string_task_id: bool,
 }
 
-impl Found<'_> {
+impl<'a> Found<'a> {
+    /// Nothing found yet, in Symbol mode.
+    pub(crate) fn new(plan: &'a ReadPlan, values: &'a mut [VALUE]) -> Found<'a> {
+        Found {
+            plan,
+            mode: KeyMode::Symbols,
+            task: QUNDEF,
+            step: QUNDEF,
+            to_state: QUNDEF,
+            values,
+            string_task_id: false,
+        }
+    }
+
     fn note(&mut self, key: VALUE, val: VALUE) {
         let mode = self.mode;
         let plan = self.plan;
@@ -120,6 +133,17 @@ impl Found<'_> {
             }
             return;
         }
+        // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+        if mode == KeyMode::Symbols && unsafe { rb_sys::RB_TYPE(key) } == T::RUBY_T_SYMBOL {
+            // A dynamic Symbol (its name was made a Symbol at run time
+            // before the plan interned it): its name, from the Symbol the
+            // payload's own hashing just read, against the names of the
+            // plan's dynamic keys.
+            // SAFETY: `key` is a Symbol; rb_sym2str returns its frozen name.
+            let name = unsafe { string_slice(rb_sys::rb_sym2str(key)) };
+            self.note_dynamic(name, val);
+            return;
+        }
         if plan.task_id.is(key, mode) {
             self.task = val;
         } else if plan.step_id.is(key, mode) {
@@ -135,11 +159,28 @@ impl Found<'_> {
             self.to_state = val;
         }
     }
+
+    /// A dynamic Symbol key named `name`.
+    fn note_dynamic(&mut self, name: &[u8], val: VALUE) {
+        let plan = self.plan;
+        if plan.task_id.is_dynamic_named(name) {
+            self.task = val;
+        } else if plan.step_id.is_dynamic_named(name) {
+            self.step = val;
+        } else if let Some(i) = plan.keys.iter().position(|k| k.is_dynamic_named(name)) {
+            if let Some(slot) = self.values.get_mut(i) {
+                *slot = val;
+            }
+        }
+        if plan.to_state.is_dynamic_named(name) {
+            self.to_state = val;
+        }
+    }
 }
 
 /// Notes where the plan's keys are in `payload`, in one pass over it; runs
 /// no Ruby code. A default value is not read.
-fn find_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
+pub(crate) fn find_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
     unsafe extern "C" fn each_pair(key: VALUE, val: VALUE, arg: VALUE) -> c_int {
         // SAFETY: `arg` is the address of the Found below, alive for the
         // whole rb_hash_foreach call and used by this thread only.
@@ -348,15 +389,7 @@ fn read_with(
     plan: &ReadPlan,
     values: &mut [VALUE],
 ) -> Result<Read, Error> {
-    let mut found = Found {
-        plan,
-        mode: KeyMode::Symbols,
-        task: QUNDEF,
-        step: QUNDEF,
-        to_state: QUNDEF,
-        values,
-        string_task_id: false,
-    };
+    let mut found = Found::new(plan, values);
     if plan.direct {
         look_up_keys(&mut found, payload)?;
     }

@@ -95,6 +95,13 @@ impl PlanKey {
         }
     }
 
+    /// Whether this key's Symbol is a dynamic one named `name` (a static
+    /// one is compared as an immediate instead).
+    #[inline]
+    pub(crate) fn is_dynamic_named(&self, name: &[u8]) -> bool {
+        self.sym == QUNDEF && self.name.len() == name.len() && self.name.as_bytes() == name
+    }
+
     /// Whether a payload key is this key, in `mode`. Runs no Ruby code.
     pub(crate) fn is(&self, key: VALUE, mode: KeyMode) -> bool {
         match mode {

@@ -14,7 +14,8 @@ use tasker_trace_core::input::lifecycle::{classify, AttrKey};
 use tasker_trace_core::support::thread;
 
 use crate::from_ruby::convert::string_slice;
-use crate::from_ruby::lifecycle_read_plan::{self, PlanKey, ReadPlan, QUNDEF};
+use crate::from_ruby::lifecycle_convert::{find_keys, Found};
+use crate::from_ruby::lifecycle_read_plan::{self, ReadPlan, QUNDEF};
 
 /// Event names longer than any step event's are not looked at.
 const MAX_STEP_NAME_BYTES: usize = 32;
@@ -42,7 +43,7 @@ pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
         return None;
     }
     let mut found = [QUNDEF; REPEAT_VALUES + 1];
-    let (task, step) = look_up(plan, payload, &mut found)?;
+    let (task, step) = look_up(plan, payload, &mut found[..plan.keys.len()])?;
     let mut key = RepeatKey {
         kind,
         task: fixnum(task)?,
@@ -70,34 +71,32 @@ pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
     Some(key)
 }
 
-/// Looks up the ids and the plan's keys: their Symbols (an immediate when
-/// static; a dynamic one is found from its ID, and lives as long as the
-/// process once interned). No Ruby code runs for a Symbol's hash and
-/// equality; under one protect all the same. `None` without both ids.
-fn look_up(plan: &ReadPlan, payload: VALUE, found: &mut [VALUE]) -> Option<(VALUE, VALUE)> {
-    let lookup = |key: &PlanKey| {
-        let sym = if key.sym != QUNDEF {
-            key.sym
-        } else {
-            // SAFETY: the ID was interned when the plan was made.
-            unsafe { rb_sys::rb_id2sym(key.id) }
+/// Finds the ids and the plan's keys: one hash lookup of each Symbol when
+/// they are all static, else one pass over the payload (see
+/// `lifecycle_convert::find_keys`); no Ruby code runs. `None` without both
+/// ids.
+fn look_up(plan: &ReadPlan, payload: VALUE, values: &mut [VALUE]) -> Option<(VALUE, VALUE)> {
+    let mut found = Found::new(plan, values);
+    if plan.direct {
+        let lookup = |key: VALUE| {
+            // SAFETY: `payload` is a T_HASH and `key` a static Symbol.
+            unsafe { rb_sys::rb_hash_lookup2(payload, key, QUNDEF) }
         };
-        // SAFETY: `payload` is a T_HASH and `sym` a Symbol.
-        unsafe { rb_sys::rb_hash_lookup2(payload, sym, QUNDEF) }
-    };
-    let mut ids = (QUNDEF, QUNDEF);
-    magnus::rb_sys::protect(|| {
-        ids.0 = lookup(&plan.task_id);
-        ids.1 = lookup(&plan.step_id);
-        if ids.0 != QUNDEF && ids.1 != QUNDEF {
-            for (slot, key) in found.iter_mut().zip(&plan.keys) {
-                *slot = lookup(key);
+        magnus::rb_sys::protect(|| {
+            found.task = lookup(plan.task_id.sym);
+            found.step = lookup(plan.step_id.sym);
+            if found.task != QUNDEF && found.step != QUNDEF {
+                for (slot, key) in found.values.iter_mut().zip(&plan.keys) {
+                    *slot = lookup(key.sym);
+                }
             }
-        }
-        rb_sys::Qnil as VALUE
-    })
-    .ok()?;
-    Some(ids)
+            rb_sys::Qnil as VALUE
+        })
+        .ok()?;
+    } else {
+        find_keys(&mut found, payload).ok()?;
+    }
+    (found.task != QUNDEF && found.step != QUNDEF).then_some((found.task, found.step))
 }
 
 fn fixnum(v: VALUE) -> Option<i64> {

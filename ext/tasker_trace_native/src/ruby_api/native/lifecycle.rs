@@ -37,8 +37,8 @@ use tasker_trace_core::input::lifecycle::SPAN_EVENT_NAMES;
 use tasker_trace_core::input::lifecycle::{AttrKey, ParentSpan, KNOWN_EVENT_NAMES};
 use tasker_trace_core::input::lifecycle::{EventKind, ToState};
 use tasker_trace_core::model::lifecycle::{Answer, SpanChange};
-use tasker_trace_core::support::thread;
 use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::support::thread;
 
 use crate::from_ruby::lifecycle_convert::{self, Read};
 use crate::from_ruby::lifecycle_read_plan;
