@@ -39,7 +39,7 @@ use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use magnus::{Error, Ruby};
-use rb_sys::{ruby_value_type as T, VALUE};
+use rb_sys::{ruby_value_type as T, ID, VALUE};
 use tasker_trace_core::input::lifecycle::ToState;
 use tasker_trace_core::input::lifecycle::{
     Attr, AttrKey, AttrValue, EventKind, EventName, Id, LifecycleEvent, Text, MAX_TEXT_BYTES,
@@ -136,12 +136,16 @@ impl<'a> Found<'a> {
         // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
         if mode == KeyMode::Symbols && unsafe { rb_sys::RB_TYPE(key) } == T::RUBY_T_SYMBOL {
             // A dynamic Symbol (its name was made a Symbol at run time
-            // before the plan interned it): its name, from the Symbol the
-            // payload's own hashing just read, against the names of the
-            // plan's dynamic keys.
-            // SAFETY: `key` is a Symbol; rb_sym2str returns its frozen name.
-            let name = unsafe { string_slice(rb_sys::rb_sym2str(key)) };
-            self.note_dynamic(name, val);
+            // before the plan interned it, which pinned it down): its ID,
+            // read from the Symbol itself (which the payload's own hashing
+            // just read); 0 for a Symbol no ID was made for, which no plan
+            // key is. Nothing is interned.
+            let mut sym = key;
+            // SAFETY: `sym` is a Symbol; rb_check_id creates nothing.
+            let id = unsafe { rb_sys::rb_check_id(&mut sym) };
+            if id != 0 {
+                self.note_dynamic(id, val);
+            }
             return;
         }
         if plan.task_id.is(key, mode) {
@@ -160,19 +164,17 @@ impl<'a> Found<'a> {
         }
     }
 
-    /// A dynamic Symbol key named `name`.
-    fn note_dynamic(&mut self, name: &[u8], val: VALUE) {
+    /// A dynamic Symbol key whose ID is `id`.
+    fn note_dynamic(&mut self, id: ID, val: VALUE) {
         let plan = self.plan;
-        if plan.task_id.is_dynamic_named(name) {
+        if id == plan.task_id.id {
             self.task = val;
-        } else if plan.step_id.is_dynamic_named(name) {
+        } else if id == plan.step_id.id {
             self.step = val;
-        } else if let Some(i) = plan.keys.iter().position(|k| k.is_dynamic_named(name)) {
-            if let Some(slot) = self.values.get_mut(i) {
-                *slot = val;
-            }
+        } else if let Some(slot) = plan.index_of_id(id).and_then(|i| self.values.get_mut(i)) {
+            *slot = val;
         }
-        if plan.to_state.is_dynamic_named(name) {
+        if id == plan.to_state.id {
             self.to_state = val;
         }
     }

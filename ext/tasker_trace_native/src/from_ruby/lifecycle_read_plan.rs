@@ -60,6 +60,9 @@ pub struct ReadPlan {
     pub(crate) keys: Vec<PlanKey>,
     /// `keys[i].sym` for every key, contiguous for a quick scan.
     symbols: Vec<VALUE>,
+    /// `keys[i].id` for every key, likewise (dynamic Symbols are matched
+    /// by their ID).
+    ids: Vec<ID>,
     /// For large plans: the index of each key by its static Symbol.
     by_symbol: Option<FastMap<VALUE, usize>>,
     /// How keys nested in Hash values are filtered.
@@ -93,13 +96,6 @@ impl PlanKey {
             attr,
             filtered,
         }
-    }
-
-    /// Whether this key's Symbol is a dynamic one named `name` (a static
-    /// one is compared as an immediate instead).
-    #[inline]
-    pub(crate) fn is_dynamic_named(&self, name: &[u8]) -> bool {
-        self.sym == QUNDEF && self.name.len() == name.len() && self.name.as_bytes() == name
     }
 
     /// Whether a payload key is this key, in `mode`. Runs no Ruby code.
@@ -183,6 +179,7 @@ impl ReadPlan {
             step_id,
             to_state,
             symbols: keys.iter().map(|k| k.sym).collect(),
+            ids: keys.iter().map(|k| k.id).collect(),
             keys,
             by_symbol,
             values: inputs.values.clone(),
@@ -202,6 +199,11 @@ impl ReadPlan {
             Some(map) => map.get(&key).copied(),
             None => self.symbols.iter().position(|&s| s == key),
         }
+    }
+
+    /// The index of the plan key whose Symbol has the ID `id`.
+    pub(crate) fn index_of_id(&self, id: ID) -> Option<usize> {
+        self.ids.iter().position(|&k| k == id)
     }
 
     /// The names whose values are exported as `"[FILTERED]"`.

@@ -209,8 +209,9 @@ fn record_lifecycle_event_connected(
 static CONTEXT_PATH: AtomicU8 = AtomicU8::new(PLAIN);
 /// Recording only (no OpenTelemetry context).
 const PLAIN: u8 = 0;
-/// Every event goes to the Ruby layer's context path, which releases what
-/// a fiber still holds (the path was in use and is switched off).
+/// Recorded as `PLAIN`, and answered "settle" so that the Ruby layer
+/// releases what a fiber still holds (the path was in use and is switched
+/// off).
 const RELEASING: u8 = 1;
 /// Recorded here, with what the publishing thread must do about its
 /// contexts; run-opening events go to the context path (for the parent).
@@ -264,7 +265,12 @@ fn listened(name: VALUE, payload: VALUE) -> Listened {
             Err(e) => Listened::Raise(e),
         },
         CONNECTED => listen_connected(&ruby, name, payload, at, key),
-        _ => Listened::ToContextPath,
+        // Recorded as without the context; the thread releases what it
+        // holds (the Ruby layer does, per fiber).
+        _ => match record_keyed_at(&ruby, wrap(name), wrap(payload), at, key) {
+            Ok(_) => Listened::Answer(SETTLE),
+            Err(e) => Listened::Raise(e),
+        },
     }
 }
 
