@@ -166,8 +166,8 @@ mod tests {
         let mut v = ThreadViews::default();
         v.answer(1, entered(5));
         v.answer(2, entered(6));
-        let end = Some(SpanChange::Ended(span(6)));
-        assert_eq!(v.answer(2, end), Answer::Change(end.unwrap()));
+        let end = SpanChange::Ended(span(6));
+        assert_eq!(v.answer(2, Some(end)), Answer::Change(end));
         // Thread 2 ended it itself: up to date.
         assert_eq!(v.answer(2, None), Answer::Nothing);
         // Thread 1 settles once, then is up to date.
