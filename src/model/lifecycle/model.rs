@@ -636,6 +636,7 @@ impl State {
     /// merged into or closed an attempt of a run still open. `at` is its
     /// clock reading: a copy is taken as such within a second of it (and
     /// within the TTL), so that no idle run could have expired meanwhile.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn remember(&mut self, key: RepeatKey, outcome: RecordOutcome, at: u64) {
         let applied = matches!(
             outcome,
@@ -762,6 +763,7 @@ impl State {
 
     /// [`State::apply_connected`] for an event published in `thread`, with
     /// what that thread must do (see [`ThreadViews`]).
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn apply_listened(
         &mut self,
         ev: &mut LifecycleEvent,

@@ -52,6 +52,7 @@ pub struct ThreadViews {
 impl ThreadViews {
     /// What `thread` must do about `change` (what an event it published did
     /// to the spans), and what it is told from now on.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn answer(&mut self, thread: u64, change: Option<SpanChange>) -> Answer {
         let ended = matches!(change, Some(SpanChange::Ended(_) | SpanChange::RunEnded(_)));
         if ended {
@@ -103,6 +104,7 @@ impl ThreadViews {
         };
     }
 
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn view(&mut self, thread: u64) -> &mut View {
         self.clock += 1;
         let clock = self.clock;

@@ -107,6 +107,7 @@ impl<'a> Found<'a> {
         }
     }
 
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn note(&mut self, key: VALUE, val: VALUE) {
         let mode = self.mode;
         let plan = self.plan;
@@ -165,6 +166,7 @@ impl<'a> Found<'a> {
     }
 
     /// A dynamic Symbol key whose ID is `id`.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn note_dynamic(&mut self, id: ID, val: VALUE) {
         let plan = self.plan;
         if id == plan.task_id.id {
@@ -182,7 +184,9 @@ impl<'a> Found<'a> {
 
 /// Notes where the plan's keys are in `payload`, in one pass over it; runs
 /// no Ruby code. A default value is not read.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub(crate) fn find_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     unsafe extern "C" fn each_pair(key: VALUE, val: VALUE, arg: VALUE) -> c_int {
         // SAFETY: `arg` is the address of the Found below, alive for the
         // whole rb_hash_foreach call and used by this thread only.

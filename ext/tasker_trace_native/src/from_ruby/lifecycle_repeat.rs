@@ -75,6 +75,7 @@ pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
 /// they are all static, else one pass over the payload (see
 /// `lifecycle_convert::find_keys`); no Ruby code runs. `None` without both
 /// ids.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn look_up(plan: &ReadPlan, payload: VALUE, values: &mut [VALUE]) -> Option<(VALUE, VALUE)> {
     let mut found = Found::new(plan, values);
     if plan.direct {
@@ -99,17 +100,20 @@ fn look_up(plan: &ReadPlan, payload: VALUE, values: &mut [VALUE]) -> Option<(VAL
     (found.task != QUNDEF && found.step != QUNDEF).then_some((found.task, found.step))
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn fixnum(v: VALUE) -> Option<i64> {
     // SAFETY: FIXNUM_P only inspects the tag bits; FIX2LONG reads them.
     rb_sys::FIXNUM_P(v).then(|| unsafe { rb_sys::FIX2LONG(v) } as i64)
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn absent(v: VALUE) -> bool {
     v == QUNDEF || v == rb_sys::Qnil as VALUE
 }
 
 /// A value as a word; `None` for what a repeat does not compare (anything
 /// but immediates and Strings).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn word(v: VALUE) -> Option<Word> {
     if absent(v) {
         return Some(Word::Absent);

@@ -91,6 +91,7 @@ pub(crate) fn record_lifecycle_event_at(
 }
 
 /// `record_lifecycle_event_at`, remembering the event's repeat key.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn record_keyed_at(
     ruby: &Ruby,
     name: RValue,
@@ -282,6 +283,7 @@ struct Answered {
     opening: bool,
 }
 
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn listen_connected(
     ruby: &Ruby,
     name: VALUE,
