@@ -99,6 +99,27 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(root(only_run)[:span_id]).to eq(root_id)
   end
 
+  it "goes to Ruby only for events that change what a thread holds" do
+    start(1)
+    calls = []
+    allow(TaskerTraceNative::ContextListener).to receive(:answer).and_wrap_original do |m, event, answer|
+      calls << [event.id, answer.is_a?(Array) ? answer.first : answer]
+      m.call(event, answer)
+    end
+    step = { task_id: 1, step_id: 10, step_name: "s10", attempt_number: 0, retry_limit: 3 }
+    3.times { publish("step.execution_requested", step) }
+    publish("step.before_handle", step)
+    entered = current_hex
+    publish("step.completed", step)
+    2.times { publish("step.completed", step.merge(attempt_number: 1)) }
+    publish("task.start_requested", task_id: 1, task_name: "t") # merges into the root: held already
+    expect(calls).to eq([["step.execution_requested", TaskerTraceNative::ContextListener::ENTERED],
+                         ["step.completed", TaskerTraceNative::ContextListener::ENDED]])
+    expect(entered).to eq(attempts(only_run(include_open: true)).first[:span_id])
+    expect(current_hex).to eq(root(only_run(include_open: true))[:span_id])
+    expect(TaskerTraceNative.lifecycle_stats[:events_repeated]).to eq(4)
+  end
+
   it "detaches an attempt that ended in another thread at its own thread's next event" do
     start(1)
     step_thread = Queue.new

@@ -3,12 +3,13 @@
 //!
 //! The Ruby layer keeps, per fiber, the contexts it attached (the span on
 //! top is the current one) and settles them when spans ended elsewhere. For
-//! each OS thread this keeps the span last reported as entered there (and
-//! not ended since) and how many span ends that thread has been told of. An
-//! event whose change is entering that same span again, or no change, with
-//! no span ended since, is answered with nothing; an event with no change
-//! after spans ended elsewhere is answered with "settle". The view is per
-//! thread, not per fiber: fibers that share a thread share it.
+//! each OS thread this keeps the span last reported as entered there and
+//! not ended since, the one entered before it, and how many span ends that
+//! thread has been told of. An event whose change is entering one of those
+//! two spans again, or no change, with no span ended since, is answered
+//! with nothing; an event with no change after spans ended elsewhere is
+//! answered with "settle". The view is per thread, not per fiber: fibers
+//! that share a thread share it.
 
 use super::run::{SpanChange, SpanRef};
 
@@ -35,6 +36,8 @@ struct View {
     seen_ends: u64,
     /// The span last reported entered here and not ended since.
     top: Option<[u8; 8]>,
+    /// The one reported entered before it (current again when it ends).
+    below: Option<[u8; 8]>,
     /// When this thread was last seen (a counter).
     used: u64,
 }
@@ -67,19 +70,26 @@ impl ThreadViews {
                 view.seen_ends = ends;
                 Answer::Settle
             }
+            // Current already, or held below it (entering a span a fiber
+            // holds changes nothing there).
             Some(SpanChange::Entered(SpanRef { span_id, .. }))
-                if up_to_date && view.top == Some(span_id) =>
+                if up_to_date && (view.top == Some(span_id) || view.below == Some(span_id)) =>
             {
                 Answer::Nothing
             }
             Some(SpanChange::Entered(r)) => {
+                if view.top.is_some() && view.top != Some(r.span_id) {
+                    view.below = view.top;
+                }
                 view.top = Some(r.span_id);
                 view.seen_ends = ends;
                 Answer::Change(SpanChange::Entered(r))
             }
             Some(SpanChange::Ended(r)) => {
                 if view.top == Some(r.span_id) {
-                    view.top = None;
+                    view.top = view.below.take();
+                } else if view.below == Some(r.span_id) {
+                    view.below = None;
                 }
                 if up_to_date {
                     view.seen_ends = ends;
@@ -88,6 +98,7 @@ impl ThreadViews {
             }
             Some(SpanChange::RunEnded(r)) => {
                 view.top = None;
+                view.below = None;
                 if up_to_date {
                     view.seen_ends = ends;
                 }
@@ -128,6 +139,7 @@ impl ThreadViews {
                 thread,
                 seen_ends: u64::MAX,
                 top: None,
+                below: None,
                 used: clock,
             };
         }
@@ -182,11 +194,16 @@ mod tests {
     }
 
     #[test]
-    fn an_end_of_the_top_span_forgets_it() {
+    fn an_end_of_the_top_span_makes_the_one_below_current_again() {
         let mut v = ThreadViews::default();
+        v.answer(1, entered(9));
         v.answer(1, entered(5));
         v.answer(1, Some(SpanChange::Ended(span(5))));
+        assert_eq!(v.answer(1, entered(9)), Answer::Nothing);
         assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
+        v.answer(1, Some(SpanChange::Ended(span(5))));
+        v.answer(1, Some(SpanChange::Ended(span(9))));
+        assert_eq!(v.answer(1, entered(9)), Answer::Change(entered(9).unwrap()));
         v.answer(1, Some(SpanChange::RunEnded(span(9))));
         assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
     }
