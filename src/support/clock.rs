@@ -69,9 +69,21 @@ fn process_epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// Nanoseconds on the process's monotonic clock: from the CPU's counter
+/// where the kernel keeps time with it (see [`super::tsc`]), else (and
+/// every 100 ms) from the clock itself. Never goes back.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub fn monotonic_now_ns() -> u64 {
-    u64::try_from(process_epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+    if let Some(ns) = super::tsc::read() {
+        return ns;
+    }
+    monotonic_from_clock()
+}
+
+#[cold]
+fn monotonic_from_clock() -> u64 {
+    let ns = u64::try_from(process_epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+    super::tsc::anchor(ns)
 }
 
 /// Days since 1970-01-01 to a (year, month, day) civil date (proleptic Gregorian).

@@ -20,6 +20,7 @@ pub mod interrupt;
 pub mod protocol;
 pub mod setting_error;
 pub mod thread;
+pub mod tsc;
 pub mod warnings;
 
 pub use setting_error::SettingError;

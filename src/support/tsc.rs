@@ -1,0 +1,183 @@
+//! The monotonic clock read from the CPU's time-stamp counter where the
+//! kernel itself keeps time with it.
+//!
+//! An event arrives after a millisecond or more of other work, so reading
+//! the clock through the vDSO costs its code page and its data page, cold:
+//! about as much as the rest of a repeated event. The counter is one
+//! instruction and touches nothing but the calibration below (one cache
+//! line). It is used only on x86-64 when the kernel's clocksource is `tsc`
+//! (the kernel checked that it is invariant and synchronized across
+//! CPUs); otherwise, and until calibrated, [`read`] answers `None` and the
+//! monotonic clock is read as before.
+//!
+//! Calibration: an anchor (counter, nanoseconds) and the nanoseconds per
+//! tick (32.32 fixed point), measured against the monotonic clock over at
+//! least [`CALIBRATE_NS`] and re-anchored every [`REANCHOR_NS`] (so the
+//! kernel's rate adjustments are followed within that interval). A new
+//! anchor is never behind what the old one gives at that moment, so in a
+//! thread readings never go back; across threads they agree within the
+//! calibration error (nanoseconds to microseconds).
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+/// Shortest interval a calibration is measured over.
+pub const CALIBRATE_NS: u64 = 10_000_000;
+/// How long an anchor is used before the clock is read again.
+pub const REANCHOR_NS: u64 = 100_000_000;
+
+/// The anchor, under a sequence lock (odd while being written).
+struct Anchor {
+    seq: AtomicU64,
+    tsc: AtomicU64,
+    ns: AtomicU64,
+    /// Nanoseconds per tick, 32.32 fixed point; 0 until calibrated.
+    mult: AtomicU64,
+    /// Ticks the anchor is used for (REANCHOR_NS worth).
+    span: AtomicU64,
+}
+
+static ANCHOR: Anchor = Anchor {
+    seq: AtomicU64::new(0),
+    tsc: AtomicU64::new(0),
+    ns: AtomicU64::new(0),
+    mult: AtomicU64::new(0),
+    span: AtomicU64::new(0),
+};
+
+/// 0: not decided yet; 1: usable; 2: not usable.
+static USABLE: AtomicU8 = AtomicU8::new(0);
+
+/// The monotonic nanoseconds now from the counter, or `None` (read the
+/// clock: not usable, not calibrated yet, or the anchor is due).
+#[inline]
+pub fn read() -> Option<u64> {
+    if USABLE.load(Ordering::Relaxed) != 1 {
+        return None;
+    }
+    let tsc = counter()?;
+    let a = &ANCHOR;
+    let s1 = a.seq.load(Ordering::Acquire);
+    let (base_tsc, base_ns, mult, span) = (
+        a.tsc.load(Ordering::Relaxed),
+        a.ns.load(Ordering::Relaxed),
+        a.mult.load(Ordering::Relaxed),
+        a.span.load(Ordering::Relaxed),
+    );
+    if s1 & 1 == 1 || a.seq.load(Ordering::Acquire) != s1 || mult == 0 {
+        return None;
+    }
+    let ticks = tsc.checked_sub(base_tsc)?;
+    if ticks >= span {
+        return None;
+    }
+    Some(base_ns + ((u128::from(ticks) * u128::from(mult)) >> 32) as u64)
+}
+
+/// After the clock was read (`ns`, monotonic nanoseconds): re-anchors, or
+/// calibrates, when due; decides once whether the counter is usable.
+/// Returns the reading to use (at least what the old anchor gives now).
+pub fn anchor(ns: u64) -> u64 {
+    match USABLE.load(Ordering::Relaxed) {
+        0 => decide(),
+        2 => return ns,
+        _ => {}
+    }
+    let Some(tsc) = counter() else {
+        return ns;
+    };
+    let a = &ANCHOR;
+    let s = a.seq.load(Ordering::Acquire);
+    if s & 1 == 1
+        || a.seq
+            .compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+    {
+        // Another thread re-anchors: the clock's reading stands.
+        return ns;
+    }
+    let (base_tsc, base_ns, mult) = (
+        a.tsc.load(Ordering::Relaxed),
+        a.ns.load(Ordering::Relaxed),
+        a.mult.load(Ordering::Relaxed),
+    );
+    let mut out = ns;
+    let elapsed_ns = ns.saturating_sub(base_ns);
+    let ticks = tsc.saturating_sub(base_tsc);
+    if base_tsc == 0 || ticks == 0 {
+        a.tsc.store(tsc, Ordering::Relaxed);
+        a.ns.store(ns, Ordering::Relaxed);
+    } else if elapsed_ns >= CALIBRATE_NS {
+        // What the old anchor says now: never go back from it.
+        if mult != 0 {
+            let extrapolated = base_ns + ((u128::from(ticks) * u128::from(mult)) >> 32) as u64;
+            out = out.max(extrapolated);
+        }
+        let measured = ((u128::from(elapsed_ns) << 32) / u128::from(ticks)) as u64;
+        let span = (u128::from(REANCHOR_NS) << 32) / u128::from(measured.max(1));
+        a.mult.store(measured, Ordering::Relaxed);
+        a.span
+            .store(span.min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        a.tsc.store(tsc, Ordering::Relaxed);
+        a.ns.store(out, Ordering::Relaxed);
+    }
+    a.seq.store(s + 2, Ordering::Release);
+    out
+}
+
+#[cold]
+fn decide() {
+    let usable = cfg!(target_arch = "x86_64")
+        && std::fs::read_to_string(
+            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+        )
+        .map(|s| s.trim() == "tsc")
+        .unwrap_or(false);
+    USABLE.store(if usable { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+#[inline]
+fn counter() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC is available on every x86-64 CPU and has no
+        // preconditions; it reads a counter and touches no memory.
+        Some(unsafe { core::arch::x86_64::_rdtsc() })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::support::clock::monotonic_now_ns;
+
+    #[test]
+    fn readings_follow_the_monotonic_clock_and_never_go_back() {
+        let mut last = 0;
+        let mut from_counter = 0;
+        let start = monotonic_now_ns();
+        // Deadline loop: at least 300 ms of readings, whatever the load.
+        while monotonic_now_ns() - start < 300_000_000 {
+            let before = monotonic_now_ns();
+            let now = crate::support::clock::monotonic_now_ns();
+            let after = monotonic_now_ns();
+            assert!(now >= last, "went back: {now} after {last}");
+            // Within a millisecond of the clock read around it (the
+            // calibration error over an anchor is microseconds at most).
+            assert!(
+                now + 1_000_000 >= before && now <= after + 1_000_000,
+                "{before} {now} {after}"
+            );
+            last = now;
+            if read().is_some() {
+                from_counter += 1;
+            }
+        }
+        if USABLE.load(Ordering::Relaxed) == 1 {
+            assert!(from_counter > 0, "the counter was never used");
+        }
+    }
+}
