@@ -58,11 +58,10 @@ pub struct ReadPlan {
     /// `to_state`: read as a state, not an attribute (unless allowlisted).
     pub(crate) to_state: PlanKey,
     pub(crate) keys: Vec<PlanKey>,
-    /// `keys[i].sym` for every key, contiguous for a quick scan.
-    symbols: Vec<VALUE>,
-    /// `keys[i].id` for every key, likewise (dynamic Symbols are matched
-    /// by their ID).
-    ids: Vec<ID>,
+    /// What finding keys in a payload reads of each key, in the plan
+    /// itself and contiguous (a few cache lines) rather than in each
+    /// `PlanKey`.
+    hot: HotKeys,
     /// For large plans: the index of each key by its static Symbol.
     by_symbol: Option<FastMap<VALUE, usize>>,
     /// How keys nested in Hash values are filtered.
@@ -119,6 +118,53 @@ impl PlanKey {
 fn intern(name: &str) -> ID {
     // SAFETY: rb_intern2 copies the name and returns a static Symbol's ID.
     unsafe { rb_sys::rb_intern2(name.as_ptr() as *const _, name.len() as _) }
+}
+
+/// Where a repeat read (see `lifecycle_repeat`) puts a key's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RepeatPlace {
+    /// `attempt_number`.
+    Attempt,
+    /// The n-th compared value.
+    Value(u8),
+    /// An allowlisted key: events are not compared.
+    Extra,
+}
+
+/// The keys of a small plan, as finding them reads them.
+#[derive(Debug)]
+struct HotKeys {
+    /// Keys held (all of a plan of up to `SMALL_PLAN` keys, else the first).
+    len: usize,
+    sym: [VALUE; SMALL_PLAN],
+    id: [ID; SMALL_PLAN],
+    repeat: [(RepeatPlace, bool); SMALL_PLAN],
+}
+
+impl HotKeys {
+    fn new(keys: &[PlanKey]) -> HotKeys {
+        let mut hot = HotKeys {
+            len: keys.len().min(SMALL_PLAN),
+            sym: [QUNDEF; SMALL_PLAN],
+            id: [0; SMALL_PLAN],
+            repeat: [(RepeatPlace::Extra, false); SMALL_PLAN],
+        };
+        let mut value = 0u8;
+        for (i, key) in keys.iter().take(SMALL_PLAN).enumerate() {
+            hot.sym[i] = key.sym;
+            hot.id[i] = key.id;
+            let place = match key.attr {
+                AttrKey::AttemptNumber => RepeatPlace::Attempt,
+                AttrKey::Extra(_) => RepeatPlace::Extra,
+                _ => {
+                    value += 1;
+                    RepeatPlace::Value(value - 1)
+                }
+            };
+            hot.repeat[i] = (place, key.filtered);
+        }
+        hot
+    }
 }
 
 /// What the plan is made from: the allowlist and the filter decisions.
@@ -178,8 +224,7 @@ impl ReadPlan {
             task_id,
             step_id,
             to_state,
-            symbols: keys.iter().map(|k| k.sym).collect(),
-            ids: keys.iter().map(|k| k.id).collect(),
+            hot: HotKeys::new(&keys),
             keys,
             by_symbol,
             values: inputs.values.clone(),
@@ -189,7 +234,14 @@ impl ReadPlan {
 
     /// `keys[i].sym` for every key, in order.
     pub(crate) fn symbols(&self) -> &[VALUE] {
-        &self.symbols
+        &self.hot.sym[..self.hot.len]
+    }
+
+    /// For a repeat read (see `lifecycle_repeat`): each key's place, and
+    /// whether it is filtered; `None` for a plan with more keys than a
+    /// repeat compares.
+    pub(crate) fn repeat_places(&self) -> Option<&[(RepeatPlace, bool)]> {
+        (self.hot.len == self.keys.len()).then(|| &self.hot.repeat[..self.hot.len])
     }
 
     /// The index of the plan key a static Symbol is (a static Symbol can
@@ -197,13 +249,17 @@ impl ReadPlan {
     pub(crate) fn index_of_static(&self, key: VALUE) -> Option<usize> {
         match &self.by_symbol {
             Some(map) => map.get(&key).copied(),
-            None => self.symbols.iter().position(|&s| s == key),
+            None => self.symbols().iter().position(|&s| s == key),
         }
     }
 
     /// The index of the plan key whose Symbol has the ID `id`.
     pub(crate) fn index_of_id(&self, id: ID) -> Option<usize> {
-        self.ids.iter().position(|&k| k == id)
+        if self.hot.len == self.keys.len() {
+            self.hot.id[..self.hot.len].iter().position(|&k| k == id)
+        } else {
+            self.keys.iter().position(|k| k.id == id)
+        }
     }
 
     /// The names whose values are exported as `"[FILTERED]"`.

@@ -9,13 +9,13 @@
 //! String, or a `lifecycle_attributes` allowlist in force.
 
 use rb_sys::{ruby_value_type as T, VALUE};
+use tasker_trace_core::input::lifecycle::classify;
 use tasker_trace_core::input::lifecycle::repeat::{text_hash, RepeatKey, Word, REPEAT_VALUES};
-use tasker_trace_core::input::lifecycle::{classify, AttrKey};
 use tasker_trace_core::support::thread;
 
 use crate::from_ruby::convert::string_slice;
 use crate::from_ruby::lifecycle_convert::{find_keys, Found};
-use crate::from_ruby::lifecycle_read_plan::{self, ReadPlan, QUNDEF};
+use crate::from_ruby::lifecycle_read_plan::{self, ReadPlan, RepeatPlace, QUNDEF};
 
 /// Event names longer than any step event's are not looked at.
 const MAX_STEP_NAME_BYTES: usize = 32;
@@ -39,11 +39,12 @@ pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
         return None;
     }
     let plan = lifecycle_read_plan::plan();
-    if plan.keys.len() > REPEAT_VALUES + 1 {
+    let places = plan.repeat_places()?;
+    if places.len() > REPEAT_VALUES + 1 {
         return None;
     }
     let mut found = [QUNDEF; REPEAT_VALUES + 1];
-    let (task, step) = look_up(plan, payload, &mut found[..plan.keys.len()])?;
+    let (task, step) = look_up(plan, payload, &mut found[..places.len()])?;
     let mut key = RepeatKey {
         kind,
         task: fixnum(task)?,
@@ -52,20 +53,16 @@ pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
         values: [Word::Absent; REPEAT_VALUES],
         thread: thread::current_token(),
     };
-    let mut slot = 0;
-    for (plan_key, &value) in plan.keys.iter().zip(&found) {
-        let word = if plan_key.filtered && !absent(value) {
+    for (&(place, filtered), &value) in places.iter().zip(&found) {
+        let word = if filtered && !absent(value) {
             Word::Filtered
         } else {
             word(value)?
         };
-        match plan_key.attr {
-            AttrKey::AttemptNumber => key.attempt = word,
-            AttrKey::Extra(_) => return None,
-            _ => {
-                *key.values.get_mut(slot)? = word;
-                slot += 1;
-            }
+        match place {
+            RepeatPlace::Attempt => key.attempt = word,
+            RepeatPlace::Value(i) => *key.values.get_mut(usize::from(i))? = word,
+            RepeatPlace::Extra => return None,
         }
     }
     Some(key)
@@ -87,8 +84,8 @@ fn look_up(plan: &ReadPlan, payload: VALUE, values: &mut [VALUE]) -> Option<(VAL
             found.task = lookup(plan.task_id.sym);
             found.step = lookup(plan.step_id.sym);
             if found.task != QUNDEF && found.step != QUNDEF {
-                for (slot, key) in found.values.iter_mut().zip(&plan.keys) {
-                    *slot = lookup(key.sym);
+                for (slot, &key) in found.values.iter_mut().zip(plan.symbols()) {
+                    *slot = lookup(key);
                 }
             }
             rb_sys::Qnil as VALUE
