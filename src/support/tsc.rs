@@ -6,8 +6,9 @@
 //! about as much as the rest of a repeated event. The counter is one
 //! instruction and touches nothing but the calibration below (one cache
 //! line). It is used only on x86-64 when the kernel's clocksource is `tsc`
-//! (the kernel checked that it is invariant and synchronized across
-//! CPUs); otherwise, and until calibrated, [`read`] answers `None` and the
+//! (the kernel checked that it is invariant and synchronized across CPUs;
+//! without sysfs, as in a chroot, when the CPU flags it invariant);
+//! otherwise, and until calibrated, [`read`] answers `None` and the
 //! monotonic clock is read as before.
 //!
 //! Calibration: an anchor (counter, nanoseconds) and the nanoseconds per
@@ -126,13 +127,26 @@ pub fn anchor(ns: u64) -> u64 {
 
 #[cold]
 fn decide() {
-    let usable = cfg!(target_arch = "x86_64")
-        && std::fs::read_to_string(
-            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-        )
-        .map(|s| s.trim() == "tsc")
-        .unwrap_or(false);
+    let usable = cfg!(target_arch = "x86_64") && kernel_keeps_time_with_tsc();
     USABLE.store(if usable { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// The kernel's current clocksource is `tsc`; where sysfs is not mounted (a
+/// chroot), the CPU says its counter is invariant (`constant_tsc` and
+/// `nonstop_tsc`).
+fn kernel_keeps_time_with_tsc() -> bool {
+    const SOURCE: &str = "/sys/devices/system/clocksource/clocksource0/current_clocksource";
+    if let Ok(source) = std::fs::read_to_string(SOURCE) {
+        return source.trim() == "tsc";
+    }
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            let flags = info.lines().find(|l| l.starts_with("flags"))?.to_owned();
+            let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+            Some(has("constant_tsc") && has("nonstop_tsc"))
+        })
+        .unwrap_or(false)
 }
 
 #[inline]

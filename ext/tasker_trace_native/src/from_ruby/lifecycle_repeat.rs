@@ -129,7 +129,7 @@ fn word(v: VALUE) -> Option<Word> {
     // SAFETY: `v` is a live T_STRING; its bytes are hashed at once and its
     // encoding index read from its header (the same bytes in another
     // encoding may convert differently).
-    let (bytes, encoding) = unsafe { (string_slice(v), rb_sys::rb_enc_get_index(v)) };
+    let (bytes, encoding) = unsafe { (string_slice(v), rb_sys::ENCODING_GET(v)) };
     let hash = text_hash(bytes) ^ (encoding as u64).rotate_left(48);
     Some(Word::Text(hash, bytes.len()))
 }
