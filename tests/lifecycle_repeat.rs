@@ -29,15 +29,21 @@ fn opened(t: &Tracer, task: i64) {
     );
 }
 
+/// Records task 1's step 5 `step.execution_requested` at `ms` with its key.
+fn exec_recorded(t: &Tracer, ms: u64) -> (RepeatKey, RecordOutcome) {
+    let exec = key(EventKind::StepExecutionRequested, 1, 5, 0);
+    let outcome = t.record_keyed(
+        step_ev("step.execution_requested", 1, 5, 0, at(ms)),
+        Some(exec),
+    );
+    (exec, outcome)
+}
+
 #[test]
 fn a_copy_of_the_event_just_recorded_is_counted_and_changes_nothing() {
     let t = tracer();
     opened(&t, 1);
-    let exec = key(EventKind::StepExecutionRequested, 1, 5, 0);
-    let outcome = t.record_keyed(
-        step_ev("step.execution_requested", 1, 5, 0, at(1)),
-        Some(exec),
-    );
+    let (exec, outcome) = exec_recorded(&t, 1);
     assert_eq!(outcome, RecordOutcome::AttemptOpened);
     let before = t.stats().events_recorded;
     assert!(t.repeated(&exec, at(2)));
@@ -65,11 +71,7 @@ fn a_copy_of_the_event_just_recorded_is_counted_and_changes_nothing() {
 fn a_copy_that_would_change_a_value_is_not_taken() {
     let t = tracer();
     opened(&t, 1);
-    let exec = key(EventKind::StepExecutionRequested, 1, 5, 0);
-    t.record_keyed(
-        step_ev("step.execution_requested", 1, 5, 0, at(1)),
-        Some(exec),
-    );
+    let (exec, _) = exec_recorded(&t, 1);
     let mut renamed = exec;
     renamed.values[0] = Word::Text(text_hash(b"charge"), 6);
     assert!(!t.repeated(&renamed, at(2)));
@@ -83,18 +85,11 @@ fn a_copy_that_would_change_a_value_is_not_taken() {
 fn anything_else_recorded_or_changed_in_between_forgets_the_event() {
     let t = tracer();
     opened(&t, 1);
-    let exec = key(EventKind::StepExecutionRequested, 1, 5, 0);
-    t.record_keyed(
-        step_ev("step.execution_requested", 1, 5, 0, at(1)),
-        Some(exec),
-    );
+    let (exec, _) = exec_recorded(&t, 1);
     t.record(step_ev("step.before_handle", 1, 5, 0, at(2)));
     assert!(!t.repeated(&exec, at(3)));
 
-    t.record_keyed(
-        step_ev("step.execution_requested", 1, 5, 0, at(4)),
-        Some(exec),
-    );
+    exec_recorded(&t, 4);
     t.reset();
     assert!(!t.repeated(&exec, at(5)));
 }
@@ -126,11 +121,7 @@ fn only_events_on_an_open_run_that_opened_merged_or_closed_an_attempt_are_rememb
 fn a_copy_long_after_the_event_is_recorded_in_full() {
     let t = tracer();
     opened(&t, 1);
-    let exec = key(EventKind::StepExecutionRequested, 1, 5, 0);
-    t.record_keyed(
-        step_ev("step.execution_requested", 1, 5, 0, at(1)),
-        Some(exec),
-    );
+    let (exec, _) = exec_recorded(&t, 1);
     assert!(!t.repeated(&exec, at(1_001)));
     assert!(t.repeated(&exec, at(1_000)));
 }
@@ -153,11 +144,7 @@ fn a_copy_with_a_higher_attempt_number_raises_it_as_a_merge_would() {
     // So does the run when the next event comes first.
     let t = tracer();
     opened(&t, 1);
-    let exec = key(EventKind::StepExecutionRequested, 1, 5, 0);
-    t.record_keyed(
-        step_ev("step.execution_requested", 1, 5, 0, at(1)),
-        Some(exec),
-    );
+    exec_recorded(&t, 1);
     assert!(t.repeated(&key(EventKind::StepExecutionRequested, 1, 5, 1), at(2)));
     t.record(step_ev("step.completed", 1, 5, 0, at(3)));
     t.record(task_completed(1, at(4), false));

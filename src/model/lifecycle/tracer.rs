@@ -113,21 +113,11 @@ impl Tracer {
     /// binding for step events) so that an identical copy that follows can
     /// be taken by [`Tracer::repeated`].
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
-    pub fn record_keyed(&self, mut event: LifecycleEvent, key: Option<RepeatKey>) -> RecordOutcome {
-        event.prepare();
-        let at = event.at.mono_ns;
-        let mut garbage = Garbage::default();
-        let outcome = {
-            let mut state = self.state.lock();
-            let outcome = state.apply(&mut event, &mut garbage);
-            if let Some(key) = key {
-                state.remember(key, outcome, at);
-            }
-            outcome
-        };
-        drop(garbage);
-        drop(event);
-        outcome
+    pub fn record_keyed(&self, event: LifecycleEvent, key: Option<RepeatKey>) -> RecordOutcome {
+        self.applied(event, key, |state, ev, garbage| {
+            (state.apply(ev, garbage), ())
+        })
+        .0
     }
 
     /// Whether the event `key` was read from, at `at`, repeats the one
@@ -144,49 +134,45 @@ impl Tracer {
     /// OpenTelemetry span (entered, attempt ended, run ended), in the same
     /// lock.
     pub fn record_connected(&self, event: LifecycleEvent) -> (RecordOutcome, Option<SpanChange>) {
-        self.record_connected_keyed(event, None)
+        self.applied(event, None, |state, ev, garbage| {
+            state.apply_connected(ev, garbage)
+        })
     }
 
-    /// [`Tracer::record_connected`], remembering the event's [`RepeatKey`]
-    /// as [`Tracer::record_keyed`] does.
-    pub fn record_connected_keyed(
-        &self,
-        mut event: LifecycleEvent,
-        key: Option<RepeatKey>,
-    ) -> (RecordOutcome, Option<SpanChange>) {
-        event.prepare();
-        let at = event.at.mono_ns;
-        let mut garbage = Garbage::default();
-        let result = {
-            let mut state = self.state.lock();
-            let result = state.apply_connected(&mut event, &mut garbage);
-            if let Some(key) = key {
-                state.remember(key, result.0, at);
-            }
-            result
-        };
-        drop(garbage);
-        drop(event);
-        result
-    }
-
-    /// [`Tracer::record_connected_keyed`] for an event published in
-    /// `thread`: the outcome, the change, and what that thread must do about
-    /// the spans it may hold (nothing, settle, or the change; see
+    /// [`Tracer::record_connected`] for an event published in `thread`,
+    /// remembering its [`RepeatKey`] as [`Tracer::record_keyed`] does: the
+    /// outcome, the change, and what that thread must do about the spans it
+    /// may hold (nothing, settle, or the change; see
     /// [`crate::model::lifecycle::Answer`]).
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn record_listened(
         &self,
-        mut event: LifecycleEvent,
+        event: LifecycleEvent,
         key: Option<RepeatKey>,
         thread: u64,
     ) -> (RecordOutcome, Option<SpanChange>, Answer) {
+        let (outcome, (change, answer)) = self.applied(event, key, |state, ev, garbage| {
+            let (outcome, change, answer) = state.apply_listened(ev, garbage, thread);
+            (outcome, (change, answer))
+        });
+        (outcome, change, answer)
+    }
+
+    /// Prepares `event`, applies it with `apply` under the lock, remembers
+    /// `key` with the outcome, and frees what it replaced after the lock.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+    fn applied<R>(
+        &self,
+        mut event: LifecycleEvent,
+        key: Option<RepeatKey>,
+        apply: impl FnOnce(&mut State, &mut LifecycleEvent, &mut Garbage) -> (RecordOutcome, R),
+    ) -> (RecordOutcome, R) {
         event.prepare();
         let at = event.at.mono_ns;
         let mut garbage = Garbage::default();
         let result = {
             let mut state = self.state.lock();
-            let result = state.apply_listened(&mut event, &mut garbage, thread);
+            let result = apply(&mut state, &mut event, &mut garbage);
             if let Some(key) = key {
                 state.remember(key, result.0, at);
             }
