@@ -305,6 +305,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn readings_follow_the_clock_and_never_go_back_in_a_thread() {
+        use crate::support::tsc;
+        let mut last = 0;
+        let mut from_counter = 0;
+        let start = monotonic_now_ns();
+        // Deadline loop: at least 300 ms of readings, whatever the load.
+        while monotonic_now_ns() - start < 300_000_000 {
+            let before = monotonic_now_ns();
+            let now = monotonic_now_ns();
+            let after = monotonic_now_ns();
+            assert!(now >= last, "went back: {now} after {last}");
+            // Within a millisecond of the readings around it (the
+            // calibration error over an anchor is microseconds at most).
+            assert!(
+                now + 1_000_000 >= before && now <= after + 1_000_000,
+                "{before} {now} {after}"
+            );
+            last = now;
+            if tsc::read().is_some() {
+                from_counter += 1;
+            }
+        }
+        if tsc::usable() {
+            assert!(from_counter > 0, "the counter was never used");
+        }
+    }
+
+    #[test]
     fn formats_like_ruby_iso8601() {
         // 2026-11-25T11:59:07Z
         let ns = 1_795_607_947_i64 * 1_000_000_000 + 123_456_789;

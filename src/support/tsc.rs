@@ -48,6 +48,11 @@ static ANCHOR: Anchor = Anchor {
 /// 0: not decided yet; 1: usable; 2: not usable.
 static USABLE: AtomicU8 = AtomicU8::new(0);
 
+/// Whether the counter is in use (decided at the first reading).
+pub fn usable() -> bool {
+    USABLE.load(Ordering::Relaxed) == 1
+}
+
 /// The monotonic nanoseconds now from the counter, or `None` (read the
 /// clock: not usable, not calibrated yet, or the anchor is due).
 #[inline]
@@ -160,38 +165,5 @@ fn counter() -> Option<u64> {
     #[cfg(not(target_arch = "x86_64"))]
     {
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::support::clock::monotonic_now_ns;
-
-    #[test]
-    fn readings_follow_the_monotonic_clock_and_never_go_back() {
-        let mut last = 0;
-        let mut from_counter = 0;
-        let start = monotonic_now_ns();
-        // Deadline loop: at least 300 ms of readings, whatever the load.
-        while monotonic_now_ns() - start < 300_000_000 {
-            let before = monotonic_now_ns();
-            let now = crate::support::clock::monotonic_now_ns();
-            let after = monotonic_now_ns();
-            assert!(now >= last, "went back: {now} after {last}");
-            // Within a millisecond of the clock read around it (the
-            // calibration error over an anchor is microseconds at most).
-            assert!(
-                now + 1_000_000 >= before && now <= after + 1_000_000,
-                "{before} {now} {after}"
-            );
-            last = now;
-            if read().is_some() {
-                from_counter += 1;
-            }
-        }
-        if USABLE.load(Ordering::Relaxed) == 1 {
-            assert!(from_counter > 0, "the counter was never used");
-        }
     }
 }
