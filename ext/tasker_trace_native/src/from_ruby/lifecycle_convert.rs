@@ -366,7 +366,7 @@ fn read_sized<const N: usize>(
 /// (a static Symbol's hash and equality are the VM's own), under one
 /// protect all the same.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
-fn look_up_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
+pub(crate) fn look_up_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
     let plan = found.plan;
     let lookup = |key: VALUE| {
         // SAFETY: `payload` is a T_HASH and `key` a static Symbol.

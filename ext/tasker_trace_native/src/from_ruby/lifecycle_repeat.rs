@@ -14,7 +14,7 @@ use tasker_trace_core::input::lifecycle::repeat::{text_hash, RepeatKey, Word, RE
 use tasker_trace_core::support::thread;
 
 use crate::from_ruby::convert::string_slice;
-use crate::from_ruby::lifecycle_convert::{find_keys, Found};
+use crate::from_ruby::lifecycle_convert::{find_keys, look_up_keys, Found};
 use crate::from_ruby::lifecycle_read_plan::{self, ReadPlan, RepeatPlace, QUNDEF};
 
 /// Event names longer than any step event's are not looked at.
@@ -68,29 +68,14 @@ pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
     Some(key)
 }
 
-/// Finds the ids and the plan's keys: one hash lookup of each Symbol when
-/// they are all static, else one pass over the payload (see
-/// `lifecycle_convert::find_keys`); no Ruby code runs. `None` without both
-/// ids.
+/// Finds the ids and the plan's keys as reading the event finds them (one
+/// hash lookup of each Symbol when they are all static, else one pass over
+/// the payload); no Ruby code runs. `None` without both ids.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn look_up(plan: &ReadPlan, payload: VALUE, values: &mut [VALUE]) -> Option<(VALUE, VALUE)> {
     let mut found = Found::new(plan, values);
     if plan.direct {
-        let lookup = |key: VALUE| {
-            // SAFETY: `payload` is a T_HASH and `key` a static Symbol.
-            unsafe { rb_sys::rb_hash_lookup2(payload, key, QUNDEF) }
-        };
-        magnus::rb_sys::protect(|| {
-            found.task = lookup(plan.task_id.sym);
-            found.step = lookup(plan.step_id.sym);
-            if found.task != QUNDEF && found.step != QUNDEF {
-                for (slot, &key) in found.values.iter_mut().zip(plan.symbols()) {
-                    *slot = lookup(key);
-                }
-            }
-            rb_sys::Qnil as VALUE
-        })
-        .ok()?;
+        look_up_keys(&mut found, payload).ok()?;
     } else {
         find_keys(&mut found, payload).ok()?;
     }

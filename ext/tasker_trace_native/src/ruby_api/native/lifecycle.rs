@@ -35,7 +35,7 @@ use tasker_trace_core::input::lifecycle::repeat::RepeatKey;
 use tasker_trace_core::input::lifecycle::values::ValueFilter;
 use tasker_trace_core::input::lifecycle::SPAN_EVENT_NAMES;
 use tasker_trace_core::input::lifecycle::{AttrKey, ParentSpan, KNOWN_EVENT_NAMES};
-use tasker_trace_core::input::lifecycle::{EventKind, ToState};
+use tasker_trace_core::input::lifecycle::{EventKind, LifecycleEvent, ToState};
 use tasker_trace_core::model::lifecycle::{Answer, SpanChange};
 use tasker_trace_core::support::clock::Stamp;
 use tasker_trace_core::support::thread;
@@ -53,14 +53,29 @@ use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp, key: Option<RepeatKey>) -> Ingested {
+    read_then(ruby, name, payload, at, |event| {
+        process::record(|| lifecycle_tracer().record_keyed(event, key));
+    })
+}
+
+/// Reads one event, with the environment in force first (the first event
+/// may start the exporter: the environment says whether), and hands it to
+/// `store`.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn read_then(
+    ruby: &Ruby,
+    name: VALUE,
+    payload: VALUE,
+    at: Stamp,
+    store: impl FnOnce(LifecycleEvent),
+) -> Ingested {
     errors::maybe_injected_panic();
-    // The first event may start the exporter: the environment says whether.
     if let Err(e) = in_force::ensure_environment(ruby) {
         return Ingested::from_error(ruby, e);
     }
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(event)) => {
-            process::record(|| lifecycle_tracer().record_keyed(event, key));
+            store(event);
             Ingested::Stored
         }
         Ok(Read::Refused) => Ingested::Refused,
@@ -260,18 +275,16 @@ fn listened(name: VALUE, payload: VALUE) -> Listened {
     }
     // SAFETY: called by the VM with the GVL held, on a Ruby thread.
     let ruby = unsafe { Ruby::get_unchecked() };
-    match CONTEXT_PATH.load(Ordering::Relaxed) {
-        PLAIN => match record_keyed_at(&ruby, wrap(name), wrap(payload), at, key) {
-            Ok(_) => Listened::Done,
-            Err(e) => Listened::Raise(e),
-        },
-        CONNECTED => listen_connected(&ruby, name, payload, at, key),
-        // Recorded as without the context; the thread releases what it
-        // holds (the Ruby layer does, per fiber).
-        _ => match record_keyed_at(&ruby, wrap(name), wrap(payload), at, key) {
-            Ok(_) => Listened::Answer(SETTLE),
-            Err(e) => Listened::Raise(e),
-        },
+    let mode = CONTEXT_PATH.load(Ordering::Relaxed);
+    if mode == CONNECTED {
+        return listen_connected(&ruby, name, payload, at, key);
+    }
+    match record_keyed_at(&ruby, wrap(name), wrap(payload), at, key) {
+        Err(e) => Listened::Raise(e),
+        Ok(_) if mode == PLAIN => Listened::Done,
+        // Releasing: the thread releases what it holds (the Ruby layer
+        // does, per fiber).
+        Ok(_) => Listened::Answer(SETTLE),
     }
 }
 
@@ -324,26 +337,15 @@ fn record_answered(
     key: Option<RepeatKey>,
     answered: &mut Answered,
 ) -> Ingested {
-    errors::maybe_injected_panic();
-    if let Err(e) = in_force::ensure_environment(ruby) {
-        return Ingested::from_error(ruby, e);
-    }
-    match lifecycle_convert::read_event(ruby, name, payload, at) {
-        Ok(Read::Event(event)) => {
-            if event.kind() == EventKind::TaskStartRequested
-                && event.to_state == ToState::InProgress
-            {
-                answered.opening = true;
-                return Ingested::Stored;
-            }
-            let thread = thread::current_token();
-            answered.answer =
-                process::record(|| lifecycle_tracer().record_listened(event, key, thread)).2;
-            Ingested::Stored
+    read_then(ruby, name, payload, at, |event| {
+        if event.kind() == EventKind::TaskStartRequested && event.to_state == ToState::InProgress {
+            answered.opening = true;
+            return;
         }
-        Ok(Read::Refused) => Ingested::Refused,
-        Err(e) => Ingested::from_error(ruby, e),
-    }
+        let thread = thread::current_token();
+        answered.answer =
+            process::record(|| lifecycle_tracer().record_listened(event, key, thread)).2;
+    })
 }
 
 /// `Native.listen(name, payload)`: what `Lifecycle::LISTENER` calls for
