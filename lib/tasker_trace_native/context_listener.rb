@@ -95,8 +95,7 @@ module TaskerTraceNative
       def answer(event, answer)
         return on_event(event) if answer == true
 
-        held = Thread.current[KEY]
-        settle(event.id, held) if held && (held.seen != @ends || !@enabled) && !held.entries.empty?
+        settled(event.id)
         apply(event.id, answer) unless answer == SETTLE
         nil
       end
@@ -117,8 +116,7 @@ module TaskerTraceNative
       # Native.record_lifecycle_event does; what concerns the context never
       # raises (a failure is logged and the event is still recorded).
       def record(name, payload, parent)
-        held = Thread.current[KEY]
-        settle(name, held) if held && (held.seen != @ends || !@enabled) && !held.entries.empty?
+        held = settled(name)
         return Native.record_lifecycle_event(name, payload) unless @enabled
 
         top = held && held.entries.last
@@ -151,6 +149,14 @@ module TaskerTraceNative
       end
 
       private
+
+      # This fiber's entries, settled first when spans ended since it last
+      # looked, or when the context path is off (everything it holds goes).
+      def settled(name)
+        held = Thread.current[KEY]
+        settle(name, held) if held && (held.seen != @ends || !@enabled) && !held.entries.empty?
+        held
+      end
 
       # Detaches this fiber's stale entries: their span or run ended, or their
       # context is no longer in the fiber's stack (see `detach`).
@@ -185,23 +191,8 @@ module TaskerTraceNative
         @ends += 1 if @open.delete(span_id)
         return unless held
 
-        entries = held.entries
-        # The usual case: what ends is this fiber's newest context, current.
-        pop_current(entries, &ends_here)
-        leave(entries, &ends_here) if entries.any?(&ends_here)
+        leave(held.entries, &ends_here)
         held.seen = @ends if up_to_date
-      end
-
-      # Detaches the newest entries the block selects while each is the
-      # current context (the API's own order, no search).
-      def pop_current(entries)
-        stack = context_stack
-        return unless stack
-
-        while (top = entries.last) && yield(top) && stack.last.equal?(top.context)
-          entries.pop
-          ::OpenTelemetry::Context.detach(stack.size)
-        end
       end
 
       def enter(trace_id, span_id, sampled, root_id)
