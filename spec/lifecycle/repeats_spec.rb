@@ -128,3 +128,25 @@ RSpec.describe "Lifecycle tracer: repeated step events" do
     expect(attrs(root(only_run(include_open: true)))).to include(key => "eu")
   end
 end
+
+RSpec.describe "TaskerTraceNative::Native.listen with bad input" do
+  include LifecycleHelper
+
+  it "never raises, refuses what is not an event, and reads huge or deep values in full" do
+    listen = TaskerTraceNative::Native.method(:listen)
+    deep = {}
+    cur = deep
+    100_000.times { cur = (cur[:a] = {}) }
+    expect(listen.call(nil, nil)).to be_nil
+    expect(listen.call(123, { task_id: 1 })).to be_nil
+    expect(listen.call("step.completed", nil)).to be_nil
+    expect(listen.call("", {})).to be_nil
+    expect(TaskerTraceNative.lifecycle_stats[:events_refused]).to eq(3)
+    listen.call("task.start_requested", { task_id: 1, to_state: "in_progress" })
+    big = { task_id: 1, step_id: 2**70, step_name: "x" * 5_000_000, retry_limit: deep }
+    2.times { expect(listen.call("step.execution_requested", big)).to be_nil }
+    stats = TaskerTraceNative.lifecycle_stats
+    expect(stats).to include(events_repeated: 0, events_recorded: 3)
+    expect { listen.call(1) }.to raise_error(ArgumentError, /given 1, expected 2/)
+  end
+end
