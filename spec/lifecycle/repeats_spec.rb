@@ -132,7 +132,12 @@ end
 RSpec.describe "TaskerTraceNative::Native.listen with bad input" do
   include LifecycleHelper
 
+  # Each example sets the path it asserts (earlier examples may have left the
+  # context path engaged); the settings put it back after.
+  after { TaskerTraceNative::ContextListener.refresh! }
+
   it "never raises, refuses what is not an event, and reads huge or deep values in full" do
+    TaskerTraceNative::Native.set_context_path(false, false)
     listen = TaskerTraceNative::Native.method(:listen)
     deep = {}
     cur = deep
@@ -148,5 +153,14 @@ RSpec.describe "TaskerTraceNative::Native.listen with bad input" do
     stats = TaskerTraceNative.lifecycle_stats
     expect(stats).to include(events_repeated: 0, events_recorded: 3)
     expect { listen.call(1) }.to raise_error(ArgumentError, /given 1, expected 2/)
+  end
+
+  it "answers settle to every event, refused ones too, once the context path was in use and is off" do
+    TaskerTraceNative::Native.set_context_path(true, false)
+    listen = TaskerTraceNative::Native.method(:listen)
+    expect(listen.call(nil, nil)).to eq(TaskerTraceNative::ContextListener::SETTLE)
+    expect(listen.call("task.start_requested", { task_id: 1, to_state: "in_progress" }))
+      .to eq(TaskerTraceNative::ContextListener::SETTLE)
+    expect(TaskerTraceNative.lifecycle_stats).to include(events_refused: 1, events_recorded: 1)
   end
 end
