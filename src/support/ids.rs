@@ -53,6 +53,7 @@ impl IdGenerator {
         }
     }
 
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn next_u64(&mut self) -> u64 {
         let forked = match forks() {
             Some(n) if n != self.forks => {

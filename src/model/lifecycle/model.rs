@@ -685,6 +685,7 @@ impl State {
     /// Forgets the remembered event, first merging the higher
     /// `attempt_number` a copy brought (kept highest, as a merge does) into
     /// the attempt the event opened, merged into or closed.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn forget_repeat(&mut self) {
         let Some(r) = self.repeat.take() else {
             return;

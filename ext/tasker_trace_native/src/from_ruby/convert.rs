@@ -30,6 +30,7 @@ use crate::to_ruby::values::wrap;
 ///
 /// # Safety
 /// `v` must be a live T_STRING.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub(crate) unsafe fn string_slice<'a>(v: VALUE) -> &'a [u8] {
     // SAFETY: per the contract above, pointer and length describe the
     // String's live buffer.

@@ -246,6 +246,7 @@ impl ReadPlan {
 
     /// The index of the plan key a static Symbol is (a static Symbol can
     /// only be a key whose own Symbol is static).
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub(crate) fn index_of_static(&self, key: VALUE) -> Option<usize> {
         match &self.by_symbol {
             Some(map) => map.get(&key).copied(),
@@ -254,6 +255,7 @@ impl ReadPlan {
     }
 
     /// The index of the plan key whose Symbol has the ID `id`.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub(crate) fn index_of_id(&self, id: ID) -> Option<usize> {
         if self.hot.len == self.keys.len() {
             self.hot.id[..self.hot.len].iter().position(|&k| k == id)

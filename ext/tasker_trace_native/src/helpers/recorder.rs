@@ -64,6 +64,7 @@ impl Ingested {
 /// when refused or failed (counted by `count_refusal`; a failure, a caught
 /// panic included, also logged through `TaskerTraceNative.<logger>`); the
 /// error itself when it must propagate.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub(crate) fn recorder_result(
     ruby: &Ruby,
     outcome: std::thread::Result<Ingested>,
