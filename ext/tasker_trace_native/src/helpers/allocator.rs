@@ -17,7 +17,7 @@ use rb_sys::tracking_allocator::TrackingAllocator;
 
 /// The GC is told once this many bytes were allocated or freed, net, since
 /// it was last told.
-pub const REPORT_BYTES: isize = 32 * 1024;
+pub const REPORT_BYTES: usize = 32 * 1024;
 
 pub struct CountingAllocator {
     live: AtomicIsize,
@@ -44,7 +44,7 @@ impl CountingAllocator {
             .unreported
             .fetch_add(delta, Ordering::Relaxed)
             .wrapping_add(delta);
-        if pending.unsigned_abs() >= REPORT_BYTES.unsigned_abs() {
+        if pending.unsigned_abs() >= REPORT_BYTES {
             self.report();
         }
     }
