@@ -29,13 +29,15 @@ module TaskerTraceNative
     # like OpenTelemetry's own Context storage).
     KEY = :__tasker_trace_native_contexts__
 
-    # What Native.record_lifecycle_event_connected answers.
-    ENTERED = 1
-    ENDED = 2
-    RUN_ENDED = 3
-
     # What Native.listen answers when spans ended in other threads since
     # this one was last told (and the event changed nothing of its own).
+    # Its other answers, and Native.record_lifecycle_event_connected's, are
+    # what the event did, made so that the common ones allocate nothing:
+    # - a span entered: a frozen [trace_id, span_id, sampled, handle,
+    #   root_handle], ids as binary Strings;
+    # - an attempt ended: its handle, a positive Integer;
+    # - a run ended (with its attempts): minus its root's handle.
+    # A handle is a Fixnum that stands for one span id.
     SETTLE = 0
 
     # Spans entered and not known to have ended, process-wide; the oldest go
@@ -43,8 +45,9 @@ module TaskerTraceNative
     MAX_OPEN_SPANS = 20_000
 
     # One context this fiber attached: the API's token, the Context, the
-    # context that was current before it, the span's id and its run's root id.
-    Entry = Struct.new(:token, :context, :below, :span_id, :root_id)
+    # context that was current before it, the span's handle and its run's
+    # root's handle.
+    Entry = Struct.new(:token, :context, :below, :handle, :root)
 
     # What a fiber holds: its entries (newest last) and the number of span
     # ends it has checked them against (`settle` runs only when spans ended
@@ -91,12 +94,11 @@ module TaskerTraceNative
       # What Native.listen answered for `event` (with the context path in
       # use): true, record it here (it may open a run: see on_event); SETTLE,
       # spans ended elsewhere since this thread was last told; or the change
-      # the recorded event made (see apply).
+      # the recorded event made (see SETTLE).
       def answer(event, answer)
         return on_event(event) if answer == true
 
-        settled(event.id)
-        apply(event.id, answer) unless answer == SETTLE
+        change(event, answer)
         nil
       end
 
@@ -120,8 +122,8 @@ module TaskerTraceNative
         return Native.record_lifecycle_event(name, payload) unless @enabled
 
         top = held && held.entries.last
-        change = Native.record_lifecycle_event_connected(name, payload, parent, top && top.span_id)
-        apply(name, change) if change
+        answer = Native.record_lifecycle_event_connected(name, payload, parent, top && top.handle)
+        change(name, answer) if answer
         true
       end
 
@@ -152,67 +154,85 @@ module TaskerTraceNative
 
       # This fiber's entries, settled first when spans ended since it last
       # looked, or when the context path is off (everything it holds goes).
-      def settled(name)
+      # `event` (here and below) is the event or its name, read only to log
+      # a failure.
+      def settled(event)
         held = Thread.current[KEY]
-        settle(name, held) if held && (held.seen != @ends || !@enabled) && !held.entries.empty?
+        settle(event, held) if held && (held.seen != @ends || !@enabled) && !held.entries.empty?
         held
       end
 
       # Detaches this fiber's stale entries: their span or run ended, or their
       # context is no longer in the fiber's stack (see `detach`).
-      def settle(name, held)
+      def settle(event, held)
         held.seen = @ends
         if @enabled
           stack = context_stack
-          leave(held.entries) { |e| !@open.key?(e.span_id) || !@open.key?(e.root_id) || gone?(stack, e) }
+          leave(held.entries) { |e| !@open.key?(e.handle) || !@open.key?(e.root) || gone?(stack, e) }
         else
           leave(held.entries) { true }
         end
       rescue StandardError => e
-        context_error(name, e)
+        context_error(event, e)
       end
 
-      def apply(name, change)
-        kind, trace_id, span_id, sampled, root_id = change
-        case kind
-        when ENTERED then enter(trace_id, span_id, sampled, root_id)
-        when ENDED then ended(span_id) { |e| e.span_id == span_id }
-        when RUN_ENDED then ended(root_id) { |e| e.root_id == root_id }
+      # What a recorded event did (see SETTLE), done in this fiber.
+      def change(event, answer)
+        if answer.is_a?(Array)
+          enter(event, answer)
+        elsif answer > 0
+          ended(event, answer, false)
+        elsif answer == SETTLE
+          settled(event)
+        else
+          ended(event, -answer, true)
         end
       rescue StandardError => e
-        context_error(name, e)
+        context_error(event, e)
       end
 
-      # A span ended: every fiber checks its entries against it at its next
-      # call; this one at once (and, when it was up to date, stays so).
-      def ended(span_id, &ends_here)
-        held = Thread.current[KEY]
+      # A span ended (an attempt, or a run and with it its attempts): every
+      # fiber checks its entries against it at its next call; this one at
+      # once (and, when it was up to date, stays so).
+      def ended(event, handle, run)
+        held = settled(event)
         up_to_date = held && held.seen == @ends
-        @ends += 1 if @open.delete(span_id)
+        @ends += 1 if @open.delete(handle)
         return unless held
 
-        leave(held.entries, &ends_here)
+        entries = held.entries
+        top = entries.last
+        if !run && top && top.handle == handle
+          entries.pop
+          detach(top)
+        else
+          leave(entries) { |e| (run ? e.root : e.handle) == handle }
+        end
         held.seen = @ends if up_to_date
       end
 
-      def enter(trace_id, span_id, sampled, root_id)
+      def enter(event, change)
+        trace_id, span_id, sampled, handle, root = change
         held = (Thread.current[KEY] ||= Held.new([], @ends))
         entries = held.entries
-        return if entries.last&.span_id == span_id
-
-        if entries.empty?
+        top = entries.last
+        if top.nil?
           held.seen = @ends
         else
+          return if top.handle == handle
+
           # Settled already unless a span ended since or an app's block was
           # unwound past the newest entry (its context is no longer on top).
           stack = context_stack
-          settle(nil, held) if held.seen != @ends || stack.nil? || !stack.last.equal?(entries.last.context)
-          return if entries.any? { |e| e.span_id == span_id }
+          settle(event, held) if held.seen != @ends || stack.nil? || !stack.last.equal?(top.context)
+          # Holding only this run's root (the common case), nothing else
+          # needs a look.
+          unless entries.size == 1 && entries[0].handle == root
+            return if entries.any? { |e| e.handle == handle }
 
-          # Another attempt of this run was current here: its closing event
-          # never came to this fiber, and attempts in one fiber do not nest.
-          if span_id != root_id
-            leave(entries) { |e| e.root_id == root_id && e.span_id != root_id }
+            # Another attempt of this run was current here: its closing event
+            # never came to this fiber, and attempts in one fiber do not nest.
+            leave(entries) { |e| e.root == root && e.handle != root } if handle != root
           end
         end
 
@@ -223,9 +243,9 @@ module TaskerTraceNative
         below = ::OpenTelemetry::Context.current
         context = ::OpenTelemetry::Trace.context_with_span(span, parent_context: below)
         token = ::OpenTelemetry::Context.attach(context)
-        entries << Entry.new(token, context, below, span_id, root_id)
-        @open[root_id] = true
-        @open[span_id] = true
+        entries << Entry.new(token, context, below, handle, root)
+        @open[root] = true
+        @open[handle] = true
         while @open.size > MAX_OPEN_SPANS
           @open.shift
           @ends += 1
@@ -258,6 +278,8 @@ module TaskerTraceNative
         return detach_current(entry) unless stack
 
         at = entry.token - 1
+        return ::OpenTelemetry::Context.detach(stack.size) if at == stack.size - 1 && stack[at].equal?(entry.context)
+
         at = stack.rindex { |c| c.equal?(entry.context) } unless stack[at].equal?(entry.context)
         if at
           remove_at(stack, at)
@@ -295,7 +317,8 @@ module TaskerTraceNative
         @has_stack ? ::OpenTelemetry::Context.send(:stack) : nil
       end
 
-      def context_error(name, error)
+      def context_error(event, error)
+        name = event.respond_to?(:payload) ? event.id : event
         TaskerTraceNative.log_lifecycle_error(name, "OpenTelemetry context: #{error.class}: #{error.message}")
       rescue StandardError
         nil

@@ -103,7 +103,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     start(1)
     calls = []
     allow(TaskerTraceNative::ContextListener).to receive(:answer).and_wrap_original do |m, event, answer|
-      calls << [event.id, answer.is_a?(Array) ? answer.first : answer]
+      calls << [event.id, answer]
       m.call(event, answer)
     end
     step = { task_id: 1, step_id: 10, step_name: "s10", attempt_number: 0, retry_limit: 3 }
@@ -113,11 +113,23 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     publish("step.completed", step)
     2.times { publish("step.completed", step.merge(attempt_number: 1)) }
     publish("task.start_requested", task_id: 1, task_name: "t") # merges into the root: held already
-    expect(calls).to eq([["step.execution_requested", TaskerTraceNative::ContextListener::ENTERED],
-                         ["step.completed", TaskerTraceNative::ContextListener::ENDED]])
+    expect(calls.map(&:first)).to eq(%w[step.execution_requested step.completed])
+    # Entered: the ids, the sampling decision and two handles (the span's,
+    # its root's); ended: the span's handle alone, a Fixnum.
+    trace_id, span_id, sampled, handle, root_handle = calls[0][1]
+    expect(calls[0][1]).to be_frozen
+    expect([trace_id.unpack1("H*"), span_id.unpack1("H*"), sampled])
+      .to eq([only_run(include_open: true)[:trace_id], entered, true])
+    expect([handle, root_handle]).to all(be_a(Integer).and(be_positive))
+    expect(handle).not_to eq(root_handle)
+    expect(calls[1][1]).to eq(handle)
     expect(entered).to eq(attempts(only_run(include_open: true)).first[:span_id])
     expect(current_hex).to eq(root(only_run(include_open: true))[:span_id])
     expect(TaskerTraceNative.lifecycle_stats[:events_repeated]).to eq(4)
+    # A run ended: minus its root's handle (the attempt's root).
+    publish("task.completed", task_id: 1)
+    expect(calls.last).to eq(["task.completed", -root_handle])
+    expect([current_hex, TaskerTraceNative::ContextListener.held]).to eq(["0" * 16, 0])
   end
 
   it "detaches an attempt that ended in another thread at its own thread's next event" do

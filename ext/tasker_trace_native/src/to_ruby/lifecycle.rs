@@ -215,24 +215,39 @@ pub fn stats_to_ruby(s: &LifecycleStats) -> VALUE {
 }
 
 /// What the connected path hands the Ruby listener (see
-/// `Native.record_lifecycle_event_connected`): a frozen
-/// `[kind, trace_id, span_id, sampled, root_span_id]`, ids as binary
-/// Strings (the OpenTelemetry API's form), kind 1 entered, 2 attempt
-/// ended, 3 run ended.
+/// `Native.record_lifecycle_event_connected`), made so that the common
+/// answers allocate nothing:
+/// - a span entered: a frozen `[trace_id, span_id, sampled, handle,
+///   root_handle]`, ids as binary Strings (the OpenTelemetry API's form);
+/// - an attempt ended: its handle, a positive Integer;
+/// - a run ended (with its attempts): minus its root's handle.
+///
+/// See `span_handle`.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub fn span_change_to_ruby(change: &SpanChange) -> VALUE {
-    let (kind, r) = match change {
-        SpanChange::Entered(r) => (1, r),
-        SpanChange::Ended(r) => (2, r),
-        SpanChange::RunEnded(r) => (3, r),
-    };
-    let items = [
-        int_to_ruby(kind),
-        binary_to_ruby(&r.trace_id),
-        binary_to_ruby(&r.span_id),
-        bool_to_ruby(r.sampled),
-        binary_to_ruby(&r.root_span_id),
-    ];
-    let ary = array_of(items.into_iter(), |v| v);
-    // SAFETY: freezes the Array just made (nothing else holds it yet).
-    unsafe { rb_sys::rb_obj_freeze(ary) }
+    match change {
+        SpanChange::Entered(r) => {
+            let items = [
+                binary_to_ruby(&r.trace_id),
+                binary_to_ruby(&r.span_id),
+                bool_to_ruby(r.sampled),
+                int_to_ruby(span_handle(&r.span_id)),
+                int_to_ruby(span_handle(&r.root_span_id)),
+            ];
+            let ary = array_of(items.into_iter(), |v| v);
+            // SAFETY: freezes the Array just made (nothing else holds it yet).
+            unsafe { rb_sys::rb_obj_freeze(ary) }
+        }
+        SpanChange::Ended(r) => int_to_ruby(span_handle(&r.span_id)),
+        SpanChange::RunEnded(r) => int_to_ruby(-span_handle(&r.root_span_id)),
+    }
+}
+
+/// A span's handle in the Ruby layer: its id's top 61 bits plus one, so a
+/// positive Integer that is always a Fixnum (nothing allocated, compared
+/// without reading memory). Span ids are random, so two open spans share
+/// a handle as rarely as two runs share a trace id.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+pub fn span_handle(span_id: &[u8; 8]) -> i64 {
+    (u64::from_be_bytes(*span_id) >> 3) as i64 + 1
 }

@@ -5,9 +5,8 @@
 //! - `record_lifecycle_event(name, payload)` → true / false: one published
 //!   event (read by [`crate::from_ruby::lifecycle_convert`], then one short
 //!   lock); never raises for its input
-//! - `record_lifecycle_event_connected(name, payload, parent, held)` → nil or a
-//!   frozen `[kind, trace_id, span_id, sampled, root_span_id]`: the same
-//!   recording, for the OpenTelemetry context path (see
+//! - `record_lifecycle_event_connected(name, payload, parent, held)` → nil or
+//!   the span change (see `span_change_to_ruby`): the same recording, for the OpenTelemetry context path (see
 //!   `lib/tasker_trace_native/context_listener.rb`): the run it opens gets
 //!   `parent` (`[trace_id, span_id, sampled]` or nil) and the answer names
 //!   the span the event entered or ended (not the one the fiber `held` on
@@ -28,7 +27,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
-use magnus::{function, Error, RHash, RModule, RString, Ruby, Value as RValue};
+use magnus::{function, Error, Integer, RHash, RModule, RString, Ruby, Value as RValue};
 use rb_sys::VALUE;
 use tasker_trace_core::encode::waterfall::{self, Style};
 use tasker_trace_core::input::lifecycle::repeat::RepeatKey;
@@ -48,7 +47,7 @@ use crate::helpers::errors::{self, argument_error, build_protected, guarded, sho
 use crate::helpers::recorder::{recorder_result, Ingested};
 use crate::in_force;
 use crate::process::{self, lifecycle_tracer};
-use crate::to_ruby::lifecycle::{runs_to_ruby, span_change_to_ruby, stats_to_ruby};
+use crate::to_ruby::lifecycle::{runs_to_ruby, span_change_to_ruby, span_handle, stats_to_ruby};
 use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
@@ -142,10 +141,8 @@ fn read_parent(parent: VALUE) -> Option<ParentSpan> {
 }
 
 /// An 8-byte binary String as a span id.
-fn read_span_id(value: VALUE) -> Option<[u8; 8]> {
-    let s = RString::from_value(wrap(value))?;
-    // SAFETY: the bytes are copied at once, before any Ruby code runs.
-    unsafe { s.as_slice() }.try_into().ok()
+fn read_handle(value: VALUE) -> Option<i64> {
+    Integer::from_value(wrap(value)).and_then(|i| i.to_i64().ok())
 }
 
 struct Connected {
@@ -173,7 +170,7 @@ fn record_connected(
             *change = process::record(|| lifecycle_tracer().record_listened(event, key, thread)).1;
             // The fiber holds this span on top already: nothing to say.
             if let Some(SpanChange::Entered(r)) = change {
-                if held != rb_sys::Qnil as VALUE && read_span_id(held) == Some(r.span_id) {
+                if read_handle(held) == Some(span_handle(&r.span_id)) {
                     *change = None;
                 }
             }
@@ -185,14 +182,14 @@ fn record_connected(
 }
 
 /// `Native.record_lifecycle_event_connected(name, payload, parent, held)` → nil,
-/// or a frozen `[kind, trace_id, span_id, sampled, root_span_id]` when the
-/// event entered a span (kind 1: a run or attempt opening or merging, the
-/// span current in the publishing thread from now on) or ended one (2: an
-/// attempt; 3: a run, with its attempts). Records exactly as
-/// `record_lifecycle_event` does; a run it opens is the child of `parent`
-/// (`[trace_id, span_id, sampled]`, the current OpenTelemetry span, or nil).
-/// `held` is the span id the calling fiber holds on top (or nil): entering
-/// it again is not reported. Never raises for its input.
+/// or what the event did (`span_change_to_ruby`): entered a span (a run or
+/// attempt opening or merging, the span current in the publishing thread
+/// from now on) or ended one (an attempt, or a run with its attempts).
+/// Records exactly as `record_lifecycle_event` does; a run it opens is the
+/// child of `parent` (`[trace_id, span_id, sampled]`, the current
+/// OpenTelemetry span, or nil). `held` is the handle of the span the
+/// calling fiber holds on top (or nil): entering it again is not reported.
+/// Never raises for its input.
 fn record_lifecycle_event_connected(
     ruby: &Ruby,
     name: RValue,
