@@ -42,6 +42,22 @@ RSpec.describe "Lifecycle tracer: attributes, secrets and values" do
       expect(step_attrs.keys).not_to include("other")
     end
 
+    it "makes one read plan per distinct setting, however often settings go back and forth" do
+      hooks = TaskerTraceNative::TestHooks
+      # The allowlist, the filter decisions and the nested-key filter change
+      # in turn: the first round trips meet each combination once.
+      4.times { |i| configure_lifecycle(lifecycle_attributes: i.even? ? %w[region] : %w[priority]) }
+      made = hooks.read_plans_made
+      21.times { |i| configure_lifecycle(lifecycle_attributes: i.even? ? %w[region] : %w[priority]) }
+      expect(hooks.read_plans_made).to eq(made)
+      a = step_attrs(region: "eu", priority: 3)
+      expect(a).to include("region" => "eu")
+      expect(a.keys).not_to include("priority")
+      configure_lifecycle(lifecycle_attributes: %w[region zone])
+      expect(hooks.read_plans_made).to be > made
+      expect(step_attrs(zone: "z1")).to include("zone" => "z1")
+    end
+
     it "exports allowlisted and known keys that match the filters as [FILTERED], decided once per key" do
       TaskerTraceNative.lifecycle_filter_parameters = [:token, /\Acard/, "MESSAGE"]
       configure_lifecycle(lifecycle_attributes: %w[api_token card_number region step_inputs])

@@ -12,9 +12,11 @@
 //! The inputs live behind one registered lock. The plan in force is one
 //! pointer readers load per event (see [`crate::from_ruby::lifecycle_convert`]):
 //! no lock, no reference count, no per-thread copy. A plan is never freed
-//! (a reader may still hold it while Ruby code runs inside a conversion);
-//! one is made per change of the inputs, which happens when settings or
-//! filters change, not per event.
+//! (a reader may still hold it while Ruby code runs inside a conversion),
+//! and never made twice: inputs seen before get the plan made for them
+//! then. So the plans held are one per distinct set of inputs the process
+//! has used (settings and filters, each changed in turn: a handful in an
+//! app, not one per `configure`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -276,7 +278,8 @@ impl ReadPlan {
 
 struct Policy {
     inputs: Inputs,
-    plan: &'static ReadPlan,
+    /// Every plan made so far, with its inputs (see the module docs).
+    made: Vec<(Inputs, &'static ReadPlan)>,
 }
 
 static POLICY: ForkSafeMutex<Option<Policy>> = ForkSafeMutex::new(None);
@@ -296,20 +299,42 @@ pub fn init() {
 /// the inputs did not change). Runs with the GVL, so callers never
 /// interleave; Symbols are interned outside the lock.
 fn update(change: impl FnOnce(&mut Inputs)) {
-    let (mut inputs, old) = match POLICY.lock().as_ref() {
-        Some(p) => (p.inputs.clone(), Some((p.inputs.clone(), p.plan))),
-        None => (Inputs::default(), None),
-    };
+    let mut inputs = POLICY
+        .lock()
+        .as_ref()
+        .map_or_else(Inputs::default, |p| p.inputs.clone());
     change(&mut inputs);
-    let plan: &'static ReadPlan = match old {
-        Some((was, plan)) if was == inputs => plan,
-        // Never freed: see the module documentation.
-        _ => Box::leak(Box::new(ReadPlan::build(&inputs))),
+    let known = POLICY.lock().as_ref().and_then(|p| {
+        let made = p.made.iter();
+        made.into_iter()
+            .find(|(was, _)| *was == inputs)
+            .map(|(_, plan)| *plan)
+    });
+    let plan: &'static ReadPlan = match known {
+        Some(plan) => plan,
+        // Built with no lock held (it interns Symbols); never freed: see
+        // the module documentation.
+        None => Box::leak(Box::new(ReadPlan::build(&inputs))),
     };
-    let old = POLICY.lock().replace(Policy { inputs, plan });
+    let mut policy = POLICY.lock();
+    let mut made = policy
+        .as_mut()
+        .map(|p| std::mem::take(&mut p.made))
+        .unwrap_or_default();
+    if known.is_none() {
+        made.push((inputs.clone(), plan));
+    }
+    let old = policy.replace(Policy { inputs, made });
+    drop(policy);
     PLAN.store(plan as *const ReadPlan as *mut ReadPlan, Ordering::Release);
     GENERATION.fetch_add(1, Ordering::AcqRel);
     drop(old);
+}
+
+/// How many plans the process has made (for specs: one per distinct set of
+/// inputs).
+pub fn plans_made() -> usize {
+    POLICY.lock().as_ref().map_or(0, |p| p.made.len())
 }
 
 /// The allowlist in force (`lifecycle_attributes`).

@@ -27,6 +27,7 @@ use std::time::Duration;
 use tasker_trace_core::support::clock::Stamp;
 use tasker_trace_core::support::fork::count_lock_waits;
 
+use crate::from_ruby::lifecycle_read_plan;
 use crate::helpers::static_ids::sym;
 use crate::helpers::{allocator, errors};
 use crate::process::{backend, exporter, lifecycle_tracer};
@@ -104,6 +105,12 @@ fn lock_waits() -> RValue {
     wrap(hash_from_pairs(&kv))
 }
 
+/// `TestHooks.read_plans_made` → how many read plans the process has made
+/// (one per distinct set of settings and filters).
+fn read_plans_made() -> usize {
+    lifecycle_read_plan::plans_made()
+}
+
 pub fn define(root: RModule) -> Result<(), Error> {
     if std::env::var(ENABLE_VARIABLE).as_deref() != Ok("1") {
         return Ok(());
@@ -123,5 +130,6 @@ pub fn define(root: RModule) -> Result<(), Error> {
     )?;
     hooks.define_module_function("count_lock_waits", function!(set_lock_counting, 1))?;
     hooks.define_module_function("lock_waits", function!(lock_waits, 0))?;
+    hooks.define_module_function("read_plans_made", function!(read_plans_made, 0))?;
     Ok(())
 }

@@ -251,8 +251,8 @@ fn set_context_path(_ruby: &Ruby, engaged: RValue, enabled: RValue) -> Result<bo
 enum Listened {
     /// Recorded, or counted as a repeat of the event before it: nil.
     Done,
-    /// Recorded; this for the context path to act on: a change
-    /// (`[kind, trace_id, span_id, sampled, root_span_id]`) or 0 (settle).
+    /// Recorded; this for the context path to act on: a change (see
+    /// `span_change_to_ruby`) or 0 (settle).
     Answer(VALUE),
     /// For the context path to record: true.
     ToContextPath,
