@@ -200,14 +200,7 @@ module TaskerTraceNative
         @ends += 1 if @open.delete(handle)
         return unless held
 
-        entries = held.entries
-        top = entries.last
-        if !run && top && top.handle == handle
-          entries.pop
-          detach(top)
-        else
-          leave(entries) { |e| (run ? e.root : e.handle) == handle }
-        end
+        leave(held.entries) { |e| (run ? e.root : e.handle) == handle }
         held.seen = @ends if up_to_date
       end
 
@@ -225,15 +218,11 @@ module TaskerTraceNative
           # unwound past the newest entry (its context is no longer on top).
           stack = context_stack
           settle(event, held) if held.seen != @ends || stack.nil? || !stack.last.equal?(top.context)
-          # Holding only this run's root (the common case), nothing else
-          # needs a look.
-          unless entries.size == 1 && entries[0].handle == root
-            return if entries.any? { |e| e.handle == handle }
+          return if entries.any? { |e| e.handle == handle }
 
-            # Another attempt of this run was current here: its closing event
-            # never came to this fiber, and attempts in one fiber do not nest.
-            leave(entries) { |e| e.root == root && e.handle != root } if handle != root
-          end
+          # Another attempt of this run was current here: its closing event
+          # never came to this fiber, and attempts in one fiber do not nest.
+          leave(entries) { |e| e.root == root && e.handle != root } if handle != root
         end
 
         flags = sampled ? ::OpenTelemetry::Trace::TraceFlags::SAMPLED : ::OpenTelemetry::Trace::TraceFlags::DEFAULT
@@ -278,8 +267,6 @@ module TaskerTraceNative
         return detach_current(entry) unless stack
 
         at = entry.token - 1
-        return ::OpenTelemetry::Context.detach(stack.size) if at == stack.size - 1 && stack[at].equal?(entry.context)
-
         at = stack.rindex { |c| c.equal?(entry.context) } unless stack[at].equal?(entry.context)
         if at
           remove_at(stack, at)

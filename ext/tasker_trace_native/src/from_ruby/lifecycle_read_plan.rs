@@ -305,10 +305,8 @@ fn update(change: impl FnOnce(&mut Inputs)) {
         .map_or_else(Inputs::default, |p| p.inputs.clone());
     change(&mut inputs);
     let known = POLICY.lock().as_ref().and_then(|p| {
-        let made = p.made.iter();
-        made.into_iter()
-            .find(|(was, _)| *was == inputs)
-            .map(|(_, plan)| *plan)
+        let found = p.made.iter().find(|(was, _)| *was == inputs);
+        found.map(|(_, plan)| *plan)
     });
     let plan: &'static ReadPlan = match known {
         Some(plan) => plan,

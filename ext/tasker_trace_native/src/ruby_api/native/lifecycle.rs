@@ -6,7 +6,8 @@
 //!   event (read by [`crate::from_ruby::lifecycle_convert`], then one short
 //!   lock); never raises for its input
 //! - `record_lifecycle_event_connected(name, payload, parent, held)` → nil or
-//!   the span change (see `span_change_to_ruby`): the same recording, for the OpenTelemetry context path (see
+//!   the span change (see `span_change_to_ruby`): the same recording, for
+//!   the OpenTelemetry context path (see
 //!   `lib/tasker_trace_native/context_listener.rb`): the run it opens gets
 //!   `parent` (`[trace_id, span_id, sampled]` or nil) and the answer names
 //!   the span the event entered or ended (not the one the fiber `held` on
@@ -140,7 +141,7 @@ fn read_parent(parent: VALUE) -> Option<ParentSpan> {
     ParentSpan::new(trace_id, span_id, sampled)
 }
 
-/// An 8-byte binary String as a span id.
+/// A span's handle (see `span_handle`), as the Ruby layer passes it back.
 fn read_handle(value: VALUE) -> Option<i64> {
     Integer::from_value(wrap(value)).and_then(|i| i.to_i64().ok())
 }
