@@ -71,6 +71,7 @@ module TaskerTraceNative
       def refresh!
         @has_stack = api_loaded? && ::OpenTelemetry::Context.respond_to?(:stack, true)
         @enabled = api_loaded? && Native.settings.fetch(:opentelemetry_context) != false
+        @span_class = OpenTelemetrySpan.for_api(::OpenTelemetry::Trace::Span) if @enabled
         @engaged ||= @enabled
         Native.set_context_path(@engaged, @enabled)
         @enabled
@@ -205,7 +206,8 @@ module TaskerTraceNative
       end
 
       def enter(event, change)
-        trace_id, span_id, sampled, handle, root = change
+        handle = change[3]
+        root = change[4]
         held = (Thread.current[KEY] ||= Held.new([], @ends))
         entries = held.entries
         top = entries.last
@@ -225,10 +227,7 @@ module TaskerTraceNative
           leave(entries) { |e| e.root == root && e.handle != root } if handle != root
         end
 
-        flags = sampled ? ::OpenTelemetry::Trace::TraceFlags::SAMPLED : ::OpenTelemetry::Trace::TraceFlags::DEFAULT
-        span = ::OpenTelemetry::Trace.non_recording_span(
-          ::OpenTelemetry::Trace::SpanContext.new(trace_id: trace_id, span_id: span_id, trace_flags: flags)
-        )
+        span = @span_class.new(change)
         below = ::OpenTelemetry::Context.current
         context = ::OpenTelemetry::Trace.context_with_span(span, parent_context: below)
         token = ::OpenTelemetry::Context.attach(context)

@@ -70,6 +70,25 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(otel.errors).to be_empty
   end
 
+  it "carries each open span as the API's Span, its SpanContext made when first asked for" do
+    start(1)
+    open_step(1, 10)
+    span = otel::Trace.current_span
+    expect(span).to be_a(otel::Trace::Span)
+    expect(span.recording?).to be(false)
+    expect(span.instance_variable_get(:@context)).to be_nil, "no SpanContext made before it is asked for"
+    context = span.context
+    expect(context).to be_a(otel::Trace::SpanContext)
+    expect(span.context).to equal(context)
+    expect([context.valid?, context.trace_flags.sampled?, context.remote?]).to eq([true, true, false])
+    close_step(1, 10)
+    publish("task.completed", task_id: 1)
+    run = only_run
+    expect(context.hex_trace_id).to eq(run[:trace_id])
+    expect(context.hex_span_id).to eq(attempts(run).first[:span_id])
+    expect(span.inspect).to include(context.hex_span_id, context.hex_trace_id)
+  end
+
   it "starts a new trace when no span is current, as without the API" do
     start(1)
     expect(current_hex).to eq(only_run(include_open: true)[:spans][0][:span_id])
