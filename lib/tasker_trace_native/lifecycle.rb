@@ -17,14 +17,24 @@ module TaskerTraceNative
     # Registered event names that are lifecycle events.
     NAMESPACES = /\A(?:task|step|workflow|observability\.(?:task|step))\./.freeze
 
+    # Step events waiting to be read, on the plain path (no OpenTelemetry
+    # context to answer for): each as its name, payload, clock reading and
+    # thread. The extension puts them here and reads them, in order, before
+    # any other event, when 64 wait, and before anything reads or changes
+    # the tracer (lifecycle_stats, lifecycle_runs, an export, settings). An
+    # event arrives with every cache cold; reading the step events of a run
+    # together costs a fraction of reading each on its own. Only the
+    # extension touches it.
+    PENDING = []
+
     # The one listener every subscription shares: the event's id and payload
     # go to the native tracer as they are, in one native call that records
-    # the event (or counts a step event that repeats the one before it).
-    # With connected traces in use (see ContextListener) it answers what the
-    # publishing thread must do about its OpenTelemetry context, which is
-    # nothing for most events.
+    # the event (or counts a step event that repeats the one before it, or
+    # leaves a step event in PENDING). With connected traces in use (see
+    # ContextListener) it answers what the publishing thread must do about
+    # its OpenTelemetry context, which is nothing for most events.
     LISTENER = proc do |event|
-      answer = Native.listen(event.id, event.payload)
+      answer = Native.listen(event.id, event.payload, PENDING)
       ContextListener.answer(event, answer) if answer
     end
 

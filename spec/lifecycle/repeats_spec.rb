@@ -139,28 +139,44 @@ RSpec.describe "TaskerTraceNative::Native.listen with bad input" do
   it "never raises, refuses what is not an event, and reads huge or deep values in full" do
     TaskerTraceNative::Native.set_context_path(false, false)
     listen = TaskerTraceNative::Native.method(:listen)
+    pending = TaskerTraceNative::Lifecycle::PENDING
     deep = {}
     cur = deep
     100_000.times { cur = (cur[:a] = {}) }
-    expect(listen.call(nil, nil)).to be_nil
-    expect(listen.call(123, { task_id: 1 })).to be_nil
-    expect(listen.call("step.completed", nil)).to be_nil
-    expect(listen.call("", {})).to be_nil
+    expect(listen.call(nil, nil, pending)).to be_nil
+    expect(listen.call(123, { task_id: 1 }, pending)).to be_nil
+    expect(listen.call("step.completed", nil, pending)).to be_nil
+    expect(listen.call("", {}, pending)).to be_nil
     expect(TaskerTraceNative.lifecycle_stats[:events_refused]).to eq(3)
-    listen.call("task.start_requested", { task_id: 1, to_state: "in_progress" })
+    listen.call("task.start_requested", { task_id: 1, to_state: "in_progress" }, pending)
     big = { task_id: 1, step_id: 2**70, step_name: "x" * 5_000_000, retry_limit: deep }
-    2.times { expect(listen.call("step.execution_requested", big)).to be_nil }
+    2.times { expect(listen.call("step.execution_requested", big, pending)).to be_nil }
     stats = TaskerTraceNative.lifecycle_stats
     expect(stats).to include(events_repeated: 0, events_recorded: 3)
-    expect { listen.call(1) }.to raise_error(ArgumentError, /given 1, expected 2/)
+    expect { listen.call(1) }.to raise_error(ArgumentError, /given 1, expected 3/)
+  end
+
+  it "records at once, never raising, when the waiting events' Array is not a usable Array" do
+    TaskerTraceNative::Native.set_context_path(false, false)
+    listen = TaskerTraceNative::Native.method(:listen)
+    listen.call("task.start_requested", { task_id: 1, to_state: "in_progress" }, nil)
+    [nil, "pending", [].freeze, { a: 1 }].each_with_index do |pending, i|
+      expect(listen.call("step.execution_requested", { task_id: 1, step_id: 10 + i }, pending)).to be_nil
+      expect(TaskerTraceNative::Lifecycle::PENDING).to be_empty
+      expect(TaskerTraceNative::Native.lifecycle_stats[:events_recorded]).to eq(2 + i)
+    end
   end
 
   it "answers settle to every event, refused ones too, once the context path was in use and is off" do
     TaskerTraceNative::Native.set_context_path(true, false)
     listen = TaskerTraceNative::Native.method(:listen)
-    expect(listen.call(nil, nil)).to eq(TaskerTraceNative::ContextListener::SETTLE)
-    expect(listen.call("task.start_requested", { task_id: 1, to_state: "in_progress" }))
+    pending = TaskerTraceNative::Lifecycle::PENDING
+    expect(listen.call(nil, nil, pending)).to eq(TaskerTraceNative::ContextListener::SETTLE)
+    expect(listen.call("task.start_requested", { task_id: 1, to_state: "in_progress" }, pending))
       .to eq(TaskerTraceNative::ContextListener::SETTLE)
-    expect(TaskerTraceNative.lifecycle_stats).to include(events_refused: 1, events_recorded: 1)
+    expect(listen.call("step.execution_requested", { task_id: 1, step_id: 2 }, pending))
+      .to eq(TaskerTraceNative::ContextListener::SETTLE)
+    expect(pending).to be_empty, "nothing waits while a fiber may hold a context"
+    expect(TaskerTraceNative.lifecycle_stats).to include(events_refused: 1, events_recorded: 2)
   end
 end

@@ -36,6 +36,17 @@ impl Stamp {
         Stamp { wall_ns, mono_ns }
     }
 
+    /// The stamp of a monotonic reading `mono_ns` taken earlier in this
+    /// process (see [`monotonic_now_ns`]), its wall time from the offset
+    /// between the clocks as [`Stamp::now`] last read it.
+    pub fn at_mono(mono_ns: u64) -> Stamp {
+        let now = Stamp::now();
+        let wall_ns = now
+            .wall_ns
+            .saturating_sub(now.mono_ns.saturating_sub(mono_ns).min(i64::MAX as u64) as i64);
+        Stamp { wall_ns, mono_ns }
+    }
+
     /// Seconds from `self` to `later` on the monotonic clock, rounded to 6 decimals.
     pub fn seconds_until(&self, later: &Stamp) -> f64 {
         let ns = later.mono_ns.saturating_sub(self.mono_ns);
@@ -303,6 +314,21 @@ impl UniqueInstants {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stamp_at_an_earlier_reading_keeps_it_and_the_wall_time_then() {
+        let earlier = Stamp::now();
+        let again = Stamp::at_mono(earlier.mono_ns);
+        assert_eq!(again.mono_ns, earlier.mono_ns);
+        // The offset between the clocks moves only by a resync's own error
+        // (a thread preempted between its two readings): far below 1 s.
+        assert!(
+            (again.wall_ns - earlier.wall_ns).abs() < 1_000_000_000,
+            "{again:?} {earlier:?}"
+        );
+        let later = Stamp::now();
+        assert!(Stamp::at_mono(later.mono_ns).wall_ns >= again.wall_ns);
+    }
 
     #[test]
     fn readings_follow_the_clock_and_never_go_back_in_a_thread() {

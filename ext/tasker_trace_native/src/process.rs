@@ -2,7 +2,8 @@
 //! client, the lifecycle tracer, the background exporter, the span limits,
 //! the warnings about settings, which settings Ruby gave and whether this
 //! process has read the environment, plus the hook every recording path
-//! stores its events through ([`record`]) and the `TaskerTraceNative` module
+//! stores its events through ([`record`]), the state of the waiting step
+//! events ([`pending_state`]) and the `TaskerTraceNative` module
 //! ([`root_module`]).
 //!
 //! A forked child inherits a copy of each; `lib.rs` registers them for fork
@@ -155,6 +156,25 @@ pub fn environment_read() -> bool {
 
 pub fn mark_environment_read() {
     ENVIRONMENT_READ_IN.store(forks() + 1, Ordering::Release);
+}
+
+/// The plain path's waiting step events (see [`crate::helpers::pending`]):
+/// they live in a Ruby Array that Ruby owns; here only in which fork
+/// generation they were put there, and which generation (+ 1; 0: none) is
+/// reading them, so that a child neither reads its parent's nor waits for
+/// a reader that did not survive the fork.
+pub struct PendingState {
+    pub pushed_in: AtomicU64,
+    pub reading_in: AtomicU64,
+}
+
+static PENDING: PendingState = PendingState {
+    pushed_in: AtomicU64::new(0),
+    reading_in: AtomicU64::new(0),
+};
+
+pub fn pending_state() -> &'static PendingState {
+    &PENDING
 }
 
 /// Makes the locks of this file's own statics fork-safe.

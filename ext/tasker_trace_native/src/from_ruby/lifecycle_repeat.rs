@@ -11,7 +11,6 @@
 use rb_sys::{ruby_value_type as T, VALUE};
 use tasker_trace_core::input::lifecycle::classify;
 use tasker_trace_core::input::lifecycle::repeat::{text_hash, RepeatKey, Word, REPEAT_VALUES};
-use tasker_trace_core::support::thread;
 
 use crate::from_ruby::convert::string_slice;
 use crate::from_ruby::lifecycle_convert::{find_keys, look_up_keys, Found};
@@ -20,9 +19,10 @@ use crate::from_ruby::lifecycle_read_plan::{self, ReadPlan, RepeatPlace, QUNDEF}
 /// Event names longer than any step event's are not looked at.
 const MAX_STEP_NAME_BYTES: usize = 32;
 
-/// The repeat key of the event `name` with `payload`, if it can repeat.
+/// The repeat key of the event `name` with `payload`, published in
+/// `thread` (see `thread::current_token`), if it can repeat.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
-pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
+pub fn repeat_key(name: VALUE, payload: VALUE, thread: u64) -> Option<RepeatKey> {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
     if unsafe { rb_sys::RB_TYPE(name) } != T::RUBY_T_STRING
         || unsafe { rb_sys::RB_TYPE(payload) } != T::RUBY_T_HASH
@@ -51,7 +51,7 @@ pub fn repeat_key(name: VALUE, payload: VALUE) -> Option<RepeatKey> {
         step: fixnum(step)?,
         attempt: Word::Absent,
         values: [Word::Absent; REPEAT_VALUES],
-        thread: thread::current_token(),
+        thread,
     };
     for (&(place, filtered), &value) in places.iter().zip(&found) {
         let word = if filtered && !absent(value) {

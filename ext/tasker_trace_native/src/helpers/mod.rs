@@ -1,11 +1,13 @@
 //! What every other folder uses: the global allocator, running Rust without
 //! the GVL, errors and panic guards at the Ruby boundary, the static Symbol
-//! ids and encoding indexes, how a recorder's work ends, and the delivery
-//! of warnings about settings to Ruby.
+//! ids and encoding indexes, the step events waiting to be read, how a
+//! recorder's work ends, and the delivery of warnings about settings to
+//! Ruby.
 
 pub mod allocator;
 pub mod errors;
 pub mod gvl;
+pub mod pending;
 pub mod recorder;
 pub mod static_ids;
 pub mod warnings;

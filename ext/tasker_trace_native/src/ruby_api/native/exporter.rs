@@ -11,6 +11,7 @@ use rb_sys::VALUE;
 use tasker_trace_core::encode::limits;
 use tasker_trace_core::export::{Exporter, ExporterStats, FlushResult, Wait};
 
+use super::lifecycle::read_pending;
 use crate::from_ruby::setting_checks::{seconds, TIMEOUT};
 use crate::helpers::errors::guarded;
 use crate::helpers::gvl::without_gvl;
@@ -62,11 +63,13 @@ fn wait_for_export(
 
 /// `Native.exporter_flush(timeout)` → `{sent:, failed:, error:}`.
 fn exporter_flush(ruby: &Ruby, timeout: RValue) -> Result<RValue, Error> {
+    read_pending(ruby)?;
     wait_for_export(ruby, timeout, "flush", Exporter::flush)
 }
 
 /// `Native.exporter_shutdown(timeout)` → `{sent:, failed:, error:}`.
 fn exporter_shutdown(ruby: &Ruby, timeout: RValue) -> Result<RValue, Error> {
+    read_pending(ruby)?;
     wait_for_export(ruby, timeout, "shutdown", Exporter::shutdown)
 }
 
@@ -86,6 +89,7 @@ fn strings_to_ruby(ruby: &Ruby, items: &[String]) -> Result<VALUE, Error> {
 /// `Native.exporter_stats` → the counters, with `last_error_at_ns` and
 /// `next_attempt_at_ns` (the Ruby layer makes them Times).
 fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
+    read_pending(ruby)?;
     // Before this process's first use, whether the settings as the
     // environment makes them now turn the exporter on.
     let enabled_now = if process::environment_read() {

@@ -29,7 +29,7 @@ use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, Integer, RHash, RModule, RString, Ruby, Value as RValue};
-use rb_sys::VALUE;
+use rb_sys::{ruby_value_type as T, VALUE};
 use tasker_trace_core::encode::waterfall::{self, Style};
 use tasker_trace_core::input::lifecycle::repeat::RepeatKey;
 use tasker_trace_core::input::lifecycle::values::ValueFilter;
@@ -37,17 +37,19 @@ use tasker_trace_core::input::lifecycle::SPAN_EVENT_NAMES;
 use tasker_trace_core::input::lifecycle::{AttrKey, ParentSpan, KNOWN_EVENT_NAMES};
 use tasker_trace_core::input::lifecycle::{EventKind, LifecycleEvent, ToState};
 use tasker_trace_core::model::lifecycle::{Answer, SpanChange};
-use tasker_trace_core::support::clock::Stamp;
+use tasker_trace_core::support::clock::{monotonic_now_ns, Stamp};
 use tasker_trace_core::support::thread;
 
+use crate::from_ruby::convert::string_slice;
 use crate::from_ruby::lifecycle_convert::{self, Read};
 use crate::from_ruby::lifecycle_read_plan;
 use crate::from_ruby::lifecycle_repeat;
 use crate::from_ruby::setting_checks::{boolean_argument, key_name};
 use crate::helpers::errors::{self, argument_error, build_protected, guarded, shown};
+use crate::helpers::pending;
 use crate::helpers::recorder::{recorder_result, Ingested};
 use crate::in_force;
-use crate::process::{self, lifecycle_tracer};
+use crate::process::{self, lifecycle_tracer, root_module};
 use crate::to_ruby::lifecycle::{runs_to_ruby, span_change_to_ruby, span_handle, stats_to_ruby};
 use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
 
@@ -102,6 +104,7 @@ pub(crate) fn record_lifecycle_event_at(
     payload: RValue,
     at: Stamp,
 ) -> Result<bool, Error> {
+    read_pending(ruby)?;
     record_keyed_at(ruby, name, payload, at, None)
 }
 
@@ -161,7 +164,7 @@ fn record_connected(
 ) -> Ingested {
     let Connected { parent, held } = args;
     errors::maybe_injected_panic();
-    let key = lifecycle_repeat::repeat_key(name, payload);
+    let key = lifecycle_repeat::repeat_key(name, payload, thread::current_token());
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(mut event)) => {
             if parent != rb_sys::Qnil as VALUE {
@@ -198,6 +201,7 @@ fn record_lifecycle_event_connected(
     parent: RValue,
     held: RValue,
 ) -> Result<RValue, Error> {
+    read_pending(ruby)?;
     let at = Stamp::now();
     let mut change = None;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -234,7 +238,8 @@ const CONNECTED: u8 = 2;
 /// `Native.set_context_path(engaged, enabled)`: the Ruby layer's decision
 /// (see `ContextListener.refresh!`). A change makes every thread be told
 /// everything again.
-fn set_context_path(_ruby: &Ruby, engaged: RValue, enabled: RValue) -> Result<bool, Error> {
+fn set_context_path(ruby: &Ruby, engaged: RValue, enabled: RValue) -> Result<bool, Error> {
+    read_pending(ruby)?;
     let mode = if enabled.to_bool() {
         CONNECTED
     } else if engaged.to_bool() {
@@ -263,9 +268,33 @@ enum Listened {
 }
 
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
-fn listened(name: VALUE, payload: VALUE) -> Listened {
+fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
+    let mode = CONTEXT_PATH.load(Ordering::Relaxed);
+    if pending::usable(pending) {
+        // While a thread of this process reads the waiting events (inside
+        // Ruby code a payload's conversion runs), every event waits, so
+        // that none is recorded before older ones.
+        if mode == PLAIN && (is_step_event(name) || pending::reading()) {
+            let mono_ns = monotonic_now_ns();
+            if pending::push(pending, name, payload, mono_ns, thread::current_token()) {
+                if pending::waiting(pending) < pending::READ_AT {
+                    return Listened::Done;
+                }
+                return match read_all_pending(pending) {
+                    Ok(()) => Listened::Done,
+                    Err(e) => Listened::Raise(e),
+                };
+            }
+        }
+        // Every other event is read after the ones waiting.
+        if pending::waiting(pending) > 0 {
+            if let Err(e) = read_all_pending(pending) {
+                return Listened::Raise(e);
+            }
+        }
+    }
     let at = Stamp::now();
-    let key = lifecycle_repeat::repeat_key(name, payload);
+    let key = lifecycle_repeat::repeat_key(name, payload, thread::current_token());
     if let Some(key) = &key {
         if lifecycle_tracer().repeated(key, at) {
             return Listened::Done;
@@ -273,7 +302,6 @@ fn listened(name: VALUE, payload: VALUE) -> Listened {
     }
     // SAFETY: called by the VM with the GVL held, on a Ruby thread.
     let ruby = unsafe { Ruby::get_unchecked() };
-    let mode = CONTEXT_PATH.load(Ordering::Relaxed);
     if mode == CONNECTED {
         return listen_connected(&ruby, name, payload, at, key);
     }
@@ -284,6 +312,56 @@ fn listened(name: VALUE, payload: VALUE) -> Listened {
         // does, per fiber).
         Ok(_) => Listened::Answer(SETTLE),
     }
+}
+
+/// Whether `name` is a String naming a step event (`step.…`): what the
+/// plain path leaves waiting (see `pending`).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn is_step_event(name: VALUE) -> bool {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header; the
+    // String's bytes are read at once.
+    unsafe { rb_sys::RB_TYPE(name) == T::RUBY_T_STRING && string_slice(name).starts_with(b"step.") }
+}
+
+/// Reads the events waiting in `pending`, in order, as `listen` would have
+/// read each when it arrived (at its clock reading, in its thread).
+fn read_all_pending(pending: VALUE) -> Result<(), Error> {
+    // SAFETY: called with the GVL held, on a Ruby thread.
+    let ruby = unsafe { Ruby::get_unchecked() };
+    pending::read_all(pending, |name, payload, mono_ns, thread| {
+        let at = Stamp::at_mono(mono_ns);
+        let key = lifecycle_repeat::repeat_key(name, payload, thread);
+        if let Some(key) = &key {
+            if lifecycle_tracer().repeated(key, at) {
+                return Ok(());
+            }
+        }
+        record_keyed_at(&ruby, wrap(name), wrap(payload), at, key).map(|_| ())
+    })
+}
+
+/// `Native.read_waiting_events` → true: reads the step events waiting in
+/// `Lifecycle::PENDING` (what `ForkHook` does before a fork).
+fn read_waiting_events(ruby: &Ruby) -> Result<bool, Error> {
+    read_pending(ruby)?;
+    Ok(true)
+}
+
+/// Reads the step events waiting in `TaskerTraceNative::Lifecycle::PENDING`
+/// (see `pending`): what every call that reads or changes the lifecycle
+/// tracer does first. Nothing when the Ruby layer is not loaded.
+pub(crate) fn read_pending(ruby: &Ruby) -> Result<(), Error> {
+    let Ok(pending) = root_module(ruby)
+        .and_then(|m| m.const_get::<_, RModule>("Lifecycle"))
+        .and_then(|l| l.const_get::<_, RValue>("PENDING"))
+    else {
+        return Ok(());
+    };
+    let pending = pending.as_raw();
+    if !pending::usable(pending) || pending::waiting(pending) == 0 {
+        return Ok(());
+    }
+    read_all_pending(pending)
 }
 
 /// The connected path's recording, in this thread.
@@ -346,9 +424,12 @@ fn record_answered(
     })
 }
 
-/// `Native.listen(name, payload)`: what `Lifecycle::LISTENER` calls for
-/// every published event, defined without a wrapper (the one native call
-/// an event costs at least). A step event that repeats the one recorded
+/// `Native.listen(name, payload, pending)`: what `Lifecycle::LISTENER`
+/// calls for every published event, defined without a wrapper (the one
+/// native call an event costs at least). On the plain path a step event is
+/// put in `pending` (`Lifecycle::PENDING`) → nil, and read with the others
+/// waiting there before any other event (see `pending`). A step event that
+/// repeats the one recorded
 /// just before it in the same thread (see `lifecycle_repeat`) is counted
 /// and nothing more → nil. Otherwise the event is recorded as
 /// `record_lifecycle_event` records it → nil; with the context path in use,
@@ -357,8 +438,8 @@ fn record_answered(
 /// returns it; a run-opening event (which needs the current span) → true:
 /// the context path records it. Never raises for its input.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
-unsafe extern "C" fn listen(_module: VALUE, name: VALUE, payload: VALUE) -> VALUE {
-    let outcome = catch_unwind(AssertUnwindSafe(|| listened(name, payload)));
+unsafe extern "C" fn listen(_module: VALUE, name: VALUE, payload: VALUE, pending: VALUE) -> VALUE {
+    let outcome = catch_unwind(AssertUnwindSafe(|| listened(name, payload, pending)));
     match outcome {
         Ok(Listened::Done) => rb_sys::Qnil as VALUE,
         Ok(Listened::Answer(answer)) => answer,
@@ -382,6 +463,7 @@ fn count_context_restore(ruby: &Ruby) -> Result<bool, Error> {
 /// `Native.lifecycle_stats` → counters and sizes (idle runs past the TTL are
 /// expired first, so `open_runs` counts live ones).
 fn lifecycle_stats(ruby: &Ruby) -> Result<RValue, Error> {
+    read_pending(ruby)?;
     guarded(ruby, || {
         let t = lifecycle_tracer();
         t.expire_now();
@@ -392,6 +474,7 @@ fn lifecycle_stats(ruby: &Ruby) -> Result<RValue, Error> {
 /// `Native.lifecycle_runs(include_open)` → the runs waiting for export (and
 /// the open ones), as plain Hashes; removes nothing.
 fn lifecycle_runs(ruby: &Ruby, include_open: RValue) -> Result<RValue, Error> {
+    read_pending(ruby)?;
     let include_open = boolean_argument(ruby, "include_open", include_open)?;
     guarded(ruby, || {
         let t = lifecycle_tracer();
@@ -421,6 +504,7 @@ fn trace_id_from_hex(text: &str) -> Option<[u8; 16]> {
 /// id (waiting for export, or open) drawn as the console exporter draws it,
 /// or nil when no such run is held.
 fn lifecycle_waterfall(ruby: &Ruby, trace_id: RValue, color: RValue) -> Result<RValue, Error> {
+    read_pending(ruby)?;
     let color = boolean_argument(ruby, "color", color)?;
     let id = RString::from_value(trace_id)
         .and_then(|s| s.to_string().ok())
@@ -461,6 +545,7 @@ fn sampler(ruby: &Ruby) -> Result<RValue, Error> {
 /// `attribute_prefix` setting is nil (the Ruby layer passes Tasker's
 /// telemetry service name); `name` is checked as the setting is.
 fn set_default_attribute_prefix(ruby: &Ruby, name: RValue) -> Result<bool, Error> {
+    read_pending(ruby)?;
     let Some(name) = crate::from_ruby::setting_checks::check_attribute_prefix(ruby, name)? else {
         return Ok(false);
     };
@@ -482,6 +567,7 @@ fn attribute_prefix_in_force(ruby: &Ruby) -> Result<RValue, Error> {
 
 /// `Native.lifecycle_reset!`: forgets every run, zeroes the counters.
 fn lifecycle_reset(ruby: &Ruby) -> Result<RValue, Error> {
+    read_pending(ruby)?;
     guarded(ruby, || {
         lifecycle_tracer().reset();
         Ok(wrap(nil()))
@@ -495,6 +581,7 @@ const FILTERS_EXPECTED: &str =
 /// replaces the filter decisions, per payload key name. A key in
 /// `lifecycle_attributes` without a decision is filtered.
 fn set_lifecycle_filters(ruby: &Ruby, decisions: RValue) -> Result<bool, Error> {
+    read_pending(ruby)?;
     let bad = |v: RValue| -> Error {
         match shown(ruby, v) {
             Ok(got) => argument_error(
@@ -542,6 +629,7 @@ const VALUE_FILTERS_EXPECTED: &str = "an Array of filter Strings and true or fal
 /// asks)`: the String and Symbol filters (as Strings) for keys nested in
 /// Hash values; `asks` true when Regexp or Proc filters are in force too.
 fn set_lifecycle_value_filters(ruby: &Ruby, strings: RValue, asks: RValue) -> Result<bool, Error> {
+    read_pending(ruby)?;
     let bad = |v: RValue| -> Error {
         match shown(ruby, v) {
             Ok(got) => argument_error(
@@ -608,18 +696,19 @@ pub fn define(native: RModule) -> Result<(), Error> {
         function!(record_lifecycle_event, 2),
     )?;
     native.define_module_function("set_context_path", function!(set_context_path, 2))?;
-    // SAFETY: `listen` takes the module and two VALUEs (arity 2), as the
+    native.define_module_function("read_waiting_events", function!(read_waiting_events, 0))?;
+    // SAFETY: `listen` takes the module and three VALUEs (arity 3), as the
     // VM calls a C function of that arity, and never unwinds.
     unsafe {
-        let f: unsafe extern "C" fn(VALUE, VALUE, VALUE) -> VALUE = listen;
+        let f: unsafe extern "C" fn(VALUE, VALUE, VALUE, VALUE) -> VALUE = listen;
         rb_sys::rb_define_module_function(
             native.as_raw(),
             c"listen".as_ptr(),
             Some(std::mem::transmute::<
-                unsafe extern "C" fn(VALUE, VALUE, VALUE) -> VALUE,
+                unsafe extern "C" fn(VALUE, VALUE, VALUE, VALUE) -> VALUE,
                 unsafe extern "C" fn() -> VALUE,
             >(f)),
-            2,
+            3,
         );
     }
     native.define_module_function(

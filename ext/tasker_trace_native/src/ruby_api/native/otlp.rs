@@ -17,6 +17,7 @@ use tasker_trace_core::export::{
 use tasker_trace_core::support::protocol::Protocol;
 use tasker_trace_core::transport::{Cancel, PushOverrides};
 
+use super::lifecycle::read_pending;
 use crate::from_ruby::setting_checks::{self as settings, boolean_argument};
 use crate::helpers::errors::{self, native_error};
 use crate::helpers::gvl::{without_gvl, NO_UNBLOCK};
@@ -54,6 +55,7 @@ fn export_otlp(
     let drain = boolean_argument(ruby, "drain", drain)?;
     let include_open = boolean_argument(ruby, "include_open", include_open)?;
     let protocol = settings::protocol_value(ruby, "protocol", protocol)?;
+    read_pending(ruby)?;
     in_force::ensure_environment(ruby)?;
     let resource = resource(ruby);
     let (b, t) = (backend(), lifecycle_tracer());
@@ -163,6 +165,7 @@ fn push_otlp(
     protocol: RValue,
 ) -> Result<RValue, Error> {
     let overrides = push_overrides(ruby, endpoint, headers, timeout, protocol)?;
+    read_pending(ruby)?;
     in_force::ensure_environment(ruby)?;
     let resource = resource(ruby);
     let (b, t) = (backend(), lifecycle_tracer());

@@ -16,6 +16,7 @@ use tasker_trace_core::export::settings::Mode;
 use tasker_trace_core::transport::Compression;
 use tasker_trace_core::value::Value;
 
+use super::lifecycle::read_pending;
 use crate::from_ruby::setting_checks::{check_into, InForce, SETTING_NAMES};
 use crate::helpers::errors::guarded;
 use crate::helpers::static_ids::sym;
@@ -40,6 +41,7 @@ fn check_setting(ruby: &Ruby, name: Symbol, value: RValue) -> Result<RValue, Err
 /// what the environment gives for the others (see [`crate::in_force`]). A
 /// bad value raises and changes nothing.
 fn apply_settings(ruby: &Ruby, given: RHash) -> Result<bool, Error> {
+    read_pending(ruby)?;
     in_force::apply(ruby, given)?;
     Ok(true)
 }

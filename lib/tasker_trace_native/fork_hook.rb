@@ -1,0 +1,22 @@
+# frozen_string_literal: true
+
+module TaskerTraceNative
+  # Reads the step events waiting in Lifecycle::PENDING before this process
+  # forks, so that the child starts from the tracer as it was, as it would
+  # have without the waiting (the extension drops, in a child, what its
+  # parent left waiting: the parent reads it). Prepended to Process's
+  # singleton class, where Ruby's own `_fork` is the one method every fork
+  # (Process.fork, Kernel#fork, IO.popen("-")) goes through.
+  module ForkHook
+    def _fork
+      begin
+        Native.read_waiting_events
+      rescue StandardError
+        nil # nothing of the tracer stops a fork
+      end
+      super
+    end
+  end
+end
+
+Process.singleton_class.prepend(TaskerTraceNative::ForkHook) if Process.respond_to?(:_fork)

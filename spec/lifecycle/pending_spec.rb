@@ -1,0 +1,150 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require_relative "../robustness/robustness_helper"
+
+# On the plain path (no OpenTelemetry context to answer for) step events wait
+# in Lifecycle::PENDING and are read together: before any other event, when
+# 64 wait, before anything reads or changes the tracer, and before a fork.
+# What the tracer makes of them is what it made of them read one by one.
+RSpec.describe "Lifecycle tracer: step events read together" do
+  include RobustnessHelper
+
+  let(:pending) { TaskerTraceNative::Lifecycle::PENDING }
+
+  # The plain path, whatever an earlier example left engaged; the settings
+  # put it back after.
+  before { TaskerTraceNative::Native.set_context_path(false, false) }
+  after { TaskerTraceNative::ContextListener.refresh! }
+
+  def start(task)
+    publish("task.start_requested", task_id: task, task_name: "t", to_state: "in_progress")
+  end
+
+  def step(name, task, step, **extra)
+    publish(name, task_id: task, step_id: step, step_name: "s#{step}", **extra)
+  end
+
+  # An attempt as the engine publishes it: three copies of its first and
+  # last events, one before_handle.
+  def attempt(task, step)
+    3.times { step("step.execution_requested", task, step) }
+    step("step.before_handle", task, step)
+    3.times { step("step.completed", task, step) }
+  end
+
+  it "leaves step events waiting and reads them, in order, before the next other event" do
+    start(1)
+    expect(pending).to be_empty
+    attempt(1, 10)
+    expect(pending.size).to eq(7 * 4), "name, payload, clock and thread of each"
+    publish("task.completed", task_id: 1)
+    expect(pending).to be_empty
+    run = only_run
+    expect(run[:end]).to eq("completed")
+    expect(attempts(run).map { |a| [attrs(a)["step_id"], a[:status][:code]] }).to eq([[10, "OK"]])
+    expect(event_names(attempts(run).first)).to eq(["step.before_handle"])
+    expect(stats).to include(events_recorded: 9, events_repeated: 4)
+  end
+
+  it "stamps each event when it was published, not when it was read" do
+    start(1)
+    step("step.execution_requested", 1, 10)
+    sleep 0.05
+    step("step.completed", 1, 10)
+    sleep 0.3
+    expect(pending.size).to eq(8)
+    publish("task.completed", task_id: 1)
+    run = only_run
+    span = attempts(run).first
+    expect(span[:duration]).to be >= 0.05
+    expect(root(run)[:end_time] - span[:end_time]).to be >= 300_000_000
+  end
+
+  it "reads them when 64 wait" do
+    start(1)
+    63.times { |i| step("step.execution_requested", 1, 100 + i) }
+    expect(pending.size).to eq(63 * 4)
+    step("step.execution_requested", 1, 163)
+    expect(pending).to be_empty
+    expect(attempts(only_run(include_open: true)).size).to eq(64)
+  end
+
+  it "reads them before anything reads or changes the tracer" do
+    start(1)
+    readers = {
+      lifecycle_stats: -> { TaskerTraceNative.lifecycle_stats },
+      lifecycle_runs: -> { TaskerTraceNative.lifecycle_runs(include_open: true) },
+      export_otlp: -> { Tasker::Telemetry::TraceBackend.instance.export_otlp(include_open: true) },
+      configure: -> { TaskerTraceNative.configure { |c| c.lifecycle_ttl = 3600 } },
+      filter_parameters: -> { TaskerTraceNative.lifecycle_filter_parameters = [:card] },
+      exporter_stats: -> { TaskerTraceNative.exporter_stats },
+      record_lifecycle_event: -> { TaskerTraceNative.record_lifecycle_event("task.before_transition", task_id: 1) }
+    }
+    readers.each_with_index do |(reader, read), i|
+      step("step.execution_requested", 1, 10 + i)
+      expect(pending.size).to eq(4)
+      read.call
+      expect(pending).to be_empty, "#{reader} read what waited"
+    end
+    expect(attempts(only_run(include_open: true)).map { |a| attrs(a)["step_id"] })
+      .to eq((10...(10 + readers.size)).to_a)
+  end
+
+  it "keeps each event's thread: a copy published in another thread is not a repeat" do
+    start(1)
+    step("step.execution_requested", 1, 10)
+    step("step.execution_requested", 1, 10)
+    Thread.new { step("step.execution_requested", 1, 10) }.join
+    expect(pending.size).to eq(12)
+    expect(stats).to include(events_repeated: 1, events_recorded: 4)
+  end
+
+  it "records every event once, in order, when reading runs Ruby code that publishes more" do
+    start(1)
+    inner = Object.new
+    spec = self
+    inner.define_singleton_method(:to_s) do
+      # Published while the events before are being read.
+      spec.publish("step.completed", task_id: 1, step_id: 10, step_name: "s10")
+      spec.publish("task.completed", task_id: 1)
+      "s10"
+    end
+    publish("step.execution_requested", task_id: 1, step_id: 10, step_name: inner)
+    expect(pending.size).to eq(4)
+    expect(stats).to include(events_recorded: 4, events_refused: 0)
+    expect(pending).to be_empty
+    run = only_run
+    expect(run[:end]).to eq("completed")
+    span = attempts(run).first
+    expect([attrs(span)["step_name"], span[:status][:code]]).to eq(%w[s10 OK])
+    expect(stats).to include(events_orphaned: 0, events_late: 0)
+  end
+
+  it "reads what waits before a fork, so the child starts from the tracer as it was", timeout: 60 do
+    start(1)
+    step("step.execution_requested", 1, 10)
+    expect(pending.size).to eq(4)
+    child = in_child(timeout: 40) do
+      [TaskerTraceNative::Lifecycle::PENDING.size,
+       TaskerTraceNative.lifecycle_runs(include_open: true).flat_map { |r| r[:spans].map { |s| s[:name] } }]
+    end
+    expect(child).to eq([0, %w[tasker.task.execution tasker.step.execution]])
+    expect(pending).to be_empty
+  end
+
+  it "never reads in a child what its parent left waiting: the parent reads it", timeout: 60 do
+    start(1)
+    step("step.execution_requested", 1, 10)
+    # As if the fork went around the hook.
+    allow(TaskerTraceNative::Native).to receive(:read_waiting_events).and_return(true)
+    child = in_child(timeout: 40) do
+      waited = TaskerTraceNative::Lifecycle::PENDING.size
+      step("step.execution_requested", 1, 11)
+      runs = TaskerTraceNative.lifecycle_runs(include_open: true)
+      [waited, runs.flat_map { |r| r[:spans].drop(1).map { |s| s[:attributes]["tasker.step_id"] } }]
+    end
+    expect(child).to eq([4, [11]])
+    expect(attempts(only_run(include_open: true)).map { |a| attrs(a)["step_id"] }).to eq([10])
+  end
+end
