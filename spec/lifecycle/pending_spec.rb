@@ -12,10 +12,20 @@ RSpec.describe "Lifecycle tracer: step events read together" do
 
   let(:pending) { TaskerTraceNative::Lifecycle::PENDING }
 
-  # The plain path, whatever an earlier example left engaged; the settings
-  # put it back after.
-  before { TaskerTraceNative::Native.set_context_path(false, false) }
-  after { TaskerTraceNative::ContextListener.refresh! }
+  # The plain path, as in a process that never used connected traces: an
+  # earlier example may have left the context path engaged (releasing), and
+  # subscribing or configuring would keep it so. Put back after.
+  around do |example|
+    listener = TaskerTraceNative::ContextListener
+    engaged = listener.engaged?
+    listener.instance_variable_set(:@engaged, false)
+    publisher
+    listener.refresh!
+    example.run
+  ensure
+    listener.instance_variable_set(:@engaged, engaged)
+    listener.refresh!
+  end
 
   def start(task)
     publish("task.start_requested", task_id: task, task_name: "t", to_state: "in_progress")
@@ -34,6 +44,7 @@ RSpec.describe "Lifecycle tracer: step events read together" do
   end
 
   it "leaves step events waiting and reads them, in order, before the next other event" do
+    expect(TaskerTraceNative::ContextListener.engaged?).to be(false)
     start(1)
     expect(pending).to be_empty
     attempt(1, 10)

@@ -10,7 +10,7 @@
 //! at load. Nothing here converts Ruby values: this file depends on the core
 //! only.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use magnus::prelude::*;
@@ -166,11 +166,14 @@ pub fn mark_environment_read() {
 pub struct PendingState {
     pub pushed_in: AtomicU64,
     pub reading_in: AtomicU64,
+    /// Events were put to wait since all were last read.
+    pub pushed: AtomicBool,
 }
 
 static PENDING: PendingState = PendingState {
     pushed_in: AtomicU64::new(0),
     reading_in: AtomicU64::new(0),
+    pushed: AtomicBool::new(false),
 };
 
 pub fn pending_state() -> &'static PendingState {

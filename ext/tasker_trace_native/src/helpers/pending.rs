@@ -52,6 +52,23 @@ pub fn waiting(pending: VALUE) -> i64 {
     unsafe { rb_sys::RARRAY_LEN(pending) as i64 / ENTRY }
 }
 
+/// Whether `pending` holds events to read: a usable Array (see [`usable`])
+/// that is not empty.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+pub fn any_waiting(pending: VALUE) -> bool {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header; the
+    // length is read from an Array's header.
+    let filled =
+        unsafe { rb_sys::RB_TYPE(pending) == T::RUBY_T_ARRAY && rb_sys::RARRAY_LEN(pending) > 0 };
+    filled && usable(pending)
+}
+
+/// Whether events were put to wait since every waiting event was last read
+/// (what lets the calls that read them first skip looking for the Array).
+pub fn pushed() -> bool {
+    pending_state().pushed.load(Ordering::Relaxed)
+}
+
 /// Whether a thread of this process is reading waiting events (see
 /// [`read_all`]): it is inside Ruby code that a payload's conversion ran.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
@@ -81,6 +98,7 @@ pub fn push(pending: VALUE, name: VALUE, payload: VALUE, mono_ns: u64, thread: u
     // SAFETY: `pending` is an unfrozen Array; the four VALUEs are live (the
     // two arguments the VM passed, two Fixnums) and copied in at once.
     unsafe { rb_sys::rb_ary_cat(pending, entry.as_ptr(), ENTRY as _) };
+    state.pushed.store(true, Ordering::Relaxed);
     true
 }
 
@@ -100,6 +118,7 @@ pub fn read_all(
         // SAFETY: `pending` is an unfrozen Array (see `usable`).
         unsafe { rb_sys::rb_ary_clear(pending) };
         state.pushed_in.store(generation, Ordering::Relaxed);
+        state.pushed.store(false, Ordering::Relaxed);
         return Ok(());
     }
     if reading() {
@@ -130,6 +149,7 @@ pub fn read_all(
         let len = rb_sys::RARRAY_LEN(pending) as i64;
         if result.is_ok() || done >= len {
             rb_sys::rb_ary_clear(pending);
+            state.pushed.store(false, Ordering::Relaxed);
         } else {
             let rest = rb_sys::rb_ary_subseq(pending, done as _, (len - done) as _);
             rb_sys::rb_ary_replace(pending, rest);

@@ -270,27 +270,32 @@ enum Listened {
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
     let mode = CONTEXT_PATH.load(Ordering::Relaxed);
-    if pending::usable(pending) {
-        // While a thread of this process reads the waiting events (inside
-        // Ruby code a payload's conversion runs), every event waits, so
-        // that none is recorded before older ones.
-        if mode == PLAIN && (is_step_event(name) || pending::reading()) {
-            let mono_ns = monotonic_now_ns();
-            if pending::push(pending, name, payload, mono_ns, thread::current_token()) {
-                if pending::waiting(pending) < pending::READ_AT {
-                    return Listened::Done;
-                }
-                return match read_all_pending(pending) {
-                    Ok(()) => Listened::Done,
-                    Err(e) => Listened::Raise(e),
-                };
-            }
+    // While a thread of this process reads the waiting events (inside Ruby
+    // code a payload's conversion runs), every event waits, so that none is
+    // recorded before older ones.
+    if mode == PLAIN
+        && (is_step_event(name) || pending::reading())
+        && pending::usable(pending)
+        && pending::push(
+            pending,
+            name,
+            payload,
+            monotonic_now_ns(),
+            thread::current_token(),
+        )
+    {
+        if pending::waiting(pending) < pending::READ_AT {
+            return Listened::Done;
         }
-        // Every other event is read after the ones waiting.
-        if pending::waiting(pending) > 0 {
-            if let Err(e) = read_all_pending(pending) {
-                return Listened::Raise(e);
-            }
+        return match read_all_pending(pending) {
+            Ok(()) => Listened::Done,
+            Err(e) => Listened::Raise(e),
+        };
+    }
+    // Every other event is read after the ones waiting.
+    if pending::any_waiting(pending) {
+        if let Err(e) = read_all_pending(pending) {
+            return Listened::Raise(e);
         }
     }
     let at = Stamp::now();
@@ -351,6 +356,9 @@ fn read_waiting_events(ruby: &Ruby) -> Result<bool, Error> {
 /// (see `pending`): what every call that reads or changes the lifecycle
 /// tracer does first. Nothing when the Ruby layer is not loaded.
 pub(crate) fn read_pending(ruby: &Ruby) -> Result<(), Error> {
+    if !pending::pushed() {
+        return Ok(());
+    }
     let Ok(pending) = root_module(ruby)
         .and_then(|m| m.const_get::<_, RModule>("Lifecycle"))
         .and_then(|l| l.const_get::<_, RValue>("PENDING"))
@@ -358,7 +366,7 @@ pub(crate) fn read_pending(ruby: &Ruby) -> Result<(), Error> {
         return Ok(());
     };
     let pending = pending.as_raw();
-    if !pending::usable(pending) || pending::waiting(pending) == 0 {
+    if !pending::any_waiting(pending) {
         return Ok(());
     }
     read_all_pending(pending)
