@@ -80,14 +80,7 @@ pub fn reading() -> bool {
 /// read now (too many wait, or a thread token that is not a Fixnum).
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub fn push(pending: VALUE, name: VALUE, payload: VALUE, mono_ns: u64, thread: u64) -> bool {
-    let state = pending_state();
-    let generation = forks();
-    if state.pushed_in.load(Ordering::Relaxed) != generation {
-        // The parent's, copied by the fork: the parent reads them.
-        // SAFETY: `pending` is an unfrozen Array (see `usable`).
-        unsafe { rb_sys::rb_ary_clear(pending) };
-        state.pushed_in.store(generation, Ordering::Relaxed);
-    }
+    forget_parents(pending);
     let (Some(mono), Some(thread)) = (fixnum(mono_ns), fixnum(thread)) else {
         return false;
     };
@@ -98,7 +91,22 @@ pub fn push(pending: VALUE, name: VALUE, payload: VALUE, mono_ns: u64, thread: u
     // SAFETY: `pending` is an unfrozen Array; the four VALUEs are live (the
     // two arguments the VM passed, two Fixnums) and copied in at once.
     unsafe { rb_sys::rb_ary_cat(pending, entry.as_ptr(), ENTRY as _) };
-    state.pushed.store(true, Ordering::Relaxed);
+    pending_state().pushed.store(true, Ordering::Relaxed);
+    true
+}
+
+/// Empties `pending` when its events were put there before this process
+/// was forked (a copy of the parent's, which the parent reads): true then.
+fn forget_parents(pending: VALUE) -> bool {
+    let state = pending_state();
+    let generation = forks();
+    if state.pushed_in.load(Ordering::Relaxed) == generation {
+        return false;
+    }
+    // SAFETY: `pending` is an unfrozen Array (see `usable`).
+    unsafe { rb_sys::rb_ary_clear(pending) };
+    state.pushed_in.store(generation, Ordering::Relaxed);
+    state.pushed.store(false, Ordering::Relaxed);
     true
 }
 
@@ -112,19 +120,11 @@ pub fn read_all(
     pending: VALUE,
     mut read: impl FnMut(VALUE, VALUE, u64, u64) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    if forget_parents(pending) || reading() {
+        return Ok(());
+    }
     let state = pending_state();
-    let generation = forks();
-    if state.pushed_in.load(Ordering::Relaxed) != generation {
-        // SAFETY: `pending` is an unfrozen Array (see `usable`).
-        unsafe { rb_sys::rb_ary_clear(pending) };
-        state.pushed_in.store(generation, Ordering::Relaxed);
-        state.pushed.store(false, Ordering::Relaxed);
-        return Ok(());
-    }
-    if reading() {
-        return Ok(());
-    }
-    state.reading_in.store(generation + 1, Ordering::Relaxed);
+    state.reading_in.store(forks() + 1, Ordering::Relaxed);
     let _reading = Reading;
     let mut done: i64 = 0;
     let result = loop {

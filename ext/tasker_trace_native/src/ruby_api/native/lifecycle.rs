@@ -300,10 +300,8 @@ fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
     }
     let at = Stamp::now();
     let key = lifecycle_repeat::repeat_key(name, payload, thread::current_token());
-    if let Some(key) = &key {
-        if lifecycle_tracer().repeated(key, at) {
-            return Listened::Done;
-        }
+    if repeated(&key, at) {
+        return Listened::Done;
     }
     // SAFETY: called by the VM with the GVL held, on a Ruby thread.
     let ruby = unsafe { Ruby::get_unchecked() };
@@ -336,13 +334,20 @@ fn read_all_pending(pending: VALUE) -> Result<(), Error> {
     pending::read_all(pending, |name, payload, mono_ns, thread| {
         let at = Stamp::at_mono(mono_ns);
         let key = lifecycle_repeat::repeat_key(name, payload, thread);
-        if let Some(key) = &key {
-            if lifecycle_tracer().repeated(key, at) {
-                return Ok(());
-            }
+        if repeated(&key, at) {
+            return Ok(());
         }
         record_keyed_at(&ruby, wrap(name), wrap(payload), at, key).map(|_| ())
     })
+}
+
+/// Whether the event `key` was read from (at `at`) repeats the one recorded
+/// just before it in its thread: then it is counted, and nothing more
+/// happens (see `lifecycle_repeat`).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn repeated(key: &Option<RepeatKey>, at: Stamp) -> bool {
+    key.as_ref()
+        .is_some_and(|key| lifecycle_tracer().repeated(key, at))
 }
 
 /// `Native.read_waiting_events` → true: reads the step events waiting in
