@@ -215,6 +215,65 @@ RSpec.describe "Lifecycle tracer: streams recorded from the real engine" do
         end
       end
 
+      context "with connected traces (the OpenTelemetry API loaded)" do
+        let(:otel) { OpenTelemetryStandIn::OpenTelemetry }
+
+        before { OpenTelemetryStandIn.install! }
+
+        after do
+          TaskerTraceNative::ContextListener.release!
+          otel::Context.clear
+          OpenTelemetryStandIn.uninstall!
+        end
+
+        # Replays the stream with a listener after the gem's on every step
+        # event: per event, its name, step id, thread and the current span
+        # then (what an HTTP client span made there would have as parent).
+        def replay_connected(name)
+          events = StreamReplayer.load(name)
+          publisher = StreamReplayer.publisher_for(events)
+          TaskerTraceNative.trace_lifecycle!(publisher)
+          seen = []
+          lock = Mutex.new
+          events.map(&:name).uniq.grep(/\Astep\./).each do |n|
+            publisher.subscribe(n) do |event|
+              now = [event.id, event.payload[:step_id], Thread.current, OpenTelemetryStandIn.current_span_hex]
+              lock.synchronize { seen << now }
+            end
+          end
+          StreamReplayer.replay(events, publisher)
+          [seen, TaskerTraceNative.lifecycle_runs(include_open: true)]
+        end
+
+        it "makes the same runs, each attempt current in its thread from its opening to its closing event" do
+          seen, runs = replay_connected(name)
+          expect(runs.map { |r| r[:end] }).to eq(expected[:runs].map(&:end))
+          runs.zip(expected[:runs]).each do |run, want|
+            expect(attrs(root(run)).values_at("total_steps", "completed_steps", "failed_steps")).to eq(want.counts)
+            expect(attempts(run).map { |s| shape(s) }).to eq(want.attempts)
+          end
+          # Each step's events, split into attempts (an attempt opens with
+          # step.execution_requested after a closing event, or first).
+          closing = %w[step.completed step.failed]
+          attempt_events = %w[step.execution_requested step.before_handle] + closing
+          by_step = seen.select { |e| attempt_events.include?(e[0]) }.group_by { |(_, step)| step }
+          spans = runs.flat_map { |r| attempts(r) }.sort_by { |s| s[:start_time] }.group_by { |s| attrs(s)["step_id"] }
+          by_step.each do |step, list|
+            tries = list.slice_when { |a, b| closing.include?(a[0]) && !closing.include?(b[0]) }.to_a
+            expect(tries.size).to eq(spans.fetch(step).size), "step #{step}: one attempt per opening"
+            tries.zip(spans.fetch(step)).each do |events, span|
+              expect(events.map { |e| e[2] }.uniq.size).to eq(1), "an attempt's events come from one thread"
+              open, closed = events.partition { |e| !closing.include?(e[0]) }
+              expect([open.size, closed.size]).to all(be_positive)
+              expect(open.map { |e| e[3] }).to all(eq(span[:span_id]))
+              expect(closed.map { |e| e[3] }).to all(satisfy { |hex| hex != span[:span_id] })
+            end
+          end
+          expect(stats).to include(open_runs: 0, events_orphaned: 0, events_late: 0, events_dropped: 0)
+          expect(otel.errors).to be_empty
+        end
+      end
+
       it "makes the same runs with the default subscription, without the workflow span events" do
         configure_lifecycle(lifecycle_workflow_events: false)
         _, runs, ignored = replay(name)
