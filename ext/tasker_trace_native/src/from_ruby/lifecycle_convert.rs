@@ -386,6 +386,51 @@ pub(crate) fn look_up_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), 
     Ok(())
 }
 
+/// Finds the ids, `to_state` and the plan's keys in `payload` (a Hash):
+/// by direct lookups when the plan allows, else (or without a Symbol
+/// `:task_id`) in one pass over every key, with String keys when the
+/// payload has a String "task_id". Runs no Ruby code.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn find(found: &mut Found<'_>, payload: VALUE) -> Result<(), Error> {
+    if found.plan.direct {
+        look_up_keys(found, payload)?;
+    }
+    if found.task == QUNDEF {
+        // Not read directly, or no Symbol `:task_id`: one pass over every
+        // key (String keys, failed creations without an id).
+        found.values.fill(QUNDEF);
+        find_keys(found, payload)?;
+        if found.task == QUNDEF && found.string_task_id {
+            found.mode = KeyMode::Strings;
+            found.step = QUNDEF;
+            found.to_state = QUNDEF;
+            found.values.fill(QUNDEF);
+            find_keys(found, payload)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether reading the event would give one that can open a run: a
+/// `task.start_requested` whose payload has a task id and a `to_state` of
+/// `in_progress` (the state machine's copy). Found as reading finds them,
+/// with nothing converted and no Ruby code run; false for anything else,
+/// a failure included (reading it then tells).
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+pub fn opens_run(name: VALUE, payload: VALUE) -> bool {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+    if unsafe { rb_sys::RB_TYPE(payload) } != T::RUBY_T_HASH {
+        return false;
+    }
+    if event_name(name).map(|n| n.kind()) != Some(EventKind::TaskStartRequested) {
+        return false;
+    }
+    let mut found = Found::new(current_plan(), &mut []);
+    find(&mut found, payload).is_ok()
+        && found.task != QUNDEF
+        && state_of(found.to_state) == ToState::InProgress
+}
+
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn read_with(
     ruby: &Ruby,
@@ -396,22 +441,7 @@ fn read_with(
     values: &mut [VALUE],
 ) -> Result<Read, Error> {
     let mut found = Found::new(plan, values);
-    if plan.direct {
-        look_up_keys(&mut found, payload)?;
-    }
-    if found.task == QUNDEF {
-        // Not read directly, or no Symbol `:task_id`: one pass over every
-        // key (String keys, failed creations without an id).
-        found.values.fill(QUNDEF);
-        find_keys(&mut found, payload)?;
-        if found.task == QUNDEF && found.string_task_id {
-            found.mode = KeyMode::Strings;
-            found.step = QUNDEF;
-            found.to_state = QUNDEF;
-            found.values.fill(QUNDEF);
-            find_keys(&mut found, payload)?;
-        }
-    }
+    find(&mut found, payload)?;
     let id = |v: VALUE| if v == QUNDEF { Ok(None) } else { id_value(v) };
     let Ok(task) = id(found.task) else {
         return Ok(Read::Refused);

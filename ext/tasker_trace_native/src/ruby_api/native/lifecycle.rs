@@ -164,6 +164,9 @@ fn record_connected(
 ) -> Ingested {
     let Connected { parent, held } = args;
     errors::maybe_injected_panic();
+    if let Err(e) = in_force::ensure_environment(ruby) {
+        return Ingested::from_error(ruby, e);
+    }
     let key = lifecycle_repeat::repeat_key(name, payload, thread::current_token());
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(mut event)) => {
@@ -393,6 +396,11 @@ fn listen_connected(
     at: Stamp,
     key: Option<RepeatKey>,
 ) -> Listened {
+    // The run's parent is read in Ruby: the context path records it (and
+    // reads it, once).
+    if lifecycle_convert::opens_run(name, payload) {
+        return Listened::ToContextPath;
+    }
     let mut answered = Answered {
         answer: Answer::Nothing,
         opening: false,
