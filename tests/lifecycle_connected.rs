@@ -6,7 +6,7 @@ mod lifecycle_support;
 
 use lifecycle_support::*;
 use tasker_trace_core::input::lifecycle::ParentSpan;
-use tasker_trace_core::model::lifecycle::{RecordOutcome, SpanChange, SpanRef};
+use tasker_trace_core::model::lifecycle::{RecordOutcome, SpanChange, SpanRef, Tracer};
 
 const TRACE: [u8; 16] = [7; 16];
 const JOB_SPAN: [u8; 8] = [9; 8];
@@ -20,6 +20,21 @@ fn entered(change: Option<SpanChange>) -> SpanRef {
         Some(SpanChange::Entered(r)) => r,
         other => panic!("expected a span entered, got {other:?}"),
     }
+}
+
+/// Opens task 1's run under an unsampled parent and an attempt of step 5
+/// in it: the root and the attempt as entered.
+fn open_under_unsampled_parent(t: &Tracer) -> (SpanRef, SpanRef) {
+    let root = entered(
+        t.record_connected(start_requested(1, at(0)).with_parent(parent(false)))
+            .1,
+    );
+    assert!(!root.sampled);
+    let attempt = entered(
+        t.record_connected(step_ev("step.execution_requested", 1, 5, 1, at(1)))
+            .1,
+    );
+    (root, attempt)
 }
 
 #[test]
@@ -79,15 +94,7 @@ fn without_a_parent_a_run_is_a_new_sampled_trace() {
 #[test]
 fn a_run_under_an_unsampled_parent_is_traced_marked_and_not_exported() {
     let t = tracer();
-    let root = entered(
-        t.record_connected(start_requested(1, at(0)).with_parent(parent(false)))
-            .1,
-    );
-    assert!(!root.sampled);
-    let attempt = entered(
-        t.record_connected(step_ev("step.execution_requested", 1, 5, 1, at(1)))
-            .1,
-    );
+    let (root, attempt) = open_under_unsampled_parent(&t);
     assert!(!attempt.sampled, "its children are marked unsampled");
     assert_eq!(t.snapshot(true).len(), 1, "inspectable while open");
     assert!(!t.snapshot(true)[0].sampled);
@@ -137,15 +144,7 @@ fn a_failed_run_under_an_unsampled_parent_is_kept_by_the_error_rule() {
     // The head follows the parent (the default sampler is parent-based);
     // the keep rules, on by default, can still add the run when it ends.
     let t = tracer();
-    let root = entered(
-        t.record_connected(start_requested(1, at(0)).with_parent(parent(false)))
-            .1,
-    );
-    assert!(!root.sampled);
-    let attempt = entered(
-        t.record_connected(step_ev("step.execution_requested", 1, 5, 1, at(1)))
-            .1,
-    );
+    let (root, attempt) = open_under_unsampled_parent(&t);
     assert!(!attempt.sampled, "its children were told: unsampled");
     t.record_connected(step_failed(1, 5, 1, at(2)));
     t.record_connected(task_failed(1, at(3), None));
@@ -157,6 +156,7 @@ fn a_failed_run_under_an_unsampled_parent_is_kept_by_the_error_rule() {
     let run = only_run(&t);
     assert_eq!(run.trace_id, TRACE);
     assert!(!run.sampled, "the head decision stays what it was");
+    assert_eq!(run.spans[0].span_id, root.span_id);
     assert_eq!(run.spans[0].parent_span_id, Some(JOB_SPAN));
     assert_eq!(run.spans[1].span_id, attempt.span_id);
     // With the error rule off, the same run is dropped when it ends.
