@@ -148,6 +148,37 @@ fn runs_expire_a_ttl_after_their_last_activity() {
 }
 
 #[test]
+fn events_waiting_to_be_read_hold_expiry_back_but_not_settling() {
+    // The binding leaves step events waiting and reads them later, in
+    // order, at their own stamps: until then, runs are expired on the clock
+    // no further than the oldest waiting event, which may keep one alive.
+    let t = Tracer::new(limits(10, 100, 10, 60));
+    t.record(start_requested(1, secs(0)));
+    run_of(&t, 2, 1);
+    t.hold_expiry(Some(secs(50).mono_ns));
+    assert_eq!(
+        t.expire_at(secs(100)),
+        0,
+        "idle 50 s as of the waiting event"
+    );
+    // Finished runs still settle on the real clock.
+    assert_eq!(
+        t.drain_finished_at(secs(100), Duration::from_secs(5)).len(),
+        1
+    );
+    assert_eq!(t.stats().open_runs, 1);
+    // The waiting event is read: it kept task 1 alive.
+    t.record(ev("workflow.viable_steps_discovered", 1, secs(50)));
+    t.hold_expiry(None);
+    assert_eq!(t.expire_at(secs(100)), 0);
+    assert_eq!(t.expire_at(secs(110)), 1);
+    // Held at a stamp past the TTL, expiry happens as it would have then.
+    t.record(start_requested(3, secs(200)));
+    t.hold_expiry(Some(secs(270).mono_ns));
+    assert_eq!(t.expire_at(secs(400)), 1);
+}
+
+#[test]
 fn expiry_looks_only_at_the_least_recently_active_runs() {
     let t = Tracer::new(limits(100, 100, 100, 60));
     for task in 0..50 {

@@ -43,6 +43,25 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     3.times { step("step.completed", task, step) }
   end
 
+  it "expires no run on the clock past the oldest event still waiting, which may keep it alive" do
+    hooks = TaskerTraceNative::TestHooks
+    configure_lifecycle(lifecycle_ttl: 60)
+    start(1)
+    start(2)
+    step("step.execution_requested", 1, 10) # waits: it keeps task 1 alive
+    expect(pending).not_to be_empty
+    # The exporter's thread cannot read them first: an export 100 s from now
+    # expires only what was idle for the TTL as of the oldest waiting event:
+    # nothing (task 2's expiry waits until the events are read).
+    expect(hooks.expire_lifecycle_runs_in(100)).to eq(0)
+    expect(pending).not_to be_empty
+    TaskerTraceNative::Native.read_waiting_events
+    expect(pending).to be_empty
+    expect(hooks.expire_lifecycle_runs_in(30)).to eq(0)
+    expect(hooks.expire_lifecycle_runs_in(100)).to eq(2)
+    expect(stats).to include(expired_runs: 2)
+  end
+
   it "leaves step events waiting and reads them, in order, before the next other event" do
     expect(TaskerTraceNative::ContextListener.engaged?).to be(false)
     start(1)

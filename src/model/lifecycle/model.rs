@@ -120,6 +120,15 @@ struct Past {
     waiting: Option<u64>,
 }
 
+/// The clock an export reads: `now_ns` for settling finished runs, and
+/// `expire_ns` (at most `now_ns`) for expiring idle open ones, held back
+/// while events wait to be read (see `Tracer::hold_expiry`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Clock {
+    pub now_ns: u64,
+    pub expire_ns: u64,
+}
+
 /// What [`State::take_settled`] removed, made into exported data after the
 /// lock is released: restored, then settled, then finished runs.
 #[derive(Default)]
@@ -584,9 +593,10 @@ impl State {
     /// run goes in one swap (their tasks' later events then find no run
     /// and count as late); otherwise only the front runs that settled since
     /// the last finish are moved.
-    pub fn take_settled(&mut self, now_ns: u64, settled_ns: u64, garbage: &mut Garbage) -> Settled {
+    pub fn take_settled(&mut self, now: Clock, settled_ns: u64, garbage: &mut Garbage) -> Settled {
+        let now_ns = now.now_ns;
         self.forget_repeat();
-        self.expire(now_ns, garbage);
+        self.expire(now.expire_ns, garbage);
         let finished = if settled_ns == 0 {
             std::mem::take(&mut self.finished)
         } else {

@@ -2,15 +2,16 @@
 //! only while an event is applied; whatever the event leaves over and every
 //! run dropped meanwhile is freed after it is released.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::fork::{ForkSafeMutex, LockWaits};
+use crate::support::fork::{forks, ForkSafeMutex, LockWaits};
 
 use crate::support::clock::Stamp;
 
 use super::limits::LifecycleLimits;
-use super::model::{Garbage, LifecycleStats, RecordOutcome, Settled, State};
+use super::model::{Clock, Garbage, LifecycleStats, RecordOutcome, Settled, State};
 use super::run::{Run, SpanChange};
 use super::thread_views::Answer;
 use crate::input::lifecycle::event::LifecycleEvent;
@@ -77,7 +78,15 @@ fn nanos(d: Duration) -> u64 {
 /// makes it fork-safe with [`Tracer::register_for_fork`] (see [`crate::support::fork`]).
 pub struct Tracer {
     state: ForkSafeMutex<State>,
+    /// The clock reading of the oldest event waiting to be read outside the
+    /// tracer (see [`Tracer::hold_expiry`]), or `NOT_HELD`.
+    held_since: AtomicU64,
+    /// The fork generation that set `held_since` (a child's copy is not its
+    /// own: its parent reads the events that wait).
+    held_in: AtomicU64,
 }
+
+const NOT_HELD: u64 = u64::MAX;
 
 impl Default for Tracer {
     fn default() -> Self {
@@ -89,6 +98,35 @@ impl Tracer {
     pub fn new(limits: LifecycleLimits) -> Tracer {
         Tracer {
             state: ForkSafeMutex::new(State::new(limits)),
+            held_since: AtomicU64::new(NOT_HELD),
+            held_in: AtomicU64::new(0),
+        }
+    }
+
+    /// Events wait to be read outside the tracer (the binding reads them
+    /// together), the oldest stamped `since` (a monotonic clock reading), or
+    /// none wait (`None`). Until they are read, expiring and settling runs
+    /// on the clock (an export, [`Tracer::expire_now`]) goes no further than
+    /// `since`: a waiting event may keep a run alive, or be a copy that
+    /// merges into a finished one, as it would have when it arrived.
+    pub fn hold_expiry(&self, since: Option<u64>) {
+        self.held_since
+            .store(since.unwrap_or(NOT_HELD), Ordering::Relaxed);
+        self.held_in.store(forks(), Ordering::Release);
+    }
+
+    /// `now` (a monotonic clock reading) for settling finished runs, and
+    /// for expiring open ones `now` or the oldest waiting event's stamp when
+    /// it is earlier (see [`Tracer::hold_expiry`]).
+    fn clock(&self, now: u64) -> Clock {
+        let held = if self.held_in.load(Ordering::Acquire) == forks() {
+            self.held_since.load(Ordering::Relaxed)
+        } else {
+            NOT_HELD
+        };
+        Clock {
+            now_ns: now,
+            expire_ns: now.min(held),
         }
     }
 
@@ -238,10 +276,11 @@ impl Tracer {
     /// [`Tracer::drain_finished`] as of `now`.
     pub fn drain_finished_at(&self, now: Stamp, settled_for: Duration) -> Vec<Run> {
         let mut garbage = Garbage::default();
-        let settled = self
-            .state
-            .lock()
-            .take_settled(now.mono_ns, nanos(settled_for), &mut garbage);
+        let settled = self.state.lock().take_settled(
+            self.clock(now.mono_ns),
+            nanos(settled_for),
+            &mut garbage,
+        );
         drop(garbage);
         settled.into_runs()
     }
@@ -269,7 +308,7 @@ impl Tracer {
         let mut garbage = Garbage::default();
         let mut state = self.state.lock();
         let (settled, copies) = if drain {
-            let now = Stamp::now().mono_ns;
+            let now = self.clock(Stamp::now().mono_ns);
             let settled = state.take_settled(now, nanos(settled_for), &mut garbage);
             (settled, Vec::new())
         } else {
@@ -302,8 +341,11 @@ impl Tracer {
         let mut garbage = Garbage::default();
         let (settled, prefix, max_runs, sampling, dropped) = {
             let mut state = self.state.lock();
-            let settled =
-                state.take_settled(Stamp::now().mono_ns, nanos(settled_for), &mut garbage);
+            let settled = state.take_settled(
+                self.clock(Stamp::now().mono_ns),
+                nanos(settled_for),
+                &mut garbage,
+            );
             (
                 settled,
                 state.prefix.effective.clone(),
@@ -408,7 +450,10 @@ impl Tracer {
     /// [`Tracer::expire_now`] as of `now`.
     pub fn expire_at(&self, now: Stamp) -> usize {
         let mut garbage = Garbage::default();
-        let expired = self.state.lock().expire(now.mono_ns, &mut garbage);
+        let expired = self
+            .state
+            .lock()
+            .expire(self.clock(now.mono_ns).expire_ns, &mut garbage);
         drop(garbage);
         expired
     }

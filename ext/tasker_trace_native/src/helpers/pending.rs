@@ -11,6 +11,11 @@
 //! that the next event needs again. Step events (35 of an order run's 39)
 //! are read together, one after the other, while those stay warm.
 //!
+//! While events wait, the tracer expires idle runs on the clock (an export,
+//! the exporter's thread) no further than the oldest of them (see
+//! `Tracer::hold_expiry`): a waiting event may be what keeps its run alive,
+//! as it would have when it arrived.
+//!
 //! Nothing here keeps a Ruby value: the Array holds them, Ruby marks them.
 //! [`process::pending_state`](crate::process::pending_state) says in which
 //! fork generation they were put there (a child drops its parent's: the
@@ -24,7 +29,7 @@ use magnus::Error;
 use rb_sys::{ruby_value_type as T, VALUE};
 use tasker_trace_core::support::fork::forks;
 
-use crate::process::pending_state;
+use crate::process::{lifecycle_tracer, pending_state};
 
 /// Values an event takes in the Array.
 const ENTRY: i64 = 4;
@@ -87,11 +92,15 @@ pub fn push(pending: VALUE, name: VALUE, payload: VALUE, mono_ns: u64, thread: u
     if waiting(pending) >= MAX_WAITING {
         return false;
     }
+    let first = waiting(pending) == 0;
     let entry = [name, payload, mono, thread];
     // SAFETY: `pending` is an unfrozen Array; the four VALUEs are live (the
     // two arguments the VM passed, two Fixnums) and copied in at once.
     unsafe { rb_sys::rb_ary_cat(pending, entry.as_ptr(), ENTRY as _) };
     pending_state().pushed.store(true, Ordering::Relaxed);
+    if first {
+        lifecycle_tracer().hold_expiry(Some(mono_ns));
+    }
     true
 }
 
@@ -107,6 +116,7 @@ fn forget_parents(pending: VALUE) -> bool {
     unsafe { rb_sys::rb_ary_clear(pending) };
     state.pushed_in.store(generation, Ordering::Relaxed);
     state.pushed.store(false, Ordering::Relaxed);
+    lifecycle_tracer().hold_expiry(None);
     true
 }
 
@@ -155,6 +165,13 @@ pub fn read_all(
             rb_sys::rb_ary_replace(pending, rest);
         }
     }
+    // Runs expire on the clock no further than the oldest event still
+    // waiting (it may keep one alive).
+    // SAFETY: `pending` is an Array; the entry read is within its length.
+    let oldest = (waiting(pending) > 0)
+        .then(|| word(unsafe { rb_sys::rb_ary_entry(pending, 2) }))
+        .flatten();
+    lifecycle_tracer().hold_expiry(oldest);
     result
 }
 

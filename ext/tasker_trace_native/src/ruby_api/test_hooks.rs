@@ -18,6 +18,10 @@
 //!   threads that found the lock held (`*_app_waits`) and the acquisitions
 //!   by the gem's own threads, the exporter's among them (`*_native_locks`);
 //!   cumulative, for the spec that the app never waits on the exporter.
+//! - `TestHooks.expire_lifecycle_runs_in(seconds)`: expires the open runs
+//!   as an export would that many seconds from now, without reading the
+//!   events waiting in `Lifecycle::PENDING` first (the exporter's thread
+//!   cannot); returns how many expired.
 
 use magnus::prelude::*;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
@@ -105,6 +109,16 @@ fn lock_waits() -> RValue {
     wrap(hash_from_pairs(&kv))
 }
 
+/// `TestHooks.expire_lifecycle_runs_in(seconds)` → how many open runs an
+/// export `seconds` from now would expire, expired now.
+fn expire_lifecycle_runs_in(seconds: f64) -> usize {
+    let ahead = Duration::try_from_secs_f64(seconds).unwrap_or_default();
+    let later = Stamp::now()
+        .mono_ns
+        .saturating_add(u64::try_from(ahead.as_nanos()).unwrap_or(u64::MAX));
+    lifecycle_tracer().expire_at(Stamp::at_mono(later))
+}
+
 /// `TestHooks.read_plans_made` → how many read plans the process has made
 /// (one per distinct set of settings and filters).
 fn read_plans_made() -> usize {
@@ -131,5 +145,9 @@ pub fn define(root: RModule) -> Result<(), Error> {
     hooks.define_module_function("count_lock_waits", function!(set_lock_counting, 1))?;
     hooks.define_module_function("lock_waits", function!(lock_waits, 0))?;
     hooks.define_module_function("read_plans_made", function!(read_plans_made, 0))?;
+    hooks.define_module_function(
+        "expire_lifecycle_runs_in",
+        function!(expire_lifecycle_runs_in, 1),
+    )?;
     Ok(())
 }
