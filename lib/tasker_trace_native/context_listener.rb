@@ -49,10 +49,11 @@ module TaskerTraceNative
     # root's handle.
     Entry = Struct.new(:token, :context, :below, :handle, :root)
 
-    # What a fiber holds: its entries (newest last) and the number of span
-    # ends it has checked them against (`settle` runs only when spans ended
-    # since, or when its newest context is no longer where it was put).
-    Held = Struct.new(:entries, :seen)
+    # What a fiber holds: its entries (newest last), the number of span ends
+    # it has checked them against (`settle` runs only when spans ended
+    # since, or when its newest context is no longer where it was put), and
+    # the fiber.
+    Held = Struct.new(:entries, :seen, :fiber)
 
     # The name of the events that can open a run (a String or a Symbol).
     OPENING_NAME = "task.start_requested"
@@ -63,6 +64,12 @@ module TaskerTraceNative
     @enabled = false
     @engaged = false
     @has_stack = false
+    # Every fiber's Held, while the fiber lives (weak keys), and what the
+    # releasing path last checked them at (see `plain_once_released!`).
+    @holders = ObjectSpace::WeakMap.new
+    @detached = 0
+    @checked_at = -1
+    @releasing_calls = 0
 
     class << self
       # Whether the context path is in use: the OpenTelemetry API is loaded and
@@ -79,7 +86,8 @@ module TaskerTraceNative
 
       # Whether events go through here: once the context path was in use in
       # this process, so that a fiber still holding contexts releases them
-      # at its next event after the path is switched off.
+      # at its next event after the path is switched off; until no fiber
+      # holds one (then the plain path again).
       def engaged?
         @engaged
       end
@@ -100,6 +108,7 @@ module TaskerTraceNative
         return on_event(event) if answer == true
 
         change(event, answer)
+        plain_once_released!(event) unless @enabled
         nil
       end
 
@@ -152,6 +161,39 @@ module TaskerTraceNative
       end
 
       private
+
+      # Switched off after it was in use (releasing): once no living fiber
+      # holds a context, nothing is left to release, and events take the
+      # plain path again (step events wait and are read together). A dead
+      # fiber's contexts went with it. Checked after a fiber detached
+      # something, and every 256th call otherwise (a fiber may have died).
+      def plain_once_released!(event)
+        @releasing_calls += 1
+        return unless @engaged && (@detached != @checked_at || (@releasing_calls % 256).zero?)
+
+        @checked_at = @detached
+        released = true
+        # (WeakMap#each_key gives no Enumerator before Ruby 3.3.)
+        @holders.each_key do |held|
+          next if held.entries.empty? || !held.fiber.alive?
+
+          released = false
+          break
+        end
+        return unless released
+
+        @engaged = false
+        Native.set_context_path(false, false)
+      rescue StandardError => e
+        context_error(event, e)
+      end
+
+      # This fiber's entries (registered among the holders).
+      def hold
+        held = Held.new([], @ends, Fiber.current)
+        @holders[held] = true
+        Thread.current[KEY] = held
+      end
 
       # This fiber's entries, settled first when spans ended since it last
       # looked, or when the context path is off (everything it holds goes).
@@ -208,7 +250,7 @@ module TaskerTraceNative
       def enter(event, change)
         handle = change[3]
         root = change[4]
-        held = (Thread.current[KEY] ||= Held.new([], @ends))
+        held = Thread.current[KEY] || hold
         entries = held.entries
         top = entries.last
         if top.nil?
@@ -247,6 +289,7 @@ module TaskerTraceNative
           entry = entries[i]
           if yield(entry)
             entries.delete_at(i)
+            @detached += 1
             detach(entry)
           end
           i -= 1

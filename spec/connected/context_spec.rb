@@ -360,6 +360,52 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto }
     end
 
+    it "takes the plain path again once no fiber holds a context after it is switched off" do
+      listener = TaskerTraceNative::ContextListener
+      start(1)
+      holding = Queue.new
+      go = Queue.new
+      worker = Thread.new do
+        open_step(1, 10)
+        holding << listener.held
+        go.pop
+        close_step(1, 10) # released here, at this thread's own event
+        listener.held
+      end
+      expect(holding.pop).to eq(1)
+      TaskerTraceNative.configure { |c| c.opentelemetry_context = false }
+      publish("task.start_requested", task_id: 1, task_name: "t") # releases the root here
+      expect([stack, listener.held]).to eq([[], 0])
+      expect(listener.engaged?).to be(true), "the worker's fiber still holds its step's context"
+      go << true
+      expect(worker.value).to eq(0)
+      expect(listener.engaged?).to be(false)
+      # The plain path: a step event waits to be read with the others.
+      publish("step.execution_requested", task_id: 1, step_id: 11, step_name: "s11")
+      expect(TaskerTraceNative::Lifecycle::PENDING.size).to eq(4)
+      publish("task.completed", task_id: 1)
+      expect(attempts(only_run).map { |a| attrs(a)["step_id"] }).to eq([10, 11])
+      expect(stack).to be_empty
+    ensure
+      TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto }
+    end
+
+    it "does not wait for a fiber that died holding a context" do
+      listener = TaskerTraceNative::ContextListener
+      start(1)
+      held = in_thread do
+        open_step(1, 10)
+        listener.held
+      end
+      expect(held).to eq(1), "the thread ends holding its step's context"
+      TaskerTraceNative.configure { |c| c.opentelemetry_context = false }
+      expect(listener.engaged?).to be(true)
+      publish("task.start_requested", task_id: 1, task_name: "t") # releases the root here
+      expect([listener.held, listener.engaged?]).to eq([0, false])
+    ensure
+      TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto }
+    end
+
     it "uses the plain listener when the API is not loaded" do
       OpenTelemetryStandIn.uninstall!
       expect(TaskerTraceNative::ContextListener.enabled?).to be(false)
