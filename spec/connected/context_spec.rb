@@ -9,15 +9,7 @@ require "spec_helper"
 RSpec.describe "Connected traces (OpenTelemetry context)" do
   include LifecycleHelper
 
-  let(:otel) { OpenTelemetryStandIn::OpenTelemetry }
-
-  before { OpenTelemetryStandIn.install! }
-
-  after do
-    TaskerTraceNative::ContextListener.release!
-    otel::Context.clear
-    OpenTelemetryStandIn.uninstall!
-  end
+  include_context "with the OpenTelemetry API stand-in"
 
   def start(task, **extra)
     publish("task.start_requested", task_id: task, task_name: "t", to_state: "in_progress", **extra)
@@ -336,6 +328,8 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
   end
 
   describe "turning it off" do
+    after { TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto } }
+
     it "uses the plain listener with opentelemetry_context = false" do
       TaskerTraceNative.configure { |c| c.opentelemetry_context = false }
       listener = publisher.__bus__.listeners["task.start_requested"].first
@@ -345,8 +339,6 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
         expect(stack.size).to eq(1)
       end
       expect(root(only_run(include_open: true))[:parent_span_id]).to be_nil
-    ensure
-      TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto }
     end
 
     it "stops attaching at once when switched off after subscribing, and releases what it held" do
@@ -356,8 +348,6 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       open_step(1, 10)
       expect(stack).to be_empty
       expect(only_run(include_open: true)[:spans].size).to eq(2)
-    ensure
-      TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto }
     end
 
     it "takes the plain path again once no fiber holds a context after it is switched off" do
@@ -386,8 +376,6 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       publish("task.completed", task_id: 1)
       expect(attempts(only_run).map { |a| attrs(a)["step_id"] }).to eq([10, 11])
       expect(stack).to be_empty
-    ensure
-      TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto }
     end
 
     it "does not wait for a fiber that died holding a context" do
@@ -402,8 +390,6 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       expect(listener.engaged?).to be(true)
       publish("task.start_requested", task_id: 1, task_name: "t") # releases the root here
       expect([listener.held, listener.engaged?]).to eq([0, false])
-    ensure
-      TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto }
     end
 
     it "uses the plain listener when the API is not loaded" do

@@ -216,15 +216,7 @@ RSpec.describe "Lifecycle tracer: streams recorded from the real engine" do
       end
 
       context "with connected traces (the OpenTelemetry API loaded)" do
-        let(:otel) { OpenTelemetryStandIn::OpenTelemetry }
-
-        before { OpenTelemetryStandIn.install! }
-
-        after do
-          TaskerTraceNative::ContextListener.release!
-          otel::Context.clear
-          OpenTelemetryStandIn.uninstall!
-        end
+        include_context "with the OpenTelemetry API stand-in"
 
         # Replays the stream with a listener after the gem's on every step
         # event: per event, its name, step id, thread and the current span

@@ -251,3 +251,20 @@ module OpenTelemetryStandIn
     OpenTelemetry::Trace.current_span.context.hex_span_id
   end
 end
+
+# The stand-in loaded for each example (connected traces in use), and taken
+# away after it with every context released: `otel` is the stand-in's
+# OpenTelemetry module. (bin/demo loads this file without RSpec.)
+if defined?(RSpec)
+  RSpec.shared_context "with the OpenTelemetry API stand-in" do
+    let(:otel) { OpenTelemetryStandIn::OpenTelemetry }
+
+    before { OpenTelemetryStandIn.install! }
+
+    after do
+      TaskerTraceNative::ContextListener.release!
+      otel::Context.clear
+      OpenTelemetryStandIn.uninstall!
+    end
+  end
+end

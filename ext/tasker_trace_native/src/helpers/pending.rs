@@ -89,16 +89,16 @@ pub fn push(pending: VALUE, name: VALUE, payload: VALUE, mono_ns: u64, thread: u
     let (Some(mono), Some(thread)) = (fixnum(mono_ns), fixnum(thread)) else {
         return false;
     };
-    if waiting(pending) >= MAX_WAITING {
+    let waited = waiting(pending);
+    if waited >= MAX_WAITING {
         return false;
     }
-    let first = waiting(pending) == 0;
     let entry = [name, payload, mono, thread];
     // SAFETY: `pending` is an unfrozen Array; the four VALUEs are live (the
     // two arguments the VM passed, two Fixnums) and copied in at once.
     unsafe { rb_sys::rb_ary_cat(pending, entry.as_ptr(), ENTRY as _) };
     pending_state().pushed.store(true, Ordering::Relaxed);
-    if first {
+    if waited == 0 {
         lifecycle_tracer().hold_expiry(Some(mono_ns));
     }
     true
