@@ -402,3 +402,23 @@ fn an_export_that_takes_everything_swaps_the_finished_runs_out() {
     // The task's next run opens as usual.
     assert_eq!(t.record(start_requested(3, at(102))), O::RunOpened);
 }
+
+#[test]
+fn dropped_runs_roots_are_told_once_newest_last() {
+    let t = Tracer::new(limits(1, 100, 100, 60));
+    t.record(start_requested(1, at(0)));
+    let first = t.snapshot(true)[0].root().unwrap().span_id;
+    assert_eq!(t.dropped_roots_since(0), (0, vec![]));
+    // Evicted past max_open_runs.
+    t.record(start_requested(2, at(1)));
+    let second = t.snapshot(true)[0].root().unwrap().span_id;
+    assert_eq!(t.dropped_roots_since(0), (1, vec![first]));
+    // Expired past the TTL.
+    assert_eq!(t.expire_at(secs(1_000)), 1);
+    assert_eq!(t.dropped_roots_since(0), (2, vec![first, second]));
+    assert_eq!(t.dropped_roots_since(1), (2, vec![second]));
+    assert_eq!(t.dropped_roots_since(2), (2, vec![]));
+    // A finished run is not dropped.
+    run_of(&t, 3, 2_000_000_000_000);
+    assert_eq!(t.dropped_roots_since(2), (2, vec![]));
+}

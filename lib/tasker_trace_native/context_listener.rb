@@ -45,9 +45,9 @@ module TaskerTraceNative
     MAX_OPEN_SPANS = 20_000
 
     # One context this fiber attached: the API's token, the Context, the
-    # context that was current before it, the span's handle and its run's
-    # root's handle.
-    Entry = Struct.new(:token, :context, :below, :handle, :root)
+    # fiber's Context stack just before it was attached (a copy; nil without
+    # access to the stack), the span's handle and its run's root's handle.
+    Entry = Struct.new(:token, :context, :under, :handle, :root)
 
     # What a fiber holds: its entries (newest last), the number of span ends
     # it has checked them against (`settle` runs only when spans ended
@@ -68,6 +68,7 @@ module TaskerTraceNative
     # releasing path last checked them at (see `plain_once_released!`).
     @holders = ObjectSpace::WeakMap.new
     @detached = 0
+    @dropped_seen = 0
     @checked_at = -1
     @releasing_calls = 0
 
@@ -115,22 +116,27 @@ module TaskerTraceNative
       # One published event (Lifecycle::LISTENER hands it here while the
       # context path is in use). A run opened by task.start_requested is the
       # child of the current span; only the state machine's copy (with
-      # `to_state`) can open one, so the current span is read for it alone.
+      # `to_state`) can open one, so the current span is read for it alone,
+      # after this fiber let go of what is stale (a run that ended elsewhere
+      # or was dropped, a context an app's block unwound past), so that a
+      # new run never joins an ended one.
       def on_event(event)
         id = event.id
         payload = event.payload
         opens = (id == OPENING_NAME || id == OPENING_SYMBOL) && payload.is_a?(Hash) &&
                 (payload[:to_state] || payload["to_state"])
-        record(id, payload, opens ? current_parent : nil)
+        record(id, payload, opens)
       end
 
-      # One event through the context path. The recording itself behaves as
+      # One event through the context path (`opens`: it may open a run, and
+      # the current span is its parent). The recording itself behaves as
       # Native.record_lifecycle_event does; what concerns the context never
       # raises (a failure is logged and the event is still recorded).
-      def record(name, payload, parent)
-        held = settled(name)
+      def record(name, payload, opens = false)
+        held = opens ? settled_in_place(name) : settled(name)
         return Native.record_lifecycle_event(name, payload) unless @enabled
 
+        parent = opens ? current_parent : nil
         top = held && held.entries.last
         answer = Native.record_lifecycle_event_connected(name, payload, parent, top && top.handle)
         change(name, answer) if answer
@@ -205,6 +211,20 @@ module TaskerTraceNative
         held
       end
 
+      # This fiber's entries, settled as `settled` does, and also when its
+      # newest context is no longer on top of the fiber's stack (an app's
+      # block was unwound past it, or an app attached a context above it).
+      def settled_in_place(event)
+        held = Thread.current[KEY]
+        return held if held.nil? || held.entries.empty?
+
+        forget_dropped(event)
+        stack = context_stack
+        settle(event, held) if held.seen != @ends || !@enabled || stack.nil? ||
+                               !stack.last.equal?(held.entries.last.context)
+        held
+      end
+
       # Detaches this fiber's stale entries: their span or run ended, or their
       # context is no longer in the fiber's stack (see `detach`).
       def settle(event, held)
@@ -226,9 +246,30 @@ module TaskerTraceNative
         elsif answer > 0
           ended(event, answer, false)
         elsif answer == SETTLE
+          forget_dropped(event)
           settled(event)
         else
           ended(event, -answer, true)
+        end
+      rescue StandardError => e
+        context_error(event, e)
+      end
+
+      # Runs the tracer dropped unfinished (expired past `lifecycle_ttl`, or
+      # evicted past `lifecycle_max_open_runs`) since this was last asked:
+      # their spans ended, and every fiber lets go of their contexts at its
+      # next settling. Asked when an event is answered "settle" (the tracer
+      # answers it to every thread after a run is dropped) and before a
+      # run's opening event reads its parent.
+      def forget_dropped(event)
+        dropped = Native.dropped_span_handles(@dropped_seen)
+        return unless dropped
+
+        @dropped_seen = dropped[0]
+        i = 1
+        while i < dropped.size
+          @ends += 1 if @open.delete(dropped[i])
+          i += 1
         end
       rescue StandardError => e
         context_error(event, e)
@@ -253,15 +294,22 @@ module TaskerTraceNative
         held = Thread.current[KEY] || hold
         entries = held.entries
         top = entries.last
+        stack = context_stack
         if top.nil?
           held.seen = @ends
         else
-          return if top.handle == handle
-
           # Settled already unless a span ended since or an app's block was
           # unwound past the newest entry (its context is no longer on top).
-          stack = context_stack
-          settle(event, held) if held.seen != @ends || stack.nil? || !stack.last.equal?(top.context)
+          # Entering the newest entry's span again changes nothing while its
+          # context is in place; when an app's block took it, the context is
+          # attached again here.
+          in_place = held.seen == @ends && !stack.nil? && stack.last.equal?(top.context)
+          return if top.handle == handle && (in_place || stack.nil?)
+
+          unless in_place
+            settle(event, held)
+            stack = context_stack
+          end
           return if entries.any? { |e| e.handle == handle }
 
           # Another attempt of this run was current here: its closing event
@@ -272,8 +320,9 @@ module TaskerTraceNative
         span = @span_class.new(change)
         below = ::OpenTelemetry::Context.current
         context = ::OpenTelemetry::Trace.context_with_span(span, parent_context: below)
+        under = stack&.dup
         token = ::OpenTelemetry::Context.attach(context)
-        entries << Entry.new(token, context, below, handle, root)
+        entries << Entry.new(token, context, under, handle, root)
         @open[root] = true
         @open[handle] = true
         while @open.size > MAX_OPEN_SPANS
@@ -290,7 +339,7 @@ module TaskerTraceNative
           if yield(entry)
             entries.delete_at(i)
             @detached += 1
-            detach(entry)
+            detach(entry, entries)
           end
           i -= 1
         end
@@ -303,22 +352,34 @@ module TaskerTraceNative
         stack.none? { |c| c.equal?(entry.context) }
       end
 
-      # Detaches one entry's context in the order the API requires.
-      def detach(entry)
+      # Detaches one entry's context in the order the API requires
+      # (`entries`: the fiber's other entries).
+      def detach(entry, entries)
         stack = context_stack
         return detach_current(entry) unless stack
 
         at = entry.token - 1
         at = stack.rindex { |c| c.equal?(entry.context) } unless stack[at].equal?(entry.context)
-        if at
-          remove_at(stack, at)
-        else
-          # Not in the stack: an app's block that began before it was unwound
-          # (an exception) and its detach took ours. Its own context, just
-          # below ours, was left behind: take it out for it.
-          below = entry.token - 2
-          remove_at(stack, below) if below >= 0 && stack[below].equal?(entry.below)
+        at ||= left_behind(stack, entry, entries)
+        remove_at(stack, at) if at
+      end
+
+      # Where the context is that an app's detach was for, when that detach
+      # took ours instead (an app's block that began before ours ended while
+      # ours was on top: an exception, or an unbalanced detach): each block
+      # that ended so popped the context above its own, so one context is
+      # left behind, the topmost of those that were below ours and still
+      # are, that is not ours. nil when there is none (Context.clear).
+      def left_behind(stack, entry, entries)
+        under = entry.under
+        return nil unless under
+
+        kept = 0
+        kept += 1 while kept < under.size && kept < stack.size && stack[kept].equal?(under[kept])
+        (kept - 1).downto(0) do |i|
+          return i unless entries.any? { |e| e.context.equal?(stack[i]) }
         end
+        nil
       end
 
       # Without access to the stack: only a context that is current can go.

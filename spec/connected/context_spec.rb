@@ -110,7 +110,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(root(only_run)[:span_id]).to eq(root_id)
   end
 
-  it "goes to Ruby only for events that change what a thread holds" do
+  it "goes to Ruby only for events that change what a thread holds or enter its current span" do
     start(1)
     calls = []
     allow(TaskerTraceNative::ContextListener).to receive(:answer).and_wrap_original do |m, event, answer|
@@ -123,8 +123,10 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     entered = current_hex
     publish("step.completed", step)
     2.times { publish("step.completed", step.merge(attempt_number: 1)) }
-    publish("task.start_requested", task_id: 1, task_name: "t") # merges into the root: held already
-    expect(calls.map(&:first)).to eq(%w[step.execution_requested step.completed])
+    publish("task.start_requested", task_id: 1, task_name: "t") # merges into the root, current again
+    # Entering the current span again is answered (an app's block may have
+    # taken its context); the repeats are not.
+    expect(calls.map(&:first)).to eq(%w[step.execution_requested step.before_handle step.completed task.start_requested])
     # Entered: the ids, the sampling decision and two handles (the span's,
     # its root's); ended: the span's handle alone, a Fixnum.
     trace_id, span_id, sampled, handle, root_handle = calls[0][1]
@@ -133,7 +135,9 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       .to eq([only_run(include_open: true)[:trace_id], entered, true])
     expect([handle, root_handle]).to all(be_a(Integer).and(be_positive))
     expect(handle).not_to eq(root_handle)
-    expect(calls[1][1]).to eq(handle)
+    expect(calls[1][1]).to eq(calls[0][1])
+    expect(calls[2][1]).to eq(handle)
+    expect(calls[3][1][3]).to eq(root_handle)
     expect(entered).to eq(attempts(only_run(include_open: true)).first[:span_id])
     expect(current_hex).to eq(root(only_run(include_open: true))[:span_id])
     expect(TaskerTraceNative.lifecycle_stats[:events_repeated]).to eq(4)
@@ -325,6 +329,105 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(runs.map { |r| r[:spans].size }.uniq).to eq([3])
     expect(stats[:context_restores]).to eq(0)
     expect(otel.errors).to be_empty
+  end
+
+  it "attaches a step's context again at its next opening event when an app's block took it" do
+    otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
+      start(1)
+      app = OpenTelemetryStandIn.app_span
+      # The state machine's copy published inside an app's block (a
+      # transaction span) that raises: the API's detach takes the step's
+      # context and leaves the app's.
+      begin
+        otel::Trace.with_span(app) do
+          publish("step.execution_requested", task_id: 1, step_id: 10, step_name: "s10")
+          raise "rolled back"
+        end
+      rescue RuntimeError
+        nil
+      end
+      expect(current_hex).to eq(app.context.hex_span_id)
+      publish("step.before_handle", task_id: 1, step_id: 10)
+      step = attempts(only_run(include_open: true)).first[:span_id]
+      expect(current_hex).to eq(step) # what the handler's HTTP calls nest under
+      expect(stack.size).to eq(3)     # the job's, the root's and the step's
+      close_step(1, 10)
+      publish("task.completed", task_id: 1)
+      expect(stack.size).to eq(1)
+    end
+    expect(stack).to be_empty
+    expect(otel.errors.size).to eq(1) # the app's own unbalanced detach
+  end
+
+  it "takes out what a job left when it raised through two blocks with its run open" do
+    remote = OpenTelemetryStandIn.app_span
+    expect do
+      otel::Context.with_current(otel::Trace.context_with_span(remote)) do
+        otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
+          start(1)
+          open_step(1, 10)
+          raise "the job failed"
+        end
+      end
+    end.to raise_error("the job failed")
+    # Each block's detach took one of ours: the remote parent's context and
+    # the job span's are left.
+    expect(stack.size).to eq(2)
+    expect(OpenTelemetryStandIn::OpenTelemetry::Trace.current_span(stack.first).context.hex_span_id)
+      .to eq(remote.context.hex_span_id)
+    second = OpenTelemetryStandIn.app_span
+    otel::Trace.with_span(second) do
+      start(2)
+      publish("task.completed", task_id: 2)
+      expect(current_hex).to eq(second.context.hex_span_id)
+    end
+    expect(stack).to be_empty
+    run = runs(include_open: true).find { |r| r[:task_id] == 2 }
+    expect(root(run)[:parent_span_id]).to eq(second.context.hex_span_id)
+    expect(root(run)[:trace_id]).not_to eq(remote.context.hex_trace_id)
+  end
+
+  it "reads a new run's parent after letting go of a run that ended in another thread" do
+    in_worker = Queue.new
+    out = Queue.new
+    worker = Thread.new do
+      while (job = in_worker.pop)
+        job.call
+        out << current_hex
+      end
+    end
+    in_worker << -> { start(1) }
+    first_root = out.pop
+    publish("task.completed", task_id: 1) # the run ends in another thread
+    in_worker << -> { start(2) }          # no span of the app's current
+    out.pop
+    in_worker.close
+    worker.join
+    first, second = runs(include_open: true).sort_by { |r| r[:task_id] }
+    expect(root(first)[:span_id]).to eq(first_root)
+    expect(root(second)[:parent_span_id]).to be_nil
+    expect(second[:trace_id]).not_to eq(first[:trace_id])
+  end
+
+  [["evicted past lifecycle_max_open_runs", :evict], ["expired past lifecycle_ttl", :expire]].each do |how, way|
+    it "lets go of a run #{how} at the thread's next event, and a new run is not its child" do
+      start(1)
+      open_step(1, 10)
+      expect(stack.size).to eq(2)
+      if way == :evict
+        configure_lifecycle(lifecycle_max_open_runs: 1)
+        in_thread { start(2) } # evicts task 1's run
+      else
+        expect(TaskerTraceNative::TestHooks.expire_lifecycle_runs_in(7200)).to eq(1)
+      end
+      expect(stats[way == :evict ? :evicted_runs : :expired_runs]).to eq(1)
+      publish("observability.step.backoff", task_id: 3, step_id: 30) # any next event
+      expect([stack.size, TaskerTraceNative::ContextListener.held]).to eq([0, 0])
+      start(4)
+      run = runs(include_open: true).find { |r| r[:task_id] == 4 }
+      expect(root(run)[:parent_span_id]).to be_nil
+      expect(current_hex).to eq(root(run)[:span_id])
+    end
   end
 
   describe "turning it off" do

@@ -194,7 +194,18 @@ pub(crate) struct State {
     repeat: Option<Remembered>,
     /// What the connected path last told each publishing thread.
     pub threads: ThreadViews,
+    /// The root span ids of the open runs dropped (expired or evicted)
+    /// lately, newest last, at most [`MAX_DROPPED_ROOTS`]: the connected
+    /// path's Ruby layer lets go of their contexts (see
+    /// [`State::dropped_roots_since`]).
+    dropped_roots: VecDeque<[u8; 8]>,
+    /// How many open runs were ever dropped.
+    dropped_total: u64,
 }
+
+/// Dropped runs' root span ids kept for the connected path (see
+/// `State::dropped_roots`).
+pub const MAX_DROPPED_ROOTS: usize = 1024;
 
 /// The attribute keys' prefix: `<name>.`, the name being the
 /// `attribute_prefix` setting, else the default the binding found (Tasker's
@@ -251,6 +262,8 @@ impl State {
             opentelemetry_context: None,
             repeat: None,
             threads: ThreadViews::default(),
+            dropped_roots: VecDeque::new(),
+            dropped_total: 0,
         }
     }
 
@@ -381,7 +394,7 @@ impl State {
             match self.open.pop_front() {
                 Some((_, run)) => {
                     self.stats.runs_evicted += 1;
-                    garbage.live.push(run);
+                    self.drop_open(run, garbage);
                 }
                 None => break,
             }
@@ -566,6 +579,32 @@ impl State {
         }
     }
 
+    /// An open run taken out unfinished (expired or evicted): its root is
+    /// remembered for the connected path, and every thread is told to
+    /// settle.
+    fn drop_open(&mut self, run: LiveRun, garbage: &mut Garbage) {
+        if self.dropped_roots.len() >= MAX_DROPPED_ROOTS {
+            self.dropped_roots.pop_front();
+        }
+        self.dropped_roots.push_back(run.root.span_id);
+        self.dropped_total += 1;
+        self.threads.span_dropped();
+        garbage.live.push(run);
+    }
+
+    /// The root span ids of the open runs dropped after the first `seen`
+    /// ever dropped (at most the last [`MAX_DROPPED_ROOTS`]), and how many
+    /// were ever dropped.
+    pub fn dropped_roots_since(&self, seen: u64) -> (u64, Vec<[u8; 8]>) {
+        let new = self.dropped_total.saturating_sub(seen);
+        let kept = self.dropped_roots.len();
+        let from = kept.saturating_sub(usize::try_from(new).unwrap_or(usize::MAX));
+        (
+            self.dropped_total,
+            self.dropped_roots.iter().skip(from).copied().collect(),
+        )
+    }
+
     /// Expires open runs idle for at least the TTL at `now_ns` (monotonic).
     /// Only the least recently active run is looked at until one is not idle
     /// long enough, so the check costs one comparison per event.
@@ -579,7 +618,7 @@ impl State {
                 break;
             }
             if let Some((_, run)) = self.open.pop_front() {
-                garbage.live.push(run);
+                self.drop_open(run, garbage);
                 expired += 1;
             }
         }
@@ -819,7 +858,7 @@ impl State {
             match self.open.pop_front() {
                 Some((_, run)) => {
                     self.stats.runs_evicted += 1;
-                    garbage.live.push(run);
+                    self.drop_open(run, garbage);
                 }
                 None => break,
             }

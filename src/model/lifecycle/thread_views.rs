@@ -5,9 +5,11 @@
 //! top is the current one) and settles them when spans ended elsewhere. For
 //! each OS thread this keeps the span last reported as entered there and
 //! not ended since, the one entered before it, and how many span ends that
-//! thread has been told of. An event whose change is entering one of those
-//! two spans again, or no change, with no span ended since, is answered
-//! with nothing; an event with no change after spans ended elsewhere is
+//! thread has been told of. An event whose change is entering the one
+//! before again, or no change, with no span ended since, is answered with
+//! nothing (entering the current one again is answered, so that the Ruby
+//! layer can check that an app's block did not take its context); an event
+//! with no change after spans ended elsewhere is
 //! answered with "settle". The view is per thread, not per fiber: fibers
 //! that share a thread share it.
 
@@ -70,10 +72,12 @@ impl ThreadViews {
                 view.seen_ends = ends;
                 Answer::Settle
             }
-            // Current already, or held below it (entering a span a fiber
-            // holds changes nothing there).
+            // Held below the current one (entering a span a fiber holds
+            // changes nothing there). The current one entered again is
+            // answered: an app's block may have taken its context since
+            // (the Ruby layer checks that it is still on top).
             Some(SpanChange::Entered(SpanRef { span_id, .. }))
-                if up_to_date && (view.top == Some(span_id) || view.below == Some(span_id)) =>
+                if up_to_date && view.below == Some(span_id) =>
             {
                 Answer::Nothing
             }
@@ -105,6 +109,12 @@ impl ThreadViews {
                 Answer::Change(SpanChange::RunEnded(r))
             }
         }
+    }
+
+    /// A span ended without any thread's event (its run was expired or
+    /// evicted): every thread settles at its next event.
+    pub fn span_dropped(&mut self) {
+        self.ends += 1;
     }
 
     /// Forgets every thread (the Ruby layer released or lost its contexts).
@@ -166,11 +176,15 @@ mod tests {
     }
 
     #[test]
-    fn the_same_span_entered_again_in_the_same_thread_needs_nothing() {
+    fn the_current_span_entered_again_is_answered_and_one_below_is_not() {
         let mut v = ThreadViews::default();
         assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
-        assert_eq!(v.answer(1, entered(5)), Answer::Nothing);
+        // Its context may have been taken by an app's block since.
+        assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
         assert_eq!(v.answer(1, None), Answer::Nothing);
+        assert_eq!(v.answer(1, entered(6)), Answer::Change(entered(6).unwrap()));
+        // Held below the current one: nothing to do.
+        assert_eq!(v.answer(1, entered(5)), Answer::Nothing);
         // Another thread is told.
         assert_eq!(v.answer(2, entered(5)), Answer::Change(entered(5).unwrap()));
     }
@@ -199,8 +213,10 @@ mod tests {
         v.answer(1, entered(9));
         v.answer(1, entered(5));
         v.answer(1, Some(SpanChange::Ended(span(5))));
-        assert_eq!(v.answer(1, entered(9)), Answer::Nothing);
+        // 9 is current again (so entering it is answered).
+        assert_eq!(v.answer(1, entered(9)), Answer::Change(entered(9).unwrap()));
         assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
+        assert_eq!(v.answer(1, entered(9)), Answer::Nothing);
         v.answer(1, Some(SpanChange::Ended(span(5))));
         v.answer(1, Some(SpanChange::Ended(span(9))));
         assert_eq!(v.answer(1, entered(9)), Answer::Change(entered(9).unwrap()));

@@ -227,6 +227,13 @@ impl Tracer {
         self.state.lock().threads.clear();
     }
 
+    /// The root span ids of the open runs dropped (expired or evicted)
+    /// after the first `seen` ever dropped, and how many ever were: see
+    /// `State::dropped_roots_since`.
+    pub fn dropped_roots_since(&self, seen: u64) -> (u64, Vec<[u8; 8]>) {
+        self.state.lock().dropped_roots_since(seen)
+    }
+
     /// Counts a context the connected path restored (see
     /// [`LifecycleStats::context_restores`]).
     pub fn count_context_restore(&self) {

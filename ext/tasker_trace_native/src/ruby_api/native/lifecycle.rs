@@ -51,7 +51,7 @@ use crate::helpers::recorder::{recorder_result, Ingested};
 use crate::in_force;
 use crate::process::{self, lifecycle_tracer, root_module};
 use crate::to_ruby::lifecycle::{runs_to_ruby, span_change_to_ruby, span_handle, stats_to_ruby};
-use crate::to_ruby::values::{array_of, nil, utf8_to_ruby, wrap};
+use crate::to_ruby::values::{array_of, int_to_ruby, nil, utf8_to_ruby, wrap};
 
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn record(ruby: &Ruby, name: VALUE, payload: VALUE, at: Stamp, key: Option<RepeatKey>) -> Ingested {
@@ -472,6 +472,26 @@ unsafe extern "C" fn listen(_module: VALUE, name: VALUE, payload: VALUE, pending
     }
 }
 
+/// `Native.dropped_span_handles(seen)` → nil when no open run was dropped
+/// (expired or evicted) after the first `seen` ever dropped; else an Array:
+/// how many ever were, then the handles of those runs' roots (the newest
+/// 1,024 at most). The connected path lets go of their contexts.
+fn dropped_span_handles(ruby: &Ruby, seen: RValue) -> Result<RValue, Error> {
+    let seen = Integer::from_value(seen)
+        .and_then(|i| i.to_u64().ok())
+        .unwrap_or(0);
+    guarded(ruby, || {
+        let (total, roots) = lifecycle_tracer().dropped_roots_since(seen);
+        if total == seen {
+            return Ok(wrap(nil()));
+        }
+        let count = std::iter::once(i64::try_from(total).unwrap_or(i64::MAX));
+        let handles = roots.iter().map(span_handle);
+        let all: Vec<i64> = count.chain(handles).collect();
+        Ok(wrap(array_of(all.into_iter(), int_to_ruby)))
+    })
+}
+
 /// `Native.count_context_restore`: the Ruby layer restored an app's
 /// context above one of its own (counted in `lifecycle_stats`).
 fn count_context_restore(ruby: &Ruby) -> Result<bool, Error> {
@@ -737,6 +757,7 @@ pub fn define(native: RModule) -> Result<(), Error> {
         function!(record_lifecycle_event_connected, 4),
     )?;
     native.define_module_function("count_context_restore", function!(count_context_restore, 0))?;
+    native.define_module_function("dropped_span_handles", function!(dropped_span_handles, 1))?;
     native.define_module_function("lifecycle_stats", function!(lifecycle_stats, 0))?;
     native.define_module_function("lifecycle_waterfall", function!(lifecycle_waterfall, 2))?;
     native.define_module_function("sampler", function!(sampler, 0))?;
