@@ -118,8 +118,21 @@ module TaskerTraceNative
           raise ArgumentError, "lifecycle_filter_parameters must be an Array of Strings, Symbols, Regexps " \
                                "or Procs, or nil (got #{filters.inspect[0, 80]})"
         end
+        invalid = filters&.find { |f| (f.is_a?(String) || f.is_a?(Symbol)) && !f.to_s.valid_encoding? }
+        if invalid
+          raise ArgumentError, "lifecycle_filter_parameters: #{invalid.inspect[0, 80]} is not valid " \
+                               "#{invalid.to_s.encoding}"
+        end
+        previous = @filter_parameters
         @filter_parameters = filters&.dup&.freeze
-        sync_filters!
+        begin
+          sync_filters!
+        rescue StandardError
+          # The filters in force stay as they were, here and natively.
+          @filter_parameters = previous
+          sync_filters!
+          raise
+        end
         @filter_parameters
       end
 
@@ -157,22 +170,31 @@ module TaskerTraceNative
       # and a probe value, and filters when it changes the probe. The
       # extension calls this (once per path and thread) for nested keys the
       # String filters leave, when Regexp or Proc filters are in force.
+      # Tasker's payload keys are Symbols and the extension asks with
+      # Strings: a Proc is asked about both (either filtering filters). A
+      # filter that raises filters the key.
       def filtered_path?(keys, filters = filter_parameters)
         return false if filters.empty?
+        return true if filtered_as?(keys, filters)
 
+        filters.any? { |f| f.respond_to?(:call) } && filtered_as?(keys.map { |k| k.to_s.to_sym }, filters)
+      rescue StandardError
+        true
+      end
+
+      private
+
+      def filtered_as?(keys, filters)
         if defined?(::ActiveSupport::ParameterFilter)
           probe = keys.reverse.inject(+"probe") { |inner, key| { key => inner } }
           value = parameter_filter(filters).filter(probe)
           keys.each { |key| value = value[key] if value.is_a?(Hash) }
           value != "probe"
         else
-          key = keys.last.to_s
           path = keys.join(".")
-          filters.any? { |f| rule_match?(f, key, path) }
+          filters.any? { |f| rule_match?(f, keys.last, path) }
         end
       end
-
-      private
 
       # The registered lifecycle names the trace model uses to open, merge
       # and close spans (Native::LIFECYCLE_SPAN_EVENT_NAMES); with the
@@ -212,10 +234,10 @@ module TaskerTraceNative
 
       def rule_match?(filter, key, path)
         case filter
-        when Regexp then filter.match?(filter.source.include?("\\.") ? path : key)
+        when Regexp then filter.match?(filter.source.include?("\\.") ? path : key.to_s)
         when String, Symbol
           text = filter.to_s
-          (text.include?(".") ? path : key).downcase.include?(text.downcase)
+          (text.include?(".") ? path : key.to_s).downcase.include?(text.downcase)
         else
           probe = +"probe"
           filter.arity == 3 ? filter.call(key.dup, probe, {}) : filter.call(key.dup, probe)

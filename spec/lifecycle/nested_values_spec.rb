@@ -80,6 +80,34 @@ RSpec.describe "Lifecycle tracer: nested values and their secrets" do
   end
 end
 
+RSpec.describe "Lifecycle tracer: filters written for Symbol keys, and filters that fail" do
+  def exported_order(filters, order, attributes: %w[order cvv], **extra)
+    TaskerTraceNative.lifecycle_filter_parameters = filters
+    configure_lifecycle(lifecycle_attributes: attributes)
+    publish("task.start_requested", to_state: "in_progress", task_id: 1, order: order, **extra)
+    attrs(root(only_run(include_open: true)))
+  end
+
+  it "asks a Proc about Symbol keys too, as Tasker's payloads have them" do
+    symbol_proc = ->(key, value) { value.replace("[HIDDEN]") if %i[card cvv].include?(key) && value.is_a?(String) }
+    got = exported_order([symbol_proc], { card: "4111-secret", ref: "A-1" }, cvv: "123-secret")
+    expect(got["order"]).to eq("card" => "[FILTERED]", "ref" => "A-1")
+    expect(got["cvv"]).to eq("[FILTERED]")
+    expect(JSON.generate(runs(include_open: true))).not_to include("secret")
+  end
+
+  it "filters a key a Proc raises about, and keeps the filters in force when a new list is invalid" do
+    picky = ->(key, _value) { raise ArgumentError, "picky" if key.to_s == "order" }
+    got = exported_order([:token, picky], { ref: "A-1" }, token: "tok-secret", attributes: %w[order token])
+    expect(got.values_at("order", "token")).to eq(["[FILTERED]", "[FILTERED]"])
+    expect { TaskerTraceNative.lifecycle_filter_parameters = [:password, "card\xFF"] }
+      .to raise_error(ArgumentError, /lifecycle_filter_parameters: "card\\xFF" is not valid UTF-8/)
+    expect(TaskerTraceNative.lifecycle_filter_parameters).to eq([:token, picky])
+    TaskerTraceNative.configure { |c| c.max_traces = 50 } # settings still apply
+    expect(TaskerTraceNative.config.max_traces).to eq(50)
+  end
+end
+
 RSpec.describe "Lifecycle tracer: task ids" do
   it "refuses and counts task ids whose to_s raises, instead of merging their tasks" do
     failing = Class.new { def to_s = raise("no name") }
