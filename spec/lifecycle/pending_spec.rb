@@ -151,6 +151,25 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     expect(stats).to include(events_orphaned: 0, events_late: 0)
   end
 
+  it "counts an event whose reading an interrupt cut short as refused, and leaves the ones after waiting" do
+    start(1)
+    cut = Object.new
+    cut.define_singleton_method(:to_s) { raise Interrupt }
+    step("step.execution_requested", 1, 10, step_name: cut)
+    attempt(1, 11)
+    expect(pending.size).to eq(8 * 4)
+    expect { publish("task.completed", task_id: 1) }.to raise_error(Interrupt)
+    expect(pending.size).to eq(7 * 4) # the ones after it still wait
+    counted = %i[events_recorded events_ignored events_orphaned events_late events_dropped events_refused]
+    expect(stats[:events_refused]).to eq(1)
+    publish("task.completed", task_id: 1)
+    expect(pending).to be_empty
+    # Every event published landed in exactly one counter (the interrupted
+    # task.completed was not read: it raised before its own turn).
+    expect(stats.values_at(*counted).sum).to eq(1 + 8 + 1)
+    expect(attempts(only_run).map { |a| attrs(a)["step_name"] }).to eq(%w[s11])
+  end
+
   it "reads what waits before a fork, so the child starts from the tracer as it was", timeout: 60 do
     start(1)
     step("step.execution_requested", 1, 10)

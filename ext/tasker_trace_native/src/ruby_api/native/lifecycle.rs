@@ -120,6 +120,22 @@ fn record_keyed_at(
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         record(ruby, name.as_raw(), payload.as_raw(), at, key)
     }));
+    lifecycle_result(ruby, outcome, name)
+}
+
+/// What a lifecycle recording returns for how it ended (see
+/// `recorder_result`). An event whose reading was cut short by an exception
+/// that must propagate (an interrupt, a kill, a `throw` from a value's
+/// `to_s`) is counted as refused, so that every event lands in one counter.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn lifecycle_result(
+    ruby: &Ruby,
+    outcome: std::thread::Result<Ingested>,
+    name: RValue,
+) -> Result<bool, Error> {
+    if matches!(outcome, Ok(Ingested::Raise(_))) {
+        lifecycle_tracer().refuse();
+    }
     recorder_result(ruby, outcome, name, "log_lifecycle_error", || {
         lifecycle_tracer().refuse()
     })
@@ -220,9 +236,7 @@ fn record_lifecycle_event_connected(
             &mut change,
         )
     }));
-    recorder_result(ruby, outcome, name, "log_lifecycle_error", || {
-        lifecycle_tracer().refuse()
-    })?;
+    lifecycle_result(ruby, outcome, name)?;
     Ok(wrap(change.as_ref().map_or_else(nil, span_change_to_ruby)))
 }
 
@@ -411,9 +425,7 @@ fn listen_connected(
     if answered.opening {
         return Listened::ToContextPath;
     }
-    let recorded = recorder_result(ruby, outcome, wrap(name), "log_lifecycle_error", || {
-        lifecycle_tracer().refuse()
-    });
+    let recorded = lifecycle_result(ruby, outcome, wrap(name));
     match (recorded, answered.answer) {
         (Err(e), _) => Listened::Raise(e),
         (Ok(_), Answer::Nothing) => Listened::Done,
