@@ -4,12 +4,18 @@
 //! again (with what was taken since) at the next attempt.
 //!
 //! - **Bounded.** At most `max_finished_runs` runs and `max_traces` records
-//!   (the bounds of the sources they came from); beyond that the oldest go
-//!   first, counted in `exporter_stats[:dropped_traces]`. The records held
+//!   (the bounds of the sources they came from) wait from one take to the
+//!   next; beyond that the oldest waiting go first, counted in
+//!   `exporter_stats[:dropped_traces]`. A fresh take is never cut: the
+//!   sources bounded it already, and a flush takes runs still settling
+//!   with the settled ones, up to twice the bound. The records held
 //!   here count against the store's `max_traces` too (new records evict the
 //!   oldest stored ones), so the two together stay within it. After a failed
-//!   export it also keeps at most `export_max_queue_size`
-//!   (`OTEL_BSP_MAX_QUEUE_SIZE`) runs and as many records.
+//!   export it keeps at most `export_max_queue_size`
+//!   (`OTEL_BSP_MAX_QUEUE_SIZE`) traces, runs and records together: the
+//!   youngest beyond that go back to their sources (a flush during an
+//!   outage takes everything; what it took beyond the queue's size waits
+//!   in the sources again, within their bounds, as before the flush).
 //! - **Backoff.** After a failed export the next attempt waits
 //!   [`backoff`]: 1 s doubling to at most 60 s, times a jitter in
 //!   `[0.5, 1.0]`. While it waits the exporter takes nothing from the
@@ -57,7 +63,8 @@ impl Default for RetryQueue {
 
 impl RetryQueue {
     /// Appends what was taken (younger than what waits) and applies the
-    /// bounds; returns how many of the oldest were dropped.
+    /// bounds to what waited before it (the take itself is never cut);
+    /// returns how many of the oldest were dropped.
     pub fn append(&mut self, take: ExporterTake) -> usize {
         let ExporterTake {
             runs,
@@ -68,23 +75,12 @@ impl RetryQueue {
             ..
         } = take;
         self.prefix = prefix;
+        let mut dropped = make_room(&mut self.batch.runs, runs.len(), max_runs);
         self.batch.runs.extend(runs);
-        self.batch.records.extend(records);
-        let mut dropped = 0;
-        let runs = &mut self.batch.runs;
-        if runs.len() > max_runs {
-            let excess = runs.len() - max_runs;
-            runs.drain(..excess);
-            dropped += excess;
-        }
         if let Some(max) = max_records {
-            let records = &mut self.batch.records;
-            if records.len() > max {
-                let excess = records.len() - max;
-                records.drain(..excess);
-                dropped += excess;
-            }
+            dropped += make_room(&mut self.batch.records, records.len(), max);
         }
+        self.batch.records.extend(records);
         dropped
     }
 
@@ -92,28 +88,31 @@ impl RetryQueue {
         self.batch.len()
     }
 
-    /// After a failed export: keeps at most `max` runs and `max` records
-    /// (`export_max_queue_size`), dropping the oldest; returns how many went.
-    /// Applied only to what waits for a retry, never to a fresh take, so a
-    /// healthy collector loses nothing to it.
-    pub fn trim(&mut self, max: usize) -> usize {
-        let mut dropped = 0;
-        if self.batch.runs.len() > max {
-            let excess = self.batch.runs.len() - max;
-            self.batch.runs.drain(..excess);
-            dropped += excess;
+    /// After a failed export: keeps the oldest `max` traces
+    /// (`export_max_queue_size`), runs first, then records; returns the
+    /// others, to go back to their sources.
+    pub fn split_excess(&mut self, max: usize) -> Batch {
+        let runs = self.batch.runs.len().min(max);
+        let records = self.batch.records.len().min(max - runs);
+        Batch {
+            runs: self.batch.runs.split_off(runs),
+            records: self.batch.records.split_off(records),
         }
-        if self.batch.records.len() > max {
-            let excess = self.batch.records.len() - max;
-            self.batch.records.drain(..excess);
-            dropped += excess;
-        }
-        dropped
     }
 
     pub fn is_empty(&self) -> bool {
         self.batch.is_empty()
     }
+}
+
+/// Drops the oldest of `waiting` so that `coming` more fit within `max`,
+/// or all of them when `coming` alone reaches it; returns how many went.
+fn make_room<T>(waiting: &mut Vec<T>, coming: usize, max: usize) -> usize {
+    let excess = (waiting.len() + coming)
+        .saturating_sub(max)
+        .min(waiting.len());
+    waiting.drain(..excess);
+    excess
 }
 
 #[cfg(test)]
@@ -161,5 +160,26 @@ mod tests {
         let kept: Vec<u8> = q.batch.runs.iter().map(|r| r.trace_id[0]).collect();
         assert_eq!(kept, [3, 4, 5, 6]);
         assert_eq!(&*q.prefix, "tasker.");
+    }
+
+    #[test]
+    fn after_a_failure_the_youngest_beyond_the_size_go_back() {
+        let mut q = RetryQueue::default();
+        q.append(take(1, 5, 100));
+        let back = q.split_excess(3);
+        let kept: Vec<u8> = q.batch.runs.iter().map(|r| r.trace_id[0]).collect();
+        let gone: Vec<u8> = back.runs.iter().map(|r| r.trace_id[0]).collect();
+        assert_eq!((kept, gone), (vec![1, 2, 3], vec![4, 5]));
+        assert!(q.split_excess(3).is_empty());
+    }
+
+    #[test]
+    fn a_fresh_take_is_never_cut_only_what_waited_before_it() {
+        let mut q = RetryQueue::default();
+        assert_eq!(q.append(take(1, 3, 4)), 0);
+        // A flush's take: settled and settling runs, past the bound.
+        assert_eq!(q.append(take(10, 6, 4)), 3);
+        let kept: Vec<u8> = q.batch.runs.iter().map(|r| r.trace_id[0]).collect();
+        assert_eq!(kept, [10, 11, 12, 13, 14, 15]);
     }
 }

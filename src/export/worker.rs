@@ -121,8 +121,15 @@ pub(super) fn run(start: Start) {
         }))
         .unwrap_or_else(|panic| ExportOutcome::failed(panic_text(panic.as_ref())));
         if !queue.is_empty() {
-            let max = shared.schedule().max_queue_size;
-            shared.counters.count_retry_dropped(queue.trim(max));
+            let excess = queue.split_excess(shared.schedule().max_queue_size);
+            if !excess.is_empty() {
+                // The store's bound counts only what the queue still holds.
+                shared
+                    .sources
+                    .store
+                    .set_held_for_export(queue.batch.records.len());
+                give_back(&shared, excess);
+            }
         }
         shared
             .retry_queued
@@ -167,7 +174,14 @@ pub(super) fn run(start: Start) {
     shared.retry_queued.store(0, Ordering::Relaxed);
     shared.sources.store.set_held_for_export(0);
     shared.next_attempt_wall_ns.store(0, Ordering::Relaxed);
-    let Batch { runs, records } = std::mem::take(&mut queue.batch);
+    give_back(&shared, std::mem::take(&mut queue.batch));
+}
+
+/// Puts runs and records the exporter took back into their sources (an
+/// explicit push, a later export or a later exporter may still send them);
+/// the sources' bounds apply there, counted by them.
+fn give_back(shared: &Shared, batch: Batch) {
+    let Batch { runs, records } = batch;
     let _ = catch_unwind(AssertUnwindSafe(|| {
         shared.sources.put_back_runs(Taken {
             drained: true,
