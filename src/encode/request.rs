@@ -80,6 +80,9 @@ pub struct Encoder {
     records: usize,
     /// The current record (for `first_record`), or `None` for extra spans.
     in_record: Option<usize>,
+    /// Where the current record's spans begin in the current body (a byte
+    /// offset), and how many spans came before them there.
+    record_at: (usize, usize),
     /// Spans too large for any request, left out.
     oversized: usize,
     spans: usize,
@@ -119,6 +122,7 @@ impl Encoder {
             },
             records: 0,
             in_record: None,
+            record_at: (0, 0),
             oversized: 0,
             spans: 0,
             span_limits: resource.span_limits,
@@ -191,14 +195,31 @@ impl Encoder {
                 return Ok(());
             }
             // Close the current body before this span and move the span
-            // into a new one.
+            // into a new one; with the record's spans before it, when other
+            // spans precede them and they fit together, so that a record
+            // is never split across requests unless it alone passes the
+            // limit (a request that fails then puts back only records that
+            // no earlier request delivered).
             let sep = self.separator(false);
+            let (at, before) = self.record_at;
+            let whole = self.in_record.is_some()
+                && before > 0
+                && self.finished_len(self.current.start + self.current.buf.len() - at - sep)
+                    <= self.limit;
+            let (from, moved) = if whole {
+                (at, self.current.spans - before)
+            } else {
+                (mark, 0)
+            };
             let capacity = self.current.buf.capacity().min(self.limit);
             let mut next = self.new_body(capacity);
-            next.buf.extend_from_slice(&self.current.buf[mark + sep..]);
-            self.current.buf.truncate(mark);
+            next.buf.extend_from_slice(&self.current.buf[from + sep..]);
+            next.spans = moved;
+            self.current.buf.truncate(from);
+            self.current.spans -= moved;
             let full = std::mem::replace(&mut self.current, next);
             self.close(full);
+            self.record_at = (self.current.start, 0);
             if self.finished_len(self.current.buf.len()) > self.limit {
                 let start = self.current.start;
                 self.current.buf.truncate(start);
@@ -217,6 +238,7 @@ impl Encoder {
     pub fn record(&mut self, key: &Key, record: &Record, now: Stamp) -> Result<(), EncodeError> {
         let index = self.records;
         self.in_record = Some(index);
+        self.record_at = (self.current.buf.len(), self.current.spans);
         if self.current.spans == 0 {
             self.current.first_record = index;
         }

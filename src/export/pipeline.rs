@@ -163,6 +163,10 @@ pub enum PushOutcome {
         delivered: usize,
         /// Whether the extra spans went out (in the requests that succeeded).
         extra_delivered: bool,
+        /// Spans the requests that succeeded carried.
+        delivered_spans: usize,
+        /// Requests made, the failed one included.
+        requests: usize,
         /// Spans the collector reported rejected in the requests that
         /// succeeded.
         rejected_spans: u64,
@@ -304,6 +308,8 @@ fn send_records(
         records: records.len(),
         delivered: 0,
         extra_delivered: false,
+        delivered_spans: 0,
+        requests: 0,
         rejected_spans: 0,
         status: None,
         attempts: 0,
@@ -374,6 +380,8 @@ fn send_records(
                     records: records.len() - first_record,
                     delivered: first_record,
                     extra_delivered: !extra.is_empty() && last_with_extra.is_none_or(|l| l < i),
+                    delivered_spans: spans,
+                    requests: i + 1,
                     rejected_spans,
                     status,
                     attempts: attempts.saturating_add(a),

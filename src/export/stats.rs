@@ -135,14 +135,18 @@ impl From<PushOutcome> for ExportOutcome {
             PushOutcome::Failed {
                 records,
                 delivered,
+                delivered_spans,
+                requests,
                 attempts,
                 error,
                 ..
             } => ExportOutcome {
                 sent_traces: delivered,
-                sent_spans: 0,
+                sent_spans: delivered_spans,
                 failed_traces: records,
-                retries: attempts.saturating_sub(1),
+                // Each request's first attempt is no retry.
+                retries: attempts
+                    .saturating_sub(u32::try_from(requests.max(1)).unwrap_or(u32::MAX)),
                 error: Some(error),
             },
         }
@@ -202,4 +206,45 @@ pub struct ExporterStats {
     pub last_error: Option<LastError>,
     /// Settings or variables that could not be used.
     pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_export_that_failed_counts_what_its_first_requests_delivered() {
+        let outcome = ExportOutcome::from(PushOutcome::Failed {
+            records: 917,
+            delivered: 2083,
+            extra_delivered: false,
+            delivered_spans: 2083,
+            requests: 2,
+            rejected_spans: 0,
+            status: Some(400),
+            attempts: 2,
+            error: "request 2 of 2: HTTP 400".into(),
+        });
+        assert_eq!(
+            (
+                outcome.sent_traces,
+                outcome.sent_spans,
+                outcome.failed_traces
+            ),
+            (2083, 2083, 917)
+        );
+        assert_eq!(outcome.retries, 0, "a 400 is not retried");
+        let retried = ExportOutcome::from(PushOutcome::Failed {
+            records: 3,
+            delivered: 0,
+            extra_delivered: false,
+            delivered_spans: 0,
+            requests: 1,
+            rejected_spans: 0,
+            status: Some(503),
+            attempts: 4,
+            error: "HTTP 503".into(),
+        });
+        assert_eq!(retried.retries, 3);
+    }
 }
