@@ -96,6 +96,16 @@ RSpec.describe "Lifecycle tracer: filters written for Symbol keys, and filters t
     expect(JSON.generate(runs(include_open: true))).not_to include("secret")
   end
 
+  it "filters the value of a nested key cut to its limit whenever a filter is in force" do
+    long = "#{"x" * 250}_password"
+    got = exported_order([:password], { long => "secret-a", "ref" => "A-1" })
+    expect(got["order"].values).to eq(["[FILTERED]", "A-1"])
+    expect(got["order"].keys.first).to end_with("…") # cut to 256 bytes, as documented
+    # Without filters a long key's value is kept.
+    TaskerTraceNative.lifecycle_reset!
+    expect(exported_order([], { long => "plain" })["order"].values).to eq(["plain"])
+  end
+
   it "filters a key a Proc raises about, and keeps the filters in force when a new list is invalid" do
     picky = ->(key, _value) { raise ArgumentError, "picky" if key.to_s == "order" }
     got = exported_order([:token, picky], { ref: "A-1" }, token: "tok-secret", attributes: %w[order token])

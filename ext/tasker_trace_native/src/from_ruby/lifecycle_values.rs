@@ -42,6 +42,22 @@ use crate::process;
 
 /// Longest key kept, in bytes.
 const MAX_KEY_BYTES: usize = 256;
+/// Whether a Hash key `k`, read as `kept` bytes of text within `budget`
+/// bytes, was cut: a String's or Symbol's name longer than the budget; any
+/// other key whose text reached it.
+fn key_was_cut(k: VALUE, kept: usize, budget: usize) -> bool {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header;
+    // rb_sym2str returns a Symbol's name, and only its length is read.
+    unsafe {
+        match rb_sys::RB_TYPE(k) {
+            T::RUBY_T_STRING => string_slice(k).len() > budget,
+            T::RUBY_T_SYMBOL => string_slice(rb_sys::rb_sym2str(k)).len() > budget,
+            T::RUBY_T_FIXNUM | T::RUBY_T_NIL | T::RUBY_T_TRUE | T::RUBY_T_FALSE => false,
+            _ => kept >= budget,
+        }
+    }
+}
+
 /// Most filter answers cached per thread (the cache starts over when full).
 const DECISION_CACHE_LIMIT: usize = 4096;
 
@@ -307,15 +323,20 @@ impl Walk<'_> {
         depth: usize,
         pairs: &mut Vec<(Text, AttrValue)>,
     ) -> Result<(), Error> {
+        let budget = self.bytes.min(MAX_KEY_BYTES);
+        let raw = key;
         let key = self.key_text(key)?;
         if pairs.iter().any(|(k, _)| *k == key) {
             return Ok(());
         }
+        // A key cut to its limit cannot be matched as Rails matches the
+        // whole key: with any filter in force, its value is filtered.
+        let cut = !self.filter.is_empty() && key_was_cut(raw, key.as_str().len(), budget);
         let path_len = self.path.len();
         self.path.push('.');
         self.path.push_str(&key);
         self.keys.push(key.clone());
-        let value = match self.filtered(&key) {
+        let value = match if cut { Ok(true) } else { self.filtered(&key) } {
             Ok(true) => {
                 self.nodes = self.nodes.saturating_sub(1);
                 Ok(AttrValue::Str(Text::Static(FILTERED)))
@@ -350,6 +371,8 @@ impl Walk<'_> {
     }
 
     /// Whether the key just pushed is filtered (see the module documentation).
+    /// A key cut to its limit is filtered whenever a filter is in force
+    /// (see `pair`).
     fn filtered(&mut self, key: &str) -> Result<bool, Error> {
         if self.filter.is_empty() {
             return Ok(false);
