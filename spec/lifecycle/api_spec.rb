@@ -47,7 +47,10 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
         expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { to_state: "in_progress", task_id: id })).to be(false)
       end
       ids = runs(include_open: true).map { |r| r[:task_id] }
-      expect(ids).to eq([(2**80).to_s, "sym", "", "t" * 8 * 1024])
+      expect(ids[0, 3]).to eq([(2**80).to_s, "sym", ""])
+      # Longer than 8 KiB: its start, then a hash of all of it.
+      expect(ids[3]).to match(/\At{8000,}…#\h{16}\z/)
+      expect(ids[3].bytesize).to be <= 8 * 1024
       expect(stats[:events_refused]).to eq(3)
       expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { task_id: false })).to be(true)
       expect(stats[:events_ignored]).to eq(1)

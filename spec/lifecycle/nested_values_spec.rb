@@ -131,6 +131,20 @@ RSpec.describe "Lifecycle tracer: task ids" do
     expect(runs(include_open: true)).to eq([])
   end
 
+  it "keeps apart String ids that are not valid UTF-8 or longer than 8 KiB" do
+    ids = ["task-\xFF".b.force_encoding("UTF-8"), "task-\xFE".b.force_encoding("UTF-8"),
+           "#{"x" * 8192}a", "#{"x" * 8192}b"]
+    ids.each_with_index do |id, i|
+      TaskerTraceNative.record_lifecycle_event("task.start_requested", { to_state: "in_progress", task_id: id, task_name: "t#{i}" })
+    end
+    TaskerTraceNative.record_lifecycle_event("task.completed", { task_id: ids[0] })
+    got = runs(include_open: true).to_h { |r| [attrs(root(r))["task_name"], r[:end]] }
+    expect(got).to eq("t0" => "completed", "t1" => "open", "t2" => "open", "t3" => "open")
+    shown = runs(include_open: true).map { |r| r[:task_id] }
+    expect(shown.uniq.size).to eq(4)
+    expect(shown).to all(be_valid_encoding.and(satisfy { |s| s.bytesize <= 8192 }))
+  end
+
   it "refuses ids that are neither Integer nor String-like" do
     expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { to_state: "in_progress", task_id: Object.new })).to be(false)
     expect(TaskerTraceNative.record_lifecycle_event("task.start_requested", { to_state: "in_progress", task_id: [1, 2] })).to be(false)

@@ -260,6 +260,20 @@ pub enum Id {
     Text(Arc<str>),
 }
 
+/// See [`Id::from_bytes`].
+fn tagged_id(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    let head = &bytes[..bytes.len().min(MAX_ID_BYTES - 32)];
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    if head.len() < bytes.len() {
+        text.push('…');
+    }
+    text.push_str(&format!("#{:016x}", hasher.finish()));
+    text
+}
+
 /// The value of `bytes` if they are a canonical non-negative decimal integer.
 fn canonical_int(bytes: &[u8]) -> Option<i64> {
     match bytes {
@@ -276,12 +290,22 @@ fn canonical_int(bytes: &[u8]) -> Option<i64> {
     }
 }
 
+/// Longest String id kept as it is, in bytes (see [`Id::from_bytes`]).
+pub const MAX_ID_BYTES: usize = super::MAX_TEXT_BYTES;
+
 impl Id {
-    /// An id from a String's bytes (invalid UTF-8 replaced by U+FFFD).
+    /// An id from a String's bytes. One that is not valid UTF-8, or is
+    /// longer than [`MAX_ID_BYTES`], is kept as its readable start (invalid
+    /// bytes as U+FFFD, cut with `…`) followed by `#` and 16 hexadecimal
+    /// digits of a hash of all its bytes, so that two different ids never
+    /// become one.
     pub fn from_bytes(bytes: &[u8]) -> Id {
-        match canonical_int(bytes) {
-            Some(n) => Id::Int(n),
-            None => Id::Text(Arc::from(String::from_utf8_lossy(bytes))),
+        if let Some(n) = canonical_int(bytes) {
+            return Id::Int(n);
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(text) if text.len() <= MAX_ID_BYTES => Id::Text(Arc::from(text)),
+            _ => Id::Text(Arc::from(tagged_id(bytes))),
         }
     }
 
@@ -465,6 +489,27 @@ impl LifecycleEvent {
         let mut ev = LifecycleEvent::new(name, at);
         ev.attrs = Vec::with_capacity(attrs + 2);
         ev
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_cannot_be_kept_as_they_are_stay_apart() {
+        let a = Id::from_bytes(b"task-\xFF");
+        let b = Id::from_bytes(b"task-\xFE");
+        assert_ne!(a, b);
+        assert!(a.to_string().starts_with("task-\u{FFFD}#"), "{a}");
+        assert_eq!(a, Id::from_bytes(b"task-\xFF"));
+        let long_a = [b"x".repeat(MAX_ID_BYTES), b"a".to_vec()].concat();
+        let long_b = [b"x".repeat(MAX_ID_BYTES), b"b".to_vec()].concat();
+        let (la, lb) = (Id::from_bytes(&long_a), Id::from_bytes(&long_b));
+        assert_ne!(la, lb);
+        assert!(la.to_string().len() <= MAX_ID_BYTES);
+        assert_eq!(Id::from_bytes(b"order-7"), Id::Text(Arc::from("order-7")));
+        assert_eq!(Id::from_bytes(b"42"), Id::Int(42));
     }
 }
 

@@ -42,7 +42,7 @@ use magnus::{Error, Ruby};
 use rb_sys::{ruby_value_type as T, ID, VALUE};
 use tasker_trace_core::input::lifecycle::ToState;
 use tasker_trace_core::input::lifecycle::{
-    Attr, AttrKey, AttrValue, EventKind, EventName, Id, LifecycleEvent, Text, MAX_TEXT_BYTES,
+    Attr, AttrKey, AttrValue, EventKind, EventName, Id, LifecycleEvent, Text,
 };
 use tasker_trace_core::support::clock::Stamp;
 
@@ -272,10 +272,10 @@ fn attr_value(
 /// neither an Integer nor a String or Symbol. Runs no Ruby code.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn id_value(v: VALUE) -> Result<Option<Id>, ()> {
+    // Long or invalid ids are kept apart (see `Id::from_bytes`).
     let capped = |s: VALUE| {
         // SAFETY: `s` is a T_STRING; copied at once.
-        let bytes = unsafe { string_slice(s) };
-        Id::from_bytes(&bytes[..bytes.len().min(MAX_TEXT_BYTES)])
+        Id::from_bytes(unsafe { string_slice(s) })
     };
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
     Ok(Some(match unsafe { rb_sys::RB_TYPE(v) } {
