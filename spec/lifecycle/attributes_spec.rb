@@ -35,6 +35,22 @@ RSpec.describe "Lifecycle tracer: attributes, secrets and values" do
                             tasker.completed_steps tasker.failed_steps tasker.execution_duration]).to eq([])
     end
 
+    it "exports each attribute name once, the first value winning, when a chosen key shares a known name" do
+      configure_lifecycle(lifecycle_attributes: %i[exception_class error])
+      publish("task.start_requested", to_state: "in_progress", task_id: 1)
+      publish("step.execution_requested", task_id: 1, step_id: 2)
+      publish("step.failed", task_id: 1, step_id: 2, error_message: "timed out", error_class: "Net::ReadTimeout",
+                             exception_class: "StandardError", error: "E-VALUE")
+      shown = attrs(attempts(only_run(include_open: true)).first)
+      span = JSON.parse(exported_json)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                 .find { |s| s["name"] == "tasker.step.execution" }
+      keys = span["attributes"].map { |a| a["key"] }
+      expect(keys).to eq(keys.uniq)
+      exported = span["attributes"].to_h { |a| [a["key"].delete_prefix("tasker."), a["value"].values.first] }
+      expect(exported.values_at("error", "exception_class")).to eq(shown.values_at("error", "exception_class"))
+      expect(span["droppedAttributesCount"]).to be_positive
+    end
+
     it "adds the payload keys named in lifecycle_attributes (Strings or Symbols)" do
       configure_lifecycle(lifecycle_attributes: ["region", :priority])
       expect(TaskerTraceNative.config.lifecycle_attributes).to eq(%w[region priority])

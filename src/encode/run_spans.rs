@@ -91,11 +91,24 @@ pub fn prefixed_key(prefix: &str, key: &str) -> String {
     k
 }
 
-fn attributes(prefix: &str, attrs: &[Attr]) -> Vec<KeyValue> {
-    attrs
-        .iter()
-        .map(|(k, v)| KeyValue::new(prefixed_key(prefix, k.as_str()), attribute_value(v)))
-        .collect()
+/// The attributes as KeyValues, and how many were left out: keys are
+/// unique, the first wins (a `lifecycle_attributes` key may be shown under
+/// the name of a known one).
+fn unique_attributes(prefix: &str, attrs: &[Attr]) -> (Vec<KeyValue>, u32) {
+    let mut out = Vec::with_capacity(attrs.len());
+    let mut dropped = 0u32;
+    for (i, (k, v)) in attrs.iter().enumerate() {
+        let name = k.as_str();
+        if attrs[..i].iter().any(|(seen, _)| seen.as_str() == name) {
+            dropped = dropped.saturating_add(1);
+            continue;
+        }
+        out.push(KeyValue::new(
+            prefixed_key(prefix, name),
+            attribute_value(v),
+        ));
+    }
+    (out, dropped)
 }
 
 /// The OTLP status: `None` for UNSET.
@@ -124,6 +137,7 @@ fn owned_span(
 ) -> OwnedSpan {
     let (start, end) = clock.span_times(span);
     let end = end.unwrap_or_else(|| clock.nanos(now).max(start));
+    let (attributes, dropped_attributes_count) = unique_attributes(prefix, &span.attributes);
     let mut owned = OwnedSpan {
         trace_id: run.trace_id,
         span_id: span.span_id,
@@ -132,15 +146,19 @@ fn owned_span(
         kind: SPAN_KIND_INTERNAL,
         start_time_unix_nano: start,
         end_time_unix_nano: end,
-        attributes: attributes(prefix, &span.attributes),
+        attributes,
         events: span
             .events
             .iter()
-            .map(|e| OwnedEvent {
-                time_unix_nano: clock.nanos(e.at),
-                name: e.name.as_str().to_string(),
-                attributes: attributes(prefix, &e.attributes),
-                dropped_attributes_count: 0,
+            .map(|e| {
+                let (attributes, dropped_attributes_count) =
+                    unique_attributes(prefix, &e.attributes);
+                OwnedEvent {
+                    time_unix_nano: clock.nanos(e.at),
+                    name: e.name.as_str().to_string(),
+                    attributes,
+                    dropped_attributes_count,
+                }
             })
             .collect(),
         links: span
@@ -152,7 +170,7 @@ fn owned_span(
             })
             .collect(),
         status: status(&span.status),
-        dropped_attributes_count: 0,
+        dropped_attributes_count,
         dropped_events_count: 0,
         dropped_links_count: 0,
     };

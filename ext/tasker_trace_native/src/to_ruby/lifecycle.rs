@@ -70,14 +70,18 @@ fn id_to_ruby(id: &Id) -> VALUE {
     }
 }
 
-/// `{"<prefix><key>" => value, ...}`, filled entry by entry. The key is
+/// `{"<prefix><key>" => value, ...}`, filled entry by entry (a key met
+/// again is left out: the first wins, as in the export). The key is
 /// assembled in the new String itself: this runs inside `build_protected`
 /// and owns nothing with a destructor.
 fn attributes_to_ruby(attrs: &[Attr], prefix: &str) -> VALUE {
     let hash = new_hash(attrs.len());
-    for (k, v) in attrs {
-        let key = utf8_to_ruby(prefix);
+    for (i, (k, v)) in attrs.iter().enumerate() {
         let name = k.as_str();
+        if attrs[..i].iter().any(|(seen, _)| seen.as_str() == name) {
+            continue;
+        }
+        let key = utf8_to_ruby(prefix);
         // SAFETY: appends `name`'s bytes to the String just made (UTF-8
         // onto UTF-8).
         unsafe { rb_sys::rb_str_cat(key, name.as_ptr() as *const _, name.len() as _) };
