@@ -31,7 +31,17 @@ module TaskerTraceNative
         result = TaskerTraceNative.shutdown(timeout: AT_EXIT_TIMEOUT)
         return unless result[:error] && (result[:failed].positive? || result[:error].start_with?("timed out"))
 
-        warn "tasker_trace_native: traces not exported at exit: #{result[:error]}"
+        warn "tasker_trace_native: #{lost_at_exit(result)} not exported at exit, lost with the process: " \
+             "#{result[:error].sub(/; what was not delivered waits in the store/, "")}"
+      end
+
+      # How many finished traces the process still held after the last
+      # export, as words ("3 traces"); "traces" when that cannot be read.
+      def lost_at_exit(result)
+        held = [result[:failed], TaskerTraceNative.exporter_stats[:queued].to_i].max
+        held.positive? ? "#{held} trace#{"s" unless held == 1}" : "traces"
+      rescue StandardError
+        "traces"
       end
     end
   end

@@ -70,11 +70,29 @@ fn painted(text: &str, code: StatusCode, style: Style) -> String {
     }
 }
 
-/// One line of text: control characters (line breaks included) as spaces.
+/// One line of text: control characters (line breaks included), Unicode's
+/// line and paragraph separators and its bidirectional controls (which
+/// would reorder what a terminal shows) as spaces.
 fn one_line(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || breaks_or_reorders(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect()
+}
+
+/// U+2028 and U+2029 (line and paragraph separators), and the bidirectional
+/// marks, embeddings, overrides and isolates.
+fn breaks_or_reorders(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+    ) || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
 fn value_text(v: &AttrValue) -> Option<String> {
@@ -234,6 +252,12 @@ pub fn legend() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_holds_no_separator_nor_bidirectional_control() {
+        let text = "declined\u{2028}FAKE\u{2029}x\u{202E}evil\u{2066}y\nz\u{85}w";
+        assert_eq!(one_line(text), "declined FAKE x evil y z w");
+    }
     use crate::input::lifecycle::attributes::{AttrKey, Text};
     use crate::input::lifecycle::event::Id;
     use crate::model::lifecycle::{RunEnd, SpanStatus, STEP_SPAN_NAME, TASK_SPAN_NAME};

@@ -259,6 +259,11 @@ fn export(
             records: taken.dropped.records.or(dropped.records),
         };
         shared.counters.count_retry_dropped(queue.append(taken));
+        // In flight from now on, and still waiting (`exporter_stats[:queued]`)
+        // until delivered.
+        shared
+            .retry_queued
+            .store(queue.len() as u64, Ordering::Relaxed);
         // What the queue holds counts against the store's bound from now on,
         // so that the two together never pass `max_traces`.
         shared
