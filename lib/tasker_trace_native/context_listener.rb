@@ -31,6 +31,8 @@ module TaskerTraceNative
 
     # What Native.listen answers when spans ended in other threads since
     # this one was last told (and the event changed nothing of its own).
+    # It answers false when the attempt current in the thread was entered
+    # again (its next opening event: see `verify`).
     # Its other answers, and Native.record_lifecycle_event_connected's, are
     # what the event did, made so that the common ones allocate nothing:
     # - a span entered: a frozen [trace_id, span_id, sampled, handle,
@@ -107,6 +109,7 @@ module TaskerTraceNative
       # the recorded event made (see SETTLE).
       def answer(event, answer)
         return on_event(event) if answer == true
+        return verify(event) if answer == false
 
         change(event, answer)
         plain_once_released!(event) unless @enabled
@@ -298,18 +301,11 @@ module TaskerTraceNative
         if top.nil?
           held.seen = @ends
         else
+          return if top.handle == handle
+
           # Settled already unless a span ended since or an app's block was
           # unwound past the newest entry (its context is no longer on top).
-          # Entering the newest entry's span again changes nothing while its
-          # context is in place; when an app's block took it, the context is
-          # attached again here.
-          in_place = held.seen == @ends && !stack.nil? && stack.last.equal?(top.context)
-          return if top.handle == handle && (in_place || stack.nil?)
-
-          unless in_place
-            settle(event, held)
-            stack = context_stack
-          end
+          settle(event, held) if held.seen != @ends || stack.nil? || !stack.last.equal?(top.context)
           return if entries.any? { |e| e.handle == handle }
 
           # Another attempt of this run was current here: its closing event
@@ -317,7 +313,35 @@ module TaskerTraceNative
           leave(entries) { |e| e.root == root && e.handle != root } if handle != root
         end
 
-        span = @span_class.new(change)
+        attach(entries, @span_class.new(change), handle, root, stack)
+      end
+
+      # The attempt current in this thread was entered again (its next
+      # opening event, `step.before_handle`): when an app's block took its
+      # context since (an exception unwound the block the state machine's
+      # copy was published in, or the block ended while it was on top),
+      # what the block left is taken out and the attempt's span attached
+      # again, so the handler's calls nest under it.
+      def verify(event)
+        held = Thread.current[KEY]
+        top = held && held.entries.last
+        return unless top
+
+        stack = context_stack
+        return if stack.nil? || (held.seen == @ends && stack.last.equal?(top.context))
+
+        span = ::OpenTelemetry::Trace.current_span(top.context)
+        settle(event, held)
+        return if held.entries.any? { |e| e.handle == top.handle } || !@open.key?(top.handle)
+
+        attach(held.entries, span, top.handle, top.root, stack)
+      rescue StandardError => e
+        context_error(event, e)
+      end
+
+      # Attaches a context with `span` current above the fiber's current
+      # one, as an entry of the span `handle` of the run `root`.
+      def attach(entries, span, handle, root, stack)
         below = ::OpenTelemetry::Context.current
         context = ::OpenTelemetry::Trace.context_with_span(span, parent_context: below)
         under = stack&.dup

@@ -35,7 +35,7 @@ module TaskerTraceNative
     # its OpenTelemetry context, which is nothing for most events.
     LISTENER = proc do |event|
       answer = Native.listen(event.id, event.payload, PENDING)
-      ContextListener.answer(event, answer) if answer
+      ContextListener.answer(event, answer) unless answer.nil?
     end
 
     # What a filtered value looks like (as in Rails' filter_parameters).

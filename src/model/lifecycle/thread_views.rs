@@ -5,11 +5,11 @@
 //! top is the current one) and settles them when spans ended elsewhere. For
 //! each OS thread this keeps the span last reported as entered there and
 //! not ended since, the one entered before it, and how many span ends that
-//! thread has been told of. An event whose change is entering the one
-//! before again, or no change, with no span ended since, is answered with
-//! nothing (entering the current one again is answered, so that the Ruby
-//! layer can check that an app's block did not take its context); an event
-//! with no change after spans ended elsewhere is
+//! thread has been told of. An event whose change is entering one of those
+//! two spans again, or no change, with no span ended since, is answered
+//! with nothing, except the current attempt entered again: "verify", so
+//! that the Ruby layer checks that an app's block did not take its
+//! context; an event with no change after spans ended elsewhere is
 //! answered with "settle". The view is per thread, not per fiber: fibers
 //! that share a thread share it.
 
@@ -27,6 +27,10 @@ pub enum Answer {
     /// No change of its own, but spans ended elsewhere since it was last
     /// told: release the contexts of those.
     Settle,
+    /// The attempt current in this thread entered again (its next opening
+    /// event): check that its context is still where it was put (an app's
+    /// block may have taken it).
+    Verify,
     /// Apply this change.
     Change(SpanChange),
 }
@@ -72,10 +76,21 @@ impl ThreadViews {
                 view.seen_ends = ends;
                 Answer::Settle
             }
-            // Held below the current one (entering a span a fiber holds
-            // changes nothing there). The current one entered again is
-            // answered: an app's block may have taken its context since
-            // (the Ruby layer checks that it is still on top).
+            // The current attempt entered again: the Ruby layer checks that
+            // an app's block did not take its context since. The current
+            // root, or a span held below the current one, entered again
+            // changes nothing.
+            Some(SpanChange::Entered(SpanRef {
+                span_id,
+                root_span_id,
+                ..
+            })) if up_to_date && view.top == Some(span_id) => {
+                if span_id == root_span_id {
+                    Answer::Nothing
+                } else {
+                    Answer::Verify
+                }
+            }
             Some(SpanChange::Entered(SpanRef { span_id, .. }))
                 if up_to_date && view.below == Some(span_id) =>
             {
@@ -176,15 +191,19 @@ mod tests {
     }
 
     #[test]
-    fn the_current_span_entered_again_is_answered_and_one_below_is_not() {
+    fn the_current_attempt_entered_again_is_verified_and_nothing_else() {
         let mut v = ThreadViews::default();
         assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
         // Its context may have been taken by an app's block since.
-        assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
+        assert_eq!(v.answer(1, entered(5)), Answer::Verify);
         assert_eq!(v.answer(1, None), Answer::Nothing);
         assert_eq!(v.answer(1, entered(6)), Answer::Change(entered(6).unwrap()));
         // Held below the current one: nothing to do.
         assert_eq!(v.answer(1, entered(5)), Answer::Nothing);
+        // The current root entered again: nothing either.
+        let root = SpanChange::Entered(span(9));
+        assert_eq!(v.answer(2, Some(root)), Answer::Change(root));
+        assert_eq!(v.answer(2, Some(root)), Answer::Nothing);
         // Another thread is told.
         assert_eq!(v.answer(2, entered(5)), Answer::Change(entered(5).unwrap()));
     }
@@ -213,10 +232,9 @@ mod tests {
         v.answer(1, entered(9));
         v.answer(1, entered(5));
         v.answer(1, Some(SpanChange::Ended(span(5))));
-        // 9 is current again (so entering it is answered).
-        assert_eq!(v.answer(1, entered(9)), Answer::Change(entered(9).unwrap()));
-        assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
+        // 9 (the root) is current again.
         assert_eq!(v.answer(1, entered(9)), Answer::Nothing);
+        assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
         v.answer(1, Some(SpanChange::Ended(span(5))));
         v.answer(1, Some(SpanChange::Ended(span(9))));
         assert_eq!(v.answer(1, entered(9)), Answer::Change(entered(9).unwrap()));

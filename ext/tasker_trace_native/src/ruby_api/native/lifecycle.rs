@@ -430,6 +430,7 @@ fn listen_connected(
         (Err(e), _) => Listened::Raise(e),
         (Ok(_), Answer::Nothing) => Listened::Done,
         (Ok(_), Answer::Settle) => Listened::Answer(SETTLE),
+        (Ok(_), Answer::Verify) => Listened::Answer(rb_sys::Qfalse as VALUE),
         (Ok(_), Answer::Change(change)) => Listened::Answer(span_change_to_ruby(&change)),
     }
 }
@@ -467,8 +468,9 @@ fn record_answered(
 /// and nothing more → nil. Otherwise the event is recorded as
 /// `record_lifecycle_event` records it → nil; with the context path in use,
 /// with what the publishing thread must do: nil (nothing), 0 (settle: spans
-/// ended elsewhere) or a change as `record_lifecycle_event_connected`
-/// returns it; a run-opening event (which needs the current span) → true:
+/// ended elsewhere), false (verify: the current attempt was entered again)
+/// or a change as `record_lifecycle_event_connected` returns it; a
+/// run-opening event (which needs the current span) → true:
 /// the context path records it. Never raises for its input.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 unsafe extern "C" fn listen(_module: VALUE, name: VALUE, payload: VALUE, pending: VALUE) -> VALUE {
