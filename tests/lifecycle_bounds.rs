@@ -422,3 +422,20 @@ fn dropped_runs_roots_are_told_once_newest_last() {
     run_of(&t, 3, 2_000_000_000_000);
     assert_eq!(t.dropped_roots_since(2), (2, vec![]));
 }
+
+#[test]
+fn a_fork_child_discards_its_parents_finished_runs_and_keeps_its_own_in_place() {
+    let t = Tracer::new(limits(10, 100, 100, 3600));
+    t.set_export_settle(Some(Duration::from_secs(1)));
+    run_of(&t, 1, 0); // the parent's: ended at 1 ms
+                      // The child's own, ended after the fork at 3 ms, still settling.
+    t.record(start_requested(2, at(5)));
+    t.record(task_completed(2, at(6), false));
+    assert_eq!(t.discard_finished_before(at(3).mono_ns), 1);
+    // The finalizer's duplicate still merges into the child's run.
+    assert_eq!(t.record(task_completed(2, at(7), true)), O::Merged);
+    let stats = t.stats();
+    assert_eq!((stats.finished_runs, stats.events_late), (1, 0));
+    let run = only_run(&t);
+    assert_eq!(run.task_id, Some(2.into()));
+}

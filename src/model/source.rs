@@ -196,4 +196,11 @@ impl Source for Tracer {
     fn dropped(&self) -> u64 {
         self.stats().finished_runs_dropped
     }
+
+    /// In place: the child's own finished runs are not taken and put back
+    /// (that would restore them, and a run still settling would take no
+    /// more of its late duplicates).
+    fn discard_finished_before(&self, forked_at_ns: u64) -> usize {
+        Tracer::discard_finished_before(self, forked_at_ns)
+    }
 }

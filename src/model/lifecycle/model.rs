@@ -649,6 +649,44 @@ impl State {
         }
     }
 
+    /// In a fork child: removes the finished runs that ended at or before
+    /// `forked_at_ns` (monotonic), which belong to the parent's exporter.
+    /// The child's own stay where they are (settling ones still take their
+    /// late duplicates). Returns how many were removed.
+    pub fn discard_finished_before(&mut self, forked_at_ns: u64, garbage: &mut Garbage) -> usize {
+        self.forget_repeat();
+        let inherited = |end: Option<crate::support::clock::Stamp>| {
+            end.is_some_and(|e| e.mono_ns <= forked_at_ns)
+        };
+        let mut removed = 0;
+        for run in std::mem::take(&mut self.restored) {
+            if inherited(run.root().and_then(|r| r.end)) {
+                removed += 1;
+                garbage.runs.push(run);
+            } else {
+                self.restored.push_back(run);
+            }
+        }
+        for run in std::mem::take(&mut self.ready) {
+            if inherited(run.root.end) {
+                removed += 1;
+                garbage.live.push(run);
+            } else {
+                self.ready.push_back(run);
+            }
+        }
+        for (number, run) in std::mem::take(&mut self.finished) {
+            if inherited(run.root.end) {
+                removed += 1;
+                self.forget_waiting(run.task.as_ref(), number);
+                garbage.live.push(run);
+            } else {
+                self.finished.insert(number, run);
+            }
+        }
+        removed
+    }
+
     /// Whether an open run would be exported as it stands: sampled at its
     /// head, or kept by a rule so far.
     fn exported_now(&self, run: &LiveRun) -> bool {

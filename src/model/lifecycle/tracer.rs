@@ -227,6 +227,19 @@ impl Tracer {
         self.state.lock().threads.clear();
     }
 
+    /// In a fork child: removes the finished runs that ended at or before
+    /// `forked_at_ns` (the parent's exporter exports them); the child's own
+    /// stay as they are. Returns how many were removed.
+    pub fn discard_finished_before(&self, forked_at_ns: u64) -> usize {
+        let mut garbage = Garbage::default();
+        let removed = self
+            .state
+            .lock()
+            .discard_finished_before(forked_at_ns, &mut garbage);
+        drop(garbage);
+        removed
+    }
+
     /// The root span ids of the open runs dropped (expired or evicted)
     /// after the first `seen` ever dropped, and how many ever were: see
     /// `State::dropped_roots_since`.
