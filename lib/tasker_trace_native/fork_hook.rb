@@ -7,6 +7,11 @@ module TaskerTraceNative
   # parent left waiting: the parent reads it). Prepended to Process's
   # singleton class, where Ruby's own `_fork` is the one method every fork
   # (Process.fork, Kernel#fork, IO.popen("-")) goes through.
+  #
+  # `Process.daemon` forks without `_fork`, and its parent exits at once
+  # without exporting: the events waiting are read before, and the daemon
+  # exports what finished before it (a fork child leaves that to its
+  # parent).
   module ForkHook
     def _fork
       begin
@@ -15,6 +20,21 @@ module TaskerTraceNative
         nil # nothing of the tracer stops a fork
       end
       super
+    end
+
+    def daemon(*args)
+      begin
+        Native.read_waiting_events
+      rescue StandardError
+        nil
+      end
+      result = super
+      begin
+        Native.adopt_inherited
+      rescue StandardError
+        nil
+      end
+      result
     end
   end
 end

@@ -93,6 +93,14 @@ impl Exporter {
         shared.control.register() && shared.announcer.register_for_fork()
     }
 
+    /// In a fork child whose parent exits at once without exporting (what
+    /// `Process.daemon` makes): what finished before the fork is this
+    /// process's to export, not removed as the parent's when its exporter
+    /// starts. Nothing in the original process.
+    pub fn adopt_inherited(&self) {
+        self.shared.control().inherited_handled = true;
+    }
+
     /// Where the console sink writes.
     pub fn console_output(&self) -> ConsoleOutput {
         self.shared.control().console_output.clone()

@@ -78,6 +78,16 @@ fn exporter_enabled(ruby: &Ruby) -> Result<bool, Error> {
     guarded(ruby, || Ok(exporter().config().is_on()))
 }
 
+/// `Native.adopt_inherited`: in a process `Process.daemon` made, what
+/// finished before it is this process's to export (the parent exited at
+/// once, without exporting), not removed as a fork child's copy.
+fn adopt_inherited(ruby: &Ruby) -> Result<bool, Error> {
+    guarded(ruby, || {
+        exporter().adopt_inherited();
+        Ok(true)
+    })
+}
+
 fn strings_to_ruby(ruby: &Ruby, items: &[String]) -> Result<VALUE, Error> {
     let array = ruby.ary_new_capa(items.len());
     for item in items {
@@ -196,5 +206,6 @@ pub fn define(native: RModule) -> Result<(), Error> {
     native.define_module_function("exporter_shutdown", function!(exporter_shutdown, 1))?;
     native.define_module_function("exporter_stats", function!(exporter_stats, 0))?;
     native.define_module_function("exporter_enabled?", function!(exporter_enabled, 0))?;
+    native.define_module_function("adopt_inherited", function!(adopt_inherited, 0))?;
     Ok(())
 }
