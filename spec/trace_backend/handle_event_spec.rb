@@ -206,6 +206,18 @@ RSpec.describe "TraceBackend#handle_event" do
       end
     end
 
+    it "refuses an id the original cannot interpolate (a non-empty String not ASCII-compatible), as it does" do
+      reference = TaskerTraceNative::Spec::ReferenceTraceBackend.new
+      utf16 = "42".encode("UTF-16LE")
+      [{ task_id: utf16 }, { operation: utf16.to_sym }, { task_id: "".encode("UTF-16LE") }, { task_id: "42".encode("Shift_JIS") }]
+        .each do |payload|
+          expect(backend.handle_event("task.started", payload)).to eq(reference.handle_event("task.started", payload))
+        end
+      expect(traces.keys).to eq(reference.traces.keys)
+      expect(traces.keys).to eq(%w[task_ task_42])
+      expect(backend.stats[:rejected_events]).to eq(2)
+    end
+
     it "gives a fresh trace_ key when no field is truthy", :gc_stress_safe do
       [{}, { task_id: nil }, { task_id: false, workflow_step_id: nil, operation: false }, { "task_id" => 1 }]
         .each { |payload| backend.handle_event("task.started", payload) }

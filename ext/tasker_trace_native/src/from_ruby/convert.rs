@@ -485,19 +485,33 @@ fn lookup(payload: VALUE, plain_hash: bool, field: KeyField) -> Result<VALUE, Er
 
 /// `"#{v}"`: Ruby's `to_s`, with the fallback interpolation uses when `to_s`
 /// does not return a String.
-fn interpolate(v: VALUE) -> Result<Str, Error> {
+/// `None` where the original's interpolation raises (a String that is not
+/// empty, in an encoding that is not ASCII-compatible, such as UTF-16LE).
+fn interpolate(v: VALUE) -> Result<Option<Str>, Error> {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
-    match unsafe { rb_sys::RB_TYPE(v) } {
-        T::RUBY_T_STRING => Ok(string_to_str(v)),
-        T::RUBY_T_SYMBOL => Ok(symbol_name(v)),
+    let text = match unsafe { rb_sys::RB_TYPE(v) } {
+        T::RUBY_T_STRING => v,
+        // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
+        T::RUBY_T_SYMBOL => unsafe { rb_sys::rb_sym2str(v) },
         _ => {
             let s = wrap(v).funcall::<_, _, RValue>("to_s", ())?;
             match RString::from_value(s) {
-                Some(s) => Ok(string_to_str(s.as_raw())),
+                Some(s) => s.as_raw(),
                 // SAFETY: rb_any_to_s builds "#<Class:0x...>" without user code.
-                None => Ok(string_to_str(unsafe { rb_sys::rb_any_to_s(v) })),
+                None => unsafe { rb_sys::rb_any_to_s(v) },
             }
         }
+    };
+    Ok(appends_to_ascii(text).then(|| string_to_str(text)))
+}
+
+/// Whether `"task_#{s}"` works for the String `s`: it is empty, or its
+/// encoding is ASCII-compatible.
+fn appends_to_ascii(s: VALUE) -> bool {
+    // SAFETY: `s` is a T_STRING; its length and encoding are read only.
+    unsafe {
+        let enc = rb_sys::rb_enc_get(s);
+        rb_sys::RSTRING_LEN(s) == 0 || ((*enc).min_enc_len == 1 && rb_sys::rb_enc_dummy_p(enc) == 0)
     }
 }
 
@@ -587,7 +601,8 @@ fn shallow_container(v: VALUE) -> bool {
 /// The trace key: the first truthy of `task_id`, `workflow_step_id`,
 /// `operation`, spelled as `"#{v}"` spells it; `None` when that value is a
 /// Hash or Array too deep or too large for its `to_s` to be asked for
-/// safely (the event is refused).
+/// safely, or spells as a String the original cannot interpolate (the
+/// event is refused, as the original's raises).
 pub fn trace_key(payload: VALUE) -> Result<Option<KeySource>, Error> {
     // The class pointer itself, not rb_obj_class: a Hash with a singleton class
     // (say, a singleton `[]`) must be asked through `[]` like a subclass.
@@ -611,7 +626,7 @@ pub fn trace_key(payload: VALUE) -> Result<Option<KeySource>, Error> {
         if matches!(ty, T::RUBY_T_ARRAY | T::RUBY_T_HASH) && !shallow_container(v) {
             return Ok(None);
         }
-        return Ok(Some(KeySource::Field(field.key_for(&interpolate(v)?))));
+        return Ok(interpolate(v)?.map(|text| KeySource::Field(field.key_for(&text))));
     }
     Ok(Some(KeySource::Fresh))
 }
