@@ -96,11 +96,15 @@ RSpec.describe "Lifecycle tracer: filters written for Symbol keys, and filters t
     expect(JSON.generate(runs(include_open: true))).not_to include("secret")
   end
 
-  it "filters the value of a nested key cut to its limit whenever a filter is in force" do
+  it "filters the value of a nested key cut to its limit, or shown as its class, whenever a filter is in force" do
     long = "#{"x" * 250}_password"
     got = exported_order([:password], { long => "secret-a", "ref" => "A-1" })
     expect(got["order"].values).to eq(["[FILTERED]", "A-1"])
     expect(got["order"].keys.first).to end_with("…") # cut to 256 bytes, as documented
+    # A container key is shown as its class: its value is filtered too.
+    TaskerTraceNative.lifecycle_reset!
+    expect(exported_order([:password], { %w[password] => "secret-b", "ref" => "A-2" })["order"])
+      .to eq("#<Array>" => "[FILTERED]", "ref" => "A-2")
     # Without filters a long key's value is kept.
     TaskerTraceNative.lifecycle_reset!
     expect(exported_order([], { long => "plain" })["order"].values).to eq(["plain"])

@@ -58,6 +58,16 @@ fn key_was_cut(k: VALUE, kept: usize, budget: usize) -> bool {
     }
 }
 
+/// Whether a Hash key is an Array, Hash or Struct, shown as its class
+/// (`#<Array>`) rather than its text.
+fn shown_as_class(k: VALUE) -> bool {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+    matches!(
+        unsafe { rb_sys::RB_TYPE(k) },
+        T::RUBY_T_ARRAY | T::RUBY_T_HASH | T::RUBY_T_STRUCT
+    )
+}
+
 /// Most filter answers cached per thread (the cache starts over when full).
 const DECISION_CACHE_LIMIT: usize = 4096;
 
@@ -329,9 +339,11 @@ impl Walk<'_> {
         if pairs.iter().any(|(k, _)| *k == key) {
             return Ok(());
         }
-        // A key cut to its limit cannot be matched as Rails matches the
-        // whole key: with any filter in force, its value is filtered.
-        let cut = !self.filter.is_empty() && key_was_cut(raw, key.as_str().len(), budget);
+        // A key cut to its limit, or a container key shown as its class
+        // (Rails matches its whole `to_s`), cannot be matched as Rails
+        // matches it: with any filter in force, its value is filtered.
+        let cut = !self.filter.is_empty()
+            && (key_was_cut(raw, key.as_str().len(), budget) || shown_as_class(raw));
         let path_len = self.path.len();
         self.path.push('.');
         self.path.push_str(&key);
