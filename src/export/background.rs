@@ -141,6 +141,12 @@ impl Exporter {
         if !config.is_on() {
             if let Some(w) = c.worker.take() {
                 w.signal.stop_now();
+                // An export in flight gives up, so that what it held goes
+                // back to the store and the tracer now, not when a silent
+                // collector's request times out.
+                if let Some(cancel) = c.in_flight.take() {
+                    cancel.cancel();
+                }
                 w.thread.unpark();
             }
         } else if !was_on {
