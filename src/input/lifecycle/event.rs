@@ -258,6 +258,10 @@ impl EventName {
 pub enum Id {
     Int(i64),
     Text(Arc<str>),
+    /// A String id that could not be kept as it is (see
+    /// [`Id::from_bytes`]): never the same id as a [`Id::Text`], even one
+    /// that reads the same.
+    Tagged(Arc<str>),
 }
 
 /// See [`Id::from_bytes`].
@@ -265,9 +269,21 @@ fn tagged_id(bytes: &[u8]) -> String {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut hasher);
-    let head = &bytes[..bytes.len().min(MAX_ID_BYTES - 32)];
+    // Each invalid byte becomes U+FFFD (3 bytes): the readable start is
+    // cut again after that, at a character boundary.
+    let room = MAX_ID_BYTES - 32;
+    let head = &bytes[..bytes.len().min(room)];
     let mut text = String::from_utf8_lossy(head).into_owned();
-    if head.len() < bytes.len() {
+    let mut cut = head.len() < bytes.len();
+    if text.len() > room {
+        let mut end = room;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        cut = true;
+    }
+    if cut {
         text.push('…');
     }
     text.push_str(&format!("#{:016x}", hasher.finish()));
@@ -305,7 +321,7 @@ impl Id {
         }
         match std::str::from_utf8(bytes) {
             Ok(text) if text.len() <= MAX_ID_BYTES => Id::Text(Arc::from(text)),
-            _ => Id::Text(Arc::from(tagged_id(bytes))),
+            _ => Id::Tagged(Arc::from(tagged_id(bytes))),
         }
     }
 
@@ -313,7 +329,7 @@ impl Id {
     pub fn to_value(&self) -> AttrValue {
         match self {
             Id::Int(n) => AttrValue::Int(*n),
-            Id::Text(s) => AttrValue::Str(Text::Shared(s.clone())),
+            Id::Text(s) | Id::Tagged(s) => AttrValue::Str(Text::Shared(s.clone())),
         }
     }
 }
@@ -334,7 +350,7 @@ impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Id::Int(n) => write!(f, "{n}"),
-            Id::Text(s) => f.write_str(s),
+            Id::Text(s) | Id::Tagged(s) => f.write_str(s),
         }
     }
 }
@@ -508,6 +524,15 @@ mod id_tests {
         let (la, lb) = (Id::from_bytes(&long_a), Id::from_bytes(&long_b));
         assert_ne!(la, lb);
         assert!(la.to_string().len() <= MAX_ID_BYTES);
+        // Invalid bytes grow when shown (U+FFFD): still within the limit.
+        let invalid = Id::from_bytes(&b"\xFF".repeat(MAX_ID_BYTES));
+        assert!(
+            invalid.to_string().len() <= MAX_ID_BYTES,
+            "{}",
+            invalid.to_string().len()
+        );
+        // A valid id that reads as another's tagged form is another id.
+        assert_ne!(Id::from_bytes(a.to_string().as_bytes()), a);
         assert_eq!(Id::from_bytes(b"order-7"), Id::Text(Arc::from("order-7")));
         assert_eq!(Id::from_bytes(b"42"), Id::Int(42));
     }

@@ -66,7 +66,7 @@ fn value_to_ruby(v: &AttrValue) -> VALUE {
 fn id_to_ruby(id: &Id) -> VALUE {
     match id {
         Id::Int(n) => int_to_ruby(*n),
-        Id::Text(s) => utf8_to_ruby(s),
+        Id::Text(s) | Id::Tagged(s) => utf8_to_ruby(s),
     }
 }
 
