@@ -172,17 +172,27 @@ module TaskerTraceNative
       # String filters leave, when Regexp or Proc filters are in force.
       # Tasker's payload keys are Symbols and the extension asks with
       # Strings: a Proc is asked about both (either filtering filters). A
-      # filter that raises filters the key.
+      # filter that raises on the String key filters it; one that raises
+      # only on the Symbol (a Proc written for Strings: `k.include?`)
+      # leaves the answer to the String.
       def filtered_path?(keys, filters = filter_parameters)
         return false if filters.empty?
-        return true if filtered_as?(keys, filters)
 
-        filters.any? { |f| f.respond_to?(:call) } && filtered_as?(keys.map { |k| k.to_s.to_sym }, filters)
-      rescue StandardError
-        true
+        begin
+          return true if filtered_as?(keys, filters)
+        rescue StandardError
+          return true
+        end
+        filters.any? { |f| f.respond_to?(:call) } && symbols_filtered?(keys, filters)
       end
 
       private
+
+      def symbols_filtered?(keys, filters)
+        filtered_as?(keys.map { |k| k.to_s.to_sym }, filters)
+      rescue StandardError
+        false
+      end
 
       def filtered_as?(keys, filters)
         if defined?(::ActiveSupport::ParameterFilter)

@@ -96,6 +96,12 @@ RSpec.describe "Lifecycle tracer: filters written for Symbol keys, and filters t
     expect(JSON.generate(runs(include_open: true))).not_to include("secret")
   end
 
+  it "keeps what a Proc written for String keys leaves, though it raises on Symbols" do
+    string_proc = ->(key, value) { value.replace("[HIDDEN]") if key.include?("card") && value.is_a?(String) }
+    got = exported_order([string_proc], { card_number: "4111-secret", ref: "A-1" })
+    expect(got["order"]).to eq("card_number" => "[FILTERED]", "ref" => "A-1")
+  end
+
   it "filters the value of a nested key cut to its limit, or shown as its class, whenever a filter is in force" do
     long = "#{"x" * 250}_password"
     got = exported_order([:password], { long => "secret-a", "ref" => "A-1" })
