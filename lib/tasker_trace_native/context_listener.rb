@@ -36,7 +36,9 @@ module TaskerTraceNative
     # Its other answers, and Native.record_lifecycle_event_connected's, are
     # what the event did, made so that the common ones allocate nothing:
     # - a span entered: a frozen [trace_id, span_id, sampled, handle,
-    #   root_handle], ids as binary Strings;
+    #   root_handle], ids as binary Strings, and `true` sixth when runs
+    #   were dropped since the thread was last told (it lets go of them
+    #   first);
     # - an attempt ended: its handle, a positive Integer;
     # - a run ended (with its attempts): minus its root's handle.
     # A handle is a Fixnum that stands for one span id.
@@ -262,8 +264,9 @@ module TaskerTraceNative
       # evicted past `lifecycle_max_open_runs`) since this was last asked:
       # their spans ended, and every fiber lets go of their contexts at its
       # next settling. Asked when an event is answered "settle" (the tracer
-      # answers it to every thread after a run is dropped) and before a
-      # run's opening event reads its parent.
+      # answers it to every thread after a run is dropped, or marks the
+      # thread's next span entered with it) and before a run's opening
+      # event reads its parent.
       def forget_dropped(event)
         dropped = Native.dropped_span_handles(@dropped_seen)
         return unless dropped
@@ -292,6 +295,7 @@ module TaskerTraceNative
       end
 
       def enter(event, change)
+        forget_dropped(event) if change.size > 5
         handle = change[3]
         root = change[4]
         held = Thread.current[KEY] || hold
@@ -300,9 +304,11 @@ module TaskerTraceNative
         stack = context_stack
         if top.nil?
           held.seen = @ends
+        elsif top.handle == handle
+          # Entered again while this thread was not up to date (told
+          # everything): checked as `verify` checks it.
+          return reenter(event, held, top, stack)
         else
-          return if top.handle == handle
-
           # Settled already unless a span ended since or an app's block was
           # unwound past the newest entry (its context is no longer on top).
           settle(event, held) if held.seen != @ends || stack.nil? || !stack.last.equal?(top.context)
@@ -325,9 +331,12 @@ module TaskerTraceNative
       def verify(event)
         held = Thread.current[KEY]
         top = held && held.entries.last
-        return unless top
+        reenter(event, held, top, context_stack) if top
+      end
 
-        stack = context_stack
+      # The span of `top` (this fiber's newest entry) entered again: its
+      # context is settled and attached again when it is no longer on top.
+      def reenter(event, held, top, stack)
         return if stack.nil? || (held.seen == @ends && stack.last.equal?(top.context))
 
         span = ::OpenTelemetry::Trace.current_span(top.context)
@@ -394,10 +403,13 @@ module TaskerTraceNative
       # that ended so popped the context above its own, so one context is
       # left behind, the topmost of those that were below ours and still
       # are, that is not ours. nil when there is none (Context.clear).
+      # What was below ours and has left the stack since (one of ours taken
+      # out of the middle, an app's context detached) is not counted.
       def left_behind(stack, entry, entries)
         under = entry.under
         return nil unless under
 
+        under = under.select { |c| stack.any? { |s| s.equal?(c) } }
         kept = 0
         kept += 1 while kept < under.size && kept < stack.size && stack[kept].equal?(under[kept])
         (kept - 1).downto(0) do |i|

@@ -429,6 +429,68 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     end
   end
 
+  it "lets go of a dropped run even when the thread's next event enters a span" do
+    start(1)
+    open_step(1, 10)
+    configure_lifecycle(lifecycle_max_open_runs: 1)
+    in_thread { start(2) } # evicts task 1's run
+    expect(stats[:evicted_runs]).to eq(1)
+    open_step(2, 20) # a change of this thread's own: entering run 2's attempt
+    publish("observability.step.backoff", task_id: 3, step_id: 30)
+    step = attempts(runs(include_open: true).find { |r| r[:task_id] == 2 }).first[:span_id]
+    expect([stack.size, TaskerTraceNative::ContextListener.held, current_hex]).to eq([1, 1, step])
+    close_step(2, 20)
+    expect(stack).to be_empty
+  end
+
+  it "attaches a step's context again when it was taken and spans ended elsewhere since" do
+    start(1)
+    begin
+      otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
+        publish("step.execution_requested", task_id: 1, step_id: 10, step_name: "s10")
+        raise "rolled back"
+      end
+    rescue RuntimeError
+      nil
+    end
+    in_thread do # a span ends in another thread: this one is not up to date
+      start(2)
+      publish("task.completed", task_id: 2)
+    end
+    publish("step.before_handle", task_id: 1, step_id: 10)
+    step = attempts(runs(include_open: true).find { |r| r[:task_id] == 1 }).first[:span_id]
+    expect(current_hex).to eq(step)
+    close_step(1, 10)
+    publish("task.completed", task_id: 1)
+    expect(stack).to be_empty
+  end
+
+  it "takes out the app's context an app's block left, after one of ours left the stack's middle" do
+    outer = OpenTelemetryStandIn.app_span
+    inner = OpenTelemetryStandIn.app_span
+    in_thread { start(2) }
+    otel::Trace.with_span(outer) do
+      otel::Trace.with_span(inner) do
+        start(1) # run 1's root: current here
+        begin
+          otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
+            open_step(2, 20) # run 2's attempt, above the app's block
+            in_thread { publish("task.completed", task_id: 1) } # run 1 ends elsewhere
+            publish("observability.step.backoff", task_id: 2, step_id: 20) # root 1 goes
+            raise "the block failed" # its detach takes the attempt's context
+          end
+        rescue RuntimeError
+          nil
+        end
+        close_step(2, 20) # the block's own context was left: it goes, not `inner`'s
+        expect(current_hex).to eq(inner.context.hex_span_id)
+      end
+      expect(current_hex).to eq(outer.context.hex_span_id)
+    end
+    expect(stack).to be_empty
+    expect(otel.errors).to be_empty
+  end
+
   describe "turning it off" do
     after { TaskerTraceNative.configure { |c| c.opentelemetry_context = :auto } }
 

@@ -33,6 +33,10 @@ pub enum Answer {
     Verify,
     /// Apply this change.
     Change(SpanChange),
+    /// Let go of the runs dropped since the thread was last told (see
+    /// [`ThreadViews::span_dropped`]), then apply this change (a span
+    /// entered).
+    ForgetThenChange(SpanChange),
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -40,6 +44,8 @@ struct View {
     thread: u64,
     /// Span ends this thread was told of (see [`ThreadViews::ends`]).
     seen_ends: u64,
+    /// Dropped runs this thread was told of (see [`ThreadViews::dropped`]).
+    seen_dropped: u64,
     /// The span last reported entered here and not ended since.
     top: Option<[u8; 8]>,
     /// The one reported entered before it (current again when it ends).
@@ -55,6 +61,10 @@ pub struct ThreadViews {
     len: usize,
     /// Span ends reported to any thread.
     ends: u64,
+    /// Runs dropped unfinished (each also counts in `ends`): a thread not
+    /// told of them since is told with "settle" or, when it enters a
+    /// span, "forget, then change".
+    dropped: u64,
     clock: u64,
 }
 
@@ -68,12 +78,14 @@ impl ThreadViews {
             self.ends += 1;
         }
         let ends = self.ends;
+        let dropped = self.dropped;
         let view = self.view(thread);
         let up_to_date = view.seen_ends == ends || ended && view.seen_ends.wrapping_add(1) == ends;
         match change {
             None if up_to_date => Answer::Nothing,
             None => {
                 view.seen_ends = ends;
+                view.seen_dropped = dropped;
                 Answer::Settle
             }
             // The current attempt entered again: the Ruby layer checks that
@@ -102,7 +114,12 @@ impl ThreadViews {
                 }
                 view.top = Some(r.span_id);
                 view.seen_ends = ends;
-                Answer::Change(SpanChange::Entered(r))
+                if view.seen_dropped == dropped {
+                    Answer::Change(SpanChange::Entered(r))
+                } else {
+                    view.seen_dropped = dropped;
+                    Answer::ForgetThenChange(SpanChange::Entered(r))
+                }
             }
             Some(SpanChange::Ended(r)) => {
                 if view.top == Some(r.span_id) {
@@ -130,12 +147,14 @@ impl ThreadViews {
     /// evicted): every thread settles at its next event.
     pub fn span_dropped(&mut self) {
         self.ends += 1;
+        self.dropped += 1;
     }
 
     /// Forgets every thread (the Ruby layer released or lost its contexts).
     pub fn clear(&mut self) {
         *self = ThreadViews {
             ends: self.ends,
+            dropped: self.dropped,
             ..ThreadViews::default()
         };
     }
@@ -144,6 +163,8 @@ impl ThreadViews {
     fn view(&mut self, thread: u64) -> &mut View {
         self.clock += 1;
         let clock = self.clock;
+        // A thread new here may hold contexts of runs dropped before.
+        let seen_dropped = if self.dropped == 0 { 0 } else { u64::MAX };
         let at = match self.views[..self.len]
             .iter()
             .position(|v| v.thread == thread)
@@ -163,6 +184,7 @@ impl ThreadViews {
             *view = View {
                 thread,
                 seen_ends: u64::MAX,
+                seen_dropped,
                 top: None,
                 below: None,
                 used: clock,
@@ -240,6 +262,33 @@ mod tests {
         assert_eq!(v.answer(1, entered(9)), Answer::Change(entered(9).unwrap()));
         v.answer(1, Some(SpanChange::RunEnded(span(9))));
         assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
+    }
+
+    #[test]
+    fn a_dropped_run_is_settled_even_after_an_entered_span() {
+        let mut v = ThreadViews::default();
+        v.answer(1, entered(5));
+        v.answer(1, Some(SpanChange::Ended(span(5))));
+        v.span_dropped();
+        // The thread lets go of the dropped run before it enters.
+        assert_eq!(
+            v.answer(1, entered(6)),
+            Answer::ForgetThenChange(entered(6).unwrap())
+        );
+        assert_eq!(v.answer(1, None), Answer::Nothing);
+        assert_eq!(v.answer(1, entered(6)), Answer::Verify);
+        // Told by a settle instead: entering is a plain change.
+        v.span_dropped();
+        assert_eq!(v.answer(1, None), Answer::Settle);
+        assert_eq!(v.answer(1, entered(7)), Answer::Change(entered(7).unwrap()));
+        // A thread first seen after a drop is told too.
+        assert_eq!(
+            v.answer(3, entered(8)),
+            Answer::ForgetThenChange(entered(8).unwrap())
+        );
+        assert_eq!(v.answer(3, None), Answer::Nothing);
+        assert_eq!(v.answer(4, None), Answer::Settle);
+        assert_eq!(v.answer(4, entered(9)), Answer::Change(entered(9).unwrap()));
     }
 
     #[test]

@@ -222,13 +222,15 @@ pub fn stats_to_ruby(s: &LifecycleStats) -> VALUE {
 /// `Native.record_lifecycle_event_connected`), made so that the common
 /// answers allocate nothing:
 /// - a span entered: a frozen `[trace_id, span_id, sampled, handle,
-///   root_handle]`, ids as binary Strings (the OpenTelemetry API's form);
+///   root_handle]`, ids as binary Strings (the OpenTelemetry API's form),
+///   with a sixth element, `true`, when `forget`: the thread lets go of
+///   runs dropped since it was last told before it enters the span;
 /// - an attempt ended: its handle, a positive Integer;
 /// - a run ended (with its attempts): minus its root's handle.
 ///
 /// See `span_handle`.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
-pub fn span_change_to_ruby(change: &SpanChange) -> VALUE {
+pub fn span_change_to_ruby(change: &SpanChange, forget: bool) -> VALUE {
     match change {
         SpanChange::Entered(r) => {
             let items = [
@@ -239,6 +241,10 @@ pub fn span_change_to_ruby(change: &SpanChange) -> VALUE {
                 int_to_ruby(span_handle(&r.root_span_id)),
             ];
             let ary = array_of(items.into_iter(), |v| v);
+            if forget {
+                // SAFETY: appends to the Array just made (nothing else holds it yet).
+                unsafe { rb_sys::rb_ary_push(ary, bool_to_ruby(true)) };
+            }
             // SAFETY: freezes the Array just made (nothing else holds it yet).
             unsafe { rb_sys::rb_obj_freeze(ary) }
         }

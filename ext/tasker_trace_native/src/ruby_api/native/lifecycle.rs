@@ -237,7 +237,11 @@ fn record_lifecycle_event_connected(
         )
     }));
     lifecycle_result(ruby, outcome, name)?;
-    Ok(wrap(change.as_ref().map_or_else(nil, span_change_to_ruby)))
+    Ok(wrap(
+        change
+            .as_ref()
+            .map_or_else(nil, |c| span_change_to_ruby(c, false)),
+    ))
 }
 
 /// Which way `listen` goes (see `set_context_path`).
@@ -431,7 +435,10 @@ fn listen_connected(
         (Ok(_), Answer::Nothing) => Listened::Done,
         (Ok(_), Answer::Settle) => Listened::Answer(SETTLE),
         (Ok(_), Answer::Verify) => Listened::Answer(rb_sys::Qfalse as VALUE),
-        (Ok(_), Answer::Change(change)) => Listened::Answer(span_change_to_ruby(&change)),
+        (Ok(_), Answer::Change(change)) => Listened::Answer(span_change_to_ruby(&change, false)),
+        (Ok(_), Answer::ForgetThenChange(change)) => {
+            Listened::Answer(span_change_to_ruby(&change, true))
+        }
     }
 }
 
