@@ -312,11 +312,11 @@ fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
         PushOutcome::Failed {
             records,
             delivered,
-            extra_delivered,
+            runs_delivered,
             status,
             ..
         } => {
-            assert_eq!((records, delivered, extra_delivered), (4, 0, false));
+            assert_eq!((records, delivered, runs_delivered), (4, 0, 0));
             assert_eq!(status, Some(400));
         }
         other => panic!("expected a failure, got {other:?}"),
@@ -366,4 +366,70 @@ fn a_push_leaves_runs_that_have_not_settled() {
     );
     assert_eq!(outcome, PushOutcome::Nothing);
     assert_eq!(t.stats().finished_runs, 1);
+}
+
+#[test]
+fn a_failed_later_request_puts_back_only_the_runs_no_request_delivered() {
+    let t = ls::tracer();
+    for task in 1..=24_i64 {
+        let ms = task as u64 * 10;
+        ls::record_all(&t, vec![ls::start_requested(task, ls::at(ms))]);
+        ls::record_all(&t, ls::successful_attempt(task, task * 10, 1, ms + 1, 2));
+        t.record(ls::task_completed(task, ls::at(ms + 5), true));
+    }
+    let b = Backend::new("h");
+    let refusing = Collector::start(vec![Reply::status(200), Reply::status(400)]);
+    let cancel = Cancel::for_current_thread();
+    let limited = transport(&refusing.url).with_request_limit(2_500);
+    let outcome = export::push(
+        Sources::both(&b, &t),
+        &resource(),
+        Sending::PushThread(&limited, &SENDER),
+        &cancel,
+        Duration::ZERO,
+    );
+    let got = refusing.requests();
+    assert_eq!(got.len(), 2, "the push stops at the failed request");
+    let first = by_trace(&spans(got[0].request()));
+    // Each run went out whole: its root and its one attempt.
+    assert!(first.values().all(|run| run.len() == 2), "{first:?}");
+    match outcome {
+        PushOutcome::Failed {
+            records,
+            delivered,
+            runs_delivered,
+            delivered_spans,
+            ..
+        } => {
+            assert!(delivered > 0 && records > 0, "{delivered} / {records}");
+            assert_eq!((delivered, records), (first.len(), 24 - first.len()));
+            assert_eq!(runs_delivered, first.len());
+            assert_eq!(delivered_spans, 2 * first.len());
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(
+        t.stats().finished_runs,
+        24 - first.len(),
+        "only the rest put back"
+    );
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let outcome = export::push(
+        Sources::both(&b, &t),
+        &resource(),
+        Sending::PushThread(
+            &transport(&collector.url).with_request_limit(2_500),
+            &SENDER,
+        ),
+        &cancel,
+        Duration::ZERO,
+    );
+    assert!(matches!(outcome, PushOutcome::Sent { .. }), "{outcome:?}");
+    let mut second = BTreeMap::new();
+    for req in collector.requests() {
+        second.extend(by_trace(&spans(req.request())));
+    }
+    // No run arrives twice, and none is lost.
+    assert!(second.keys().all(|k| !first.contains_key(k)));
+    assert_eq!(first.len() + second.len(), 24);
 }

@@ -38,7 +38,12 @@ pub struct Body {
     /// Index (in the order they were given) of the record of its first
     /// span; records before it are wholly in earlier bodies.
     pub first_record: usize,
-    /// Whether it holds spans given with [`Encoder::span`].
+    /// Index (in the order they were given) of the group of its first
+    /// grouped span, or of the next group when it begins with none; groups
+    /// before it are wholly in earlier bodies (see [`Encoder::group`]).
+    pub first_group: usize,
+    /// Whether it holds spans given with [`Encoder::span`] or
+    /// [`Encoder::group`].
     pub has_extra: bool,
 }
 
@@ -80,8 +85,11 @@ pub struct Encoder {
     records: usize,
     /// The current record (for `first_record`), or `None` for extra spans.
     in_record: Option<usize>,
-    /// Where the current record's spans begin in the current body (a byte
-    /// offset), and how many spans came before them there.
+    /// Groups fed so far, and the current one (for `first_group`).
+    groups: usize,
+    in_group: Option<usize>,
+    /// Where the current record's or group's spans begin in the current
+    /// body (a byte offset), and how many spans came before them there.
     record_at: (usize, usize),
     /// Spans too large for any request, left out.
     oversized: usize,
@@ -118,10 +126,13 @@ impl Encoder {
                 start: 0,
                 spans: 0,
                 first_record: 0,
+                first_group: 0,
                 has_extra: false,
             },
             records: 0,
             in_record: None,
+            groups: 0,
+            in_group: None,
             record_at: (0, 0),
             oversized: 0,
             spans: 0,
@@ -153,6 +164,7 @@ impl Encoder {
             start,
             spans: 0,
             first_record: self.in_record.unwrap_or(self.records),
+            first_group: self.in_group.unwrap_or(self.groups),
             has_extra: false,
         }
     }
@@ -197,12 +209,12 @@ impl Encoder {
             // Close the current body before this span and move the span
             // into a new one; with the record's spans before it, when other
             // spans precede them and they fit together, so that a record
-            // is never split across requests unless it alone passes the
-            // limit (a request that fails then puts back only records that
-            // no earlier request delivered).
+            // (or a group) is never split across requests unless it alone
+            // passes the limit (a request that fails then puts back only
+            // records and groups that no earlier request delivered).
             let sep = self.separator(false);
             let (at, before) = self.record_at;
-            let whole = self.in_record.is_some()
+            let whole = (self.in_record.is_some() || self.in_group.is_some())
                 && before > 0
                 && self.finished_len(self.current.start + self.current.buf.len() - at - sep)
                     <= self.limit;
@@ -249,6 +261,29 @@ impl Encoder {
         written
     }
 
+    /// Adds spans that belong together (a lifecycle run's): like a
+    /// record's, they go into one request unless they alone pass the
+    /// limit, and each body tells the first group it holds
+    /// ([`Body::first_group`]).
+    pub fn group(&mut self, spans: &[super::OwnedSpan]) -> Result<(), EncodeError> {
+        let index = self.groups;
+        self.in_group = Some(index);
+        self.record_at = (self.current.buf.len(), self.current.spans);
+        if self.current.spans == 0 {
+            self.current.first_group = index;
+        }
+        let mut written = Ok(());
+        for span in spans {
+            written = written.and_then(|()| self.span(&span.view()));
+        }
+        self.in_group = None;
+        self.groups += 1;
+        if self.current.spans == 0 {
+            self.current.first_group = self.groups;
+        }
+        written
+    }
+
     /// Spans left out because one alone would pass the limit.
     pub fn oversized(&self) -> usize {
         self.oversized
@@ -274,6 +309,7 @@ impl Encoder {
                     start: 0,
                     spans: 0,
                     first_record: 0,
+                    first_group: 0,
                     has_extra: false,
                 },
             );

@@ -3,7 +3,9 @@
 //! and the background exporter ([`push`]) all go through it.
 //!
 //! - Each lifecycle run is one trace (see [`crate::encode::run_spans`]); its
-//!   spans go before the store's records.
+//!   spans go before the store's records, all in one request unless they
+//!   alone pass the request size limit, so that a failed request puts back
+//!   only the runs and records no earlier request delivered.
 //! - With `drain`, what is taken is removed from its source, so each trace
 //!   is exported exactly once; whatever was taken goes back when encoding or
 //!   delivery fails or panics.
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::sources::Sources;
-use crate::encode::run_spans::runs_spans;
+use crate::encode::run_spans::{run_spans, runs_spans};
 use crate::encode::{encode_request, EncodeError, Encoder, OwnedSpan, Resource};
 use crate::model::backend::store::{Key, Record};
 use crate::model::lifecycle::Run;
@@ -161,8 +163,9 @@ pub enum PushOutcome {
     Failed {
         records: usize,
         delivered: usize,
-        /// Whether the extra spans went out (in the requests that succeeded).
-        extra_delivered: bool,
+        /// Lifecycle runs (the first ones) that went out whole in the
+        /// requests that succeeded; the others are put back whole.
+        runs_delivered: usize,
         /// Spans the requests that succeeded carried.
         delivered_spans: usize,
         /// Requests made, the failed one included.
@@ -249,10 +252,15 @@ pub fn deliver(
     let delivered_records = Cell::new(0usize);
     let result = catch_unwind(AssertUnwindSafe(|| {
         let now = Stamp::now();
-        let spans = runs_spans(&batch.runs, prefix, now, &resource.span_limits);
+        let limits = &resource.span_limits;
+        let runs: Vec<Vec<OwnedSpan>> = batch
+            .runs
+            .iter()
+            .map(|run| run_spans(run, prefix, now, limits))
+            .collect();
         send_records(
             &batch.records,
-            &spans,
+            &runs,
             resource,
             sending,
             cancel,
@@ -271,16 +279,14 @@ pub fn deliver(
                 PushOutcome::Failed {
                     records,
                     delivered,
-                    extra_delivered,
+                    runs_delivered,
                     ..
                 } => {
                     batch.records.drain(..*delivered);
-                    if *extra_delivered {
-                        *delivered += n;
-                        batch.runs.clear();
-                    } else {
-                        *records += n;
-                    }
+                    let sent = (*runs_delivered).min(n);
+                    batch.runs.drain(..sent);
+                    *delivered += sent;
+                    *records += n - sent;
                 }
                 PushOutcome::Nothing => {}
             }
@@ -293,11 +299,12 @@ pub fn deliver(
     }
 }
 
-/// Encodes `extra` spans and `records` into bodies and sends them one by one
-/// until one fails; `delivered_records` follows how far delivery got.
+/// Encodes the `runs`' spans (each run's together) and `records` into
+/// bodies and sends them one by one until one fails; `delivered_records`
+/// follows how far delivery got.
 fn send_records(
     records: &[(Key, Arc<Record>)],
-    extra: &[OwnedSpan],
+    runs: &[Vec<OwnedSpan>],
     resource: &Resource,
     sending: Sending<'_>,
     cancel: &Cancel,
@@ -307,7 +314,7 @@ fn send_records(
     let failed = |error: String| PushOutcome::Failed {
         records: records.len(),
         delivered: 0,
-        extra_delivered: false,
+        runs_delivered: 0,
         delivered_spans: 0,
         requests: 0,
         rejected_spans: 0,
@@ -321,10 +328,10 @@ fn send_records(
         Ok(enc) => enc,
         Err(e) => return failed(format!("encoding failed: {e}")),
     };
-    enc.reserve_spans(extra.len() + records.len() * 2);
+    enc.reserve_spans(runs.iter().map(Vec::len).sum::<usize>() + records.len() * 2);
     let mut encoded = Ok(());
-    for span in extra {
-        encoded = encoded.and_then(|()| enc.span(&span.view()));
+    for run in runs {
+        encoded = encoded.and_then(|()| enc.group(run));
     }
     for (key, record) in records {
         encoded = encoded.and_then(|()| enc.record(key, record, now));
@@ -335,10 +342,10 @@ fn send_records(
     let oversized_spans = enc.oversized();
     let bodies = enc.finish();
     let requests = bodies.len();
-    // Where each body starts, and the last body with extra spans: what is
-    // known of the bodies once each is handed to the transport.
+    // Where each body starts: what is known of the bodies once each is
+    // handed to the transport.
     let first_records: Vec<usize> = bodies.iter().map(|b| b.first_record).collect();
-    let last_with_extra = bodies.iter().rposition(|b| b.has_extra);
+    let first_runs: Vec<usize> = bodies.iter().map(|b| b.first_group).collect();
     let mut spans = 0usize;
     let mut attempts = 0u32;
     let mut rejected_spans = 0u64;
@@ -379,7 +386,7 @@ fn send_records(
                 return PushOutcome::Failed {
                     records: records.len() - first_record,
                     delivered: first_record,
-                    extra_delivered: !extra.is_empty() && last_with_extra.is_none_or(|l| l < i),
+                    runs_delivered: first_runs[i],
                     delivered_spans: spans,
                     requests: i + 1,
                     rejected_spans,

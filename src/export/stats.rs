@@ -217,7 +217,7 @@ mod tests {
         let outcome = ExportOutcome::from(PushOutcome::Failed {
             records: 917,
             delivered: 2083,
-            extra_delivered: false,
+            runs_delivered: 0,
             delivered_spans: 2083,
             requests: 2,
             rejected_spans: 0,
@@ -237,7 +237,7 @@ mod tests {
         let retried = ExportOutcome::from(PushOutcome::Failed {
             records: 3,
             delivered: 0,
-            extra_delivered: false,
+            runs_delivered: 0,
             delivered_spans: 0,
             requests: 1,
             rejected_spans: 0,
