@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::response::{self, PartialSuccess};
 use super::retry::jitter;
 pub use super::retry::{
-    backoff, parse_http_date, parse_retry_after, Cancel, INITIAL_BACKOFF, MAX_BACKOFF,
+    backoff, parse_http_date, parse_retry_after, retry_wait, Cancel, INITIAL_BACKOFF, MAX_BACKOFF,
     RETRYABLE_STATUSES,
 };
 use super::settings::{Compression, Destination, MAX_TIMEOUT};
@@ -233,7 +233,7 @@ impl Transport {
                             error,
                         };
                     }
-                    let wait = retry_after.unwrap_or_else(|| backoff(attempts, jitter()));
+                    let wait = retry_wait(retry_after, attempts, jitter());
                     (wait, error)
                 }
                 Attempt::Transport { error, retryable } => {
@@ -413,6 +413,21 @@ mod tests {
     use super::super::tls::root_certs;
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn retry_after_is_honoured_but_never_sooner_than_the_backoff() {
+        let secs = Duration::from_secs;
+        assert_eq!(retry_wait(Some(secs(3)), 1, 1.0), secs(3));
+        assert_eq!(
+            retry_wait(Some(Duration::ZERO), 1, 1.0),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            retry_wait(Some(Duration::ZERO), 4, 1.0),
+            Duration::from_millis(800)
+        );
+        assert_eq!(retry_wait(None, 2, 1.0), Duration::from_millis(200));
+    }
 
     #[test]
     fn backoff_doubles_caps_and_jitters() {

@@ -117,6 +117,15 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     base.mul_f64(jitter.clamp(0.5, 1.0))
 }
 
+/// The delay before attempt `attempt + 1` after a retryable status: what
+/// `Retry-After` asks, but never less than [`backoff`] (a collector that
+/// answers `Retry-After: 0` to every request is not retried in a tight
+/// loop).
+pub fn retry_wait(retry_after: Option<Duration>, attempt: u32, jitter: f64) -> Duration {
+    let own = backoff(attempt, jitter);
+    retry_after.map_or(own, |asked| asked.max(own))
+}
+
 /// A `Retry-After` value: delay-seconds, or an HTTP-date (IMF-fixdate)
 /// compared with `now`. `None` when it is neither.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
