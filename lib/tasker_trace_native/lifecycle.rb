@@ -171,27 +171,46 @@ module TaskerTraceNative
       # extension calls this (once per path and thread) for nested keys the
       # String filters leave, when Regexp or Proc filters are in force.
       # Tasker's payload keys are Symbols and the extension asks with
-      # Strings: a Proc is asked about both (either filtering filters). A
-      # filter that raises on the String key filters it; one that raises
-      # only on the Symbol (a Proc written for Strings: `k.include?`)
-      # leaves the answer to the String.
+      # Strings: a Proc is asked about both (either filtering filters). When
+      # a filter raises, each is asked alone: one that raises on both forms
+      # of the key filters it; one that raises on one form only (a Proc
+      # written for Strings, `k.include?`, given a Symbol) is answered by
+      # the other, and never hides another filter's answer.
       def filtered_path?(keys, filters = filter_parameters)
         return false if filters.empty?
 
         begin
           return true if filtered_as?(keys, filters)
+          return false unless filters.any? { |f| f.respond_to?(:call) }
+
+          filtered_as?(symbols(keys), filters)
         rescue StandardError
-          return true
+          filtered_alone?(keys, filters)
         end
-        filters.any? { |f| f.respond_to?(:call) } && symbols_filtered?(keys, filters)
       end
 
       private
 
-      def symbols_filtered?(keys, filters)
-        filtered_as?(keys.map { |k| k.to_s.to_sym }, filters)
+      def filtered_alone?(keys, filters)
+        filters.any? do |filter|
+          as_string = answer_alone(keys, filter)
+          next true if as_string == true
+          next false unless filter.respond_to?(:call)
+
+          as_symbol = answer_alone(symbols(keys), filter)
+          as_symbol == true || (as_string == :raised && as_symbol == :raised)
+        end
+      end
+
+      # true, false, or :raised.
+      def answer_alone(keys, filter)
+        filtered_as?(keys, [filter])
       rescue StandardError
-        false
+        :raised
+      end
+
+      def symbols(keys)
+        keys.map { |k| k.to_s.to_sym }
       end
 
       def filtered_as?(keys, filters)

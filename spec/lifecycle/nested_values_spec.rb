@@ -102,6 +102,17 @@ RSpec.describe "Lifecycle tracer: filters written for Symbol keys, and filters t
     expect(got["order"]).to eq("card_number" => "[FILTERED]", "ref" => "A-1")
   end
 
+  it "asks each Proc alone when one raises, so none hides another's answer" do
+    string_proc = ->(key, value) { value.replace("[HIDDEN]") if key.include?("card") && value.is_a?(String) }
+    symbol_proc = ->(key, value) { value.replace("[HIDDEN]") if %i[token cvv].include?(key) && value.is_a?(String) }
+    [[string_proc, symbol_proc], [symbol_proc, string_proc]].each do |filters|
+      TaskerTraceNative.lifecycle_reset!
+      got = exported_order(filters, { token: "tok-secret", card_no: "4111-secret", ref: "A-1" }, cvv: "123-secret")
+      expect(got["order"]).to eq("token" => "[FILTERED]", "card_no" => "[FILTERED]", "ref" => "A-1")
+      expect(got["cvv"]).to eq("[FILTERED]")
+    end
+  end
+
   it "filters the value of a nested key cut to its limit, or shown as its class, whenever a filter is in force" do
     long = "#{"x" * 250}_password"
     got = exported_order([:password], { long => "secret-a", "ref" => "A-1" })
