@@ -250,6 +250,7 @@ pub fn deliver(
     // How far delivery got, kept outside the unwinding region so that a
     // panic removes only what was delivered.
     let delivered_records = Cell::new(0usize);
+    let delivered_runs = Cell::new(0usize);
     let result = catch_unwind(AssertUnwindSafe(|| {
         let now = Stamp::now();
         let limits = &resource.span_limits;
@@ -265,7 +266,10 @@ pub fn deliver(
             sending,
             cancel,
             now,
-            &delivered_records,
+            Delivered {
+                records: &delivered_records,
+                runs: &delivered_runs,
+            },
         )
     }));
     match result {
@@ -294,14 +298,22 @@ pub fn deliver(
         }
         Err(panic) => {
             batch.records.drain(..delivered_records.get());
+            batch.runs.drain(..delivered_runs.get().min(n));
             Err(panic)
         }
     }
 }
 
+/// How far delivery got: the records and the runs (the first ones) that
+/// requests delivered, followed as each request succeeds.
+struct Delivered<'a> {
+    records: &'a Cell<usize>,
+    runs: &'a Cell<usize>,
+}
+
 /// Encodes the `runs`' spans (each run's together) and `records` into
-/// bodies and sends them one by one until one fails; `delivered_records`
-/// follows how far delivery got.
+/// bodies and sends them one by one until one fails; `delivered` follows
+/// how far delivery got.
 fn send_records(
     records: &[(Key, Arc<Record>)],
     runs: &[Vec<OwnedSpan>],
@@ -309,7 +321,7 @@ fn send_records(
     sending: Sending<'_>,
     cancel: &Cancel,
     now: Stamp,
-    delivered_records: &Cell<usize>,
+    delivered: Delivered<'_>,
 ) -> PushOutcome {
     let failed = |error: String| PushOutcome::Failed {
         records: records.len(),
@@ -370,7 +382,9 @@ fn send_records(
                     messages.push(p.error_message);
                 }
                 let next_first = first_records.get(i + 1).copied().unwrap_or(records.len());
-                delivered_records.set(next_first);
+                delivered.records.set(next_first);
+                let next_run = first_runs.get(i + 1).copied().unwrap_or(runs.len());
+                delivered.runs.set(next_run);
             }
             Delivery::Failed {
                 status,
