@@ -40,7 +40,9 @@ module TaskerTraceNative
     #   were dropped since the thread was last told (it lets go of them
     #   first);
     # - an attempt ended: its handle, a positive Integer;
-    # - a run ended (with its attempts): minus its root's handle.
+    # - a run ended (with its attempts): minus its root's handle;
+    # - either end, in a one-element Array when runs were dropped since the
+    #   thread was last told (it lets go of them first).
     # A handle is a Fixnum that stands for one span id.
     SETTLE = 0
 
@@ -247,8 +249,12 @@ module TaskerTraceNative
       # What a recorded event did (see SETTLE), done in this fiber.
       def change(event, answer)
         if answer.is_a?(Array)
-          enter(event, answer)
-        elsif answer > 0
+          return enter(event, answer) if answer.size > 1
+
+          forget_dropped(event)
+          answer = answer.first
+        end
+        if answer > 0
           ended(event, answer, false)
         elsif answer == SETTLE
           forget_dropped(event)

@@ -443,6 +443,40 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(stack).to be_empty
   end
 
+  it "lets go of a run its own thread's opening event evicted" do
+    start(1)
+    configure_lifecycle(lifecycle_max_open_runs: 1)
+    start(2) # evicts task 1's run, in this thread
+    expect(stats[:evicted_runs]).to eq(1)
+    second = runs(include_open: true).find { |r| r[:task_id] == 2 }
+    expect([stack.size, current_hex]).to eq([1, root(second)[:span_id]])
+    publish("task.completed", task_id: 2)
+    expect([stack.size, TaskerTraceNative::ContextListener.held]).to eq([0, 0])
+  end
+
+  it "lets go of a dropped run when the thread's next event ends a span" do
+    in_thread { start(2) }
+    start(1)
+    open_step(2, 20)
+    configure_lifecycle(lifecycle_max_open_runs: 2)
+    in_thread { publish("step.execution_requested", task_id: 2, step_id: 21, step_name: "s21") }
+    in_thread { start(3) } # evicts task 1's run, the least recently active
+    expect(stats[:evicted_runs]).to eq(1)
+    close_step(2, 20) # this thread's next event
+    expect([stack.size, TaskerTraceNative::ContextListener.held]).to eq([0, 0])
+  end
+
+  it "makes the attempt current in a new thread that runs on an exited thread's native thread" do
+    start(1)
+    # Ruby runs a new thread on the native thread of one that exited.
+    in_thread { publish("step.execution_requested", task_id: 1, step_id: 10, step_name: "s10") }
+    got = in_thread do
+      publish("step.before_handle", task_id: 1, step_id: 10)
+      [current_hex, TaskerTraceNative::ContextListener.held].tap { close_step(1, 10) }
+    end
+    expect(got).to eq([attempts(only_run(include_open: true)).first[:span_id], 1])
+  end
+
   it "attaches a step's context again when it was taken and spans ended elsewhere since" do
     start(1)
     begin

@@ -44,19 +44,3 @@ fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
 fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
-
-/// The calling OS thread, as a number that no other live thread has (its
-/// `pthread_t`): reading it touches no memory.
-#[cfg(unix)]
-pub fn current_token() -> u64 {
-    // SAFETY: pthread_self has no preconditions and always succeeds.
-    unsafe { libc::pthread_self() as u64 }
-}
-
-#[cfg(not(unix))]
-pub fn current_token() -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::thread::current().id().hash(&mut h);
-    h.finish()
-}

@@ -51,7 +51,7 @@ pub struct RepeatKey {
     pub attempt: Word,
     /// The other known keys' values, in the read plan's order.
     pub values: [Word; REPEAT_VALUES],
-    /// The publishing thread ([`crate::support::thread::current_token`]).
+    /// The publishing thread (a number the binding gives each Ruby thread).
     pub thread: u64,
 }
 

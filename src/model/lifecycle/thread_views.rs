@@ -34,8 +34,7 @@ pub enum Answer {
     /// Apply this change.
     Change(SpanChange),
     /// Let go of the runs dropped since the thread was last told (see
-    /// [`ThreadViews::span_dropped`]), then apply this change (a span
-    /// entered).
+    /// [`ThreadViews::span_dropped`]), then apply this change.
     ForgetThenChange(SpanChange),
 }
 
@@ -62,8 +61,8 @@ pub struct ThreadViews {
     /// Span ends reported to any thread.
     ends: u64,
     /// Runs dropped unfinished (each also counts in `ends`): a thread not
-    /// told of them since is told with "settle" or, when it enters a
-    /// span, "forget, then change".
+    /// told of them since is told with "settle" or, when its event changed
+    /// a span, "forget, then change".
     dropped: u64,
     clock: u64,
 }
@@ -114,12 +113,7 @@ impl ThreadViews {
                 }
                 view.top = Some(r.span_id);
                 view.seen_ends = ends;
-                if view.seen_dropped == dropped {
-                    Answer::Change(SpanChange::Entered(r))
-                } else {
-                    view.seen_dropped = dropped;
-                    Answer::ForgetThenChange(SpanChange::Entered(r))
-                }
+                Self::told(view, dropped, SpanChange::Entered(r))
             }
             Some(SpanChange::Ended(r)) => {
                 if view.top == Some(r.span_id) {
@@ -130,7 +124,7 @@ impl ThreadViews {
                 if up_to_date {
                     view.seen_ends = ends;
                 }
-                Answer::Change(SpanChange::Ended(r))
+                Self::told(view, dropped, SpanChange::Ended(r))
             }
             Some(SpanChange::RunEnded(r)) => {
                 view.top = None;
@@ -138,8 +132,18 @@ impl ThreadViews {
                 if up_to_date {
                     view.seen_ends = ends;
                 }
-                Answer::Change(SpanChange::RunEnded(r))
+                Self::told(view, dropped, SpanChange::RunEnded(r))
             }
+        }
+    }
+
+    /// `change`, with the runs dropped since the thread was last told.
+    fn told(view: &mut View, dropped: u64, change: SpanChange) -> Answer {
+        if view.seen_dropped == dropped {
+            Answer::Change(change)
+        } else {
+            view.seen_dropped = dropped;
+            Answer::ForgetThenChange(change)
         }
     }
 
@@ -289,6 +293,12 @@ mod tests {
         assert_eq!(v.answer(3, None), Answer::Nothing);
         assert_eq!(v.answer(4, None), Answer::Settle);
         assert_eq!(v.answer(4, entered(9)), Answer::Change(entered(9).unwrap()));
+        // An end told after a drop carries it too.
+        v.span_dropped();
+        let end = SpanChange::Ended(span(9));
+        assert_eq!(v.answer(4, Some(end)), Answer::ForgetThenChange(end));
+        let run_end = SpanChange::RunEnded(span(9));
+        assert_eq!(v.answer(4, Some(run_end)), Answer::Change(run_end));
     }
 
     #[test]

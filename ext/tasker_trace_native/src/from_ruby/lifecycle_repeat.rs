@@ -20,7 +20,7 @@ use crate::from_ruby::lifecycle_read_plan::{self, ReadPlan, RepeatPlace, QUNDEF}
 const MAX_STEP_NAME_BYTES: usize = 32;
 
 /// The repeat key of the event `name` with `payload`, published in
-/// `thread` (see `thread::current_token`), if it can repeat.
+/// `thread` (see `helpers::thread_token`), if it can repeat.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub fn repeat_key(name: VALUE, payload: VALUE, thread: u64) -> Option<RepeatKey> {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.

@@ -1,8 +1,8 @@
 //! What every other folder uses: the global allocator, running Rust without
 //! the GVL, errors and panic guards at the Ruby boundary, the static Symbol
 //! ids and encoding indexes, the step events waiting to be read, how a
-//! recorder's work ends, and the delivery of warnings about settings to
-//! Ruby.
+//! recorder's work ends, the delivery of warnings about settings to
+//! Ruby, and the publishing thread's token.
 
 pub mod allocator;
 pub mod errors;
@@ -10,4 +10,5 @@ pub mod gvl;
 pub mod pending;
 pub mod recorder;
 pub mod static_ids;
+pub mod thread_token;
 pub mod warnings;

@@ -226,7 +226,9 @@ pub fn stats_to_ruby(s: &LifecycleStats) -> VALUE {
 ///   with a sixth element, `true`, when `forget`: the thread lets go of
 ///   runs dropped since it was last told before it enters the span;
 /// - an attempt ended: its handle, a positive Integer;
-/// - a run ended (with its attempts): minus its root's handle.
+/// - a run ended (with its attempts): minus its root's handle;
+/// - either end when `forget`: that Integer alone in an Array (the thread
+///   lets go of the dropped runs first).
 ///
 /// See `span_handle`.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
@@ -248,8 +250,16 @@ pub fn span_change_to_ruby(change: &SpanChange, forget: bool) -> VALUE {
             // SAFETY: freezes the Array just made (nothing else holds it yet).
             unsafe { rb_sys::rb_obj_freeze(ary) }
         }
-        SpanChange::Ended(r) => int_to_ruby(span_handle(&r.span_id)),
-        SpanChange::RunEnded(r) => int_to_ruby(-span_handle(&r.root_span_id)),
+        SpanChange::Ended(r) => ended_to_ruby(span_handle(&r.span_id), forget),
+        SpanChange::RunEnded(r) => ended_to_ruby(-span_handle(&r.root_span_id), forget),
+    }
+}
+
+fn ended_to_ruby(handle: i64, forget: bool) -> VALUE {
+    if forget {
+        array_of(std::iter::once(handle), int_to_ruby)
+    } else {
+        int_to_ruby(handle)
     }
 }
 

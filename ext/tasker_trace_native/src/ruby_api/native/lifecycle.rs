@@ -38,7 +38,6 @@ use tasker_trace_core::input::lifecycle::{AttrKey, ParentSpan, KNOWN_EVENT_NAMES
 use tasker_trace_core::input::lifecycle::{EventKind, LifecycleEvent, ToState};
 use tasker_trace_core::model::lifecycle::{Answer, SpanChange};
 use tasker_trace_core::support::clock::{monotonic_now_ns, Stamp};
-use tasker_trace_core::support::thread;
 
 use crate::from_ruby::convert::string_slice;
 use crate::from_ruby::lifecycle_convert::{self, Read};
@@ -48,6 +47,7 @@ use crate::from_ruby::setting_checks::{boolean_argument, key_name};
 use crate::helpers::errors::{self, argument_error, build_protected, guarded, shown};
 use crate::helpers::pending;
 use crate::helpers::recorder::{recorder_result, Ingested};
+use crate::helpers::thread_token;
 use crate::in_force;
 use crate::process::{self, lifecycle_tracer, root_module};
 use crate::to_ruby::lifecycle::{runs_to_ruby, span_change_to_ruby, span_handle, stats_to_ruby};
@@ -170,31 +170,51 @@ struct Connected {
     held: VALUE,
 }
 
+/// What `record_lifecycle_event_connected` tells the Ruby layer.
+enum Told {
+    Nothing,
+    /// Spans ended elsewhere, or runs were dropped, since the thread was
+    /// last told.
+    Settle,
+    /// What the event did (and whether runs were dropped since).
+    Change(SpanChange, bool),
+}
+
 fn record_connected(
     ruby: &Ruby,
     name: VALUE,
     payload: VALUE,
     args: Connected,
     at: Stamp,
-    change: &mut Option<SpanChange>,
+    change: &mut Told,
 ) -> Ingested {
     let Connected { parent, held } = args;
     errors::maybe_injected_panic();
     if let Err(e) = in_force::ensure_environment(ruby) {
         return Ingested::from_error(ruby, e);
     }
-    let key = lifecycle_repeat::repeat_key(name, payload, thread::current_token());
+    let key = lifecycle_repeat::repeat_key(name, payload, thread_token::current());
     match lifecycle_convert::read_event(ruby, name, payload, at) {
         Ok(Read::Event(mut event)) => {
             if parent != rb_sys::Qnil as VALUE {
                 event.parent = read_parent(parent);
             }
-            let thread = thread::current_token();
-            *change = process::record(|| lifecycle_tracer().record_listened(event, key, thread)).1;
-            // The fiber holds this span on top already: nothing to say.
-            if let Some(SpanChange::Entered(r)) = change {
+            let thread = thread_token::current();
+            let (_, made, answer) =
+                process::record(|| lifecycle_tracer().record_listened(event, key, thread));
+            // What the thread's view says, except that the change is told
+            // whatever the view holds (the Ruby layer recorded it itself).
+            let forget = matches!(answer, Answer::ForgetThenChange(_));
+            *change = match (made, answer) {
+                (Some(c), _) => Told::Change(c, forget),
+                (None, Answer::Settle) => Told::Settle,
+                (None, _) => Told::Nothing,
+            };
+            // The fiber holds this span on top already: nothing to say
+            // (but the dropped runs).
+            if let Told::Change(SpanChange::Entered(r), false) = change {
                 if read_handle(held) == Some(span_handle(&r.span_id)) {
-                    *change = None;
+                    *change = Told::Nothing;
                 }
             }
             Ingested::Stored
@@ -205,7 +225,8 @@ fn record_connected(
 }
 
 /// `Native.record_lifecycle_event_connected(name, payload, parent, held)` → nil,
-/// or what the event did (`span_change_to_ruby`): entered a span (a run or
+/// 0 (settle: spans ended elsewhere or runs were dropped since the thread
+/// was last told), or what the event did (`span_change_to_ruby`): entered a span (a run or
 /// attempt opening or merging, the span current in the publishing thread
 /// from now on) or ended one (an attempt, or a run with its attempts).
 /// Records exactly as `record_lifecycle_event` does; a run it opens is the
@@ -222,7 +243,7 @@ fn record_lifecycle_event_connected(
 ) -> Result<RValue, Error> {
     read_pending(ruby)?;
     let at = Stamp::now();
-    let mut change = None;
+    let mut change = Told::Nothing;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         record_connected(
             ruby,
@@ -237,11 +258,11 @@ fn record_lifecycle_event_connected(
         )
     }));
     lifecycle_result(ruby, outcome, name)?;
-    Ok(wrap(
-        change
-            .as_ref()
-            .map_or_else(nil, |c| span_change_to_ruby(c, false)),
-    ))
+    Ok(wrap(match change {
+        Told::Nothing => nil(),
+        Told::Settle => SETTLE,
+        Told::Change(c, forget) => span_change_to_ruby(&c, forget),
+    }))
 }
 
 /// Which way `listen` goes (see `set_context_path`).
@@ -302,7 +323,7 @@ fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
             name,
             payload,
             monotonic_now_ns(),
-            thread::current_token(),
+            thread_token::current(),
         )
     {
         if pending::waiting(pending) < pending::READ_AT {
@@ -320,7 +341,7 @@ fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
         }
     }
     let at = Stamp::now();
-    let key = lifecycle_repeat::repeat_key(name, payload, thread::current_token());
+    let key = lifecycle_repeat::repeat_key(name, payload, thread_token::current());
     if repeated(&key, at) {
         return Listened::Done;
     }
@@ -459,7 +480,7 @@ fn record_answered(
             answered.opening = true;
             return;
         }
-        let thread = thread::current_token();
+        let thread = thread_token::current();
         answered.answer =
             process::record(|| lifecycle_tracer().record_listened(event, key, thread)).2;
     })
