@@ -3,7 +3,7 @@
 //!
 //! The Ruby layer keeps, per fiber, the contexts it attached (the span on
 //! top is the current one) and settles them when spans ended elsewhere. For
-//! each OS thread this keeps the span last reported as entered there and
+//! each Ruby thread this keeps the span last reported as entered there and
 //! not ended since, the one entered before it, and how many span ends that
 //! thread has been told of. An event whose change is entering one of those
 //! two spans again, or no change, with no span ended since, is answered
