@@ -41,7 +41,12 @@ module TaskerTraceNative
     # What a filtered value looks like (as in Rails' filter_parameters).
     FILTERED = "[FILTERED]"
 
-    @subscriptions = ObjectSpace::WeakMap.new
+    # publisher => the names subscribed there. Keys only are weak: a
+    # WeakMap's values are weak too, and a collected value would subscribe
+    # every listener again. Before Ruby 3.3 (no WeakKeyMap), the values are
+    # also held by the publisher's object_id (a few names per publisher).
+    @subscriptions = defined?(ObjectSpace::WeakKeyMap) ? ObjectSpace::WeakKeyMap.new : ObjectSpace::WeakMap.new
+    @subscribed_names = defined?(ObjectSpace::WeakKeyMap) ? nil : {}
     @lock = Mutex.new
     @filter_parameters = nil
 
@@ -62,6 +67,7 @@ module TaskerTraceNative
         SdkResource.adopt! if connected
         @lock.synchronize do
           done = (@subscriptions[publisher] ||= {})
+          @subscribed_names[publisher.object_id] = done if @subscribed_names
           candidates(publisher).each_with_object([]) do |id, added|
             name = id.to_s
             next if done.key?(name) || !subscribed?(publisher, id)

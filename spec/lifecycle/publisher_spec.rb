@@ -30,6 +30,7 @@ RSpec.describe "TaskerTraceNative.trace_lifecycle!" do
 
   it "is idempotent per publisher: a second call adds nothing" do
     TaskerTraceNative.trace_lifecycle!(stand_in)
+    GC.start # what it remembers of the publisher is not collected
     expect(TaskerTraceNative.trace_lifecycle!(stand_in)).to eq([])
     expect(stand_in.listener_count).to eq(StandInPublisher::TASKER_EVENTS.size)
     stand_in.publish("task.start_requested", to_state: "in_progress", task_id: 1)
