@@ -41,12 +41,12 @@ module TaskerTraceNative
     # What a filtered value looks like (as in Rails' filter_parameters).
     FILTERED = "[FILTERED]"
 
-    # publisher => the names subscribed there. Keys only are weak: a
-    # WeakMap's values are weak too, and a collected value would subscribe
-    # every listener again. Before Ruby 3.3 (no WeakKeyMap), the values are
-    # also held by the publisher's object_id (a few names per publisher).
-    @subscriptions = defined?(ObjectSpace::WeakKeyMap) ? ObjectSpace::WeakKeyMap.new : ObjectSpace::WeakMap.new
-    @subscribed_names = defined?(ObjectSpace::WeakKeyMap) ? nil : {}
+    # The names subscribed on a publisher are kept on the publisher itself
+    # (this instance variable), so they live exactly as long as it does and
+    # publishers are told apart by identity. A frozen publisher's are kept
+    # here instead, by identity, for the life of the process.
+    SUBSCRIBED = :@__tasker_trace_native_subscribed__
+    @frozen_publishers = {}.compare_by_identity
     @lock = Mutex.new
     @filter_parameters = nil
 
@@ -66,8 +66,7 @@ module TaskerTraceNative
         connected = ContextListener.refresh!
         SdkResource.adopt! if connected
         @lock.synchronize do
-          done = (@subscriptions[publisher] ||= {})
-          @subscribed_names[publisher.object_id] = done if @subscribed_names
+          done = subscribed_names(publisher)
           candidates(publisher).each_with_object([]) do |id, added|
             name = id.to_s
             next if done.key?(name) || !subscribed?(publisher, id)
@@ -76,6 +75,13 @@ module TaskerTraceNative
             added << name
           end
         end
+      end
+
+      # The names subscribed on `publisher` so far (see SUBSCRIBED).
+      def subscribed_names(publisher)
+        return @frozen_publishers[publisher] ||= {} if publisher.frozen?
+
+        publisher.instance_variable_get(SUBSCRIBED) || publisher.instance_variable_set(SUBSCRIBED, {})
       end
 
       # The event ids `publisher` has registered, as it keeps them: a

@@ -28,6 +28,23 @@ RSpec.describe "TaskerTraceNative.trace_lifecycle!" do
       .to raise_error(ArgumentError, /lifecycle_workflow_events must be true or false/)
   end
 
+  it "tells publishers apart by identity, and remembers a frozen one's names" do
+    twins = Class.new(StandInPublisher) do
+      def eql?(_other) = true
+      def ==(_other) = true
+      def hash = 1
+    end
+    first = twins.new
+    second = twins.new
+    expect(TaskerTraceNative.trace_lifecycle!(first)).not_to be_empty
+    expect(TaskerTraceNative.trace_lifecycle!(second).size).to eq(first.listener_count)
+    frozen = StandInPublisher.new.freeze
+    expect(TaskerTraceNative.trace_lifecycle!(frozen).size).to eq(first.listener_count)
+    GC.start
+    expect(TaskerTraceNative.trace_lifecycle!(frozen)).to eq([])
+    expect(frozen.listener_count).to eq(first.listener_count)
+  end
+
   it "is idempotent per publisher: a second call adds nothing" do
     TaskerTraceNative.trace_lifecycle!(stand_in)
     GC.start # what it remembers of the publisher is not collected
