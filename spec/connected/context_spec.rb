@@ -24,6 +24,18 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     publish("step.completed", task_id: task, step_id: step)
   end
 
+  # The state machine's copy of a step's opening event published inside an
+  # app's block (a transaction span) that raises: the API's detach takes the
+  # step's context and leaves the app's.
+  def open_step_in_raising_block(task, step, app)
+    otel::Trace.with_span(app) do
+      publish("step.execution_requested", task_id: task, step_id: step, step_name: "s#{step}")
+      raise "rolled back"
+    end
+  rescue RuntimeError
+    nil
+  end
+
   def current_hex
     OpenTelemetryStandIn.current_span_hex
   end
@@ -334,17 +346,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
       start(1)
       app = OpenTelemetryStandIn.app_span
-      # The state machine's copy published inside an app's block (a
-      # transaction span) that raises: the API's detach takes the step's
-      # context and leaves the app's.
-      begin
-        otel::Trace.with_span(app) do
-          publish("step.execution_requested", task_id: 1, step_id: 10, step_name: "s10")
-          raise "rolled back"
-        end
-      rescue RuntimeError
-        nil
-      end
+      open_step_in_raising_block(1, 10, app)
       expect(current_hex).to eq(app.context.hex_span_id)
       publish("step.before_handle", task_id: 1, step_id: 10)
       step = attempts(only_run(include_open: true)).first[:span_id]
@@ -479,14 +481,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
 
   it "attaches a step's context again when it was taken and spans ended elsewhere since" do
     start(1)
-    begin
-      otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
-        publish("step.execution_requested", task_id: 1, step_id: 10, step_name: "s10")
-        raise "rolled back"
-      end
-    rescue RuntimeError
-      nil
-    end
+    open_step_in_raising_block(1, 10, OpenTelemetryStandIn.app_span)
     in_thread do # a span ends in another thread: this one is not up to date
       start(2)
       publish("task.completed", task_id: 2)
