@@ -170,23 +170,13 @@ struct Connected {
     held: VALUE,
 }
 
-/// What `record_lifecycle_event_connected` tells the Ruby layer.
-enum Told {
-    Nothing,
-    /// Spans ended elsewhere, or runs were dropped, since the thread was
-    /// last told.
-    Settle,
-    /// What the event did (and whether runs were dropped since).
-    Change(SpanChange, bool),
-}
-
 fn record_connected(
     ruby: &Ruby,
     name: VALUE,
     payload: VALUE,
     args: Connected,
     at: Stamp,
-    change: &mut Told,
+    told: &mut Answer,
 ) -> Ingested {
     let Connected { parent, held } = args;
     errors::maybe_injected_panic();
@@ -204,17 +194,17 @@ fn record_connected(
                 process::record(|| lifecycle_tracer().record_listened(event, key, thread));
             // What the thread's view says, except that the change is told
             // whatever the view holds (the Ruby layer recorded it itself).
-            let forget = matches!(answer, Answer::ForgetThenChange(_));
-            *change = match (made, answer) {
-                (Some(c), _) => Told::Change(c, forget),
-                (None, Answer::Settle) => Told::Settle,
-                (None, _) => Told::Nothing,
+            *told = match (made, answer) {
+                (Some(c), Answer::ForgetThenChange(_)) => Answer::ForgetThenChange(c),
+                (Some(c), _) => Answer::Change(c),
+                (None, Answer::Settle) => Answer::Settle,
+                (None, _) => Answer::Nothing,
             };
             // The fiber holds this span on top already: nothing to say
             // (but the dropped runs).
-            if let Told::Change(SpanChange::Entered(r), false) = change {
+            if let Answer::Change(SpanChange::Entered(r)) = told {
                 if read_handle(held) == Some(span_handle(&r.span_id)) {
-                    *change = Told::Nothing;
+                    *told = Answer::Nothing;
                 }
             }
             Ingested::Stored
@@ -243,7 +233,7 @@ fn record_lifecycle_event_connected(
 ) -> Result<RValue, Error> {
     read_pending(ruby)?;
     let at = Stamp::now();
-    let mut change = Told::Nothing;
+    let mut told = Answer::Nothing;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         record_connected(
             ruby,
@@ -254,15 +244,11 @@ fn record_lifecycle_event_connected(
                 held: held.as_raw(),
             },
             at,
-            &mut change,
+            &mut told,
         )
     }));
     lifecycle_result(ruby, outcome, name)?;
-    Ok(wrap(match change {
-        Told::Nothing => nil(),
-        Told::Settle => SETTLE,
-        Told::Change(c, forget) => span_change_to_ruby(&c, forget),
-    }))
+    Ok(wrap(answer_to_ruby(told)))
 }
 
 /// Which way `listen` goes (see `set_context_path`).
@@ -454,12 +440,19 @@ fn listen_connected(
     match (recorded, answered.answer) {
         (Err(e), _) => Listened::Raise(e),
         (Ok(_), Answer::Nothing) => Listened::Done,
-        (Ok(_), Answer::Settle) => Listened::Answer(SETTLE),
-        (Ok(_), Answer::Verify) => Listened::Answer(rb_sys::Qfalse as VALUE),
-        (Ok(_), Answer::Change(change)) => Listened::Answer(span_change_to_ruby(&change, false)),
-        (Ok(_), Answer::ForgetThenChange(change)) => {
-            Listened::Answer(span_change_to_ruby(&change, true))
-        }
+        (Ok(_), answer) => Listened::Answer(answer_to_ruby(answer)),
+    }
+}
+
+/// What the Ruby layer is told (see `listen`): nil, 0 (settle), false
+/// (verify), or the change (`span_change_to_ruby`).
+fn answer_to_ruby(answer: Answer) -> VALUE {
+    match answer {
+        Answer::Nothing => rb_sys::Qnil as VALUE,
+        Answer::Settle => SETTLE,
+        Answer::Verify => rb_sys::Qfalse as VALUE,
+        Answer::Change(change) => span_change_to_ruby(&change, false),
+        Answer::ForgetThenChange(change) => span_change_to_ruby(&change, true),
     }
 }
 
