@@ -77,13 +77,6 @@ module TaskerTraceNative
         end
       end
 
-      # The names subscribed on `publisher` so far (see SUBSCRIBED).
-      def subscribed_names(publisher)
-        return @frozen_publishers[publisher] ||= {} if publisher.frozen?
-
-        publisher.instance_variable_get(SUBSCRIBED) || publisher.instance_variable_set(SUBSCRIBED, {})
-      end
-
       # The event ids `publisher` has registered, as it keeps them: a
       # dry-events publisher's bus (`__bus__.events`), or its class's
       # registry (`events`); nil when it shows none.
@@ -202,6 +195,13 @@ module TaskerTraceNative
       end
 
       private
+
+      # The names subscribed on `publisher` so far (see SUBSCRIBED).
+      def subscribed_names(publisher)
+        return @frozen_publishers[publisher] ||= {} if publisher.frozen?
+
+        publisher.instance_variable_get(SUBSCRIBED) || publisher.instance_variable_set(SUBSCRIBED, {})
+      end
 
       def filtered_alone?(keys, filters)
         filters.any? do |filter|
