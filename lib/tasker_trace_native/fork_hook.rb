@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 module TaskerTraceNative
-  # Reads the step events waiting in Lifecycle::PENDING before this process
+  # Reads the events waiting in Lifecycle::PENDING before this process
   # forks, so that the child starts from the tracer as it was, as it would
   # have without the waiting (the extension drops, in a child, what its
   # parent left waiting: the parent reads it). Prepended to Process's

@@ -17,20 +17,20 @@ module TaskerTraceNative
     # Registered event names that are lifecycle events.
     NAMESPACES = /\A(?:task|step|workflow|observability\.(?:task|step))\./.freeze
 
-    # Step events waiting to be read, on the plain path (no OpenTelemetry
-    # context to answer for): each as its name, payload, clock reading and
-    # thread. The extension puts them here and reads them, in order, before
-    # any other event, when 64 wait, and before anything reads or changes
-    # the tracer (lifecycle_stats, lifecycle_runs, an export, settings). An
-    # event arrives with every cache cold; reading the step events of a run
-    # together costs a fraction of reading each on its own. Only the
-    # extension touches it.
+    # Events waiting to be read, on the plain path (no OpenTelemetry context
+    # to answer for): step events and task.start_requested, each as its
+    # name, payload, clock reading and thread. The extension puts them here
+    # and reads them, in order, before any other event (those may end a
+    # run), when 64 wait, and before anything reads or changes the tracer
+    # (lifecycle_stats, lifecycle_runs, an export, settings). An event
+    # arrives with every cache cold; reading a run's events together costs
+    # a fraction of reading each on its own. Only the extension touches it.
     PENDING = []
 
     # The one listener every subscription shares: the event's id and payload
     # go to the native tracer as they are, in one native call that records
     # the event (or counts a step event that repeats the one before it, or
-    # leaves a step event in PENDING). With connected traces in use (see
+    # leaves it in PENDING). With connected traces in use (see
     # ContextListener) it answers what the publishing thread must do about
     # its OpenTelemetry context, which is nothing for most events.
     LISTENER = proc do |event|

@@ -6,9 +6,9 @@ require "tmpdir"
 require_relative "../rails/subprocess_helper"
 
 # Process.daemon forks without Process._fork, and its parent exits at once
-# without exporting. The step events waiting are read before it, and the
-# daemon exports what finished before it (a fork child would leave that to
-# its parent).
+# without exporting. The events waiting (a run's opening, its step events)
+# are read before it, and the daemon exports what finished before it (a
+# fork child would leave that to its parent).
 RSpec.describe "Background exporter: Process.daemon" do
   include SubprocessHelper
 
@@ -47,7 +47,7 @@ RSpec.describe "Background exporter: Process.daemon" do
       sleep 0.05 until File.exist?(marker) || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
       expect(File.exist?(marker)).to be(true), "the daemon never finished"
       done = JSON.parse(File.read(marker), symbolize_names: true)
-      expect(done).to eq(waiting: 2, sent: 2, discarded: 0)
+      expect(done).to eq(waiting: 3, sent: 2, discarded: 0) # task 2's opening and its two step events
       drawn = File.read(out)
       expect(drawn).to include("finished_before (task 1)", "finished_after (task 2)", "waiting_step")
     end

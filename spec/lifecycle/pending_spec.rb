@@ -27,8 +27,12 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     listener.refresh!
   end
 
+  # Opens task's run and reads it (a run's task.start_requested waits too;
+  # each example starts with nothing waiting).
   def start(task)
     publish("task.start_requested", task_id: task, task_name: "t", to_state: "in_progress")
+    expect(pending.size).to eq(4)
+    TaskerTraceNative::Native.read_waiting_events
   end
 
   def step(name, task, step, **extra)
@@ -75,6 +79,36 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     expect(attempts(run).map { |a| [attrs(a)["step_id"], a[:status][:code]] }).to eq([[10, "OK"]])
     expect(event_names(attempts(run).first)).to eq(["step.before_handle"])
     expect(stats).to include(events_recorded: 9, events_repeated: 4)
+  end
+
+  it "leaves a run's task.start_requested waiting with its step events, read first, at its own time" do
+    publish("task.start_requested", task_id: 1, task_name: "t", to_state: "in_progress")
+    sleep 0.05
+    attempt(1, 10)
+    expect(pending.size).to eq(8 * 4)
+    expect(TaskerTraceNative::Native.read_waiting_events).to be(true)
+    expect(pending).to be_empty
+    run = only_run(include_open: true)
+    expect(attempts(run).map { |a| attrs(a)["step_id"] }).to eq([10])
+    # The root starts when the event was published, 50 ms before its step.
+    expect(attempts(run).first[:start_time] - root(run)[:start_time]).to be >= 50_000_000
+  end
+
+  it "reads at once every event that may end a run, and its copies: the run is ready for export" do
+    ends = [["task.completed", {}], ["task.failed", { error_message: "boom" }],
+            ["task.initialize_requested", {}]]
+    ends.each_with_index do |(name, extra), i|
+      task = 20 + i
+      publish("task.start_requested", task_id: task, task_name: "t", to_state: "in_progress")
+      attempt(task, 100 + i)
+      publish(name, task_id: task, **extra)
+      expect(pending).to be_empty, "#{name} read what waited, and itself"
+      publish(name, task_id: task, completed_steps: 1, **extra) # the finalizer's copy
+      expect(pending).to be_empty, "#{name}'s copy is read at once"
+    end
+    runs = TaskerTraceNative.lifecycle_runs.sort_by { |r| r[:task_id] }
+    expect(runs.map { |r| [r[:task_id], r[:end]] }).to eq([[20, "completed"], [21, "failed"], [22, "pending"]])
+    expect(runs.map { |r| attrs(root(r))["completed_steps"] }).to eq([1, 1, 1])
   end
 
   it "stamps each event when it was published, not when it was read" do

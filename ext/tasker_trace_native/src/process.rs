@@ -158,7 +158,7 @@ pub fn mark_environment_read() {
     ENVIRONMENT_READ_IN.store(forks() + 1, Ordering::Release);
 }
 
-/// The plain path's waiting step events (see [`crate::helpers::pending`]):
+/// The plain path's waiting events (see [`crate::helpers::pending`]):
 /// they live in a Ruby Array that Ruby owns; here only in which fork
 /// generation they were put there, and which generation (+ 1; 0: none) is
 /// reading them, so that a child neither reads its parent's nor waits for

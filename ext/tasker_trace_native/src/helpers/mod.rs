@@ -1,6 +1,6 @@
 //! What every other folder uses: the global allocator, running Rust without
 //! the GVL, errors and panic guards at the Ruby boundary, the static Symbol
-//! ids and encoding indexes, the step events waiting to be read, how a
+//! ids and encoding indexes, the events waiting to be read, how a
 //! recorder's work ends, the delivery of warnings about settings to
 //! Ruby, and the publishing thread's token.
 

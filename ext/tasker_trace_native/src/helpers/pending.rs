@@ -1,15 +1,17 @@
-//! Step events waiting to be read, on the plain path (no OpenTelemetry
-//! context to answer for): `Native.listen` puts a step event's name,
-//! payload, clock reading and thread at the end of a Ruby Array that the
-//! Ruby layer owns and passes in (`TaskerTraceNative::Lifecycle::PENDING`),
-//! and they are read, in order, when any other event arrives, when
+//! Events waiting to be read, on the plain path (no OpenTelemetry context
+//! to answer for): `Native.listen` puts a step event's, or a
+//! `task.start_requested`'s, name, payload, clock reading and thread at the
+//! end of a Ruby Array that the Ruby layer owns and passes in
+//! (`TaskerTraceNative::Lifecycle::PENDING`), and they are read, in order,
+//! when any other event arrives (one that may end a run), when
 //! [`READ_AT`] wait, and before anything reads or changes the tracer (see
 //! `ruby_api::native::lifecycle::read_pending`).
 //!
 //! Why: a Tasker event arrives after milliseconds of other work, with every
 //! cache cold, and reading it is mostly cache misses on code and tables
-//! that the next event needs again. Step events (35 of an order run's 39)
-//! are read together, one after the other, while those stay warm.
+//! that the next event needs again. Step events and the run's opening
+//! events (37 of an order run's 39) are read together, one after the
+//! other, while those stay warm.
 //!
 //! While events wait, the tracer expires idle runs on the clock (an export,
 //! the exporter's thread) no further than the oldest of them (see

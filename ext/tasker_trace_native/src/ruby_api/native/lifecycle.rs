@@ -302,7 +302,7 @@ fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
     // code a payload's conversion runs), every event waits, so that none is
     // recorded before older ones.
     if mode == PLAIN
-        && (is_step_event(name) || pending::reading())
+        && (may_wait(name) || pending::reading())
         && pending::usable(pending)
         && pending::push(
             pending,
@@ -345,13 +345,21 @@ fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
     }
 }
 
-/// Whether `name` is a String naming a step event (`step.…`): what the
-/// plain path leaves waiting (see `pending`).
+/// Whether `name` is a String naming what the plain path leaves waiting
+/// (see `pending`): a step event (`step.…`), or `task.start_requested`,
+/// which opens a run and never ends one. Events that may end a run (and its
+/// late copies, which bring its counts) are read when they arrive, so that
+/// a finished run is ready for export without waiting for another event.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
-fn is_step_event(name: VALUE) -> bool {
+fn may_wait(name: VALUE) -> bool {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header; the
     // String's bytes are read at once.
-    unsafe { rb_sys::RB_TYPE(name) == T::RUBY_T_STRING && string_slice(name).starts_with(b"step.") }
+    unsafe {
+        rb_sys::RB_TYPE(name) == T::RUBY_T_STRING && {
+            let bytes = string_slice(name);
+            bytes.starts_with(b"step.") || bytes == b"task.start_requested"
+        }
+    }
 }
 
 /// Reads the events waiting in `pending`, in order, as `listen` would have
@@ -378,14 +386,14 @@ fn repeated(key: &Option<RepeatKey>, at: Stamp) -> bool {
         .is_some_and(|key| lifecycle_tracer().repeated(key, at))
 }
 
-/// `Native.read_waiting_events` → true: reads the step events waiting in
+/// `Native.read_waiting_events` → true: reads the events waiting in
 /// `Lifecycle::PENDING` (what `ForkHook` does before a fork).
 fn read_waiting_events(ruby: &Ruby) -> Result<bool, Error> {
     read_pending(ruby)?;
     Ok(true)
 }
 
-/// Reads the step events waiting in `TaskerTraceNative::Lifecycle::PENDING`
+/// Reads the events waiting in `TaskerTraceNative::Lifecycle::PENDING`
 /// (see `pending`): what every call that reads or changes the lifecycle
 /// tracer does first. Nothing when the Ruby layer is not loaded.
 pub(crate) fn read_pending(ruby: &Ruby) -> Result<(), Error> {
@@ -481,9 +489,10 @@ fn record_answered(
 
 /// `Native.listen(name, payload, pending)`: what `Lifecycle::LISTENER`
 /// calls for every published event, defined without a wrapper (the one
-/// native call an event costs at least). On the plain path a step event is
-/// put in `pending` (`Lifecycle::PENDING`) → nil, and read with the others
-/// waiting there before any other event (see `pending`). A step event that
+/// native call an event costs at least). On the plain path a step event or
+/// a `task.start_requested` is put in `pending` (`Lifecycle::PENDING`) →
+/// nil, and read with the others waiting there before any other event (see
+/// `pending`). A step event that
 /// repeats the one recorded
 /// just before it in the same thread (see `lifecycle_repeat`) is counted
 /// and nothing more → nil. Otherwise the event is recorded as
