@@ -93,8 +93,7 @@ pub fn monotonic_now_ns() -> u64 {
 
 #[cold]
 fn monotonic_from_clock() -> u64 {
-    let ns = u64::try_from(process_epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
-    super::tsc::anchor(ns)
+    super::tsc::anchor(|| u64::try_from(process_epoch().elapsed().as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Days since 1970-01-01 to a (year, month, day) civil date (proleptic Gregorian).

@@ -14,9 +14,13 @@
 //! Calibration: an anchor (counter, nanoseconds) and the nanoseconds per
 //! tick (32.32 fixed point), measured against the monotonic clock over at
 //! least [`CALIBRATE_NS`] and re-anchored every [`REANCHOR_NS`] (so the
-//! kernel's rate adjustments are followed within that interval). A new
-//! anchor is never behind what the old one gives at that moment, so in a
-//! thread readings never go back; across threads they agree within the
+//! kernel's rate adjustments are followed within that interval). The
+//! counter is read before and after the clock, and a pair whose readings
+//! lie more than [`MAX_BRACKET_TICKS`] apart (the thread was preempted
+//! between them, as on a busy machine) neither anchors nor calibrates:
+//! it would skew the rate by as long as the thread waited. A new anchor is
+//! never behind what the old one gives at that moment, so in a thread
+//! readings never go back; across threads they agree within the
 //! calibration error (nanoseconds to microseconds).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -25,6 +29,10 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 pub const CALIBRATE_NS: u64 = 10_000_000;
 /// How long an anchor is used before the clock is read again.
 pub const REANCHOR_NS: u64 = 100_000_000;
+/// Most counter ticks between the two counter readings around a clock
+/// reading for the three to anchor or calibrate (a few microseconds; the
+/// clock's own reading takes well under one).
+pub const MAX_BRACKET_TICKS: u64 = 20_000;
 
 /// The anchor, under a sequence lock (odd while being written).
 struct Anchor {
@@ -37,13 +45,7 @@ struct Anchor {
     span: AtomicU64,
 }
 
-static ANCHOR: Anchor = Anchor {
-    seq: AtomicU64::new(0),
-    tsc: AtomicU64::new(0),
-    ns: AtomicU64::new(0),
-    mult: AtomicU64::new(0),
-    span: AtomicU64::new(0),
-};
+static ANCHOR: Anchor = Anchor::new();
 
 /// 0: not decided yet; 1: usable; 2: not usable.
 static USABLE: AtomicU8 = AtomicU8::new(0);
@@ -60,74 +62,112 @@ pub fn read() -> Option<u64> {
     if USABLE.load(Ordering::Relaxed) != 1 {
         return None;
     }
-    let tsc = counter()?;
-    let a = &ANCHOR;
-    let s1 = a.seq.load(Ordering::Acquire);
-    let (base_tsc, base_ns, mult, span) = (
-        a.tsc.load(Ordering::Relaxed),
-        a.ns.load(Ordering::Relaxed),
-        a.mult.load(Ordering::Relaxed),
-        a.span.load(Ordering::Relaxed),
-    );
-    if s1 & 1 == 1 || a.seq.load(Ordering::Acquire) != s1 || mult == 0 {
-        return None;
-    }
-    let ticks = tsc.checked_sub(base_tsc)?;
-    if ticks >= span {
-        return None;
-    }
-    Some(base_ns + ((u128::from(ticks) * u128::from(mult)) >> 32) as u64)
+    ANCHOR.read_at(counter()?)
 }
 
-/// After the clock was read (`ns`, monotonic nanoseconds): re-anchors, or
-/// calibrates, when due; decides once whether the counter is usable.
-/// Returns the reading to use (at least what the old anchor gives now).
-pub fn anchor(ns: u64) -> u64 {
+/// Reads the clock (`read_clock`, monotonic nanoseconds) between two
+/// counter readings: re-anchors, or calibrates, when due; decides once
+/// whether the counter is usable. Returns the reading to use (at least
+/// what the old anchor gives now).
+pub fn anchor(read_clock: impl FnOnce() -> u64) -> u64 {
     match USABLE.load(Ordering::Relaxed) {
         0 => decide(),
-        2 => return ns,
+        2 => return read_clock(),
         _ => {}
     }
-    let Some(tsc) = counter() else {
+    let Some(before) = counter() else {
+        return read_clock();
+    };
+    let ns = read_clock();
+    let Some(after) = counter() else {
         return ns;
     };
-    let a = &ANCHOR;
-    let s = a.seq.load(Ordering::Acquire);
-    if s & 1 == 1
-        || a.seq
-            .compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-    {
-        // Another thread re-anchors: the clock's reading stands.
-        return ns;
+    ANCHOR.update(before, ns, after)
+}
+
+impl Anchor {
+    const fn new() -> Anchor {
+        Anchor {
+            seq: AtomicU64::new(0),
+            tsc: AtomicU64::new(0),
+            ns: AtomicU64::new(0),
+            mult: AtomicU64::new(0),
+            span: AtomicU64::new(0),
+        }
     }
-    let (base_tsc, base_ns, mult) = (
-        a.tsc.load(Ordering::Relaxed),
-        a.ns.load(Ordering::Relaxed),
-        a.mult.load(Ordering::Relaxed),
-    );
-    let mut out = ns;
-    let elapsed_ns = ns.saturating_sub(base_ns);
-    let ticks = tsc.saturating_sub(base_tsc);
-    if base_tsc == 0 || ticks == 0 {
-        a.tsc.store(tsc, Ordering::Relaxed);
-        a.ns.store(ns, Ordering::Relaxed);
-    } else if elapsed_ns >= CALIBRATE_NS {
-        // What the old anchor says now: never go back from it.
-        if mult != 0 {
+
+    /// The nanoseconds the anchor gives for the counter reading `tsc`, or
+    /// `None` (not calibrated, being written, or past its span).
+    #[inline]
+    fn read_at(&self, tsc: u64) -> Option<u64> {
+        let a = self;
+        let s1 = a.seq.load(Ordering::Acquire);
+        let (base_tsc, base_ns, mult, span) = (
+            a.tsc.load(Ordering::Relaxed),
+            a.ns.load(Ordering::Relaxed),
+            a.mult.load(Ordering::Relaxed),
+            a.span.load(Ordering::Relaxed),
+        );
+        if s1 & 1 == 1 || a.seq.load(Ordering::Acquire) != s1 || mult == 0 {
+            return None;
+        }
+        let ticks = tsc.checked_sub(base_tsc)?;
+        if ticks >= span {
+            return None;
+        }
+        Some(base_ns + ((u128::from(ticks) * u128::from(mult)) >> 32) as u64)
+    }
+
+    /// The clock read `ns` between the counter readings `before` and
+    /// `after`: anchors (and calibrates, once the anchor is old enough)
+    /// at their midpoint when they are close enough (see
+    /// [`MAX_BRACKET_TICKS`]). Returns the reading to use.
+    fn update(&self, before: u64, ns: u64, after: u64) -> u64 {
+        let Some(bracket) = after.checked_sub(before) else {
+            return ns;
+        };
+        let tight = bracket <= MAX_BRACKET_TICKS;
+        let tsc = before + bracket / 2;
+        let a = self;
+        let s = a.seq.load(Ordering::Acquire);
+        if s & 1 == 1
+            || a.seq
+                .compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            // Another thread re-anchors: the clock's reading stands.
+            return ns;
+        }
+        let (base_tsc, base_ns, mult) = (
+            a.tsc.load(Ordering::Relaxed),
+            a.ns.load(Ordering::Relaxed),
+            a.mult.load(Ordering::Relaxed),
+        );
+        let mut out = ns;
+        let elapsed_ns = ns.saturating_sub(base_ns);
+        let ticks = tsc.saturating_sub(base_tsc);
+        if base_tsc != 0 && ticks != 0 && mult != 0 {
+            // What the old anchor says now: never go back from it.
             let extrapolated = base_ns + ((u128::from(ticks) * u128::from(mult)) >> 32) as u64;
             out = out.max(extrapolated);
         }
-        let measured = ((u128::from(elapsed_ns) << 32) / u128::from(ticks)) as u64;
-        let span = (u128::from(REANCHOR_NS) << 32) / u128::from(measured.max(1));
-        a.mult.store(measured, Ordering::Relaxed);
-        a.span
-            .store(span.min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
-        a.tsc.store(tsc, Ordering::Relaxed);
-        a.ns.store(out, Ordering::Relaxed);
+        if !tight {
+            // Preempted between the readings: the pair says nothing exact.
+        } else if base_tsc == 0 || ticks == 0 {
+            a.tsc.store(tsc, Ordering::Relaxed);
+            a.ns.store(out, Ordering::Relaxed);
+        } else if elapsed_ns >= CALIBRATE_NS {
+            let measured = ((u128::from(elapsed_ns) << 32) / u128::from(ticks)) as u64;
+            let span = (u128::from(REANCHOR_NS) << 32) / u128::from(measured.max(1));
+            a.mult.store(measured, Ordering::Relaxed);
+            a.span
+                .store(span.min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+            a.tsc.store(tsc, Ordering::Relaxed);
+            a.ns.store(out, Ordering::Relaxed);
+        }
+        a.seq.store(s + 2, Ordering::Release);
+        out
     }
-    a.seq.store(s + 2, Ordering::Release);
-    out
 }
 
 #[cold]
@@ -165,5 +205,78 @@ fn counter() -> Option<u64> {
     #[cfg(not(target_arch = "x86_64"))]
     {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1 ns a tick: the counter reading and the clock agree.
+    const MULT_1: u64 = 1 << 32;
+
+    #[test]
+    fn a_tight_pair_anchors_then_calibrates() {
+        let a = Anchor::new();
+        assert_eq!(a.update(1_000, 5_000, 1_100), 5_000);
+        assert_eq!(a.read_at(2_000), None, "not calibrated yet");
+        // 20 ms later, at exactly one tick a nanosecond.
+        let later = 20_000_000;
+        assert_eq!(
+            a.update(1_050 + later - 50, 5_000 + later, 1_050 + later + 50),
+            5_000 + later
+        );
+        assert_eq!(a.mult.load(Ordering::Relaxed), MULT_1);
+        assert_eq!(
+            a.read_at(1_050 + later + 1_000),
+            Some(5_000 + later + 1_000)
+        );
+    }
+
+    #[test]
+    fn a_pair_split_by_a_preemption_neither_anchors_nor_calibrates() {
+        let a = Anchor::new();
+        a.update(1_000, 5_000, 1_100);
+        let later = 20_000_000;
+        a.update(1_050 + later, 5_000 + later, 1_050 + later);
+        let before = (
+            a.tsc.load(Ordering::Relaxed),
+            a.ns.load(Ordering::Relaxed),
+            MULT_1,
+        );
+        // The thread waited 3 ms between the clock and the second counter
+        // reading: taken as a pair, the rate would be 7.5% off.
+        let (t, ns) = (1_050 + 2 * later, 5_000 + 2 * later);
+        let out = a.update(t, ns, t + 3_000_000);
+        assert!(out >= ns);
+        let after = (
+            a.tsc.load(Ordering::Relaxed),
+            a.ns.load(Ordering::Relaxed),
+            a.mult.load(Ordering::Relaxed),
+        );
+        assert_eq!(after, before, "the anchor and the rate stay");
+        // The first anchor is not taken from such a pair either.
+        let fresh = Anchor::new();
+        fresh.update(1_000, 5_000, 1_000 + MAX_BRACKET_TICKS + 1);
+        assert_eq!(fresh.tsc.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn never_behind_what_the_old_anchor_gives() {
+        let a = Anchor::new();
+        a.update(1_000, 5_000, 1_000);
+        let later = 20_000_000;
+        a.update(1_000 + later, 5_000 + later, 1_000 + later);
+        // The clock reads 1 µs behind what the anchor extrapolates (at the
+        // pair's midpoint), with the pair tight or not: the reading given
+        // is the anchor's.
+        let t = 1_000 + 2 * later;
+        let wide = t + MAX_BRACKET_TICKS + 1;
+        let at_mid = a.read_at(t + (wide - t) / 2);
+        assert_eq!(at_mid, Some(5_000 + 2 * later + (wide - t) / 2));
+        let extrapolated = at_mid.unwrap_or_default();
+        assert_eq!(a.update(t, extrapolated - 1_000, wide), extrapolated);
+        let at_t = extrapolated - (wide - t) / 2;
+        assert_eq!(a.update(t, at_t - 1_000, t), at_t);
     }
 }
