@@ -77,8 +77,9 @@ RSpec.describe "Lifecycle tracer: the trace model, through the publisher" do
       expect(attempts(run).size).to eq(1)
       step = attempts(run).first
       expect(step).to include(name: "tasker.step.execution", parent_span_id: root(run)[:span_id])
-      expect(step[:duration]).to be_within(0.04).of(0.06)
-      expect(step[:duration]).to be >= 0.05
+      # The work's 50 ms, on the native clock (within its calibration
+      # error); the upper bound only catches a stall.
+      expect(step[:duration]).to be_between(0.05 * 0.95, 10)
       expect(step[:status]).to eq(code: "OK", message: nil)
       expect(attrs(step)).to include("task_id" => 1, "step_id" => 10, "step_name" => "charge_card",
                                      "attempt_number" => 1, "retry_limit" => 3)
