@@ -32,7 +32,7 @@ RSpec.describe "Background exporter: Process.daemon" do
         publish.call("task.start_requested", { task_id: 2, task_name: "finished_after", to_state: "in_progress" })
         publish.call("step.execution_requested", { task_id: 2, step_id: 20, step_name: "waiting_step" })
         publish.call("step.completed", { task_id: 2, step_id: 20 })
-        waiting = TaskerTraceNative::Lifecycle::PENDING.size / 4
+        waiting = TaskerTraceNative::TestHooks.waiting_events(TaskerTraceNative::Lifecycle::PENDING)
         Process.daemon(true, true)
         publish.call("task.completed", { task_id: 2 })
         result = TaskerTraceNative.flush(timeout: 10)

@@ -12,6 +12,9 @@ RSpec.describe "Lifecycle tracer: step events read together" do
 
   let(:pending) { TaskerTraceNative::Lifecycle::PENDING }
 
+  # How many events wait (the Array's layout is the extension's).
+  def waiting = TaskerTraceNative::TestHooks.waiting_events(pending)
+
   # The plain path, as in a process that never used connected traces: an
   # earlier example may have left the context path engaged (releasing), and
   # subscribing or configuring would keep it so. Put back after.
@@ -31,7 +34,7 @@ RSpec.describe "Lifecycle tracer: step events read together" do
   # each example starts with nothing waiting).
   def start(task)
     publish("task.start_requested", task_id: task, task_name: "t", to_state: "in_progress")
-    expect(pending.size).to eq(4)
+    expect(waiting).to eq(1)
     TaskerTraceNative::Native.read_waiting_events
   end
 
@@ -53,14 +56,14 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     start(1)
     start(2)
     step("step.execution_requested", 1, 10) # waits: it keeps task 1 alive
-    expect(pending).not_to be_empty
+    expect(waiting).to be_positive
     # The exporter's thread cannot read them first: an export 100 s from now
     # expires only what was idle for the TTL as of the oldest waiting event:
     # nothing (task 2's expiry waits until the events are read).
     expect(hooks.expire_lifecycle_runs_in(100)).to eq(0)
-    expect(pending).not_to be_empty
+    expect(waiting).to be_positive
     TaskerTraceNative::Native.read_waiting_events
-    expect(pending).to be_empty
+    expect(waiting).to eq(0)
     expect(hooks.expire_lifecycle_runs_in(30)).to eq(0)
     expect(hooks.expire_lifecycle_runs_in(100)).to eq(2)
     expect(stats).to include(expired_runs: 2)
@@ -69,11 +72,11 @@ RSpec.describe "Lifecycle tracer: step events read together" do
   it "leaves step events waiting and reads them, in order, before the next other event" do
     expect(TaskerTraceNative::ContextListener.engaged?).to be(false)
     start(1)
-    expect(pending).to be_empty
+    expect(waiting).to eq(0)
     attempt(1, 10)
-    expect(pending.size).to eq(7 * 4), "name, payload, clock and thread of each"
+    expect(waiting).to eq(7)
     publish("task.completed", task_id: 1)
-    expect(pending).to be_empty
+    expect(waiting).to eq(0)
     run = only_run
     expect(run[:end]).to eq("completed")
     expect(attempts(run).map { |a| [attrs(a)["step_id"], a[:status][:code]] }).to eq([[10, "OK"]])
@@ -85,9 +88,9 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     publish("task.start_requested", task_id: 1, task_name: "t", to_state: "in_progress")
     sleep 0.05
     attempt(1, 10)
-    expect(pending.size).to eq(8 * 4)
+    expect(waiting).to eq(8)
     expect(TaskerTraceNative::Native.read_waiting_events).to be(true)
-    expect(pending).to be_empty
+    expect(waiting).to eq(0)
     run = only_run(include_open: true)
     expect(attempts(run).map { |a| attrs(a)["step_id"] }).to eq([10])
     # The root starts when the event was published, 50 ms before its step
@@ -103,13 +106,34 @@ RSpec.describe "Lifecycle tracer: step events read together" do
       publish("task.start_requested", task_id: task, task_name: "t", to_state: "in_progress")
       attempt(task, 100 + i)
       publish(name, task_id: task, **extra)
-      expect(pending).to be_empty, "#{name} read what waited, and itself"
+      expect(waiting).to eq(0), "#{name} read what waited, and itself"
       publish(name, task_id: task, completed_steps: 1, **extra) # the finalizer's copy
-      expect(pending).to be_empty, "#{name}'s copy is read at once"
+      expect(waiting).to eq(0), "#{name}'s copy is read at once"
     end
     runs = TaskerTraceNative.lifecycle_runs.sort_by { |r| r[:task_id] }
     expect(runs.map { |r| [r[:task_id], r[:end]] }).to eq([[20, "completed"], [21, "failed"], [22, "pending"]])
     expect(runs.map { |r| attrs(root(r))["completed_steps"] }).to eq([1, 1, 1])
+  end
+
+  it "keeps the Array's length across reads, and nothing the read events held" do
+    start(1)
+    attempt(1, 10)
+    payload = { task_id: 1, step_id: 11, step_name: "s11" }
+    publish("step.execution_requested", **payload)
+    expect(waiting).to eq(8)
+    length = pending.size
+    publish("task.completed", task_id: 1)
+    expect(waiting).to eq(0)
+    # The buffer stays (Ruby would shrink a cleared Array's, and regrow it
+    # every run); every slot the events took is nil again.
+    expect(pending.size).to eq(length)
+    expect(pending.drop(1)).to all(be_nil)
+    # The next run's events go where the last ones were.
+    start(2)
+    attempt(2, 20)
+    expect([waiting, pending.size]).to eq([7, length])
+    publish("task.completed", task_id: 2)
+    expect(runs.map { |r| attempts(r).size }).to eq([2, 1])
   end
 
   it "stamps each event when it was published, not when it was read" do
@@ -118,7 +142,7 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     sleep 0.05
     step("step.completed", 1, 10)
     sleep 0.3
-    expect(pending.size).to eq(8)
+    expect(waiting).to eq(2)
     publish("task.completed", task_id: 1)
     run = only_run
     span = attempts(run).first
@@ -130,9 +154,9 @@ RSpec.describe "Lifecycle tracer: step events read together" do
   it "reads them when 64 wait" do
     start(1)
     63.times { |i| step("step.execution_requested", 1, 100 + i) }
-    expect(pending.size).to eq(63 * 4)
+    expect(waiting).to eq(63)
     step("step.execution_requested", 1, 163)
-    expect(pending).to be_empty
+    expect(waiting).to eq(0)
     expect(attempts(only_run(include_open: true)).size).to eq(64)
   end
 
@@ -149,9 +173,9 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     }
     readers.each_with_index do |(reader, read), i|
       step("step.execution_requested", 1, 10 + i)
-      expect(pending.size).to eq(4)
+      expect(waiting).to eq(1)
       read.call
-      expect(pending).to be_empty, "#{reader} read what waited"
+      expect(waiting).to eq(0), "#{reader} read what waited"
     end
     expect(attempts(only_run(include_open: true)).map { |a| attrs(a)["step_id"] })
       .to eq((10...(10 + readers.size)).to_a)
@@ -162,7 +186,7 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     step("step.execution_requested", 1, 10)
     step("step.execution_requested", 1, 10)
     Thread.new { step("step.execution_requested", 1, 10) }.join
-    expect(pending.size).to eq(12)
+    expect(waiting).to eq(3)
     expect(stats).to include(events_repeated: 1, events_recorded: 4)
   end
 
@@ -177,9 +201,9 @@ RSpec.describe "Lifecycle tracer: step events read together" do
       "s10"
     end
     publish("step.execution_requested", task_id: 1, step_id: 10, step_name: inner)
-    expect(pending.size).to eq(4)
+    expect(waiting).to eq(1)
     expect(stats).to include(events_recorded: 4, events_refused: 0)
-    expect(pending).to be_empty
+    expect(waiting).to eq(0)
     run = only_run
     expect(run[:end]).to eq("completed")
     span = attempts(run).first
@@ -193,13 +217,13 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     cut.define_singleton_method(:to_s) { raise Interrupt }
     step("step.execution_requested", 1, 10, step_name: cut)
     attempt(1, 11)
-    expect(pending.size).to eq(8 * 4)
+    expect(waiting).to eq(8)
     expect { publish("task.completed", task_id: 1) }.to raise_error(Interrupt)
-    expect(pending.size).to eq(7 * 4) # the ones after it still wait
+    expect(waiting).to eq(7) # the ones after it still wait
     counted = %i[events_recorded events_ignored events_orphaned events_late events_dropped events_refused]
     expect(stats[:events_refused]).to eq(1)
     publish("task.completed", task_id: 1)
-    expect(pending).to be_empty
+    expect(waiting).to eq(0)
     # Every event published landed in exactly one counter (the interrupted
     # task.completed was not read: it raised before its own turn).
     expect(stats.values_at(*counted).sum).to eq(1 + 8 + 1)
@@ -209,13 +233,13 @@ RSpec.describe "Lifecycle tracer: step events read together" do
   it "reads what waits before a fork, so the child starts from the tracer as it was", timeout: 60 do
     start(1)
     step("step.execution_requested", 1, 10)
-    expect(pending.size).to eq(4)
+    expect(waiting).to eq(1)
     child = in_child(timeout: 40) do
-      [TaskerTraceNative::Lifecycle::PENDING.size,
+      [TaskerTraceNative::TestHooks.waiting_events(TaskerTraceNative::Lifecycle::PENDING),
        TaskerTraceNative.lifecycle_runs(include_open: true).flat_map { |r| r[:spans].map { |s| s[:name] } }]
     end
     expect(child).to eq([0, %w[tasker.task.execution tasker.step.execution]])
-    expect(pending).to be_empty
+    expect(waiting).to eq(0)
   end
 
   it "never reads in a child what its parent left waiting: the parent reads it", timeout: 60 do
@@ -224,12 +248,12 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     # As if the fork went around the hook.
     allow(TaskerTraceNative::Native).to receive(:read_waiting_events).and_return(true)
     child = in_child(timeout: 40) do
-      waited = TaskerTraceNative::Lifecycle::PENDING.size
+      waited = TaskerTraceNative::TestHooks.waiting_events(TaskerTraceNative::Lifecycle::PENDING)
       step("step.execution_requested", 1, 11)
       runs = TaskerTraceNative.lifecycle_runs(include_open: true)
       [waited, runs.flat_map { |r| r[:spans].drop(1).map { |s| s[:attributes]["tasker.step_id"] } }]
     end
-    expect(child).to eq([4, [11]])
+    expect(child).to eq([1, [11]])
     expect(attempts(only_run(include_open: true)).map { |a| attrs(a)["step_id"] }).to eq([10])
   end
 end

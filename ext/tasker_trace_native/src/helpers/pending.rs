@@ -18,6 +18,12 @@
 //! `Tracer::hold_expiry`): a waiting event may be what keeps its run alive,
 //! as it would have when it arrived.
 //!
+//! The Array's layout: how many events wait (a Fixnum), then each event's
+//! four values. It keeps its length when the events are read (their slots
+//! are set to nil, so nothing they held stays alive): Ruby shrinks an
+//! Array's buffer when it is cleared, and regrowing it for every run's
+//! events cost a reallocation and a copy four times a run.
+//!
 //! Nothing here keeps a Ruby value: the Array holds them, Ruby marks them.
 //! [`process::pending_state`](crate::process::pending_state) says in which
 //! fork generation they were put there (a child drops its parent's: the
@@ -35,6 +41,8 @@ use crate::process::{lifecycle_tracer, pending_state};
 
 /// Values an event takes in the Array.
 const ENTRY: i64 = 4;
+/// Where the first event's values are (index 0 holds how many wait).
+const FIRST: i64 = 1;
 /// Waiting events are read when this many wait.
 pub const READ_AT: i64 = 64;
 /// Past this many waiting (a reader inside Ruby code, another thread
@@ -52,11 +60,20 @@ pub fn usable(pending: VALUE) -> bool {
     }
 }
 
-/// How many events wait in `pending` (an Array: see [`usable`]).
+/// How many events wait in `pending` (an Array: see [`usable`]): the count
+/// at its start, when the Array holds that many.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub fn waiting(pending: VALUE) -> i64 {
-    // SAFETY: `pending` is an Array; its length is read from its header.
-    unsafe { rb_sys::RARRAY_LEN(pending) as i64 / ENTRY }
+    // SAFETY: `pending` is an Array; its length is read from its header and
+    // index 0 is read only when it is within it.
+    let (len, count) = unsafe {
+        let len = rb_sys::RARRAY_LEN(pending) as i64;
+        (len, (len > 0).then(|| rb_sys::rb_ary_entry(pending, 0)))
+    };
+    match count.and_then(word) {
+        Some(n) if (n as i64) >= 0 && FIRST + (n as i64) * ENTRY <= len => n as i64,
+        _ => 0,
+    }
 }
 
 /// Whether `pending` holds events to read: a usable Array (see [`usable`])
@@ -65,9 +82,8 @@ pub fn waiting(pending: VALUE) -> i64 {
 pub fn any_waiting(pending: VALUE) -> bool {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header; the
     // length is read from an Array's header.
-    let filled =
-        unsafe { rb_sys::RB_TYPE(pending) == T::RUBY_T_ARRAY && rb_sys::RARRAY_LEN(pending) > 0 };
-    filled && usable(pending)
+    let array = unsafe { rb_sys::RB_TYPE(pending) == T::RUBY_T_ARRAY };
+    array && waiting(pending) > 0 && usable(pending)
 }
 
 /// Whether events were put to wait since every waiting event was last read
@@ -83,27 +99,34 @@ pub fn reading() -> bool {
     pending_state().reading_in.load(Ordering::Relaxed) == forks() + 1
 }
 
-/// Puts an event at the end of `pending`: true, or false when it must be
-/// read now (too many wait, or a thread token that is not a Fixnum).
+/// Puts an event after the ones waiting in `pending`: how many wait then,
+/// or `None` when it must be read now (too many wait, or a thread token
+/// that is not a Fixnum).
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
-pub fn push(pending: VALUE, name: VALUE, payload: VALUE, mono_ns: u64, thread: u64) -> bool {
+pub fn push(pending: VALUE, name: VALUE, payload: VALUE, mono_ns: u64, thread: u64) -> Option<i64> {
     forget_parents(pending);
     let (Some(mono), Some(thread)) = (fixnum(mono_ns), fixnum(thread)) else {
-        return false;
+        return None;
     };
     let waited = waiting(pending);
     if waited >= MAX_WAITING {
-        return false;
+        return None;
     }
-    let entry = [name, payload, mono, thread];
-    // SAFETY: `pending` is an unfrozen Array; the four VALUEs are live (the
-    // two arguments the VM passed, two Fixnums) and copied in at once.
-    unsafe { rb_sys::rb_ary_cat(pending, entry.as_ptr(), ENTRY as _) };
+    let at = FIRST + waited * ENTRY;
+    // SAFETY: `pending` is an unfrozen Array; the VALUEs stored are live
+    // (the two arguments the VM passed, Fixnums). rb_ary_store writes in
+    // place below the length and grows the Array past it.
+    unsafe {
+        for (i, value) in [name, payload, mono, thread].into_iter().enumerate() {
+            rb_sys::rb_ary_store(pending, (at + i as i64) as _, value);
+        }
+        rb_sys::rb_ary_store(pending, 0, rb_sys::LONG2FIX((waited + 1) as _));
+    }
     pending_state().pushed.store(true, Ordering::Relaxed);
     if waited == 0 {
         lifecycle_tracer().hold_expiry(Some(mono_ns));
     }
-    true
+    Some(waited + 1)
 }
 
 /// Empties `pending` when its events were put there before this process
@@ -140,41 +163,61 @@ pub fn read_all(
     let _reading = Reading;
     let mut done: i64 = 0;
     let result = loop {
-        // SAFETY: `pending` is an Array; only its length is read.
-        if done + ENTRY > unsafe { rb_sys::RARRAY_LEN(pending) as i64 } {
+        if done >= waiting(pending) {
             break Ok(());
         }
-        // SAFETY: the indexes are below the length just read; rb_ary_entry
-        // returns the element (the Array keeps it alive while it is read).
-        let at = |i: i64| unsafe { rb_sys::rb_ary_entry(pending, (done + i) as _) };
+        let base = FIRST + done * ENTRY;
+        // SAFETY: the indexes are below the length `waiting` checked;
+        // rb_ary_entry returns the element (the Array keeps it alive while
+        // it is read).
+        let at = |i: i64| unsafe { rb_sys::rb_ary_entry(pending, (base + i) as _) };
         let (name, payload, mono, thread) = (at(0), at(1), at(2), at(3));
-        done += ENTRY;
+        done += 1;
         if let (Some(mono), Some(thread)) = (word(mono), word(thread)) {
             if let Err(e) = read(name, payload, mono, thread) {
                 break Err(e);
             }
         }
     };
-    // No Ruby code ran since the length was last read.
-    // SAFETY: `pending` is an unfrozen Array; the slice kept is within it.
-    unsafe {
-        let len = rb_sys::RARRAY_LEN(pending) as i64;
-        if result.is_ok() || done >= len {
-            rb_sys::rb_ary_clear(pending);
-            state.pushed.store(false, Ordering::Relaxed);
-        } else {
-            let rest = rb_sys::rb_ary_subseq(pending, done as _, (len - done) as _);
-            rb_sys::rb_ary_replace(pending, rest);
-        }
+    // No Ruby code ran since the count was last read.
+    let rest = remove_read(pending, done);
+    if rest == 0 {
+        state.pushed.store(false, Ordering::Relaxed);
     }
     // Runs expire on the clock no further than the oldest event still
     // waiting (it may keep one alive).
     // SAFETY: `pending` is an Array; the entry read is within its length.
-    let oldest = (waiting(pending) > 0)
-        .then(|| word(unsafe { rb_sys::rb_ary_entry(pending, 2) }))
+    let oldest = (rest > 0)
+        .then(|| word(unsafe { rb_sys::rb_ary_entry(pending, (FIRST + 2) as _) }))
         .flatten();
     lifecycle_tracer().hold_expiry(oldest);
     result
+}
+
+/// Removes the first `done` waiting events of `pending`: the ones after
+/// them move to the front, the slots left are set to nil, and the count
+/// says how many are left, which this returns. The Array keeps its length.
+fn remove_read(pending: VALUE, done: i64) -> i64 {
+    let waited = waiting(pending);
+    let done = done.min(waited);
+    let rest = waited - done;
+    // SAFETY: `pending` is an unfrozen Array (see `usable`) holding
+    // `waited` events (see `waiting`); every index is below its length, and
+    // the values moved are the Array's own.
+    unsafe {
+        for i in 0..rest * ENTRY {
+            let value = rb_sys::rb_ary_entry(pending, (FIRST + done * ENTRY + i) as _);
+            rb_sys::rb_ary_store(pending, (FIRST + i) as _, value);
+        }
+        let nil = rb_sys::Qnil as VALUE;
+        for i in rest * ENTRY..waited * ENTRY {
+            rb_sys::rb_ary_store(pending, (FIRST + i) as _, nil);
+        }
+        if waited > 0 || rb_sys::RARRAY_LEN(pending) > 0 {
+            rb_sys::rb_ary_store(pending, 0, rb_sys::LONG2FIX(rest as _));
+        }
+    }
+    rest
 }
 
 /// This process's reading, over when dropped (a panic included).

@@ -22,9 +22,13 @@
 //!   as an export would that many seconds from now, without reading the
 //!   events waiting in `Lifecycle::PENDING` first (the exporter's thread
 //!   cannot); returns how many expired.
+//! - `TestHooks.waiting_events(pending)`: how many events wait in
+//!   `pending` (`Lifecycle::PENDING`, whose layout is the extension's).
 
 use magnus::prelude::*;
+use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RModule, Ruby, Value as RValue};
+use rb_sys::ruby_value_type as T;
 
 use std::time::Duration;
 
@@ -33,7 +37,7 @@ use tasker_trace_core::support::fork::count_lock_waits;
 
 use crate::from_ruby::lifecycle_read_plan;
 use crate::helpers::static_ids::sym;
-use crate::helpers::{allocator, errors};
+use crate::helpers::{allocator, errors, pending};
 use crate::process::{backend, exporter, lifecycle_tracer};
 use crate::ruby_api::native::lifecycle;
 use crate::to_ruby::values::{count_to_ruby, hash_from_pairs, wrap};
@@ -149,5 +153,17 @@ pub fn define(root: RModule) -> Result<(), Error> {
         "expire_lifecycle_runs_in",
         function!(expire_lifecycle_runs_in, 1),
     )?;
+    hooks.define_module_function("waiting_events", function!(waiting_events, 1))?;
     Ok(())
+}
+
+/// `TestHooks.waiting_events(pending)` → how many events wait in `pending`
+/// (0 for anything but an Array).
+fn waiting_events(pending: RValue) -> i64 {
+    let raw = pending.as_raw();
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
+    if unsafe { rb_sys::RB_TYPE(raw) } != T::RUBY_T_ARRAY {
+        return 0;
+    }
+    pending::waiting(raw)
 }

@@ -301,18 +301,20 @@ fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
     // While a thread of this process reads the waiting events (inside Ruby
     // code a payload's conversion runs), every event waits, so that none is
     // recorded before older ones.
-    if mode == PLAIN
-        && (may_wait(name) || pending::reading())
-        && pending::usable(pending)
-        && pending::push(
-            pending,
-            name,
-            payload,
-            monotonic_now_ns(),
-            thread_token::current(),
-        )
-    {
-        if pending::waiting(pending) < pending::READ_AT {
+    let pushed =
+        (mode == PLAIN && (may_wait(name) || pending::reading()) && pending::usable(pending))
+            .then(|| {
+                pending::push(
+                    pending,
+                    name,
+                    payload,
+                    monotonic_now_ns(),
+                    thread_token::current(),
+                )
+            })
+            .flatten();
+    if let Some(waiting) = pushed {
+        if waiting < pending::READ_AT {
             return Listened::Done;
         }
         return match read_all_pending(pending) {
