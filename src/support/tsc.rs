@@ -100,22 +100,21 @@ impl Anchor {
     /// `None` (not calibrated, being written, or past its span).
     #[inline]
     fn read_at(&self, tsc: u64) -> Option<u64> {
-        let a = self;
-        let s1 = a.seq.load(Ordering::Acquire);
+        let s1 = self.seq.load(Ordering::Acquire);
         let (base_tsc, base_ns, mult, span) = (
-            a.tsc.load(Ordering::Relaxed),
-            a.ns.load(Ordering::Relaxed),
-            a.mult.load(Ordering::Relaxed),
-            a.span.load(Ordering::Relaxed),
+            self.tsc.load(Ordering::Relaxed),
+            self.ns.load(Ordering::Relaxed),
+            self.mult.load(Ordering::Relaxed),
+            self.span.load(Ordering::Relaxed),
         );
-        if s1 & 1 == 1 || a.seq.load(Ordering::Acquire) != s1 || mult == 0 {
+        if s1 & 1 == 1 || self.seq.load(Ordering::Acquire) != s1 || mult == 0 {
             return None;
         }
         let ticks = tsc.checked_sub(base_tsc)?;
         if ticks >= span {
             return None;
         }
-        Some(base_ns + ((u128::from(ticks) * u128::from(mult)) >> 32) as u64)
+        Some(extrapolate(base_ns, ticks, mult))
     }
 
     /// The clock read `ns` between the counter readings `before` and
@@ -128,10 +127,10 @@ impl Anchor {
         };
         let tight = bracket <= MAX_BRACKET_TICKS;
         let tsc = before + bracket / 2;
-        let a = self;
-        let s = a.seq.load(Ordering::Acquire);
+        let s = self.seq.load(Ordering::Acquire);
         if s & 1 == 1
-            || a.seq
+            || self
+                .seq
                 .compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
         {
@@ -139,35 +138,41 @@ impl Anchor {
             return ns;
         }
         let (base_tsc, base_ns, mult) = (
-            a.tsc.load(Ordering::Relaxed),
-            a.ns.load(Ordering::Relaxed),
-            a.mult.load(Ordering::Relaxed),
+            self.tsc.load(Ordering::Relaxed),
+            self.ns.load(Ordering::Relaxed),
+            self.mult.load(Ordering::Relaxed),
         );
         let mut out = ns;
         let elapsed_ns = ns.saturating_sub(base_ns);
         let ticks = tsc.saturating_sub(base_tsc);
         if base_tsc != 0 && ticks != 0 && mult != 0 {
             // What the old anchor says now: never go back from it.
-            let extrapolated = base_ns + ((u128::from(ticks) * u128::from(mult)) >> 32) as u64;
-            out = out.max(extrapolated);
+            out = out.max(extrapolate(base_ns, ticks, mult));
         }
         if !tight {
             // Preempted between the readings: the pair says nothing exact.
         } else if base_tsc == 0 || ticks == 0 {
-            a.tsc.store(tsc, Ordering::Relaxed);
-            a.ns.store(out, Ordering::Relaxed);
+            self.tsc.store(tsc, Ordering::Relaxed);
+            self.ns.store(out, Ordering::Relaxed);
         } else if elapsed_ns >= CALIBRATE_NS {
             let measured = ((u128::from(elapsed_ns) << 32) / u128::from(ticks)) as u64;
             let span = (u128::from(REANCHOR_NS) << 32) / u128::from(measured.max(1));
-            a.mult.store(measured, Ordering::Relaxed);
-            a.span
+            self.mult.store(measured, Ordering::Relaxed);
+            self.span
                 .store(span.min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
-            a.tsc.store(tsc, Ordering::Relaxed);
-            a.ns.store(out, Ordering::Relaxed);
+            self.tsc.store(tsc, Ordering::Relaxed);
+            self.ns.store(out, Ordering::Relaxed);
         }
-        a.seq.store(s + 2, Ordering::Release);
+        self.seq.store(s + 2, Ordering::Release);
         out
     }
+}
+
+/// The nanoseconds `ticks` after an anchor at `base_ns`, at `mult`
+/// nanoseconds a tick (32.32 fixed point).
+#[inline]
+fn extrapolate(base_ns: u64, ticks: u64, mult: u64) -> u64 {
+    base_ns + ((u128::from(ticks) * u128::from(mult)) >> 32) as u64
 }
 
 #[cold]
@@ -215,6 +220,15 @@ mod tests {
     /// 1 ns a tick: the counter reading and the clock agree.
     const MULT_1: u64 = 1 << 32;
 
+    /// The anchor's counter reading, nanoseconds and rate.
+    fn state(a: &Anchor) -> (u64, u64, u64) {
+        (
+            a.tsc.load(Ordering::Relaxed),
+            a.ns.load(Ordering::Relaxed),
+            a.mult.load(Ordering::Relaxed),
+        )
+    }
+
     #[test]
     fn a_tight_pair_anchors_then_calibrates() {
         let a = Anchor::new();
@@ -239,22 +253,14 @@ mod tests {
         a.update(1_000, 5_000, 1_100);
         let later = 20_000_000;
         a.update(1_050 + later, 5_000 + later, 1_050 + later);
-        let before = (
-            a.tsc.load(Ordering::Relaxed),
-            a.ns.load(Ordering::Relaxed),
-            MULT_1,
-        );
+        let before = state(&a);
+        assert_eq!(before.2, MULT_1);
         // The thread waited 3 ms between the clock and the second counter
         // reading: taken as a pair, the rate would be 7.5% off.
         let (t, ns) = (1_050 + 2 * later, 5_000 + 2 * later);
         let out = a.update(t, ns, t + 3_000_000);
         assert!(out >= ns);
-        let after = (
-            a.tsc.load(Ordering::Relaxed),
-            a.ns.load(Ordering::Relaxed),
-            a.mult.load(Ordering::Relaxed),
-        );
-        assert_eq!(after, before, "the anchor and the rate stay");
+        assert_eq!(state(&a), before, "the anchor and the rate stay");
         // The first anchor is not taken from such a pair either.
         let fresh = Anchor::new();
         fresh.update(1_000, 5_000, 1_000 + MAX_BRACKET_TICKS + 1);
