@@ -301,26 +301,17 @@ fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
     // While a thread of this process reads the waiting events (inside Ruby
     // code a payload's conversion runs), every event waits, so that none is
     // recorded before older ones.
-    let pushed =
-        (mode == PLAIN && (may_wait(name) || pending::reading()) && pending::usable(pending))
-            .then(|| {
-                pending::push(
-                    pending,
-                    name,
-                    payload,
-                    monotonic_now_ns(),
-                    thread_token::current(),
-                )
-            })
-            .flatten();
-    if let Some(waiting) = pushed {
-        if waiting < pending::READ_AT {
-            return Listened::Done;
+    if mode == PLAIN && (may_wait(name) || pending::reading()) && pending::usable(pending) {
+        let (at, thread) = (monotonic_now_ns(), thread_token::current());
+        if let Some(waiting) = pending::push(pending, name, payload, at, thread) {
+            if waiting < pending::READ_AT {
+                return Listened::Done;
+            }
+            return match read_all_pending(pending) {
+                Ok(()) => Listened::Done,
+                Err(e) => Listened::Raise(e),
+            };
         }
-        return match read_all_pending(pending) {
-            Ok(()) => Listened::Done,
-            Err(e) => Listened::Raise(e),
-        };
     }
     // Every other event is read after the ones waiting.
     if pending::any_waiting(pending) {
