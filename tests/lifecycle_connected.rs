@@ -6,7 +6,7 @@ mod lifecycle_support;
 
 use lifecycle_support::*;
 use tasker_trace_core::input::lifecycle::ParentSpan;
-use tasker_trace_core::model::lifecycle::{RecordOutcome, SpanChange, SpanRef, Tracer};
+use tasker_trace_core::model::lifecycle::{RecordOutcome, Run, SpanChange, SpanRef, Tracer};
 
 const TRACE: [u8; 16] = [7; 16];
 const JOB_SPAN: [u8; 8] = [9; 8];
@@ -171,4 +171,64 @@ fn a_failed_run_under_an_unsampled_parent_is_kept_by_the_error_rule() {
     t.record_connected(task_failed(1, at(3), Some("boom")));
     assert!(drain(&t).is_empty());
     assert_eq!(t.stats().sampled_out, 1);
+}
+
+/// Task 2's run opening under `current` (the span its thread has current)
+/// in a tracer holding one open run, task 1's, which its opening evicts;
+/// task 2's run once finished.
+fn second_run_evicting_the_first(t: &Tracer, current: Option<ParentSpan>) -> Run {
+    let (outcome, change) = t.record_connected(start_requested(2, at(10)).with_parent(current));
+    assert_eq!(outcome, RecordOutcome::RunOpened);
+    assert_eq!(t.stats().runs_evicted, 1);
+    let root = entered(change);
+    t.record(task_completed(2, at(11), false));
+    let run = only_run(t);
+    assert_eq!(run.spans[0].span_id, root.span_id);
+    assert_eq!(run.trace_id, root.trace_id);
+    run
+}
+
+fn as_parent(span: SpanRef) -> Option<ParentSpan> {
+    ParentSpan::new(span.trace_id, span.span_id, span.sampled)
+}
+
+#[test]
+fn a_run_whose_opening_evicts_the_run_current_in_its_thread_is_not_its_child() {
+    // Task 1's root is still current in the thread (its run never ended)
+    // when task 2 opens there and evicts it: task 2 takes task 1's parent,
+    // the job's span, as the context below task 1's would have been.
+    let t = Tracer::new(limits(1, 100, 100, 3600));
+    let first = entered(
+        t.record_connected(start_requested(1, at(0)).with_parent(parent(true)))
+            .1,
+    );
+    let run = second_run_evicting_the_first(&t, as_parent(first));
+    assert_eq!(run.trace_id, TRACE);
+    assert_eq!(run.spans[0].parent_span_id, Some(JOB_SPAN));
+    assert!(run.sampled);
+
+    // The same from one of task 1's open attempts.
+    let t = Tracer::new(limits(1, 100, 100, 3600));
+    t.record_connected(start_requested(1, at(0)).with_parent(parent(true)));
+    let attempt = entered(
+        t.record_connected(step_ev("step.execution_requested", 1, 5, 1, at(1)))
+            .1,
+    );
+    let run = second_run_evicting_the_first(&t, as_parent(attempt));
+    assert_eq!(run.spans[0].parent_span_id, Some(JOB_SPAN));
+
+    // Task 1 had no parent: task 2 is a new trace.
+    let t = Tracer::new(limits(1, 100, 100, 3600));
+    let first = entered(t.record_connected(start_requested(1, at(0))).1);
+    let run = second_run_evicting_the_first(&t, as_parent(first));
+    assert_ne!(run.trace_id, first.trace_id);
+    assert_eq!(run.spans[0].parent_span_id, None);
+
+    // A parent that is not task 1's stays the parent.
+    let t = Tracer::new(limits(1, 100, 100, 3600));
+    t.record_connected(start_requested(1, at(0)).with_parent(parent(true)));
+    let other = ParentSpan::new([3; 16], [4; 8], true);
+    let run = second_run_evicting_the_first(&t, other);
+    assert_eq!(run.trace_id, [3; 16]);
+    assert_eq!(run.spans[0].parent_span_id, Some([4; 8]));
 }

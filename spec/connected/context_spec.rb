@@ -445,14 +445,31 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(stack).to be_empty
   end
 
-  it "lets go of a run its own thread's opening event evicted" do
+  it "lets go of a run its own thread's opening event evicted, and the new run is not its child" do
     start(1)
     configure_lifecycle(lifecycle_max_open_runs: 1)
     start(2) # evicts task 1's run, in this thread
     expect(stats[:evicted_runs]).to eq(1)
     second = runs(include_open: true).find { |r| r[:task_id] == 2 }
     expect([stack.size, current_hex]).to eq([1, root(second)[:span_id]])
+    expect(root(second)[:parent_span_id]).to be_nil
     publish("task.completed", task_id: 2)
+    expect([stack.size, TaskerTraceNative::ContextListener.held]).to eq([0, 0])
+  end
+
+  it "makes a run whose opening evicted the run current in its job the job's child" do
+    job = OpenTelemetryStandIn.app_span
+    job_hex = job.context.hex_span_id
+    otel::Trace.with_span(job) do
+      start(1)
+      configure_lifecycle(lifecycle_max_open_runs: 1)
+      start(2) # evicts task 1's run, whose root is current in this job
+      expect(stats[:evicted_runs]).to eq(1)
+      second = runs(include_open: true).find { |r| r[:task_id] == 2 }
+      expect(root(second)[:parent_span_id]).to eq(job_hex)
+      expect(second[:trace_id]).to eq(job.context.hex_trace_id)
+      publish("task.completed", task_id: 2)
+    end
     expect([stack.size, TaskerTraceNative::ContextListener.held]).to eq([0, 0])
   end
 

@@ -390,16 +390,17 @@ impl State {
         ev: &mut LifecycleEvent,
         garbage: &mut Garbage,
     ) -> RecordOutcome {
+        let mut parent: Option<ParentSpan> = ev.parent.take();
         while self.open.len() >= self.limits.max_open_runs {
             match self.open.pop_front() {
                 Some((_, run)) => {
                     self.stats.runs_evicted += 1;
+                    parent = parent.and_then(|p| run.parent_in_place_of(p));
                     self.drop_open(run, garbage);
                 }
                 None => break,
             }
         }
-        let parent: Option<ParentSpan> = ev.parent.take();
         // Under an OpenTelemetry parent the run joins its trace.
         let (trace_id, span_id) = match parent {
             Some(p) => (p.trace_id, self.ids.span_id()),

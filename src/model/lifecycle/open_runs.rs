@@ -11,7 +11,7 @@ use super::run::{
     Link, Run, RunEnd, Span, SpanEvent, SpanStatus, StatusCode, STEP_SPAN_NAME, TASK_SPAN_NAME,
 };
 use crate::input::lifecycle::attributes::{Attr, AttrKey, AttrValue, Text};
-use crate::input::lifecycle::event::{EventKind, EventName, Id};
+use crate::input::lifecycle::event::{EventKind, EventName, Id, ParentSpan};
 use crate::model::sampling::RunFacts;
 
 /// The later of two stamps on the monotonic clock (an event stamped just
@@ -273,6 +273,24 @@ impl LiveRun {
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn touch(&mut self, at: Stamp) {
         self.last_active = self.last_active.max(at.mono_ns);
+    }
+
+    /// The parent a run opening under `p` takes when this run is dropped
+    /// for it (evicted by its opening event): when `p` is one of this run's
+    /// spans (its context was still current in the opening thread), the
+    /// span that was current when this run opened, or none; an ended span
+    /// is never a new run's parent. Otherwise `p` itself.
+    pub fn parent_in_place_of(&self, p: ParentSpan) -> Option<ParentSpan> {
+        let own = p.trace_id == self.trace_id
+            && (p.span_id == self.root.span_id
+                || self.attempts.iter().any(|a| a.span.span_id == p.span_id));
+        if !own {
+            return Some(p);
+        }
+        // Under parent-based sampling (the only samplers that read the
+        // parent's flag) this run's decision was its parent's flag.
+        self.parent
+            .and_then(|span_id| ParentSpan::new(self.trace_id, span_id, self.sampled))
     }
 
     /// Spans held: the root and the attempts.
