@@ -229,35 +229,43 @@ mod tests {
         )
     }
 
+    /// 20 ms in nanoseconds (and ticks, at 1 ns a tick).
+    const LATER: u64 = 20_000_000;
+
+    /// An anchor calibrated at 1 ns a tick from two tight pairs, the second
+    /// at counter reading 1_000 + LATER (clock 5_000 + LATER).
+    fn calibrated() -> Anchor {
+        let a = Anchor::new();
+        a.update(1_000, 5_000, 1_000);
+        a.update(1_000 + LATER, 5_000 + LATER, 1_000 + LATER);
+        a
+    }
+
     #[test]
     fn a_tight_pair_anchors_then_calibrates() {
         let a = Anchor::new();
         assert_eq!(a.update(1_000, 5_000, 1_100), 5_000);
         assert_eq!(a.read_at(2_000), None, "not calibrated yet");
         // 20 ms later, at exactly one tick a nanosecond.
-        let later = 20_000_000;
         assert_eq!(
-            a.update(1_050 + later - 50, 5_000 + later, 1_050 + later + 50),
-            5_000 + later
+            a.update(1_050 + LATER - 50, 5_000 + LATER, 1_050 + LATER + 50),
+            5_000 + LATER
         );
         assert_eq!(a.mult.load(Ordering::Relaxed), MULT_1);
         assert_eq!(
-            a.read_at(1_050 + later + 1_000),
-            Some(5_000 + later + 1_000)
+            a.read_at(1_050 + LATER + 1_000),
+            Some(5_000 + LATER + 1_000)
         );
     }
 
     #[test]
     fn a_pair_split_by_a_preemption_neither_anchors_nor_calibrates() {
-        let a = Anchor::new();
-        a.update(1_000, 5_000, 1_100);
-        let later = 20_000_000;
-        a.update(1_050 + later, 5_000 + later, 1_050 + later);
+        let a = calibrated();
         let before = state(&a);
         assert_eq!(before.2, MULT_1);
         // The thread waited 3 ms between the clock and the second counter
         // reading: taken as a pair, the rate would be 7.5% off.
-        let (t, ns) = (1_050 + 2 * later, 5_000 + 2 * later);
+        let (t, ns) = (1_000 + 2 * LATER, 5_000 + 2 * LATER);
         let out = a.update(t, ns, t + 3_000_000);
         assert!(out >= ns);
         assert_eq!(state(&a), before, "the anchor and the rate stay");
@@ -269,17 +277,14 @@ mod tests {
 
     #[test]
     fn never_behind_what_the_old_anchor_gives() {
-        let a = Anchor::new();
-        a.update(1_000, 5_000, 1_000);
-        let later = 20_000_000;
-        a.update(1_000 + later, 5_000 + later, 1_000 + later);
+        let a = calibrated();
         // The clock reads 1 µs behind what the anchor extrapolates (at the
         // pair's midpoint), with the pair tight or not: the reading given
         // is the anchor's.
-        let t = 1_000 + 2 * later;
+        let t = 1_000 + 2 * LATER;
         let wide = t + MAX_BRACKET_TICKS + 1;
         let at_mid = a.read_at(t + (wide - t) / 2);
-        assert_eq!(at_mid, Some(5_000 + 2 * later + (wide - t) / 2));
+        assert_eq!(at_mid, Some(5_000 + 2 * LATER + (wide - t) / 2));
         let extrapolated = at_mid.unwrap_or_default();
         assert_eq!(a.update(t, extrapolated - 1_000, wide), extrapolated);
         let at_t = extrapolated - (wide - t) / 2;
