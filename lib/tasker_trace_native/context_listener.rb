@@ -21,9 +21,12 @@ module TaskerTraceNative
   # - at this fiber's next opening event, when an exception unwound an app's
   #   block past it (the app's detach took it), or when an attempt of the
   #   same run opens (the previous one's closing event never came here);
-  # and never from another thread. Detaching keeps the API's order: when the
-  # app attached contexts after ours and has not detached them, they are put
-  # back above (counted as `context_restores` in lifecycle_stats).
+  # and never from another thread. Detaching keeps the API's order: with the
+  # API's stack at hand, ContextDetachGuard (prepended to the API's Context)
+  # lets an app's block that ends take the contexts of ours above it, and a
+  # context of ours that ends under an app's waits until the app's is
+  # detached; without it, the app's are put back above (counted as
+  # `context_restores` in lifecycle_stats).
   module ContextListener
     # The fiber-local key of this fiber's entries (Thread#[] is fiber-local,
     # like OpenTelemetry's own Context storage).
@@ -50,16 +53,19 @@ module TaskerTraceNative
     # first past this many (their contexts are then detached as stale).
     MAX_OPEN_SPANS = 20_000
 
-    # One context this fiber attached: the API's token, the Context, the
-    # fiber's Context stack just before it was attached (a copy; nil without
-    # access to the stack), the span's handle and its run's root's handle.
+    # One context this fiber attached: the API's token (nil once an app's
+    # block that ended took it off the stack: see `taken_above`), the
+    # Context, the fiber's Context stack just before it was attached (a
+    # copy; nil without access to the stack), the span's handle and its
+    # run's root's handle.
     Entry = Struct.new(:token, :context, :under, :handle, :root)
 
     # What a fiber holds: its entries (newest last), the number of span ends
     # it has checked them against (`settle` runs only when spans ended
-    # since, or when its newest context is no longer where it was put), and
-    # the fiber.
-    Held = Struct.new(:entries, :seen, :fiber)
+    # since, or when its newest context is no longer where it was put), the
+    # fiber, and the entries whose span ended while an app's context was
+    # above theirs (each detached once it is on top: see `drop_uncovered`).
+    Held = Struct.new(:entries, :seen, :fiber, :covered)
 
     # The name of the events that can open a run (a String or a Symbol).
     OPENING_NAME = "task.start_requested"
@@ -86,6 +92,7 @@ module TaskerTraceNative
         @has_stack = api_loaded? && ::OpenTelemetry::Context.respond_to?(:stack, true)
         @enabled = api_loaded? && Native.settings.fetch(:opentelemetry_context) != false
         @span_class = OpenTelemetrySpan.for_api(::OpenTelemetry::Trace::Span) if @enabled
+        @guarded = guard!(::OpenTelemetry::Context) if @enabled && @has_stack
         @engaged ||= @enabled
         Native.set_context_path(@engaged, @enabled)
         @enabled
@@ -166,6 +173,50 @@ module TaskerTraceNative
         Thread.current[KEY]&.entries&.size || 0
       end
 
+      # For ContextDetachGuard, before an app's detach with `token`: when
+      # every context above the one it is for is this fiber's (an exception
+      # unwound the app's block past ours, or the block ended while ours was
+      # on top), those are marked off the stack and their number returned
+      # (the guard detaches them first, newest first); else 0, and the
+      # API's detach goes as it would. One fiber-local read when this fiber
+      # holds nothing.
+      def taken_above(token)
+        held = Thread.current[KEY]
+        return 0 if held.nil? || (held.entries.empty? && held.covered.empty?) || !@guarded
+        return 0 unless token.is_a?(Integer) && token >= 1
+
+        stack = context_stack
+        return 0 if stack.nil? || token >= stack.size
+
+        taken = (token...stack.size).map do |i|
+          entry = ours_at(held, stack[i])
+          return 0 unless entry
+
+          entry
+        end
+        taken.each { |entry| off_stack(held, entry) }
+        taken.size
+      rescue StandardError
+        0
+      end
+
+      # For ContextDetachGuard, after any detach: a context of ours whose
+      # span ended while an app's context was above it is detached once it
+      # is on top (the next one, if any, by this detach's own guard).
+      def drop_uncovered
+        held = Thread.current[KEY]
+        return if held.nil? || held.covered.empty?
+
+        stack = context_stack
+        at = stack && held.covered.index { |e| e.context.equal?(stack.last) }
+        return unless at
+
+        held.covered.delete_at(at)
+        ::OpenTelemetry::Context.detach(stack.size)
+      rescue StandardError
+        nil
+      end
+
       # Detaches every context this fiber holds.
       def release!
         held = Thread.current[KEY]
@@ -174,6 +225,33 @@ module TaskerTraceNative
       end
 
       private
+
+      # Prepends ContextDetachGuard to `context_class` (the API's Context)
+      # once: whether it is there.
+      def guard!(context_class)
+        guard = context_class.singleton_class
+        guard.prepend(ContextDetachGuard) unless guard.include?(ContextDetachGuard)
+        true
+      rescue StandardError
+        false
+      end
+
+      # The entry of this fiber's whose context is `context`: attached and
+      # held, or ended and covered.
+      def ours_at(held, context)
+        held.entries.find { |e| e.token && e.context.equal?(context) } ||
+          held.covered.find { |e| e.context.equal?(context) }
+      end
+
+      # An entry whose context the guard is about to detach: a held one
+      # stays held, off the stack, until it is settled or attached again
+      # (`reenter`); a covered one is done.
+      def off_stack(held, entry)
+        entry.token = nil
+        at = held.covered.index { |e| e.equal?(entry) }
+        held.covered.delete_at(at) if at
+        @detached += 1
+      end
 
       # Switched off after it was in use (releasing): once no living fiber
       # holds a context, nothing is left to release, and events take the
@@ -203,7 +281,7 @@ module TaskerTraceNative
 
       # This fiber's entries (registered among the holders).
       def hold
-        held = Held.new([], @ends, Fiber.current)
+        held = Held.new([], @ends, Fiber.current, [])
         @holders[held] = true
         Thread.current[KEY] = held
       end
@@ -385,6 +463,7 @@ module TaskerTraceNative
       end
 
       def gone?(stack, entry)
+        return true unless entry.token
         return false unless stack
         return false if stack[entry.token - 1].equal?(entry.context)
 
@@ -394,13 +473,29 @@ module TaskerTraceNative
       # Detaches one entry's context in the order the API requires
       # (`entries`: the fiber's other entries).
       def detach(entry, entries)
+        return unless entry.token # an app's block took it (see taken_above)
+
         stack = context_stack
         return detach_current(entry) unless stack
 
         at = entry.token - 1
         at = stack.rindex { |c| c.equal?(entry.context) } unless stack[at].equal?(entry.context)
+        return cover(entry, stack) if at && at < stack.size - 1 && @guarded
+
         at ||= left_behind(stack, entry, entries)
         remove_at(stack, at) if at
+      end
+
+      # With the guard: a context of ours under an app's (a run that ended
+      # inside the state machine's transaction block, whose span is the
+      # app's current one) stays until the app's is detached, and goes then
+      # (`drop_uncovered`), so that the app's own detach stays matched.
+      # Covered entries whose context left the stack otherwise
+      # (`Context.clear`) are forgotten.
+      def cover(entry, stack)
+        covered = Thread.current[KEY].covered
+        covered.select! { |e| stack.any? { |c| c.equal?(e.context) } }
+        covered << entry
       end
 
       # Where the context is that an app's detach was for, when that detach

@@ -48,6 +48,26 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     Thread.new(&block).value
   end
 
+  # Where ContextDetachGuard is not prepended to the API's Context (it could
+  # not be), the listener repairs what an app's detach did at its next
+  # event instead: these run the same scenarios that way.
+  def without_detach_guard
+    publisher # subscribed first (subscribing prepends the guard)
+    listener = TaskerTraceNative::ContextListener
+    listener.instance_variable_set(:@guarded, false)
+    yield
+  ensure
+    listener.instance_variable_set(:@guarded, true)
+  end
+
+  # An app's block (a job's span) that raises after its run opened.
+  def job_that_raises(job, task)
+    otel::Trace.with_span(job) do
+      start(task)
+      raise "the job failed"
+    end
+  end
+
   it "makes the run the child of the current span, and each open span current while it runs" do
     job = OpenTelemetryStandIn.app_span
     seen = {}
@@ -122,7 +142,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(root(only_run)[:span_id]).to eq(root_id)
   end
 
-  it "goes to Ruby only for events that change what a thread holds or enter its current attempt" do
+  it "goes to Ruby only for events that change what a thread holds or enter its current span" do
     start(1)
     calls = []
     allow(TaskerTraceNative::ContextListener).to receive(:answer).and_wrap_original do |m, event, answer|
@@ -136,9 +156,12 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     publish("step.completed", step)
     2.times { publish("step.completed", step.merge(attempt_number: 1)) }
     publish("task.start_requested", task_id: 1, task_name: "t") # merges into the root: current already
-    # Entering the current attempt again is answered false, to verify (an
-    # app's block may have taken its context); the repeats are not.
-    expect(calls.map(&:first)).to eq(%w[step.execution_requested step.before_handle step.completed])
+    # Entering the current span (the attempt, the root) again is answered
+    # false, to verify (an app's block may have taken its context); the
+    # repeats are not.
+    expect(calls.map(&:first)).to eq(%w[step.execution_requested step.before_handle step.completed
+                                        task.start_requested])
+    expect(calls[3][1]).to be(false)
     # Entered: the ids, the sampling decision and two handles (the span's,
     # its root's); ended: the span's handle alone, a Fixnum.
     trace_id, span_id, sampled, handle, root_handle = calls[0][1]
@@ -185,26 +208,39 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
 
   it "never leaves a context when an exception ends the job between open and close" do
     job = OpenTelemetryStandIn.app_span
-    expect do
-      otel::Trace.with_span(job) do
-        start(1)
-        raise "the job failed"
-      end
-    end.to raise_error("the job failed")
-    # The API's detach took ours instead of the job's: the job's is left.
-    expect(stack.size).to eq(1)
-    # The same thread's next job: at its first event the leftover goes, and
-    # its run is the new job's child.
+    expect { job_that_raises(job, 1) }.to raise_error("the job failed")
+    # The job's block took the run's context with its own: nothing is left,
+    # and the API saw matched calls.
+    expect(stack).to be_empty
+    expect(otel.errors).to be_empty
+    # The same thread's next job: its run is that job's child.
     second = OpenTelemetryStandIn.app_span
     otel::Trace.with_span(second) do
       start(2)
-      expect(current_hex).not_to eq(second.context.hex_span_id)
       publish("task.completed", task_id: 2)
     end
     expect(stack).to be_empty
     run = runs(include_open: true).find { |r| r[:task_id] == 2 }
     expect(root(run)[:parent_span_id]).to eq(second.context.hex_span_id)
-    expect(stats[:context_restores]).to eq(1)
+    expect(stats[:context_restores]).to eq(0)
+  end
+
+  it "takes out, without the guard, what a job left when it raised, at the thread's next event" do
+    without_detach_guard do
+      expect { job_that_raises(OpenTelemetryStandIn.app_span, 1) }.to raise_error("the job failed")
+      # The API's detach took ours instead of the job's: the job's is left.
+      expect(stack.size).to eq(1)
+      second = OpenTelemetryStandIn.app_span
+      otel::Trace.with_span(second) do
+        start(2)
+        expect(current_hex).not_to eq(second.context.hex_span_id)
+        publish("task.completed", task_id: 2)
+      end
+      expect(stack).to be_empty
+      run = runs(include_open: true).find { |r| r[:task_id] == 2 }
+      expect(root(run)[:parent_span_id]).to eq(second.context.hex_span_id)
+      expect(stats[:context_restores]).to eq(1)
+    end
   end
 
   it "detaches a step whose handler raised at the next attempt opened in that thread" do
@@ -263,22 +299,44 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(stack).to be_empty
   end
 
-  it "keeps a context the app attached inside a step, and counts the restore" do
+  # A step whose closing event comes while a context the app attached is
+  # above the step's (never detached before the step ends).
+  def step_under_app_context(app_context)
+    open_step(1, 10)
+    # A block-scoped context of the app's: in order, nothing to do.
+    otel::Context.with_current(app_context) { @inner = current_hex }
+    token = otel::Context.attach(app_context)
+    close_step(1, 10)
+    expect(otel::Context.current).to equal(app_context)
+    yield
+    otel::Context.detach(token)
+    expect(stack).to be_empty
+  end
+
+  it "keeps a context the app attached inside a step above, and detaches the step's after it" do
     start(1)
     app_context = otel::Context.current.set_value(otel::Context.create_key("app"), 1)
-    inner = nil
     in_thread do
-      open_step(1, 10)
-      # A block-scoped context of the app's: in order, nothing to restore.
-      otel::Context.with_current(app_context) { inner = current_hex }
-      token = otel::Context.attach(app_context) # never detached before the step ends
-      close_step(1, 10)
-      expect(otel::Context.current).to equal(app_context)
-      expect(stack).to eq([app_context])
-      otel::Context.detach(token)
-      expect(stack).to be_empty
+      step_under_app_context(app_context) do
+        # The ended step's context waits under the app's, so that the app's
+        # detach stays matched; it goes with it.
+        expect(stack.size).to eq(2)
+        expect(stack.last).to equal(app_context)
+      end
     end
-    expect(inner).to eq(root(only_run(include_open: true))[:span_id])
+    expect(@inner).to eq(root(only_run(include_open: true))[:span_id])
+    expect(stats[:context_restores]).to eq(0)
+    expect(otel.errors).to be_empty
+  end
+
+  it "takes the step's context out from under the app's without the guard, and counts the restore" do
+    start(1)
+    app_context = otel::Context.current.set_value(otel::Context.create_key("app"), 1)
+    without_detach_guard do
+      in_thread do
+        step_under_app_context(app_context) { expect(stack).to eq([app_context]) }
+      end
+    end
     expect(stats[:context_restores]).to eq(1)
   end
 
@@ -347,7 +405,9 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       start(1)
       app = OpenTelemetryStandIn.app_span
       open_step_in_raising_block(1, 10, app)
-      expect(current_hex).to eq(app.context.hex_span_id)
+      # The block took the step's context with its own.
+      expect(current_hex).to eq(root(only_run(include_open: true))[:span_id])
+      expect(stack.size).to eq(2)
       publish("step.before_handle", task_id: 1, step_id: 10)
       step = attempts(only_run(include_open: true)).first[:span_id]
       expect(current_hex).to eq(step) # what the handler's HTTP calls nest under
@@ -357,11 +417,37 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       expect(stack.size).to eq(1)
     end
     expect(stack).to be_empty
-    expect(otel.errors.size).to eq(1) # the app's own unbalanced detach
+    expect(otel.errors).to be_empty
   end
 
-  it "takes out what a job left when it raised through two blocks with its run open" do
-    remote = OpenTelemetryStandIn.app_span
+  it "attaches a run's root again at its second opening copy when the transaction's block took it" do
+    job = OpenTelemetryStandIn.app_span
+    transaction = OpenTelemetryStandIn.app_span
+    otel::Trace.with_span(job) do
+      # The state machine's copy, inside its transaction's span.
+      otel::Trace.with_span(transaction) { start(1) }
+      expect(current_hex).to eq(job.context.hex_span_id)
+      publish("task.start_requested", task_id: 1, task_name: "t") # the initializer's copy
+      root = root(only_run(include_open: true))
+      expect(root[:parent_span_id]).to eq(transaction.context.hex_span_id)
+      expect(current_hex).to eq(root[:span_id])
+      # The state machine's task.completed, inside the next transaction:
+      # the root's context waits under it, and goes with it.
+      otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
+        publish("task.completed", task_id: 1)
+        expect(stack.size).to eq(3)
+      end
+      expect(current_hex).to eq(job.context.hex_span_id)
+      expect(stack.size).to eq(1)
+    end
+    expect(stack).to be_empty
+    expect(otel.errors).to be_empty
+    expect(stats[:context_restores]).to eq(0)
+  end
+
+  # A job (with a remote parent's context around it) that raises through
+  # two blocks with its run and a step open in its thread.
+  def job_that_raises_through_two_blocks(remote)
     expect do
       otel::Context.with_current(otel::Trace.context_with_span(remote)) do
         otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
@@ -371,11 +457,10 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
         end
       end
     end.to raise_error("the job failed")
-    # Each block's detach took one of ours: the remote parent's context and
-    # the job span's are left.
-    expect(stack.size).to eq(2)
-    expect(OpenTelemetryStandIn::OpenTelemetry::Trace.current_span(stack.first).context.hex_span_id)
-      .to eq(remote.context.hex_span_id)
+  end
+
+  # The same thread's next job, after it: its run is that job's child.
+  def next_job_is_the_runs_parent(remote)
     second = OpenTelemetryStandIn.app_span
     otel::Trace.with_span(second) do
       start(2)
@@ -386,6 +471,27 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     run = runs(include_open: true).find { |r| r[:task_id] == 2 }
     expect(root(run)[:parent_span_id]).to eq(second.context.hex_span_id)
     expect(root(run)[:trace_id]).not_to eq(remote.context.hex_trace_id)
+  end
+
+  it "leaves nothing when a job raised through two blocks with its run open" do
+    remote = OpenTelemetryStandIn.app_span
+    job_that_raises_through_two_blocks(remote)
+    expect(stack).to be_empty
+    expect(otel.errors).to be_empty
+    next_job_is_the_runs_parent(remote)
+  end
+
+  it "takes out, without the guard, what a job left when it raised through two blocks" do
+    remote = OpenTelemetryStandIn.app_span
+    without_detach_guard do
+      job_that_raises_through_two_blocks(remote)
+      # Each block's detach took one of ours: the remote parent's context
+      # and the job span's are left.
+      expect(stack.size).to eq(2)
+      expect(OpenTelemetryStandIn::OpenTelemetry::Trace.current_span(stack.first).context.hex_span_id)
+        .to eq(remote.context.hex_span_id)
+      next_job_is_the_runs_parent(remote)
+    end
   end
 
   it "reads a new run's parent after letting go of a run that ended in another thread" do

@@ -76,6 +76,31 @@ unsampled = OpenTelemetry::Trace.non_recording_span(
 OpenTelemetry::Trace.with_span(unsampled) { run.call(2) }
 job_ids[:unsampled_trace] = unsampled.context.hex_trace_id
 
+# As a Rails app with the ActiveRecord instrumentation has it: the state
+# machine publishes a run's opening and its task.completed inside its
+# transaction's span; the initializer's copy comes after the first.
+tracer.in_span("TransactionJob perform", kind: :consumer) do |job|
+  job_ids[:transaction_job] = job.context.hex_span_id
+  tracer.in_span("ActiveRecord.transaction") do
+    publisher.publish("task.start_requested", task_id: 3, task_name: "order", to_state: "in_progress")
+  end
+  publisher.publish("task.start_requested", task_id: 3, task_name: "order")
+  tracer.in_span("orchestration query") { nil } # the run's own SQL
+  tracer.in_span("ActiveRecord.transaction") { publisher.publish("task.completed", task_id: 3) }
+  job_ids[:after_run] = OpenTelemetry::Trace.current_span.context.hex_span_id
+end
+
+# A job that raises with its run open, and the same thread's next job.
+begin
+  tracer.in_span("FailingJob perform", kind: :consumer) do
+    publisher.publish("task.start_requested", task_id: 4, task_name: "order", to_state: "in_progress")
+    raise "the job failed"
+  end
+rescue RuntimeError
+  job_ids[:after_failure_clean] = OpenTelemetry::Context.send(:stack).empty?
+end
+tracer.in_span("NextJob perform", kind: :consumer) { nil }
+
 spans = exporter.finished_spans.map do |s|
   { name: s.name, trace_id: s.hex_trace_id, span_id: s.hex_span_id,
     parent_span_id: s.hex_parent_span_id == "0000000000000000" ? nil : s.hex_parent_span_id }

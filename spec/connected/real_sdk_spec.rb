@@ -41,10 +41,27 @@ RSpec.describe "Connected traces with the real OpenTelemetry SDK" do
   end
 
   it "exports nothing of a run under an unsampled parent, nor of its HTTP call" do
-    expect(result[:runs].size).to eq(1)
+    expect(result[:runs].map { |r| r[:task_id] }).to eq([1, 3]) # task 2 sampled out, 4 still open
     expect(result[:stats]).to include(sampled_out: 1, context_restores: 0)
     expect(result[:spans].map { |s| s[:trace_id] }).not_to include(result[:app][:unsampled_trace])
     expect(result[:spans].count { |s| s[:name] == "HTTP GET" }).to eq(1)
+  end
+
+  it "keeps the root current past the transaction its opening was published in, and leaves no error" do
+    run = result[:runs].find { |r| r[:task_id] == 3 }
+    spans = result[:spans]
+    transactions = spans.select { |s| s[:name] == "ActiveRecord.transaction" }
+    expect(run[:spans].first[:parent_span_id]).to eq(transactions.first[:span_id])
+    expect(spans.find { |s| s[:name] == "orchestration query" }[:parent_span_id]).to eq(run[:spans].first[:span_id])
+    expect(transactions.last[:parent_span_id]).to eq(run[:spans].first[:span_id])
+    expect(result[:app][:after_run]).to eq(result[:app][:transaction_job])
+  end
+
+  it "leaves nothing of a job that raised with its run open: the next job is a new trace" do
+    expect(result[:app][:after_failure_clean]).to be(true)
+    failing, following = %w[FailingJob NextJob].map { |n| result[:spans].find { |s| s[:name] == "#{n} perform" } }
+    expect(following[:parent_span_id]).to be_nil
+    expect(following[:trace_id]).not_to eq(failing[:trace_id])
   end
 
   it "leaves no context attached, reports no error, and exports under the SDK's resource" do

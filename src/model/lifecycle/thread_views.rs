@@ -7,7 +7,7 @@
 //! not ended since, the one entered before it, and how many span ends that
 //! thread has been told of. An event whose change is entering one of those
 //! two spans again, or no change, with no span ended since, is answered
-//! with nothing, except the current attempt entered again: "verify", so
+//! with nothing, except the current span entered again: "verify", so
 //! that the Ruby layer checks that an app's block did not take its
 //! context; an event with no change after spans ended elsewhere is
 //! answered with "settle". The view is per thread, not per fiber: fibers
@@ -27,9 +27,10 @@ pub enum Answer {
     /// No change of its own, but spans ended elsewhere since it was last
     /// told: release the contexts of those.
     Settle,
-    /// The attempt current in this thread entered again (its next opening
-    /// event): check that its context is still where it was put (an app's
-    /// block may have taken it).
+    /// The span current in this thread entered again (an attempt's next
+    /// opening event, a run's second `task.start_requested`): check that
+    /// its context is still where it was put (an app's block may have
+    /// taken it).
     Verify,
     /// Apply this change.
     Change(SpanChange),
@@ -87,20 +88,16 @@ impl ThreadViews {
                 view.seen_dropped = dropped;
                 Answer::Settle
             }
-            // The current attempt entered again: the Ruby layer checks that
-            // an app's block did not take its context since. The current
-            // root, or a span held below the current one, entered again
-            // changes nothing.
-            Some(SpanChange::Entered(SpanRef {
-                span_id,
-                root_span_id,
-                ..
-            })) if up_to_date && view.top == Some(span_id) => {
-                if span_id == root_span_id {
-                    Answer::Nothing
-                } else {
-                    Answer::Verify
-                }
+            // The current span (an attempt, or a run's root) entered again:
+            // the Ruby layer checks that an app's block did not take its
+            // context since (a run opens inside the state machine's
+            // transaction, and the block's end takes the root's context:
+            // the initializer's copy, after it, puts it back). A span held
+            // below the current one entered again changes nothing.
+            Some(SpanChange::Entered(SpanRef { span_id, .. }))
+                if up_to_date && view.top == Some(span_id) =>
+            {
+                Answer::Verify
             }
             Some(SpanChange::Entered(SpanRef { span_id, .. }))
                 if up_to_date && view.below == Some(span_id) =>
@@ -226,10 +223,10 @@ mod tests {
         assert_eq!(v.answer(1, entered(6)), Answer::Change(entered(6).unwrap()));
         // Held below the current one: nothing to do.
         assert_eq!(v.answer(1, entered(5)), Answer::Nothing);
-        // The current root entered again: nothing either.
+        // The current root entered again is verified too.
         let root = SpanChange::Entered(span(9));
         assert_eq!(v.answer(2, Some(root)), Answer::Change(root));
-        assert_eq!(v.answer(2, Some(root)), Answer::Nothing);
+        assert_eq!(v.answer(2, Some(root)), Answer::Verify);
         // Another thread is told.
         assert_eq!(v.answer(2, entered(5)), Answer::Change(entered(5).unwrap()));
     }
@@ -258,8 +255,8 @@ mod tests {
         v.answer(1, entered(9));
         v.answer(1, entered(5));
         v.answer(1, Some(SpanChange::Ended(span(5))));
-        // 9 (the root) is current again.
-        assert_eq!(v.answer(1, entered(9)), Answer::Nothing);
+        // 9 (the root) is current again: entering it again is verified.
+        assert_eq!(v.answer(1, entered(9)), Answer::Verify);
         assert_eq!(v.answer(1, entered(5)), Answer::Change(entered(5).unwrap()));
         v.answer(1, Some(SpanChange::Ended(span(5))));
         v.answer(1, Some(SpanChange::Ended(span(9))));

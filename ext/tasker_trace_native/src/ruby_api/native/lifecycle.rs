@@ -491,7 +491,7 @@ fn record_answered(
 /// and nothing more → nil. Otherwise the event is recorded as
 /// `record_lifecycle_event` records it → nil; with the context path in use,
 /// with what the publishing thread must do: nil (nothing), 0 (settle: spans
-/// ended elsewhere), false (verify: the current attempt was entered again)
+/// ended elsewhere), false (verify: the current span was entered again)
 /// or a change as `record_lifecycle_event_connected` returns it; a
 /// run-opening event (which needs the current span) → true:
 /// the context path records it. Never raises for its input.

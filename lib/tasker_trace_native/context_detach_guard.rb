@@ -1,0 +1,36 @@
+# frozen_string_literal: true
+
+module TaskerTraceNative
+  # Prepended to the OpenTelemetry API's `Context` (its singleton class)
+  # once the context path is in use (see ContextListener.refresh!), so that
+  # a block of the app's that ends while one of the gem's contexts is above
+  # its own (an exception unwinding a job past an open run, a transaction
+  # block around a step's opening event) takes the gem's contexts with it
+  # instead of leaving its own behind.
+  #
+  # Without it, the API's `detach` pops the top context whatever the token,
+  # and reports the unbalanced call: the app's block's context stays
+  # current, and the same thread's next spans (the next job's, when its
+  # parent is extracted from the current context) join the trace of the job
+  # that failed until the thread's next lifecycle event repairs it.
+  #
+  # With it, when the contexts above the token's are all ones this fiber's
+  # listener attached, those are detached first (matched calls, newest
+  # first), and then the app's own, as the app meant. And a context of the
+  # gem's whose span ended while an app's context was above it (a run that
+  # ended inside the state machine's transaction block) is detached as soon
+  # as the app's is. Any other detach is the API's own, unchanged: one
+  # fiber-local read decides.
+  module ContextDetachGuard
+    def detach(token)
+      i = ContextListener.taken_above(token)
+      while i.positive?
+        super(token + i)
+        i -= 1
+      end
+      matched = super
+      ContextListener.drop_uncovered
+      matched
+    end
+  end
+end
