@@ -67,10 +67,6 @@ module TaskerTraceNative
     # above theirs (each detached once it is on top: see `drop_uncovered`).
     Held = Struct.new(:entries, :seen, :fiber, :covered)
 
-    # The name of the events that can open a run (a String or a Symbol).
-    OPENING_NAME = "task.start_requested"
-    OPENING_SYMBOL = :"task.start_requested"
-
     @open = {}
     @ends = 0
     @enabled = false
@@ -127,19 +123,16 @@ module TaskerTraceNative
         nil
       end
 
-      # One published event (Lifecycle::LISTENER hands it here while the
-      # context path is in use). A run opened by task.start_requested is the
-      # child of the current span; only the state machine's copy (with
-      # `to_state`) can open one, so the current span is read for it alone,
-      # after this fiber let go of what is stale (a run that ended elsewhere
-      # or was dropped, a context an app's block unwound past), so that a
-      # new run never joins an ended one.
+      # One published event that may open a run (Native.listen answered
+      # true: it is the state machine's `task.start_requested`, into
+      # in_progress, read natively; or the extension failed before reading
+      # it). The run it opens is the child of the current span, read after
+      # this fiber let go of what is stale (a run that ended elsewhere or
+      # was dropped, a context an app's block unwound past), so that a new
+      # run never joins an ended one. The payload is not read here: its
+      # Hash's default proc, or a subclass's `[]`, could raise or change it.
       def on_event(event)
-        id = event.id
-        payload = event.payload
-        opens = (id == OPENING_NAME || id == OPENING_SYMBOL) && payload.is_a?(Hash) &&
-                (payload[:to_state] || payload["to_state"])
-        record(id, payload, opens)
+        record(event.id, event.payload, true)
       end
 
       # One event through the context path (`opens`: it may open a run, and

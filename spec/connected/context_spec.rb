@@ -94,6 +94,20 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(otel.errors).to be_empty
   end
 
+  it "opens a run whose payload's default proc raises, never reading the payload in Ruby" do
+    raising = Hash.new { |_, key| raise "default proc asked for #{key.inspect}" }
+    raising.merge!("task_id" => 1, "task_name" => "t", "to_state" => "in_progress")
+    vivifying = Hash.new { |hash, key| hash[key] = [] }
+    vivifying.merge!("task_id" => 2, "task_name" => "t", "to_state" => "in_progress")
+    publisher # subscribed; the event goes to the listener as published, payload and all
+    listen = ->(payload) { TaskerTraceNative::Lifecycle::LISTENER.call(StandInPublisher::Event.new("task.start_requested", payload)) }
+    expect { listen.call(raising) }.not_to raise_error
+    expect { listen.call(vivifying) }.not_to raise_error
+    expect(vivifying.keys).to eq(%w[task_id task_name to_state]) # nothing added to the app's Hash
+    expect(runs(include_open: true).map { |r| r[:task_id] }).to contain_exactly(1, 2)
+    expect(stack.size).to eq(2) # each run's root current in turn
+  end
+
   it "carries each open span as the API's Span, its SpanContext made when first asked for" do
     start(1)
     open_step(1, 10)
