@@ -161,6 +161,11 @@ RSpec.describe "Lifecycle tracer: the public methods and settings" do
       [nil, "region", [1], [""], ["x" * 257], Array.new(257) { |i| "k#{i}" }, [nil], [["a"]]].each do |bad|
         expect(setting_error(:lifecycle_attributes, bad)).to start_with("lifecycle_attributes must be an Array of ")
       end
+      # The payload keys that never leave the process.
+      [%i[region task_context], ["step_results"], [:step_inputs], ["backtrace"]].each do |bad|
+        expect(setting_error(:lifecycle_attributes, bad))
+          .to match(/\Alifecycle_attributes must be .*: #{bad.last} is never exported/)
+      end
       expect(TaskerTraceNative.config.to_h).to include(lifecycle_ttl: 3600, lifecycle_attributes: [])
     end
 

@@ -76,13 +76,13 @@ RSpec.describe "Lifecycle tracer: attributes, secrets and values" do
 
     it "exports allowlisted and known keys that match the filters as [FILTERED], decided once per key" do
       TaskerTraceNative.lifecycle_filter_parameters = [:token, /\Acard/, "MESSAGE"]
-      configure_lifecycle(lifecycle_attributes: %w[api_token card_number region step_inputs])
+      configure_lifecycle(lifecycle_attributes: %w[api_token card_number region order])
       expect(TaskerTraceNative::Native.lifecycle_filtered_keys)
         .to match_array(%w[error_message api_token card_number])
       a = step_attrs(api_token: "t0k", card_number: "4242", region: "eu", error_message: "boom",
-                     step_inputs: { "x" => 1 })
+                     order: { "x" => 1 })
       expect(a).to include("api_token" => "[FILTERED]", "card_number" => "[FILTERED]", "error" => "[FILTERED]",
-                           "region" => "eu", "step_inputs" => { "x" => 1 })
+                           "region" => "eu", "order" => { "x" => 1 })
       expect(exported_json).not_to include("t0k", "4242", "boom")
     end
 

@@ -173,3 +173,60 @@ RSpec.describe "Lifecycle tracer: task ids" do
     expect(runs(include_open: true).map { |r| r[:task_id] }).to eq([4])
   end
 end
+
+RSpec.describe "Lifecycle tracer: what cannot be filtered key by key" do
+  def exported(filters, **payload)
+    TaskerTraceNative.lifecycle_filter_parameters = filters
+    configure_lifecycle(lifecycle_attributes: %w[order note])
+    publish("task.start_requested", to_state: "in_progress", task_id: 1, **payload)
+    attrs(root(only_run(include_open: true)))
+  end
+
+  def everything_exported
+    backend = Tasker::Telemetry::TraceBackend.instance
+    [JSON.generate(runs(include_open: true)), backend.export_otlp(include_open: true),
+     backend.export_otlp(include_open: true, protocol: "http/protobuf").b]
+  end
+
+  # Params-like: what Rails' ActionController::Parameters is to a payload.
+  let(:params_class) do
+    Class.new do
+      def initialize(hash) = @hash = hash
+      def to_h = @hash
+      def each_pair(&) = @hash.each_pair(&)
+      def to_s = @hash.to_s
+    end
+  end
+
+  it "shows an object that holds other values as its class, never its to_s" do
+    require "ostruct"
+    require "set"
+    secret = { customer: { password: "S3CRET-nested" } }
+    got = exported([:password],
+                   order: { struct: OpenStruct.new(secret), set: Set[secret], params: params_class.new(secret),
+                            at: Time.utc(2026, 12, 3), amount: BigDecimal("1.5") },
+                   note: OpenStruct.new(secret))
+    expect(got["order"]).to include("struct" => "#<OpenStruct>", "set" => "#<Set>",
+                                    "at" => "2026-12-03T00:00:00Z", "amount" => "0.15e1")
+    expect(got["order"]["params"]).to start_with("#<")
+    expect(got["note"]).to eq("#<OpenStruct>")
+    everything_exported.each { |text| expect(text).not_to include("S3CRET".b) }
+  end
+
+  it "matches String filters with Unicode's full case folding, as Rails' Regexps do" do
+    got = exported([:password, "ssn"], order: { "paſſword" => "S3CRET-a", "PAßWORD" => "S3CRET-b",
+                                                "ſſn" => "S3CRET-c", "ref" => "A-1" })
+    expect(got["order"]).to eq("paſſword" => "[FILTERED]", "PAßWORD" => "[FILTERED]",
+                               "ſſn" => "[FILTERED]", "ref" => "A-1")
+  end
+
+  it "filters the value of a key no Regexp can match, or whose to_s fails, when a filter is in force" do
+    raising_key = Object.new
+    def raising_key.to_s = raise("no text")
+    got = exported([:password], order: { "password".encode("UTF-16LE") => "S3CRET-utf16",
+                                         "pass\xFFword" => "S3CRET-broken",
+                                         raising_key => "S3CRET-key", "ref" => "A-1" })
+    expect(got["order"].values).to eq(["[FILTERED]", "[FILTERED]", "[FILTERED]", "A-1"])
+    everything_exported.each { |text| expect(text).not_to include("S3CRET".b) }
+  end
+end

@@ -7,6 +7,11 @@ use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
 
+/// Payload keys that never leave the process, whatever the allowlist: they
+/// hold an app's own data (inputs, results, the task's context, a
+/// backtrace's paths), secrets among it. `lifecycle_attributes` refuses them.
+pub const NEVER_EXPORTED: [&str; 4] = ["task_context", "step_results", "step_inputs", "backtrace"];
+
 /// An immutable string that is either static or shared by reference count, so
 /// known names and constants (such as `"[FILTERED]"`) cost no allocation and a
 /// clone never copies.

@@ -12,7 +12,9 @@ pub mod event;
 pub mod repeat;
 pub mod values;
 
-pub use attributes::{Attr, AttrKey, AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES};
+pub use attributes::{
+    Attr, AttrKey, AttrValue, Text, MAX_ARRAY_ITEMS, MAX_TEXT_BYTES, NEVER_EXPORTED,
+};
 pub use event::{
     classify, EventKind, EventName, Id, LifecycleEvent, ParentSpan, ToState, KNOWN_EVENT_NAMES,
     SPAN_EVENT_NAMES,

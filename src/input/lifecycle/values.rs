@@ -58,7 +58,7 @@ impl ValueFilter {
     pub fn new<S: AsRef<str>>(strings: impl IntoIterator<Item = S>, asks: bool) -> ValueFilter {
         let (paths, keys): (Vec<String>, Vec<String>) = strings
             .into_iter()
-            .map(|s| s.as_ref().to_lowercase())
+            .map(|s| caseless::default_case_fold_str(s.as_ref()))
             .partition(|s| s.contains('.'));
         ValueFilter {
             keys: keys.into(),
@@ -90,7 +90,10 @@ impl ValueFilter {
     }
 }
 
-/// Whether `needle` (already lowercase) is a substring of `hay` ignoring case.
+/// Whether `needle` (already case-folded) is a substring of `hay` ignoring
+/// case, with Unicode's full case folding, as Ruby's case-insensitive
+/// Regexps match (a Rails filter "password" matches "PASSWORD", "paßword"
+/// and "paſſword").
 fn contains_ignore_case(hay: &str, needle: &str) -> bool {
     if needle.is_empty() {
         return true;
@@ -102,7 +105,7 @@ fn contains_ignore_case(hay: &str, needle: &str) -> bool {
             .windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle));
     }
-    hay.to_lowercase().contains(needle)
+    caseless::default_case_fold_str(hay).contains(needle)
 }
 
 #[cfg(test)]
@@ -121,6 +124,15 @@ mod tests {
         assert!(f.matches("cards", "Order.Customer.Cards"));
         assert!(!f.matches("name", "order.customer.name"));
         assert!(!f.is_empty());
+        // Unicode's full case folding, as Ruby's /i: the long s, sharp s.
+        for key in ["paſſword", "paßword", "ſecret_tokeN"] {
+            assert!(f.matches(key, key), "{key}");
+        }
+        let folded = ValueFilter::new(["password", "secret", "ssn", "STRASSE"], false);
+        for key in ["paſſword", "paßword", "ſecret", "ſſn", "straße", "Straße"] {
+            assert!(folded.matches(key, key), "{key}");
+        }
+        assert!(!folded.matches("pasword", "pasword"));
         assert!(f.uses_paths());
         assert!(!f.asks());
     }

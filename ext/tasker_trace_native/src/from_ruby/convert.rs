@@ -222,6 +222,33 @@ pub(crate) fn describe_object(ruby: &Ruby, v: VALUE) -> Result<Described, Error>
     }
 }
 
+/// As [`describe_object`], for values that are filtered before they leave
+/// the process (the lifecycle tracer's): an object that holds other values
+/// (one that responds to `to_h`, `to_hash`, `each` or `each_pair`: an
+/// OpenStruct, a Set, a Data, Rails' Parameters) and is no time or date is
+/// a placeholder, since its `to_s` shows what it holds, nested secrets and
+/// all, past the filter.
+pub(crate) fn describe_object_hiding_contents(ruby: &Ruby, v: VALUE) -> Result<Described, Error> {
+    // SAFETY: rb_obj_is_kind_of walks the ancestry without calling user code.
+    let is_object =
+        unsafe { rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_cObject) } != rb_sys::Qfalse as VALUE;
+    if !is_object {
+        return Ok(Described::Placeholder);
+    }
+    let obj = wrap(v);
+    for method in ["iso8601", "to_h", "to_hash", "each", "each_pair"] {
+        match obj.respond_to(method, false) {
+            Ok(false) => {}
+            // A time or date: what it says of itself is its time.
+            Ok(true) if method == "iso8601" => break,
+            Ok(true) => return Ok(Described::Placeholder),
+            Err(e) if must_propagate(ruby, &e) => return Err(e),
+            Err(_) => return Ok(Described::Placeholder),
+        }
+    }
+    describe_object(ruby, v)
+}
+
 /// Converts a payload, in one pass, into a packed core value, with cycle and
 /// depth guards.
 pub struct PayloadConverter<'r> {
@@ -256,7 +283,7 @@ impl<'r> PayloadConverter<'r> {
                 return Ok((name.clone(), *kind));
             }
         }
-        if !name_matchable(s) {
+        if !text_matchable(s) {
             return Err(NameRefusal::UnmatchableEncoding);
         }
         let name = Str::new(bytes, encoding);
@@ -446,9 +473,10 @@ pub enum NameRefusal {
     UnmatchableEncoding,
 }
 
-/// Whether the original's regexps can match this name String: its bytes are
-/// valid for its encoding, and the encoding is ASCII-compatible.
-fn name_matchable(s: VALUE) -> bool {
+/// Whether a Ruby Regexp can match this String (the original's, an event
+/// name; a Rails filter's, a key): its bytes are valid for its encoding,
+/// and the encoding is ASCII-compatible.
+pub(crate) fn text_matchable(s: VALUE) -> bool {
     // SAFETY: coderange scanning and encoding lookups read the string only.
     unsafe {
         let enc = rb_sys::rb_enc_get(s);

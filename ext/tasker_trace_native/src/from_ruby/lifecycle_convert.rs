@@ -48,7 +48,9 @@ use tasker_trace_core::support::clock::Stamp;
 
 use crate::process;
 
-use crate::from_ruby::convert::{class_placeholder, describe_object, string_slice, Described};
+use crate::from_ruby::convert::{
+    class_placeholder, describe_object_hiding_contents, string_slice, Described,
+};
 use crate::from_ruby::lifecycle_read_plan::{
     self, KeyMode, PlanKey, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN,
 };
@@ -206,9 +208,10 @@ pub(crate) fn find_keys(found: &mut Found<'_>, payload: VALUE) -> Result<(), Err
     Ok(())
 }
 
-/// The bytes of what an object says of itself, `#<ClassName>` when it cannot.
+/// The bytes of what an object says of itself, `#<ClassName>` when it cannot
+/// or when it holds other values (see `describe_object_hiding_contents`).
 fn described_text(ruby: &Ruby, v: VALUE) -> Result<Text, Error> {
-    Ok(match describe_object(ruby, v)? {
+    Ok(match describe_object_hiding_contents(ruby, v)? {
         // SAFETY: `s` is a String just returned; copied at once.
         Described::Text(s) => {
             Text::from_bytes_capped(unsafe { string_slice(s) }, process::lifecycle_text_bytes())

@@ -8,8 +8,10 @@
 //! containers are walked here, at most [`MAX_VALUE_DEPTH`] levels deep (this
 //! recursion is the only one), with a budget of [`MAX_VALUE_NODES`] values.
 //! Other objects are described as elsewhere (`iso8601`, else `to_s`, else
-//! `#<ClassName>`), except Structs, which stand in as `#<ClassName>` (their
-//! `to_s` is an `inspect` of every member).
+//! `#<ClassName>`), except Structs and objects that hold other values
+//! (OpenStruct, Set, Data, Rails' Parameters: what responds to `to_h`,
+//! `to_hash`, `each` or `each_pair`), which stand in as `#<ClassName>`
+//! (their `to_s` shows every member, past the filter).
 //!
 //! Filtering: String and Symbol filters are matched here
 //! ([`ValueFilter`]). When Regexp or Proc filters are in force, a key they
@@ -34,7 +36,8 @@ use tasker_trace_core::input::lifecycle::values::{
 use tasker_trace_core::input::lifecycle::{AttrValue, Text, MAX_ARRAY_ITEMS};
 
 use crate::from_ruby::convert::{
-    class_placeholder, describe_object, string_slice, Described, FastMap,
+    class_placeholder, describe_object_hiding_contents, string_slice, text_matchable, Described,
+    FastMap,
 };
 use crate::from_ruby::lifecycle_read_plan::{self, FILTERED};
 use crate::helpers::errors::{must_propagate, panic_error};
@@ -56,16 +59,6 @@ fn key_was_cut(k: VALUE, kept: usize, budget: usize) -> bool {
             _ => kept >= budget,
         }
     }
-}
-
-/// Whether a Hash key is an Array, Hash or Struct, shown as its class
-/// (`#<Array>`) rather than its text.
-fn shown_as_class(k: VALUE) -> bool {
-    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
-    matches!(
-        unsafe { rb_sys::RB_TYPE(k) },
-        T::RUBY_T_ARRAY | T::RUBY_T_HASH | T::RUBY_T_STRUCT
-    )
 }
 
 /// Most filter answers cached per thread (the cache starts over when full).
@@ -169,11 +162,18 @@ impl Walk<'_> {
         Ok(self.text(&bytes, MAX_KEY_BYTES))
     }
 
-    /// An object's own description, or its class placeholder.
+    /// An object's own description, or its class placeholder (always for
+    /// an object that holds other values: see
+    /// `describe_object_hiding_contents`).
     fn described(&mut self, v: VALUE, max: usize) -> Result<Text, Error> {
-        match describe_object(self.ruby, v)? {
-            Described::Text(s) => Ok(self.string(s, max)),
-            Described::Placeholder => self.placeholder(v),
+        Ok(self.described_or_placeholder(v, max)?.0)
+    }
+
+    /// As `described`, and whether it is the class placeholder.
+    fn described_or_placeholder(&mut self, v: VALUE, max: usize) -> Result<(Text, bool), Error> {
+        match describe_object_hiding_contents(self.ruby, v)? {
+            Described::Text(s) => Ok((self.string(s, max), false)),
+            Described::Placeholder => Ok((self.placeholder(v)?, true)),
         }
     }
 
@@ -335,15 +335,16 @@ impl Walk<'_> {
     ) -> Result<(), Error> {
         let budget = self.bytes.min(MAX_KEY_BYTES);
         let raw = key;
-        let key = self.key_text(key)?;
+        let (key, unmatchable) = self.key_text(key)?;
         if pairs.iter().any(|(k, _)| *k == key) {
             return Ok(());
         }
-        // A key cut to its limit, or a container key shown as its class
-        // (Rails matches its whole `to_s`), cannot be matched as Rails
-        // matches it: with any filter in force, its value is filtered.
+        // A key cut to its limit, a key shown as its class (Rails matches
+        // its whole `to_s`), or a String or Symbol a Regexp cannot match
+        // (broken bytes, an encoding such as UTF-16) cannot be matched as
+        // Rails matches it: with any filter in force, its value is filtered.
         let cut = !self.filter.is_empty()
-            && (key_was_cut(raw, key.as_str().len(), budget) || shown_as_class(raw));
+            && (key_was_cut(raw, key.as_str().len(), budget) || unmatchable);
         let path_len = self.path.len();
         self.path.push('.');
         self.path.push_str(&key);
@@ -364,21 +365,28 @@ impl Walk<'_> {
 
     /// A Hash key as text: Strings and Symbols as their names, numbers as
     /// their digits, nil as empty, containers as `#<ClassName>`, other
-    /// objects as described.
-    fn key_text(&mut self, k: VALUE) -> Result<Text, Error> {
+    /// objects as described; and whether a filter cannot match it as Rails
+    /// would (shown as its class, or text no Regexp matches).
+    fn key_text(&mut self, k: VALUE) -> Result<(Text, bool), Error> {
         // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
         Ok(match unsafe { rb_sys::RB_TYPE(k) } {
-            T::RUBY_T_STRING => self.string(k, MAX_KEY_BYTES),
-            // SAFETY: `k` is a Symbol; rb_sym2str returns its name String.
-            T::RUBY_T_SYMBOL => self.string(unsafe { rb_sys::rb_sym2str(k) }, MAX_KEY_BYTES),
+            T::RUBY_T_STRING => (self.string(k, MAX_KEY_BYTES), !text_matchable(k)),
+            T::RUBY_T_SYMBOL => {
+                // SAFETY: `k` is a Symbol; rb_sym2str returns its name String.
+                let name = unsafe { rb_sys::rb_sym2str(k) };
+                (self.string(name, MAX_KEY_BYTES), !text_matchable(name))
+            }
             // SAFETY: a Fixnum's value is in its tag bits.
-            T::RUBY_T_FIXNUM => Text::from((unsafe { rb_sys::FIX2LONG(k) } as i64).to_string()),
-            T::RUBY_T_BIGNUM => self.bignum(k, MAX_KEY_BYTES)?,
-            T::RUBY_T_NIL => Text::Static(""),
-            T::RUBY_T_TRUE => Text::Static("true"),
-            T::RUBY_T_FALSE => Text::Static("false"),
-            T::RUBY_T_ARRAY | T::RUBY_T_HASH | T::RUBY_T_STRUCT => self.placeholder(k)?,
-            _ => self.described(k, MAX_KEY_BYTES)?,
+            T::RUBY_T_FIXNUM => (
+                Text::from((unsafe { rb_sys::FIX2LONG(k) } as i64).to_string()),
+                false,
+            ),
+            T::RUBY_T_BIGNUM => (self.bignum(k, MAX_KEY_BYTES)?, false),
+            T::RUBY_T_NIL => (Text::Static(""), false),
+            T::RUBY_T_TRUE => (Text::Static("true"), false),
+            T::RUBY_T_FALSE => (Text::Static("false"), false),
+            T::RUBY_T_ARRAY | T::RUBY_T_HASH | T::RUBY_T_STRUCT => (self.placeholder(k)?, true),
+            _ => self.described_or_placeholder(k, MAX_KEY_BYTES)?,
         })
     }
 

@@ -33,6 +33,7 @@ use tasker_trace_core::export::settings::{
     MAX_DURATION, MIN_DURATION, QUEUE_SIZE_EXPECTED, SECONDS_EXPECTED,
 };
 use tasker_trace_core::export::BackgroundSettings;
+use tasker_trace_core::input::lifecycle::NEVER_EXPORTED;
 use tasker_trace_core::model::backend::limits::{
     MAX_SPANS_EXPECTED, MAX_TRACES_EXPECTED, PRECISION_EXPECTED,
 };
@@ -366,7 +367,19 @@ fn check_lifecycle_attributes(ruby: &Ruby, v: RValue) -> Result<Vec<String>, Err
     }
     let mut names = Vec::with_capacity(ary.len());
     for item in ary.into_iter() {
-        names.push(key_name(item).ok_or_else(bad)?);
+        let name = key_name(item).ok_or_else(bad)?;
+        if NEVER_EXPORTED.contains(&name.as_str()) {
+            return Err(setting_error_because(
+                ruby,
+                "lifecycle_attributes",
+                LIFECYCLE_ATTRIBUTES_EXPECTED,
+                v,
+                &format!(
+                    "{name} is never exported (it holds the app's own data, secrets among it)"
+                ),
+            ));
+        }
+        names.push(name);
     }
     Ok(names)
 }
