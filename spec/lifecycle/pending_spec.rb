@@ -211,6 +211,38 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     expect(stats).to include(events_orphaned: 0, events_late: 0)
   end
 
+  it "keeps the order while a reader is held in Ruby code and another thread publishes 500 runs" do
+    configure_lifecycle(lifecycle_attributes: %w[note], lifecycle_max_finished_runs: 1_000)
+    gate = Queue.new
+    held = Queue.new
+    note = Object.new
+    note.define_singleton_method(:to_s) do
+      held << true
+      gate.pop # the reader waits here, letting other threads run
+      "note"
+    end
+    publish("task.start_requested", task_id: 1, task_name: "t", to_state: "in_progress", note: note)
+    reader = Thread.new { publish("task.completed", task_id: 1) } # reads what waits: held in to_s
+    held.pop
+    writer = Thread.new do
+      500.times do |i|
+        task = 1_000 + i
+        publish("task.start_requested", task_id: task, task_name: "t", to_state: "in_progress")
+        step("step.execution_requested", task, 1)
+        step("step.completed", task, 1)
+        publish("task.completed", task_id: task)
+      end
+    end
+    writer.join
+    waited = waiting # the one being read, and all of the writer's behind it
+    gate << true
+    reader.join
+    expect(waited).to eq(2_001)
+    expect(runs.size).to eq(501)
+    expect(runs.map { |r| r[:end] }.uniq).to eq(["completed"])
+    expect(stats).to include(open_runs: 0, events_orphaned: 0, events_late: 0)
+  end
+
   it "counts an event whose reading an interrupt cut short as refused, and leaves the ones after waiting" do
     start(1)
     cut = Object.new

@@ -45,9 +45,13 @@ const ENTRY: i64 = 4;
 const FIRST: i64 = 1;
 /// Waiting events are read when this many wait.
 pub const READ_AT: i64 = 64;
-/// Past this many waiting (a reader inside Ruby code, another thread
-/// publishing fast), an event is read at once instead.
-const MAX_WAITING: i64 = 1024;
+/// Past this many waiting, an event is read at once instead, out of order.
+/// Only a reader held inside Ruby code (a payload value's `to_s` waiting on
+/// IO or a lock) while other threads publish lets more than [`READ_AT`]
+/// wait; this bounds what they hold (the Array's slots and the payloads)
+/// while keeping the order for as long as a stalled reader can be expected
+/// to take: a busy process publishes a few thousand events a second.
+const MAX_WAITING: i64 = 16_384;
 
 /// Whether `pending` can hold waiting events: an Array that is not frozen.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
