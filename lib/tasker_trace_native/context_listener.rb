@@ -79,6 +79,7 @@ module TaskerTraceNative
     @dropped_seen = 0
     @checked_at = -1
     @releasing_calls = 0
+    @restoring = false
 
     class << self
       # Whether the context path is in use: the OpenTelemetry API is loaded and
@@ -198,7 +199,7 @@ module TaskerTraceNative
       # is on top (the next one, if any, by this detach's own guard).
       def drop_uncovered
         held = Thread.current[KEY]
-        return if held.nil? || held.covered.empty?
+        return if held.nil? || held.covered.empty? || @restoring
 
         stack = context_stack
         at = stack && held.covered.index { |e| e.context.equal?(stack.last) }
@@ -523,12 +524,17 @@ module TaskerTraceNative
         return ::OpenTelemetry::Context.detach(stack.size) if index == stack.size - 1
 
         above = stack[(index + 1)..] || []
+        # What is above goes back as it was: the guard drops nothing of ours
+        # it uncovers meanwhile (see drop_uncovered).
+        @restoring = true
         above.size.times { ::OpenTelemetry::Context.detach(stack.size) }
         ::OpenTelemetry::Context.detach(stack.size)
         return if above.empty?
 
         above.each { |c| ::OpenTelemetry::Context.attach(c) }
         Native.count_context_restore
+      ensure
+        @restoring = false
       end
 
       # The fiber's Context stack, read only (the API's private `stack`,

@@ -508,6 +508,46 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     end
   end
 
+  it "keeps the API's calls matched whatever app blocks, raising or not, surround runs and steps" do
+    rng = Random.new(20_261_203)
+    open_runs = []
+    steps = {}
+    next_task = 0
+    # One random event of the gem's, published where the blocks are.
+    event = lambda do
+      case rng.rand(5)
+      when 0 then start(next_task += 1).then { open_runs << next_task }
+      when 1
+        task = open_runs.sample(random: rng) or next
+        step = (steps[task] ||= 0) + 1
+        steps[task] = step
+        open_step(task, task * 100 + step)
+      when 2
+        task = open_runs.sample(random: rng) or next
+        close_step(task, task * 100 + steps[task]) if steps[task]
+      when 3
+        task = open_runs.delete(open_runs.sample(random: rng)) or next
+        publish("task.completed", task_id: task)
+      else publish("task.start_requested", task_id: open_runs.last || 1, task_name: "t") # a second copy
+      end
+    end
+    block = lambda do |depth|
+      otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
+        rng.rand(4).times do
+          rng.rand(3).zero? && depth < 3 ? block.call(depth + 1) : event.call
+          raise "unwound at #{depth}" if rng.rand(12).zero?
+        end
+      end
+    rescue RuntimeError
+      nil
+    end
+    300.times { block.call(0) }
+    expect(otel.errors).to be_empty
+    open_runs.each { |task| publish("task.completed", task_id: task) }
+    expect(stack).to be_empty
+    expect(TaskerTraceNative::ContextListener.held).to eq(0)
+  end
+
   it "reads a new run's parent after letting go of a run that ended in another thread" do
     in_worker = Queue.new
     out = Queue.new
