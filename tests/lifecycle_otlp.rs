@@ -298,8 +298,8 @@ fn transport(url: &str) -> Transport {
 #[test]
 fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
     let (b, t) = (backend(), tracer());
-    // 400 is not retried: the push fails at once and everything goes back.
-    let refusing = Collector::start(vec![Reply::status(400).body("{}")]);
+    // 500 is not retried: the push fails at once and everything goes back.
+    let refusing = Collector::start(vec![Reply::status(500).body("{}")]);
     let cancel = Cancel::for_current_thread();
     let outcome = export::push(
         Sources::both(&b, &t),
@@ -317,7 +317,7 @@ fn a_push_delivers_runs_with_the_records_and_puts_them_back_on_failure() {
             ..
         } => {
             assert_eq!((records, delivered, runs_delivered), (4, 0, 0));
-            assert_eq!(status, Some(400));
+            assert_eq!(status, Some(500));
         }
         other => panic!("expected a failure, got {other:?}"),
     }
@@ -378,7 +378,7 @@ fn a_failed_later_request_puts_back_only_the_runs_no_request_delivered() {
         t.record(ls::task_completed(task, ls::at(ms + 5), true));
     }
     let b = Backend::new("h");
-    let refusing = Collector::start(vec![Reply::status(200), Reply::status(400)]);
+    let refusing = Collector::start(vec![Reply::status(200), Reply::status(500)]);
     let cancel = Cancel::for_current_thread();
     let limited = transport(&refusing.url).with_request_limit(2_500);
     let outcome = export::push(

@@ -37,6 +37,7 @@ fn json_target(url: &str, timeout_ms: u64) -> Transport {
 fn sent(records: usize, spans: usize, attempts: u32) -> PushOutcome {
     PushOutcome::Sent {
         records,
+        rejected_traces: 0,
         spans,
         status: 200,
         attempts,
@@ -160,47 +161,44 @@ fn retry_after_is_honoured() {
 
 #[test]
 fn a_retry_after_beyond_the_timeout_gives_up_at_once_and_keeps_the_traces() {
-    let collector = Collector::start(vec![Reply::status(503).header("Retry-After", "30")]);
-    let b = store();
-    let started = Instant::now();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 2_000),
-        &Cancel::for_current_thread(),
-    );
-    assert!(started.elapsed() < Duration::from_millis(1_500));
-    match out {
-        PushOutcome::Failed {
-            records,
-            status,
-            attempts,
-            error,
-            ..
-        } => {
-            assert_eq!((records, status, attempts), (3, Some(503), 1));
-            assert!(error.contains("would pass the timeout"), "{error}");
+    // Seconds past the timeout, and past what the clock can add (a value
+    // that overflows a u64 reads as the largest).
+    for wait in ["30", "99999999999999999999", "18446744073709551615"] {
+        let collector = Collector::start(vec![Reply::status(503).header("Retry-After", wait)]);
+        let b = store();
+        let out = push_finished(
+            &b,
+            &resource(),
+            &target(&collector.url, 2_000),
+            &Cancel::for_current_thread(),
+        );
+        match out {
+            PushOutcome::Failed {
+                records,
+                status,
+                attempts,
+                error,
+                ..
+            } => {
+                assert_eq!((records, status, attempts), (3, Some(503), 1), "{wait}");
+                assert!(error.contains("would pass the timeout"), "{error}");
+            }
+            other => panic!("{wait}: {other:?}"),
         }
-        other => panic!("{other:?}"),
+        assert_eq!(collector.requests().len(), 1);
+        assert_eq!(b.len(), 4);
     }
-    assert_eq!(collector.requests().len(), 1);
-    assert_eq!(b.len(), 4);
 }
 
 #[test]
-fn status_400_is_not_retried_and_the_traces_are_kept() {
+fn a_400_or_413_is_not_retried_and_what_it_carried_is_rejected_for_good() {
+    // A 413 on a request too small to cut smaller is refused as a 400 is.
     for status in [400u16, 413] {
         let collector = Collector::start(vec![
             Reply::status(status).body(r#"{"message":"bad payload"}"#),
             Reply::status(200),
         ]);
         let b = store();
-        let before: Vec<_> = b
-            .snapshot()
-            .entries
-            .iter()
-            .map(|(k, r)| (k.to_string_lossy(), std::sync::Arc::as_ptr(r)))
-            .collect();
         let out = push_finished(
             &b,
             &resource(),
@@ -208,33 +206,99 @@ fn status_400_is_not_retried_and_the_traces_are_kept() {
             &Cancel::for_current_thread(),
         );
         match out {
-            PushOutcome::Failed {
+            PushOutcome::Sent {
                 records,
+                rejected_traces,
+                rejected_spans,
+                spans,
                 status: got,
                 attempts,
-                error,
+                partial,
                 ..
             } => {
-                assert_eq!((records, got, attempts), (3, Some(status), 1));
-                assert!(error.contains("bad payload"), "{error}");
+                assert_eq!((records, rejected_traces, spans), (3, 3, 0));
+                assert_eq!((rejected_spans, got, attempts), (6, status, 1));
+                let partial = partial.expect("the refusal is reported");
+                assert!(partial.contains("bad payload"), "{partial}");
+                assert!(partial.contains("not sent again"), "{partial}");
             }
             other => panic!("{other:?}"),
         }
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(collector.requests().len(), 1, "{status} retried");
-        // The same records are back (restored ones go to the end).
-        let mut after: Vec<_> = b
-            .snapshot()
-            .entries
-            .iter()
-            .map(|(k, r)| (k.to_string_lossy(), std::sync::Arc::as_ptr(r)))
-            .collect();
-        let mut before = before.clone();
-        before.sort();
-        after.sort();
-        assert_eq!(before, after);
+        // Only the open trace is left: the refused ones never come back.
+        assert_eq!(keys(&b), vec!["task_99".to_string()]);
     }
 }
+
+#[test]
+fn a_refused_request_does_not_hold_back_the_ones_after_it() {
+    let collector = Collector::start(vec![Reply::status(400), Reply::status(200)]);
+    let b = tasks(40);
+    let transport = target(&collector.url, 5_000).with_request_limit(3_000);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let got = collector.requests();
+    assert!(got.len() > 2, "{} requests", got.len());
+    let refused = got[0].span_count() / 2;
+    match out {
+        PushOutcome::Sent {
+            records,
+            rejected_traces,
+            rejected_spans,
+            spans,
+            ..
+        } => {
+            assert_eq!((records, rejected_traces), (40, refused));
+            assert_eq!(rejected_spans, 2 * refused as u64);
+            assert_eq!(spans, 80 - 2 * refused);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(b.is_empty(), "nothing put back: {:?}", keys(&b));
+}
+
+#[test]
+fn a_413_cuts_later_requests_smaller_and_keeps_what_it_carried() {
+    let collector = Collector::start(vec![Reply::status(413), Reply::status(200)]);
+    let b = tasks(2_000);
+    let transport = target(&collector.url, 5_000);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let first = collector.requests();
+    assert_eq!(first.len(), 1);
+    let refused_len = first[0].body.len();
+    match out {
+        PushOutcome::Failed {
+            records,
+            status,
+            error,
+            ..
+        } => {
+            assert_eq!((records, status), (2_000, Some(413)));
+            assert!(error.contains("requests of at most"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.len(), 2_000, "kept for the next push");
+    assert!(transport.request_limit() < MAX_LIMIT);
+    // The next push goes out in requests the collector takes.
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let got = collector.requests();
+    assert!(got.len() > 2, "{} requests", got.len());
+    assert!(got[1..].iter().all(|r| r.body.len() < refused_len));
+    match out {
+        PushOutcome::Sent {
+            records,
+            rejected_traces,
+            spans,
+            ..
+        } => assert_eq!((records, rejected_traces, spans), (2_000, 0, 4_000)),
+        other => panic!("{other:?}"),
+    }
+    assert!(b.is_empty());
+}
+
+/// The request size limit a transport starts with.
+const MAX_LIMIT: usize = 64 * 1024 * 1024;
 
 #[test]
 fn connection_refused_keeps_the_traces() {
@@ -642,11 +706,12 @@ fn an_error_body_in_protobuf_gives_its_status_message() {
         &Cancel::for_current_thread(),
     );
     match out {
-        PushOutcome::Failed {
-            error, attempts, ..
+        PushOutcome::Sent {
+            partial, attempts, ..
         } => {
             assert_eq!(attempts, 1);
-            assert!(error.ends_with(": span name too long"), "{error}");
+            let partial = partial.expect("the refusal is reported");
+            assert!(partial.contains(": span name too long"), "{partial}");
         }
         other => panic!("{other:?}"),
     }
@@ -755,7 +820,8 @@ fn a_push_over_the_request_limit_goes_out_in_several_requests() {
 
 #[test]
 fn when_a_later_request_fails_only_what_it_carried_is_put_back() {
-    let collector = Collector::start(vec![Reply::status(200), Reply::status(400)]);
+    // A 500 is not retried, and what it carried is kept.
+    let collector = Collector::start(vec![Reply::status(200), Reply::status(500)]);
     let b = tasks(40);
     let transport = target(&collector.url, 5_000).with_request_limit(3_000);
     let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
@@ -787,7 +853,7 @@ fn when_a_later_request_fails_only_what_it_carried_is_put_back() {
             error,
             ..
         } => {
-            assert_eq!(status, Some(400));
+            assert_eq!(status, Some(500));
             assert_eq!(records + delivered, 40);
             // A record is never split across requests: the first request
             // delivered exactly the records whose roots it carried.

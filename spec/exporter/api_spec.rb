@@ -81,7 +81,8 @@ RSpec.describe "Background exporter: settings and methods" do
   it "reports its stats in a fixed shape" do
     stats = TaskerTraceNative.exporter_stats
     expect(stats.keys).to eq(%i[enabled running pid exports failed_exports exported_traces exported_spans retries
-                                dropped_traces queued inherited_discarded sampled_out kept_error_spans
+                                rejected_traces rejected_spans dropped_traces queued inherited_discarded
+                                sampled_out kept_error_spans
                                 kept_slow_spans kept_retried_spans last_error last_error_at
                                 next_attempt_at warnings limit_cuts])
     expect(stats).to include(enabled: false, running: false, pid: Process.pid, exports: 0, last_error: nil,

@@ -58,6 +58,27 @@ RSpec.describe "Background exporter: failing and overwhelmed collectors" do
     expect(ids.sort).to eq((1..10).to_a)
   end
 
+  it "drops what a collector refuses with a 400, counts it, and goes on with what comes after" do
+    receiver([{ status: 400, body: '{"message":"bad trace"}' }, { status: 200 }])
+    result = run_child(RUN_PRELUDE + <<~'RUBY', env: exporter_env(receiver, delay_ms: 100))
+      run(1)
+      deadline = now + 30
+      sleep 0.02 until TaskerTraceNative.exporter_stats[:rejected_traces] >= 1 || now > deadline
+      (2..6).each { |i| run(i) }
+      sleep 0.05 until TaskerTraceNative.exporter_stats[:exported_traces] >= 5 || now > deadline
+      sleep 1 # several schedule delays in which nothing may be sent again
+      report(stats: TaskerTraceNative.exporter_stats.slice(:exported_traces, :rejected_traces, :rejected_spans,
+                                                           :failed_exports, :queued, :last_error))
+      exit!(0)
+    RUBY
+    expect_success(result)
+    stats = reports(result).last[:stats]
+    expect(stats).to include(exported_traces: 5, rejected_traces: 1, rejected_spans: 2, failed_exports: 0, queued: 0)
+    expect(stats[:last_error].to_s).to include("bad trace")
+    expect(receiver.requests.count { |r| r.status == 400 }).to eq(1)
+    expect(delivered_task_ids.sort).to eq((2..6).to_a)
+  end
+
   it "backs off between failed exports, and a flush still tries at once" do
     receiver([{ status: 500 }])
     result = run_child(RUN_PRELUDE + <<~'RUBY', env: exporter_env(receiver, delay_ms: 50))

@@ -116,10 +116,10 @@ RSpec.describe "Lifecycle tracer: OTLP export with the backend's traces" do
     expect(backend.push_otlp(endpoint: "http://127.0.0.1:9", timeout: 1)).to include(sent: 0, status: nil)
   end
 
-  it "keeps the runs when the collector refuses them, and delivers them on the next push" do
+  it "keeps the runs when the collector fails, and delivers them on the next push" do
     a_finished_run(1)
-    with_receiver(400) do |url, _|
-      expect(backend.push_otlp(endpoint: url, timeout: 5)).to include(sent: 0, status: 400)
+    with_receiver(500) do |url, _|
+      expect(backend.push_otlp(endpoint: url, timeout: 5)).to include(sent: 0, status: 500)
     end
     expect(stats[:finished_runs]).to eq(1)
     with_receiver(200) do |url, _|

@@ -80,13 +80,25 @@ RSpec.describe "TraceBackend#push_otlp" do
     end
   end
 
-  it "does not retry a 400 and keeps the traces" do
+  it "does not retry a 400, and what it refused is rejected for good: reported, not sent again" do
     fill
-    before = backend.export_otlp
     with_collector({ status: 400, body: '{"message":"bad"}' }, { status: 200 }) do |c|
       result = json_push(endpoint: c.base_url)
-      expect(result).to include(sent: 0, status: 400, rejected: 0)
-      expect(result[:error]).to match(/HTTP 400.*bad/)
+      expect(result).to include(sent: 0, status: 400, rejected: 6)
+      expect(result[:error]).to match(/\Acollector rejected 6 span\(s\): HTTP 400.*bad .*not sent again/)
+      sleep 0.3
+      expect(c.requests.size).to eq(1)
+    end
+    expect(backend.traces.keys).to eq(["task_99"])
+  end
+
+  it "keeps the traces a 500 did not deliver, for the next push" do
+    fill
+    before = backend.export_otlp
+    with_collector({ status: 500, body: '{"message":"down"}' }, { status: 200 }) do |c|
+      result = json_push(endpoint: c.base_url)
+      expect(result).to include(sent: 0, status: 500, rejected: 0)
+      expect(result[:error]).to match(/HTTP 500.*down/)
       sleep 0.3
       expect(c.requests.size).to eq(1)
     end
@@ -113,13 +125,13 @@ RSpec.describe "TraceBackend#push_otlp" do
     configure_otlp(compression: "none")
     # No value length limit: each blob goes out whole (restored below).
     TaskerTraceNative.configure { |c| c.attribute_value_length_limit = nil }
-    with_collector({ status: 200 }, { status: 400, body: '{"message":"no more"}' }) do |c|
+    with_collector({ status: 200 }, { status: 500, body: '{"message":"no more"}' }) do |c|
       result = backend.push_otlp(endpoint: c.base_url)
       sizes = c.requests.map { |r| r.raw_body.bytesize }
       expect(sizes.size).to eq(2)
       expect(sizes).to all(be <= 64 * 1024 * 1024)
-      expect(result).to include(sent: 2, status: 400, rejected: 0)
-      expect(result[:error]).to match(/\Arequest 2 of 2: HTTP 400 .*no more/)
+      expect(result).to include(sent: 2, status: 500, rejected: 0)
+      expect(result[:error]).to match(/\Arequest 2 of 2: HTTP 500 .*no more/)
     end
     expect(backend.traces.keys).to eq(["task_3"])
   ensure

@@ -137,19 +137,24 @@ pub enum PushOutcome {
     /// nothing was sent.
     Nothing,
     /// Delivered: `records` traces and generic events (`spans` spans, extra
-    /// spans included) left the store for good, in `requests` requests.
+    /// spans included) left the store for good, in `requests` requests;
+    /// `rejected_traces` of them the collector refused (400, or 413 at the
+    /// smallest request size), which are not sent again.
     Sent {
         records: usize,
+        rejected_traces: usize,
         spans: usize,
         /// The last response's status.
         status: u16,
         /// Attempts over all requests.
         attempts: u32,
         /// `collector rejected N span(s): <message>` when the collector
-        /// reported rejected spans (they are not retried), and what could not
-        /// be read of an accepted response (a body over the limit).
+        /// reported rejected spans or refused a request (they are not
+        /// retried), and what could not be read of an accepted response (a
+        /// body over the limit).
         partial: Option<String>,
-        /// Spans the collector reported rejected, over all requests.
+        /// Spans the collector reported rejected, or that requests it
+        /// refused carried, over all requests.
         rejected_spans: u64,
         requests: usize,
         /// Spans left out because one alone would pass the request size
@@ -162,7 +167,10 @@ pub enum PushOutcome {
     /// across that boundary is put back whole and may arrive twice).
     Failed {
         records: usize,
+        /// Traces that went out in the requests before the failed one, or
+        /// that the collector refused for good in them (`rejected_traces`).
         delivered: usize,
+        rejected_traces: usize,
         /// Lifecycle runs (the first ones) that went out whole in the
         /// requests that succeeded; the others are put back whole.
         runs_delivered: usize,
@@ -170,8 +178,8 @@ pub enum PushOutcome {
         delivered_spans: usize,
         /// Requests made, the failed one included.
         requests: usize,
-        /// Spans the collector reported rejected in the requests that
-        /// succeeded.
+        /// Spans the collector reported rejected, or refused, in the
+        /// requests before the failed one.
         rejected_spans: u64,
         status: Option<u16>,
         attempts: u32,
@@ -326,6 +334,7 @@ fn send_records(
     let failed = |error: String| PushOutcome::Failed {
         records: records.len(),
         delivered: 0,
+        rejected_traces: 0,
         runs_delivered: 0,
         delivered_spans: 0,
         requests: 0,
@@ -361,11 +370,15 @@ fn send_records(
     let mut spans = 0usize;
     let mut attempts = 0u32;
     let mut rejected_spans = 0u64;
+    let mut rejected_traces = 0usize;
     let mut messages: Vec<String> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let mut last_status = 0u16;
     for (i, body) in bodies.into_iter().enumerate() {
         let body_spans = body.spans;
+        let body_len = body.bytes().len();
+        let next_first = first_records.get(i + 1).copied().unwrap_or(records.len());
+        let next_run = first_runs.get(i + 1).copied().unwrap_or(runs.len());
         match sending.send(body, cancel) {
             Delivery::Sent {
                 status,
@@ -381,9 +394,7 @@ fn send_records(
                     rejected_spans = rejected_spans.saturating_add(p.rejected_spans as u64);
                     messages.push(p.error_message);
                 }
-                let next_first = first_records.get(i + 1).copied().unwrap_or(records.len());
                 delivered.records.set(next_first);
-                let next_run = first_runs.get(i + 1).copied().unwrap_or(runs.len());
                 delivered.runs.set(next_run);
             }
             Delivery::Failed {
@@ -391,8 +402,39 @@ fn send_records(
                 attempts: a,
                 error,
             } => {
+                attempts = attempts.saturating_add(a);
                 let error = if requests > 1 {
                     format!("request {} of {requests}: {error}", i + 1)
+                } else {
+                    error
+                };
+                // The collector refused what this request carried for good
+                // (a 400, or a 413 at the smallest request size: the
+                // specification says neither is retried). It is dropped,
+                // counted as rejected, and the next requests go on, so
+                // that one bad trace never holds back the ones after it.
+                // A 413 on a request that can be cut smaller keeps what it
+                // carried for the next attempt, in smaller requests.
+                let refused = match status {
+                    Some(400) => true,
+                    Some(413) => !transport.too_large(body_len),
+                    _ => false,
+                };
+                if refused {
+                    last_status = status.unwrap_or(last_status);
+                    rejected_spans = rejected_spans.saturating_add(body_spans as u64);
+                    rejected_traces += next_first.saturating_sub(first_records[i])
+                        + next_run.saturating_sub(first_runs[i]);
+                    messages.push(format!("{error} ({body_spans} span(s), not sent again)"));
+                    delivered.records.set(next_first);
+                    delivered.runs.set(next_run);
+                    continue;
+                }
+                let error = if status == Some(413) {
+                    format!(
+                        "{error}; what it carried goes again in requests of at most {} KiB",
+                        transport.request_limit() >> 10
+                    )
                 } else {
                     error
                 };
@@ -400,12 +442,13 @@ fn send_records(
                 return PushOutcome::Failed {
                     records: records.len() - first_record,
                     delivered: first_record,
+                    rejected_traces,
                     runs_delivered: first_runs[i],
                     delivered_spans: spans,
                     requests: i + 1,
                     rejected_spans,
                     status,
-                    attempts: attempts.saturating_add(a),
+                    attempts,
                     error,
                 };
             }
@@ -413,6 +456,7 @@ fn send_records(
     }
     PushOutcome::Sent {
         records: records.len(),
+        rejected_traces,
         spans,
         status: last_status,
         attempts,

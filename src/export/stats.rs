@@ -18,6 +18,10 @@ pub(crate) struct Counters {
     inherited_discarded: AtomicU64,
     /// Dropped from the retry queue by its bound.
     retry_dropped: AtomicU64,
+    /// Traces the collector refused for good (400, 413), and the spans it
+    /// rejected (those, and partial successes').
+    rejected_traces: AtomicU64,
+    rejected_spans: AtomicU64,
 }
 
 impl Counters {
@@ -36,6 +40,8 @@ impl Counters {
         add(&self.exported_traces, e.sent_traces as u64);
         add(&self.exported_spans, e.sent_spans as u64);
         add(&self.retries, u64::from(e.retries));
+        add(&self.rejected_traces, e.rejected_traces as u64);
+        add(&self.rejected_spans, e.rejected_spans);
     }
 
     pub(crate) fn count_discarded(&self, n: usize) {
@@ -55,6 +61,8 @@ impl Counters {
     pub(crate) fn reset(&self) {
         for c in [
             &self.retry_dropped,
+            &self.rejected_traces,
+            &self.rejected_spans,
             &self.exports,
             &self.exported_traces,
             &self.exported_spans,
@@ -76,6 +84,8 @@ impl Counters {
         s.retries = get(&self.retries);
         s.inherited_discarded = get(&self.inherited_discarded);
         s.dropped_traces = get(&self.retry_dropped);
+        s.rejected_traces = get(&self.rejected_traces);
+        s.rejected_spans = get(&self.rejected_spans);
     }
 }
 
@@ -87,6 +97,11 @@ pub struct ExportOutcome {
     pub sent_spans: usize,
     /// Traces not delivered, kept in the retry queue for the next attempt.
     pub failed_traces: usize,
+    /// Traces the collector refused for good (not sent again, not in
+    /// `sent_traces`), and the spans it rejected (refused, or reported in
+    /// a partial success).
+    pub rejected_traces: usize,
+    pub rejected_spans: u64,
     /// Attempts beyond the first of each request.
     pub retries: u32,
     /// Why delivery failed, or the collector's partial-success message.
@@ -96,13 +111,18 @@ pub struct ExportOutcome {
 impl ExportOutcome {
     /// Nothing was waiting, nothing was sent, nothing went wrong.
     pub fn is_empty(&self) -> bool {
-        self.sent_traces == 0 && self.failed_traces == 0 && self.error.is_none()
+        self.sent_traces == 0
+            && self.failed_traces == 0
+            && self.rejected_traces == 0
+            && self.error.is_none()
     }
 
     /// Something was to be delivered and was not (partial success, where the
-    /// collector took the request but rejected some spans, is not a failure).
+    /// collector took the request but rejected some spans, is not a failure;
+    /// nor is an export whose every trace was delivered or refused for good).
     pub fn is_failure(&self) -> bool {
-        self.failed_traces > 0 || (self.sent_traces == 0 && self.error.is_some())
+        self.failed_traces > 0
+            || (self.sent_traces == 0 && self.rejected_traces == 0 && self.error.is_some())
     }
 
     pub fn failed(error: impl Into<String>) -> ExportOutcome {
@@ -120,30 +140,38 @@ impl From<PushOutcome> for ExportOutcome {
             PushOutcome::Nothing => ExportOutcome::default(),
             PushOutcome::Sent {
                 records,
+                rejected_traces,
                 spans,
                 attempts,
                 partial,
                 requests,
+                rejected_spans,
                 ..
             } => ExportOutcome {
-                sent_traces: records,
+                sent_traces: records.saturating_sub(rejected_traces),
                 sent_spans: spans,
                 failed_traces: 0,
+                rejected_traces,
+                rejected_spans,
                 retries: attempts.saturating_sub(u32::try_from(requests).unwrap_or(u32::MAX)),
                 error: partial,
             },
             PushOutcome::Failed {
                 records,
                 delivered,
+                rejected_traces,
                 delivered_spans,
                 requests,
+                rejected_spans,
                 attempts,
                 error,
                 ..
             } => ExportOutcome {
-                sent_traces: delivered,
+                sent_traces: delivered.saturating_sub(rejected_traces),
                 sent_spans: delivered_spans,
                 failed_traces: records,
+                rejected_traces,
+                rejected_spans,
                 // Each request's first attempt is no retry.
                 retries: attempts
                     .saturating_sub(u32::try_from(requests.max(1)).unwrap_or(u32::MAX)),
@@ -186,6 +214,11 @@ pub struct ExporterStats {
     pub exported_traces: u64,
     pub exported_spans: u64,
     pub retries: u64,
+    /// Traces the collector refused for good (a 400, or a 413 at the
+    /// smallest request size), never sent again, and the spans it rejected
+    /// (those traces', and what partial successes reported).
+    pub rejected_traces: u64,
+    pub rejected_spans: u64,
     /// Traces evicted from the store (`max_traces`), finished lifecycle
     /// runs dropped (`max_finished_runs`) and traces dropped from the retry
     /// queue (the same bounds) before they could be exported.
@@ -217,6 +250,7 @@ mod tests {
         let outcome = ExportOutcome::from(PushOutcome::Failed {
             records: 917,
             delivered: 2083,
+            rejected_traces: 0,
             runs_delivered: 0,
             delivered_spans: 2083,
             requests: 2,
@@ -237,6 +271,7 @@ mod tests {
         let retried = ExportOutcome::from(PushOutcome::Failed {
             records: 3,
             delivered: 0,
+            rejected_traces: 0,
             runs_delivered: 0,
             delivered_spans: 0,
             requests: 1,

@@ -347,6 +347,7 @@ fn print_only(batch: &mut Batch, output: &ConsoleOutput) -> ExportOutcome {
         failed_traces: batch.len(),
         retries: 0,
         error: printed.err(),
+        ..ExportOutcome::default()
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`super::sender`]) and puts back what was not delivered.
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -62,7 +63,15 @@ pub struct Transport {
     target: Arc<Destination>,
     agent: ureq::Agent,
     request_limit: usize,
+    /// The largest request the collector is known to take: lowered when it
+    /// answers 413 (see [`Transport::too_large`]); shared by the clones.
+    learned_limit: Arc<AtomicUsize>,
 }
+
+/// The smallest request size limit a 413 can teach: a request of less than
+/// twice this the collector refuses as too large is not split further (what
+/// it carried is rejected).
+pub const MIN_LEARNED_LIMIT: usize = 64 * 1024;
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +113,7 @@ impl Transport {
             target: Arc::new(target),
             agent: ureq::Agent::new_with_config(config),
             request_limit: MAX_REQUEST_BODY,
+            learned_limit: Arc::new(AtomicUsize::new(MAX_REQUEST_BODY)),
         })
     }
 
@@ -111,9 +121,25 @@ impl Transport {
         &self.target
     }
 
-    /// Most bytes of one (uncompressed) request body.
+    /// Most bytes of one (uncompressed) request body: 64 MiB, or less once
+    /// the collector refused a request as too large.
     pub fn request_limit(&self) -> usize {
         self.request_limit
+            .min(self.learned_limit.load(Ordering::Relaxed))
+    }
+
+    /// The collector refused a request of `len` (uncompressed) bytes as too
+    /// large (413): later requests are cut at half of it, but never below
+    /// [`MIN_LEARNED_LIMIT`]. Whether the limit went down, so that what the
+    /// request carried can go again in smaller requests (a lifecycle run or
+    /// a trace is never split: one alone over the limit is refused again,
+    /// until the limit is down to its floor).
+    pub fn too_large(&self, len: usize) -> bool {
+        if len <= MIN_LEARNED_LIMIT {
+            return false;
+        }
+        let half = (len / 2).max(MIN_LEARNED_LIMIT);
+        self.learned_limit.fetch_min(half, Ordering::Relaxed) > half
     }
 
     /// A smaller request limit, for tests of the splitting.
@@ -247,7 +273,8 @@ impl Transport {
                     (backoff(attempts, jitter()), error)
                 }
             };
-            let resume = Instant::now() + wait;
+            // A Retry-After too far away for the clock is past the deadline.
+            let resume = Instant::now().checked_add(wait).unwrap_or(deadline);
             if resume >= deadline {
                 return Delivery::Failed {
                     status: last_status,

@@ -176,6 +176,8 @@ symbol_table! {
     pid => "pid",
     exports => "exports",
     failed_exports => "failed_exports",
+    rejected_traces => "rejected_traces",
+    rejected_spans => "rejected_spans",
     exported_traces => "exported_traces",
     exported_spans => "exported_spans",
     retries => "retries",

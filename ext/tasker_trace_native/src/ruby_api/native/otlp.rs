@@ -198,20 +198,33 @@ fn push_otlp(
     Ok(match pushed {
         Pushed::NoTransport(error) => push_result(0, None, Some(&error), 0),
         Pushed::Done(PushOutcome::Nothing) => push_result(0, None, None, 0),
+        // What the collector refused for good is not counted as sent.
         Pushed::Done(PushOutcome::Sent {
             records,
+            rejected_traces,
             status,
             partial,
             rejected_spans,
             ..
-        }) => push_result(records, Some(status), partial.as_deref(), rejected_spans),
+        }) => push_result(
+            records.saturating_sub(rejected_traces),
+            Some(status),
+            partial.as_deref(),
+            rejected_spans,
+        ),
         Pushed::Done(PushOutcome::Failed {
             delivered,
+            rejected_traces,
             status,
             error,
             rejected_spans,
             ..
-        }) => push_result(delivered, status, Some(&error), rejected_spans),
+        }) => push_result(
+            delivered.saturating_sub(rejected_traces),
+            status,
+            Some(&error),
+            rejected_spans,
+        ),
     })
 }
 
