@@ -70,6 +70,7 @@ RSpec.describe "OTLP settings from OTEL_* variables" do
     "OTEL_EXPORTER_OTLP_HEADERS" => ["no-equals-sign", :otlp_headers, {}, /has no '='/],
     "OTEL_EXPORTER_OTLP_TRACES_HEADERS" => ["bad name=1", :otlp_headers, {}, /not a valid header name/],
     "OTEL_EXPORTER_OTLP_CERTIFICATE" => ["/nonexistent/ca.pem", :otlp_certificate, nil, %r{cannot read /nonexistent}],
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE" => ["/dev/zero", :otlp_certificate, nil, %r{/dev/zero: not a regular file}],
     "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY" => ["/nonexistent/k.pem", :otlp_client_key, nil, /cannot read/]
   }.each do |variable, (value, setting, default, why)|
     it "warns once about #{variable}=#{value.inspect}, naming it, and ignores it" do

@@ -22,14 +22,47 @@ impl std::fmt::Debug for PemFile {
     }
 }
 
+/// The largest PEM file read: a CA bundle (the Mozilla bundle is about
+/// 220 KiB) with room to spare.
+pub const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
+
 impl PemFile {
+    /// Reads a regular file of at most [`MAX_PEM_BYTES`]. Anything else (a
+    /// FIFO, which would block; `/dev/zero`, which never ends; a directory)
+    /// is refused without blocking: the file is opened non-blocking and
+    /// checked through its own handle.
     pub fn read(path: &str) -> Result<PemFile, String> {
-        std::fs::read(path)
-            .map(|pem| PemFile {
-                path: path.to_string(),
-                pem,
-            })
-            .map_err(|e| format!("cannot read {path}: {e}"))
+        use std::io::Read as _;
+        let fail = |e: &dyn std::fmt::Display| format!("cannot read {path}: {e}");
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.custom_flags(libc::O_NONBLOCK);
+        }
+        let file = options.open(path).map_err(|e| fail(&e))?;
+        let meta = file.metadata().map_err(|e| fail(&e))?;
+        if !meta.is_file() {
+            return Err(fail(&"not a regular file"));
+        }
+        if meta.len() > MAX_PEM_BYTES {
+            return Err(fail(&format_args!(
+                "{} bytes, more than a PEM file holds (at most {MAX_PEM_BYTES})",
+                meta.len()
+            )));
+        }
+        let mut pem = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_PEM_BYTES + 1)
+            .read_to_end(&mut pem)
+            .map_err(|e| fail(&e))?;
+        if pem.len() as u64 > MAX_PEM_BYTES {
+            return Err(fail(&"it grew past the PEM size limit while read"));
+        }
+        Ok(PemFile {
+            path: path.to_string(),
+            pem,
+        })
     }
 }
 
@@ -274,6 +307,36 @@ pub(super) fn tls_message(e: &rustls::Error, url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_regular_file_of_a_pem_size_is_read() {
+        for (path, why) in [
+            ("/dev/zero", "not a regular file"),
+            ("/", "not a regular file"),
+            ("/nonexistent/ca.pem", "cannot read"),
+        ] {
+            let e = PemFile::read(path).unwrap_err();
+            assert!(e.starts_with(&format!("cannot read {path}: ")), "{e}");
+            assert!(e.contains(why), "{e}");
+        }
+        let dir = std::env::temp_dir().join(format!("tasker-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A FIFO is refused at once, not waited on.
+        let fifo = dir.join("ca.fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo only creates the named file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = PemFile::read(fifo.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let big = dir.join("big.pem");
+        std::fs::write(&big, vec![b'a'; MAX_PEM_BYTES as usize + 1]).unwrap();
+        let e = PemFile::read(big.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("more than a PEM file holds"), "{e}");
+        let ok = dir.join("ok.pem");
+        std::fs::write(&ok, b"-----BEGIN CERTIFICATE-----\n").unwrap();
+        assert_eq!(PemFile::read(ok.to_str().unwrap()).unwrap().pem.len(), 28);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_x509_version_is_read_from_the_tbs_certificate() {
