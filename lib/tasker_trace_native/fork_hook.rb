@@ -11,7 +11,8 @@ module TaskerTraceNative
   # `Process.daemon` forks without `_fork`, and its parent exits at once
   # without exporting: the events waiting are read before, and the daemon
   # exports what finished before it (a fork child leaves that to its
-  # parent).
+  # parent), but what its parent held of its own parent's, still to be
+  # removed, which that ancestor exports.
   module ForkHook
     def _fork
       begin
@@ -23,14 +24,18 @@ module TaskerTraceNative
     end
 
     def daemon(*args)
+      before = nil
       begin
         Native.read_waiting_events
+        # A fork child's copies of its own parent's finished traces stay
+        # that parent's, in the daemon too.
+        before = Native.unowned_before
       rescue StandardError
         nil
       end
       result = super
       begin
-        Native.adopt_inherited
+        Native.adopt_inherited(before)
       rescue StandardError
         nil
       end

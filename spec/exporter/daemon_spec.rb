@@ -52,4 +52,49 @@ RSpec.describe "Background exporter: Process.daemon" do
       expect(drawn).to include("finished_before (task 1)", "finished_after (task 2)", "waiting_step")
     end
   end
+
+  it "leaves to the grandparent what it finished when a fork child calls Process.daemon", timeout: 90 do
+    Dir.mktmpdir do |dir|
+      outs = %w[parent daemon].map { |who| File.join(dir, "#{who}.log") }
+      marker = File.join(dir, "done.json")
+      script = <<~'RUBY'
+        parent_out, daemon_out, marker = ARGV
+        require "json"
+        require "tasker_trace_native"
+        TaskerTraceNative.configure do |c|
+          c.exporter = :console
+          c.console_output = parent_out
+          c.export_schedule_delay = 600
+        end
+        event = Struct.new(:id, :payload)
+        publish = ->(name, payload) { TaskerTraceNative::Lifecycle::LISTENER.call(event.new(name, payload)) }
+        publish.call("task.start_requested", { task_id: 1, task_name: "the_grandparents", to_state: "in_progress" })
+        publish.call("task.completed", { task_id: 1 })
+        pid = fork do
+          # The child daemonizes before its exporter ever started.
+          Process.daemon(true, true)
+          TaskerTraceNative.configure { |c| c.console_output = daemon_out }
+          publish.call("task.start_requested", { task_id: 2, task_name: "the_daemons", to_state: "in_progress" })
+          publish.call("task.completed", { task_id: 2 })
+          result = TaskerTraceNative.flush(timeout: 10)
+          stats = TaskerTraceNative.exporter_stats
+          File.write("#{marker}.tmp", JSON.generate(sent: result[:sent], discarded: stats[:inherited_discarded]))
+          File.rename("#{marker}.tmp", marker)
+        end
+        Process.wait(pid)
+        deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 60
+        sleep 0.05 until File.exist?(marker) || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+        TaskerTraceNative.flush(timeout: 10)
+      RUBY
+      argv = [RbConfig.ruby, "-I", SubprocessHelper::LIB, "-e", script, *outs, marker]
+      result = run_command(argv, env: { "OTEL_TRACES_EXPORTER" => nil }, timeout: 80)
+      expect(result).to be_success, result.describe
+      expect(File.exist?(marker)).to be(true), "the daemon never finished"
+      expect(JSON.parse(File.read(marker), symbolize_names: true)).to eq(sent: 1, discarded: 1)
+      parent, daemon = outs.map { |f| File.read(f) }
+      expect(parent).to include("the_grandparents (task 1)")
+      expect(daemon).to include("the_daemons (task 2)")
+      expect(daemon).not_to include("the_grandparents")
+    end
+  end
 end

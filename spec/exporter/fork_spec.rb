@@ -92,4 +92,27 @@ RSpec.describe "Background exporter: fork" do
     expect_success(result)
     expect(receiver.trace_keys.map(&:first)).to eq(["task_1"])
   end
+
+  it "leaves the parent's finished traces to it when a child's first call is push_otlp" do
+    script = <<~RUBY
+      5.times { |i| lifecycle(i + 1) } # the parent's own, finished
+      pid = fork do
+        # Before this process's exporter started: the parent's are not its own to push.
+        pushed = B.push_otlp(timeout: 5)
+        report(child: Process.pid, pushed: pushed, discarded: TaskerTraceNative.exporter_stats[:inherited_discarded])
+        exit!(0)
+      end
+      Process.wait(pid)
+      report(parent: Process.pid, flushed: TaskerTraceNative.flush(timeout: 10))
+    RUBY
+    result = run_child(script, env: exporter_env(receiver, delay_ms: 60_000), timeout: 90)
+    expect_success(result)
+    child, parent = reports(result).partition { |l| l.key?(:child) }.map(&:first)
+    expect(child[:pushed]).to include(sent: 0, error: nil)
+    expect(child[:discarded]).to eq(5)
+    expect(parent[:flushed]).to eq(sent: 5, failed: 0, error: nil)
+    by_key = receiver.trace_keys.group_by(&:first)
+    expect(by_key.keys.sort).to eq((1..5).map { |i| "task_#{i}" }.sort)
+    expect(by_key.values.map(&:size).uniq).to eq([1]), "a trace arrived twice"
+  end
 end

@@ -93,12 +93,42 @@ impl Exporter {
         shared.control.register() && shared.announcer.register_for_fork()
     }
 
+    /// What finished at or before the returned time (monotonic
+    /// nanoseconds) is not this process's to export: a fork child's copies
+    /// of its parent's finished traces, until its exporter removes them.
+    /// `None`: everything this process holds is its own.
+    pub fn unowned_before(&self) -> Option<u64> {
+        self.shared.control().unowned_before()
+    }
+
     /// In a fork child whose parent exits at once without exporting (what
     /// `Process.daemon` makes): what finished before the fork is this
     /// process's to export, not removed as the parent's when its exporter
-    /// starts. Nothing in the original process.
-    pub fn adopt_inherited(&self) {
-        self.shared.control().inherited_handled = true;
+    /// starts, except what was not the parent's own either (`before`: what
+    /// [`Exporter::unowned_before`] said in the parent just before the
+    /// fork, as when a fork child calls `Process.daemon`).
+    pub fn adopt_inherited(&self, before: Option<u64>) {
+        let mut c = self.shared.control();
+        c.inherited_handled = true;
+        c.adopted_before = before;
+    }
+
+    /// Before an explicit push: with the OTLP exporter on, a fork child
+    /// whose exporter has not started yet removes its copies of what its
+    /// parent finished (the parent's exporter sends those), as the
+    /// exporter's start would, so that a push never sends them twice.
+    pub fn discard_inherited_before_push(&self) {
+        let before = {
+            let mut c = self.shared.control();
+            if !c.config.mode.otlp() {
+                return;
+            }
+            c.take_inherited()
+        };
+        if let Some(before) = before {
+            let n = self.shared.sources.discard_finished_before(before);
+            self.shared.counters.count_discarded(n);
+        }
     }
 
     /// Where the console sink writes.
@@ -212,12 +242,7 @@ impl Exporter {
         if let Some(state) = c.running_state() {
             return state;
         }
-        let discard_before_ns = if c.inherited_handled {
-            None
-        } else {
-            c.inherited_handled = true;
-            fork::forked_at_ns()
-        };
+        let discard_before_ns = c.take_inherited();
         c.target_warnings = target_warnings;
         let signal = Arc::new(Signal::default());
         let start = worker::Start {

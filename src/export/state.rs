@@ -83,6 +83,11 @@ pub(super) struct Control {
     pub(super) stopped: bool,
     /// The first worker of a fork child removes what the parent left.
     pub(super) inherited_handled: bool,
+    /// In a process `Process.daemon` made from a fork child that had not
+    /// removed what its own parent left: what finished at or before this
+    /// (that fork) is still that ancestor's, removed when the exporter
+    /// starts (see `Control::take_inherited`).
+    pub(super) adopted_before: Option<u64>,
     pub(super) start_error: Option<String>,
     /// The highest flush ticket an export has served.
     pub(super) served: u64,
@@ -157,6 +162,28 @@ impl Control {
             at_wall_ns,
             message: message.to_string(),
         });
+    }
+}
+
+impl Control {
+    /// What finished at or before the returned time is not this process's
+    /// to export (an ancestor's, which exports it); `None`: everything is.
+    pub(super) fn unowned_before(&self) -> Option<u64> {
+        if self.inherited_handled {
+            self.adopted_before
+        } else {
+            fork::forked_at_ns()
+        }
+    }
+
+    /// [`Control::unowned_before`], for the one caller that removes those
+    /// now (the exporter's start, or a push before it): from then on this
+    /// process owns everything it holds.
+    pub(super) fn take_inherited(&mut self) -> Option<u64> {
+        let before = self.unowned_before();
+        self.inherited_handled = true;
+        self.adopted_before = None;
+        before
     }
 }
 

@@ -78,12 +78,22 @@ fn exporter_enabled(ruby: &Ruby) -> Result<bool, Error> {
     guarded(ruby, || Ok(exporter().config().is_on()))
 }
 
-/// `Native.adopt_inherited`: in a process `Process.daemon` made, what
-/// finished before it is this process's to export (the parent exited at
-/// once, without exporting), not removed as a fork child's copy.
-fn adopt_inherited(ruby: &Ruby) -> Result<bool, Error> {
+/// `Native.unowned_before` → an Integer (monotonic nanoseconds) or nil:
+/// what finished at or before it is not this process's to export (a fork
+/// child's copies of its parent's). Read by `Process.daemon` before it
+/// forks, for `adopt_inherited`.
+fn unowned_before(ruby: &Ruby) -> Result<Option<u64>, Error> {
+    guarded(ruby, || Ok(exporter().unowned_before()))
+}
+
+/// `Native.adopt_inherited(before)`: in a process `Process.daemon` made,
+/// what finished before it is this process's to export (the parent exited
+/// at once, without exporting), not removed as a fork child's copy, except
+/// what finished at or before `before` (nil, or what `unowned_before` said
+/// in the parent: its own parent's).
+fn adopt_inherited(ruby: &Ruby, before: Option<u64>) -> Result<bool, Error> {
     guarded(ruby, || {
-        exporter().adopt_inherited();
+        exporter().adopt_inherited(before);
         Ok(true)
     })
 }
@@ -212,6 +222,7 @@ pub fn define(native: RModule) -> Result<(), Error> {
     native.define_module_function("exporter_shutdown", function!(exporter_shutdown, 1))?;
     native.define_module_function("exporter_stats", function!(exporter_stats, 0))?;
     native.define_module_function("exporter_enabled?", function!(exporter_enabled, 0))?;
-    native.define_module_function("adopt_inherited", function!(adopt_inherited, 0))?;
+    native.define_module_function("unowned_before", function!(unowned_before, 0))?;
+    native.define_module_function("adopt_inherited", function!(adopt_inherited, 1))?;
     Ok(())
 }

@@ -19,11 +19,11 @@ use tasker_trace_core::transport::{Cancel, PushOverrides};
 
 use super::lifecycle::read_pending;
 use crate::from_ruby::setting_checks::{self as settings, boolean_argument};
-use crate::helpers::errors::{self, native_error};
+use crate::helpers::errors::{self, guarded, native_error};
 use crate::helpers::gvl::{without_gvl, NO_UNBLOCK};
 use crate::helpers::static_ids::sym;
 use crate::in_force;
-use crate::process::{backend, lifecycle_tracer, otlp_client, resource_for};
+use crate::process::{backend, exporter, lifecycle_tracer, otlp_client, resource_for};
 use crate::to_ruby::values::{
     binary_to_ruby, count_to_ruby, hash_from_pairs, nil, utf8_to_ruby, wrap,
 };
@@ -167,6 +167,12 @@ fn push_otlp(
     let overrides = push_overrides(ruby, endpoint, headers, timeout, protocol)?;
     read_pending(ruby)?;
     in_force::ensure_environment(ruby)?;
+    // A fork child's copies of what its parent finished are the parent's
+    // exporter's to send.
+    guarded(ruby, || {
+        exporter().discard_inherited_before_push();
+        Ok(())
+    })?;
     let resource = resource(ruby);
     let (b, t) = (backend(), lifecycle_tracer());
     let cancel = Cancel::for_current_thread();
