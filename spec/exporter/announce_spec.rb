@@ -84,4 +84,51 @@ RSpec.describe "drops announced" do
     expect(recovery[1]).to match(/\Atasker_trace_native: exports recovered: \d+ traces delivered; [\d,]+ traces dropped since the last warning\z/)
     expect(r.json[:dropped]).to be > 0
   end
+
+  RECOVERY_SCRIPT = <<~'RUBY'
+    require "json"
+    require "stringio"
+    module RSpec; def self.configure; end; end
+    require_relative "spec/exporter/exporter_helper"
+    require "tasker_trace_native"
+
+    receiver = ExporterSpecHelper::Receiver.new([{ status: 503 }])
+    TaskerTraceNative.configure do |c|
+      c.exporter = :otlp
+      c.otlp_endpoint = "http://127.0.0.1:#{receiver.port}"
+      c.otlp_protocol = "http/json"
+      c.export_schedule_delay = 0.05
+      c.export_timeout = 0.2
+      c.lifecycle_max_finished_runs = 5
+    end
+    err = StringIO.new
+    $stderr = err
+    run = lambda do |task|
+      TaskerTraceNative::Native.record_lifecycle_event("task.start_requested", { task_id: task, to_state: "in_progress" })
+      TaskerTraceNative::Native.record_lifecycle_event("task.completed", { task_id: task })
+    end
+    now = -> { Process.clock_gettime(Process::CLOCK_MONOTONIC) }
+    run.call(1)
+    deadline = now.call + 30
+    sleep 0.02 until TaskerTraceNative.exporter_stats[:failed_exports].positive? || now.call > deadline
+    # Backing off, the exporter takes nothing: the tracer drops the oldest.
+    (2..45).each { |task| run.call(task) }
+    dropped = TaskerTraceNative.exporter_stats[:dropped_traces]
+    receiver.mode = :ok
+    sleep 0.05 until TaskerTraceNative.exporter_stats[:exported_traces] >= 6 || now.call > deadline
+    TaskerTraceNative.exporter_stats # hands the lines to Ruby
+    $stderr = STDERR
+    puts JSON.generate(lines: err.string.lines.map(&:chomp), dropped: dropped)
+  RUBY
+
+  it "tells on recovery what was dropped while the exporter backed off, without a flush", timeout: 120 do
+    r = run_ruby(RECOVERY_SCRIPT, env: { "OTEL_TRACES_EXPORTER" => nil })
+    expect(r).to be_success, r.describe
+    dropped = r.json[:dropped]
+    expect(dropped).to be > 20 # of 45 runs, beyond the tracer's bounds
+    recovery = r.json[:lines].grep(/exports recovered/)
+    expect(recovery.size).to eq(1), r.json[:lines].inspect
+    expect(recovery.first)
+      .to match(/exports recovered: \d+ traces? delivered; #{dropped} traces dropped since the last warning\z/)
+  end
 end

@@ -189,4 +189,14 @@ impl<'a> Sources<'a> {
     pub fn dropped(&self) -> u64 {
         self.store.dropped() + self.runs.map_or(0, Source::dropped)
     }
+
+    /// What each source dropped so far, read now (one lock of each, for a
+    /// moment): what the exporter reads when exports recover, having taken
+    /// nothing while it backed off.
+    pub fn dropped_now(&self) -> Dropped {
+        Dropped {
+            runs: self.runs.map_or(0, Source::dropped),
+            records: Some(self.store.dropped()),
+        }
+    }
 }

@@ -141,6 +141,14 @@ pub(super) fn run(start: Start) {
         let now = Instant::now();
         let ended_at = wall_now_ns();
         due = now + shared.schedule().delay;
+        if queue.is_empty() && failures > 0 {
+            // Recovered: what the sources dropped while the exporter backed
+            // off (it took nothing then) is told with the recovery.
+            if let Ok(now_dropped) = catch_unwind(AssertUnwindSafe(|| shared.sources.dropped_now()))
+            {
+                dropped = now_dropped;
+            }
+        }
         if queue.is_empty() {
             failures = 0;
             next_attempt = None;
