@@ -266,7 +266,9 @@ RSpec.describe "Settings and the environment" do
       {
         "collector:4318" => "collector:4318 has no scheme (write http://collector:4318 or https://collector:4318)",
         "http://" => "http:// has no host",
-        "ftp://collector" => "ftp://collector has the scheme ftp://; only http:// and https:// are supported"
+        "ftp://collector" => "ftp://collector has the scheme ftp://; only http:// and https:// are supported",
+        "http://[::1" => "http://[::1 has an IPv6 host without its closing ]",
+        "http://127.0.0.1:99999" => 'http://127.0.0.1:99999 has the port "99999", not a port number (1 to 65535)'
       }.each do |endpoint, why|
         expect { TaskerTraceNative.configure { |c| c.otlp_endpoint = endpoint } }
           .to raise_error(ArgumentError, "otlp_endpoint must be an http:// or https:// URL String, or nil " \

@@ -117,7 +117,34 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("{url:?} contains whitespace or control characters"));
     }
-    Ok(())
+    check_host_and_port(url, host)
+}
+
+/// An IPv6 host in brackets, or a host without them, then an optional
+/// port from 1 to 65535: what every push would otherwise fail on.
+fn check_host_and_port(url: &str, host_port: &str) -> Result<(), String> {
+    let port = match host_port.strip_prefix('[') {
+        Some(inner) => {
+            let Some((ip, after)) = inner.split_once(']') else {
+                return Err(format!("{url} has an IPv6 host without its closing ]"));
+            };
+            if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("{url} has [{ip}], not an IPv6 address"));
+            }
+            match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None if after.is_empty() => None,
+                None => return Err(format!("{url} has {after:?} after its IPv6 host")),
+            }
+        }
+        None => host_port.rsplit_once(':').map(|(_, port)| port),
+    };
+    match port {
+        Some(p) if !matches!(p.parse::<u16>(), Ok(n) if n > 0) || p.starts_with('+') => Err(
+            format!("{url} has the port {p:?}, not a port number (1 to 65535)"),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The scheme of `url` when it starts with one (`ftp` of `ftp://x`): a
@@ -493,6 +520,22 @@ mod tests {
         assert!(check_endpoint("http:///v1/traces").is_err());
         assert!(check_endpoint("http://:4318/v1/traces").is_err());
         assert!(check_endpoint("http://a b/v1/traces").is_err());
+        assert!(check_endpoint("http://[::1]:4318/v1/traces").is_ok());
+        assert!(check_endpoint("http://[::1]/v1/traces").is_ok());
+        assert!(check_endpoint("http://user@collector:443").is_ok());
+        for (bad, why) in [
+            ("http://[::1", "without its closing ]"),
+            ("http://[nope]:4318", "not an IPv6 address"),
+            ("http://[::1]x:4318", "after its IPv6 host"),
+            ("http://127.0.0.1:99999/v1/traces", "not a port number"),
+            ("http://127.0.0.1:0", "not a port number"),
+            ("http://collector:http/v1/traces", "not a port number"),
+            ("http://collector:/v1/traces", "not a port number"),
+            ("http://collector:+80", "not a port number"),
+        ] {
+            let e = check_endpoint(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
         // The message quotes what was written and says what is wrong.
         assert_eq!(
             check_endpoint("collector:4318").unwrap_err(),
