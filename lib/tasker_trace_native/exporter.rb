@@ -70,6 +70,8 @@ module TaskerTraceNative
 
     # The exporter of this process: `enabled`, `running`, `pid`, `exports`,
     # `failed_exports`, `exported_traces`, `exported_spans`, `retries`,
+    # `rejected_traces` and `rejected_spans` (what the collector refused for
+    # good: a 400, partial successes' rejected spans; never sent again),
     # `dropped_traces` (evicted before they could be exported), `queued`
     # (finished, waiting now), `inherited_discarded` (finished before a fork:
     # the parent's to export), `last_error`, `last_error_at`,
