@@ -296,7 +296,7 @@ impl Shared {
                 .wait_timeout(c, until.saturating_duration_since(now))
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|poisoned| poisoned.into_inner().0);
-            if interrupt::has_poll() && c.served < ticket {
+            if interrupt::poll_fits(deadline) && c.served < ticket {
                 // The host's poll runs with no lock held.
                 drop(c);
                 if interrupt::poll_due() {

@@ -18,6 +18,9 @@ pub const POLL_EVERY: Duration = Duration::from_millis(50);
 
 thread_local! {
     static POLL: Cell<Option<fn() -> bool>> = const { Cell::new(None) };
+    /// How long this thread's last poll took (the host's lock may be slow
+    /// to get back while its other threads are busy).
+    static LAST_POLL: Cell<Duration> = const { Cell::new(Duration::ZERO) };
 }
 
 /// Runs `f` with `poll` as this thread's interrupt poll.
@@ -38,10 +41,13 @@ pub fn has_poll() -> bool {
     POLL.with(Cell::get).is_some()
 }
 
-/// How long this thread may wait before it polls again, at most `until`.
+/// How long this thread may wait before it polls again, at most `until`:
+/// [`POLL_EVERY`], or four times what its last poll took when that was
+/// slow, so that polling never takes most of a wait.
 pub fn wait_until(until: Instant) -> Instant {
     if has_poll() {
-        until.min(Instant::now() + POLL_EVERY)
+        let every = POLL_EVERY.max(LAST_POLL.with(Cell::get).saturating_mul(4));
+        until.min(Instant::now() + every)
     } else {
         until
     }
@@ -50,7 +56,17 @@ pub fn wait_until(until: Instant) -> Instant {
 /// Calls this thread's poll: true when an interrupt is pending. Call it
 /// with no lock held (the host's poll may wait for the host's own lock).
 pub fn poll_due() -> bool {
-    POLL.with(Cell::get).is_some_and(|poll| poll())
+    let started = Instant::now();
+    let due = POLL.with(Cell::get).is_some_and(|poll| poll());
+    LAST_POLL.with(|last| last.set(started.elapsed()));
+    due
+}
+
+/// Whether a poll now would likely end before `deadline`, going by what
+/// the last one took: near its deadline, a wait ends at the deadline rather
+/// than poll past it.
+pub fn poll_fits(deadline: Instant) -> bool {
+    has_poll() && deadline.saturating_duration_since(Instant::now()) > LAST_POLL.with(Cell::get)
 }
 
 #[cfg(test)]
@@ -72,5 +88,26 @@ mod tests {
             std::thread::spawn(|| assert!(!poll_due())).join().unwrap();
         });
         assert!(!has_poll());
+    }
+
+    fn slow() -> bool {
+        std::thread::sleep(Duration::from_millis(40));
+        false
+    }
+
+    #[test]
+    fn a_slow_poll_spaces_the_next_ones_and_is_not_started_near_the_deadline() {
+        std::thread::spawn(|| {
+            with_poll(slow, || {
+                assert!(!poll_due());
+                let far = Instant::now() + Duration::from_secs(60);
+                // At least four times the 40 ms the poll took.
+                assert!(wait_until(far) >= Instant::now() + Duration::from_millis(150));
+                assert!(poll_fits(far));
+                assert!(!poll_fits(Instant::now() + Duration::from_millis(10)));
+            });
+        })
+        .join()
+        .unwrap();
     }
 }
