@@ -63,18 +63,23 @@ module TaskerTraceNative
     # What a fiber holds: its entries (newest last), the number of span ends
     # it has checked them against (`settle` runs only when spans ended
     # since, or when its newest context is no longer where it was put), the
-    # fiber, and the entries whose span ended while an app's context was
-    # above theirs (each detached once it is on top: see `drop_uncovered`).
-    Held = Struct.new(:entries, :seen, :fiber, :covered)
+    # fiber and its thread, and the entries whose span ended while an app's
+    # context was above theirs (each detached once it is on top: see
+    # `drop_uncovered`).
+    Held = Struct.new(:entries, :seen, :fiber, :covered, :thread)
 
     @open = {}
     @ends = 0
     @enabled = false
     @engaged = false
     @has_stack = false
-    # Every fiber's Held, while the fiber lives (weak keys), and what the
-    # releasing path last checked them at (see `plain_once_released!`).
-    @holders = ObjectSpace::WeakMap.new
+    # Every fiber's Held, while the fiber and its thread live (those that
+    # ended are let go of when a fiber first holds a context, and by the
+    # releasing path's check), and what that check last saw (see
+    # `plain_once_released!`). Not a WeakMap: on Ruby 3.1 its keys are not
+    # safe across GC.compact. Read as a snapshot (`keys`), so that other
+    # threads may add to it meanwhile.
+    @holders = {}.compare_by_identity
     @detached = 0
     @dropped_seen = 0
     @checked_at = -1
@@ -257,15 +262,7 @@ module TaskerTraceNative
         return unless @engaged && (@detached != @checked_at || (@releasing_calls % 256).zero?)
 
         @checked_at = @detached
-        released = true
-        # (WeakMap#each_key gives no Enumerator before Ruby 3.3.)
-        @holders.each_key do |held|
-          next if held.entries.empty? || !held.fiber.alive?
-
-          released = false
-          break
-        end
-        return unless released
+        return unless let_go_of_ended_holders.all? { |held| held.entries.empty? }
 
         @engaged = false
         Native.set_context_path(false, false)
@@ -275,9 +272,21 @@ module TaskerTraceNative
 
       # This fiber's entries (registered among the holders).
       def hold
-        held = Held.new([], @ends, Fiber.current, [])
+        let_go_of_ended_holders
+        held = Held.new([], @ends, Fiber.current, [], Thread.current)
         @holders[held] = true
         Thread.current[KEY] = held
+      end
+
+      # Forgets the holders whose fiber or thread ended (their contexts went
+      # with them); the living ones.
+      def let_go_of_ended_holders
+        @holders.keys.select do |held|
+          next true if held.thread.alive? && held.fiber.alive?
+
+          @holders.delete(held)
+          false
+        end
       end
 
       # This fiber's entries, settled first when spans ended since it last
