@@ -79,6 +79,24 @@ RSpec.describe "Background exporter: failing and overwhelmed collectors" do
     expect(delivered_task_ids.sort).to eq((2..6).to_a)
   end
 
+  it "waits what a Retry-After asks before the next attempt, longer than its backoff" do
+    receiver([{ status: 503, headers: { "Retry-After" => "120" } }])
+    result = run_child(RUN_PRELUDE + <<~'RUBY', env: exporter_env(receiver, delay_ms: 50))
+      run(1)
+      deadline = now + 30
+      sleep 0.02 until TaskerTraceNative.exporter_stats[:failed_exports] >= 1 || now > deadline
+      stats = TaskerTraceNative.exporter_stats
+      report(next_in: stats[:next_attempt_at] && (stats[:next_attempt_at] - Time.now), failed: stats[:failed_exports])
+      exit!(0)
+    RUBY
+    expect_success(result)
+    out = reports(result).last
+    expect(out[:failed]).to eq(1)
+    # The backoff alone would be 0.5 to 1 s after a first failure.
+    expect(out[:next_in]).to be_between(60, 121)
+    expect(receiver.requests.size).to eq(1)
+  end
+
   it "backs off between failed exports, and a flush still tries at once" do
     receiver([{ status: 500 }])
     result = run_child(RUN_PRELUDE + <<~'RUBY', env: exporter_env(receiver, delay_ms: 50))

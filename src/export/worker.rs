@@ -159,7 +159,10 @@ pub(super) fn run(start: Start) {
             }
         } else {
             failures = failures.saturating_add(1);
-            let wait = backoff(failures, jitter());
+            // At least what the collector's Retry-After asked, when longer
+            // than the backoff (the request gave up on it within its timeout).
+            let asked = link.as_ref().and_then(|l| l.transport.asked_to_wait());
+            let wait = backoff(failures, jitter()).max(asked.unwrap_or_default());
             next_attempt = Some(now + wait);
             let wait_ns = i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX);
             shared

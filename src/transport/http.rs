@@ -10,7 +10,7 @@
 //! [`super::sender`]) and puts back what was not delivered.
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,6 +23,7 @@ pub use super::retry::{
 use super::settings::{Compression, Destination, MAX_TIMEOUT};
 use super::tls::{tls_config, tls_message};
 pub use super::tls::{PemFile, Tls};
+use crate::support::clock::monotonic_now_ns;
 use crate::support::protocol::MAX_REQUEST_BODY;
 
 /// A response body longer than this is an error (not retried).
@@ -66,7 +67,15 @@ pub struct Transport {
     /// The largest request the collector is known to take: lowered when it
     /// answers 413 (see [`Transport::too_large`]); shared by the clones.
     learned_limit: Arc<AtomicUsize>,
+    /// Until when (monotonic nanoseconds, 0: no such time) the collector
+    /// last asked to be left alone (`Retry-After`); see
+    /// [`Transport::asked_to_wait`].
+    asked_until_ns: Arc<AtomicU64>,
 }
+
+/// The longest wait a `Retry-After` can ask of the background exporter's
+/// next attempt (a flush still tries at once).
+pub const MAX_ASKED_WAIT: Duration = Duration::from_secs(600);
 
 /// The smallest request size limit a 413 can teach: a request of less than
 /// twice this the collector refuses as too large is not split further (what
@@ -114,6 +123,7 @@ impl Transport {
             agent: ureq::Agent::new_with_config(config),
             request_limit: MAX_REQUEST_BODY,
             learned_limit: Arc::new(AtomicUsize::new(MAX_REQUEST_BODY)),
+            asked_until_ns: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -126,6 +136,16 @@ impl Transport {
     pub fn request_limit(&self) -> usize {
         self.request_limit
             .min(self.learned_limit.load(Ordering::Relaxed))
+    }
+
+    /// How long the collector's last `Retry-After` still asks to wait (at
+    /// most [`MAX_ASKED_WAIT`]), when a request failed with one since the
+    /// last delivery: the background exporter waits at least that long
+    /// before its next attempt, as the specification asks.
+    pub fn asked_to_wait(&self) -> Option<Duration> {
+        let until = self.asked_until_ns.load(Ordering::Relaxed);
+        let now = monotonic_now_ns();
+        (until > now).then(|| Duration::from_nanos(until - now))
     }
 
     /// The collector refused a request of `len` (uncompressed) bytes as too
@@ -213,6 +233,7 @@ impl Transport {
                     over_limit,
                     ..
                 } if (200..300).contains(&status) => {
+                    self.asked_until_ns.store(0, Ordering::Relaxed);
                     return Delivery::Sent {
                         status,
                         attempts,
@@ -258,6 +279,11 @@ impl Transport {
                             attempts,
                             error,
                         };
+                    }
+                    if let Some(asked) = retry_after {
+                        let asked = asked.min(MAX_ASKED_WAIT).as_nanos() as u64;
+                        self.asked_until_ns
+                            .store(monotonic_now_ns().saturating_add(asked), Ordering::Relaxed);
                     }
                     let wait = retry_wait(retry_after, attempts, jitter());
                     (wait, error)
