@@ -187,16 +187,18 @@ impl<'a> Sources<'a> {
 
     /// Traces evicted from the store and finished runs dropped before export.
     pub fn dropped(&self) -> u64 {
-        self.store.dropped() + self.runs.map_or(0, Source::dropped)
+        let d = self.dropped_now();
+        d.runs + d.records.unwrap_or(0)
     }
 
     /// What each source dropped so far, read now (one lock of each, for a
     /// moment): what the exporter reads when exports recover, having taken
     /// nothing while it backed off.
     pub fn dropped_now(&self) -> Dropped {
+        let records = Some(self.store.dropped());
         Dropped {
             runs: self.runs.map_or(0, Source::dropped),
-            records: Some(self.store.dropped()),
+            records,
         }
     }
 }
