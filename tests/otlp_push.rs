@@ -14,6 +14,16 @@ use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::support::protocol::Protocol;
 use tasker_trace_core::transport::{Cancel, Compression, Destination, Transport};
 
+/// Pushes `b`'s finished records to `url` with [`target`]'s settings.
+fn push_to(b: &Backend, url: &str, timeout_ms: u64) -> PushOutcome {
+    push_finished(
+        b,
+        &resource(),
+        &target(url, timeout_ms),
+        &Cancel::for_current_thread(),
+    )
+}
+
 /// The defaults (http/protobuf, gzip) with a tenant header.
 fn target(url: &str, timeout_ms: u64) -> Transport {
     Transport::new(Destination {
@@ -79,12 +89,7 @@ fn keys(b: &Backend) -> Vec<String> {
 fn success_sends_finished_traces_once_and_keeps_open_ones() {
     let collector = Collector::start(vec![Reply::status(200)]);
     let b = store();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     assert_eq!(out, sent(3, 6, 1));
     assert_eq!(keys(&b), ["task_99"]);
     let got = collector.requests();
@@ -102,12 +107,7 @@ fn success_sends_finished_traces_once_and_keeps_open_ones() {
     assert!(r.wire.len() < r.body.len(), "gzip made it smaller");
     assert_eq!(r.span_count(), 6);
     // Nothing left to send: no request at all.
-    let again = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let again = push_to(&b, &collector.url, 5_000);
     assert_eq!(again, PushOutcome::Nothing);
     assert_eq!(collector.requests().len(), 1);
 }
@@ -116,12 +116,7 @@ fn success_sends_finished_traces_once_and_keeps_open_ones() {
 fn retries_503_with_backoff_then_succeeds() {
     let collector = Collector::start(vec![Reply::status(503), Reply::status(200)]);
     let b = store();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     match out {
         PushOutcome::Sent {
             status, attempts, ..
@@ -144,12 +139,7 @@ fn retry_after_is_honoured() {
         Reply::status(200),
     ]);
     let b = store();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     assert!(
         matches!(out, PushOutcome::Sent { attempts: 2, .. }),
         "{out:?}"
@@ -166,12 +156,7 @@ fn a_retry_after_beyond_the_timeout_gives_up_at_once_and_keeps_the_traces() {
     for wait in ["30", "99999999999999999999", "18446744073709551615"] {
         let collector = Collector::start(vec![Reply::status(503).header("Retry-After", wait)]);
         let b = store();
-        let out = push_finished(
-            &b,
-            &resource(),
-            &target(&collector.url, 2_000),
-            &Cancel::for_current_thread(),
-        );
+        let out = push_to(&b, &collector.url, 2_000);
         match out {
             PushOutcome::Failed {
                 records,
@@ -199,12 +184,7 @@ fn a_400_or_413_is_not_retried_and_what_it_carried_is_rejected_for_good() {
             Reply::status(200),
         ]);
         let b = store();
-        let out = push_finished(
-            &b,
-            &resource(),
-            &target(&collector.url, 5_000),
-            &Cancel::for_current_thread(),
-        );
+        let out = push_to(&b, &collector.url, 5_000);
         match out {
             PushOutcome::Sent {
                 records,
@@ -331,12 +311,7 @@ fn connection_refused_keeps_the_traces() {
     assert_eq!(b.len(), 4);
     // And they can be sent later.
     let collector = Collector::start(vec![Reply::status(200)]);
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     assert!(
         matches!(out, PushOutcome::Sent { records: 3, .. }),
         "{out:?}"
@@ -348,12 +323,7 @@ fn gives_up_when_retries_run_out_of_time() {
     let collector = Collector::start(vec![Reply::status(502)]);
     let b = store();
     let started = Instant::now();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 1_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 1_000);
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1_500), "took {took:?}");
     match out {
@@ -375,12 +345,7 @@ fn a_slow_collector_is_cut_off_by_the_timeout() {
     let collector = Collector::start(vec![slow]);
     let b = store();
     let started = Instant::now();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 500),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 500);
     assert!(started.elapsed() < Duration::from_millis(1_500));
     assert!(
         matches!(out, PushOutcome::Failed { records: 3, .. }),
@@ -529,12 +494,7 @@ fn partial_success_in_protobuf_is_counted_and_not_retried() {
         partial_success_protobuf(2, "two spans too old"),
     )]);
     let b = store();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     match out {
         PushOutcome::Sent {
             records,
@@ -562,12 +522,7 @@ fn a_warning_without_rejected_spans_is_a_plain_success() {
         partial_success_protobuf(0, "just so you know"),
     )]);
     let b = store();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     assert_eq!(out, sent(3, 6, 1));
 }
 
@@ -608,12 +563,7 @@ fn retry_after_as_an_http_date_is_honoured() {
         Reply::status(200),
     ]);
     let b = store();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 8_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 8_000);
     assert!(
         matches!(out, PushOutcome::Sent { attempts: 2, .. }),
         "{out:?} ({date})"
@@ -635,12 +585,7 @@ fn a_2xx_with_a_body_over_4_mib_is_delivered_once_with_a_note() {
         Reply::status(200),
     ]);
     let b = store();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     match out {
         PushOutcome::Sent {
             records,
@@ -667,12 +612,7 @@ fn an_error_status_with_a_body_over_4_mib_is_an_error_and_not_retried() {
         Reply::status(200),
     ]);
     let b = store();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     match out {
         PushOutcome::Failed {
             records,
@@ -699,12 +639,7 @@ fn an_error_body_in_protobuf_gives_its_status_message() {
         Reply::status(400).bytes("application/x-protobuf", status)
     ]);
     let b = store();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     match out {
         PushOutcome::Sent {
             partial, attempts, ..
@@ -722,12 +657,7 @@ fn partial_success_counts_as_sent_and_is_reported() {
     let collector = Collector::start(vec![Reply::status(200)
         .body(r#"{"partialSuccess":{"rejectedSpans":"1","errorMessage":"span too big"}}"#)]);
     let b = store();
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     match out {
         PushOutcome::Sent { partial, .. } => {
             assert_eq!(
@@ -755,12 +685,7 @@ fn the_received_protobuf_equals_the_json_export_of_the_same_records() {
     )
     .unwrap();
     let from_json = validate(&json);
-    let out = push_finished(
-        &b,
-        &resource(),
-        &target(&collector.url, 5_000),
-        &Cancel::for_current_thread(),
-    );
+    let out = push_to(&b, &collector.url, 5_000);
     assert!(matches!(out, PushOutcome::Sent { spans: 3, .. }), "{out:?}");
     let got = collector.requests();
     let decoded = got[0].request();
