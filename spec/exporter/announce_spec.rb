@@ -11,7 +11,9 @@ require_relative "exporter_helper"
 RSpec.describe "drops announced" do
   include ExporterSpecHelper
 
-  ANNOUNCE_SCRIPT = <<~'RUBY'
+  # A child with the exporter on, sending to a receiver that answers 503
+  # (SCHEDULE_DELAY defined first), its standard error in `err`.
+  ANNOUNCE_PRELUDE = <<~'RUBY'
     require "json"
     require "stringio"
     module RSpec; def self.configure; end; end # the helper's hooks are the spec process's
@@ -23,12 +25,15 @@ RSpec.describe "drops announced" do
       c.exporter = :otlp
       c.otlp_endpoint = "http://127.0.0.1:#{receiver.port}"
       c.otlp_protocol = "http/json"
-      c.export_schedule_delay = 600
+      c.export_schedule_delay = SCHEDULE_DELAY
       c.export_timeout = 0.2
       c.lifecycle_max_finished_runs = 5
     end
     err = StringIO.new
     $stderr = err
+  RUBY
+
+  ANNOUNCE_SCRIPT = "SCHEDULE_DELAY = 600\n" + ANNOUNCE_PRELUDE + <<~'RUBY'
     lines = []
     task = 0
     runs = lambda do |n|
@@ -85,24 +90,7 @@ RSpec.describe "drops announced" do
     expect(r.json[:dropped]).to be > 0
   end
 
-  RECOVERY_SCRIPT = <<~'RUBY'
-    require "json"
-    require "stringio"
-    module RSpec; def self.configure; end; end
-    require_relative "spec/exporter/exporter_helper"
-    require "tasker_trace_native"
-
-    receiver = ExporterSpecHelper::Receiver.new([{ status: 503 }])
-    TaskerTraceNative.configure do |c|
-      c.exporter = :otlp
-      c.otlp_endpoint = "http://127.0.0.1:#{receiver.port}"
-      c.otlp_protocol = "http/json"
-      c.export_schedule_delay = 0.05
-      c.export_timeout = 0.2
-      c.lifecycle_max_finished_runs = 5
-    end
-    err = StringIO.new
-    $stderr = err
+  RECOVERY_SCRIPT = "SCHEDULE_DELAY = 0.05\n" + ANNOUNCE_PRELUDE + <<~'RUBY'
     run = lambda do |task|
       TaskerTraceNative::Native.record_lifecycle_event("task.start_requested", { task_id: task, to_state: "in_progress" })
       TaskerTraceNative::Native.record_lifecycle_event("task.completed", { task_id: task })

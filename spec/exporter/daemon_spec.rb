@@ -12,21 +12,25 @@ require_relative "../rails/subprocess_helper"
 RSpec.describe "Background exporter: Process.daemon" do
   include SubprocessHelper
 
+  # The console exporter drawing to `out` (defined first), its schedule far
+  # off, and `publish`, which hands an event to the tracer's listener.
+  DAEMON_PRELUDE = <<~'RUBY'
+    require "json"
+    require "tasker_trace_native"
+    TaskerTraceNative.configure do |c|
+      c.exporter = :console
+      c.console_output = out
+      c.export_schedule_delay = 600
+    end
+    event = Struct.new(:id, :payload)
+    publish = ->(name, payload) { TaskerTraceNative::Lifecycle::LISTENER.call(event.new(name, payload)) }
+  RUBY
+
   it "exports from the daemon the runs that finished before it, and the steps that waited", timeout: 90 do
     Dir.mktmpdir do |dir|
       out = File.join(dir, "console.log")
       marker = File.join(dir, "done.json")
-      script = <<~'RUBY'
-        out, marker = ARGV
-        require "json"
-        require "tasker_trace_native"
-        TaskerTraceNative.configure do |c|
-          c.exporter = :console
-          c.console_output = out
-          c.export_schedule_delay = 600
-        end
-        event = Struct.new(:id, :payload)
-        publish = ->(name, payload) { TaskerTraceNative::Lifecycle::LISTENER.call(event.new(name, payload)) }
+      script = "out, marker = ARGV\n" + DAEMON_PRELUDE + <<~'RUBY'
         publish.call("task.start_requested", { task_id: 1, task_name: "finished_before", to_state: "in_progress" })
         publish.call("task.completed", { task_id: 1 })
         publish.call("task.start_requested", { task_id: 2, task_name: "finished_after", to_state: "in_progress" })
@@ -57,17 +61,7 @@ RSpec.describe "Background exporter: Process.daemon" do
     Dir.mktmpdir do |dir|
       outs = %w[parent daemon].map { |who| File.join(dir, "#{who}.log") }
       marker = File.join(dir, "done.json")
-      script = <<~'RUBY'
-        parent_out, daemon_out, marker = ARGV
-        require "json"
-        require "tasker_trace_native"
-        TaskerTraceNative.configure do |c|
-          c.exporter = :console
-          c.console_output = parent_out
-          c.export_schedule_delay = 600
-        end
-        event = Struct.new(:id, :payload)
-        publish = ->(name, payload) { TaskerTraceNative::Lifecycle::LISTENER.call(event.new(name, payload)) }
+      script = "out, daemon_out, marker = ARGV\n" + DAEMON_PRELUDE + <<~'RUBY'
         publish.call("task.start_requested", { task_id: 1, task_name: "the_grandparents", to_state: "in_progress" })
         publish.call("task.completed", { task_id: 1 })
         pid = fork do
