@@ -60,6 +60,23 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     listener.instance_variable_set(:@guarded, true)
   end
 
+  # The same thread's next job, after one that raised: its run (task 2) is
+  # that job's child, its root current while it runs, and nothing is left
+  # after; not in the trace of `remote` (the raising job's remote parent).
+  def next_job_is_the_runs_parent(remote = nil)
+    second = OpenTelemetryStandIn.app_span
+    otel::Trace.with_span(second) do
+      start(2)
+      expect(current_hex).not_to eq(second.context.hex_span_id)
+      publish("task.completed", task_id: 2)
+      expect(current_hex).to eq(second.context.hex_span_id)
+    end
+    expect(stack).to be_empty
+    run = runs(include_open: true).find { |r| r[:task_id] == 2 }
+    expect(root(run)[:parent_span_id]).to eq(second.context.hex_span_id)
+    expect(root(run)[:trace_id]).not_to eq(remote.context.hex_trace_id) if remote
+  end
+
   # An app's block (a job's span) that raises after its run opened.
   def job_that_raises(job, task)
     otel::Trace.with_span(job) do
@@ -227,15 +244,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     # and the API saw matched calls.
     expect(stack).to be_empty
     expect(otel.errors).to be_empty
-    # The same thread's next job: its run is that job's child.
-    second = OpenTelemetryStandIn.app_span
-    otel::Trace.with_span(second) do
-      start(2)
-      publish("task.completed", task_id: 2)
-    end
-    expect(stack).to be_empty
-    run = runs(include_open: true).find { |r| r[:task_id] == 2 }
-    expect(root(run)[:parent_span_id]).to eq(second.context.hex_span_id)
+    next_job_is_the_runs_parent
     expect(stats[:context_restores]).to eq(0)
   end
 
@@ -244,15 +253,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       expect { job_that_raises(OpenTelemetryStandIn.app_span, 1) }.to raise_error("the job failed")
       # The API's detach took ours instead of the job's: the job's is left.
       expect(stack.size).to eq(1)
-      second = OpenTelemetryStandIn.app_span
-      otel::Trace.with_span(second) do
-        start(2)
-        expect(current_hex).not_to eq(second.context.hex_span_id)
-        publish("task.completed", task_id: 2)
-      end
-      expect(stack).to be_empty
-      run = runs(include_open: true).find { |r| r[:task_id] == 2 }
-      expect(root(run)[:parent_span_id]).to eq(second.context.hex_span_id)
+      next_job_is_the_runs_parent # the leftover goes at its first event
       expect(stats[:context_restores]).to eq(1)
     end
   end
@@ -473,19 +474,6 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     end.to raise_error("the job failed")
   end
 
-  # The same thread's next job, after it: its run is that job's child.
-  def next_job_is_the_runs_parent(remote)
-    second = OpenTelemetryStandIn.app_span
-    otel::Trace.with_span(second) do
-      start(2)
-      publish("task.completed", task_id: 2)
-      expect(current_hex).to eq(second.context.hex_span_id)
-    end
-    expect(stack).to be_empty
-    run = runs(include_open: true).find { |r| r[:task_id] == 2 }
-    expect(root(run)[:parent_span_id]).to eq(second.context.hex_span_id)
-    expect(root(run)[:trace_id]).not_to eq(remote.context.hex_trace_id)
-  end
 
   it "leaves nothing when a job raised through two blocks with its run open" do
     remote = OpenTelemetryStandIn.app_span
