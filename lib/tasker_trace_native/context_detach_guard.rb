@@ -23,13 +23,16 @@ module TaskerTraceNative
   # fiber-local read decides.
   module ContextDetachGuard
     def detach(token)
-      i = ContextListener.taken_above(token)
+      held = Thread.current[ContextListener::KEY]
+      return super unless held # a fiber the gem never attached a context in
+
+      i = ContextListener.taken_above(held, token)
       while i.positive?
         super(token + i)
         i -= 1
       end
       matched = super
-      ContextListener.drop_uncovered
+      ContextListener.drop_uncovered(held)
       matched
     end
   end

@@ -177,11 +177,10 @@ module TaskerTraceNative
       # unwound the app's block past ours, or the block ended while ours was
       # on top), those are marked off the stack and their number returned
       # (the guard detaches them first, newest first); else 0, and the
-      # API's detach goes as it would. One fiber-local read when this fiber
-      # holds nothing.
-      def taken_above(token)
-        held = Thread.current[KEY]
-        return 0 if held.nil? || (held.entries.empty? && held.covered.empty?) || !@guarded
+      # API's detach goes as it would. `held`: this fiber's (the guard read
+      # it).
+      def taken_above(held, token)
+        return 0 if (held.entries.empty? && held.covered.empty?) || !@guarded
         return 0 unless token.is_a?(Integer) && token >= 1
 
         stack = context_stack
@@ -202,9 +201,9 @@ module TaskerTraceNative
       # For ContextDetachGuard, after any detach: a context of ours whose
       # span ended while an app's context was above it is detached once it
       # is on top (the next one, if any, by this detach's own guard).
-      def drop_uncovered
-        held = Thread.current[KEY]
-        return if held.nil? || held.covered.empty? || @restoring
+      # `held`: this fiber's.
+      def drop_uncovered(held)
+        return if held.covered.empty? || @restoring
 
         stack = context_stack
         at = stack && held.covered.index { |e| e.context.equal?(stack.last) }
