@@ -78,6 +78,15 @@ RSpec.describe "Background exporter: settings and methods" do
     end
   end
 
+  it "refuses what is not a monotonic time for Native.adopt_inherited, changing nothing" do
+    before = TaskerTraceNative::Native.unowned_before
+    expect(before).to be_nil # the original process owns everything it holds
+    { "x" => TypeError, [] => TypeError, {} => TypeError, -1 => RangeError, 2**70 => RangeError }.each do |bad, error|
+      expect { TaskerTraceNative::Native.adopt_inherited(bad) }.to raise_error(error)
+    end
+    expect(TaskerTraceNative::Native.unowned_before).to eq(before)
+  end
+
   it "reports its stats in a fixed shape" do
     stats = TaskerTraceNative.exporter_stats
     expect(stats.keys).to eq(%i[enabled running pid exports failed_exports exported_traces exported_spans retries
