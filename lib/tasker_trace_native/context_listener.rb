@@ -47,7 +47,14 @@ module TaskerTraceNative
     # - either end, in a one-element Array when runs were dropped since the
     #   thread was last told (it lets go of them first).
     # A handle is a Fixnum that stands for one span id.
+    # - `:thread_span` (THREAD): a step attempt was entered in a thread
+    #   where nothing of the gem's answers for it: the fiber attaches its
+    #   thread span (OpenTelemetryThreadSpan), once.
     SETTLE = 0
+
+    # The answer that asks for a thread span, and the handle (and root) of
+    # a thread span's entry.
+    THREAD = :thread_span
 
     # Spans entered and not known to have ended, process-wide; the oldest go
     # first past this many (their contexts are then detached as stale).
@@ -93,7 +100,10 @@ module TaskerTraceNative
       def refresh!
         @has_stack = api_loaded? && ::OpenTelemetry::Context.respond_to?(:stack, true)
         @enabled = api_loaded? && Native.settings.fetch(:opentelemetry_context) != false
-        @span_class = OpenTelemetrySpan.for_api(::OpenTelemetry::Trace::Span) if @enabled
+        if @enabled
+          @span_class = OpenTelemetrySpan.for_api(::OpenTelemetry::Trace::Span)
+          @thread_span_class = OpenTelemetryThreadSpan.for_api(::OpenTelemetry::Trace::Span)
+        end
         @guarded = guard!(::OpenTelemetry::Context) if @enabled && @has_stack
         @engaged ||= @enabled
         Native.set_context_path(@engaged, @enabled)
@@ -123,6 +133,7 @@ module TaskerTraceNative
       def answer(event, answer)
         return on_event(event) if answer == true
         return verify(event) if answer == false
+        return thread_span(event) if answer.equal?(THREAD)
 
         change(event, answer)
         plain_once_released!(event) unless @enabled
@@ -246,6 +257,11 @@ module TaskerTraceNative
       # (`reenter`); a covered one is done.
       def off_stack(held, entry)
         entry.token = nil
+        if entry.handle.equal?(THREAD)
+          # Its next attempt attaches one again (see `thread_span`).
+          held.entries.delete_if { |e| e.equal?(entry) }
+          Native.thread_span_held(false)
+        end
         at = held.covered.index { |e| e.equal?(entry) }
         held.covered.delete_at(at) if at
         @detached += 1
@@ -318,7 +334,9 @@ module TaskerTraceNative
         held.seen = @ends
         if @enabled
           stack = context_stack
-          leave(held.entries) { |e| !@open.key?(e.handle) || !@open.key?(e.root) || gone?(stack, e) }
+          leave(held.entries) do |e|
+            !e.handle.equal?(THREAD) && (!@open.key?(e.handle) || !@open.key?(e.root) || gone?(stack, e))
+          end
         else
           leave(held.entries) { true }
         end
@@ -406,6 +424,40 @@ module TaskerTraceNative
         end
 
         attach(entries, @span_class.new(change), handle, root, stack)
+      end
+
+      # A step attempt was entered in this thread and nothing of the gem's
+      # answers for it here (Native.listen answered THREAD): unless this
+      # fiber's current span is a run's root (its context was carried into
+      # this thread: it answers for its run's attempts), the fiber attaches
+      # a thread span above its current context, once: it stays while the
+      # context path is in use, and answers for every attempt this thread
+      # runs (OpenTelemetryThreadSpan). An app's block that takes it (the
+      # guard) has the next attempt attach one again.
+      def thread_span(event)
+        held = settled(event)
+        forget_dropped(event)
+        return unless @enabled
+
+        stack = context_stack
+        top = held && held.entries.last
+        if top&.handle.equal?(THREAD) && top.token && (stack.nil? || stack.last.equal?(top.context))
+          # The thread's view was forgotten; its span is still on top.
+          Native.thread_span_held(true)
+          return
+        end
+        below = ::OpenTelemetry::Context.current
+        current = ::OpenTelemetry::Trace.current_span(below)
+        return if current.is_a?(@span_class)
+
+        held ||= hold
+        context = ::OpenTelemetry::Trace.context_with_span(@thread_span_class.new(current), parent_context: below)
+        under = stack&.dup
+        token = ::OpenTelemetry::Context.attach(context)
+        held.entries << Entry.new(token, context, under, THREAD, THREAD)
+        Native.thread_span_held(true)
+      rescue StandardError => e
+        context_error(event, e)
       end
 
       # The attempt current in this thread was entered again (its next

@@ -1,16 +1,19 @@
 # frozen_string_literal: true
 
 module TaskerTraceNative
-  # The span a connected context carries (see ContextListener): a
-  # non-recording OpenTelemetry span for a run's root or a step attempt,
-  # made from what Native.listen answered when the span was entered.
+  # The span a run's root context carries (see ContextListener): a
+  # non-recording OpenTelemetry span, made from what Native.listen answered
+  # when the run was entered.
   #
   # It is an instance of a subclass of the loaded API's own
   # `OpenTelemetry::Trace::Span` (`for_api`), so it is everything that class
-  # is (`recording?` false, the no-op setters). Only its SpanContext is made
-  # when first asked for (`context`, the API's public reader): most attempts
-  # end without any code asking for their span's ids, and making the API's
-  # objects is most of what attaching a context costs.
+  # is (`recording?` false, the no-op setters). Its SpanContext (`context`,
+  # the API's public reader) is made when first asked for. While a step
+  # attempt of its run is current in the asking thread (a step run in the
+  # job's own thread, or in a future's thread the root's context was
+  # carried into), it answers that attempt's SpanContext: no context is
+  # attached per attempt (see OpenTelemetryThreadSpan for the threads the
+  # root is not current in).
   module OpenTelemetrySpan
     class << self
       # The subclass of `api_span` (the API's Span class) with this module's
@@ -21,6 +24,14 @@ module TaskerTraceNative
         methods = self
         @span_class = Class.new(api_span) { include methods }
       end
+
+      # The SpanContext of `ids` ([trace_id, span_id, sampled, ...], binary
+      # ids).
+      def span_context(ids)
+        trace_id, span_id, sampled = ids
+        flags = sampled ? ::OpenTelemetry::Trace::TraceFlags::SAMPLED : ::OpenTelemetry::Trace::TraceFlags::DEFAULT
+        ::OpenTelemetry::Trace::SpanContext.new(trace_id: trace_id, span_id: span_id, trace_flags: flags)
+      end
     end
 
     # `entered` is the frozen [trace_id, span_id, sampled, handle,
@@ -30,17 +41,37 @@ module TaskerTraceNative
       @entered = entered
     end
 
-    # The span's OpenTelemetry::Trace::SpanContext, made at the first call.
+    # The span's OpenTelemetry::Trace::SpanContext, made at the first call;
+    # or, while an attempt of its run is current in the calling thread,
+    # that attempt's.
     def context
-      @context ||= begin
-        trace_id, span_id, sampled = @entered
-        flags = sampled ? ::OpenTelemetry::Trace::TraceFlags::SAMPLED : ::OpenTelemetry::Trace::TraceFlags::DEFAULT
-        ::OpenTelemetry::Trace::SpanContext.new(trace_id: trace_id, span_id: span_id, trace_flags: flags)
-      end
+      ids = Native.current_attempt(@entered[1])
+      return attempt_context(ids) if ids
+
+      @context ||= OpenTelemetrySpan.span_context(@entered)
+    end
+
+    # A run's root (what ContextListener tells apart from a thread span).
+    def root?
+      true
     end
 
     def inspect
       "#<TaskerTraceNative span #{@entered[1].unpack1('H*')} of trace #{@entered[0].unpack1('H*')}>"
+    end
+
+    private
+
+    # The SpanContext of the attempt `ids` ([trace_id, span_id, sampled,
+    # handle]), kept while the same attempt is asked for again (one
+    # reference, so that threads asking at once never see a mixed pair).
+    def attempt_context(ids)
+      last = @attempt
+      return last[1] if last && last[0] == ids[3]
+
+      context = OpenTelemetrySpan.span_context(ids)
+      @attempt = [ids[3], context].freeze
+      context
     end
   end
 end

@@ -125,7 +125,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(stack.size).to eq(2) # each run's root current in turn
   end
 
-  it "carries each open span as the API's Span, its SpanContext made when first asked for" do
+  it "carries the run's root as the API's Span, answering for the attempt current in the asking thread" do
     start(1)
     open_step(1, 10)
     span = otel::Trace.current_span
@@ -136,12 +136,16 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(context).to be_a(otel::Trace::SpanContext)
     expect(span.context).to equal(context)
     expect([context.valid?, context.trace_flags.sampled?, context.remote?]).to eq([true, true, false])
+    # Asked in a thread no attempt of its run is current in: the root.
+    elsewhere = in_thread { span.context.hex_span_id }
     close_step(1, 10)
+    after = span.context
     publish("task.completed", task_id: 1)
     run = only_run
     expect(context.hex_trace_id).to eq(run[:trace_id])
     expect(context.hex_span_id).to eq(attempts(run).first[:span_id])
-    expect(span.inspect).to include(context.hex_span_id, context.hex_trace_id)
+    expect([elsewhere, after.hex_span_id]).to eq([root(run)[:span_id]] * 2)
+    expect(span.inspect).to include(after.hex_span_id, after.hex_trace_id)
   end
 
   it "starts a new trace when no span is current, as without the API" do
@@ -152,28 +156,34 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(stack).to be_empty
   end
 
-  it "makes each attempt current in the thread that runs it, and detaches it there" do
+  it "makes each attempt current in the thread that runs it, through one context a thread" do
     start(1)
     root_id = current_hex
     seen = Array.new(3) do |i|
       Thread.new do
-        open_step(1, 10 + i)
-        during = current_hex
-        close_step(1, 10 + i)
-        [during, current_hex, TaskerTraceNative::ContextListener.held, stack.size]
+        2.times.map do |n|
+          step = 10 + (i * 2) + n
+          open_step(1, step)
+          during = current_hex
+          close_step(1, step)
+          [during, current_hex, TaskerTraceNative::ContextListener.held, stack.size]
+        end
       end
     end.map(&:value)
     publish("task.completed", task_id: 1)
     ids = attempts(only_run).to_h { |a| [attrs(a)["step_id"], a[:span_id]] }
-    seen.each_with_index do |(during, after, held, depth), i|
-      expect(during).to eq(ids.fetch(10 + i))
-      expect([after, held, depth]).to eq(["0" * 16, 0, 0])
+    seen.each_with_index do |in_thread, i|
+      in_thread.each_with_index do |(during, after, held, depth), n|
+        expect(during).to eq(ids.fetch(10 + (i * 2) + n))
+        # The thread's span stays, and answers nothing between attempts.
+        expect([after, held, depth]).to eq(["0" * 16, 1, 1])
+      end
     end
     expect(current_hex).to eq("0" * 16)
     expect(root(only_run)[:span_id]).to eq(root_id)
   end
 
-  it "goes to Ruby only for events that change what a thread holds or enter its current span" do
+  it "goes to Ruby only for a run's own events and a thread's first attempt" do
     start(1)
     calls = []
     allow(TaskerTraceNative::ContextListener).to receive(:answer).and_wrap_original do |m, event, answer|
@@ -187,32 +197,30 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     publish("step.completed", step)
     2.times { publish("step.completed", step.merge(attempt_number: 1)) }
     publish("task.start_requested", task_id: 1, task_name: "t") # merges into the root: current already
-    # Entering the current span (the attempt, the root) again is answered
-    # false, to verify (an app's block may have taken its context); the
-    # repeats are not.
-    expect(calls.map(&:first)).to eq(%w[step.execution_requested step.before_handle step.completed
-                                        task.start_requested])
-    expect(calls[3][1]).to be(false)
-    # Entered: the ids, the sampling decision and two handles (the span's,
-    # its root's); ended: the span's handle alone, a Fixnum.
-    trace_id, span_id, sampled, handle, root_handle = calls[0][1]
-    expect(calls[0][1]).to be_frozen
-    expect([trace_id.unpack1("H*"), span_id.unpack1("H*"), sampled])
-      .to eq([only_run(include_open: true)[:trace_id], entered, true])
-    expect([handle, root_handle]).to all(be_a(Integer).and(be_positive))
-    expect(handle).not_to eq(root_handle)
-    expect(calls[1][1]).to be(false)
-    expect(calls[2][1]).to eq(handle)
+    # Here the run's root answers for its attempts: nothing is attached
+    # for them. Entering the current root again is answered false, to
+    # verify (an app's block may have taken its context).
+    expect(calls).to eq([["task.start_requested", false]])
     expect(entered).to eq(attempts(only_run(include_open: true)).first[:span_id])
     expect(current_hex).to eq(root(only_run(include_open: true))[:span_id])
     expect(TaskerTraceNative.lifecycle_stats[:events_repeated]).to eq(4)
-    # A run ended: minus its root's handle (the attempt's root).
+    # In another thread, the first attempt asks for the thread's span, once.
+    in_thread do
+      [20, 21].each do |id|
+        other = step.merge(step_id: id, step_name: "s#{id}")
+        publish("step.execution_requested", other)
+        publish("step.before_handle", other)
+        publish("step.completed", other)
+      end
+    end
+    expect(calls.drop(1)).to eq([["step.execution_requested", :thread_span]])
+    # A run ended: minus its root's handle.
     publish("task.completed", task_id: 1)
-    expect(calls.last).to eq(["task.completed", -root_handle])
+    expect(calls.last).to match(["task.completed", be_a(Integer).and(be_negative)])
     expect([current_hex, TaskerTraceNative::ContextListener.held]).to eq(["0" * 16, 0])
   end
 
-  it "detaches an attempt that ended in another thread at its own thread's next event" do
+  it "makes an attempt that ended in another thread current nowhere" do
     start(1)
     step_thread = Queue.new
     results = Queue.new
@@ -233,8 +241,8 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     worker.join
     attempt = attempts(only_run(include_open: true)).first[:span_id]
     expect(first).to eq([attempt, 1])
-    expect(stale).to eq([attempt, 1])
-    expect(cleaned).to eq(["0" * 16, 0])
+    expect(stale).to eq(["0" * 16, 1]) # the thread's span stays, and answers nothing
+    expect(cleaned).to eq(["0" * 16, 1])
   end
 
   it "never leaves a context when an exception ends the job between open and close" do
@@ -258,7 +266,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     end
   end
 
-  it "detaches a step whose handler raised at the next attempt opened in that thread" do
+  it "makes the next attempt current in a thread whose step's handler raised" do
     start(1)
     in_thread do
       begin
@@ -273,7 +281,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       close_step(1, 11)
       expect(held).to eq(1)
       expect(current).to eq(attempts(only_run(include_open: true)).last[:span_id])
-      expect(stack).to be_empty
+      expect(stack.size).to eq(1) # the thread's span
     end
   end
 
@@ -295,19 +303,20 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       expect(current_hex).to eq(first_job.context.hex_span_id)
     end
     second_job = OpenTelemetryStandIn.app_span
+    during = nil
     otel::Trace.with_span(second_job) do
       start(1)
       step_inbox << -> { open_step(1, 10) }
       during = step_out.pop
       expect(stack.size).to eq(2)
       step_inbox << -> { close_step(1, 10) }
-      expect(step_out.pop).to eq(["0" * 16, 0])
+      expect(step_out.pop).to eq(["0" * 16, 1])
       publish("task.completed", task_id: 1)
-      expect(during.last).to eq(1), "the first run's attempt went at the second's opening event"
     end
     step_inbox.close
     worker.join
     first, second = runs
+    expect(during).to eq([attempts(second).first[:span_id], 1]), "the second run's attempt current, the first's gone"
     expect(first[:end]).to eq("pending")
     expect(root(second)[:parent_span_id]).to eq(second_job.context.hex_span_id)
     expect(root(second)[:links]).to eq([{ trace_id: first[:trace_id], span_id: root(first)[:span_id] }])
@@ -315,44 +324,28 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
   end
 
   # A step whose closing event comes while a context the app attached is
-  # above the step's (never detached before the step ends).
+  # above the thread's span (detached after the step ends). The app's
+  # context carries the run's root, made in the job's thread: it answers
+  # for the attempt current in this thread.
   def step_under_app_context(app_context)
     open_step(1, 10)
-    # A block-scoped context of the app's: in order, nothing to do.
     otel::Context.with_current(app_context) { @inner = current_hex }
     token = otel::Context.attach(app_context)
     close_step(1, 10)
     expect(otel::Context.current).to equal(app_context)
-    yield
     otel::Context.detach(token)
-    expect(stack).to be_empty
+    expect(stack.size).to eq(1) # the thread's span, below the app's
+    @inner
   end
 
-  it "keeps a context the app attached inside a step above, and detaches the step's after it" do
+  it "keeps contexts the app attaches inside a step, with and without the guard" do
     start(1)
     app_context = otel::Context.current.set_value(otel::Context.create_key("app"), 1)
-    in_thread do
-      step_under_app_context(app_context) do
-        # The ended step's context waits under the app's, so that the app's
-        # detach stays matched; it goes with it.
-        expect(stack.size).to eq(2)
-        expect(stack.last).to equal(app_context)
-      end
-    end
-    expect(@inner).to eq(root(only_run(include_open: true))[:span_id])
+    inner = [in_thread { step_under_app_context(app_context) }]
+    without_detach_guard { inner << in_thread { step_under_app_context(app_context) } }
+    expect(inner).to eq(attempts(only_run(include_open: true)).map { |a| a[:span_id] })
     expect(stats[:context_restores]).to eq(0)
     expect(otel.errors).to be_empty
-  end
-
-  it "takes the step's context out from under the app's without the guard, and counts the restore" do
-    start(1)
-    app_context = otel::Context.current.set_value(otel::Context.create_key("app"), 1)
-    without_detach_guard do
-      in_thread do
-        step_under_app_context(app_context) { expect(stack).to eq([app_context]) }
-      end
-    end
-    expect(stats[:context_restores]).to eq(1)
   end
 
   it "follows an unsampled parent: its spans are current, marked unsampled, and not exported" do
@@ -376,7 +369,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(exported).not_to include(job.context.hex_trace_id)
   end
 
-  it "leaves no context attached after 1,000 runs over 8 threads with steps in other threads" do
+  it "leaves one context per step thread, and none in jobs, after 1,000 runs over 8 threads" do
     configure_lifecycle(lifecycle_max_finished_runs: 2_000)
     publisher # subscribe before the threads start
     leftovers = Array.new(8) do |t|
@@ -408,29 +401,30 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
         [held_in_steps.uniq, TaskerTraceNative::ContextListener.held, stack.size]
       end
     end.map(&:value)
-    expect(leftovers).to all(eq([[[0, 0]], 0, 0]))
+    # Each step thread keeps its span (and nothing more); each job thread
+    # nothing.
+    expect(leftovers).to all(eq([[[1, 1]], 0, 0]))
     expect(runs.size).to eq(1_000)
     expect(runs.map { |r| r[:spans].size }.uniq).to eq([3])
     expect(stats[:context_restores]).to eq(0)
     expect(otel.errors).to be_empty
   end
 
-  it "attaches a step's context again at its next opening event when an app's block took it" do
-    otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
-      start(1)
-      app = OpenTelemetryStandIn.app_span
-      open_step_in_raising_block(1, 10, app)
-      # The block took the step's context with its own.
-      expect(current_hex).to eq(root(only_run(include_open: true))[:span_id])
-      expect(stack.size).to eq(2)
+  it "attaches a thread's span again at the step's next opening event when an app's block took it" do
+    start(1)
+    seen = in_thread do
+      # The thread's first attempt opens inside an app's block that raises:
+      # the thread's span, attached above the block's context, goes with it.
+      open_step_in_raising_block(1, 10, OpenTelemetryStandIn.app_span)
+      taken = [current_hex, stack.size]
       publish("step.before_handle", task_id: 1, step_id: 10)
-      step = attempts(only_run(include_open: true)).first[:span_id]
-      expect(current_hex).to eq(step) # what the handler's HTTP calls nest under
-      expect(stack.size).to eq(3)     # the job's, the root's and the step's
+      during = [current_hex, stack.size] # what the handler's HTTP calls nest under
       close_step(1, 10)
-      publish("task.completed", task_id: 1)
-      expect(stack.size).to eq(1)
+      [taken, during, stack.size]
     end
+    step = attempts(only_run(include_open: true)).first[:span_id]
+    expect(seen).to eq([["0" * 16, 0], [step, 1], 1])
+    publish("task.completed", task_id: 1)
     expect(stack).to be_empty
     expect(otel.errors).to be_empty
   end
@@ -487,9 +481,9 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     remote = OpenTelemetryStandIn.app_span
     without_detach_guard do
       job_that_raises_through_two_blocks(remote)
-      # Each block's detach took one of ours: the remote parent's context
-      # and the job span's are left.
-      expect(stack.size).to eq(2)
+      # The job block's detach took ours (the root's), and the outer block's
+      # the job span's: the remote parent's context is left.
+      expect(stack.size).to eq(1)
       expect(OpenTelemetryStandIn::OpenTelemetry::Trace.current_span(stack.first).context.hex_span_id)
         .to eq(remote.context.hex_span_id)
       next_job_is_the_runs_parent(remote)
@@ -562,7 +556,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     it "lets go of a run #{how} at the thread's next event, and a new run is not its child" do
       start(1)
       open_step(1, 10)
-      expect(stack.size).to eq(2)
+      expect(stack.size).to eq(1) # the root's, which answers for the attempt
       if way == :evict
         configure_lifecycle(lifecycle_max_open_runs: 1)
         in_thread { start(2) } # evicts task 1's run
@@ -588,9 +582,10 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     open_step(2, 20) # a change of this thread's own: entering run 2's attempt
     publish("observability.step.backoff", task_id: 3, step_id: 30)
     step = attempts(runs(include_open: true).find { |r| r[:task_id] == 2 }).first[:span_id]
+    # Run 1's root went; the thread's span answers for run 2's attempt.
     expect([stack.size, TaskerTraceNative::ContextListener.held, current_hex]).to eq([1, 1, step])
     close_step(2, 20)
-    expect(stack).to be_empty
+    expect([stack.size, current_hex]).to eq([1, "0" * 16])
   end
 
   it "lets go of a run its own thread's opening event evicted, and the new run is not its child" do

@@ -589,7 +589,7 @@ impl State {
         }
         self.dropped_roots.push_back(run.root.span_id);
         self.dropped_total += 1;
-        self.threads.span_dropped();
+        self.threads.span_dropped(run.root.span_id);
         garbage.live.push(run);
     }
 

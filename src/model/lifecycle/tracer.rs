@@ -12,7 +12,7 @@ use crate::support::clock::Stamp;
 
 use super::limits::LifecycleLimits;
 use super::model::{Clock, Garbage, LifecycleStats, RecordOutcome, Settled, State};
-use super::run::{Run, SpanChange};
+use super::run::{Run, SpanChange, SpanRef};
 use super::thread_views::Answer;
 use crate::input::lifecycle::event::LifecycleEvent;
 use crate::input::lifecycle::repeat::RepeatKey;
@@ -219,6 +219,18 @@ impl Tracer {
         drop(garbage);
         drop(event);
         result
+    }
+
+    /// The attempt current in `thread` (of the run whose root is `root`,
+    /// or any run's): what a thread span, or a run's root, answers when
+    /// asked for its ids there (see [`ThreadViews`](super::thread_views)).
+    pub fn attempt_in(&self, thread: u64, root: Option<[u8; 8]>) -> Option<SpanRef> {
+        self.state.lock().threads.attempt_in(thread, root)
+    }
+
+    /// Whether `thread` holds a thread span now.
+    pub fn set_thread_span(&self, thread: u64, held: bool) {
+        self.state.lock().threads.set_thread_span(thread, held);
     }
 
     /// Forgets what the connected path told each thread (it is told

@@ -185,6 +185,8 @@ symbol_table! {
     queued => "queued",
     inherited_discarded => "inherited_discarded",
     last_error => "last_error",
+    // The connected path's answer: attach a thread span.
+    thread_span => "thread_span",
     last_error_at_ns => "last_error_at_ns",
     next_attempt_at_ns => "next_attempt_at_ns",
     tracer_app_waits => "tracer_app_waits",

@@ -47,6 +47,7 @@ use crate::from_ruby::setting_checks::{boolean_argument, key_name};
 use crate::helpers::errors::{self, argument_error, build_protected, guarded, shown};
 use crate::helpers::pending;
 use crate::helpers::recorder::{recorder_result, Ingested};
+use crate::helpers::static_ids;
 use crate::helpers::thread_token;
 use crate::in_force;
 use crate::process::{self, lifecycle_tracer, root_module};
@@ -192,9 +193,16 @@ fn record_connected(
             let thread = thread_token::current();
             let (_, made, answer) =
                 process::record(|| lifecycle_tracer().record_listened(event, key, thread));
-            // What the thread's view says, except that the change is told
-            // whatever the view holds (the Ruby layer recorded it itself).
+            // What the thread's view says, except that a root's change is
+            // told whatever the view holds (the Ruby layer recorded it
+            // itself). An attempt's is the view's alone: nothing is
+            // attached for it (see `ThreadViews`).
             *told = match (made, answer) {
+                (Some(SpanChange::Entered(r) | SpanChange::Ended(r)), answer)
+                    if r.span_id != r.root_span_id =>
+                {
+                    answer
+                }
                 (Some(c), Answer::ForgetThenChange(_)) => Answer::ForgetThenChange(c),
                 (Some(c), _) => Answer::Change(c),
                 (None, Answer::Settle) => Answer::Settle,
@@ -446,12 +454,14 @@ fn listen_connected(
 }
 
 /// What the Ruby layer is told (see `listen`): nil, 0 (settle), false
-/// (verify), or the change (`span_change_to_ruby`).
+/// (verify), `:thread_span` (attach this thread's span), or the change
+/// (`span_change_to_ruby`).
 fn answer_to_ruby(answer: Answer) -> VALUE {
     match answer {
         Answer::Nothing => rb_sys::Qnil as VALUE,
         Answer::Settle => SETTLE,
         Answer::Verify => rb_sys::Qfalse as VALUE,
+        Answer::ThreadSpan => static_ids::sym(|s| s.thread_span),
         Answer::Change(change) => span_change_to_ruby(&change, false),
         Answer::ForgetThenChange(change) => span_change_to_ruby(&change, true),
     }

@@ -1,0 +1,58 @@
+//! The connected path's questions about the calling thread (see
+//! `TaskerTraceNative::ContextListener` and `OpenTelemetrySpan`):
+//! `current_attempt`, `thread_span_held`.
+
+use magnus::rb_sys::AsRawValue;
+use magnus::{function, Error, RModule, RString, Ruby, Value as RValue};
+
+use crate::helpers::errors::guarded;
+use crate::helpers::thread_token;
+use crate::process::lifecycle_tracer;
+use crate::to_ruby::lifecycle::span_handle;
+use crate::to_ruby::values::{array_of, binary_to_ruby, bool_to_ruby, int_to_ruby, nil, wrap};
+
+/// `Native.current_attempt(root)` → the step attempt current in the calling
+/// thread, as a frozen `[trace_id, span_id, sampled, handle]` (binary ids),
+/// or nil when none is; with `root` (a run's root span id, 8 binary
+/// bytes), only an attempt of that run. What a thread span, and a run's
+/// root span asked in a thread running one of its steps, answer.
+fn current_attempt(ruby: &Ruby, root: RValue) -> Result<RValue, Error> {
+    let root = RString::from_value(root).and_then(|s| {
+        // SAFETY: the bytes are copied at once, before any Ruby code runs.
+        <[u8; 8]>::try_from(unsafe { s.as_slice() }).ok()
+    });
+    let thread = thread_token::current();
+    guarded(ruby, || {
+        let Some(a) = lifecycle_tracer().attempt_in(thread, root) else {
+            return Ok(wrap(nil()));
+        };
+        let items = [
+            binary_to_ruby(&a.trace_id),
+            binary_to_ruby(&a.span_id),
+            bool_to_ruby(a.sampled),
+            int_to_ruby(span_handle(&a.span_id)),
+        ];
+        let ary = array_of(items.into_iter(), |v| v);
+        // SAFETY: freezes the Array just made (nothing else holds it yet).
+        Ok(wrap(unsafe { rb_sys::rb_obj_freeze(ary) }))
+    })
+}
+
+/// `Native.thread_span_held(held)`: the calling thread now holds a thread
+/// span (true: attached, or its current span answers for its attempts), or
+/// no longer does (false: an app's block took it). Its next attempt is
+/// answered `:thread_span` when it holds none.
+fn thread_span_held(ruby: &Ruby, held: RValue) -> Result<bool, Error> {
+    let held = held.as_raw() == rb_sys::Qtrue as rb_sys::VALUE;
+    let thread = thread_token::current();
+    guarded(ruby, || {
+        lifecycle_tracer().set_thread_span(thread, held);
+        Ok(held)
+    })
+}
+
+pub fn define(native: RModule) -> Result<(), Error> {
+    native.define_module_function("current_attempt", function!(current_attempt, 1))?;
+    native.define_module_function("thread_span_held", function!(thread_span_held, 1))?;
+    Ok(())
+}
