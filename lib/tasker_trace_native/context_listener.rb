@@ -1,11 +1,14 @@
 # frozen_string_literal: true
 
 module TaskerTraceNative
-  # Connected traces: while a run or a step attempt is open, its span is the
-  # current OpenTelemetry span in the thread (fiber) that published its
-  # opening event, so spans other instrumentation creates meanwhile (Net::HTTP,
-  # Faraday, PG, ...) become its children, and a run opened under a current
-  # span (the job's) becomes that span's child. See docs/connected-traces.md.
+  # Connected traces: while a run is open, its root is the current
+  # OpenTelemetry span in the thread (fiber) that published its opening
+  # event; while a step attempt is open, the span current in its thread (the
+  # run's root, or the thread's span: OpenTelemetryThreadSpan) answers with
+  # the attempt's ids. So spans other instrumentation creates meanwhile
+  # (Net::HTTP, Faraday, PG, ...) become their children, and a run opened
+  # under a current span (the job's) becomes that span's child. See
+  # docs/connected-traces.md.
   #
   # Used only when the OpenTelemetry API is loaded (`::OpenTelemetry::Trace`)
   # and the `opentelemetry_context` setting is not false: checked when the
