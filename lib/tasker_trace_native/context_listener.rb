@@ -513,6 +513,7 @@ module TaskerTraceNative
           if yield(entry)
             entries.delete_at(i)
             @detached += 1
+            Native.thread_span_held(false) if entry.handle.equal?(THREAD)
             detach(entry, entries)
           end
           i -= 1

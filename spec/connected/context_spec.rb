@@ -183,6 +183,53 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(root(only_run)[:span_id]).to eq(root_id)
   end
 
+  it "lets a step thread's events wait, and its span reads them before it answers" do
+    waiting = -> { TaskerTraceNative::TestHooks.waiting_events(TaskerTraceNative::Lifecycle::PENDING) }
+    start(1)
+    seen = in_thread do
+      open_step(1, 10) # the thread's first attempt: its span is attached
+      close_step(1, 10)
+      publish("step.execution_requested", task_id: 1, step_id: 11, step_name: "s11")
+      publish("step.before_handle", task_id: 1, step_id: 11)
+      before = waiting.call
+      during = current_hex # what an HTTP client span's parent would be: what waits is read
+      after = waiting.call
+      close_step(1, 11)
+      [before, during, after, waiting.call]
+    end
+    publish("task.completed", task_id: 1)
+    ids = attempts(only_run).to_h { |a| [attrs(a)["step_id"], a[:span_id]] }
+    expect(seen).to eq([4, ids.fetch(11), 0, 1]) # all after step 10's first event
+    expect(waiting.call).to eq(0)
+    expect(only_run[:end]).to eq("completed")
+  end
+
+  it "answers for each thread's attempt with more step threads than it keeps views of" do
+    start(1)
+    first_done = Queue.new
+    go = Queue.new
+    count = 24 # more than the extension's views of threads (16)
+    threads = Array.new(count) do |i|
+      Thread.new do
+        open_step(1, 100 + i)
+        close_step(1, 100 + i)
+        first_done << true
+        go.pop
+        open_step(1, 200 + i) # waits: the thread's span answers
+        during = current_hex
+        close_step(1, 200 + i)
+        [i, during]
+      end
+    end
+    count.times { first_done.pop }
+    count.times { go << true }
+    seen = threads.map(&:value)
+    publish("task.completed", task_id: 1)
+    ids = attempts(only_run).to_h { |a| [attrs(a)["step_id"], a[:span_id]] }
+    expect(seen.map { |i, during| [i, during] }).to eq(seen.map { |i, _| [i, ids.fetch(200 + i)] })
+    expect(otel.errors).to be_empty
+  end
+
   it "goes to Ruby only for a run's own events and a thread's first attempt" do
     start(1)
     calls = []

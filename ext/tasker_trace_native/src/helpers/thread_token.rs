@@ -2,6 +2,9 @@
 //! thread (its view of the thread's current span, the event it recorded
 //! last) is keyed by it.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rb_sys::VALUE;
 
 /// The calling Ruby thread's Thread object, as a number. Not the OS
@@ -19,4 +22,41 @@ pub fn current() -> u64 {
     // call); rb_thread_current only reads the running thread.
     let thread: VALUE = unsafe { rb_sys::rb_thread_current() };
     thread as u64
+}
+
+/// Bumped whenever what threads hold is forgotten (the context path
+/// switched, the tracer reset): a mark made before says nothing.
+static SPAN_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The Ruby thread (token) on this native thread that holds a thread
+    /// span (see `ContextListener`), and the epoch it was marked in.
+    static SPAN_HELD: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// Whether the Ruby thread `thread` (the calling one) said it holds a
+/// thread span: its step events may then wait to be read (their attempt
+/// needs no context). Read without a lock: the mark lives with the native
+/// thread, and names the Ruby thread, so another Ruby thread run on it (the
+/// thread cache, M:N threads) never matches.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+pub fn span_held(thread: u64) -> bool {
+    let epoch = SPAN_EPOCH.load(Ordering::Relaxed);
+    SPAN_HELD.with(|held| held.get() == (thread, epoch))
+}
+
+/// Marks (or unmarks) the calling Ruby thread `thread` as holding a thread
+/// span.
+pub fn set_span_held(thread: u64, held: bool) {
+    let mark = if held {
+        (thread, SPAN_EPOCH.load(Ordering::Relaxed))
+    } else {
+        (0, 0)
+    };
+    SPAN_HELD.with(|cell| cell.set(mark));
+}
+
+/// Forgets every thread's mark.
+pub fn forget_spans_held() {
+    SPAN_EPOCH.fetch_add(1, Ordering::Relaxed);
 }

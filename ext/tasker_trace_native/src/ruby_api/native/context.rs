@@ -8,6 +8,7 @@ use magnus::{function, Error, RModule, RString, Ruby, Value as RValue};
 use crate::helpers::errors::guarded;
 use crate::helpers::thread_token;
 use crate::process::lifecycle_tracer;
+use crate::ruby_api::native::lifecycle::read_pending;
 use crate::to_ruby::lifecycle::span_handle;
 use crate::to_ruby::values::{array_of, binary_to_ruby, bool_to_ruby, int_to_ruby, nil, wrap};
 
@@ -21,6 +22,8 @@ fn current_attempt(ruby: &Ruby, root: RValue) -> Result<RValue, Error> {
         // SAFETY: the bytes are copied at once, before any Ruby code runs.
         <[u8; 8]>::try_from(unsafe { s.as_slice() }).ok()
     });
+    // Step events that waited say which attempt is current.
+    read_pending(ruby)?;
     let thread = thread_token::current();
     guarded(ruby, || {
         let Some(a) = lifecycle_tracer().attempt_in(thread, root) else {
@@ -40,11 +43,14 @@ fn current_attempt(ruby: &Ruby, root: RValue) -> Result<RValue, Error> {
 
 /// `Native.thread_span_held(held)`: the calling thread now holds a thread
 /// span (true: attached, or its current span answers for its attempts), or
-/// no longer does (false: an app's block took it). Its next attempt is
-/// answered `:thread_span` when it holds none.
+/// no longer does (false: an app's block took it, or it was released). Its
+/// next attempt is answered `:thread_span` when it holds none; while it
+/// holds one, its step events wait to be read with the others (see
+/// `Native.listen`).
 fn thread_span_held(ruby: &Ruby, held: RValue) -> Result<bool, Error> {
     let held = held.as_raw() == rb_sys::Qtrue as rb_sys::VALUE;
     let thread = thread_token::current();
+    thread_token::set_span_held(thread, held);
     guarded(ruby, || {
         lifecycle_tracer().set_thread_span(thread, held);
         Ok(held)

@@ -285,6 +285,7 @@ fn set_context_path(ruby: &Ruby, engaged: RValue, enabled: RValue) -> Result<boo
     };
     if CONTEXT_PATH.swap(mode, Ordering::Relaxed) != mode {
         lifecycle_tracer().forget_threads();
+        thread_token::forget_spans_held();
     }
     Ok(mode != PLAIN)
 }
@@ -306,11 +307,19 @@ enum Listened {
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
     let mode = CONTEXT_PATH.load(Ordering::Relaxed);
+    let thread = thread_token::current();
     // While a thread of this process reads the waiting events (inside Ruby
     // code a payload's conversion runs), every event waits, so that none is
-    // recorded before older ones.
-    if mode == PLAIN && (may_wait(name) || pending::reading()) && pending::usable(pending) {
-        let (at, thread) = (monotonic_now_ns(), thread_token::current());
+    // recorded before older ones. On the connected path, a step event
+    // waits in a thread whose span answers for its attempts (nothing to
+    // attach): the span reads what waits before it answers.
+    let waits = match mode {
+        PLAIN => may_wait(name) || pending::reading(),
+        CONNECTED => thread_token::span_held(thread) && is_step_event(name),
+        _ => false,
+    };
+    if waits && pending::usable(pending) {
+        let at = monotonic_now_ns();
         if let Some(waiting) = pending::push(pending, name, payload, at, thread) {
             if waiting < pending::READ_AT {
                 return Listened::Done;
@@ -352,6 +361,12 @@ fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
 /// late copies, which bring its counts) are read when they arrive, so that
 /// a finished run is ready for export without waiting for another event.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn is_step_event(name: VALUE) -> bool {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header; the
+    // String's bytes are read at once.
+    unsafe { rb_sys::RB_TYPE(name) == T::RUBY_T_STRING && string_slice(name).starts_with(b"step.") }
+}
+
 fn may_wait(name: VALUE) -> bool {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header; the
     // String's bytes are read at once.
@@ -368,14 +383,43 @@ fn may_wait(name: VALUE) -> bool {
 fn read_all_pending(pending: VALUE) -> Result<(), Error> {
     // SAFETY: called with the GVL held, on a Ruby thread.
     let ruby = unsafe { Ruby::get_unchecked() };
+    let connected = CONTEXT_PATH.load(Ordering::Relaxed) == CONNECTED;
     pending::read_all(pending, |name, payload, mono_ns, thread| {
         let at = Stamp::at_mono(mono_ns);
         let key = lifecycle_repeat::repeat_key(name, payload, thread);
         if repeated(&key, at) {
             return Ok(());
         }
+        if connected {
+            return record_waited(&ruby, name, payload, at, key, thread);
+        }
         record_keyed_at(&ruby, wrap(name), wrap(payload), at, key).map(|_| ())
     })
+}
+
+/// A step event that waited on the connected path (its thread's span
+/// answers for its attempts): recorded as `listen` would have recorded it,
+/// in its thread, so that the thread's view knows its current attempt.
+/// Nothing is left for the Ruby layer to do; a thread span the view had
+/// forgotten (past `MAX_THREADS`) is noted again.
+fn record_waited(
+    ruby: &Ruby,
+    name: VALUE,
+    payload: VALUE,
+    at: Stamp,
+    key: Option<RepeatKey>,
+    thread: u64,
+) -> Result<(), Error> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        read_then(ruby, name, payload, at, |event| {
+            let tracer = lifecycle_tracer();
+            let answer = process::record(|| tracer.record_listened(event, key, thread)).2;
+            if answer == Answer::ThreadSpan {
+                tracer.set_thread_span(thread, true);
+            }
+        })
+    }));
+    lifecycle_result(ruby, outcome, wrap(name)).map(|_| ())
 }
 
 /// Whether the event `key` was read from (at `at`) repeats the one recorded
