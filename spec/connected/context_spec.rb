@@ -204,6 +204,28 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(only_run[:end]).to eq("completed")
   end
 
+  it "attaches a thread's span again after an app's block took it while the thread's events waited" do
+    start(1)
+    seen = in_thread do
+      begin
+        otel::Trace.with_span(OpenTelemetryStandIn.app_span) do
+          publish("step.execution_requested", task_id: 1, step_id: 10, step_name: "s10") # attaches
+          publish("step.before_handle", task_id: 1, step_id: 10) # waits
+          raise "rolled back" # the block's end takes the thread's span
+        end
+      rescue RuntimeError
+        nil
+      end
+      taken = stack.size
+      close_step(1, 10)
+      open_step(1, 11)
+      [taken, current_hex, stack.size].tap { close_step(1, 11) }
+    end
+    ids = attempts(only_run(include_open: true)).to_h { |a| [attrs(a)["step_id"], a[:span_id]] }
+    expect(seen).to eq([0, ids.fetch(11), 1])
+    expect(otel.errors).to be_empty
+  end
+
   it "answers for each thread's attempt with more step threads than it keeps views of" do
     start(1)
     first_done = Queue.new

@@ -398,10 +398,12 @@ fn read_all_pending(pending: VALUE) -> Result<(), Error> {
 }
 
 /// A step event that waited on the connected path (its thread's span
-/// answers for its attempts): recorded as `listen` would have recorded it,
-/// in its thread, so that the thread's view knows its current attempt.
-/// Nothing is left for the Ruby layer to do; a thread span the view had
-/// forgotten (past `MAX_THREADS`) is noted again.
+/// answered for its attempts when it arrived): recorded as `listen` would
+/// have recorded it, in its thread, so that the thread's view knows its
+/// current attempt. What the view answers is not acted on: the thread's
+/// span was there when the event arrived; if an app's block took it since,
+/// the thread's next event read when it arrives is answered
+/// `:thread_span`.
 fn record_waited(
     ruby: &Ruby,
     name: VALUE,
@@ -412,11 +414,7 @@ fn record_waited(
 ) -> Result<(), Error> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         read_then(ruby, name, payload, at, |event| {
-            let tracer = lifecycle_tracer();
-            let answer = process::record(|| tracer.record_listened(event, key, thread)).2;
-            if answer == Answer::ThreadSpan {
-                tracer.set_thread_span(thread, true);
-            }
+            process::record(|| lifecycle_tracer().record_listened(event, key, thread));
         })
     }));
     lifecycle_result(ruby, outcome, wrap(name)).map(|_| ())
