@@ -1,5 +1,7 @@
 //! Events waiting to be read, on the plain path (no OpenTelemetry context
-//! to answer for): `Native.listen` puts a step event's, or a
+//! to answer for), and on the connected path a step event published in a
+//! thread whose thread span answers for its attempts (nothing to attach):
+//! `Native.listen` puts a step event's, or (plain path) a
 //! `task.start_requested`'s, name, payload, clock reading and thread at the
 //! end of a Ruby Array that the Ruby layer owns and passes in
 //! (`TaskerTraceNative::Lifecycle::PENDING`), and they are read, in order,
