@@ -25,6 +25,17 @@ module TaskerTraceNative
         @span_class = Class.new(api_span) { include methods }
       end
 
+      # Native.current_attempt(root), or nil when it fails: the app's code
+      # asking for a span's ids (its HTTP client, its SQL) never sees the
+      # gem raise. Reading the events that wait may run a payload value's
+      # `to_s`; an exception that must propagate (an interrupt) still does.
+      def current_attempt(root)
+        Native.current_attempt(root)
+      rescue StandardError => e
+        TaskerTraceNative.log_lifecycle_error("current_attempt", "OpenTelemetry context: #{e.class}: #{e.message}")
+        nil
+      end
+
       # The SpanContext of `ids` ([trace_id, span_id, sampled, ...], binary
       # ids).
       def span_context(ids)
@@ -45,7 +56,7 @@ module TaskerTraceNative
     # or, while an attempt of its run is current in the calling thread,
     # that attempt's.
     def context
-      ids = Native.current_attempt(@entered[1])
+      ids = OpenTelemetrySpan.current_attempt(@entered[1])
       return attempt_context(ids) if ids
 
       @context ||= OpenTelemetrySpan.span_context(@entered)

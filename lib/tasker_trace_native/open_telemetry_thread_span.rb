@@ -27,7 +27,7 @@ module TaskerTraceNative
     end
 
     def context
-      ids = Native.current_attempt(nil)
+      ids = OpenTelemetrySpan.current_attempt(nil)
       return @below.context unless ids
 
       last = @attempt

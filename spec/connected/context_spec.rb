@@ -148,6 +148,19 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(span.inspect).to include(after.hex_span_id, after.hex_trace_id)
   end
 
+  it "answers with the root's or no span's ids, never raising, when the extension fails to say" do
+    start(1)
+    in_thread { open_step(1, 10) } # the thread's span is attached there
+    thread_span = in_thread do
+      open_step(1, 11)
+      otel::Trace.current_span.tap { close_step(1, 11) }
+    end
+    open_step(1, 12)
+    allow(TaskerTraceNative::Native).to receive(:current_attempt).and_raise(TaskerTraceNative::Error, "boom")
+    expect(otel::Trace.current_span.context.hex_span_id).to eq(root(only_run(include_open: true))[:span_id])
+    expect(thread_span.context.valid?).to be(false)
+  end
+
   it "starts a new trace when no span is current, as without the API" do
     start(1)
     expect(current_hex).to eq(only_run(include_open: true)[:spans][0][:span_id])
@@ -226,29 +239,42 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(otel.errors).to be_empty
   end
 
-  it "answers for each thread's attempt with more step threads than it keeps views of" do
+  it "answers for each thread's attempt with many step threads, 24 of them at once" do
     start(1)
+    count = 80 # more step threads than the extension keeps views of (64)
     first_done = Queue.new
-    go = Queue.new
-    count = 24 # more than the extension's views of threads (16)
+    go = Array.new(count) { Queue.new }
+    opened = Queue.new
+    ask = Queue.new
+    serial = Mutex.new
     threads = Array.new(count) do |i|
       Thread.new do
-        open_step(1, 100 + i)
+        open_step(1, 100 + i) # attaches the thread's span
         close_step(1, 100 + i)
         first_done << true
-        go.pop
-        open_step(1, 200 + i) # waits: the thread's span answers
-        during = current_hex
-        close_step(1, 200 + i)
-        [i, during]
+        go[i].pop
+        second = lambda do
+          open_step(1, 200 + i) # waits: the thread's span answers
+          opened << true
+          yield_now = ask.pop if i < 24 # all 24 opened before any asks
+          during = current_hex
+          close_step(1, 200 + i)
+          [i, during, yield_now]
+        end
+        i < 24 ? second.call : serial.synchronize { second.call }
       end
     end
     count.times { first_done.pop }
-    count.times { go << true }
-    seen = threads.map(&:value)
+    24.times { |i| go[i] << true }
+    24.times { opened.pop }
+    24.times { ask << true }
+    seen = threads.first(24).map(&:value)
+    (24...count).each { |i| go[i] << true }
+    seen += threads.drop(24).map(&:value)
+    (count - 24).times { opened.pop }
     publish("task.completed", task_id: 1)
     ids = attempts(only_run).to_h { |a| [attrs(a)["step_id"], a[:span_id]] }
-    expect(seen.map { |i, during| [i, during] }).to eq(seen.map { |i, _| [i, ids.fetch(200 + i)] })
+    expect(seen.map { |i, during, _| [i, during] }).to eq(Array.new(count) { |i| [i, ids.fetch(200 + i)] })
     expect(otel.errors).to be_empty
   end
 

@@ -23,9 +23,13 @@
 
 use super::run::{SpanChange, SpanRef};
 
-/// Threads remembered; the least recently seen is forgotten past this many
-/// (it is then told everything again).
-pub const MAX_THREADS: usize = 16;
+/// Threads remembered; past this many, the least recently seen of those
+/// with no current attempt and no root is forgotten (it is then told
+/// everything again), or, when every one has one, the least recently seen.
+/// A thread's current attempt lives only here: a span asked in a thread
+/// forgotten while its step ran answers no attempt until the thread's next
+/// attempt.
+pub const MAX_THREADS: usize = 64;
 
 /// What the publishing thread must do after an event was recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +84,7 @@ impl View {
 }
 
 /// The views of up to [`MAX_THREADS`] threads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ThreadViews {
     /// The threads, apart from their views: one event reads this line or
     /// two to find its thread.
@@ -94,6 +98,19 @@ pub struct ThreadViews {
     /// a span, "forget, then change".
     dropped: u64,
     clock: u64,
+}
+
+impl Default for ThreadViews {
+    fn default() -> Self {
+        ThreadViews {
+            ids: [0; MAX_THREADS],
+            views: [View::default(); MAX_THREADS],
+            len: 0,
+            ends: 0,
+            dropped: 0,
+            clock: 0,
+        }
+    }
 }
 
 impl ThreadViews {
@@ -278,8 +295,10 @@ impl ThreadViews {
                     self.len += 1;
                     self.len - 1
                 } else {
+                    let idle =
+                        |v: &View| v.attempt.is_none() && v.top.is_none() && v.below.is_none();
                     (0..self.len)
-                        .min_by_key(|&i| self.views[i].used)
+                        .min_by_key(|&i| (!idle(&self.views[i]), self.views[i].used))
                         .unwrap_or(0)
                 };
                 // New here: it was told nothing, so it is told everything.
@@ -474,12 +493,24 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_with_a_current_attempt_is_forgotten_last() {
+        let mut v = ThreadViews::default();
+        v.answer(1000, entered(span(5)));
+        v.set_thread_span(1000, true);
+        for t in 0..(MAX_THREADS as u64 * 2) {
+            v.answer(t, None);
+        }
+        assert_eq!(v.attempt_in(1000, None), Some(span(5)));
+    }
+
+    #[test]
     fn a_forgotten_thread_is_told_everything() {
         let mut v = ThreadViews::default();
         v.answer(100, entered(root(5)));
         v.answer(100, entered(span(6)));
+        // Every other thread holds a root too: the least recently seen goes.
         for t in 0..MAX_THREADS as u64 {
-            v.answer(t, None);
+            v.answer(t, entered(root(7)));
         }
         assert_eq!(v.attempt_in(100, None), None);
         assert_eq!(v.answer(100, entered(root(5))), change(root(5)));
