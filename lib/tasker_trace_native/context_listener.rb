@@ -17,13 +17,14 @@ module TaskerTraceNative
   # records plainly and nothing here runs.
   #
   # Each fiber keeps the contexts it attached, newest last, with the span each
-  # belongs to and its run's root. A context is detached
-  # - when its span ends in this fiber (the closing event);
-  # - at this fiber's next listener call, when its span ended in another
-  #   thread or its run ended (anywhere);
+  # belongs to and its run's root: a run's root, and at most one thread span
+  # (attached once, kept while the path is in use; its entry's handle and
+  # root are THREAD). A root's context is detached
+  # - when its run ends in this fiber (the closing event);
+  # - at this fiber's next listener call, when its run ended in another
+  #   thread or was dropped;
   # - at this fiber's next opening event, when an exception unwound an app's
-  #   block past it (the app's detach took it), or when an attempt of the
-  #   same run opens (the previous one's closing event never came here);
+  #   block past it (the app's detach took it);
   # and never from another thread. Detaching keeps the API's order: with the
   # API's stack at hand, ContextDetachGuard (prepended to the API's Context)
   # lets an app's block that ends take the contexts of ours above it, and a
@@ -35,24 +36,24 @@ module TaskerTraceNative
     # like OpenTelemetry's own Context storage).
     KEY = :__tasker_trace_native_contexts__
 
-    # What Native.listen answers when spans ended in other threads since
+    # What Native.listen answers when runs ended in other threads since
     # this one was last told (and the event changed nothing of its own).
-    # It answers false when the attempt current in the thread was entered
+    # It answers false when the root current in the thread was entered
     # again (its next opening event: see `verify`).
     # Its other answers, and Native.record_lifecycle_event_connected's, are
     # what the event did, made so that the common ones allocate nothing:
-    # - a span entered: a frozen [trace_id, span_id, sampled, handle,
+    # - a run's root entered: a frozen [trace_id, span_id, sampled, handle,
     #   root_handle], ids as binary Strings, and `true` sixth when runs
     #   were dropped since the thread was last told (it lets go of them
     #   first);
-    # - an attempt ended: its handle, a positive Integer;
-    # - a run ended (with its attempts): minus its root's handle;
-    # - either end, in a one-element Array when runs were dropped since the
-    #   thread was last told (it lets go of them first).
-    # A handle is a Fixnum that stands for one span id.
+    # - a run ended (with its attempts): minus its root's handle, or in a
+    #   one-element Array when runs were dropped since the thread was last
+    #   told (it lets go of them first);
     # - `:thread_span` (THREAD): a step attempt was entered in a thread
     #   where nothing of the gem's answers for it: the fiber attaches its
     #   thread span (OpenTelemetryThreadSpan), once.
+    # A handle is a Fixnum that stands for one span id. (An attempt's entry
+    # and end are never answered: the spans ask for the current attempt.)
     SETTLE = 0
 
     # The answer that asks for a thread span, and the handle (and root) of
