@@ -432,8 +432,9 @@ module TaskerTraceNative
 
       # A step attempt was entered in this thread and nothing of the gem's
       # answers for it here (Native.listen answered THREAD): unless this
-      # fiber's current span is a run's root (its context was carried into
-      # this thread: it answers for its run's attempts), the fiber attaches
+      # fiber's current span is the attempt's run's root (its context was
+      # carried into this thread: it answers for its run's attempts), the
+      # fiber attaches
       # a thread span above its current context, once: it stays while the
       # context path is in use, and answers for every attempt this thread
       # runs (OpenTelemetryThreadSpan). An app's block that takes it (the
@@ -452,7 +453,7 @@ module TaskerTraceNative
         end
         below = ::OpenTelemetry::Context.current
         current = ::OpenTelemetry::Trace.current_span(below)
-        return if current.is_a?(@span_class)
+        return if current.is_a?(@span_class) && current.answers_here?
 
         held ||= hold
         context = ::OpenTelemetry::Trace.context_with_span(@thread_span_class.new(current), parent_context: below)
@@ -506,12 +507,17 @@ module TaskerTraceNative
         end
       end
 
-      # Detaches the entries (newest first) the block selects.
-      def leave(entries)
+      # Detaches the entries (newest first) the block selects, and this
+      # fiber's thread span when it was attached above one of them (a root
+      # goes with what is above it; the thread's next attempt attaches a
+      # thread span again).
+      def leave(entries, &select)
+        t = entries.rindex { |e| e.handle.equal?(THREAD) }
+        thread_too = t && (0...t).any? { |j| select.call(entries[j]) }
         i = entries.size - 1
         while i >= 0
           entry = entries[i]
-          if yield(entry)
+          if (thread_too && i == t) || yield(entry)
             entries.delete_at(i)
             @detached += 1
             Native.thread_span_held(false) if entry.handle.equal?(THREAD)

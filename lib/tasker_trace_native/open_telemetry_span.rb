@@ -62,9 +62,10 @@ module TaskerTraceNative
       @context ||= OpenTelemetrySpan.span_context(@entered)
     end
 
-    # A run's root (what ContextListener tells apart from a thread span).
-    def root?
-      true
+    # Whether it answers for the attempt current in the calling thread: one
+    # of its run's is (ContextListener then attaches nothing for it).
+    def answers_here?
+      OpenTelemetrySpan.current_attempt(@entered[1]) ? true : false
     end
 
     def inspect

@@ -38,10 +38,6 @@ module TaskerTraceNative
       context
     end
 
-    def root?
-      false
-    end
-
     def inspect
       "#<TaskerTraceNative thread span over #{@below.inspect}>"
     end

@@ -196,6 +196,26 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(root(only_run)[:span_id]).to eq(root_id)
   end
 
+  it "attaches nothing in a step thread its run's root was carried into, and a thread span under another run's" do
+    start(1)
+    carried = otel::Context.current # what the concurrent-ruby instrumentation hands a future
+    start(2)
+    other = otel::Context.current
+    seen = [[1, carried], [2, carried], [2, other]].each_with_index.map do |(task, context), i|
+      in_thread do
+        otel::Context.with_current(context) do
+          open_step(task, 10 + i)
+          [current_hex, stack.size].tap { close_step(task, 10 + i) }
+        end
+      end
+    end
+    ids = runs(include_open: true).flat_map { |r| attempts(r) }.to_h { |a| [attrs(a)["step_id"], a[:span_id]] }
+    # Run 1's root answers for its own step; under it, run 2's step needs
+    # the thread's span; run 2's root answers for run 2's.
+    expect(seen).to eq([[ids.fetch(10), 1], [ids.fetch(11), 2], [ids.fetch(12), 1]])
+    expect(otel.errors).to be_empty
+  end
+
   it "lets a step thread's events wait, and its span reads them before it answers" do
     waiting = -> { TaskerTraceNative::TestHooks.waiting_events(TaskerTraceNative::Lifecycle::PENDING) }
     start(1)

@@ -267,6 +267,16 @@ impl ThreadViews {
         }
     }
 
+    /// Whether `thread`'s step events may wait to be read: it holds a thread
+    /// span and no root (a thread that holds a root is told, at its events,
+    /// of runs that ended elsewhere or were dropped).
+    pub fn queues(&self, thread: u64) -> bool {
+        self.ids[..self.len]
+            .iter()
+            .position(|&t| t == thread)
+            .is_some_and(|at| self.views[at].thread_span && !self.views[at].holds_roots())
+    }
+
     /// Whether `thread` holds a thread span (the Ruby layer attached one,
     /// or an app's block took it).
     pub fn set_thread_span(&mut self, thread: u64, held: bool) {
@@ -367,8 +377,15 @@ mod tests {
         assert_eq!(v.attempt_in(1, None), None);
         assert_eq!(v.answer(1, entered(span(6))), Answer::Nothing);
         assert_eq!(v.attempt_in(1, None), Some(span(6)));
+        assert!(v.queues(1));
+        // A root entered there: its events are read when they arrive.
+        v.answer(1, entered(root(7)));
+        assert!(!v.queues(1));
+        v.answer(1, Some(SpanChange::RunEnded(root(7))));
+        assert!(v.queues(1));
         // An app's block took the thread span: asked again.
         v.set_thread_span(1, false);
+        assert!(!v.queues(1));
         assert_eq!(v.answer(1, entered(span(6))), Answer::ThreadSpan);
     }
 

@@ -228,6 +228,12 @@ impl Tracer {
         self.state.lock().threads.attempt_in(thread, root)
     }
 
+    /// Whether `thread`'s step events may wait (see
+    /// [`ThreadViews::queues`](super::thread_views::ThreadViews::queues)).
+    pub fn thread_queues(&self, thread: u64) -> bool {
+        self.state.lock().threads.queues(thread)
+    }
+
     /// Whether `thread` holds a thread span now.
     pub fn set_thread_span(&self, thread: u64, held: bool) {
         self.state.lock().threads.set_thread_span(thread, held);

@@ -50,9 +50,10 @@ fn current_attempt(ruby: &Ruby, root: RValue) -> Result<RValue, Error> {
 fn thread_span_held(ruby: &Ruby, held: RValue) -> Result<bool, Error> {
     let held = held.as_raw() == rb_sys::Qtrue as rb_sys::VALUE;
     let thread = thread_token::current();
-    thread_token::set_span_held(thread, held);
     guarded(ruby, || {
-        lifecycle_tracer().set_thread_span(thread, held);
+        let tracer = lifecycle_tracer();
+        tracer.set_thread_span(thread, held);
+        thread_token::set_span_held(thread, held && tracer.thread_queues(thread));
         Ok(held)
     })
 }

@@ -208,6 +208,13 @@ fn record_connected(
                 (None, Answer::Settle) => Answer::Settle,
                 (None, _) => Answer::Nothing,
             };
+            // A root entered here: this thread's step events are read when
+            // they arrive again (it is told of runs that end elsewhere).
+            if let Answer::Change(SpanChange::Entered(_))
+            | Answer::ForgetThenChange(SpanChange::Entered(_)) = told
+            {
+                thread_token::set_span_held(thread, false);
+            }
             // The fiber holds this span on top already: nothing to say
             // (but the dropped runs).
             if let Answer::Change(SpanChange::Entered(r)) = told {
@@ -486,6 +493,14 @@ fn listen_connected(
     }));
     if answered.opening {
         return Listened::ToContextPath;
+    }
+    // A step event read when it arrived in a thread whose span answers
+    // for it, and that holds no root: the next ones wait.
+    if answered.answer == Answer::Nothing && is_step_event(name) {
+        let thread = thread_token::current();
+        if lifecycle_tracer().thread_queues(thread) {
+            thread_token::set_span_held(thread, true);
+        }
     }
     let recorded = lifecycle_result(ruby, outcome, wrap(name));
     match (recorded, answered.answer) {
