@@ -106,7 +106,7 @@ module TaskerTraceNative
         @enabled = api_loaded? && Native.settings.fetch(:opentelemetry_context) != false
         if @enabled
           @span_class = OpenTelemetrySpan.for_api(::OpenTelemetry::Trace::Span)
-          @thread_span_class = OpenTelemetryThreadSpan.for_api(::OpenTelemetry::Trace::Span)
+          @thread_span_class = OpenTelemetrySpan.for_api(::OpenTelemetry::Trace::Span, OpenTelemetryThreadSpan)
         end
         @guarded = guard!(::OpenTelemetry::Context) if @enabled && @has_stack
         @engaged ||= @enabled

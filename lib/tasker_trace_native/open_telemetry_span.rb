@@ -16,13 +16,15 @@ module TaskerTraceNative
   # root is not current in).
   module OpenTelemetrySpan
     class << self
-      # The subclass of `api_span` (the API's Span class) with this module's
-      # methods, made once per API class.
-      def for_api(api_span)
-        return @span_class if @span_class&.superclass.equal?(api_span)
+      # The subclass of `api_span` (the API's Span class) with the methods
+      # of `methods` (this module, or OpenTelemetryThreadSpan), made once
+      # per API class.
+      def for_api(api_span, methods = self)
+        @span_classes ||= {}
+        made = @span_classes[methods]
+        return made if made&.superclass.equal?(api_span)
 
-        methods = self
-        @span_class = Class.new(api_span) { include methods }
+        @span_classes[methods] = Class.new(api_span) { include methods }
       end
 
       # Native.current_attempt(root), or nil when it fails: the app's code
@@ -34,6 +36,16 @@ module TaskerTraceNative
       rescue StandardError => e
         TaskerTraceNative.log_lifecycle_error("current_attempt", "OpenTelemetry context: #{e.class}: #{e.message}")
         nil
+      end
+
+      # The attempt `ids` ([trace_id, span_id, sampled, handle]) as a
+      # frozen [handle, SpanContext]: `last` when it is that attempt's
+      # already. A span keeps the pair in one reference, so that threads
+      # asking at once never see a mixed one.
+      def attempt_pair(last, ids)
+        return last if last && last[0] == ids[3]
+
+        [ids[3], span_context(ids)].freeze
       end
 
       # The SpanContext of `ids` ([trace_id, span_id, sampled, ...], binary
@@ -57,7 +69,7 @@ module TaskerTraceNative
     # that attempt's.
     def context
       ids = OpenTelemetrySpan.current_attempt(@entered[1])
-      return attempt_context(ids) if ids
+      return (@attempt = OpenTelemetrySpan.attempt_pair(@attempt, ids))[1] if ids
 
       @context ||= OpenTelemetrySpan.span_context(@entered)
     end
@@ -70,20 +82,6 @@ module TaskerTraceNative
 
     def inspect
       "#<TaskerTraceNative span #{@entered[1].unpack1('H*')} of trace #{@entered[0].unpack1('H*')}>"
-    end
-
-    private
-
-    # The SpanContext of the attempt `ids` ([trace_id, span_id, sampled,
-    # handle]), kept while the same attempt is asked for again (one
-    # reference, so that threads asking at once never see a mixed pair).
-    def attempt_context(ids)
-      last = @attempt
-      return last[1] if last && last[0] == ids[3]
-
-      context = OpenTelemetrySpan.span_context(ids)
-      @attempt = [ids[3], context].freeze
-      context
     end
   end
 end

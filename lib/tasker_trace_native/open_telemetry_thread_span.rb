@@ -10,17 +10,9 @@ module TaskerTraceNative
   # and entering or ending an attempt attaches and detaches nothing.
   #
   # An instance of a subclass of the loaded API's `OpenTelemetry::Trace::Span`
-  # (`for_api`), as OpenTelemetrySpan's are.
+  # (`OpenTelemetrySpan.for_api(api_span, OpenTelemetryThreadSpan)`), as
+  # OpenTelemetrySpan's are.
   module OpenTelemetryThreadSpan
-    class << self
-      def for_api(api_span)
-        return @span_class if @span_class&.superclass.equal?(api_span)
-
-        methods = self
-        @span_class = Class.new(api_span) { include methods }
-      end
-    end
-
     # `below`: the span current when it was attached.
     def initialize(below) # rubocop:disable Lint/MissingSuper
       @below = below
@@ -30,12 +22,7 @@ module TaskerTraceNative
       ids = OpenTelemetrySpan.current_attempt(nil)
       return @below.context unless ids
 
-      last = @attempt
-      return last[1] if last && last[0] == ids[3]
-
-      context = OpenTelemetrySpan.span_context(ids)
-      @attempt = [ids[3], context].freeze
-      context
+      (@attempt = OpenTelemetrySpan.attempt_pair(@attempt, ids))[1]
     end
 
     def inspect

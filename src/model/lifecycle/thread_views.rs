@@ -122,7 +122,7 @@ impl ThreadViews {
         if run_ended {
             self.ends += 1;
             if let Some(SpanChange::RunEnded(r)) = change {
-                self.forget_attempts_of(r.span_id);
+                self.forget_attempts(|a| a.root_span_id == r.span_id);
             }
         }
         let ends = self.ends;
@@ -158,7 +158,7 @@ impl ThreadViews {
                 } else {
                     // Ended in another thread than its own: no thread
                     // answers for it any longer.
-                    self.forget_attempt(r.span_id);
+                    self.forget_attempts(|a| a.span_id == r.span_id);
                     return self.answer_unchanged(thread, up_to_date);
                 }
                 if up_to_date {
@@ -218,10 +218,10 @@ impl ThreadViews {
         }
     }
 
-    /// No thread's current attempt is `span_id` any longer.
-    fn forget_attempt(&mut self, span_id: [u8; 8]) {
+    /// No thread's current attempt is one that `gone` selects any longer.
+    fn forget_attempts(&mut self, gone: impl Fn(&SpanRef) -> bool) {
         for view in &mut self.views[..self.len] {
-            if view.attempt.is_some_and(|a| a.span_id == span_id) {
+            if view.attempt.as_ref().is_some_and(&gone) {
                 view.attempt = None;
             }
         }
@@ -238,21 +238,12 @@ impl ThreadViews {
         }
     }
 
-    /// A run ended: no thread's current attempt is one of its.
-    fn forget_attempts_of(&mut self, root: [u8; 8]) {
-        for view in &mut self.views[..self.len] {
-            if view.attempt.is_some_and(|a| a.root_span_id == root) {
-                view.attempt = None;
-            }
-        }
-    }
-
     /// A span ended without any thread's event (its run was expired or
     /// evicted): every thread settles at its next event.
     pub fn span_dropped(&mut self, root: [u8; 8]) {
         self.ends += 1;
         self.dropped += 1;
-        self.forget_attempts_of(root);
+        self.forget_attempts(|a| a.root_span_id == root);
     }
 
     /// The attempt current in `thread`, when it is one of the run whose

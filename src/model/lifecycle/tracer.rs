@@ -234,9 +234,12 @@ impl Tracer {
         self.state.lock().threads.queues(thread)
     }
 
-    /// Whether `thread` holds a thread span now.
-    pub fn set_thread_span(&self, thread: u64, held: bool) {
-        self.state.lock().threads.set_thread_span(thread, held);
+    /// Whether `thread` holds a thread span now; then whether its step
+    /// events may wait (see `thread_queues`).
+    pub fn set_thread_span(&self, thread: u64, held: bool) -> bool {
+        let mut state = self.state.lock();
+        state.threads.set_thread_span(thread, held);
+        state.threads.queues(thread)
     }
 
     /// Forgets what the connected path told each thread (it is told

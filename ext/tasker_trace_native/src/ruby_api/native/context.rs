@@ -51,9 +51,8 @@ fn thread_span_held(ruby: &Ruby, held: RValue) -> Result<bool, Error> {
     let held = held.as_raw() == rb_sys::Qtrue as rb_sys::VALUE;
     let thread = thread_token::current();
     guarded(ruby, || {
-        let tracer = lifecycle_tracer();
-        tracer.set_thread_span(thread, held);
-        thread_token::set_span_held(thread, held && tracer.thread_queues(thread));
+        let queues = lifecycle_tracer().set_thread_span(thread, held);
+        thread_token::set_span_held(thread, queues);
         Ok(held)
     })
 }
