@@ -161,6 +161,24 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(thread_span.context.valid?).to be(false)
   end
 
+  it "answers the extension's context questions for any argument, never raising" do
+    native = TaskerTraceNative::Native
+    start(1)
+    open_step(1, 10) # current here, under run 1's root
+    root_id = [root(only_run(include_open: true))[:span_id]].pack("H*")
+    deep = [[[[[[[[[[["x"]]]]]]]]]]]
+    odd = [nil, "", "x" * 10_000_000, 42, deep, { a: deep }, "\xff".b * 9, :sym]
+    # Not a root's 8-byte span id: the attempt current here, whatever its run.
+    answers = odd.map { |root| native.current_attempt(root)&.then { |a| a[1].unpack1("H*") } }
+    expect(answers).to all(eq(attempts(only_run(include_open: true)).first[:span_id]))
+    expect(native.current_attempt(root_id)).to be_frozen
+    expect(native.current_attempt("\0".b * 8)).to be_nil # another run's root
+    # Only true marks the thread; anything else unmarks it.
+    expect(odd.map { |held| native.thread_span_held(held) }).to all(be(false))
+    expect(native.thread_span_held(true)).to be(true)
+    expect(native.thread_span_held(false)).to be(false)
+  end
+
   it "starts a new trace when no span is current, as without the API" do
     start(1)
     expect(current_hex).to eq(only_run(include_open: true)[:spans][0][:span_id])
