@@ -39,13 +39,15 @@ module ExporterSpecHelper
   # `accept!` opens it again on the same port. Bounded: at most
   # `max_connections` connections, each handled by its own thread. A reply
   # may carry a `body:` (default "{}"). Its
-  # threads run at nice +10: a collector does not share the app's cores, and
-  # the GVL spec measures the app's throughput, not the receiver's CPU.
+  # threads run at nice +10 unless `nice: false`: a collector does not share
+  # the app's cores, and the GVL spec measures the app's throughput, not the
+  # receiver's CPU.
   class Receiver
     attr_reader :port
 
-    def initialize(mode = :ok, max_connections: 2_000, parse: true)
+    def initialize(mode = :ok, max_connections: 2_000, parse: true, nice: true)
       @mode = mode
+      @nice = nice
       @parse = parse
       @max_connections = max_connections
       @lock = Mutex.new
@@ -122,6 +124,8 @@ module ExporterSpecHelper
 
     # Lowers this thread's CPU priority (Linux: nice is per thread).
     def background
+      return unless @nice
+
       Process.setpriority(Process::PRIO_PROCESS, Thread.current.native_thread_id, 10)
     rescue NoMethodError, SystemCallError
       nil
