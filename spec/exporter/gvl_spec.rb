@@ -64,7 +64,7 @@ RSpec.describe "Background exporter: the GVL" do
     RUBY
   end
 
-  it "never makes a CPU-bound Ruby thread wait 50 ms while #{GVL_SPEC_TRACES} traces are exported",
+  it "never makes a CPU-bound Ruby thread wait 200 ms while #{GVL_SPEC_TRACES} traces are exported",
      timeout: 300 do
     skip "needs /proc/thread-self (Linux)" unless File.readable?("/proc/thread-self/schedstat")
 
@@ -76,6 +76,11 @@ RSpec.describe "Background exporter: the GVL" do
     expect(run[:sent]).to eq(GVL_SPEC_TRACES)
     # The loop ran throughout the export (not only around its edges).
     expect(run[:iterations]).to be > 1_000, "the Ruby thread barely ran: #{run}"
-    expect(run[:max_wait]).to be < 0.05, "longest wait of the Ruby thread during the export: #{run}"
+    # An exporter that held the GVL would hold it for seconds (the whole
+    # encoding). Shorter waits are legitimate: the flushing thread takes the
+    # GVL for a moment every 50 ms to check for interrupts, and on a loaded
+    # machine it can lose its CPU while it holds it (71 ms seen once with
+    # two suites running beside it).
+    expect(run[:max_wait]).to be < 0.2, "longest wait of the Ruby thread during the export: #{run}"
   end
 end
