@@ -35,5 +35,13 @@ module TaskerTraceNative
       ContextListener.drop_uncovered(held)
       matched
     end
+
+    # The fiber's stack emptied at once: the run root current here, if
+    # any, is attached again at its next entry.
+    def clear
+      held = Thread.current[ContextListener::KEY]
+      ContextListener.cleared(held) if held
+      super
+    end
   end
 end

@@ -111,6 +111,11 @@ module TaskerTraceNative
         @guarded = guard!(::OpenTelemetry::Context) if @enabled && @has_stack
         @engaged ||= @enabled
         Native.set_context_path(@engaged, @enabled)
+        # With the guard, a run's root entered again is checked only after
+        # the guard saw an app's block take a context of ours in its thread
+        # (`taken_above`); without it, every time (without the stack there
+        # is nothing to check).
+        Native.set_detach_guard(@guarded == true || !@has_stack)
         @enabled
       end
 
@@ -208,9 +213,17 @@ module TaskerTraceNative
           entry
         end
         taken.each { |entry| off_stack(held, entry) }
+        context_taken
         taken.size
       rescue StandardError
         0
+      end
+
+      # For ContextDetachGuard: the fiber's stack was cleared
+      # (`Context.clear`) while it held contexts of ours. `held`: this
+      # fiber's (the guard read it).
+      def cleared(held)
+        context_taken unless held.entries.empty?
       end
 
       # For ContextDetachGuard, after any detach: a context of ours whose
@@ -247,6 +260,15 @@ module TaskerTraceNative
         true
       rescue StandardError
         false
+      end
+
+      # An app's block took contexts of ours in this thread (or cleared
+      # them): the run's root current here is checked at its next entry
+      # (`verify`). Never raises.
+      def context_taken
+        Native.context_taken
+      rescue StandardError
+        nil
       end
 
       # The entry of this fiber's whose context is `context`: attached and

@@ -55,9 +55,11 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     publisher # subscribed first (subscribing prepends the guard)
     listener = TaskerTraceNative::ContextListener
     listener.instance_variable_set(:@guarded, false)
+    TaskerTraceNative::Native.set_detach_guard(false)
     yield
   ensure
     listener.instance_variable_set(:@guarded, true)
+    TaskerTraceNative::Native.set_detach_guard(true)
   end
 
   # The same thread's next job, after one that raised: its run (task 2) is
@@ -330,10 +332,12 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     publish("step.completed", step)
     2.times { publish("step.completed", step.merge(attempt_number: 1)) }
     publish("task.start_requested", task_id: 1, task_name: "t") # merges into the root: current already
+    expect(TaskerTraceNative::TestHooks.waiting_events(TaskerTraceNative::Lifecycle::PENDING)).to eq(1)
     # Here the run's root answers for its attempts: nothing is attached
-    # for them. Entering the current root again is answered false, to
-    # verify (an app's block may have taken its context).
-    expect(calls).to eq([["task.start_requested", false]])
+    # for them. Entering the current root again needs no check (no app's
+    # block took its context): the copy waits to be read, as step events
+    # do.
+    expect(calls).to eq([])
     expect(entered).to eq(attempts(only_run(include_open: true)).first[:span_id])
     expect(current_hex).to eq(root(only_run(include_open: true))[:span_id])
     expect(TaskerTraceNative.lifecycle_stats[:events_repeated]).to eq(4)
@@ -346,7 +350,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
         publish("step.completed", other)
       end
     end
-    expect(calls.drop(1)).to eq([["step.execution_requested", :thread_span]])
+    expect(calls).to eq([["step.execution_requested", :thread_span]])
     # A run ended: minus its root's handle.
     publish("task.completed", task_id: 1)
     expect(calls.last).to match(["task.completed", be_a(Integer).and(be_negative)])
@@ -585,6 +589,45 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(stack).to be_empty
     expect(otel.errors).to be_empty
     expect(stats[:context_restores]).to eq(0)
+  end
+
+  it "attaches a run's root again at its second opening copy after the app cleared the stack" do
+    start(1)
+    otel::Context.clear
+    expect(stack).to be_empty
+    publish("task.start_requested", task_id: 1, task_name: "t") # the initializer's copy
+    expect(current_hex).to eq(root(only_run(include_open: true))[:span_id])
+    publish("task.completed", task_id: 1)
+    expect(stack).to be_empty
+    expect(otel.errors).to be_empty
+  end
+
+  it "checks a run's root at its second copy only in the thread where the app's block took it" do
+    transaction = OpenTelemetryStandIn.app_span
+    roots = {}
+    t1 = Thread.new do
+      otel::Trace.with_span(transaction) { start(1) } # the block's end takes the root's context
+      Thread.stop
+      publish("task.start_requested", task_id: 1, task_name: "t")
+      roots[1] = current_hex
+      publish("task.completed", task_id: 1)
+      stack.size
+    end
+    Thread.pass until t1.stop?
+    t2 = Thread.new do
+      start(2)
+      publish("task.start_requested", task_id: 2, task_name: "t")
+      waited = TaskerTraceNative::TestHooks.waiting_events(TaskerTraceNative::Lifecycle::PENDING)
+      roots[2] = current_hex
+      publish("task.completed", task_id: 2)
+      [waited, stack.size]
+    end
+    expect(t2.value).to eq([1, 0]) # nothing taken here: the copy waited
+    t1.run
+    expect(t1.value).to eq(0)
+    by_task = runs.to_h { |r| [r[:task_id], root(r)[:span_id]] }
+    expect(roots).to eq(by_task)
+    expect(otel.errors).to be_empty
   end
 
   # A job (with a remote parent's context around it) that raises through

@@ -71,6 +71,10 @@ struct View {
     attempt: Option<SpanRef>,
     /// A thread span is attached in this thread (the Ruby layer said so).
     thread_span: bool,
+    /// An app's block took a context of the gem's in this thread since its
+    /// root was entered (the Ruby layer said so): the root entered again
+    /// is verified.
+    taken: bool,
     /// When this thread was last seen (a counter).
     used: u64,
 }
@@ -98,6 +102,9 @@ pub struct ThreadViews {
     /// a span, "forget, then change".
     dropped: u64,
     clock: u64,
+    /// Every current root entered again is verified: the Ruby layer cannot
+    /// tell when an app's block takes a context (no detach guard).
+    verify_always: bool,
 }
 
 impl Default for ThreadViews {
@@ -109,6 +116,7 @@ impl Default for ThreadViews {
             ends: 0,
             dropped: 0,
             clock: 0,
+            verify_always: true,
         }
     }
 }
@@ -127,6 +135,7 @@ impl ThreadViews {
         }
         let ends = self.ends;
         let dropped = self.dropped;
+        let verify_always = self.verify_always;
         let view = self.view(thread);
         if !view.holds_roots() {
             // Nothing here to settle: runs that ended elsewhere concern it
@@ -167,16 +176,20 @@ impl ThreadViews {
                     Self::settle(view, ends, dropped)
                 }
             }
-            // The current root entered again: the Ruby layer checks that an
-            // app's block did not take its context since (a run opens
-            // inside the state machine's transaction, and the block's end
-            // takes the root's context: the initializer's copy, after it,
-            // puts it back). A root held below the current one entered
-            // again changes nothing.
+            // The current root entered again: when an app's block took a
+            // context of the gem's here since (a run opens inside the state
+            // machine's transaction, and the block's end takes the root's
+            // context: the initializer's copy, after it, puts it back), the
+            // Ruby layer checks it. A root held below the current one
+            // entered again changes nothing.
             Some(SpanChange::Entered(SpanRef { span_id, .. }))
                 if up_to_date && view.top == Some(span_id) =>
             {
-                Answer::Verify
+                if std::mem::take(&mut view.taken) || verify_always {
+                    Answer::Verify
+                } else {
+                    Answer::Nothing
+                }
             }
             Some(SpanChange::Entered(SpanRef { span_id, .. }))
                 if up_to_date && view.below == Some(span_id) =>
@@ -189,6 +202,7 @@ impl ThreadViews {
                 }
                 view.top = Some(r.span_id);
                 view.seen_ends = ends;
+                view.taken = false;
                 Self::told(view, dropped, SpanChange::Entered(r))
             }
             Some(SpanChange::RunEnded(r)) => {
@@ -274,11 +288,35 @@ impl ThreadViews {
         self.view(thread).thread_span = held;
     }
 
+    /// An app's block took a context of the gem's in `thread` (the Ruby
+    /// layer's detach guard saw it): the root current there, entered
+    /// again, is verified.
+    pub fn context_taken(&mut self, thread: u64) {
+        self.view(thread).taken = true;
+    }
+
+    /// Whether every current root entered again is verified (true until
+    /// the Ruby layer says its detach guard is in place).
+    pub fn set_verify_always(&mut self, always: bool) {
+        self.verify_always = always;
+    }
+
+    /// What an event that waited was answered was not acted on: `thread`
+    /// is told everything at its next event read when it arrives (runs
+    /// that ended elsewhere, runs dropped), as a thread new here.
+    pub fn untell(&mut self, thread: u64) {
+        let dropped = self.dropped;
+        let view = self.view(thread);
+        view.seen_ends = TOLD_NOTHING;
+        view.seen_dropped = if dropped == 0 { 0 } else { u64::MAX };
+    }
+
     /// Forgets every thread (the Ruby layer released or lost its contexts).
     pub fn clear(&mut self) {
         *self = ThreadViews {
             ends: self.ends,
             dropped: self.dropped,
+            verify_always: self.verify_always,
             ..ThreadViews::default()
         };
     }
@@ -403,6 +441,49 @@ mod tests {
         assert_eq!(v.answer(1, entered(root(9))), Answer::Nothing);
         // Another thread is told.
         assert_eq!(v.answer(2, entered(root(9))), change(root(9)));
+    }
+
+    #[test]
+    fn with_the_guard_the_current_root_is_verified_only_after_a_taking() {
+        let mut v = ThreadViews::default();
+        v.set_verify_always(false);
+        assert_eq!(v.answer(1, entered(root(9))), change(root(9)));
+        assert_eq!(v.answer(1, entered(root(9))), Answer::Nothing);
+        // An app's block took a context here: verified once.
+        v.context_taken(1);
+        assert_eq!(v.answer(2, entered(root(9))), change(root(9)));
+        assert_eq!(v.answer(2, entered(root(9))), Answer::Nothing);
+        assert_eq!(v.answer(1, entered(root(9))), Answer::Verify);
+        assert_eq!(v.answer(1, entered(root(9))), Answer::Nothing);
+        // A taking before a root is entered says nothing of that root.
+        v.context_taken(1);
+        assert_eq!(v.answer(1, entered(root(8))), change(root(8)));
+        assert_eq!(v.answer(1, entered(root(8))), Answer::Nothing);
+        // Forgetting the threads keeps the setting.
+        v.clear();
+        assert_eq!(v.answer(1, entered(root(8))), change(root(8)));
+        assert_eq!(v.answer(1, entered(root(8))), Answer::Nothing);
+    }
+
+    #[test]
+    fn an_untold_thread_is_told_everything_at_its_next_event() {
+        let mut v = ThreadViews::default();
+        v.answer(1, entered(root(5)));
+        v.answer(2, entered(root(6)));
+        // Thread 1 was answered "settle" for an event it did not act on.
+        v.answer(2, Some(SpanChange::RunEnded(root(6))));
+        assert_eq!(v.answer(1, None), Answer::Settle);
+        v.untell(1);
+        assert_eq!(v.answer(1, None), Answer::Settle);
+        assert_eq!(v.answer(1, None), Answer::Nothing);
+        // With runs dropped, the next change carries them.
+        v.span_dropped([4; 8]);
+        v.answer(1, None);
+        v.untell(1);
+        assert_eq!(
+            v.answer(1, entered(root(7))),
+            Answer::ForgetThenChange(SpanChange::Entered(root(7)))
+        );
     }
 
     #[test]

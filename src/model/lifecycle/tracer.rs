@@ -196,6 +196,29 @@ impl Tracer {
         (outcome, change, answer)
     }
 
+    /// [`Tracer::record_listened`] for an event that waited to be read: what
+    /// its thread was answered is not acted on, so a thread answered more
+    /// than nothing (runs ended elsewhere or dropped, a span entered) is
+    /// told everything at its next event read when it arrives.
+    pub fn record_waited(
+        &self,
+        event: LifecycleEvent,
+        key: Option<RepeatKey>,
+        thread: u64,
+    ) -> RecordOutcome {
+        let (outcome, ()) = self.applied(event, key, |state, ev, garbage| {
+            let (outcome, _, answer) = state.apply_listened(ev, garbage, thread);
+            if matches!(
+                answer,
+                Answer::Settle | Answer::Change(_) | Answer::ForgetThenChange(_)
+            ) {
+                state.threads.untell(thread);
+            }
+            (outcome, ())
+        });
+        outcome
+    }
+
     /// Prepares `event`, applies it with `apply` under the lock, remembers
     /// `key` with the outcome, and frees what it replaced after the lock.
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
@@ -240,6 +263,18 @@ impl Tracer {
         let mut state = self.state.lock();
         state.threads.set_thread_span(thread, held);
         state.threads.queues(thread)
+    }
+
+    /// An app's block took a context of the gem's in `thread` (see
+    /// [`ThreadViews::context_taken`]).
+    pub fn context_taken(&self, thread: u64) {
+        self.state.lock().threads.context_taken(thread);
+    }
+
+    /// Whether every current root entered again is verified (see
+    /// [`ThreadViews::set_verify_always`]).
+    pub fn set_verify_always(&self, always: bool) {
+        self.state.lock().threads.set_verify_always(always);
     }
 
     /// Forgets what the connected path told each thread (it is told

@@ -56,7 +56,35 @@ pub fn set_span_held(thread: u64, held: bool) {
     SPAN_HELD.with(|cell| cell.set(mark));
 }
 
-/// Forgets every thread's mark.
+thread_local! {
+    /// The Ruby thread (token) on this native thread whose current run root
+    /// is attached with nothing to verify (see `root_held`), and the epoch
+    /// it was marked in.
+    static ROOT_HELD: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// Whether the Ruby thread `thread` (the calling one) holds a run's root
+/// that needs no check when entered again: the detach guard is in place
+/// and took none of the gem's contexts in this thread since the root was
+/// entered. A run's second `task.start_requested` may then wait to be read.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+pub fn root_held(thread: u64) -> bool {
+    let epoch = SPAN_EPOCH.load(Ordering::Relaxed);
+    ROOT_HELD.with(|held| held.get() == (thread, epoch))
+}
+
+/// Marks (or unmarks) the calling Ruby thread `thread` as holding a root
+/// that needs no check (see `root_held`).
+pub fn set_root_held(thread: u64, held: bool) {
+    let mark = if held {
+        (thread, SPAN_EPOCH.load(Ordering::Relaxed))
+    } else {
+        (0, 0)
+    };
+    ROOT_HELD.with(|cell| cell.set(mark));
+}
+
+/// Forgets every thread's marks.
 pub fn forget_spans_held() {
     SPAN_EPOCH.fetch_add(1, Ordering::Relaxed);
 }

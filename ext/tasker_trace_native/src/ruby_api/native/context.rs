@@ -1,6 +1,6 @@
 //! The connected path's questions about the calling thread (see
 //! `TaskerTraceNative::ContextListener` and `OpenTelemetrySpan`):
-//! `current_attempt`, `thread_span_held`.
+//! `current_attempt`, `thread_span_held`, `context_taken`.
 
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, Error, RModule, RString, Ruby, Value as RValue};
@@ -57,7 +57,22 @@ fn thread_span_held(ruby: &Ruby, held: RValue) -> Result<bool, Error> {
     })
 }
 
+/// `Native.context_taken`: the detach guard saw an app's block take a
+/// context of the gem's in the calling thread (see
+/// `ContextListener.taken_above`): the root current there is verified when
+/// entered again (a run's second `task.start_requested` is then read when
+/// it arrives).
+fn context_taken(ruby: &Ruby) -> Result<bool, Error> {
+    let thread = thread_token::current();
+    thread_token::set_root_held(thread, false);
+    guarded(ruby, || {
+        lifecycle_tracer().context_taken(thread);
+        Ok(true)
+    })
+}
+
 pub fn define(native: RModule) -> Result<(), Error> {
+    native.define_module_function("context_taken", function!(context_taken, 0))?;
     native.define_module_function("current_attempt", function!(current_attempt, 1))?;
     native.define_module_function("thread_span_held", function!(thread_span_held, 1))?;
     Ok(())

@@ -23,7 +23,7 @@
 //!   always read and the event names known by name
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
@@ -215,6 +215,7 @@ fn record_connected(
             {
                 thread_token::set_span_held(thread, false);
             }
+            note_root(thread, made);
             // The fiber holds this span on top already: nothing to say
             // (but the dropped runs).
             if let Answer::Change(SpanChange::Entered(r)) = told {
@@ -264,6 +265,39 @@ fn record_lifecycle_event_connected(
     }));
     lifecycle_result(ruby, outcome, name)?;
     Ok(wrap(answer_to_ruby(told)))
+}
+
+/// Whether the Ruby layer's detach guard is in place (see
+/// `set_detach_guard`): without it, every current root entered again is
+/// verified, and no root is marked as needing no check.
+static GUARDED: AtomicBool = AtomicBool::new(false);
+
+/// What an event recorded in `thread` did to its run roots: a root entered
+/// there needs no check when entered again, while the detach guard is in
+/// place and takes none of the gem's contexts in that thread (see
+/// `thread_token::root_held`); a run ended there holds none.
+fn note_root(thread: u64, made: Option<SpanChange>) {
+    match made {
+        Some(SpanChange::Entered(r)) if r.span_id == r.root_span_id => {
+            thread_token::set_root_held(thread, GUARDED.load(Ordering::Relaxed));
+        }
+        Some(SpanChange::RunEnded(_)) => thread_token::set_root_held(thread, false),
+        _ => {}
+    }
+}
+
+/// `Native.set_detach_guard(guarded)`: whether the Ruby layer's detach
+/// guard is in place (`ContextListener.refresh!`), so that it says when an
+/// app's block takes a context of the gem's (`context_taken`) and a root
+/// entered again is verified only then.
+fn set_detach_guard(ruby: &Ruby, on: RValue) -> Result<bool, Error> {
+    let on = on.to_bool();
+    read_pending(ruby)?;
+    GUARDED.store(on, Ordering::Relaxed);
+    guarded(ruby, || {
+        lifecycle_tracer().set_verify_always(!on);
+        Ok(on)
+    })
 }
 
 /// Which way `listen` goes (see `set_context_path`).
@@ -322,7 +356,10 @@ fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
     // attach): the span reads what waits before it answers.
     let waits = match mode {
         PLAIN => may_wait(name) || pending::reading(),
-        CONNECTED => thread_token::span_held(thread) && is_step_event(name),
+        CONNECTED => {
+            thread_token::span_held(thread) && is_step_event(name)
+                || thread_token::root_held(thread) && is_root_entered_again(name, payload)
+        }
         _ => false,
     };
     if waits && pending::usable(pending) {
@@ -374,6 +411,21 @@ fn is_step_event(name: VALUE) -> bool {
     unsafe { rb_sys::RB_TYPE(name) == T::RUBY_T_STRING && string_slice(name).starts_with(b"step.") }
 }
 
+/// Whether `name` and `payload` are a `task.start_requested` that opens no
+/// run (no `to_state` of in_progress): in a thread whose root needs no
+/// check (see `thread_token::root_held`), the initializer's copy that
+/// follows the state machine's, which changes nothing for the thread. The
+/// state machine's copy of another run reads the current span now.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn is_root_entered_again(name: VALUE, payload: VALUE) -> bool {
+    // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header; the
+    // String's bytes are read at once.
+    let start = unsafe {
+        rb_sys::RB_TYPE(name) == T::RUBY_T_STRING && string_slice(name) == b"task.start_requested"
+    };
+    start && !lifecycle_convert::opens_run(name, payload)
+}
+
 fn may_wait(name: VALUE) -> bool {
     // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header; the
     // String's bytes are read at once.
@@ -404,13 +456,16 @@ fn read_all_pending(pending: VALUE) -> Result<(), Error> {
     })
 }
 
-/// A step event that waited on the connected path (its thread's span
-/// answered for its attempts when it arrived): recorded as `listen` would
-/// have recorded it, in its thread, so that the thread's view knows its
-/// current attempt. What the view answers is not acted on: the thread's
-/// span was there when the event arrived; if an app's block took it since,
-/// the thread's next event read when it arrives is answered
-/// `:thread_span`.
+/// An event that waited on the connected path (a step event whose thread's
+/// span answered for its attempts when it arrived, or a run's second
+/// `task.start_requested` in a thread whose root needed no check):
+/// recorded as `listen` would have recorded it, in its thread, so that the
+/// thread's view knows its current attempt. What the view answers is not
+/// acted on: what the thread held was right when the event arrived; if an
+/// app's block took its thread span since, its next event read when it
+/// arrives is answered `:thread_span`, and a thread answered more than
+/// nothing here is told everything again at that event (see
+/// `Tracer::record_waited`).
 fn record_waited(
     ruby: &Ruby,
     name: VALUE,
@@ -421,7 +476,7 @@ fn record_waited(
 ) -> Result<(), Error> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         read_then(ruby, name, payload, at, |event| {
-            process::record(|| lifecycle_tracer().record_listened(event, key, thread));
+            process::record(|| lifecycle_tracer().record_waited(event, key, thread));
         })
     }));
     lifecycle_result(ruby, outcome, wrap(name)).map(|_| ())
@@ -501,6 +556,9 @@ fn listen_connected(
         if lifecycle_tracer().thread_queues(thread) {
             thread_token::set_span_held(thread, true);
         }
+    }
+    if let Answer::Change(c) | Answer::ForgetThenChange(c) = answered.answer {
+        note_root(thread_token::current(), Some(c));
     }
     let recorded = lifecycle_result(ruby, outcome, wrap(name));
     match (recorded, answered.answer) {
@@ -841,6 +899,7 @@ pub fn define(native: RModule) -> Result<(), Error> {
         function!(record_lifecycle_event, 2),
     )?;
     native.define_module_function("set_context_path", function!(set_context_path, 2))?;
+    native.define_module_function("set_detach_guard", function!(set_detach_guard, 1))?;
     native.define_module_function("read_waiting_events", function!(read_waiting_events, 0))?;
     // SAFETY: `listen` takes the module and three VALUEs (arity 3), as the
     // VM calls a C function of that arity, and never unwinds.
