@@ -415,6 +415,9 @@ module TaskerTraceNative
       # fiber checks its entries against it at its next call; this one at
       # once (and, when it was up to date, stays so).
       def ended(event, handle, run)
+        held = Thread.current[KEY]
+        return if run && held && ended_on_top(held, handle)
+
         held = settled(event)
         up_to_date = held && held.seen == @ends
         @ends += 1 if @open.delete(handle)
@@ -422,6 +425,29 @@ module TaskerTraceNative
 
         leave(held.entries) { |e| (run ? e.root : e.handle) == handle }
         held.seen = @ends if up_to_date
+      end
+
+      # A run ended whose root is this fiber's only entry, on top of the
+      # fiber's stack where it was put, with nothing to settle: its context
+      # is detached at once (what `leave` and `detach` do, in few calls: the
+      # common end of a run). Whether it was.
+      def ended_on_top(held, handle)
+        entries = held.entries
+        return false unless entries.size == 1 && held.seen == @ends && held.covered.empty? && @enabled
+
+        entry = entries[0]
+        token = entry.token
+        return false unless entry.handle == handle && token
+
+        stack = context_stack
+        return false unless stack && stack.size == token && stack[-1].equal?(entry.context)
+
+        entries.clear
+        @detached += 1
+        @ends += 1 if @open.delete(handle)
+        held.seen = @ends
+        ::OpenTelemetry::Context.detach(token)
+        true
       end
 
       def enter(event, change)
@@ -518,7 +544,9 @@ module TaskerTraceNative
       def attach(entries, span, handle, root, stack)
         below = ::OpenTelemetry::Context.current
         context = ::OpenTelemetry::Trace.context_with_span(span, parent_context: below)
-        under = stack&.dup
+        # What was under it matters only where the guard is not there to
+        # take the gem's contexts with an app's block (see `left_behind`).
+        under = stack&.dup unless @guarded
         token = ::OpenTelemetry::Context.attach(context)
         entries << Entry.new(token, context, under, handle, root)
         @open[root] = true
