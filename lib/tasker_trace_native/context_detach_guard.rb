@@ -24,7 +24,9 @@ module TaskerTraceNative
   module ContextDetachGuard
     def detach(token)
       held = Thread.current[ContextListener::KEY]
-      return super unless held # a fiber the gem never attached a context in
+      # A fiber that holds nothing of the gem's (never did, or let go of
+      # it): nothing to take, nothing to drop after.
+      return super if held.nil? || (held.entries.empty? && held.covered.empty?)
 
       i = ContextListener.taken_above(held, token)
       while i.positive?

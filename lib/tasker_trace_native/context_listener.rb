@@ -158,7 +158,18 @@ module TaskerTraceNative
       # run never joins an ended one. The payload is not read here: its
       # Hash's default proc, or a subclass's `[]`, could raise or change it.
       def on_event(event)
-        record(event.id, event.payload, true)
+        held = Thread.current[KEY]
+        return record(event.id, event.payload, true) unless @enabled && (held.nil? || held.entries.empty?)
+
+        # The common opening: this fiber holds nothing of the gem's (as
+        # `record` and `enter` would do it, in fewer calls).
+        name = event.id
+        answer = Native.record_lifecycle_event_connected(name, event.payload, current_parent, nil)
+        return true unless answer
+        return change(name, answer) || true unless answer.is_a?(Array) && answer.size == 5
+
+        open_root(name, answer)
+        true
       end
 
       # One event through the context path (`opens`: it may open a run, and
@@ -476,6 +487,20 @@ module TaskerTraceNative
         end
 
         attach(entries, @span_class.new(change), handle, root, stack)
+      end
+
+      # The root `entered` (what Native answered: see SETTLE) made current in
+      # a fiber that held nothing of the gem's (unless the payload's
+      # conversion published in it meanwhile: then as `enter` does it).
+      def open_root(name, entered)
+        held = Thread.current[KEY]
+        return change(name, entered) unless held.nil? || held.entries.empty?
+
+        held ||= hold
+        held.seen = @ends
+        attach(held.entries, @span_class.new(entered), entered[3], entered[4], context_stack)
+      rescue StandardError => e
+        context_error(name, e)
       end
 
       # A step attempt was entered in this thread and nothing of the gem's
