@@ -591,6 +591,17 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(stats[:context_restores]).to eq(0)
   end
 
+  it "records a run's second opening copy that waited, with what it brings, before the run ends" do
+    start(1)
+    publish("task.start_requested", task_id: 1, task_name: "t", total_steps: 5) # the initializer's copy
+    expect(TaskerTraceNative::TestHooks.waiting_events(TaskerTraceNative::Lifecycle::PENDING)).to eq(1)
+    publish("task.completed", task_id: 1)
+    expect(TaskerTraceNative::TestHooks.waiting_events(TaskerTraceNative::Lifecycle::PENDING)).to eq(0)
+    expect(attrs(root(only_run))).to include("total_steps" => 5)
+    expect(stack).to be_empty
+    expect(stats).to include(events_repeated: 0, open_runs: 0)
+  end
+
   it "attaches a run's root again at its second opening copy after the app cleared the stack" do
     start(1)
     otel::Context.clear
