@@ -179,6 +179,11 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(odd.map { |held| native.thread_span_held(held) }).to all(be(false))
     expect(native.thread_span_held(true)).to be(true)
     expect(native.thread_span_held(false)).to be(false)
+    # Any truthy value says the detach guard is in place; nil, that it is not.
+    expect(odd.map { |on| native.set_detach_guard(on) }).to eq([false] + [true] * (odd.size - 1))
+    expect([native.set_detach_guard(false), native.set_detach_guard(true)]).to eq([false, true])
+    expect(native.context_taken).to be(true)
+    expect { native.context_taken(1) }.to raise_error(ArgumentError)
   end
 
   it "starts a new trace when no span is current, as without the API" do
@@ -616,15 +621,18 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
   it "checks a run's root at its second copy only in the thread where the app's block took it" do
     transaction = OpenTelemetryStandIn.app_span
     roots = {}
+    ready = Queue.new
+    go = Queue.new
     t1 = Thread.new do
       otel::Trace.with_span(transaction) { start(1) } # the block's end takes the root's context
-      Thread.stop
+      ready << true
+      go.pop
       publish("task.start_requested", task_id: 1, task_name: "t")
       roots[1] = current_hex
       publish("task.completed", task_id: 1)
       stack.size
     end
-    Thread.pass until t1.stop?
+    ready.pop
     t2 = Thread.new do
       start(2)
       publish("task.start_requested", task_id: 2, task_name: "t")
@@ -634,7 +642,7 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
       [waited, stack.size]
     end
     expect(t2.value).to eq([1, 0]) # nothing taken here: the copy waited
-    t1.run
+    go << true
     expect(t1.value).to eq(0)
     by_task = runs.to_h { |r| [r[:task_id], root(r)[:span_id]] }
     expect(roots).to eq(by_task)
