@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::LocalKey;
 
 use rb_sys::VALUE;
 
@@ -41,19 +42,13 @@ thread_local! {
 /// thread cache, M:N threads) never matches.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub fn span_held(thread: u64) -> bool {
-    let epoch = SPAN_EPOCH.load(Ordering::Relaxed);
-    SPAN_HELD.with(|held| held.get() == (thread, epoch))
+    marked(&SPAN_HELD, thread)
 }
 
 /// Marks (or unmarks) the calling Ruby thread `thread` as holding a thread
 /// span.
 pub fn set_span_held(thread: u64, held: bool) {
-    let mark = if held {
-        (thread, SPAN_EPOCH.load(Ordering::Relaxed))
-    } else {
-        (0, 0)
-    };
-    SPAN_HELD.with(|cell| cell.set(mark));
+    mark(&SPAN_HELD, thread, held);
 }
 
 thread_local! {
@@ -69,19 +64,32 @@ thread_local! {
 /// entered. A run's second `task.start_requested` may then wait to be read.
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub fn root_held(thread: u64) -> bool {
-    let epoch = SPAN_EPOCH.load(Ordering::Relaxed);
-    ROOT_HELD.with(|held| held.get() == (thread, epoch))
+    marked(&ROOT_HELD, thread)
 }
 
 /// Marks (or unmarks) the calling Ruby thread `thread` as holding a root
 /// that needs no check (see `root_held`).
 pub fn set_root_held(thread: u64, held: bool) {
+    mark(&ROOT_HELD, thread, held);
+}
+
+/// Whether the mark `key` names the Ruby thread `thread`, made since what
+/// threads hold was last forgotten.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+#[inline]
+fn marked(key: &'static LocalKey<Cell<(u64, u64)>>, thread: u64) -> bool {
+    let epoch = SPAN_EPOCH.load(Ordering::Relaxed);
+    key.with(|held| held.get() == (thread, epoch))
+}
+
+/// Sets the mark `key` to name `thread` now, or to name none.
+fn mark(key: &'static LocalKey<Cell<(u64, u64)>>, thread: u64, held: bool) {
     let mark = if held {
         (thread, SPAN_EPOCH.load(Ordering::Relaxed))
     } else {
         (0, 0)
     };
-    ROOT_HELD.with(|cell| cell.set(mark));
+    key.with(|cell| cell.set(mark));
 }
 
 /// Forgets every thread's marks.
