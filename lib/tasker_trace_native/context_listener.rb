@@ -463,35 +463,33 @@ module TaskerTraceNative
 
       def enter(event, change)
         forget_dropped(event) if change.size > 5
+        held = Thread.current[KEY]
+        return open_root(event, change) if held.nil? || held.entries.empty?
+
         handle = change[3]
         root = change[4]
-        held = Thread.current[KEY] || hold
         entries = held.entries
         top = entries.last
         stack = context_stack
-        if top.nil?
-          held.seen = @ends
-        elsif top.handle == handle
-          # Entered again while this thread was not up to date (told
-          # everything): checked as `verify` checks it.
-          return reenter(event, held, top, stack)
-        else
-          # Settled already unless a span ended since or an app's block was
-          # unwound past the newest entry (its context is no longer on top).
-          settle(event, held) if held.seen != @ends || stack.nil? || !stack.last.equal?(top.context)
-          return if entries.any? { |e| e.handle == handle }
+        # Entered again while this thread was not up to date (told
+        # everything): checked as `verify` checks it.
+        return reenter(event, held, top, stack) if top.handle == handle
 
-          # Another attempt of this run was current here: its closing event
-          # never came to this fiber, and attempts in one fiber do not nest.
-          leave(entries) { |e| e.root == root && e.handle != root } if handle != root
-        end
+        # Settled already unless a span ended since or an app's block was
+        # unwound past the newest entry (its context is no longer on top).
+        settle(event, held) if held.seen != @ends || stack.nil? || !stack.last.equal?(top.context)
+        return if entries.any? { |e| e.handle == handle }
 
+        # Another attempt of this run was current here: its closing event
+        # never came to this fiber, and attempts in one fiber do not nest.
+        leave(entries) { |e| e.root == root && e.handle != root } if handle != root
         attach(entries, @span_class.new(change), handle, root, stack)
       end
 
-      # The root `entered` (what Native answered: see SETTLE) made current in
-      # a fiber that held nothing of the gem's (unless the payload's
+      # The span `entered` (what Native answered: see SETTLE) made current
+      # in a fiber that held nothing of the gem's (unless the payload's
       # conversion published in it meanwhile: then as `enter` does it).
+      # `name`: the event or its name, read only to log a failure.
       def open_root(name, entered)
         held = Thread.current[KEY]
         return change(name, entered) unless held.nil? || held.entries.empty?
