@@ -128,4 +128,52 @@ RSpec.describe "drops announced" do
     expect(recovery.first)
       .to match(/exports recovered: \d+ traces? delivered; #{dropped} traces dropped since the last warning\z/)
   end
+
+  FORK_SCRIPT = "SCHEDULE_DELAY = 0.05\n" + ANNOUNCE_PRELUDE + <<~'RUBY'
+    run = lambda do |task|
+      TaskerTraceNative::Native.record_lifecycle_event("task.start_requested", { task_id: task, to_state: "in_progress" })
+      TaskerTraceNative::Native.record_lifecycle_event("task.completed", { task_id: task })
+    end
+    now = -> { Process.clock_gettime(Process::CLOCK_MONOTONIC) }
+    failing = lambda do
+      deadline = now.call + 30
+      sleep 0.02 until TaskerTraceNative.exporter_stats[:failed_exports].positive? || now.call > deadline
+    end
+    run.call(1)
+    failing.call
+    (2..45).each { |task| run.call(task) }
+    parent_dropped = TaskerTraceNative.exporter_stats[:dropped_traces]
+    err.truncate(0)
+    err.rewind
+    reader, writer = IO.pipe
+    pid = fork do
+      reader.close
+      at_fork = TaskerTraceNative.exporter_stats[:dropped_traces]
+      run.call(1001)
+      failing.call # the child's own exporter, against the same collector
+      (1002..1020).each { |task| run.call(task) }
+      dropped = TaskerTraceNative.exporter_stats[:dropped_traces]
+      TaskerTraceNative.flush(timeout: 5)
+      writer.puts JSON.generate(at_fork: at_fork, dropped: dropped, lines: err.string.lines.map(&:chomp))
+      writer.close
+      exit!(0)
+    end
+    writer.close
+    child = JSON.parse(reader.read, symbolize_names: true)
+    Process.wait(pid)
+    $stderr = STDERR
+    puts JSON.generate(parent_dropped: parent_dropped, child: child)
+  RUBY
+
+  it "counts and tells in a fork child only what the child dropped", timeout: 120 do
+    r = run_ruby(FORK_SCRIPT, env: { "OTEL_TRACES_EXPORTER" => nil })
+    expect(r).to be_success, r.describe
+    expect(r.json[:parent_dropped]).to be > 20 # of 45 runs, beyond the tracer's bounds
+    child = r.json[:child]
+    expect(child[:at_fork]).to eq(0)
+    # Of its own 20 runs, beyond the tracer's bound of 5.
+    expect(child[:dropped]).to be_between(1, 20)
+    counts = child[:lines].filter_map { |l| l[/([\d,]+) traces? dropped/, 1]&.delete(",")&.to_i }
+    expect(counts).to all(be <= 20), child[:lines].inspect
+  end
 end

@@ -17,10 +17,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use crate::support::clock::Stamp;
-use crate::support::fork::ForkSafeMutex;
+use crate::support::fork::{forks, ForkSafeMutex};
 
 /// The shortest time between two warning lines (a recovery line excepted).
 pub const EVERY: Duration = Duration::from_secs(60);
@@ -31,8 +32,8 @@ const PREFIX: &str = "tasker_trace_native: ";
 /// What one export did, as the announcer needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
-    /// Traces dropped before delivery since the process started (a running
-    /// total: evictions and collector refusals).
+    /// Traces dropped before delivery since the process started, or was
+    /// forked (a running total: evictions and collector refusals).
     pub dropped_total: u64,
     /// Why delivery failed, when it did.
     pub failure: Option<String>,
@@ -44,6 +45,9 @@ pub struct Observed {
 
 #[derive(Debug, Default)]
 struct State {
+    /// The fork generation this state belongs to: a fork child starts
+    /// afresh (its parent's lines, and what they counted, are its parent's).
+    generation: u64,
     /// A warning line was made and no recovery line since.
     troubled: bool,
     /// The last warning was about failing exports: recovery needs a
@@ -120,9 +124,24 @@ impl Announcer {
         self.pending.load(Ordering::Relaxed)
     }
 
+    /// The state of this process: what a fork child inherited is forgotten
+    /// first.
+    fn state(&self) -> MutexGuard<'_, State> {
+        let mut s = self.state.lock();
+        let generation = forks();
+        if s.generation != generation {
+            *s = State {
+                generation,
+                ..State::default()
+            };
+            self.pending.store(false, Ordering::Relaxed);
+        }
+        s
+    }
+
     /// Takes the lines waiting, oldest first.
     pub fn take_lines(&self) -> Vec<String> {
-        let mut s = self.state.lock();
+        let mut s = self.state();
         self.pending.store(false, Ordering::Relaxed);
         s.lines.drain(..).collect()
     }
@@ -134,7 +153,7 @@ impl Announcer {
 
     /// [`Announcer::observe`] at `now_ns`.
     pub fn observe_at(&self, now_ns: u64, seen: &Observed) {
-        let mut s = self.state.lock();
+        let mut s = self.state();
         let new_drops = seen.dropped_total > s.dropped_seen;
         s.dropped_seen = seen.dropped_total;
         s.delivered += seen.delivered as u64;

@@ -78,6 +78,7 @@ impl Exporter {
                 batch: AtomicU64::new(schedule::DEFAULT_MAX_BATCH_SIZE as u64),
                 requested: AtomicU64::new(0),
                 counters: stats::Counters::default(),
+                inherited_drops: stats::InheritedDrops::default(),
                 retry_queued: AtomicU64::new(0),
                 next_attempt_wall_ns: AtomicI64::new(0),
                 control: ForkSafeMutex::new(Control::default()),
@@ -351,7 +352,7 @@ impl Exporter {
         out.next_attempt_at_ns = (next != 0 && out.running).then_some(next);
         // The store's and the tracer's locks, after the exporter's is released.
         out.queued = s.sources.queued() + s.retry_queued.load(Ordering::Relaxed) as usize;
-        out.dropped_traces += s.sources.dropped();
+        out.dropped_traces += s.inherited_drops.own(s.sources.dropped());
         out.sampled_out = s.sources.sampled_out();
         out.kept_spans = s.sources.kept_spans();
         out

@@ -60,6 +60,8 @@ pub(super) struct Shared {
     /// Flush tickets handed out.
     pub(super) requested: AtomicU64,
     pub(super) counters: stats::Counters,
+    /// The sources' drops a fork child inherited (see `InheritedDrops`).
+    pub(super) inherited_drops: stats::InheritedDrops,
     /// Runs and records in the worker's retry queue.
     pub(super) retry_queued: AtomicU64,
     /// When the worker tries again after failed exports (wall clock,

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::pipeline::PushOutcome;
 use crate::model::sampling::KeptSpans;
+use crate::support::fork::forks;
 
 /// Counters of this process's exporter (zeroed in a fork child when its own
 /// exporter starts).
@@ -86,6 +87,35 @@ impl Counters {
         s.dropped_traces = get(&self.retry_dropped);
         s.rejected_traces = get(&self.rejected_traces);
         s.rejected_spans = get(&self.rejected_spans);
+    }
+}
+
+/// What the sources (the store, the tracer) had dropped when a fork child
+/// first looked: its ancestors' drops, which they report. Their totals are
+/// kept for the life of the process image, so a child subtracts these to
+/// report its own.
+#[derive(Debug, Default)]
+pub(crate) struct InheritedDrops {
+    /// The fork generation + 1 the total was taken in; 0: never.
+    taken_in: AtomicU64,
+    total: AtomicU64,
+}
+
+impl InheritedDrops {
+    /// What this process dropped, of `total` (the sources' drops since the
+    /// first process began). In a fork child, the first call takes the
+    /// total it is given as its ancestors' (the exporter's start calls it
+    /// first, before anything is taken).
+    pub(crate) fn own(&self, total: u64) -> u64 {
+        let generation = forks();
+        if generation == 0 {
+            return total;
+        }
+        if self.taken_in.load(Ordering::Acquire) != generation + 1 {
+            self.total.store(total, Ordering::Relaxed);
+            self.taken_in.store(generation + 1, Ordering::Release);
+        }
+        total.saturating_sub(self.total.load(Ordering::Relaxed))
     }
 }
 

@@ -65,6 +65,11 @@ pub(super) fn run(start: Start) {
             Err(panic) => shared.note_error(&panic_text(panic.as_ref())),
         }
     }
+    // What the sources dropped before this process's exporter started is
+    // its ancestors' (in a fork child): its own count starts here.
+    if let Ok(total) = catch_unwind(AssertUnwindSafe(|| shared.sources.dropped())) {
+        shared.inherited_drops.own(total);
+    }
     if let Some(tracer) = shared.sources.runs {
         tracer.set_export_settle(Some(RUN_SETTLE));
     }
@@ -223,8 +228,9 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// thread takes.
 fn announce(shared: &Shared, outcome: &ExportOutcome, retry_every: Duration, dropped: Dropped) {
     let seen = Observed {
-        dropped_total: dropped.runs
-            + dropped.records.unwrap_or(0)
+        dropped_total: shared
+            .inherited_drops
+            .own(dropped.runs + dropped.records.unwrap_or(0))
             + shared.counters.retry_dropped(),
         failure: outcome
             .is_failure()
