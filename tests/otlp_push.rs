@@ -515,6 +515,77 @@ fn partial_success_in_protobuf_is_counted_and_not_retried() {
     assert_eq!(b.len(), 1, "rejected spans are not put back");
 }
 
+fn gzipped(body: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(body).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn requests_ask_for_uncompressed_responses_and_a_gzip_one_is_read() {
+    let collector = Collector::start(vec![Reply::status(200)
+        .bytes(
+            "application/x-protobuf",
+            gzipped(&partial_success_protobuf(3, "three spans too old")),
+        )
+        .header("Content-Encoding", "gzip")]);
+    let b = store();
+    match push_to(&b, &collector.url, 5_000) {
+        PushOutcome::Sent {
+            rejected_spans,
+            partial,
+            ..
+        } => {
+            assert_eq!(rejected_spans, 3);
+            assert_eq!(
+                partial.as_deref(),
+                Some("collector rejected 3 span(s): three spans too old")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let requests = collector.requests();
+    assert_eq!(requests[0].header("accept-encoding"), Some("identity"));
+}
+
+#[test]
+fn a_gzip_error_body_is_read_and_one_that_inflates_past_the_limit_is_not() {
+    // An error's message, gzip-encoded.
+    let collector = Collector::start(vec![Reply::status(400)
+        .bytes(
+            "application/json",
+            gzipped(br#"{"code":3,"message":"bad span names"}"#),
+        )
+        .header("Content-Encoding", "gzip")]);
+    match push_to(&store(), &collector.url, 5_000) {
+        PushOutcome::Sent {
+            partial: Some(partial),
+            ..
+        } => assert!(partial.contains("bad span names"), "{partial}"),
+        other => panic!("{other:?}"),
+    }
+    // 64 KiB on the wire, 64 MiB inflated: not inflated past 4 MiB, and the
+    // export still counts as delivered.
+    let bomb = gzipped(&vec![b' '; 64 << 20]);
+    assert!(bomb.len() < 1 << 20);
+    let collector = Collector::start(vec![Reply::status(200)
+        .bytes("application/json", bomb)
+        .header("Content-Encoding", "gzip")]);
+    match push_to(&store(), &collector.url, 5_000) {
+        PushOutcome::Sent { rejected_spans, .. } => assert_eq!(rejected_spans, 0),
+        other => panic!("{other:?}"),
+    }
+    // A coding not known here: the status stands, the body is not read.
+    let collector = Collector::start(vec![Reply::status(200)
+        .bytes(
+            "application/x-protobuf",
+            partial_success_protobuf(4, "four"),
+        )
+        .header("Content-Encoding", "br")]);
+    assert_eq!(push_to(&store(), &collector.url, 5_000), sent(3, 6, 1));
+}
+
 #[test]
 fn a_warning_without_rejected_spans_is_a_plain_success() {
     let collector = Collector::start(vec![Reply::status(200).bytes(

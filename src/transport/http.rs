@@ -9,7 +9,7 @@
 //! calls [`Transport::send`] (or sends through the push thread, see
 //! [`super::sender`]) and puts back what was not delivered.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -331,6 +331,15 @@ impl Transport {
         if t.compression == Compression::Gzip {
             request = request.header("Content-Encoding", "gzip");
         }
+        // Responses uncompressed, unless the configured headers ask
+        // otherwise (a gzip response is decoded either way).
+        if !t
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("accept-encoding"))
+        {
+            request = request.header("Accept-Encoding", "identity");
+        }
         for (name, value) in &t.headers {
             let managed = ["content-type", "content-encoding", "content-length"]
                 .iter()
@@ -358,19 +367,23 @@ impl Transport {
                 let retry_after =
                     header("retry-after").and_then(|v| parse_retry_after(&v, SystemTime::now()));
                 let content_type = header("content-type");
+                let coding = header("content-encoding");
                 match response
                     .body_mut()
                     .with_config()
                     .limit(MAX_RESPONSE_BODY)
                     .read_to_vec()
                 {
-                    Ok(body) => Attempt::Status {
-                        status,
-                        retry_after,
-                        content_type,
-                        body,
-                        over_limit: false,
-                    },
+                    Ok(body) => {
+                        let (body, over_limit) = decoded(coding.as_deref(), body);
+                        Attempt::Status {
+                            status,
+                            retry_after,
+                            content_type,
+                            body,
+                            over_limit,
+                        }
+                    }
                     // The status came: a 2xx is delivered whatever follows
                     // it; any other status is not retried.
                     Err(ureq::Error::BodyExceedsLimit(_)) => Attempt::Status {
@@ -398,6 +411,29 @@ impl Transport {
     /// the start of the body as text.
     fn error_text(&self, content_type: Option<&str>, body: &[u8]) -> String {
         response::error_text(content_type, self.target.protocol, body)
+    }
+}
+
+/// A response body as sent, in the `Content-Encoding` it came in:
+/// decoded (gzip) within [`MAX_RESPONSE_BODY`], with whether it was over
+/// it. A body that does not decode, or in a coding not known here, is
+/// empty: the status stands, only its details are lost.
+fn decoded(coding: Option<&str>, body: Vec<u8>) -> (Vec<u8>, bool) {
+    let coding = coding.map(|c| c.trim().to_ascii_lowercase());
+    match coding.as_deref() {
+        None | Some("" | "identity") => (body, false),
+        Some("gzip" | "x-gzip") => {
+            let mut out = Vec::new();
+            let read = flate2::read::GzDecoder::new(body.as_slice())
+                .take(MAX_RESPONSE_BODY + 1)
+                .read_to_end(&mut out);
+            match read {
+                Ok(_) if out.len() as u64 > MAX_RESPONSE_BODY => (Vec::new(), true),
+                Ok(_) => (out, false),
+                Err(_) => (Vec::new(), false),
+            }
+        }
+        Some(_) => (Vec::new(), false),
     }
 }
 
