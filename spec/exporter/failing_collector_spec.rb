@@ -171,6 +171,39 @@ RSpec.describe "Background exporter: failing and overwhelmed collectors" do
     expect(out[:after]).to be < 5
   end
 
+  it "keeps waiting through a signal whose trap handler raises nothing" do
+    receiver(:hang)
+    env = exporter_env(receiver, delay_ms: 60_000, extra: { "OTEL_BSP_EXPORT_TIMEOUT" => "30000" })
+    result = run_child(RUN_PRELUDE + <<~'RUBY', env: env)
+      trapped = 0
+      trap("USR1") { trapped += 1 }
+      run(1)
+      waiting = true
+      # Signals while the flush waits (as a Puma or Sidekiq worker gets
+      # TTIN or USR1 for a thread dump); each wakes the waiting thread.
+      signals = Thread.new do
+        while waiting
+          sleep 0.2
+          Process.kill(:USR1, Process.pid) if waiting
+        end
+      end
+      started = now
+      flushed = TaskerTraceNative.flush(timeout: 3)
+      after = now - started
+      waiting = false
+      signals.join
+      report(flushed: flushed, after: after, trapped: trapped)
+      exit!(0)
+    RUBY
+    expect_success(result)
+    out = reports(result).last
+    expect(out[:trapped]).to be > 0
+    # It waited out its timeout (the collector never answers): no signal
+    # ended it as "interrupted".
+    expect(out[:flushed][:error]).to start_with("timed out waiting for the export")
+    expect(out[:after]).to be >= 2.9
+  end
+
   it "notices an interrupt the process sends itself during push_otlp, and puts the traces back" do
     receiver(:hang)
     env = exporter_env(receiver, delay_ms: 60_000).merge("OTEL_TRACES_EXPORTER" => "none")

@@ -278,7 +278,22 @@ impl Shared {
                 error: Some(error),
             };
             if wait.interrupted.load(Ordering::Acquire) {
-                return (c, gave_up("interrupted".to_string()), false);
+                if !interrupt::has_poll() {
+                    return (c, gave_up("interrupted".to_string()), false);
+                }
+                // The host woke this wait: the host's poll says whether an
+                // interrupt is pending (Ruby wakes a waiting thread without
+                // one too: a signal whose trap handler raises nothing, and
+                // Ruby 3.3 in a fork child). Cleared first, so that a wake
+                // that comes during the poll is seen at the next turn.
+                wait.interrupted.store(false, Ordering::Release);
+                drop(c);
+                let pending = interrupt::poll_due();
+                c = self.control();
+                if pending {
+                    return (c, gave_up("interrupted".to_string()), false);
+                }
+                continue;
             }
             let now = Instant::now();
             if now >= deadline {
