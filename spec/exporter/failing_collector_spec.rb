@@ -204,6 +204,39 @@ RSpec.describe "Background exporter: failing and overwhelmed collectors" do
     expect(out[:after]).to be >= 2.9
   end
 
+  it "keeps pushing through a signal whose trap handler raises nothing" do
+    receiver(:hang)
+    env = exporter_env(receiver, delay_ms: 60_000).merge("OTEL_TRACES_EXPORTER" => "none")
+    result = run_child(<<~RUBY, env: env)
+      trapped = 0
+      trap("USR1") { trapped += 1 }
+      (1..3).each { |i| lifecycle(i) }
+      waiting = true
+      signals = Thread.new do
+        while waiting
+          sleep 0.2
+          Process.kill(:USR1, Process.pid) if waiting
+        end
+      end
+      started = now
+      pushed = B.push_otlp(endpoint: #{receiver.url.sub(%r{/v1/traces\z}, '').inspect}, protocol: "http/json", timeout: 3)
+      after = now - started
+      waiting = false
+      signals.join
+      report(pushed: pushed, after: after, trapped: trapped, stored: B.traces.size)
+      exit!(0)
+    RUBY
+    expect_success(result)
+    out = reports(result).last
+    expect(out[:trapped]).to be > 0
+    # It went on to its timeout (the collector never answers), not ended
+    # as "interrupted" by a signal; the traces are back in the store.
+    expect(out[:pushed][:error]).not_to include("interrupted")
+    expect(out[:pushed][:error]).to include("timeout")
+    expect(out[:after]).to be >= 2.9
+    expect(out[:stored]).to eq(3)
+  end
+
   it "notices an interrupt the process sends itself during push_otlp, and puts the traces back" do
     receiver(:hang)
     env = exporter_env(receiver, delay_ms: 60_000).merge("OTEL_TRACES_EXPORTER" => "none")

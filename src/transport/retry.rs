@@ -89,6 +89,15 @@ impl Cancel {
         self.shared.waiter.unpark();
     }
 
+    /// Wakes the waiting thread to ask its interrupt poll (see
+    /// [`interrupt`]) whether to cancel: what the host's unblocking
+    /// function calls, from any thread, never blocking. The host also
+    /// wakes a thread with nothing to act on (a signal whose handler
+    /// raises nothing); the poll then says no, and the push goes on.
+    pub fn wake(&self) {
+        self.shared.waiter.unpark();
+    }
+
     /// Sleeps until `until` or cancellation; true when cancelled.
     pub(super) fn sleep_until(&self, until: Instant) -> bool {
         loop {

@@ -177,8 +177,9 @@ fn push_otlp(
     let (b, t) = (backend(), lifecycle_tracer());
     let cancel = Cancel::for_current_thread();
     // Ruby calls this (Thread#raise, #kill, Timeout, a signal) to interrupt
-    // the push: the wait for the request ends at once.
-    let unblock = || cancel.cancel();
+    // the push: the waiting thread asks Ruby at once whether an interrupt
+    // that raises is pending, and if so the wait for the request ends.
+    let unblock = || cancel.wake();
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
