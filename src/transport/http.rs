@@ -368,39 +368,25 @@ impl Transport {
                     header("retry-after").and_then(|v| parse_retry_after(&v, SystemTime::now()));
                 let content_type = header("content-type");
                 let coding = header("content-encoding");
-                match response
+                let (body, over_limit) = match response
                     .body_mut()
                     .with_config()
                     .limit(MAX_RESPONSE_BODY)
                     .read_to_vec()
                 {
-                    Ok(body) => {
-                        let (body, over_limit) = decoded(coding.as_deref(), body);
-                        Attempt::Status {
-                            status,
-                            retry_after,
-                            content_type,
-                            body,
-                            over_limit,
-                        }
-                    }
+                    Ok(body) => decoded(coding.as_deref(), body),
                     // The status came: a 2xx is delivered whatever follows
                     // it; any other status is not retried.
-                    Err(ureq::Error::BodyExceedsLimit(_)) => Attempt::Status {
-                        status,
-                        retry_after,
-                        content_type,
-                        body: Vec::new(),
-                        over_limit: true,
-                    },
+                    Err(ureq::Error::BodyExceedsLimit(_)) => (Vec::new(), true),
                     // The status came; a body cut short only loses details.
-                    Err(_) => Attempt::Status {
-                        status,
-                        retry_after,
-                        content_type,
-                        body: Vec::new(),
-                        over_limit: false,
-                    },
+                    Err(_) => (Vec::new(), false),
+                };
+                Attempt::Status {
+                    status,
+                    retry_after,
+                    content_type,
+                    body,
+                    over_limit,
                 }
             }
             Err(e) => classify(e, &t.url, t.tls.client_certificate.is_none()),

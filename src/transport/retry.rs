@@ -84,17 +84,13 @@ impl Cancel {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::thread::current());
     }
 
-    /// Wakes the waiting thread (a worker's result is ready).
-    pub(super) fn wake_waiter(&self) {
-        self.shared.waiter.unpark();
-    }
-
-    /// Wakes the waiting thread to ask its interrupt poll (see
-    /// [`interrupt`]) whether to cancel: what the host's unblocking
-    /// function calls, from any thread, never blocking. The host also
-    /// wakes a thread with nothing to act on (a signal whose handler
-    /// raises nothing); the poll then says no, and the push goes on.
-    pub fn wake(&self) {
+    /// Wakes the waiting thread: a worker's result is ready, or (what the
+    /// host's unblocking function calls, from any thread, never blocking)
+    /// it is to ask its interrupt poll (see [`interrupt`]) whether to
+    /// cancel. The host also wakes a thread with nothing to act on (a
+    /// signal whose handler raises nothing); the poll then says no, and the
+    /// push goes on.
+    pub fn wake_waiter(&self) {
         self.shared.waiter.unpark();
     }
 

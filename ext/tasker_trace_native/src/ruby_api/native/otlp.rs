@@ -179,7 +179,7 @@ fn push_otlp(
     // Ruby calls this (Thread#raise, #kill, Timeout, a signal) to interrupt
     // the push: the waiting thread asks Ruby at once whether an interrupt
     // that raises is pending, and if so the wait for the request ends.
-    let unblock = || cancel.wake();
+    let unblock = || cancel.wake_waiter();
     let done = without_gvl(
         || {
             errors::maybe_injected_panic();
