@@ -99,12 +99,16 @@ RSpec.describe "drops announced" do
     expect(r.json[:dropped]).to be > 0
   end
 
-  RECOVERY_SCRIPT = "SCHEDULE_DELAY = 0.05\n" + ANNOUNCE_PRELUDE + <<~'RUBY'
+  # One run (its opening and its end), and the monotonic clock.
+  RUN_AND_CLOCK = <<~'RUBY'
     run = lambda do |task|
       TaskerTraceNative::Native.record_lifecycle_event("task.start_requested", { task_id: task, to_state: "in_progress" })
       TaskerTraceNative::Native.record_lifecycle_event("task.completed", { task_id: task })
     end
     now = -> { Process.clock_gettime(Process::CLOCK_MONOTONIC) }
+  RUBY
+
+  RECOVERY_SCRIPT = "SCHEDULE_DELAY = 0.05\n" + ANNOUNCE_PRELUDE + RUN_AND_CLOCK + <<~'RUBY'
     run.call(1)
     deadline = now.call + 30
     sleep 0.02 until TaskerTraceNative.exporter_stats[:failed_exports].positive? || now.call > deadline
@@ -129,12 +133,7 @@ RSpec.describe "drops announced" do
       .to match(/exports recovered: \d+ traces? delivered; #{dropped} traces dropped since the last warning\z/)
   end
 
-  FORK_SCRIPT = "SCHEDULE_DELAY = 0.05\n" + ANNOUNCE_PRELUDE + <<~'RUBY'
-    run = lambda do |task|
-      TaskerTraceNative::Native.record_lifecycle_event("task.start_requested", { task_id: task, to_state: "in_progress" })
-      TaskerTraceNative::Native.record_lifecycle_event("task.completed", { task_id: task })
-    end
-    now = -> { Process.clock_gettime(Process::CLOCK_MONOTONIC) }
+  FORK_SCRIPT = "SCHEDULE_DELAY = 0.05\n" + ANNOUNCE_PRELUDE + RUN_AND_CLOCK + <<~'RUBY'
     failing = lambda do
       deadline = now.call + 30
       sleep 0.02 until TaskerTraceNative.exporter_stats[:failed_exports].positive? || now.call > deadline

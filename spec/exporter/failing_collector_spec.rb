@@ -27,6 +27,31 @@ RSpec.describe "Background exporter: failing and overwhelmed collectors" do
     end
   RUBY
 
+  # `under_usr1 { ... }`: runs the block while this process gets USR1 every
+  # 0.2 s, with a trap handler that raises nothing (as a Puma or Sidekiq
+  # worker gets TTIN or USR1 for a thread dump): each signal wakes a thread
+  # waiting without the GVL. Returns the block's value, the seconds it took
+  # and how many signals were trapped.
+  SIGNALS_PRELUDE = <<~'RUBY'
+    def under_usr1
+      trapped = 0
+      trap("USR1") { trapped += 1 }
+      waiting = true
+      signals = Thread.new do
+        while waiting
+          sleep 0.2
+          Process.kill(:USR1, Process.pid) if waiting
+        end
+      end
+      started = now
+      value = yield
+      [value, now - started, trapped]
+    ensure
+      waiting = false
+      signals&.join
+    end
+  RUBY
+
   # Root spans' task ids in the requests answered with a 2xx.
   def delivered_task_ids
     receiver.requests.select { |r| (200..299).cover?(r.status) }.flat_map do |r|
@@ -174,24 +199,9 @@ RSpec.describe "Background exporter: failing and overwhelmed collectors" do
   it "keeps waiting through a signal whose trap handler raises nothing" do
     receiver(:hang)
     env = exporter_env(receiver, delay_ms: 60_000, extra: { "OTEL_BSP_EXPORT_TIMEOUT" => "30000" })
-    result = run_child(RUN_PRELUDE + <<~'RUBY', env: env)
-      trapped = 0
-      trap("USR1") { trapped += 1 }
+    result = run_child(RUN_PRELUDE + SIGNALS_PRELUDE + <<~'RUBY', env: env)
       run(1)
-      waiting = true
-      # Signals while the flush waits (as a Puma or Sidekiq worker gets
-      # TTIN or USR1 for a thread dump); each wakes the waiting thread.
-      signals = Thread.new do
-        while waiting
-          sleep 0.2
-          Process.kill(:USR1, Process.pid) if waiting
-        end
-      end
-      started = now
-      flushed = TaskerTraceNative.flush(timeout: 3)
-      after = now - started
-      waiting = false
-      signals.join
+      flushed, after, trapped = under_usr1 { TaskerTraceNative.flush(timeout: 3) }
       report(flushed: flushed, after: after, trapped: trapped)
       exit!(0)
     RUBY
@@ -207,22 +217,11 @@ RSpec.describe "Background exporter: failing and overwhelmed collectors" do
   it "keeps pushing through a signal whose trap handler raises nothing" do
     receiver(:hang)
     env = exporter_env(receiver, delay_ms: 60_000).merge("OTEL_TRACES_EXPORTER" => "none")
-    result = run_child(<<~RUBY, env: env)
-      trapped = 0
-      trap("USR1") { trapped += 1 }
+    result = run_child(SIGNALS_PRELUDE + <<~RUBY, env: env)
       (1..3).each { |i| lifecycle(i) }
-      waiting = true
-      signals = Thread.new do
-        while waiting
-          sleep 0.2
-          Process.kill(:USR1, Process.pid) if waiting
-        end
+      pushed, after, trapped = under_usr1 do
+        B.push_otlp(endpoint: #{receiver.url.sub(%r{/v1/traces\z}, '').inspect}, protocol: "http/json", timeout: 3)
       end
-      started = now
-      pushed = B.push_otlp(endpoint: #{receiver.url.sub(%r{/v1/traces\z}, '').inspect}, protocol: "http/json", timeout: 3)
-      after = now - started
-      waiting = false
-      signals.join
       report(pushed: pushed, after: after, trapped: trapped, stored: B.traces.size)
       exit!(0)
     RUBY
