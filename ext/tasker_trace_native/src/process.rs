@@ -3,7 +3,8 @@
 //! the warnings about settings, which settings Ruby gave and whether this
 //! process has read the environment, plus the hook every recording path
 //! stores its events through ([`record`]), the state of the waiting step
-//! events ([`pending_state`]) and the `TaskerTraceNative` module
+//! events ([`pending_state`]), the marks of what Ruby threads hold
+//! ([`thread_marks`]) and the `TaskerTraceNative` module
 //! ([`root_module`]).
 //!
 //! A forked child inherits a copy of each; `lib.rs` registers them for fork
@@ -178,6 +179,45 @@ static PENDING: PendingState = PendingState {
 
 pub fn pending_state() -> &'static PendingState {
     &PENDING
+}
+
+/// Slots in [`ThreadMarks`].
+pub const THREAD_MARK_SLOTS: usize = 256;
+
+/// One Ruby thread's marks (see [`crate::helpers::thread_token`]): the
+/// thread's token, and the stamp each mark was made with (0: none). One
+/// cache line holds a slot.
+#[repr(align(32))]
+pub struct ThreadMark {
+    pub thread: AtomicU64,
+    pub span: AtomicU64,
+    pub root: AtomicU64,
+}
+
+/// What Ruby threads hold that lets their events wait (a thread span, a
+/// run's root that needs no check), by thread token, in slots picked by
+/// the token's hash: a thread meeting another's slot takes it over (the
+/// other's next event is read when it arrives, and marks it again). Read
+/// and written with the GVL held. A table and not native thread-locals: an
+/// extension's thread-local is a call into the dynamic loader, whose code
+/// and tables are cold when an event arrives.
+pub struct ThreadMarks {
+    pub slots: [ThreadMark; THREAD_MARK_SLOTS],
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_MARK: ThreadMark = ThreadMark {
+    thread: AtomicU64::new(0),
+    span: AtomicU64::new(0),
+    root: AtomicU64::new(0),
+};
+
+static THREAD_MARKS: ThreadMarks = ThreadMarks {
+    slots: [NO_MARK; THREAD_MARK_SLOTS],
+};
+
+pub fn thread_marks() -> &'static ThreadMarks {
+    &THREAD_MARKS
 }
 
 /// Makes the locks of this file's own statics fork-safe.
