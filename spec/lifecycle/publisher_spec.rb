@@ -19,10 +19,15 @@ RSpec.describe "TaskerTraceNative.trace_lifecycle!" do
     expect(names).to match_array(StandInPublisher::TASKER_EVENTS & TaskerTraceNative::Native::LIFECYCLE_SPAN_EVENT_NAMES)
     expect(names).to include("task.start_requested", "step.completed", "task.initialize_requested")
     expect(names.grep(/\Aworkflow\./)).to eq([])
+    # A span event on its attempt only, which Tasker's TelemetrySubscriber
+    # does not subscribe to either: one call an attempt saved.
+    expect(names).not_to include("step.before_handle")
     expect(stand_in.listener_count("workflow.viable_steps_discovered")).to eq(0)
     # Turned on, the next call adds the rest.
     configure_lifecycle(lifecycle_workflow_events: true)
-    expect(TaskerTraceNative.trace_lifecycle!(stand_in)).to match_array(StandInPublisher::TASKER_EVENTS - names)
+    added = TaskerTraceNative.trace_lifecycle!(stand_in)
+    expect(added).to match_array(StandInPublisher::TASKER_EVENTS - names)
+    expect(added).to include("step.before_handle", "workflow.viable_steps_discovered")
     expect(TaskerTraceNative.config.lifecycle_workflow_events).to be(true)
     expect { configure_lifecycle(lifecycle_workflow_events: "yes") }
       .to raise_error(ArgumentError, /lifecycle_workflow_events must be true or false/)

@@ -121,7 +121,7 @@ fn known(name: &[u8]) -> Option<(&'static str, EventKind)> {
 /// The event names the trace model needs to open, merge into and close its
 /// spans (and a step's backoff): what the tracer subscribes to unless span
 /// events for the rest (`workflow.*`, transitions, enqueueing) are asked for.
-pub const SPAN_EVENT_NAMES: [&str; 14] = [
+pub const SPAN_EVENT_NAMES: [&str; 13] = [
     "task.initialize_requested",
     "task.start_requested",
     "task.completed",
@@ -129,7 +129,6 @@ pub const SPAN_EVENT_NAMES: [&str; 14] = [
     "task.cancelled",
     "task.resolved_manually",
     "step.execution_requested",
-    "step.before_handle",
     "observability.step.backoff",
     "step.completed",
     "step.failed",
@@ -139,7 +138,8 @@ pub const SPAN_EVENT_NAMES: [&str; 14] = [
 ];
 
 /// The other names the tracer knows by name: kept only as span events.
-const OTHER_EVENT_NAMES: [&str; 11] = [
+const OTHER_EVENT_NAMES: [&str; 12] = [
+    "step.before_handle",
     "task.before_transition",
     "step.initialize_requested",
     "observability.task.enqueue",
