@@ -536,12 +536,12 @@ module TaskerTraceNative
         context_error(event, e)
       end
 
-      # The attempt current in this thread was entered again (its next
-      # opening event, `step.before_handle`): when an app's block took its
-      # context since (an exception unwound the block the state machine's
-      # copy was published in, or the block ended while it was on top),
-      # what the block left is taken out and the attempt's span attached
-      # again, so the handler's calls nest under it.
+      # The run's root current in this thread was entered again (the
+      # initializer's `task.start_requested`, after the state machine's):
+      # when an app's block took its context since (an exception unwound
+      # the block the state machine's copy was published in, or the block
+      # ended while it was on top), what the block left is taken out and
+      # the root's span attached again, so the run's calls nest under it.
       def verify(event)
         held = Thread.current[KEY]
         top = held && held.entries.last
