@@ -22,6 +22,9 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     listener = TaskerTraceNative::ContextListener
     engaged = listener.engaged?
     listener.instance_variable_set(:@engaged, false)
+    # Subscribed as LifecycleHelper's examples are (step.before_handle
+    # too), whichever example runs first.
+    TaskerTraceNative.configure { |c| c.lifecycle_workflow_events = true }
     publisher
     listener.refresh!
     example.run
