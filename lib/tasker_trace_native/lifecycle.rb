@@ -325,7 +325,7 @@ module TaskerTraceNative
     #        duration: 0.000105066 | nil,       # Float seconds
     #        status: {code: "OK" | "ERROR" | "UNSET", message: nil | String},
     #        attributes: {"tasker.task_id" => 42, "tasker.task_name" => "order", ...},
-    #        events: [{name: "step.before_handle", time: Integer, attributes: {...}}],
+    #        events: [{name: "observability.step.backoff", time: Integer, attributes: {...}}],
     #        links: [{trace_id: "<32 hex>", span_id: "<16 hex>"}]}]}]   # root: the task's previous run
     #
     # Attribute keys are prefixed with `<attribute_prefix>.`: the setting, else
