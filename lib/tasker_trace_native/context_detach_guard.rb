@@ -27,6 +27,10 @@ module TaskerTraceNative
       # A fiber that holds nothing of the gem's (never did, or let go of
       # it): nothing to take, nothing to drop after.
       return super if held.nil? || (held.entries.empty? && held.covered.empty?)
+      # The app's balanced detach of the top context (its spans' common
+      # end): nothing of the gem's above it to take, nothing covered to
+      # drop after.
+      return super if held.covered.empty? && token == stack.size
 
       i = ContextListener.taken_above(held, token)
       while i.positive?
