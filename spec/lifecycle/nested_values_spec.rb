@@ -220,6 +220,22 @@ RSpec.describe "Lifecycle tracer: what cannot be filtered key by key" do
                                "ſſn" => "[FILTERED]", "ref" => "A-1")
   end
 
+  it "matches keys in other ASCII-compatible encodings as their UTF-8 text, as Ruby's Regexps do" do
+    latin1 = "pa\xDFword".dup.force_encoding(Encoding::ISO_8859_1) # "paßword"
+    got = exported([:password], order: { latin1 => "S3CRET-latin1", "caf\xE9".dup.force_encoding("ISO-8859-1") => "A-1" })
+    expect(got["order"]).to eq("paßword" => "[FILTERED]", "café" => "A-1")
+    everything_exported.each { |text| expect(text).not_to include("S3CRET".b) }
+  end
+
+  it "asks a Regexp about each path as it is: a key holding NUL shares no answer with another path" do
+    got = exported([/\Apin\z/i], order: { "a\0pin" => "x" })
+    expect(got["order"]).to eq("a\u0000pin" => "x")
+    publish("task.start_requested", to_state: "in_progress", task_id: 2, order: { "a" => { "pin" => "S3CRET-pin" } })
+    second = runs(include_open: true).find { |r| r[:task_id] == 2 }
+    expect(attrs(root(second))["order"]).to eq("a" => { "pin" => "[FILTERED]" })
+    everything_exported.each { |text| expect(text).not_to include("S3CRET".b) }
+  end
+
   it "filters the value of a key no Regexp can match, or whose to_s fails, when a filter is in force" do
     raising_key = Object.new
     def raising_key.to_s = raise("no text")

@@ -61,14 +61,32 @@ fn key_was_cut(k: VALUE, kept: usize, budget: usize) -> bool {
     }
 }
 
-/// Most filter answers cached per thread (the cache starts over when full).
+/// Most filter answers cached per thread, and most bytes of their paths
+/// (the cache starts over when either is reached; a longer path is not
+/// cached).
 const DECISION_CACHE_LIMIT: usize = 4096;
+const DECISION_CACHE_BYTES: usize = 256 * 1024;
 
-/// Answers of the Ruby layer, by path (keys joined with NUL), for one
-/// generation of the filters.
+/// Answers of the Ruby layer, by path (see `path_key`), for one generation
+/// of the filters.
 struct Decisions {
     generation: u64,
+    bytes: usize,
     by_path: FastMap<Box<str>, bool>,
+}
+
+/// A path's cache key: each key's length, a colon, then the key. Keys may
+/// hold any character (NUL, the colon), so a separator alone would let
+/// `["a\0pin"]` and `["a", "pin"]` share an answer.
+fn path_key(keys: &[Text]) -> String {
+    use std::fmt::Write;
+    let mut path = String::with_capacity(keys.iter().map(|k| k.as_str().len() + 4).sum());
+    for k in keys {
+        let k = k.as_str();
+        // Writing to a String cannot fail.
+        let _ = write!(path, "{}:{k}", k.len());
+    }
+    path
 }
 
 thread_local! {
@@ -84,17 +102,58 @@ fn cached_decision(generation: u64, path: &str) -> Option<bool> {
 }
 
 fn remember_decision(generation: u64, path: String, filtered: bool) {
+    if path.len() > DECISION_CACHE_BYTES {
+        return;
+    }
     DECISIONS.with(|d| {
         let mut d = d.borrow_mut();
         let d = match &mut *d {
-            Some(d) if d.generation == generation && d.by_path.len() < DECISION_CACHE_LIMIT => d,
+            Some(d)
+                if d.generation == generation
+                    && d.by_path.len() < DECISION_CACHE_LIMIT
+                    && d.bytes + path.len() <= DECISION_CACHE_BYTES =>
+            {
+                d
+            }
             slot => slot.insert(Decisions {
                 generation,
+                bytes: 0,
                 by_path: FastMap::default(),
             }),
         };
+        d.bytes += path.len();
         d.by_path.insert(path.into_boxed_str(), filtered);
     });
+}
+
+/// `s` (a String whose bytes are valid in an ASCII-compatible encoding)
+/// as UTF-8 text: itself when it is UTF-8, binary or only ASCII; else its
+/// conversion to UTF-8 (`None` when the encoding has none, or the
+/// conversion fails). No Ruby code runs: transcoders are the VM's.
+fn utf8_key(s: VALUE) -> Result<Option<VALUE>, Error> {
+    // SAFETY: reading a String's encoding index and scanning its coderange
+    // read the String only.
+    let (idx, seven_bit) = unsafe {
+        (
+            rb_sys::rb_enc_get_index(s),
+            rb_sys::rb_enc_str_coderange(s)
+                == rb_sys::ruby_coderange_type::RUBY_ENC_CODERANGE_7BIT as c_int,
+        )
+    };
+    // SAFETY: these return the indexes of the VM's built-in encodings.
+    let (utf8, binary) = unsafe { (rb_sys::rb_utf8_encindex(), rb_sys::rb_ascii8bit_encindex()) };
+    if seven_bit || idx == utf8 || idx == binary {
+        return Ok(Some(s));
+    }
+    // SAFETY: rb_str_conv_enc returns a new UTF-8 String, or `s` itself
+    // when it cannot convert; it runs no Ruby code, and may only raise
+    // NoMemoryError (under protect).
+    let converted = magnus::rb_sys::protect(|| unsafe {
+        rb_sys::rb_str_conv_enc(s, rb_sys::rb_enc_get(s), rb_sys::rb_utf8_encoding())
+    })?;
+    // SAFETY: as above, the index only.
+    let converted_idx = unsafe { rb_sys::rb_enc_get_index(converted) };
+    Ok((converted_idx == utf8).then_some(converted))
 }
 
 /// A Hash or Array value of the payload key `key`, walked (see the module
@@ -370,11 +429,11 @@ impl Walk<'_> {
     fn key_text(&mut self, k: VALUE) -> Result<(Text, bool), Error> {
         // SAFETY: RB_TYPE only inspects the VALUE's tag bits and header.
         Ok(match unsafe { rb_sys::RB_TYPE(k) } {
-            T::RUBY_T_STRING => (self.string(k, MAX_KEY_BYTES), !text_matchable(k)),
+            T::RUBY_T_STRING => self.key_string(k)?,
             T::RUBY_T_SYMBOL => {
                 // SAFETY: `k` is a Symbol; rb_sym2str returns its name String.
                 let name = unsafe { rb_sys::rb_sym2str(k) };
-                (self.string(name, MAX_KEY_BYTES), !text_matchable(name))
+                self.key_string(name)?
             }
             // SAFETY: a Fixnum's value is in its tag bits.
             T::RUBY_T_FIXNUM => (
@@ -390,6 +449,23 @@ impl Walk<'_> {
         })
     }
 
+    /// A String key's text (or a Symbol key's name), and whether no filter
+    /// can match it. A key in another ASCII-compatible encoding than UTF-8
+    /// (ISO-8859-1's "paßword") is read as its UTF-8 conversion, so that
+    /// filters match it as Ruby's Regexps do; one with no conversion is
+    /// matched by no filter (bytes not valid in their encoding, an
+    /// encoding that is not ASCII-compatible, likewise). Binary keys are
+    /// read as bytes, as before: Ruby matches ASCII filters in them bytewise.
+    fn key_string(&mut self, s: VALUE) -> Result<(Text, bool), Error> {
+        if !text_matchable(s) {
+            return Ok((self.string(s, MAX_KEY_BYTES), true));
+        }
+        match utf8_key(s)? {
+            Some(utf8) => Ok((self.string(utf8, MAX_KEY_BYTES), false)),
+            None => Ok((self.string(s, MAX_KEY_BYTES), true)),
+        }
+    }
+
     /// Whether the key just pushed is filtered (see the module documentation).
     /// A key cut to its limit is filtered whenever a filter is in force
     /// (see `pair`).
@@ -403,12 +479,7 @@ impl Walk<'_> {
         if !self.filter.asks() {
             return Ok(false);
         }
-        let path = self
-            .keys
-            .iter()
-            .map(Text::as_str)
-            .collect::<Vec<_>>()
-            .join("\0");
+        let path = path_key(&self.keys);
         if let Some(filtered) = cached_decision(self.generation, &path) {
             return Ok(filtered);
         }
