@@ -75,6 +75,16 @@ RSpec.describe "TraceBackend payload values" do
       end
     end
 
+    it "gives back a Symbol whose bytes are not valid in its encoding, as a value and as a key", :gc_stress_safe do
+      # Ruby makes one from such a String ("\xE9" read as US-ASCII under
+      # LANG=C); looking it up by name raises EncodingError.
+      odd = "\xE9".dup.force_encoding(Encoding::US_ASCII).to_sym
+      expect(round_trip(odd)).to eql(odd)
+      expect(round_trip({ odd => 1 })).to eql({ odd => 1 })
+      expect(backend.handle_event("workflow.other", v: :ok)).to be(true)
+      expect(backend.traces.size).to eq(2)
+    end
+
     it "gives back unfrozen Strings that are not the caller's objects", :gc_stress_safe do
       s = +"mutable"
       back = round_trip(s)

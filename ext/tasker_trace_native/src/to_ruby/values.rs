@@ -199,12 +199,7 @@ pub fn value_to_ruby(v: &Value) -> VALUE {
         }
         Value::Float(f) => float_to_ruby(*f),
         Value::Str(s) => str_to_ruby(s),
-        Value::Sym(name) => {
-            let s = str_to_ruby(name);
-            // SAFETY: rb_str_intern returns the Symbol with that name, creating
-            // a collectable dynamic symbol when none exists.
-            unsafe { rb_sys::rb_str_intern(s) }
-        }
+        Value::Sym(name) => intern(str_to_ruby(name), name.bytes()),
         Value::Array(items) => array_of(items.iter(), value_to_ruby),
         Value::Hash(pairs) => {
             let hash = new_hash(pairs.len());
@@ -236,18 +231,34 @@ fn encoding_ptr(e: Encoding) -> *mut rb_sys::rb_encoding {
 fn symbol_to_ruby(bytes: &[u8], encoding: Encoding) -> VALUE {
     let enc = encoding_ptr(encoding);
     if !enc.is_null() {
-        // SAFETY: looks the name up in the symbol table; creates nothing.
-        let found = unsafe {
+        // SAFETY: looks the name up in the symbol table; creates nothing. It
+        // raises EncodingError for bytes not valid in the encoding (a Symbol
+        // Ruby made from such a String all the same): under protect.
+        let found = magnus::rb_sys::protect(|| unsafe {
             rb_sys::rb_check_symbol_cstr(bytes.as_ptr() as *const _, bytes.len() as _, enc)
-        };
-        if found != nil() {
-            return found;
+        });
+        if let Ok(found) = found {
+            if found != nil() {
+                return found;
+            }
         }
     }
-    let s = bytes_to_ruby(bytes, encoding);
-    // SAFETY: rb_str_intern returns the Symbol with that name, creating a
-    // collectable dynamic symbol when none exists.
-    unsafe { rb_sys::rb_str_intern(s) }
+    intern(bytes_to_ruby(bytes, encoding), bytes)
+}
+
+/// The Symbol named by the String `s` (of `bytes`): the existing one, else
+/// a new, collectable dynamic Symbol. A name Ruby refuses as a Symbol in
+/// its encoding gives the Symbol of its bytes as binary, else `s` itself:
+/// what was recorded is always given back, never an EncodingError.
+fn intern(s: VALUE, bytes: &[u8]) -> VALUE {
+    // SAFETY: rb_str_intern returns the Symbol named by a String; it may
+    // raise EncodingError, under protect.
+    if let Ok(symbol) = magnus::rb_sys::protect(|| unsafe { rb_sys::rb_str_intern(s) }) {
+        return symbol;
+    }
+    let binary = bytes_to_ruby(bytes, Encoding::Binary);
+    // SAFETY: as above; a binary name is always valid.
+    magnus::rb_sys::protect(|| unsafe { rb_sys::rb_str_intern(binary) }).unwrap_or(s)
 }
 
 /// A new String of these bytes, labelled with an encoding of this VM (binary
