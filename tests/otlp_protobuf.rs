@@ -413,7 +413,7 @@ fn split_requests_hold_every_span_once_and_stay_under_the_limit() {
 }
 
 #[test]
-fn a_span_too_large_for_any_request_is_left_out_and_counted() {
+fn a_span_too_large_for_any_request_goes_alone_in_its_own() {
     let b = Backend::new("h");
     finished_task(&b, 1);
     event(
@@ -432,6 +432,12 @@ fn a_span_too_large_for_any_request_is_left_out_and_counted() {
     }
     assert_eq!(enc.oversized(), 1);
     let bodies = enc.finish();
+    let sizes: Vec<(usize, usize)> = bodies.iter().map(|b| (b.spans, b.bytes().len())).collect();
+    assert!(
+        sizes.iter().filter(|(_, len)| *len > 2_000).eq([&sizes[1]]),
+        "only the lone span's request passes the limit: {sizes:?}"
+    );
+    assert_eq!(sizes[1].0, 1, "{sizes:?}");
     let names: Vec<String> = bodies
         .iter()
         .flat_map(|b| {
@@ -445,7 +451,7 @@ fn a_span_too_large_for_any_request_is_left_out_and_counted() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    assert_eq!(names, ["task", "step.handle", "task", "step.handle"]);
+    assert_eq!(names, ["task", "step.handle", "big", "task", "step.handle"]);
 }
 
 /// The span limits cut the store's spans and the owned ones alike, in both

@@ -919,3 +919,69 @@ fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
     assert!(got[0].body.len() > 60 * MIB, "{}", got[0].body.len());
     assert_eq!(got.iter().map(Received::span_count).sum::<usize>(), 70);
 }
+
+/// A store of two finished tasks with a trace between them whose first span
+/// alone passes `limit` bytes.
+fn with_a_big_span() -> Backend {
+    let b = Backend::new("h");
+    finished_task(&b, 1);
+    let blob = hash(vec![(sym("blob"), s(&"x".repeat(10_000)))]);
+    event(&b, "big.started", task_key(2), blob, at(1, 0));
+    event(&b, "big.completed", task_key(2), hash(vec![]), at(1, 1));
+    finished_task(&b, 3);
+    b
+}
+
+#[test]
+fn a_span_over_the_request_limit_goes_alone_and_the_collector_decides() {
+    // Taken: everything arrives, the big span in a request of its own.
+    let collector = Collector::start(vec![Reply::status(200)]);
+    let b = with_a_big_span();
+    let transport = target(&collector.url, 5_000).with_request_limit(2_000);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let got = collector.requests();
+    let spans: usize = got.iter().map(Received::span_count).sum();
+    match out {
+        PushOutcome::Sent {
+            records,
+            rejected_traces,
+            spans: sent,
+            oversized_spans,
+            ..
+        } => assert_eq!(
+            (records, rejected_traces, sent, oversized_spans),
+            (3, 0, spans, 1)
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(spans, 5, "every span reached the collector");
+    assert!(got
+        .iter()
+        .any(|r| r.span_count() == 1 && r.body.len() > 2_000));
+    assert!(b.is_empty());
+
+    // Refused as too large (it cannot be cut smaller): rejected for good and
+    // counted; the others go on.
+    let collector = Collector::start(vec![
+        Reply::status(200),
+        Reply::status(413),
+        Reply::status(200),
+    ]);
+    let b = with_a_big_span();
+    let transport = target(&collector.url, 5_000).with_request_limit(2_000);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    match out {
+        PushOutcome::Sent {
+            records,
+            rejected_traces,
+            rejected_spans,
+            partial,
+            ..
+        } => {
+            assert_eq!((records, rejected_traces, rejected_spans), (3, 1, 1));
+            assert!(partial.expect("reported").contains("not sent again"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(b.is_empty());
+}

@@ -91,7 +91,7 @@ pub struct Encoder {
     /// Where the current record's or group's spans begin in the current
     /// body (a byte offset), and how many spans came before them there.
     record_at: (usize, usize),
-    /// Spans too large for any request, left out.
+    /// Spans that went alone in a request over the limit.
     oversized: usize,
     spans: usize,
     /// The resource's span limits, applied to the store's records.
@@ -105,7 +105,7 @@ impl Encoder {
     }
 
     /// An encoder whose requests are at most `limit` bytes each (a span that
-    /// cannot fit even alone is left out and counted in
+    /// cannot fit even alone goes alone in a request of its own, counted in
     /// [`oversized`](Self::oversized)).
     pub fn with_limit(
         protocol: Protocol,
@@ -201,9 +201,7 @@ impl Encoder {
         self.append(span)?;
         if self.finished_len(self.current.buf.len()) > self.limit {
             if self.current.spans == 0 {
-                // Too large for any request.
-                self.current.buf.truncate(mark);
-                self.oversized += 1;
+                self.send_alone();
                 return Ok(());
             }
             // Close the current body before this span and move the span
@@ -233,9 +231,7 @@ impl Encoder {
             self.close(full);
             self.record_at = (self.current.start, 0);
             if self.finished_len(self.current.buf.len()) > self.limit {
-                let start = self.current.start;
-                self.current.buf.truncate(start);
-                self.oversized += 1;
+                self.send_alone();
                 return Ok(());
             }
         }
@@ -284,9 +280,24 @@ impl Encoder {
         written
     }
 
-    /// Spans left out because one alone would pass the limit.
+    /// Spans that went alone in a request of their own, over the limit.
     pub fn oversized(&self) -> usize {
         self.oversized
+    }
+
+    /// The span just appended, alone in the current body, passes the limit:
+    /// it goes alone, in a request of its own, and the collector decides
+    /// (a limit learned from a 413 is a guess; a 413 for this request
+    /// refuses what it carries for good, counted). Nothing is left out.
+    fn send_alone(&mut self) {
+        self.oversized += 1;
+        self.current.spans += 1;
+        self.current.has_extra |= self.in_record.is_none();
+        self.spans += 1;
+        let next = self.new_body(0);
+        let full = std::mem::replace(&mut self.current, next);
+        self.close(full);
+        self.record_at = (self.current.start, 0);
     }
 
     fn close(&mut self, mut body: Body) {

@@ -157,8 +157,8 @@ pub enum PushOutcome {
         /// refused carried, over all requests.
         rejected_spans: u64,
         requests: usize,
-        /// Spans left out because one alone would pass the request size
-        /// limit (their records count as delivered).
+        /// Spans that went alone in a request of their own, each over the
+        /// request size limit (delivered or refused as any request is).
         oversized_spans: usize,
     },
     /// Not delivered: the `records` not delivered were put back into the
