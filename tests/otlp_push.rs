@@ -985,3 +985,74 @@ fn a_span_over_the_request_limit_goes_alone_and_the_collector_decides() {
     }
     assert!(b.is_empty());
 }
+
+#[test]
+fn interrupted_pushes_to_a_silent_collector_keep_at_most_four_threads() {
+    use std::io::Read as _;
+    use tasker_trace_core::transport::{Delivery, PushSender, MAX_PUSH_THREADS};
+    // Accepts connections, reads what comes, never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/v1/traces",
+        listener.local_addr().unwrap().port()
+    );
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(16) {
+                let Ok(mut conn) = conn else { continue };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        });
+    }
+    static SENDER: PushSender = PushSender::new();
+    let transport = target(&url, 60_000);
+    let mut errors = Vec::new();
+    for _ in 0..MAX_PUSH_THREADS + 2 {
+        let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pushing = {
+            let transport = transport.clone();
+            std::thread::spawn(move || {
+                let cancel = std::sync::Arc::new(Cancel::for_current_thread());
+                tx.send(cancel.clone()).unwrap();
+                SENDER.send(&transport, Box::new(b"request".to_vec()), &cancel)
+            })
+        };
+        let cancel = rx.recv().unwrap();
+        // Interrupted once its request is on the wire (or at once if it
+        // was not sent).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while accepted.load(std::sync::atomic::Ordering::SeqCst) == before
+            && !pushing.is_finished()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cancel.cancel();
+        match pushing.join().unwrap() {
+            Delivery::Failed { error, .. } => errors.push(error),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (interrupted, refused) = errors.split_at(MAX_PUSH_THREADS);
+    assert!(
+        interrupted.iter().all(|e| e.contains("interrupted")),
+        "{errors:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.contains("not sent") && e.contains("still in flight")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        MAX_PUSH_THREADS
+    );
+}

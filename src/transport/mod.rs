@@ -24,6 +24,6 @@ pub use client::OtlpClient;
 pub use http::{Delivery, Transport};
 pub use response::PartialSuccess;
 pub use retry::Cancel;
-pub use sender::{OwnedBody, PushSender};
+pub use sender::{OwnedBody, PushSender, MAX_PUSH_THREADS};
 pub use settings::{Compression, Destination, OtlpSettings, PushOverrides};
 pub use tls::Tls;

@@ -13,11 +13,18 @@
 //!   thread: it ends once that request ends, and the next request starts a
 //!   new one. A request still queued when its caller stopped waiting is not
 //!   sent (its cancel is set).
+//! - **Bounded.** A retired thread lives until its request ends, by the
+//!   request's timeout at the latest, with its connection open. At most
+//!   [`MAX_PUSH_THREADS`] live at once: past that, a request is not sent
+//!   (its caller is told at once), so that interrupting pushes to a
+//!   collector that never answers cannot pile up threads and sockets.
 //!
 //! The background exporter does not use it: it sends on its own thread.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, sync_channel, SyncSender, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::http::{Delivery, Transport};
@@ -29,6 +36,10 @@ use crate::support::thread::spawn_native;
 
 /// The push thread's name.
 pub const THREAD_NAME: &str = "tasker-push";
+
+/// Most push threads alive at once in a process (see the module
+/// documentation).
+pub const MAX_PUSH_THREADS: usize = 4;
 
 /// A request body the push thread can own.
 pub type OwnedBody = Box<dyn AsRef<[u8]> + Send>;
@@ -53,6 +64,26 @@ struct State {
     /// retired.
     thread: u64,
     jobs: Option<mpsc::Sender<Job>>,
+    /// Push threads alive (made at the first, and again in a fork child).
+    live: Option<Arc<AtomicUsize>>,
+}
+
+/// Why [`PushSender::submit`] did not queue a job.
+enum NotQueued {
+    /// No thread could start: the job, to send on the caller's thread.
+    NoThread(Job),
+    /// [`MAX_PUSH_THREADS`] live, retired while their requests were on the
+    /// wire: how many.
+    Busy(usize),
+}
+
+/// Counts a push thread alive while it runs.
+struct Alive(Arc<AtomicUsize>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for PushSender {
@@ -69,6 +100,7 @@ impl PushSender {
                 forks: 0,
                 thread: 0,
                 jobs: None,
+                live: None,
             }),
         }
     }
@@ -91,11 +123,23 @@ impl PushSender {
             cancel: cancel.share(),
             report,
         };
+        let url = &transport.target().url;
         let thread = match self.submit(job) {
             Ok(thread) => thread,
-            Err(job) => return transport.send(job.body.as_ref().as_ref(), cancel),
+            Err(NotQueued::NoThread(job)) => {
+                return transport.send(job.body.as_ref().as_ref(), cancel)
+            }
+            Err(NotQueued::Busy(live)) => {
+                return Delivery::Failed {
+                    status: None,
+                    attempts: 0,
+                    error: format!(
+                        "not sent: {live} earlier requests to {url}, interrupted, are still \
+                         in flight (each ends by its timeout)"
+                    ),
+                }
+            }
         };
-        let url = &transport.target().url;
         // The thread ends a request by its deadline; this one is a guard
         // against a thread that never reports.
         let give_up =
@@ -143,14 +187,16 @@ impl PushSender {
     }
 
     /// Queues `job` for this process's thread, starting one if none runs.
-    /// Returns the thread's number, or the job when no thread can start.
-    fn submit(&self, job: Job) -> Result<u64, Job> {
+    /// Returns the thread's number, or why the job was not queued.
+    fn submit(&self, job: Job) -> Result<u64, NotQueued> {
         let mut s = self.state.lock();
         let now = forks();
         if s.forks != now {
-            // The parent's thread does not exist here: never touch its
-            // channel (it may be mid-operation in the parent's copy).
+            // The parent's threads do not exist here: never touch their
+            // channel (it may be mid-operation in the parent's copy), and
+            // count from none.
             std::mem::forget(s.jobs.take());
+            std::mem::forget(s.live.take());
             s.forks = now;
         }
         let job = match &s.jobs {
@@ -161,10 +207,27 @@ impl PushSender {
             },
             None => job,
         };
-        let (jobs, queue) = mpsc::channel::<Job>();
-        if spawn_native(THREAD_NAME, move || run(queue)).is_err() {
+        let live = s
+            .live
+            .get_or_insert_with(|| Arc::new(AtomicUsize::new(0)))
+            .clone();
+        let alive = live.load(Ordering::Relaxed);
+        if alive >= MAX_PUSH_THREADS {
             s.jobs = None;
-            return Err(job);
+            return Err(NotQueued::Busy(alive));
+        }
+        let (jobs, queue) = mpsc::channel::<Job>();
+        live.fetch_add(1, Ordering::Relaxed);
+        let counted = live.clone();
+        if spawn_native(THREAD_NAME, move || {
+            let _alive = Alive(counted);
+            run(queue)
+        })
+        .is_err()
+        {
+            live.fetch_sub(1, Ordering::Relaxed);
+            s.jobs = None;
+            return Err(NotQueued::NoThread(job));
         }
         s.thread += 1;
         let job = match jobs.send(job) {
@@ -174,7 +237,7 @@ impl PushSender {
         s.jobs = Some(jobs);
         match job {
             None => Ok(s.thread),
-            Some(job) => Err(job),
+            Some(job) => Err(NotQueued::NoThread(job)),
         }
     }
 
