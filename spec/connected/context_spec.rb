@@ -262,6 +262,27 @@ RSpec.describe "Connected traces (OpenTelemetry context)" do
     expect(only_run[:end]).to eq("completed")
   end
 
+  it "records the event that reads a step thread's waiting events before an interrupt they raise" do
+    waiting = -> { TaskerTraceNative::TestHooks.waiting_events(TaskerTraceNative::Lifecycle::PENDING) }
+    cut = Object.new
+    cut.define_singleton_method(:to_s) { raise Interrupt }
+    start(1)
+    in_thread do
+      open_step(1, 10) # the thread's first attempt: its span is attached
+      close_step(1, 10)
+      publish("step.execution_requested", task_id: 1, step_id: 11, step_name: cut)
+      open_step(1, 12)
+      close_step(1, 12)
+    end
+    expect(waiting.call).to eq(6) # all after step 10's first event
+    expect { publish("task.completed", task_id: 1) }.to raise_error(Interrupt)
+    expect(waiting.call).to eq(0)
+    run = only_run
+    expect(run[:end]).to eq("completed")
+    expect(attempts(run).map { |a| attrs(a)["step_id"] }).to eq([10, 12])
+    expect(stats).to include(events_recorded: 8, events_refused: 1, open_runs: 0)
+  end
+
   it "attaches a thread's span again after an app's block took it while the thread's events waited" do
     start(1)
     seen = in_thread do

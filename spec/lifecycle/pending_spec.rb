@@ -246,23 +246,117 @@ RSpec.describe "Lifecycle tracer: step events read together" do
     expect(stats).to include(open_runs: 0, events_orphaned: 0, events_late: 0)
   end
 
-  it "counts an event whose reading an interrupt cut short as refused, and leaves the ones after waiting" do
+  # A value whose to_s leaves by `how`: an exception that must propagate,
+  # a throw, or a kill of the thread reading it.
+  def exiting(how)
+    value = Object.new
+    case how
+    when :interrupt then value.define_singleton_method(:to_s) { raise Interrupt }
+    when :throw then value.define_singleton_method(:to_s) { throw :out, :thrown }
+    when :kill then value.define_singleton_method(:to_s) { Thread.current.kill }
+    end
+    value
+  end
+
+  # The counters every event published lands in, exactly one of them.
+  def counted
+    stats.values_at(:events_recorded, :events_ignored, :events_orphaned, :events_late, :events_dropped,
+                    :events_refused).sum
+  end
+
+  it "reads every waiting event past one an interrupt cut short, records the reader's own, then raises" do
     start(1)
-    cut = Object.new
-    cut.define_singleton_method(:to_s) { raise Interrupt }
-    step("step.execution_requested", 1, 10, step_name: cut)
+    step("step.execution_requested", 1, 10, step_name: exiting(:interrupt))
     attempt(1, 11)
     expect(waiting).to eq(8)
     expect { publish("task.completed", task_id: 1) }.to raise_error(Interrupt)
-    expect(waiting).to eq(7) # the ones after it still wait
-    counted = %i[events_recorded events_ignored events_orphaned events_late events_dropped events_refused]
-    expect(stats[:events_refused]).to eq(1)
-    publish("task.completed", task_id: 1)
+    expect(waiting).to eq(0) # the ones after it were read
+    expect(stats).to include(events_refused: 1, open_runs: 0)
+    # Every event published landed in exactly one counter, task.completed too.
+    expect(counted).to eq(1 + 8 + 1)
+    run = only_run
+    expect(run[:end]).to eq("completed")
+    expect(attempts(run).map { |a| [attrs(a)["step_name"], a[:status][:code]] }).to eq([%w[s11 OK]])
+  end
+
+  it "resumes a throw from a waiting event only after the reader's own event, the first exit of several" do
+    start(1)
+    step("step.execution_requested", 1, 10, step_name: exiting(:throw))
+    absorbed = Object.new
+    absorbed.define_singleton_method(:to_s) { raise ArgumentError, "absorbed" }
+    step("step.execution_requested", 1, 11, step_name: absorbed)
+    step("step.execution_requested", 1, 12, step_name: exiting(:interrupt)) # after the first: not raised
+    step("step.execution_requested", 1, 13, step_name: exiting(:throw))
+    step("step.execution_requested", 1, 14)
+    result = catch(:out) do
+      publish("task.failed", task_id: 1, error_message: "boom")
+      :not_thrown
+    end
+    expect(result).to eq(:thrown)
     expect(waiting).to eq(0)
-    # Every event published landed in exactly one counter (the interrupted
-    # task.completed was not read: it raised before its own turn).
-    expect(stats.values_at(*counted).sum).to eq(1 + 8 + 1)
-    expect(attempts(only_run).map { |a| attrs(a)["step_name"] }).to eq(%w[s11])
+    expect(stats).to include(events_refused: 3)
+    expect(counted).to eq(1 + 5 + 1)
+    run = only_run
+    expect(run[:end]).to eq("failed")
+    expect(attempts(run).map { |a| attrs(a)["step_id"] }).to eq([11, 14])
+    expect(attrs(attempts(run).first)["step_name"]).to eq("#<Object>")
+  end
+
+  it "kills a thread whose reading met a kill only after its own event is recorded" do
+    start(1)
+    step("step.execution_requested", 1, 10, step_name: exiting(:kill))
+    step("step.execution_requested", 1, 11)
+    reached = :not_reached
+    ensured = false
+    Thread.new do
+      TaskerTraceNative.record_lifecycle_event("task.completed", task_id: 1)
+      reached = :reached
+    ensure
+      ensured = true
+    end.join
+    expect([reached, ensured]).to eq([:not_reached, true])
+    expect(waiting).to eq(0)
+    expect(counted).to eq(1 + 2 + 1)
+    run = only_run
+    expect(run[:end]).to eq("completed")
+    expect(attempts(run).map { |a| attrs(a)["step_id"] }).to eq([11])
+  end
+
+  it "raises an interrupt from another thread's waiting event in the thread that reads it, its event kept" do
+    Thread.new do
+      start(1)
+      step("step.execution_requested", 1, 10, step_name: exiting(:interrupt))
+      step("step.execution_requested", 1, 11)
+    end.join
+    expect(waiting).to eq(2)
+    expect do
+      TaskerTraceNative.record_lifecycle_event("task.start_requested", task_id: 2, task_name: "t",
+                                                                       to_state: "in_progress")
+    end.to raise_error(Interrupt)
+    expect(waiting).to eq(0)
+    expect(runs(include_open: true).map { |r| r[:task_id] }).to contain_exactly(1, 2)
+    expect(counted).to eq(1 + 2 + 1)
+  end
+
+  it "reads every waiting event before raising from a call that records nothing of its own" do
+    start(1)
+    step("step.execution_requested", 1, 10, step_name: exiting(:interrupt))
+    step("step.execution_requested", 1, 11)
+    expect { TaskerTraceNative.lifecycle_runs(include_open: true) }.to raise_error(Interrupt)
+    expect(waiting).to eq(0)
+    expect(attempts(only_run(include_open: true)).map { |a| attrs(a)["step_id"] }).to eq([11])
+    expect(stats).to include(events_refused: 1, events_recorded: 2)
+  end
+
+  it "reads every waiting event when 64 wait and the first one's reading is interrupted" do
+    start(1)
+    step("step.execution_requested", 1, 100, step_name: exiting(:interrupt))
+    62.times { |i| step("step.execution_requested", 1, 101 + i) }
+    expect(waiting).to eq(63)
+    expect { step("step.execution_requested", 1, 163) }.to raise_error(Interrupt)
+    expect(waiting).to eq(0)
+    expect(attempts(only_run(include_open: true)).size).to eq(63)
+    expect(stats).to include(events_refused: 1)
   end
 
   it "reads what waits before a fork, so the child starts from the tracer as it was", timeout: 60 do

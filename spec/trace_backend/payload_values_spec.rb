@@ -204,6 +204,23 @@ RSpec.describe "TraceBackend payload values" do
       expect(backend.handle_event("task.started", task_id: 1)).to be(true)
     end
 
+    it "counts a call that an exit from to_s cut short as rejected: every call in one counter", :gc_stress_safe do
+      interrupting = Class.new { def to_s = raise(Interrupt) }.new
+      throwing = Class.new { def to_s = throw(:out, :thrown) }.new
+      killing = Class.new { def to_s = Thread.current.kill }.new
+      expect(backend.handle_event("task.started", task_id: 1)).to be(true)
+      expect { backend.handle_event("step.before_handle", task_id: 1, x: interrupting) }.to raise_error(Interrupt)
+      expect(catch(:out) { backend.handle_event("task.completed", task_id: 1, x: [throwing]) }).to eq(:thrown)
+      after_call = :not_reached
+      Thread.new do
+        backend.handle_event("workflow.x", x: killing)
+        after_call = :reached
+      end.join
+      expect(after_call).to eq(:not_reached)
+      expect(backend.stats).to include(events_handled: 1, rejected_events: 3)
+      expect(backend.export[:traces]["task_1"]).to include(spans: [])
+    end
+
     it "absorbs an error raised when to_s changes the Hash being copied", :gc_stress_safe do
       payload = { a: 1 }
       adder = Object.new

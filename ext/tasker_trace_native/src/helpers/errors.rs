@@ -199,3 +199,89 @@ pub fn raise_from_raw(e: Error) -> ! {
         Pending::Exception(exception) => unsafe { rb_sys::rb_exc_raise(exception) },
     }
 }
+
+/// Forgets what an exit caught just now left in the thread's `$!`, inside
+/// the `rest` of [`raise_after`] (which puts back what the exit it raises
+/// left): a `throw` or a kill leaves there what is no exception, and
+/// magnus puts `$!` back after catching an exception, which raises a
+/// TypeError for such a value.
+pub fn forget_exit() {
+    // SAFETY: setting `$!` to nil calls no Ruby code and cannot raise.
+    unsafe { rb_sys::rb_set_errinfo(rb_sys::Qnil as VALUE) };
+}
+
+/// Runs `rest`, then gives `first` back to propagate at once: an error a
+/// protected call returned just now, with no Ruby code run since. `rest`
+/// may run Ruby code (each call of it protected) and must not leave by a
+/// non-local exit.
+///
+/// Why: a non-local exit (a `throw`, a kill) lives on in the thread's `$!`
+/// until it is resumed, and Ruby code that `rest` runs would overwrite it.
+/// So `first` is raised again at once, inside `rb_ensure`, and `rest` runs
+/// as its ensure clause, which Ruby runs with the exit put aside and puts
+/// back after (as a Ruby `ensure` is run during a `throw`); `rb_protect`
+/// catches it again on the way out. An exit that `rest` meets is its own
+/// to deal with (see [`forget_exit`]): the one propagated is `first`.
+pub fn raise_after<F: FnOnce()>(first: Error, rest: F) -> Error {
+    #[derive(Clone, Copy)]
+    enum Exit {
+        Jump(std::os::raw::c_int),
+        Exception(VALUE),
+    }
+    let exit = match first.error_type() {
+        ErrorType::Jump(tag) => Exit::Jump(*tag as std::os::raw::c_int),
+        ErrorType::Exception(exception) => Exit::Exception(exception.as_raw()),
+        // Not raised yet: nothing of it lives in the thread.
+        ErrorType::Error(..) => {
+            let _ = catch_unwind(AssertUnwindSafe(rest));
+            return first;
+        }
+    };
+
+    unsafe extern "C" fn raise_exit(data: VALUE) -> VALUE {
+        // SAFETY: `data` points to the `Exit` on `raise_after`'s frame, alive
+        // until `rb_ensure` returns; it is copied, so nothing here needs
+        // dropping before control leaves by longjmp.
+        let exit = unsafe { *(data as *const Exit) };
+        match exit {
+            // SAFETY: the tag came from a protected call that exited this
+            // way, and `$!` still holds what it left (nothing ran since).
+            Exit::Jump(tag) => unsafe { rb_sys::rb_jump_tag(tag) },
+            // SAFETY: an Exception object, referenced from `first` on
+            // `raise_after`'s frame, so the GC keeps it.
+            Exit::Exception(exception) => unsafe { rb_sys::rb_exc_raise(exception) },
+        }
+    }
+
+    unsafe extern "C" fn run_rest<R: FnOnce()>(data: VALUE) -> VALUE {
+        // SAFETY: `data` points to the `Option<F>` on `raise_after`'s frame,
+        // alive until `rb_ensure` returns, and taken only here.
+        let rest = unsafe { (*(data as *mut Option<R>)).take() };
+        // Called by Ruby through C: a panic must not unwind out of it.
+        if let Some(rest) = rest {
+            let _ = catch_unwind(AssertUnwindSafe(rest));
+        }
+        rb_sys::Qnil as VALUE
+    }
+
+    let mut rest = Some(rest);
+    let again = magnus::rb_sys::protect(|| {
+        // SAFETY: both functions take their data as a pointer to a value on
+        // this frame, which outlives the call; `raise_exit` leaves by
+        // longjmp, which `rb_ensure` catches to run `run_rest` (which never
+        // unwinds nor jumps) and resumes, and magnus' `rb_protect` stops.
+        unsafe {
+            rb_sys::rb_ensure(
+                Some(raise_exit),
+                &exit as *const Exit as VALUE,
+                Some(run_rest::<F>),
+                &mut rest as *mut Option<F> as VALUE,
+            )
+        }
+    });
+    match again {
+        Err(e) => e,
+        // `raise_exit` never returns.
+        Ok(_) => first,
+    }
+}

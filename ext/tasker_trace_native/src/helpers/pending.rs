@@ -39,6 +39,7 @@ use magnus::Error;
 use rb_sys::{ruby_value_type as T, VALUE};
 use tasker_trace_core::support::fork::forks;
 
+use crate::helpers::errors;
 use crate::process::{lifecycle_tracer, pending_state};
 
 /// Values an event takes in the Array.
@@ -152,43 +153,81 @@ fn forget_parents(pending: VALUE) -> bool {
 }
 
 /// Reads every waiting event of `pending`, oldest first, with `read(name,
-/// payload, mono_ns, thread)`, and removes it. Events added meanwhile (by
+/// payload, mono_ns, thread)`, and removes it, then does the caller's own
+/// work, `then`, and returns what it returns. Events added meanwhile (by
 /// Ruby code the reading ran, or other threads) are read too. When a thread
-/// of this process reads them already, returns at once: that reader reads
-/// them. An error from `read` stops the reading: the events not read yet
-/// stay, and the error is returned.
-pub fn read_all(
+/// of this process reads them already, only `then` runs: that reader reads
+/// them.
+///
+/// An error from `read` (an exception that must propagate, or a non-local
+/// exit, raised by Ruby code a payload's conversion ran: `read` has counted
+/// the event) stops nothing: the events after it are read (each error of
+/// theirs is `read`'s to count and is not raised), then `then` runs, told
+/// `true` (what it returns is not used), and the first error is returned,
+/// to be raised at once (see [`errors::raise_after`]). So an interrupt
+/// loses neither the waiting events nor the caller's own.
+pub fn read_all<T>(
     pending: VALUE,
     mut read: impl FnMut(VALUE, VALUE, u64, u64) -> Result<(), Error>,
-) -> Result<(), Error> {
+    then: impl FnOnce(bool) -> Result<T, Error>,
+) -> Result<T, Error> {
     if forget_parents(pending) || reading() {
-        return Ok(());
+        return then(false);
     }
-    let state = pending_state();
-    state.reading_in.store(forks() + 1, Ordering::Relaxed);
-    let _reading = Reading;
+    pending_state()
+        .reading_in
+        .store(forks() + 1, Ordering::Relaxed);
+    let reading = Reading;
     let mut done: i64 = 0;
-    let result = loop {
-        if done >= waiting(pending) {
-            break Ok(());
+    match read_from(pending, &mut done, &mut read) {
+        Ok(()) => {
+            finish(pending, done);
+            drop(reading);
+            then(false)
         }
-        let base = FIRST + done * ENTRY;
+        Err(first) => Err(errors::raise_after(first, || {
+            while read_from(pending, &mut done, &mut read).is_err() {
+                errors::forget_exit();
+            }
+            finish(pending, done);
+            drop(reading);
+            if then(true).is_err() {
+                errors::forget_exit();
+            }
+        })),
+    }
+}
+
+/// Reads the waiting events of `pending` from the `done`th on (see
+/// [`read_all`]), counting in `done` those read, until none is left or
+/// `read` fails: its error then.
+fn read_from(
+    pending: VALUE,
+    done: &mut i64,
+    read: &mut impl FnMut(VALUE, VALUE, u64, u64) -> Result<(), Error>,
+) -> Result<(), Error> {
+    while *done < waiting(pending) {
+        let base = FIRST + *done * ENTRY;
         // SAFETY: the indexes are below the length `waiting` checked;
         // rb_ary_entry returns the element (the Array keeps it alive while
         // it is read).
         let at = |i: i64| unsafe { rb_sys::rb_ary_entry(pending, (base + i) as _) };
         let (name, payload, mono, thread) = (at(0), at(1), at(2), at(3));
-        done += 1;
+        *done += 1;
         if let (Some(mono), Some(thread)) = (word(mono), word(thread)) {
-            if let Err(e) = read(name, payload, mono, thread) {
-                break Err(e);
-            }
+            read(name, payload, mono, thread)?;
         }
-    };
+    }
+    Ok(())
+}
+
+/// Removes the first `done` events of `pending`, read (see [`read_all`]),
+/// and holds the expiry of runs at the oldest left.
+fn finish(pending: VALUE, done: i64) {
     // No Ruby code ran since the count was last read.
     let rest = remove_read(pending, done);
     if rest == 0 {
-        state.pushed.store(false, Ordering::Relaxed);
+        pending_state().pushed.store(false, Ordering::Relaxed);
     }
     // Runs expire on the clock no further than the oldest event still
     // waiting (it may keep one alive).
@@ -197,7 +236,6 @@ pub fn read_all(
         .then(|| word(unsafe { rb_sys::rb_ary_entry(pending, (FIRST + 2) as _) }))
         .flatten();
     lifecycle_tracer().hold_expiry(oldest);
-    result
 }
 
 /// Removes the first `done` waiting events of `pending`: the ones after

@@ -72,7 +72,7 @@ fn ingest(ruby: &Ruby, name: VALUE, payload: VALUE) -> Ingested {
 
 /// `handle_event(event_name, payload = {})` → true or false. Never raises for
 /// its input; only non-local exits and non-StandardError exceptions raised by
-/// payload objects' own methods propagate.
+/// payload objects' own methods propagate (the event counted as rejected).
 fn handle_event(ruby: &Ruby, _rb_self: RValue, args: &[RValue]) -> Result<bool, Error> {
     let (name, payload) = match args {
         [name] => (*name, None),
@@ -92,6 +92,12 @@ fn handle_event(ruby: &Ruby, _rb_self: RValue, args: &[RValue]) -> Result<bool, 
         None => ruby.hash_new().as_raw(),
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| ingest(ruby, name.as_raw(), payload)));
+    // An event whose reading an exception that must propagate cut short (an
+    // interrupt, a kill, a `throw` from a value's `to_s`) is not stored:
+    // counted as rejected, so that every call lands in one counter.
+    if matches!(outcome, Ok(Ingested::Raise(_))) {
+        backend().reject();
+    }
     recorder_result(ruby, outcome, name, "log_error", || backend().reject())
 }
 

@@ -105,8 +105,7 @@ pub(crate) fn record_lifecycle_event_at(
     payload: RValue,
     at: Stamp,
 ) -> Result<bool, Error> {
-    read_pending(ruby)?;
-    record_keyed_at(ruby, name, payload, at, None)
+    read_pending_then(ruby, |_| record_keyed_at(ruby, name, payload, at, None))
 }
 
 /// `record_lifecycle_event_at`, remembering the event's repeat key.
@@ -169,6 +168,9 @@ fn read_handle(value: VALUE) -> Option<i64> {
 struct Connected {
     parent: VALUE,
     held: VALUE,
+    /// An exit raised by a waiting event's reading propagates after this
+    /// recording: what the event did is not told (see `record_waited`).
+    raising: bool,
 }
 
 fn record_connected(
@@ -179,7 +181,11 @@ fn record_connected(
     at: Stamp,
     told: &mut Answer,
 ) -> Ingested {
-    let Connected { parent, held } = args;
+    let Connected {
+        parent,
+        held,
+        raising,
+    } = args;
     errors::maybe_injected_panic();
     if let Err(e) = in_force::ensure_environment(ruby) {
         return Ingested::from_error(ruby, e);
@@ -191,6 +197,10 @@ fn record_connected(
                 event.parent = read_parent(parent);
             }
             let thread = thread_token::current();
+            if raising {
+                process::record(|| lifecycle_tracer().record_waited(event, key, thread));
+                return Ingested::Stored;
+            }
             let (_, made, answer) =
                 process::record(|| lifecycle_tracer().record_listened(event, key, thread));
             // What the thread's view says, except that a root's change is
@@ -247,24 +257,26 @@ fn record_lifecycle_event_connected(
     parent: RValue,
     held: RValue,
 ) -> Result<RValue, Error> {
-    read_pending(ruby)?;
-    let at = Stamp::now();
-    let mut told = Answer::Nothing;
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        record_connected(
-            ruby,
-            name.as_raw(),
-            payload.as_raw(),
-            Connected {
-                parent: parent.as_raw(),
-                held: held.as_raw(),
-            },
-            at,
-            &mut told,
-        )
-    }));
-    lifecycle_result(ruby, outcome, name)?;
-    Ok(wrap(answer_to_ruby(told)))
+    read_pending_then(ruby, |raising| {
+        let at = Stamp::now();
+        let mut told = Answer::Nothing;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            record_connected(
+                ruby,
+                name.as_raw(),
+                payload.as_raw(),
+                Connected {
+                    parent: parent.as_raw(),
+                    held: held.as_raw(),
+                    raising,
+                },
+                at,
+                &mut told,
+            )
+        }));
+        lifecycle_result(ruby, outcome, name)?;
+        Ok(wrap(answer_to_ruby(told)))
+    })
 }
 
 /// Whether the Ruby layer's detach guard is in place (see
@@ -368,25 +380,41 @@ fn listened(name: VALUE, payload: VALUE, pending: VALUE) -> Listened {
             if waiting < pending::READ_AT {
                 return Listened::Done;
             }
-            return match read_all_pending(pending) {
+            return match read_all_pending(pending, |_| Ok(())) {
                 Ok(()) => Listened::Done,
                 Err(e) => Listened::Raise(e),
             };
         }
     }
-    // Every other event is read after the ones waiting.
+    // Every other event is read after the ones waiting; when the reading
+    // raises, it is recorded before the exit propagates.
     if pending::any_waiting(pending) {
-        if let Err(e) = read_all_pending(pending) {
-            return Listened::Raise(e);
-        }
+        let own = |raising| Ok(listened_now(name, payload, mode, raising));
+        return read_all_pending(pending, own).unwrap_or_else(Listened::Raise);
     }
+    listened_now(name, payload, mode, false)
+}
+
+/// An event `listen` reads when it arrives (see `listened`), in `mode`.
+/// `raising`: an exit raised by the waiting events' reading propagates
+/// after it, so what the event did is not told (see `record_waited`), and
+/// one that may open a run is recorded here, without a parent.
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
+fn listened_now(name: VALUE, payload: VALUE, mode: u8, raising: bool) -> Listened {
     let at = Stamp::now();
-    let key = lifecycle_repeat::repeat_key(name, payload, thread_token::current());
+    let thread = thread_token::current();
+    let key = lifecycle_repeat::repeat_key(name, payload, thread);
     if repeated(&key, at) {
         return Listened::Done;
     }
     // SAFETY: called by the VM with the GVL held, on a Ruby thread.
     let ruby = unsafe { Ruby::get_unchecked() };
+    if mode == CONNECTED && raising {
+        return match record_waited(&ruby, name, payload, at, key, thread) {
+            Ok(()) => Listened::Done,
+            Err(e) => Listened::Raise(e),
+        };
+    }
     if mode == CONNECTED {
         return listen_connected(&ruby, name, payload, at, key);
     }
@@ -438,12 +466,17 @@ fn may_wait(name: VALUE) -> bool {
 }
 
 /// Reads the events waiting in `pending`, in order, as `listen` would have
-/// read each when it arrived (at its clock reading, in its thread).
-fn read_all_pending(pending: VALUE) -> Result<(), Error> {
+/// read each when it arrived (at its clock reading, in its thread), then
+/// does the caller's own work, `then` (see `pending::read_all`: it is told
+/// whether an exit raised by the reading propagates after it).
+fn read_all_pending<T>(
+    pending: VALUE,
+    then: impl FnOnce(bool) -> Result<T, Error>,
+) -> Result<T, Error> {
     // SAFETY: called with the GVL held, on a Ruby thread.
     let ruby = unsafe { Ruby::get_unchecked() };
     let connected = CONTEXT_PATH.load(Ordering::Relaxed) == CONNECTED;
-    pending::read_all(pending, |name, payload, mono_ns, thread| {
+    let read = |name, payload, mono_ns, thread| {
         let at = Stamp::at_mono(mono_ns);
         let key = lifecycle_repeat::repeat_key(name, payload, thread);
         if repeated(&key, at) {
@@ -453,7 +486,8 @@ fn read_all_pending(pending: VALUE) -> Result<(), Error> {
             return record_waited(&ruby, name, payload, at, key, thread);
         }
         record_keyed_at(&ruby, wrap(name), wrap(payload), at, key).map(|_| ())
-    })
+    };
+    pending::read_all(pending, read, then)
 }
 
 /// An event that waited on the connected path (a step event whose thread's
@@ -500,22 +534,34 @@ fn read_waiting_events(ruby: &Ruby) -> Result<bool, Error> {
 
 /// Reads the events waiting in `TaskerTraceNative::Lifecycle::PENDING`
 /// (see `pending`): what every call that reads or changes the lifecycle
-/// tracer does first. Nothing when the Ruby layer is not loaded.
+/// tracer does first. Nothing when the Ruby layer is not loaded. An exit
+/// raised by the reading propagates after every waiting event is read.
 pub(crate) fn read_pending(ruby: &Ruby) -> Result<(), Error> {
+    read_pending_then(ruby, |_| Ok(()))
+}
+
+/// [`read_pending`], then the caller's own work, `then`, whose result is
+/// returned: told `true` when an exit raised by the reading propagates
+/// after it (what it returns is then not used), so that an event recorded
+/// there is recorded all the same (see `pending::read_all`).
+pub(crate) fn read_pending_then<T>(
+    ruby: &Ruby,
+    then: impl FnOnce(bool) -> Result<T, Error>,
+) -> Result<T, Error> {
     if !pending::pushed() {
-        return Ok(());
+        return then(false);
     }
     let Ok(pending) = root_module(ruby)
         .and_then(|m| m.const_get::<_, RModule>("Lifecycle"))
         .and_then(|l| l.const_get::<_, RValue>("PENDING"))
     else {
-        return Ok(());
+        return then(false);
     };
     let pending = pending.as_raw();
     if !pending::any_waiting(pending) {
-        return Ok(());
+        return then(false);
     }
-    read_all_pending(pending)
+    read_all_pending(pending, then)
 }
 
 /// The connected path's recording, in this thread.
