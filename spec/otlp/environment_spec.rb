@@ -130,6 +130,21 @@ RSpec.describe "OTLP settings from OTEL_* variables" do
       end
     end
 
+    it "ignores a headers variable with a control character, with a warning, and still sends" do
+      with_collector({ status: 200 }) do |c|
+        env = { "OTEL_EXPORTER_OTLP_ENDPOINT" => c.base_url, "OTEL_EXPORTER_OTLP_HEADERS" => "x-key=acme%7F,x-a=1",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS" => "x-b=2" }
+        settings, warnings = fresh_settings(env, "TaskerTraceNative.flush")
+        expect(settings[:otlp_headers]).to eq("x-b" => "2")
+        expect(warnings.join).to include('OTEL_EXPORTER_OTLP_HEADERS ignored: the value of header "x-key" ' \
+                                         "contains the control character 0x7F")
+        expect(warnings.join).not_to include("acme")
+        expect(push_in_fresh_process(env.merge("OTEL_EXPORTER_OTLP_HEADERS" => "x-key=acme%01"))).to eq("1 nil")
+        expect(c.requests.last.headers).to include("x-b" => "2")
+        expect(c.requests.last.headers.keys).not_to include("x-key", "x-a")
+      end
+    end
+
     it "warns about an endpoint that is not an http(s) URL and uses the next one" do
       with_collector({ status: 200 }) do |c|
         env = { "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => "collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT" => c.base_url }

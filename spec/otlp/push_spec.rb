@@ -292,7 +292,7 @@ RSpec.describe "TraceBackend#push_otlp" do
     end
 
     [nil, "k=v", [%w[a b]], { "bad name" => "v" }, { "x" => 1 }, { "x" => "a\r\nb" }, { "" => "v" },
-     { "x" => "\xFF".b }].each do |bad|
+     { "x" => "\xFF".b }, { "x-tenant" => "acme\x01" }, { "x-tenant" => "acme\x7F" }].each do |bad|
       it "refuses headers: #{bad.inspect} with an ArgumentError naming headers" do
         expect { backend.push_otlp(endpoint: "http://127.0.0.1:1", headers: bad) }
           .to raise_error(ArgumentError, /\Aheaders must be/)

@@ -186,16 +186,32 @@ pub fn merge_headers(headers: &mut Vec<(String, String)>, extra: Vec<(String, St
     }
 }
 
-/// A header name must be an HTTP token; a value must not break the header line.
+/// A header name must be an HTTP token; a value may hold tab, printable
+/// ASCII and bytes 0x80 to 0xFF (non-ASCII text), no other control
+/// character. Both are checked as the HTTP client checks them when it
+/// builds a request, so a header accepted here is never one that every
+/// request would then fail on. The message names the header, never its
+/// value (often a credential).
 pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+    use ureq::http::{HeaderName, HeaderValue};
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(token) {
+    if name.is_empty()
+        || !name.bytes().all(token)
+        || HeaderName::from_bytes(name.as_bytes()).is_err()
+    {
         return Err(format!("{name:?} is not a valid header name"));
     }
-    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(format!(
-            "the value of header {name:?} contains CR, LF or NUL"
-        ));
+    if HeaderValue::from_bytes(value.as_bytes()).is_err() {
+        let control = value
+            .bytes()
+            .find(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
+        return Err(match control {
+            Some(b) => format!(
+                "the value of header {name:?} contains the control character 0x{b:02X} (a \
+                 value may hold tab, printable ASCII and non-ASCII text only)"
+            ),
+            None => format!("the value of header {name:?} is not a valid header value"),
+        });
     }
     Ok(())
 }
@@ -575,6 +591,53 @@ mod tests {
         );
         assert!(check_header("x-ok", "a\r\nb").is_err());
         assert!(check_header("", "a").is_err());
+    }
+
+    #[test]
+    fn header_values_are_checked_as_the_http_client_checks_them() {
+        // Every byte the HTTP client refuses in a value is refused here,
+        // and every byte it takes is taken: 0x00-0x08, 0x0A-0x1F and 0x7F
+        // are refused; tab, 0x20-0x7E and non-ASCII text are taken.
+        for b in 0u8..0x80 {
+            let value = format!("acme{}", char::from(b));
+            let client = ureq::http::HeaderValue::from_bytes(value.as_bytes()).is_ok();
+            let refused = (b < 0x20 && b != b'\t') || b == 0x7f;
+            assert_eq!(client, !refused, "byte 0x{b:02X}");
+            assert_eq!(
+                check_header("x-tenant", &value).is_ok(),
+                client,
+                "byte 0x{b:02X}"
+            );
+        }
+        assert!(check_header("x-tenant", "caf\u{e9} \u{1f600}\tok").is_ok());
+        assert_eq!(
+            check_header("x-tenant", "acme\u{7f}").unwrap_err(),
+            "the value of header \"x-tenant\" contains the control character 0x7F (a value may \
+             hold tab, printable ASCII and non-ASCII text only)"
+        );
+        assert!(check_header("x-tenant", "acme\u{1}")
+            .unwrap_err()
+            .contains("0x01"));
+    }
+
+    #[test]
+    fn a_headers_variable_with_a_control_character_is_ignored_whole() {
+        for value in ["x-tenant=acme%01,x-ok=1", "x-ok=1,x-tenant=acme%7F"] {
+            let (s, w) = settings(&[
+                ("OTEL_EXPORTER_OTLP_HEADERS", value),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-b=2"),
+            ]);
+            assert_eq!(
+                s.settings.headers,
+                vec![("x-b".to_string(), "2".to_string())],
+                "{value}"
+            );
+            assert_eq!(w.len(), 1, "{w:?}");
+            assert_eq!(w[0].variable, "OTEL_EXPORTER_OTLP_HEADERS");
+            assert!(w[0].message.contains("control character"), "{}", w[0]);
+            assert!(!w[0].message.contains("acme"), "{}", w[0]);
+        }
+        assert!(headers_from_env(Some("x-tenant=acme%01"), None).is_err());
     }
 
     fn settings(vars: &[(&str, &str)]) -> (OtlpEnvironment, Vec<Warning>) {
