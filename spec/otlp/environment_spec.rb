@@ -121,6 +121,14 @@ RSpec.describe "OTLP settings from OTEL_* variables" do
       end
     end
 
+    it "appends /v1/traces to the base URL's path, keeping its query and dropping a fragment" do
+      with_collector({ status: 200 }) do |c|
+        expect(push_in_fresh_process("OTEL_EXPORTER_OTLP_ENDPOINT" => "#{c.base_url}/?tenant=a")).to eq("1 nil")
+        expect(push_in_fresh_process("OTEL_EXPORTER_OTLP_ENDPOINT" => "#{c.base_url}/base#frag")).to eq("1 nil")
+        expect(c.requests.map(&:path)).to eq(["/v1/traces?tenant=a", "/base/v1/traces"])
+      end
+    end
+
     it "uses OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, over OTEL_EXPORTER_OTLP_ENDPOINT" do
       with_collector({ status: 200 }) do |c|
         out = push_in_fresh_process("OTEL_EXPORTER_OTLP_ENDPOINT" => "http://127.0.0.1:1",

@@ -206,6 +206,17 @@ RSpec.describe "TraceBackend#push_otlp" do
       end
     end
 
+    it "appends /v1/traces to an endpoint's path, before its query" do
+      with_collector({ status: 200 }) do |c|
+        configure_otlp(endpoint: "#{c.base_url}/base/?tenant=a")
+        finished(1)
+        expect(backend.push_otlp).to include(sent: 1)
+        finished(2)
+        expect(backend.push_otlp(endpoint: "#{c.base_url}?tenant=b#frag")).to include(sent: 1)
+        expect(c.requests.map(&:path)).to eq(["/base/v1/traces?tenant=a", "/v1/traces?tenant=b"])
+      end
+    end
+
     it "takes an endpoint already ending in /v1/traces as is" do
       with_collector({ status: 200 }) do |c|
         configure_otlp(endpoint: "#{c.base_url}/v1/traces")

@@ -4,7 +4,8 @@
 //! reads the process environment, so every rule is testable on its own.
 //!
 //! - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the full traces URL, used as is.
-//! - `OTEL_EXPORTER_OTLP_ENDPOINT`: a base URL; `/v1/traces` is appended.
+//! - `OTEL_EXPORTER_OTLP_ENDPOINT`: a base URL; `/v1/traces` is appended to
+//!   its path (a query string is kept after it, a fragment dropped).
 //! - `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`:
 //!   `key=value` pairs separated by commas, values percent-encoded.
 //! - `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (default) or `http/json`;
@@ -59,16 +60,22 @@ impl EndpointSource {
     }
 }
 
-/// `<base>/v1/traces`, without doubling a trailing slash. A base that already
-/// ends in `/v1/traces` is taken as the full URL.
+/// The base URL with `/v1/traces` appended to its path, without doubling a
+/// trailing slash; its query string is kept after the path, as
+/// OpenTelemetry's specification says (`http://h/?tenant=a` gives
+/// `http://h/v1/traces?tenant=a`). A fragment is dropped: it is never sent.
+/// A base whose path already ends in `/v1/traces` is taken as the full URL.
 pub fn traces_url_from_base(base: &str) -> String {
-    let base = base.trim().trim_end_matches('/');
-    if base.ends_with(TRACES_PATH) {
-        return base.to_string();
-    }
+    let base = base.trim();
+    let base = base.split_once('#').map_or(base, |(before, _)| before);
+    let (before_query, query) = base.split_at(base.find('?').unwrap_or(base.len()));
+    let path = before_query.trim_end_matches('/');
     let mut url = String::with_capacity(base.len() + TRACES_PATH.len());
-    url.push_str(base);
-    url.push_str(TRACES_PATH);
+    url.push_str(path);
+    if !path.ends_with(TRACES_PATH) {
+        url.push_str(TRACES_PATH);
+    }
+    url.push_str(query);
     url
 }
 
@@ -523,6 +530,52 @@ mod tests {
         assert_eq!(
             traces_endpoint(None, Some("  "), Some("")).1,
             EndpointSource::Default
+        );
+    }
+
+    #[test]
+    fn the_traces_path_goes_after_the_base_path_before_its_query() {
+        for (base, url) in [
+            ("http://h:1", "http://h:1/v1/traces"),
+            ("http://h:1/", "http://h:1/v1/traces"),
+            ("http://h:1/base/", "http://h:1/base/v1/traces"),
+            ("http://h:1/v1/traces", "http://h:1/v1/traces"),
+            ("http://h:1/v1/traces/", "http://h:1/v1/traces"),
+            (" http://h:1/base ", "http://h:1/base/v1/traces"),
+            ("http://h:1/?tenant=a", "http://h:1/v1/traces?tenant=a"),
+            (
+                "http://h:1?tenant=a&x=b/c",
+                "http://h:1/v1/traces?tenant=a&x=b/c",
+            ),
+            (
+                "http://h:1/base/?tenant=a",
+                "http://h:1/base/v1/traces?tenant=a",
+            ),
+            (
+                "http://h:1/v1/traces?tenant=a",
+                "http://h:1/v1/traces?tenant=a",
+            ),
+            ("http://h:1/?", "http://h:1/v1/traces?"),
+            // A fragment is never sent: dropped, with or without a query.
+            ("http://h:1/#frag", "http://h:1/v1/traces"),
+            ("http://h:1/base#a/b?c", "http://h:1/base/v1/traces"),
+            ("http://h:1/?tenant=a#frag", "http://h:1/v1/traces?tenant=a"),
+        ] {
+            assert_eq!(traces_url_from_base(base), url, "{base}");
+        }
+        // The argument, the setting and the base variable are base URLs;
+        // the traces variable is a full URL, used as is.
+        assert_eq!(
+            traces_endpoint(None, None, Some("http://h:1/?tenant=a")).0,
+            "http://h:1/v1/traces?tenant=a"
+        );
+        assert_eq!(
+            traces_endpoint(Some("http://h:1#x"), None, None).0,
+            "http://h:1/v1/traces"
+        );
+        assert_eq!(
+            traces_endpoint(None, Some("http://h:1/custom?tenant=a"), None).0,
+            "http://h:1/custom?tenant=a"
         );
     }
 
