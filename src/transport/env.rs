@@ -24,6 +24,7 @@
 //! and returns typed values plus [`Warning`]s for values it could not use
 //! (each is then ignored, as if unset).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use super::settings::{Compression, OtlpSettings, DEFAULT_TIMEOUT, MAX_TIMEOUT};
@@ -98,33 +99,84 @@ pub fn traces_endpoint(
     (DEFAULT_TRACES_ENDPOINT.to_string(), EndpointSource::Default)
 }
 
+/// Where the password of `url`'s userinfo is (`user:password@host`): its
+/// byte range, which may be empty (`user:@host`), and where the userinfo
+/// starts. `None` when there is no userinfo or it has no password. The
+/// scheme is optional, so that a URL written without one is covered too.
+fn password_span(url: &str) -> Option<(usize, std::ops::Range<usize>)> {
+    let lead = url.len() - url.trim_start().len();
+    let start = lead + scheme(&url[lead..]).map_or(0, |s| s.len() + "://".len());
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    Some((start, start + colon + 1..start + at))
+}
+
+/// `url` as every message shows it: the password of its userinfo (sent as
+/// Basic authentication) replaced by `***`, the user name kept
+/// (`http://otel:***@collector:4318/v1/traces`).
+pub fn shown_url(url: &str) -> Cow<'_, str> {
+    match password_span(url) {
+        Some((_, password)) => Cow::Owned(format!(
+            "{}***{}",
+            &url[..password.start],
+            &url[password.end..]
+        )),
+        None => Cow::Borrowed(url),
+    }
+}
+
+/// `text` (a message from elsewhere, which may quote `url` or a URL made
+/// from it) with the userinfo of `url` shown as [`shown_url`] shows it.
+pub fn without_password<'a>(text: &'a str, url: &str) -> Cow<'a, str> {
+    let Some((start, password)) = password_span(url) else {
+        return Cow::Borrowed(text);
+    };
+    // `user:password@`, as written, and `user:***@`.
+    let userinfo = &url[start..=password.end];
+    if !text.contains(userinfo) {
+        return Cow::Borrowed(text);
+    }
+    let shown = format!("{}***@", &url[start..password.start]);
+    Cow::Owned(text.replace(userinfo, &shown))
+}
+
 /// Checks that `url`, as the user wrote it (a base URL or a full one), is
 /// something this exporter can POST to: `http://` or `https://` with a host.
-/// The message quotes what was written and names what is wrong: no scheme,
-/// another scheme, no host, whitespace.
+/// The message quotes what was written, its password hidden
+/// ([`shown_url`]), and names what is wrong: no scheme, another scheme, no
+/// host, whitespace.
 pub fn check_endpoint(url: &str) -> Result<(), String> {
-    let url = url.trim();
+    let written = url.trim();
+    let shown = shown_url(written);
+    check_written_endpoint(written, &shown)
+}
+
+fn check_written_endpoint(url: &str, shown: &str) -> Result<(), String> {
     let lower = url.to_ascii_lowercase();
     let Some(rest) = lower
         .strip_prefix("http://")
         .or_else(|| lower.strip_prefix("https://"))
     else {
         return Err(match scheme(url) {
-            Some(other) => {
-                format!("{url} has the scheme {other}://; only http:// and https:// are supported")
-            }
-            None => format!("{url} has no scheme (write http://{url} or https://{url})"),
+            Some(other) => format!(
+                "{shown} has the scheme {other}://; only http:// and https:// are supported"
+            ),
+            None => format!("{shown} has no scheme (write http://{shown} or https://{shown})"),
         });
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
     if host.is_empty() || host.starts_with(':') {
-        return Err(format!("{url} has no host"));
+        return Err(format!("{shown} has no host"));
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{url:?} contains whitespace or control characters"));
+        return Err(format!(
+            "{shown:?} contains whitespace or control characters"
+        ));
     }
-    check_host_and_port(url, host)
+    check_host_and_port(shown, host)
 }
 
 /// An IPv6 host in brackets, or a host without them, then an optional
@@ -618,6 +670,64 @@ mod tests {
             check_endpoint("ftp://x").unwrap_err(),
             "ftp://x has the scheme ftp://; only http:// and https:// are supported"
         );
+    }
+
+    #[test]
+    fn an_endpoints_password_is_never_shown() {
+        for (url, shown) in [
+            (
+                "http://otel:hunter2@collector:4318/v1/traces",
+                "http://otel:***@collector:4318/v1/traces",
+            ),
+            ("HTTPS://u:p@h", "HTTPS://u:***@h"),
+            ("http://u:@h/x", "http://u:***@h/x"),
+            // The last @ of the authority ends the userinfo; the first :
+            // of the userinfo ends the user name.
+            ("http://u:p@ss:w@h:1/a@b", "http://u:***@h:1/a@b"),
+            ("http://u@x:p@h?q=a:b@c", "http://u@x:***@h?q=a:b@c"),
+            // Without a scheme, as a mistyped endpoint may be written.
+            ("u:p@collector:4318", "u:***@collector:4318"),
+            // Nothing to hide: no userinfo, or no password in it.
+            (
+                "http://collector:4318/v1/traces",
+                "http://collector:4318/v1/traces",
+            ),
+            (
+                "http://token@collector/v1/traces",
+                "http://token@collector/v1/traces",
+            ),
+            ("http://h/a:b@c", "http://h/a:b@c"),
+            ("http://h?a:b@c", "http://h?a:b@c"),
+            ("http://h#a:b@c", "http://h#a:b@c"),
+            ("collector:4318", "collector:4318"),
+            ("", ""),
+            (" http://u:p@h ", " http://u:***@h "),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
+        let url = "http://otel:s3cret@h:1";
+        assert_eq!(
+            without_password("bad uri: http://otel:s3cret@h:1/v1/traces (x)", url),
+            "bad uri: http://otel:***@h:1/v1/traces (x)"
+        );
+        assert_eq!(without_password("no url here", url), "no url here");
+        assert_eq!(
+            without_password("otel:s3cret@h", "http://h:1"),
+            "otel:s3cret@h"
+        );
+        // Messages about an endpoint as written hide it too.
+        for bad in [
+            "collector:s3cret@h:4318",
+            "ftp://u:s3cret@h",
+            "http://u:s3cret@",
+            "http://u:s3cret@h b",
+            "http://u:s3cret@h:99999",
+            "http://u:s3cret@[::1",
+        ] {
+            let e = check_endpoint(bad).unwrap_err();
+            assert!(!e.contains("s3cret"), "{bad}: {e}");
+            assert!(e.contains(":***@"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl PushSender {
             Ok(thread) => thread,
             Err(job) => return transport.send(job.body.as_ref().as_ref(), cancel),
         };
-        let url = &transport.target().url;
+        let url = transport.target().shown_url();
         // The thread ends a request by its deadline; this one is a guard
         // against a thread that never reports.
         let give_up =
