@@ -12,7 +12,7 @@ use tasker_trace_core::encode::{Resource, SpanLimits};
 use tasker_trace_core::export::PushOutcome;
 use tasker_trace_core::model::backend::Backend;
 use tasker_trace_core::support::protocol::Protocol;
-use tasker_trace_core::transport::{Cancel, Compression, Destination, Transport};
+use tasker_trace_core::transport::{Cancel, Compression, Delivery, Destination, Transport};
 
 /// Pushes `b`'s finished records to `url` with [`target`]'s settings.
 fn push_to(b: &Backend, url: &str, timeout_ms: u64) -> PushOutcome {
@@ -1054,5 +1054,58 @@ fn interrupted_pushes_to_a_silent_collector_keep_at_most_four_threads() {
     assert_eq!(
         accepted.load(std::sync::atomic::Ordering::SeqCst),
         MAX_PUSH_THREADS
+    );
+}
+
+/// `url` with the userinfo `otel:s3cret` (sent as Basic authentication).
+fn with_password(url: &str) -> String {
+    url.replacen("http://", "http://otel:s3cret@", 1)
+}
+
+#[test]
+fn an_endpoints_password_is_sent_but_never_shown_in_a_message() {
+    let failed = |d: Delivery| match d {
+        Delivery::Failed { error, .. } => error,
+        other => panic!("expected a failure, got {other:?}"),
+    };
+    let refused = Collector::start(vec![Reply::status(400).body("bad request")]);
+    let url = with_password(&refused.url);
+    let transport = target(&url, 2_000);
+    let error = failed(transport.send(b"{}", &Cancel::for_current_thread()));
+    assert!(
+        error.starts_with(&format!("HTTP 400 from {}", url.replace("s3cret", "***"))),
+        "{error}"
+    );
+    // The credentials still go to the collector.
+    assert_eq!(
+        refused.requests()[0].header("authorization"),
+        Some("Basic b3RlbDpzM2NyZXQ=")
+    );
+    // Retried statuses until the timeout, and a closed port.
+    let busy = Collector::start(vec![Reply::status(503)]);
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!(
+            "http://127.0.0.1:{}/v1/traces",
+            l.local_addr().unwrap().port()
+        )
+    };
+    for url in [with_password(&busy.url), with_password(&closed)] {
+        let transport = target(&url, 300);
+        let error = failed(transport.send(b"{}", &Cancel::for_current_thread()));
+        assert!(error.contains("otel:***@127.0.0.1:"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        let shown = format!("{transport:?}");
+        assert!(
+            shown.contains("otel:***@") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
+    // A URL refused before any request says so without the password.
+    let error =
+        Transport::new(Destination::new("http://otel:s3cret@127.0.0.1:0/v1/traces")).unwrap_err();
+    assert!(
+        error.contains("otel:***@") && !error.contains("s3cret"),
+        "{error}"
     );
 }

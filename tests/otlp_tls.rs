@@ -68,6 +68,16 @@ fn https_fails_without_the_ca_and_succeeds_with_it() {
     assert!(error.contains(&collector.url), "{error}");
     assert!(error.contains("not signed by a trusted CA"), "{error}");
     assert_eq!(b.len(), 2, "the traces are kept");
+    // An endpoint's password stays out of the message.
+    let with_password = collector
+        .url
+        .replacen("https://", "https://otel:s3cret@", 1);
+    let error = failed_once(&push(&with_password, Tls::default()).0);
+    assert!(
+        error.contains(&collector.url.replacen("https://", "https://otel:***@", 1)),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret"), "{error}");
 
     let files = Files::new();
     let (out, b) = push(&collector.url, ca_only(&files, &ca));

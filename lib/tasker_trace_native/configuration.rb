@@ -81,9 +81,20 @@ module TaskerTraceNative
     # `inspect` shows their keys only.
     CREDENTIAL_SETTINGS = %i[otlp_headers].freeze
 
+    # The password of a URL's userinfo (`http://user:password@host`, sent as
+    # Basic authentication), as the native messages find it: after the
+    # scheme, if any, up to the authority's last "@".
+    URL_PASSWORD = %r{\A(\s*(?:[A-Za-z][A-Za-z0-9+.\-]*://)?[^/?#:]*:)[^/?#]*@}
+
+    # `url` with the password of its userinfo shown as `***`.
+    def self.shown_url(url)
+      url.is_a?(String) ? url.sub(URL_PASSWORD) { "#{Regexp.last_match(1)}***@" } : url
+    end
+
     def inspect
       shown = to_h.map do |k, v|
         v = v.to_h { |name, _| [name, "[FILTERED]"] } if CREDENTIAL_SETTINGS.include?(k) && v.is_a?(Hash)
+        v = Configuration.shown_url(v) if k == :otlp_endpoint
         "#{k}=#{v.inspect}"
       end
       "#<TaskerTraceNative::Configuration #{shown.join(' ')}>"

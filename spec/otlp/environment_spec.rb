@@ -121,12 +121,35 @@ RSpec.describe "OTLP settings from OTEL_* variables" do
       end
     end
 
+    it "appends /v1/traces to the base URL's path, keeping its query and dropping a fragment" do
+      with_collector({ status: 200 }) do |c|
+        expect(push_in_fresh_process("OTEL_EXPORTER_OTLP_ENDPOINT" => "#{c.base_url}/?tenant=a")).to eq("1 nil")
+        expect(push_in_fresh_process("OTEL_EXPORTER_OTLP_ENDPOINT" => "#{c.base_url}/base#frag")).to eq("1 nil")
+        expect(c.requests.map(&:path)).to eq(["/v1/traces?tenant=a", "/base/v1/traces"])
+      end
+    end
+
     it "uses OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, over OTEL_EXPORTER_OTLP_ENDPOINT" do
       with_collector({ status: 200 }) do |c|
         out = push_in_fresh_process("OTEL_EXPORTER_OTLP_ENDPOINT" => "http://127.0.0.1:1",
                                     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => "#{c.base_url}/custom/traces")
         expect(out).to eq("1 nil")
         expect(c.requests.first.path).to eq("/custom/traces")
+      end
+    end
+
+    it "ignores a headers variable with a control character, with a warning, and still sends" do
+      with_collector({ status: 200 }) do |c|
+        env = { "OTEL_EXPORTER_OTLP_ENDPOINT" => c.base_url, "OTEL_EXPORTER_OTLP_HEADERS" => "x-key=acme%7F,x-a=1",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS" => "x-b=2" }
+        settings, warnings = fresh_settings(env, "TaskerTraceNative.flush")
+        expect(settings[:otlp_headers]).to eq("x-b" => "2")
+        expect(warnings.join).to include('OTEL_EXPORTER_OTLP_HEADERS ignored: the value of header "x-key" ' \
+                                         "contains the control character 0x7F")
+        expect(warnings.join).not_to include("acme")
+        expect(push_in_fresh_process(env.merge("OTEL_EXPORTER_OTLP_HEADERS" => "x-key=acme%01"))).to eq("1 nil")
+        expect(c.requests.last.headers).to include("x-b" => "2")
+        expect(c.requests.last.headers.keys).not_to include("x-key", "x-a")
       end
     end
 

@@ -59,7 +59,7 @@ RSpec.describe "OTLP exporter settings (otlp_*)" do
     otlp_endpoint: [5, :sym, "", "  ", "ftp://collector:4318", "http://", "collector:4318", "http://a b",
                     "\xFF".b, ["http://x"]],
     otlp_headers: [nil, "k=v", [%w[a b]], { "bad name" => "v" }, { "x" => 1 }, { "x" => "a\r\nb" }, { "" => "v" },
-                   { "x" => nil }],
+                   { "x" => nil }, { "x-tenant" => "acme\x01" }, { "x-tenant" => "acme\x7F" }],
     otlp_protocol: [nil, 5, "", "http", "grpc", :grpc, "x" * 100_000, "HTTP/2"],
     otlp_compression: [nil, 5, "", "brotli", "deflate", true],
     otlp_timeout: [nil, 0, -1, "10", Float::NAN, Float::INFINITY, -Float::INFINITY, 10**30, 86_401, 1e-12,
@@ -123,6 +123,15 @@ RSpec.describe "OTLP exporter settings (otlp_*)" do
     expect(shown).to match(/otlp_headers={"authorization" ?=> ?"\[FILTERED\]"}/)
     expect(shown).not_to include("secret-token")
     expect(TaskerTraceNative.config.otlp_headers).to eq("authorization" => "Bearer secret-token")
+  end
+
+  it "refuse a header value the HTTP client would refuse, naming the byte, not the value" do
+    expect { configure_otlp(headers: { "x-tenant" => "acme\x7F" }) }
+      .to raise_error(ArgumentError,
+                      /\Aotlp_headers must be .*: the value of header "x-tenant" contains the control character 0x7F/)
+    # Tab, printable ASCII and non-ASCII text are taken (and sent).
+    configure_otlp(headers: { "x-tenant" => "caf\u00e9\tone" })
+    expect(otlp_config[:otlp_headers]).to eq("x-tenant" => "caf\u00e9\tone")
   end
 
   it "check each assignment at once, inside the block" do

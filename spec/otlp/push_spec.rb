@@ -206,6 +206,17 @@ RSpec.describe "TraceBackend#push_otlp" do
       end
     end
 
+    it "appends /v1/traces to an endpoint's path, before its query" do
+      with_collector({ status: 200 }) do |c|
+        configure_otlp(endpoint: "#{c.base_url}/base/?tenant=a")
+        finished(1)
+        expect(backend.push_otlp).to include(sent: 1)
+        finished(2)
+        expect(backend.push_otlp(endpoint: "#{c.base_url}?tenant=b#frag")).to include(sent: 1)
+        expect(c.requests.map(&:path)).to eq(["/base/v1/traces?tenant=a", "/v1/traces?tenant=b"])
+      end
+    end
+
     it "takes an endpoint already ending in /v1/traces as is" do
       with_collector({ status: 200 }) do |c|
         configure_otlp(endpoint: "#{c.base_url}/v1/traces")
@@ -292,7 +303,7 @@ RSpec.describe "TraceBackend#push_otlp" do
     end
 
     [nil, "k=v", [%w[a b]], { "bad name" => "v" }, { "x" => 1 }, { "x" => "a\r\nb" }, { "" => "v" },
-     { "x" => "\xFF".b }].each do |bad|
+     { "x" => "\xFF".b }, { "x-tenant" => "acme\x01" }, { "x-tenant" => "acme\x7F" }].each do |bad|
       it "refuses headers: #{bad.inspect} with an ArgumentError naming headers" do
         expect { backend.push_otlp(endpoint: "http://127.0.0.1:1", headers: bad) }
           .to raise_error(ArgumentError, /\Aheaders must be/)

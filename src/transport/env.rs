@@ -4,7 +4,8 @@
 //! reads the process environment, so every rule is testable on its own.
 //!
 //! - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the full traces URL, used as is.
-//! - `OTEL_EXPORTER_OTLP_ENDPOINT`: a base URL; `/v1/traces` is appended.
+//! - `OTEL_EXPORTER_OTLP_ENDPOINT`: a base URL; `/v1/traces` is appended to
+//!   its path (a query string is kept after it, a fragment dropped).
 //! - `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`:
 //!   `key=value` pairs separated by commas, values percent-encoded.
 //! - `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (default) or `http/json`;
@@ -23,6 +24,7 @@
 //! and returns typed values plus [`Warning`]s for values it could not use
 //! (each is then ignored, as if unset).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use super::settings::{Compression, OtlpSettings, DEFAULT_TIMEOUT, MAX_TIMEOUT};
@@ -59,16 +61,22 @@ impl EndpointSource {
     }
 }
 
-/// `<base>/v1/traces`, without doubling a trailing slash. A base that already
-/// ends in `/v1/traces` is taken as the full URL.
+/// The base URL with `/v1/traces` appended to its path, without doubling a
+/// trailing slash; its query string is kept after the path, as
+/// OpenTelemetry's specification says (`http://h/?tenant=a` gives
+/// `http://h/v1/traces?tenant=a`). A fragment is dropped: it is never sent.
+/// A base whose path already ends in `/v1/traces` is taken as the full URL.
 pub fn traces_url_from_base(base: &str) -> String {
-    let base = base.trim().trim_end_matches('/');
-    if base.ends_with(TRACES_PATH) {
-        return base.to_string();
-    }
+    let base = base.trim();
+    let base = base.split_once('#').map_or(base, |(before, _)| before);
+    let (before_query, query) = base.split_at(base.find('?').unwrap_or(base.len()));
+    let path = before_query.trim_end_matches('/');
     let mut url = String::with_capacity(base.len() + TRACES_PATH.len());
-    url.push_str(base);
-    url.push_str(TRACES_PATH);
+    url.push_str(path);
+    if !path.ends_with(TRACES_PATH) {
+        url.push_str(TRACES_PATH);
+    }
+    url.push_str(query);
     url
 }
 
@@ -91,33 +99,84 @@ pub fn traces_endpoint(
     (DEFAULT_TRACES_ENDPOINT.to_string(), EndpointSource::Default)
 }
 
+/// Where the password of `url`'s userinfo is (`user:password@host`): its
+/// byte range, which may be empty (`user:@host`), and where the userinfo
+/// starts. `None` when there is no userinfo or it has no password. The
+/// scheme is optional, so that a URL written without one is covered too.
+fn password_span(url: &str) -> Option<(usize, std::ops::Range<usize>)> {
+    let lead = url.len() - url.trim_start().len();
+    let start = lead + scheme(&url[lead..]).map_or(0, |s| s.len() + "://".len());
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    Some((start, start + colon + 1..start + at))
+}
+
+/// `url` as every message shows it: the password of its userinfo (sent as
+/// Basic authentication) replaced by `***`, the user name kept
+/// (`http://otel:***@collector:4318/v1/traces`).
+pub fn shown_url(url: &str) -> Cow<'_, str> {
+    match password_span(url) {
+        Some((_, password)) => Cow::Owned(format!(
+            "{}***{}",
+            &url[..password.start],
+            &url[password.end..]
+        )),
+        None => Cow::Borrowed(url),
+    }
+}
+
+/// `text` (a message from elsewhere, which may quote `url` or a URL made
+/// from it) with the userinfo of `url` shown as [`shown_url`] shows it.
+pub fn without_password<'a>(text: &'a str, url: &str) -> Cow<'a, str> {
+    let Some((start, password)) = password_span(url) else {
+        return Cow::Borrowed(text);
+    };
+    // `user:password@`, as written, and `user:***@`.
+    let userinfo = &url[start..=password.end];
+    if !text.contains(userinfo) {
+        return Cow::Borrowed(text);
+    }
+    let shown = format!("{}***@", &url[start..password.start]);
+    Cow::Owned(text.replace(userinfo, &shown))
+}
+
 /// Checks that `url`, as the user wrote it (a base URL or a full one), is
 /// something this exporter can POST to: `http://` or `https://` with a host.
-/// The message quotes what was written and names what is wrong: no scheme,
-/// another scheme, no host, whitespace.
+/// The message quotes what was written, its password hidden
+/// ([`shown_url`]), and names what is wrong: no scheme, another scheme, no
+/// host, whitespace.
 pub fn check_endpoint(url: &str) -> Result<(), String> {
-    let url = url.trim();
+    let written = url.trim();
+    let shown = shown_url(written);
+    check_written_endpoint(written, &shown)
+}
+
+fn check_written_endpoint(url: &str, shown: &str) -> Result<(), String> {
     let lower = url.to_ascii_lowercase();
     let Some(rest) = lower
         .strip_prefix("http://")
         .or_else(|| lower.strip_prefix("https://"))
     else {
         return Err(match scheme(url) {
-            Some(other) => {
-                format!("{url} has the scheme {other}://; only http:// and https:// are supported")
-            }
-            None => format!("{url} has no scheme (write http://{url} or https://{url})"),
+            Some(other) => format!(
+                "{shown} has the scheme {other}://; only http:// and https:// are supported"
+            ),
+            None => format!("{shown} has no scheme (write http://{shown} or https://{shown})"),
         });
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
     if host.is_empty() || host.starts_with(':') {
-        return Err(format!("{url} has no host"));
+        return Err(format!("{shown} has no host"));
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{url:?} contains whitespace or control characters"));
+        return Err(format!(
+            "{shown:?} contains whitespace or control characters"
+        ));
     }
-    check_host_and_port(url, host)
+    check_host_and_port(shown, host)
 }
 
 /// An IPv6 host in brackets, or a host without them, then an optional
@@ -186,16 +245,32 @@ pub fn merge_headers(headers: &mut Vec<(String, String)>, extra: Vec<(String, St
     }
 }
 
-/// A header name must be an HTTP token; a value must not break the header line.
+/// A header name must be an HTTP token; a value may hold tab, printable
+/// ASCII and bytes 0x80 to 0xFF (non-ASCII text), no other control
+/// character. Both are checked as the HTTP client checks them when it
+/// builds a request, so a header accepted here is never one that every
+/// request would then fail on. The message names the header, never its
+/// value (often a credential).
 pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+    use ureq::http::{HeaderName, HeaderValue};
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(token) {
+    if name.is_empty()
+        || !name.bytes().all(token)
+        || HeaderName::from_bytes(name.as_bytes()).is_err()
+    {
         return Err(format!("{name:?} is not a valid header name"));
     }
-    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(format!(
-            "the value of header {name:?} contains CR, LF or NUL"
-        ));
+    if HeaderValue::from_bytes(value.as_bytes()).is_err() {
+        let control = value
+            .bytes()
+            .find(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
+        return Err(match control {
+            Some(b) => format!(
+                "the value of header {name:?} contains the control character 0x{b:02X} (a \
+                 value may hold tab, printable ASCII and non-ASCII text only)"
+            ),
+            None => format!("the value of header {name:?} is not a valid header value"),
+        });
     }
     Ok(())
 }
@@ -511,6 +586,52 @@ mod tests {
     }
 
     #[test]
+    fn the_traces_path_goes_after_the_base_path_before_its_query() {
+        for (base, url) in [
+            ("http://h:1", "http://h:1/v1/traces"),
+            ("http://h:1/", "http://h:1/v1/traces"),
+            ("http://h:1/base/", "http://h:1/base/v1/traces"),
+            ("http://h:1/v1/traces", "http://h:1/v1/traces"),
+            ("http://h:1/v1/traces/", "http://h:1/v1/traces"),
+            (" http://h:1/base ", "http://h:1/base/v1/traces"),
+            ("http://h:1/?tenant=a", "http://h:1/v1/traces?tenant=a"),
+            (
+                "http://h:1?tenant=a&x=b/c",
+                "http://h:1/v1/traces?tenant=a&x=b/c",
+            ),
+            (
+                "http://h:1/base/?tenant=a",
+                "http://h:1/base/v1/traces?tenant=a",
+            ),
+            (
+                "http://h:1/v1/traces?tenant=a",
+                "http://h:1/v1/traces?tenant=a",
+            ),
+            ("http://h:1/?", "http://h:1/v1/traces?"),
+            // A fragment is never sent: dropped, with or without a query.
+            ("http://h:1/#frag", "http://h:1/v1/traces"),
+            ("http://h:1/base#a/b?c", "http://h:1/base/v1/traces"),
+            ("http://h:1/?tenant=a#frag", "http://h:1/v1/traces?tenant=a"),
+        ] {
+            assert_eq!(traces_url_from_base(base), url, "{base}");
+        }
+        // The argument, the setting and the base variable are base URLs;
+        // the traces variable is a full URL, used as is.
+        assert_eq!(
+            traces_endpoint(None, None, Some("http://h:1/?tenant=a")).0,
+            "http://h:1/v1/traces?tenant=a"
+        );
+        assert_eq!(
+            traces_endpoint(Some("http://h:1#x"), None, None).0,
+            "http://h:1/v1/traces"
+        );
+        assert_eq!(
+            traces_endpoint(None, Some("http://h:1/custom?tenant=a"), None).0,
+            "http://h:1/custom?tenant=a"
+        );
+    }
+
+    #[test]
     fn endpoints_must_be_http_or_https_with_a_host() {
         assert!(check_endpoint("http://localhost:4318/v1/traces").is_ok());
         assert!(check_endpoint("HTTP://127.0.0.1:1/v1/traces").is_ok());
@@ -552,6 +673,64 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoints_password_is_never_shown() {
+        for (url, shown) in [
+            (
+                "http://otel:hunter2@collector:4318/v1/traces",
+                "http://otel:***@collector:4318/v1/traces",
+            ),
+            ("HTTPS://u:p@h", "HTTPS://u:***@h"),
+            ("http://u:@h/x", "http://u:***@h/x"),
+            // The last @ of the authority ends the userinfo; the first :
+            // of the userinfo ends the user name.
+            ("http://u:p@ss:w@h:1/a@b", "http://u:***@h:1/a@b"),
+            ("http://u@x:p@h?q=a:b@c", "http://u@x:***@h?q=a:b@c"),
+            // Without a scheme, as a mistyped endpoint may be written.
+            ("u:p@collector:4318", "u:***@collector:4318"),
+            // Nothing to hide: no userinfo, or no password in it.
+            (
+                "http://collector:4318/v1/traces",
+                "http://collector:4318/v1/traces",
+            ),
+            (
+                "http://token@collector/v1/traces",
+                "http://token@collector/v1/traces",
+            ),
+            ("http://h/a:b@c", "http://h/a:b@c"),
+            ("http://h?a:b@c", "http://h?a:b@c"),
+            ("http://h#a:b@c", "http://h#a:b@c"),
+            ("collector:4318", "collector:4318"),
+            ("", ""),
+            (" http://u:p@h ", " http://u:***@h "),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
+        let url = "http://otel:s3cret@h:1";
+        assert_eq!(
+            without_password("bad uri: http://otel:s3cret@h:1/v1/traces (x)", url),
+            "bad uri: http://otel:***@h:1/v1/traces (x)"
+        );
+        assert_eq!(without_password("no url here", url), "no url here");
+        assert_eq!(
+            without_password("otel:s3cret@h", "http://h:1"),
+            "otel:s3cret@h"
+        );
+        // Messages about an endpoint as written hide it too.
+        for bad in [
+            "collector:s3cret@h:4318",
+            "ftp://u:s3cret@h",
+            "http://u:s3cret@",
+            "http://u:s3cret@h b",
+            "http://u:s3cret@h:99999",
+            "http://u:s3cret@[::1",
+        ] {
+            let e = check_endpoint(bad).unwrap_err();
+            assert!(!e.contains("s3cret"), "{bad}: {e}");
+            assert!(e.contains(":***@"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn headers_merge_case_insensitively_and_are_checked() {
         let h = headers_from_env(
             Some("Authorization=Basic%20abc,x-a=1"),
@@ -575,6 +754,53 @@ mod tests {
         );
         assert!(check_header("x-ok", "a\r\nb").is_err());
         assert!(check_header("", "a").is_err());
+    }
+
+    #[test]
+    fn header_values_are_checked_as_the_http_client_checks_them() {
+        // Every byte the HTTP client refuses in a value is refused here,
+        // and every byte it takes is taken: 0x00-0x08, 0x0A-0x1F and 0x7F
+        // are refused; tab, 0x20-0x7E and non-ASCII text are taken.
+        for b in 0u8..0x80 {
+            let value = format!("acme{}", char::from(b));
+            let client = ureq::http::HeaderValue::from_bytes(value.as_bytes()).is_ok();
+            let refused = (b < 0x20 && b != b'\t') || b == 0x7f;
+            assert_eq!(client, !refused, "byte 0x{b:02X}");
+            assert_eq!(
+                check_header("x-tenant", &value).is_ok(),
+                client,
+                "byte 0x{b:02X}"
+            );
+        }
+        assert!(check_header("x-tenant", "caf\u{e9} \u{1f600}\tok").is_ok());
+        assert_eq!(
+            check_header("x-tenant", "acme\u{7f}").unwrap_err(),
+            "the value of header \"x-tenant\" contains the control character 0x7F (a value may \
+             hold tab, printable ASCII and non-ASCII text only)"
+        );
+        assert!(check_header("x-tenant", "acme\u{1}")
+            .unwrap_err()
+            .contains("0x01"));
+    }
+
+    #[test]
+    fn a_headers_variable_with_a_control_character_is_ignored_whole() {
+        for value in ["x-tenant=acme%01,x-ok=1", "x-ok=1,x-tenant=acme%7F"] {
+            let (s, w) = settings(&[
+                ("OTEL_EXPORTER_OTLP_HEADERS", value),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-b=2"),
+            ]);
+            assert_eq!(
+                s.settings.headers,
+                vec![("x-b".to_string(), "2".to_string())],
+                "{value}"
+            );
+            assert_eq!(w.len(), 1, "{w:?}");
+            assert_eq!(w[0].variable, "OTEL_EXPORTER_OTLP_HEADERS");
+            assert!(w[0].message.contains("control character"), "{}", w[0]);
+            assert!(!w[0].message.contains("acme"), "{}", w[0]);
+        }
+        assert!(headers_from_env(Some("x-tenant=acme%01"), None).is_err());
     }
 
     fn settings(vars: &[(&str, &str)]) -> (OtlpEnvironment, Vec<Warning>) {

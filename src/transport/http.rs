@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::env;
 use super::response::{self, PartialSuccess};
 use super::retry::jitter;
 pub use super::retry::{
@@ -109,7 +110,7 @@ enum Attempt {
 impl Transport {
     /// Checks the URL and the TLS files' contents and builds the client.
     pub fn new(target: Destination) -> Result<Transport, String> {
-        super::env::check_endpoint(&target.url)?;
+        env::check_endpoint(&target.url)?;
         let timeout = target.timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -220,7 +221,7 @@ impl Transport {
                     attempts,
                     error: format!(
                         "timed out after {attempts} attempt(s) ({})",
-                        self.target.url
+                        self.target.shown_url()
                     ),
                 };
             }
@@ -246,7 +247,7 @@ impl Transport {
                             format!(
                                 "HTTP {status} from {}: accepted; the response body is over {} \
                                  MiB and was not read",
-                                self.target.url,
+                                self.target.shown_url(),
                                 MAX_RESPONSE_BODY >> 20
                             )
                         }),
@@ -265,7 +266,7 @@ impl Transport {
                     } else {
                         self.error_text(content_type.as_deref(), &body)
                     };
-                    let error = format!("HTTP {status} from {}: {text}", self.target.url);
+                    let error = format!("HTTP {status} from {}: {text}", self.target.shown_url());
                     if over_limit {
                         return Delivery::Failed {
                             status: Some(status),
@@ -437,8 +438,11 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 /// A ureq error as a message and whether it is worth retrying: connection
 /// failures and timeouts are; TLS failures (certificates above all) and
 /// anything else are not. `no_client_certificate`: none is configured (a
-/// connection cut short over https then says that one may be needed).
+/// connection cut short over https then says that one may be needed). The
+/// message shows `url` without its password, and hides it in ureq's own
+/// words too (a bad URI is quoted whole).
 fn classify(e: ureq::Error, url: &str, no_client_certificate: bool) -> Attempt {
+    let shown = env::shown_url(url);
     let tls = match &e {
         ureq::Error::Rustls(t) => Some(t.clone()),
         ureq::Error::Io(io) => io
@@ -449,7 +453,7 @@ fn classify(e: ureq::Error, url: &str, no_client_certificate: bool) -> Attempt {
     };
     if let Some(t) = tls {
         return Attempt::Transport {
-            error: tls_message(&t, url),
+            error: tls_message(&t, &shown),
             retryable: false,
         };
     }
@@ -478,7 +482,10 @@ fn classify(e: ureq::Error, url: &str, no_client_certificate: bool) -> Attempt {
         ""
     };
     Attempt::Transport {
-        error: format!("{e} ({url}){hint}"),
+        error: format!(
+            "{} ({shown}){hint}",
+            env::without_password(&e.to_string(), url)
+        ),
         retryable,
     }
 }

@@ -123,7 +123,7 @@ impl PushSender {
             cancel: cancel.share(),
             report,
         };
-        let url = &transport.target().url;
+        let url = transport.target().shown_url();
         let thread = match self.submit(job) {
             Ok(thread) => thread,
             Err(NotQueued::NoThread(job)) => {

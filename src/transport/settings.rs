@@ -39,10 +39,11 @@ pub struct Destination {
 
 impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Header values often hold credentials: names only.
+        // Header values and the URL's password often are credentials:
+        // header names only, the URL as messages show it.
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Destination")
-            .field("url", &self.url)
+            .field("url", &self.shown_url())
             .field("headers", &names)
             .field("timeout", &self.timeout)
             .field("protocol", &self.protocol)
@@ -53,6 +54,11 @@ impl std::fmt::Debug for Destination {
 }
 
 impl Destination {
+    /// The URL as messages show it: its password, if any, as `***`.
+    pub fn shown_url(&self) -> std::borrow::Cow<'_, str> {
+        super::env::shown_url(&self.url)
+    }
+
     /// `url` with the defaults: http/protobuf, gzip, 10 s, no headers, the
     /// platform's certificates.
     pub fn new(url: impl Into<String>) -> Destination {

@@ -832,13 +832,20 @@ pub fn endpoint_value(ruby: &Ruby, name: &'static str, v: RValue) -> Result<Opti
     };
     match env::check_endpoint(&url) {
         Ok(()) => Ok(Some(url)),
-        Err(why) => Err(setting_error_because(
-            ruby,
-            name,
-            ENDPOINT_EXPECTED,
-            v,
-            &why,
-        )),
+        Err(why) => {
+            // The message quotes the value: its password, if any, hidden.
+            let got = match env::shown_url(&url) {
+                std::borrow::Cow::Owned(shown) => ruby.str_new(&shown).as_value(),
+                std::borrow::Cow::Borrowed(_) => v,
+            };
+            Err(setting_error_because(
+                ruby,
+                name,
+                ENDPOINT_EXPECTED,
+                got,
+                &why,
+            ))
+        }
     }
 }
 
