@@ -154,6 +154,19 @@ RSpec.describe "OTLP exporter settings (otlp_*)" do
     expect(TaskerTraceNative.config.to_h).to eq(before)
   end
 
+  it "name refused headers, never their values, in otlp_headers' and push_otlp's errors" do
+    backend = Tasker::Telemetry::TraceBackend.instance
+    [{ "authorization" => "Bearer s3cret\x01" }, { "authorization" => ["Bearer s3cret"] },
+     "authorization=Bearer s3cret", { "x-ok" => "1", "bad name" => "s3cret" }].each do |headers|
+      expect { TaskerTraceNative.configure { |c| c.otlp_headers = headers } }
+        .to raise_error(ArgumentError, /\Aotlp_headers must be/) { |e| expect(e.message).not_to include("s3cret") }
+      expect { backend.push_otlp(endpoint: "http://127.0.0.1:9", headers: headers) }
+        .to raise_error(ArgumentError, /\Aheaders must be/) { |e| expect(e.message).not_to include("s3cret") }
+    end
+    expect { TaskerTraceNative.configure { |c| c.otlp_headers = { "authorization" => ["Bearer s3cret"] } } }
+      .to raise_error(ArgumentError, /"authorization" => an instance of Array/)
+  end
+
   it "keep a TLS file set earlier when other settings change, even if the file is gone since" do
     configure_otlp(certificate: ca.ca_file)
     File.delete(ca.ca_file)

@@ -89,20 +89,50 @@ pub fn percent_decode(s: &str) -> Result<String, String> {
 /// Any malformed entry makes the whole value an error, as the specification
 /// asks (a half-applied set of headers or attributes would mislead).
 pub fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, String> {
+    key_values(s, true)
+}
+
+/// [`parse_key_values`] for values that are credentials (the headers
+/// variables): a message names an entry by its position, and its key when
+/// that was read, and never quotes a value.
+pub fn parse_secret_key_values(s: &str) -> Result<Vec<(String, String)>, String> {
+    key_values(s, false)
+}
+
+fn key_values(s: &str, quote: bool) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
+    let mut n = 0;
     for entry in s.split(',') {
         let entry = entry.trim();
         if entry.is_empty() {
             continue;
         }
-        let Some((k, v)) = entry.split_once('=') else {
-            return Err(format!("entry {entry:?} has no '='"));
+        n += 1;
+        let shown = if quote {
+            format!("{entry:?}")
+        } else {
+            format!("number {n}")
         };
-        let key = percent_decode(k.trim())?;
+        let Some((k, v)) = entry.split_once('=') else {
+            return Err(format!("entry {shown} has no '='"));
+        };
+        let key = percent_decode(k.trim()).map_err(|e| {
+            if quote {
+                e
+            } else {
+                format!("the key of entry {shown}: not decoded")
+            }
+        })?;
         if key.is_empty() {
-            return Err(format!("entry {entry:?} has an empty key"));
+            return Err(format!("entry {shown} has an empty key"));
         }
-        let value = percent_decode(v.trim())?;
+        let value = percent_decode(v.trim()).map_err(|e| {
+            if quote {
+                e
+            } else {
+                format!("the value of entry {shown} ({key:?}): not decoded (a bad percent-escape, or not UTF-8)")
+            }
+        })?;
         out.push((key, value));
     }
     Ok(out)
@@ -111,6 +141,29 @@ pub fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_key_values_never_quote_a_value_in_an_error() {
+        for bad in [
+            "authorization:Bearer s3cret",
+            "a=1, authorization=Bearer%zzs3cret",
+            "authorization=Bearer%FFs3cret",
+            "=s3cret",
+        ] {
+            let error = parse_secret_key_values(bad).unwrap_err();
+            assert!(!error.contains("s3cret"), "{bad:?}: {error}");
+            assert!(error.contains("entry number"), "{bad:?}: {error}");
+            // The quoting form (resource attributes) still shows the entry.
+            assert!(
+                parse_key_values(bad).unwrap_err().contains("s3cret"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse_secret_key_values("a=1,b=x%20y").unwrap(),
+            parse_key_values("a=1,b=x%20y").unwrap()
+        );
+    }
 
     #[test]
     fn key_values_are_trimmed_and_percent_decoded() {

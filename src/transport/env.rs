@@ -28,7 +28,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use super::settings::{Compression, OtlpSettings, DEFAULT_TIMEOUT, MAX_TIMEOUT};
-use crate::support::env::{parse_key_values, set, Warning};
+use crate::support::env::{parse_secret_key_values, set, Warning};
 use crate::support::protocol::Protocol;
 
 /// Where traces go when nothing else is configured.
@@ -224,11 +224,12 @@ pub fn headers_from_env(
     traces: Option<&str>,
 ) -> Result<Vec<(String, String)>, (&'static str, String)> {
     let mut headers = match set(generic) {
-        Some(g) => parse_key_values(g).map_err(|e| ("OTEL_EXPORTER_OTLP_HEADERS", e))?,
+        Some(g) => parse_secret_key_values(g).map_err(|e| ("OTEL_EXPORTER_OTLP_HEADERS", e))?,
         None => Vec::new(),
     };
     if let Some(t) = set(traces) {
-        let specific = parse_key_values(t).map_err(|e| ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", e))?;
+        let specific =
+            parse_secret_key_values(t).map_err(|e| ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", e))?;
         merge_headers(&mut headers, specific);
     }
     for (name, value) in &headers {
@@ -495,7 +496,7 @@ pub fn otlp_environment(get: impl Fn(&str) -> Option<String>) -> (OtlpEnvironmen
         let Some(v) = set(value.as_deref()) else {
             continue;
         };
-        let parsed = parse_key_values(v).and_then(|pairs| {
+        let parsed = parse_secret_key_values(v).and_then(|pairs| {
             for (name, value) in &pairs {
                 check_header(name, value)?;
             }

@@ -857,19 +857,25 @@ pub fn headers_value(
     name: &'static str,
     v: RValue,
 ) -> Result<Vec<(String, String)>, Error> {
+    // Header values are credentials (a token, Basic authentication): an
+    // error names the headers and the values' classes, never a value.
     let Some(hash) = RHash::from_value(v) else {
-        return Err(setting_error(ruby, name, HEADERS_EXPECTED, v));
+        let got = format!("an instance of {}", class_of(v)?);
+        return Err(headers_error(ruby, name, got, None));
     };
     let mut pairs = Vec::new();
+    let mut names = Vec::new();
     let mut problem: Option<String> = None;
     hash.foreach(|k: RValue, val: RValue| {
+        let key = shown(ruby, k)?;
         match (string_like(k), string_like(val)) {
             (Some(header), Some(value)) => match env::check_header(&header, &value) {
                 Ok(()) => pairs.push((header, value)),
                 Err(e) => problem = Some(e),
             },
-            _ => problem = Some(format!("{} => {}", shown(ruby, k)?, shown(ruby, val)?)),
+            _ => problem = Some(format!("{key} => an instance of {}", class_of(val)?)),
         }
+        names.push(key);
         Ok(if problem.is_some() {
             ForEach::Stop
         } else {
@@ -877,11 +883,36 @@ pub fn headers_value(
         })
     })?;
     if let Some(why) = problem {
-        return Err(setting_error_because(ruby, name, HEADERS_EXPECTED, v, &why));
+        let got = format!("a Hash with the headers {}", names.join(", "));
+        return Err(headers_error(ruby, name, got, Some(&why)));
     }
     let mut headers = Vec::with_capacity(pairs.len());
     env::merge_headers(&mut headers, pairs);
     Ok(headers)
+}
+
+/// The ArgumentError of a headers setting or argument: `got` says what was
+/// given without any value (see `headers_value`).
+fn headers_error(ruby: &Ruby, setting: &'static str, got: String, why: Option<&str>) -> Error {
+    let error = SettingError {
+        setting,
+        expected: HEADERS_EXPECTED,
+        got,
+    };
+    match why {
+        Some(why) => argument_error(ruby, format!("{error}: {why}")),
+        None => core_setting_error(ruby, error),
+    }
+}
+
+/// `v`'s class name ("String", "Array").
+fn class_of(v: RValue) -> Result<String, Error> {
+    let name = crate::from_ruby::convert::class_placeholder(v.as_raw())?;
+    let name = String::from_utf8_lossy(&name);
+    Ok(name
+        .trim_start_matches("#<")
+        .trim_end_matches('>')
+        .to_string())
 }
 
 /// `"http/protobuf"` or `"http/json"`, as a String or a Symbol; `grpc` is
