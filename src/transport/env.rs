@@ -24,10 +24,11 @@
 //! and returns typed values plus [`Warning`]s for values it could not use
 //! (each is then ignored, as if unset).
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use super::settings::{Compression, OtlpSettings, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+use super::url::scheme;
+pub use super::url::{shown_url, without_password};
 use crate::support::env::{parse_secret_key_values, set, Warning};
 use crate::support::protocol::Protocol;
 
@@ -99,49 +100,6 @@ pub fn traces_endpoint(
     (DEFAULT_TRACES_ENDPOINT.to_string(), EndpointSource::Default)
 }
 
-/// Where the password of `url`'s userinfo is (`user:password@host`): its
-/// byte range, which may be empty (`user:@host`), and where the userinfo
-/// starts. `None` when there is no userinfo or it has no password. The
-/// scheme is optional, so that a URL written without one is covered too.
-fn password_span(url: &str) -> Option<(usize, std::ops::Range<usize>)> {
-    let lead = url.len() - url.trim_start().len();
-    let start = lead + scheme(&url[lead..]).map_or(0, |s| s.len() + "://".len());
-    let rest = &url[start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let at = authority.rfind('@')?;
-    let colon = authority[..at].find(':')?;
-    Some((start, start + colon + 1..start + at))
-}
-
-/// `url` as every message shows it: the password of its userinfo (sent as
-/// Basic authentication) replaced by `***`, the user name kept
-/// (`http://otel:***@collector:4318/v1/traces`).
-pub fn shown_url(url: &str) -> Cow<'_, str> {
-    match password_span(url) {
-        Some((_, password)) => Cow::Owned(format!(
-            "{}***{}",
-            &url[..password.start],
-            &url[password.end..]
-        )),
-        None => Cow::Borrowed(url),
-    }
-}
-
-/// `text` (a message from elsewhere, which may quote `url` or a URL made
-/// from it) with the userinfo of `url` shown as [`shown_url`] shows it.
-pub fn without_password<'a>(text: &'a str, url: &str) -> Cow<'a, str> {
-    let Some((start, password)) = password_span(url) else {
-        return Cow::Borrowed(text);
-    };
-    // `user:password@`, as written, and `user:***@`.
-    let userinfo = &url[start..=password.end];
-    if !text.contains(userinfo) {
-        return Cow::Borrowed(text);
-    }
-    let shown = format!("{}***@", &url[start..password.start]);
-    Cow::Owned(text.replace(userinfo, &shown))
-}
-
 /// Checks that `url`, as the user wrote it (a base URL or a full one), is
 /// something this exporter can POST to: `http://` or `https://` with a host.
 /// The message quotes what was written, its password hidden
@@ -204,17 +162,6 @@ fn check_host_and_port(url: &str, host_port: &str) -> Result<(), String> {
         ),
         _ => Ok(()),
     }
-}
-
-/// The scheme of `url` when it starts with one (`ftp` of `ftp://x`): a
-/// letter, then letters, digits, `+`, `-` or `.`, then `://`.
-fn scheme(url: &str) -> Option<&str> {
-    let (scheme, _) = url.split_once("://")?;
-    let mut chars = scheme.chars();
-    let first = chars.next()?;
-    let valid = first.is_ascii_alphabetic()
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    valid.then_some(scheme)
 }
 
 /// Headers from the generic and the traces-specific variables; a traces header

@@ -19,6 +19,7 @@ pub mod retry;
 pub mod sender;
 pub mod settings;
 pub mod tls;
+pub mod url;
 
 pub use client::OtlpClient;
 pub use http::{Delivery, Transport};

@@ -56,7 +56,7 @@ impl std::fmt::Debug for Destination {
 impl Destination {
     /// The URL as messages show it: its password, if any, as `***`.
     pub fn shown_url(&self) -> std::borrow::Cow<'_, str> {
-        super::env::shown_url(&self.url)
+        super::url::shown_url(&self.url)
     }
 
     /// `url` with the defaults: http/protobuf, gzip, 10 s, no headers, the

@@ -273,7 +273,7 @@ pub(super) fn tls_config(tls: &Tls) -> Result<TlsConfig, String> {
 }
 
 /// A TLS failure in plain words; `url` is the endpoint as messages show it
-/// ([`shown_url`](super::env::shown_url): no password).
+/// ([`shown_url`](super::url::shown_url): no password).
 pub(super) fn tls_message(e: &rustls::Error, url: &str) -> String {
     use rustls::CertificateError as C;
     match e {
