@@ -103,6 +103,39 @@ RSpec.describe "Background exporter: fork" do
     expect(receiver.trace_keys.map(&:first)).to eq(["task_1"])
   end
 
+  it "counts in a child's exporter_stats only what the child sampled out and cut" do
+    script = <<~'RUBY'
+      TaskerTraceNative.configure { |c| c.attribute_value_length_limit = 5 }
+      3.times do |i|
+        B.handle_event("task.started", { task_id: i + 1, task_name: "x" * 50 })
+        B.handle_event("task.completed", { task_id: i + 1 })
+      end
+      TaskerTraceNative.flush(timeout: 10) # the names are cut as they are encoded
+      TaskerTraceNative.configure { |c| c.sample_ratio = 0.0 }
+      4.times { |i| lifecycle(100 + i) }
+      TaskerTraceNative.flush(timeout: 10) # sampled out as they are taken
+      counts = ->(s) { { sampled_out: s[:sampled_out], cut: s[:limit_cuts][:attribute_values] } }
+      parent = counts.(TaskerTraceNative.exporter_stats)
+      pid = fork do
+        first = counts.(TaskerTraceNative.exporter_stats)
+        2.times { |i| lifecycle(200 + i) }
+        TaskerTraceNative.flush(timeout: 10)
+        report(child_first: first, child_after: counts.(TaskerTraceNative.exporter_stats))
+        exit!(0)
+      end
+      Process.wait(pid)
+      report(parent: parent, parent_after: counts.(TaskerTraceNative.exporter_stats))
+    RUBY
+    result = run_child(script, env: exporter_env(receiver, delay_ms: 60_000), timeout: 90)
+    expect_success(result)
+    got = reports(result).reduce({}, :merge)
+    expect(got[:parent][:sampled_out]).to eq(4)
+    expect(got[:parent][:cut]).to be >= 3
+    expect(got[:child_first]).to eq(sampled_out: 0, cut: 0)
+    expect(got[:child_after]).to eq(sampled_out: 2, cut: 0)
+    expect(got[:parent_after]).to eq(got[:parent])
+  end
+
   it "leaves the parent's finished traces to it when a child's first call is push_otlp" do
     script = <<~RUBY
       5.times { |i| lifecycle(i + 1) } # the parent's own, finished

@@ -27,6 +27,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::support::env::{set, Warning};
+use crate::support::fork::Inherited;
 use crate::support::SettingError;
 
 pub const ATTRIBUTE_VALUE_LENGTH_LIMIT_VARIABLE: &str = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT";
@@ -204,6 +205,32 @@ pub struct LimitCuts {
     pub link_attributes: u64,
 }
 
+/// The cuts this process made: [`cuts`] less what a fork child inherited
+/// (see `support::fork::Inherited`; the exporter's start takes that first).
+pub fn own_cuts() -> LimitCuts {
+    static INHERITED: Inherited<6> = Inherited::new();
+    let c = cuts();
+    let [attribute_value_length, span_attributes, span_events, span_links, event_attributes, link_attributes] =
+        INHERITED.own([
+            c.attribute_value_length,
+            c.span_attributes,
+            c.span_events,
+            c.span_links,
+            c.event_attributes,
+            c.link_attributes,
+        ]);
+    LimitCuts {
+        attribute_value_length,
+        span_attributes,
+        span_events,
+        span_links,
+        event_attributes,
+        link_attributes,
+    }
+}
+
+/// What each limit cut since the first process began (a fork child's
+/// ancestors' cuts included).
 pub fn cuts() -> LimitCuts {
     let get = |l: Limit| CUT[l as usize].load(Ordering::Relaxed);
     LimitCuts {

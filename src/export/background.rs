@@ -79,6 +79,7 @@ impl Exporter {
                 requested: AtomicU64::new(0),
                 counters: stats::Counters::default(),
                 inherited_drops: stats::InheritedDrops::default(),
+                inherited_sampling: stats::InheritedSampling::default(),
                 retry_queued: AtomicU64::new(0),
                 next_attempt_wall_ns: AtomicI64::new(0),
                 control: ForkSafeMutex::new(Control::default()),
@@ -353,8 +354,9 @@ impl Exporter {
         // The store's and the tracer's locks, after the exporter's is released.
         out.queued = s.sources.queued() + s.retry_queued.load(Ordering::Relaxed) as usize;
         out.dropped_traces += s.inherited_drops.own(s.sources.dropped());
-        out.sampled_out = s.sources.sampled_out();
-        out.kept_spans = s.sources.kept_spans();
+        (out.sampled_out, out.kept_spans) = s
+            .inherited_sampling
+            .own(s.sources.sampled_out(), s.sources.kept_spans());
         out
     }
 }

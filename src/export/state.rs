@@ -62,6 +62,8 @@ pub(super) struct Shared {
     pub(super) counters: stats::Counters,
     /// The sources' drops a fork child inherited (see `InheritedDrops`).
     pub(super) inherited_drops: stats::InheritedDrops,
+    /// The sources' sampling counts a fork child inherited.
+    pub(super) inherited_sampling: stats::InheritedSampling,
     /// Runs and records in the worker's retry queue.
     pub(super) retry_queued: AtomicU64,
     /// When the worker tries again after failed exports (wall clock,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::pipeline::PushOutcome;
 use crate::model::sampling::KeptSpans;
-use crate::support::fork::forks;
+use crate::support::fork::Inherited;
 
 /// Counters of this process's exporter (zeroed in a fork child when its own
 /// exporter starts).
@@ -95,11 +95,7 @@ impl Counters {
 /// kept for the life of the process image, so a child subtracts these to
 /// report its own.
 #[derive(Debug, Default)]
-pub(crate) struct InheritedDrops {
-    /// The fork generation + 1 the total was taken in; 0: never.
-    taken_in: AtomicU64,
-    total: AtomicU64,
-}
+pub(crate) struct InheritedDrops(Inherited<1>);
 
 impl InheritedDrops {
     /// What this process dropped, of `total` (the sources' drops since the
@@ -107,15 +103,29 @@ impl InheritedDrops {
     /// total it is given as its ancestors' (the exporter's start calls it
     /// first, before anything is taken).
     pub(crate) fn own(&self, total: u64) -> u64 {
-        let generation = forks();
-        if generation == 0 {
-            return total;
-        }
-        if self.taken_in.load(Ordering::Acquire) != generation + 1 {
-            self.total.store(total, Ordering::Relaxed);
-            self.taken_in.store(generation + 1, Ordering::Release);
-        }
-        total.saturating_sub(self.total.load(Ordering::Relaxed))
+        self.0.own([total])[0]
+    }
+}
+
+/// What the sources had sampled out, and kept by each keep rule, when a
+/// fork child first looked (as [`InheritedDrops`]).
+#[derive(Debug, Default)]
+pub(crate) struct InheritedSampling(Inherited<4>);
+
+impl InheritedSampling {
+    /// This process's `sampled_out` and kept spans, of the sources' totals.
+    pub(crate) fn own(&self, sampled_out: u64, kept: KeptSpans) -> (u64, KeptSpans) {
+        let [sampled_out, errors, slow, retried] =
+            self.0
+                .own([sampled_out, kept.errors, kept.slow, kept.retried]);
+        (
+            sampled_out,
+            KeptSpans {
+                errors,
+                slow,
+                retried,
+            },
+        )
     }
 }
 

@@ -70,6 +70,13 @@ pub(super) fn run(start: Start) {
     if let Ok(total) = catch_unwind(AssertUnwindSafe(|| shared.sources.dropped())) {
         shared.inherited_drops.own(total);
     }
+    // So are what they sampled out and kept, and the limits' cuts.
+    if let Ok((sampled_out, kept)) = catch_unwind(AssertUnwindSafe(|| {
+        (shared.sources.sampled_out(), shared.sources.kept_spans())
+    })) {
+        shared.inherited_sampling.own(sampled_out, kept);
+    }
+    crate::encode::limits::own_cuts();
     if let Some(tracer) = shared.sources.runs {
         tracer.set_export_settle(Some(RUN_SETTLE));
     }

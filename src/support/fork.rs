@@ -201,6 +201,49 @@ pub fn forks() -> u64 {
     FORKS.load(Ordering::Acquire)
 }
 
+/// Counters a fork child inherited: totals kept for the life of the
+/// process image (its ancestors' counts included), of which a child
+/// reports its own. The first [`own`](Self::own) in a process takes the
+/// totals it is given as its ancestors' (callers make it early: the
+/// exporter's start, else the first look at the statistics).
+#[derive(Debug)]
+pub struct Inherited<const N: usize> {
+    /// The fork generation + 1 the totals were taken in; 0: never.
+    taken_in: AtomicU64,
+    totals: [AtomicU64; N],
+}
+
+impl<const N: usize> Default for Inherited<N> {
+    fn default() -> Self {
+        Inherited::new()
+    }
+}
+
+impl<const N: usize> Inherited<N> {
+    pub const fn new() -> Inherited<N> {
+        Inherited {
+            taken_in: AtomicU64::new(0),
+            totals: [const { AtomicU64::new(0) }; N],
+        }
+    }
+
+    /// This process's part of `totals` (the counts since the first process
+    /// began). In the original process, `totals` themselves.
+    pub fn own(&self, totals: [u64; N]) -> [u64; N] {
+        let generation = forks();
+        if generation == 0 {
+            return totals;
+        }
+        if self.taken_in.load(Ordering::Acquire) != generation + 1 {
+            for (kept, total) in self.totals.iter().zip(totals) {
+                kept.store(total, Ordering::Relaxed);
+            }
+            self.taken_in.store(generation + 1, Ordering::Release);
+        }
+        std::array::from_fn(|i| totals[i].saturating_sub(self.totals[i].load(Ordering::Relaxed)))
+    }
+}
+
 /// When this process was forked, on the monotonic clock the records are
 /// stamped with; `None` in the original process. A stamp at or before it
 /// was taken in an ancestor (the forking thread cannot be inside an event

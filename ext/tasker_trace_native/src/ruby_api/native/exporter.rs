@@ -139,7 +139,7 @@ fn exporter_stats(ruby: &Ruby) -> Result<RValue, Error> {
             next_attempt_at_ns,
         } = exporter().stats();
         let warnings = strings_to_ruby(ruby, &process::warnings().given())?;
-        let cut = limits::cuts();
+        let cut = limits::own_cuts();
         let cut_kv = [
             sym(|s| s.attribute_values),
             count_to_ruby(cut.attribute_value_length),
