@@ -230,17 +230,23 @@ fn encoding_ptr(e: Encoding) -> *mut rb_sys::rb_encoding {
 /// without allocating), else a new, collectable dynamic Symbol.
 fn symbol_to_ruby(bytes: &[u8], encoding: Encoding) -> VALUE {
     let enc = encoding_ptr(encoding);
-    if !enc.is_null() {
-        // SAFETY: looks the name up in the symbol table; creates nothing. It
-        // raises EncodingError for bytes not valid in the encoding (a Symbol
-        // Ruby made from such a String all the same): under protect.
-        let found = magnus::rb_sys::protect(|| unsafe {
+    // Bytes not valid in their encoding (a Symbol Ruby made from such a
+    // String all the same) are never looked up by name: the lookup raises
+    // EncodingError about a stack-made String, unsafe should a GC run.
+    let valid = match encoding {
+        Encoding::Binary => true,
+        _ if bytes.is_ascii() => true,
+        Encoding::Utf8 => std::str::from_utf8(bytes).is_ok(),
+        _ => false,
+    };
+    if !enc.is_null() && valid {
+        // SAFETY: looks the name up in the symbol table; creates nothing
+        // (the bytes are valid in the encoding, so it does not raise).
+        let found = unsafe {
             rb_sys::rb_check_symbol_cstr(bytes.as_ptr() as *const _, bytes.len() as _, enc)
-        });
-        if let Ok(found) = found {
-            if found != nil() {
-                return found;
-            }
+        };
+        if found != nil() {
+            return found;
         }
     }
     intern(bytes_to_ruby(bytes, encoding), bytes)
