@@ -63,7 +63,7 @@ impl Ingested {
 /// What a recorder returns for how its work ended: true when stored; false
 /// when refused or failed (counted by `count_refusal`; a failure, a caught
 /// panic included, also logged through `TaskerTraceNative.<logger>`); the
-/// error itself when it must propagate.
+/// error itself when it must propagate (also counted by `count_refusal`).
 #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
 pub(crate) fn recorder_result(
     ruby: &Ruby,
@@ -88,6 +88,12 @@ pub(crate) fn recorder_result(
             log_failure(ruby, logger, name, &message)?;
             Ok(false)
         }
-        Ingested::Raise(e) => Err(e),
+        // Cut short by an exception that must propagate (an interrupt, a
+        // kill, a `throw` from a value's `to_s`): nothing was stored, and
+        // it is counted as refused, so that every call lands in one counter.
+        Ingested::Raise(e) => {
+            count_refusal();
+            Err(e)
+        }
     }
 }

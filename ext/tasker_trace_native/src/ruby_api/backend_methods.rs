@@ -92,12 +92,6 @@ fn handle_event(ruby: &Ruby, _rb_self: RValue, args: &[RValue]) -> Result<bool, 
         None => ruby.hash_new().as_raw(),
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| ingest(ruby, name.as_raw(), payload)));
-    // An event whose reading an exception that must propagate cut short (an
-    // interrupt, a kill, a `throw` from a value's `to_s`) is not stored:
-    // counted as rejected, so that every call lands in one counter.
-    if matches!(outcome, Ok(Ingested::Raise(_))) {
-        backend().reject();
-    }
     recorder_result(ruby, outcome, name, "log_error", || backend().reject())
 }
 

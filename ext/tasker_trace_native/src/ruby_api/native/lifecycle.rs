@@ -133,9 +133,6 @@ fn lifecycle_result(
     outcome: std::thread::Result<Ingested>,
     name: RValue,
 ) -> Result<bool, Error> {
-    if matches!(outcome, Ok(Ingested::Raise(_))) {
-        lifecycle_tracer().refuse();
-    }
     recorder_result(ruby, outcome, name, "log_lifecycle_error", || {
         lifecycle_tracer().refuse()
     })
