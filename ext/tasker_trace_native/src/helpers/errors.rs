@@ -174,29 +174,54 @@ pub fn shown(ruby: &Ruby, v: RValue) -> Result<String, Error> {
 /// directly, without magnus' wrapper: the exception is made first, then
 /// everything is dropped, then control leaves by longjmp.
 pub fn raise_from_raw(e: Error) -> ! {
-    enum Pending {
-        Jump(std::os::raw::c_int),
-        Exception(VALUE),
-    }
-    let pending = match e.error_type() {
-        ErrorType::Jump(tag) => Pending::Jump(*tag as std::os::raw::c_int),
-        ErrorType::Exception(exception) => Pending::Exception(exception.as_raw()),
-        ErrorType::Error(class, message) => {
-            let ruby = Ruby::get_with(*class);
-            let text = ruby.str_new(message.as_ref()).as_raw();
-            // SAFETY: an exception class and a String; `new` runs, and
-            // should it raise, only this message's copy is leaked.
-            Pending::Exception(unsafe { rb_sys::rb_exc_new_str(class.as_raw(), text) })
-        }
-    };
+    let exit = Exit::raised(&e).unwrap_or_else(|| {
+        let ErrorType::Error(class, message) = e.error_type() else {
+            unreachable!("Exit::raised takes jumps and exceptions")
+        };
+        let ruby = Ruby::get_with(*class);
+        let text = ruby.str_new(message.as_ref()).as_raw();
+        // SAFETY: an exception class and a String; `new` runs, and should it
+        // raise, only this message's copy is leaked.
+        Exit::Exception(unsafe { rb_sys::rb_exc_new_str(class.as_raw(), text) })
+    });
     drop(e);
-    match pending {
-        // SAFETY: the tag came from a protected call that exited this way;
-        // nothing on this frame needs dropping.
-        Pending::Jump(tag) => unsafe { rb_sys::rb_jump_tag(tag) },
-        // SAFETY: an Exception object (still referenced from this stack, so
-        // the GC keeps it); nothing on this frame needs dropping.
-        Pending::Exception(exception) => unsafe { rb_sys::rb_exc_raise(exception) },
+    // SAFETY: what `Exit::resume` asks: nothing on this frame needs
+    // dropping, and an Exception made here is referenced from this stack.
+    unsafe { exit.resume() }
+}
+
+/// A non-local exit to resume: a `throw` or kill's tag, or an Exception.
+#[derive(Clone, Copy)]
+enum Exit {
+    Jump(std::os::raw::c_int),
+    Exception(VALUE),
+}
+
+impl Exit {
+    /// What `e` resumes when it was raised already (a protected call's
+    /// jump, or an Exception object); `None` for one not raised yet.
+    fn raised(e: &Error) -> Option<Exit> {
+        match e.error_type() {
+            ErrorType::Jump(tag) => Some(Exit::Jump(*tag as std::os::raw::c_int)),
+            ErrorType::Exception(exception) => Some(Exit::Exception(exception.as_raw())),
+            ErrorType::Error(..) => None,
+        }
+    }
+
+    /// Leaves by longjmp.
+    ///
+    /// # Safety
+    /// Nothing on the caller's frames up to the catching one needs
+    /// dropping; a jump's tag comes from a protected call that exited this
+    /// way with nothing run since (`$!` still holds what it left); an
+    /// Exception is referenced from the stack, so the GC keeps it.
+    unsafe fn resume(self) -> ! {
+        match self {
+            // SAFETY: see the function's safety section.
+            Exit::Jump(tag) => unsafe { rb_sys::rb_jump_tag(tag) },
+            // SAFETY: see the function's safety section.
+            Exit::Exception(exception) => unsafe { rb_sys::rb_exc_raise(exception) },
+        }
     }
 }
 
@@ -223,19 +248,10 @@ pub fn forget_exit() {
 /// catches it again on the way out. An exit that `rest` meets is its own
 /// to deal with (see [`forget_exit`]): the one propagated is `first`.
 pub fn raise_after<F: FnOnce()>(first: Error, rest: F) -> Error {
-    #[derive(Clone, Copy)]
-    enum Exit {
-        Jump(std::os::raw::c_int),
-        Exception(VALUE),
-    }
-    let exit = match first.error_type() {
-        ErrorType::Jump(tag) => Exit::Jump(*tag as std::os::raw::c_int),
-        ErrorType::Exception(exception) => Exit::Exception(exception.as_raw()),
+    let Some(exit) = Exit::raised(&first) else {
         // Not raised yet: nothing of it lives in the thread.
-        ErrorType::Error(..) => {
-            let _ = catch_unwind(AssertUnwindSafe(rest));
-            return first;
-        }
+        let _ = catch_unwind(AssertUnwindSafe(rest));
+        return first;
     };
 
     unsafe extern "C" fn raise_exit(data: VALUE) -> VALUE {
@@ -243,14 +259,10 @@ pub fn raise_after<F: FnOnce()>(first: Error, rest: F) -> Error {
         // until `rb_ensure` returns; it is copied, so nothing here needs
         // dropping before control leaves by longjmp.
         let exit = unsafe { *(data as *const Exit) };
-        match exit {
-            // SAFETY: the tag came from a protected call that exited this
-            // way, and `$!` still holds what it left (nothing ran since).
-            Exit::Jump(tag) => unsafe { rb_sys::rb_jump_tag(tag) },
-            // SAFETY: an Exception object, referenced from `first` on
-            // `raise_after`'s frame, so the GC keeps it.
-            Exit::Exception(exception) => unsafe { rb_sys::rb_exc_raise(exception) },
-        }
+        // SAFETY: nothing here needs dropping; a tag came from a protected
+        // call with nothing run since, and an Exception is referenced from
+        // `first` on `raise_after`'s frame.
+        unsafe { exit.resume() }
     }
 
     unsafe extern "C" fn run_rest<R: FnOnce()>(data: VALUE) -> VALUE {
