@@ -2,6 +2,7 @@
 
 require "spec_helper"
 require "date"
+require "json"
 require "active_support/hash_with_indifferent_access"
 require "active_support/core_ext/hash/indifferent_access"
 
@@ -485,6 +486,18 @@ module TaskerTraceNative
         def to_s = "named-#{self.class.name.size}"
       end
 
+      # Distinct keys in Ruby, equal once stored (as their to_s).
+      SameToS = Struct.new(:n) do
+        def to_s = "same"
+      end
+
+      def self.colliding_keys(pairs)
+        list = Array.new(pairs) { |i| [SameToS.new(i), i] }
+        identity = {}.compare_by_identity
+        pairs.times { |i| identity["dup".dup] = i }
+        { task_id: 1, objects: list.to_h, identity: identity.merge!(task_id: 1) }
+      end
+
       def self.nested(depth, hash: false)
         root = hash ? {} : []
         current = root
@@ -565,6 +578,10 @@ module TaskerTraceNative
            ["workflow.noted", { v: RaisingToS.new }],
            ["step.before_handle", { task_id: 1, v: EndlessToS.new }]]
         },
+        "keys equal once stored, in small and large Hashes" => lambda {
+          [["task.started", colliding_keys(3)], ["step.before_handle", colliding_keys(20)],
+           ["workflow.noted", colliding_keys(9)[:identity]]]
+        },
         "recursive payloads" => lambda {
           [["task.started", cyclic], ["step.before_handle", cyclic], ["workflow.noted", cyclic]]
         },
@@ -636,6 +653,20 @@ RSpec.describe "Differential: adversarial inputs, native backend vs the referenc
       expect(diff).to be_nil, "exports differ at #{diff}"
       expect(native.stats.slice(*counters)).to eq(reference.stats.slice(*counters))
       expect(native.stats[:events_handled] + native.stats[:rejected_events]).to eq(ours.size)
+    end
+  end
+
+  it "keeps the first value of keys equal once stored, in export as in export_otlp" do
+    [3, 20].each do |pairs|
+      native.reset!
+      native.handle_event("task.started", TaskerTraceNative::Spec::Adversarial.colliding_keys(pairs))
+      native.handle_event("task.completed", task_id: 1)
+      payload = native.export[:traces]["task_1"][:payload]
+      expect(payload[:objects]).to eq("same" => 0)
+      expect(payload[:identity]).to eq("dup" => 0, task_id: 1)
+      span = JSON.parse(native.export_otlp)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+      objects = span["attributes"].find { |a| a["key"] == "tasker.objects" }
+      expect(objects.dig("value", "kvlistValue", "values")).to eq([{ "key" => "same", "value" => { "intValue" => "0" } }])
     end
   end
 

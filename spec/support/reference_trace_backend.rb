@@ -386,8 +386,12 @@ module TaskerTraceNative
 
       def copy_pairs(hash, path, depth)
         out = {}
+        # Keys equal once copied (objects with one to_s, equal Strings of a
+        # compare_by_identity Hash): the first keeps its value.
         Hash.instance_method(:each_pair).bind_call(hash) do |k, v|
-          out[copy_value(k, path, depth + 1)] = copy_value(v, path, depth + 1)
+          key = copy_value(k, path, depth + 1)
+          value = copy_value(v, path, depth + 1)
+          out[key] = value unless out.key?(key)
         end
         out
       end
