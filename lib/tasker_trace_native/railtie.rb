@@ -35,7 +35,7 @@ module TaskerTraceNative
   class Railtie < ::Rails::Railtie
     CONFIG_PATH = "config.tasker_trace_native"
     # Settings only the Railtie takes (the others are Configuration's).
-    RAILTIE_SETTINGS = %i[lifecycle_tracing].freeze
+    RAILTIE_SETTINGS = Configuration::RAILS_ONLY_SETTINGS
     SETTINGS = (Configuration::SETTINGS + RAILTIE_SETTINGS).freeze
 
     config.tasker_trace_native = ActiveSupport::OrderedOptions.new
