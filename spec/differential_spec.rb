@@ -2,6 +2,7 @@
 
 require "spec_helper"
 require "date"
+require "json"
 require "active_support/hash_with_indifferent_access"
 require "active_support/core_ext/hash/indifferent_access"
 
@@ -192,10 +193,11 @@ module TaskerTraceNative
         problems = []
         counters = Hash.new(0)
         normalised = traces.map do |key, record|
-          key = if key.match?(GENERATED_KEY)
-                  kind = key[/\A[a-z]+/]
+          # (Bytes: a key spelled from an id with broken bytes is no valid String.)
+          key = if key.b.match?(GENERATED_KEY)
+                  kind = key.b[/\A[a-z]+/]
                   "#{kind}##{counters[kind] += 1}"
-                elsif key.start_with?("generic_", "trace_")
+                elsif key.b.start_with?("generic_", "trace_")
                   problems << "odd generated key #{key.inspect}"
                   key
                 else
@@ -408,6 +410,17 @@ RSpec.describe "Differential: native backend vs the pure-Ruby reference", timeou
       expect(native.stats.keys.size).to eq(9)
     end
 
+    it "writes UTC timestamps in another Time.zone; the original wrote the zone's offset" do
+      Time.zone = "Tokyo"
+      expect(both("task.started", task_id: 1)).to eq([true, true])
+      expect(native.traces["task_1"][:start_time]).to end_with("Z")
+      expect(original.traces["task_1"][:start_time]).to end_with("+09:00")
+      expect(native.export[:metadata][:created_at]).to end_with("Z")
+      expect(original.export[:metadata][:created_at]).to end_with("+09:00")
+      # created_at itself follows Time.zone in both.
+      expect([native.created_at, original.created_at].map { |t| t.time_zone.name }).to eq(%w[Tokyo Tokyo])
+    end
+
     it "agrees on names the original's regexp match raised on (both false)" do
       bad = "task\xff.started".dup.force_encoding(Encoding::UTF_8)
       expect(both(bad, task_id: 1)).to eq([false, false])
@@ -419,5 +432,318 @@ RSpec.describe "Differential: native backend vs the pure-Ruby reference", timeou
     b = Array.new(50) { |i| stream.event(base_seed + i, contract: true) }
     shapes = ->(events) { events.map { |name, payload, _| [name.inspect, payload.class, payload.is_a?(Hash) ? payload.keys : nil] } }
     expect(shapes.call(a)).to eq(shapes.call(b))
+  end
+end
+
+module TaskerTraceNative
+  module Spec
+    # Hostile inputs, event sequence by sequence. Each case is a lambda, so
+    # the native backend and the reference get fresh, identical objects.
+    module Adversarial
+      NameSubclass = Class.new(String)
+      HashSubclass = Class.new(Hash)
+      # A Hash subclass with its own `[]`: asked through it for the key.
+      OwnIndex = Class.new(Hash) { def [](key) = key == :task_id ? 77 : super }
+      RaisingIndex = Class.new(Hash) { def [](_key) = raise("no []") }
+      # Keys whose hash/eql?/== raise (only a compare_by_identity Hash holds the first).
+      class RaisingHashKey
+        def hash = raise("hash")
+        def eql?(_other) = raise("eql?")
+        def ==(_other) = raise("==")
+        def to_s = "raising-hash"
+      end
+
+      class RaisingEqKey
+        def eql?(_other) = raise("eql?")
+        def ==(_other) = raise("==")
+        def to_s = "raising-eq"
+      end
+
+      class RaisingToS
+        def to_s = raise("to_s")
+        def inspect = raise("inspect")
+        def as_json(*) = raise("as_json")
+      end
+
+      class RaisingIso8601
+        def iso8601 = raise(ArgumentError, "iso8601")
+        def to_s = "never asked"
+      end
+
+      class AbstractToS
+        def to_s = raise(NotImplementedError, "abstract")
+      end
+
+      class EndlessToS
+        def to_s = to_s
+      end
+
+      class RaisingId
+        def to_s = raise(ArgumentError, "bad id")
+      end
+
+      class NamedId
+        def to_s = "named-#{self.class.name.size}"
+      end
+
+      # Distinct keys in Ruby, equal once stored (as their to_s).
+      SameToS = Struct.new(:n) do
+        def to_s = "same"
+      end
+
+      def self.colliding_keys(pairs)
+        list = Array.new(pairs) { |i| [SameToS.new(i), i] }
+        identity = {}.compare_by_identity
+        pairs.times { |i| identity["dup".dup] = i }
+        { task_id: 1, objects: list.to_h, identity: identity.merge!(task_id: 1) }
+      end
+
+      def self.nested(depth, hash: false)
+        root = hash ? {} : []
+        current = root
+        depth.times do
+          child = hash ? {} : []
+          hash ? current[:in] = child : current << child
+          current = child
+        end
+        root
+      end
+
+      def self.cyclic
+        a = { task_id: 1 }
+        b = { back: a }
+        a[:b] = b
+        a[:self] = a
+        list = [1]
+        list << list
+        a[:list] = list
+        shared = [1, 2]
+        a[:shared] = [shared, shared] # the same object twice is no cycle
+        a
+      end
+
+      start = ->(payload = {}) { ["task.started", { task_id: 1 }.merge(payload)] }
+      CASES = {
+        "Hash subclasses" => lambda {
+          [["task.started", HashSubclass.new.merge!(task_id: 1, nested: HashSubclass.new.merge!(a: 1))],
+           ["task.started", OwnIndex.new.merge!(other: 1)],
+           ["task.started", ActiveSupport::HashWithIndifferentAccess.new("task_id" => 2, "x" => { "y" => 1 })],
+           ["step.before_handle", ActiveSupport::HashWithIndifferentAccess.new("task_id" => 2)],
+           ["task.completed", RaisingIndex.new.merge!(task_id: 2)],
+           ["workflow.noted", RaisingIndex.new.merge!(task_id: 2)]]
+        },
+        "frozen and compare_by_identity Hashes" => lambda {
+          [["task.started", { task_id: 1, v: [1].freeze }.freeze],
+           ["task.started", {}.compare_by_identity.merge!(task_id: 2)],
+           ["task.started", {}.compare_by_identity.tap { |h| h["task_id"] = 3 }],
+           ["task.started", {}.compare_by_identity.merge!(task_id: 4, k: 1).freeze],
+           ["task.completed", {}.compare_by_identity.merge!(task_id: 2).freeze],
+           ["task.started", {}.compare_by_identity.tap { |h| h[RaisingHashKey.new] = 1 }.merge!(task_id: 5)]]
+        },
+        "default procs and values" => lambda {
+          [["task.started", Hash.new(0)],
+           ["task.started", Hash.new { |_h, k| k == :workflow_step_id ? 6 : nil }],
+           ["task.started", Hash.new { |_h, _k| raise "default proc" }],
+           ["task.started", Hash.new { |h, k| h[k] = 8 if k == :task_id }],
+           ["workflow.noted", Hash.new { |_h, _k| raise "never asked for a generic event" }],
+           ["task.completed", Hash.new(0)]]
+        },
+        "names: String subclasses, frozen, binary, other encodings, Symbols" => lambda {
+          [[NameSubclass.new("task.started"), { task_id: 1 }],
+           ["step.before_handle", { task_id: 1 }],
+           [NameSubclass.new("step.after_handle"), { task_id: 1 }],
+           ["task.completed".b.freeze, { task_id: 1 }],
+           ["caf\xE9.started".dup.force_encoding(Encoding::ISO_8859_1), { task_id: 2 }],
+           ["task\xff.started".dup.force_encoding(Encoding::UTF_8), { task_id: 3 }],
+           ["task.started".encode(Encoding::UTF_16LE), { task_id: 3 }],
+           [:"task.started", { task_id: 4 }], [:"step.before_x", { task_id: 4 }], [:"task.failed", { task_id: 4 }],
+           [:"workflow.noted", {}], [NameSubclass.new("x.y"), {}], ["x.y".b, {}]]
+        },
+        "every kind suffix and edge names" => lambda {
+          names = [".started", "started", "..started", "task.started\nx", "task.startedx", "x.completed.y",
+                   "x.failed.y", "task.completed\n", ".before_", "before_x", "a.before_", "task.after_",
+                   "step.before_handle.completed", "step.before_handle.started", "step.after_handle.failed",
+                   "failed.x.completed", "task.Failed", "", ".", "task.failed"]
+          names.each_with_index.flat_map do |name, i|
+            [["task.started", { task_id: i }], [name, { task_id: i }], [name, {}]]
+          end
+        },
+        "payload keys of every type" => lambda {
+          [start.call("s" => 1, 2 => 2, nil => 3, 2.5 => 4, true => 5, [1, :a] => 6, { k: 1 } => 7,
+                      RaisingEqKey.new => 8, NamedId.new => 9, "b".b => 10, :état => 11)]
+        },
+        "payload values that raise in to_s, inspect, as_json, iso8601" => lambda {
+          [start.call(a: RaisingToS.new, b: RaisingIso8601.new, c: AbstractToS.new, d: EndlessToS.new,
+                      e: BasicObject.new, f: [RaisingToS.new, { g: AbstractToS.new }]),
+           ["workflow.noted", { v: RaisingToS.new }],
+           ["step.before_handle", { task_id: 1, v: EndlessToS.new }]]
+        },
+        "keys equal once stored, in small and large Hashes" => lambda {
+          [["task.started", colliding_keys(3)], ["step.before_handle", colliding_keys(20)],
+           ["workflow.noted", colliding_keys(9)[:identity]]]
+        },
+        "recursive payloads" => lambda {
+          [["task.started", cyclic], ["step.before_handle", cyclic], ["workflow.noted", cyclic]]
+        },
+        "huge and deep payloads" => lambda {
+          [start.call(list: Array.new(100_000) { |i| i }, text: "x" * 1_000_000,
+                      table: (1..20_000).to_h { |i| [i, i.to_s] }),
+           ["step.before_handle", { task_id: 1, deep: nested(129), deeper: nested(10_000, hash: true) }],
+           ["workflow.noted", { deep: nested(128), wide: [nested(127)] * 3 }]]
+        },
+        "trace keys from ids of every kind" => lambda {
+          ids = [NameSubclass.new("7"), "\xff".b, "\xff".dup.force_encoding(Encoding::UTF_8), "".encode(Encoding::UTF_16LE),
+                 "ab".encode(Encoding::UTF_16LE), 1.5, true, :sym, 2**70, -3, [1, "a", nil], { a: [1] }, NamedId.new,
+                 RaisingId.new, AbstractToS.new, BasicObject.new]
+          ids.flat_map do |id|
+            [["task.started", { task_id: id }], ["step.before_handle", { task_id: id }],
+             ["task.completed", { task_id: id }], ["step.started", { task_id: false, workflow_step_id: id }],
+             ["x.started", { task_id: nil, operation: id }]]
+          end
+        }
+      }.freeze
+    end
+  end
+end
+
+RSpec.describe "Differential: adversarial inputs, native backend vs the reference", timeout: 300 do
+  normaliser = TaskerTraceNative::Spec::ExportNormaliser
+  let(:native) { Tasker::Telemetry::TraceBackend.instance }
+  let(:counters) { %i[active_traces events_handled rejected_events orphaned_events evicted_traces dropped_spans max_traces] }
+
+  around do |example|
+    saved_zone = Time.zone
+    Time.zone = "UTC"
+    TaskerTraceNative.configure do |c|
+      c.max_traces = 100_000
+      c.max_spans_per_trace = 10_000
+    end
+    native.reset!
+    example.run
+  ensure
+    Time.zone = saved_zone
+  end
+
+  def canonical_traces(traces)
+    normalised, problems = TaskerTraceNative::Spec::ExportNormaliser.traces(traces) do |value, _record|
+      "duration #{value.inspect} is not a 6-decimal Float" unless value.is_a?(Float) && value == value.round(6)
+    end
+    expect(problems).to eq([])
+    TaskerTraceNative::Spec::ExportNormaliser.canonical(normalised)
+  end
+
+  def feed(backend, events)
+    events.map do |name, payload|
+      backend.handle_event(name, payload)
+    rescue Exception => e # rubocop:disable Lint/RescueException
+      "raised #{e.class}"
+    end
+  end
+
+  TaskerTraceNative::Spec::Adversarial::CASES.each do |label, events|
+    it "agrees on every result, the export and the counters: #{label}" do
+      reference = TaskerTraceNative::Spec::ReferenceTraceBackend.new(contract: true, max_traces: 100_000,
+                                                                      max_spans_per_trace: 10_000)
+      ours = feed(native, events.call)
+      theirs = feed(reference, events.call)
+      expect(ours).to eq(theirs)
+      expect(ours).to all(satisfy { |r| [true, false].include?(r) })
+      native_traces = native.export[:traces]
+      diff = normaliser.first_difference(canonical_traces(native_traces), canonical_traces(reference.export[:traces]))
+      expect(diff).to be_nil, "exports differ at #{diff}"
+      expect(native.stats.slice(*counters)).to eq(reference.stats.slice(*counters))
+      expect(native.stats[:events_handled] + native.stats[:rejected_events]).to eq(ours.size)
+    end
+  end
+
+  it "keeps the first value of keys equal once stored, in export as in export_otlp" do
+    [3, 20].each do |pairs|
+      native.reset!
+      native.handle_event("task.started", TaskerTraceNative::Spec::Adversarial.colliding_keys(pairs))
+      native.handle_event("task.completed", task_id: 1)
+      payload = native.export[:traces]["task_1"][:payload]
+      expect(payload[:objects]).to eq("same" => 0)
+      expect(payload[:identity]).to eq("dup" => 0, task_id: 1)
+      span = JSON.parse(native.export_otlp)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+      objects = span["attributes"].find { |a| a["key"] == "tasker.objects" }
+      expect(objects.dig("value", "kvlistValue", "values")).to eq([{ "key" => "same", "value" => { "intValue" => "0" } }])
+    end
+  end
+
+  it "agrees with the original's kind and key for every String name and payload (rules 1, 3-6, 8, 9)" do
+    events = TaskerTraceNative::Spec::Adversarial::CASES.fetch("every kind suffix and edge names").call
+    original = TaskerTraceNative::Spec::ReferenceTraceBackend.new
+    expect(feed(native, events)).to eq(feed(original, events))
+    shape = ->(traces) { traces.map { |key, record| [key[/\A(generic|trace)_/] || key, record[:event_name], record.keys] } }
+    expect(shape.call(native.traces)).to eq(shape.call(original.traces))
+  end
+
+  it "agrees with many threads calling handle_event while others export and read stats; counts add up" do
+    threads = 6
+    per_thread = 150
+    events_of = lambda do |t|
+      (0...per_thread).flat_map do |i|
+        id = (t * 1000) + i
+        [["task.started", { task_id: id, n: [t, i] }], ["step.before_handle", { task_id: id, step: i }],
+         [i.even? ? "task.completed" : "task.failed", { task_id: id }], ["workflow.noted", { t: t, i: i }],
+         ["step.after_handle", { task_id: -id - 1 }], ["task.started", "refused"]]
+      end
+    end
+    reference = TaskerTraceNative::Spec::ReferenceTraceBackend.new(contract: true, max_traces: 100_000,
+                                                                    max_spans_per_trace: 10_000)
+    threads.times { |t| feed(reference, events_of.call(t)) }
+
+    done = false
+    readers = Array.new(2) do
+      Thread.new do
+        seen = []
+        until done
+          export = native.export
+          seen << (export[:metadata][:trace_count] == export[:traces].size)
+          seen << native.stats.values_at(:events_handled, :rejected_events, :orphaned_events).all?(Integer)
+          native.traces
+        end
+        seen
+      end
+    end
+    writers = Array.new(threads) { |t| Thread.new { feed(native, events_of.call(t)) } }
+    results = writers.map(&:value)
+    done = true
+    expect(readers.flat_map(&:value)).to all(be(true))
+    expect(results.flatten.tally).to eq(true => threads * per_thread * 5, false => threads * per_thread)
+
+    expect(native.stats.slice(*counters)).to eq(reference.stats.slice(*counters))
+    # Keyed traces are the same record for record; generic ones the same as a multiset.
+    by_key = lambda do |traces|
+      keyed, generic = traces.partition { |key, _| !key.start_with?("generic_") }
+      [canonical_traces(keyed.sort_by(&:first).to_h),
+       generic.map { |_, record| normaliser.canonical(record.except(:timestamp)) }.sort_by(&:inspect)]
+    end
+    expect(by_key.call(native.export[:traces])).to eq(by_key.call(reference.export[:traces]))
+  end
+
+  it "keeps stats, export and traces consistent while reset! races handle_event" do
+    writers = Array.new(4) do |t|
+      Thread.new { Array.new(2000) { |i| native.handle_event("task.started", task_id: (t * 10_000) + i) } }
+    end
+    resetter = Thread.new do
+      checks = []
+      20.times do
+        native.reset!
+        export = native.export
+        checks << (export[:metadata][:trace_count] == export[:traces].size)
+        Thread.pass
+      end
+      checks
+    end
+    expect(writers.flat_map(&:value)).to all(be(true))
+    expect(resetter.value).to all(be(true))
+    stats = native.stats
+    expect(stats[:active_traces]).to eq(native.export[:traces].size)
+    expect(stats[:active_traces]).to eq(stats[:events_handled]) # every event a new key since the last reset
+    expect(stats[:events_handled]).to be <= 8000
+    expect(native.reset!).to be_nil
+    expect(native.stats.slice(*counters)).to eq(active_traces: 0, events_handled: 0, rejected_events: 0, orphaned_events: 0,
+                                                evicted_traces: 0, dropped_spans: 0, max_traces: 100_000)
   end
 end

@@ -11,6 +11,9 @@ module TaskerTraceNative
   class Configuration
     # The setting names, from the extension (its from_ruby/setting_checks.rs is their one home).
     SETTINGS = Native::SETTING_NAMES
+    # Settings of the Rails integration only (config.tasker_trace_native.*),
+    # listed in the settings table but not taken by `configure`.
+    RAILS_ONLY_SETTINGS = %i[lifecycle_tracing].freeze
 
     attr_reader(*SETTINGS)
 
@@ -47,7 +50,13 @@ module TaskerTraceNative
     def method_missing(name, *args)
       return super unless name.match?(/\A[a-z_][a-z0-9_]*=?\z/)
 
-      raise ArgumentError, "unknown setting #{name.to_s.delete_suffix('=')} (settings: #{SETTINGS.join(', ')})"
+      setting = name.to_s.delete_suffix("=")
+      if RAILS_ONLY_SETTINGS.include?(setting.to_sym)
+        raise ArgumentError, "#{setting} is a Rails setting: set config.tasker_trace_native.#{setting} " \
+                             "(outside Rails, call TaskerTraceNative.trace_lifecycle! or not)"
+      end
+
+      raise ArgumentError, "unknown setting #{setting} (settings: #{SETTINGS.join(', ')})"
     end
 
     def respond_to_missing?(_name, _include_private = false)

@@ -35,7 +35,7 @@ module TaskerTraceNative
   class Railtie < ::Rails::Railtie
     CONFIG_PATH = "config.tasker_trace_native"
     # Settings only the Railtie takes (the others are Configuration's).
-    RAILTIE_SETTINGS = %i[lifecycle_tracing].freeze
+    RAILTIE_SETTINGS = Configuration::RAILS_ONLY_SETTINGS
     SETTINGS = (Configuration::SETTINGS + RAILTIE_SETTINGS).freeze
 
     config.tasker_trace_native = ActiveSupport::OrderedOptions.new
@@ -80,8 +80,15 @@ module TaskerTraceNative
         raise ArgumentError, "#{CONFIG_PATH}.lifecycle_tracing must be true or false (got #{value.inspect[0, 80]})"
       end
 
+      # The settings named in `config.tasker_trace_native`: its own
+      # OrderedOptions, or a Hash an application put there instead (nil: none).
       def settings_from(options)
-        settings = options.to_h.transform_keys(&:to_sym)
+        unless options.nil? || options.is_a?(Hash)
+          raise ArgumentError,
+                "#{CONFIG_PATH} must be a Hash of settings (got #{options.inspect[0, 80]}); " \
+                "set each one as #{CONFIG_PATH}.max_traces = ..."
+        end
+        settings = options.to_h.transform_keys { |name| name.respond_to?(:to_sym) ? name.to_sym : name }
         unknown = settings.keys - SETTINGS
         unless unknown.empty?
           raise ArgumentError,

@@ -45,6 +45,8 @@ module LifecycleRailtieSources
       config.logger = ActiveSupport::Logger.new(nil)
       config.secret_key_base = "0" * 64
       config.filter_parameters += [:region]
+      # Development: code reloading on.
+      config.cache_classes = false if ENV["RELOADS"]
     end
     JSON.parse(ENV.fetch("SETTINGS", "{}")).each { |k, v| SpecApp.config.tasker_trace_native[k] = v }
     SpecApp.config.tasker_trace_native.lifecycle_ttl = 2.hours if ENV["TTL_AS_DURATION"] == "1"
@@ -67,6 +69,22 @@ module LifecycleRailtieSources
     report[:root_attributes] = run && run[:spans].first[:attributes]
     report[:ttl] = TaskerTraceNative.config.lifecycle_ttl
     report[:again] = publisher && TaskerTraceNative.trace_lifecycle!(publisher).size
+    if ENV["RELOADS"]
+      # A setting changed after boot stays: a reload does not apply config again.
+      TaskerTraceNative.configure { |c| c.max_traces = 5 }
+      Integer(ENV["RELOADS"]).times { Rails.application.reloader.reload! }
+      publisher = Tasker::Events::Publisher.instance
+      publisher.publish("task.start_requested", to_state: "in_progress", task_id: 2, task_name: "order")
+      publisher.publish("task.completed", task_id: 2)
+      backend = Tasker::Telemetry::TraceBackend.instance
+      report[:after_reloads] = {
+        listeners: publisher.listener_count,
+        stats: TaskerTraceNative.lifecycle_stats.slice(:finished_runs, :events_recorded),
+        owner: backend.method(:handle_event).owner.name,
+        handled: backend.handle_event("task.started", task_id: 1),
+        max_traces: TaskerTraceNative.config.max_traces
+      }
+    end
     puts JSON.generate(report)
   RUBY
 end
@@ -106,6 +124,13 @@ RSpec.describe "TaskerTraceNative::Railtie and the lifecycle tracer (a Rails app
     expect(report[:root_attributes]).to eq("tasker.task_name": "order", "tasker.region": "[FILTERED]",
                                            "tasker.task_id": 1)
     expect(report[:ttl]).to eq(7200)
+  end
+
+  it "keeps one subscription and the native backend across code reloads in development" do
+    report = boot({ "max_traces" => 9 }, env: { "RELOADS" => "3" })
+    expect(report[:listeners]).to eq(model_names.size)
+    expect(report[:after_reloads]).to eq(listeners: model_names.size, stats: { finished_runs: 2, events_recorded: 4 },
+                                         owner: "TaskerTraceNative::BackendMethods", handled: true, max_traces: 5)
   end
 
   it "does not subscribe when config.tasker_trace_native.lifecycle_tracing = false" do

@@ -129,6 +129,8 @@ module RailtieSpecSources
       config.secret_key_base = "0" * 64
     end
     settings.each { |k, v| SpecApp.config.tasker_trace_native[k] = v } unless settings.empty?
+    # An application replacing the options object itself.
+    SpecApp.config.tasker_trace_native = JSON.parse(ENV["SETTINGS_OBJECT"]) if ENV.key?("SETTINGS_OBJECT")
 
     report = {}
     begin
@@ -208,13 +210,15 @@ RSpec.describe "TaskerTraceNative::Railtie (a Rails app booted in a child proces
 
   after(:context) { FileUtils.rm_rf(@dir) }
 
-  def boot(load_order, settings = {})
-    env = {
+  # (`extra_env` is positional: callers pass settings as a braceless Hash
+  # with String keys, which Ruby 3.3 would take for unknown keywords.)
+  def boot(load_order, settings = {}, extra_env = {})
+    env = extra_env.merge(
       "LOAD_ORDER" => load_order,
       "SETTINGS" => JSON.generate(settings),
       "STAND_IN_BACKEND" => File.join(@dir, "stand_in_backend.rb"),
       "STAND_IN_ENGINE" => File.join(@dir, "stand_in_engine.rb")
-    }
+    )
     result = run_command([RbConfig.ruby, "-I", SubprocessHelper::LIB, File.join(@dir, "app.rb")],
                          env: env, chdir: @dir)
     expect(result).to be_success, result.describe
@@ -314,6 +318,19 @@ RSpec.describe "TaskerTraceNative::Railtie (a Rails app booted in a child proces
       report = boot("gem_then_rails", "max_trace" => 10)
       expect(report[:boot_error][:class]).to eq("ArgumentError")
       expect(report[:boot_error][:message]).to start_with("config.tasker_trace_native.max_trace: unknown setting")
+    end
+
+    it "refuses a config.tasker_trace_native that is not a Hash with an ArgumentError naming it" do
+      ["5", '"max_traces=5"', "[1]"].each do |object|
+        report = boot("rails_then_gem", {}, { "SETTINGS_OBJECT" => object })
+        expect(report[:boot_error]).to include(class: "ArgumentError"), object
+        expect(report[:boot_error][:message]).to start_with("config.tasker_trace_native must be a Hash of settings")
+      end
+    end
+
+    it "takes a Hash put in place of config.tasker_trace_native" do
+      report = boot("rails_then_gem", {}, { "SETTINGS_OBJECT" => JSON.generate(settings) })
+      expect(report[:config]).to eq(max_traces: 2, max_spans_per_trace: 1, timestamp_precision: 3)
     end
   end
 

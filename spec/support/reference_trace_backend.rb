@@ -13,12 +13,16 @@ module TaskerTraceNative
     #
     # Default (original) mode, like the engine's backend:
     # - stores references to the caller's payloads in a Concurrent::Hash;
-    # - timestamps are `Time.current.iso8601` (UTC when `Time.zone` is unset);
-    # - durations parse those timestamps back, so they are whole seconds;
+    # - `created_at` is `Time.current` (a TimeWithZone in `Time.zone`, else a
+    #   local Time), timestamps are `Time.current.iso8601`: the zone's offset,
+    #   `Z` only in UTC;
+    # - durations parse those timestamps back with `Time.zone.parse`, so they
+    #   are whole seconds (nil without `Time.zone`, as the original rescues);
     # - generated keys are `"generic_#{Time.current.to_f}"` and
     #   `"trace_#{Time.current.to_f}"`, which can collide within one tick;
     # - `traces` is the live Hash; any StandardError inside handle_event makes
-    #   it return false (logged to Rails.logger where that exists).
+    #   it return false (logged to Rails.logger where that exists); `reset!`
+    #   returns the emptied Hash.
     #
     # `contract: true` applies the contract's deliberate improvements instead,
     # so its export can be compared with the native backend's: event names must
@@ -26,11 +30,10 @@ module TaskerTraceNative
     # regexp can match; payloads are copied at arrival (other objects become
     # Strings, self-containing containers "[...]", too-deep ones
     # "[depth limit]"); durations come from the monotonic clock rounded to 6
-    # decimals; generated keys never collide; `max_traces` and
-    # `max_spans_per_trace` are enforced; `stats` has the counters; `traces`
-    # is a copy.
+    # decimals; timestamps are UTC whatever `Time.zone` is; generated keys
+    # never collide; `max_traces` and `max_spans_per_trace` are enforced;
+    # `stats` has the counters; `traces` is a copy.
     class ReferenceTraceBackend
-      UTC = "UTC"
       MAX_DEPTH = 128
       RECURSION_MARKER = "[...]"
       DEPTH_LIMIT_MARKER = "[depth limit]"
@@ -72,7 +75,7 @@ module TaskerTraceNative
 
         # One Hash per event, as the engine builds it (its allocation is part
         # of what the benchmarks compare).
-        trace_data = { event_name: event_name, timestamp: current_time.iso8601, payload: payload,
+        trace_data = { event_name: event_name, timestamp: timestamp_now, payload: payload,
                        instance_id: @instance_id }
         case event_name
         when /\.started$/
@@ -89,6 +92,13 @@ module TaskerTraceNative
       rescue StandardError => e
         log_error(event_name, e)
         reject
+      rescue ScriptError, SystemStackError => e
+        # The original lets these through; the native backend (documented)
+        # refuses the event and logs, as for a StandardError.
+        raise unless contract?
+
+        log_error(event_name, e)
+        reject
       end
 
       def export
@@ -97,8 +107,8 @@ module TaskerTraceNative
           metadata: {
             backend: "trace",
             instance_id: @instance_id,
-            created_at: @created_at.iso8601,
-            exported_at: current_time.iso8601,
+            created_at: iso8601(@created_at),
+            exported_at: timestamp_now,
             trace_count: @traces.size
           }
         }
@@ -129,12 +139,12 @@ module TaskerTraceNative
       end
 
       def reset!
-        @lock.synchronize do
-          @traces.clear
+        cleared = @lock.synchronize do
           @monotonic_starts.clear
           zero_counters
+          @traces.clear
         end
-        nil
+        contract? ? nil : cleared
       end
 
       private
@@ -147,12 +157,19 @@ module TaskerTraceNative
         @dropped_spans = 0
       end
 
-      def zone
-        Time.zone || Time.find_zone!(UTC)
+      # `Time.current`: Time.zone's now, else the local Time.
+      def current_time
+        Time.current
       end
 
-      def current_time
-        zone.now
+      # A time in the timestamp format: the original's `iso8601` in its own
+      # zone; the contract's in UTC.
+      def iso8601(time)
+        contract? ? time.getutc.iso8601 : time.iso8601
+      end
+
+      def timestamp_now
+        iso8601(current_time)
       end
 
       def log_error(event_name, error)
@@ -272,8 +289,18 @@ module TaskerTraceNative
         if contract?
           ((finished - @monotonic_starts.fetch(key)) / 1e9).round(6)
         else
-          zone.parse(timestamp) - zone.parse(trace[:start_time])
+          original_duration(trace[:start_time], timestamp)
         end
+      end
+
+      # The original's calculate_duration: its timestamps parsed back in
+      # Time.zone (whole seconds), nil when that fails (no Time.zone).
+      def original_duration(start_time, end_time)
+        return nil unless start_time && end_time
+
+        (Time.zone.parse(end_time) - Time.zone.parse(start_time)).round(6)
+      rescue StandardError
+        nil
       end
 
       # The first truthy of payload[:task_id], [:workflow_step_id], [:operation].
@@ -359,21 +386,26 @@ module TaskerTraceNative
 
       def copy_pairs(hash, path, depth)
         out = {}
+        # Keys equal once copied (objects with one to_s, equal Strings of a
+        # compare_by_identity Hash): the first keeps its value.
         Hash.instance_method(:each_pair).bind_call(hash) do |k, v|
-          out[copy_value(k, path, depth + 1)] = copy_value(v, path, depth + 1)
+          key = copy_value(k, path, depth + 1)
+          value = copy_value(v, path, depth + 1)
+          out[key] = value unless out.key?(key)
         end
         out
       end
 
       # Any other object: its iso8601 where it responds to it, else its to_s;
-      # "#<ClassName>" when that raises a StandardError or is not a String, or
-      # for a BasicObject.
+      # "#<ClassName>" when that raises a StandardError (or, as documented, a
+      # ScriptError or SystemStackError) or is not a String, or for a
+      # BasicObject.
       def describe_object(value)
         return class_placeholder(value) unless Object === value # rubocop:disable Style/CaseEquality
 
         text = value.respond_to?(:iso8601) ? value.iso8601 : value.to_s
         text.is_a?(String) ? String.new(text) : class_placeholder(value)
-      rescue StandardError
+      rescue StandardError, ScriptError, SystemStackError
         class_placeholder(value)
       end
 

@@ -231,6 +231,11 @@ RSpec.describe "TraceBackend limits and configuration" do
       expect { TaskerTraceNative.configure(&:max_trace) }
         .to raise_error(ArgumentError, "unknown setting max_trace (settings: #{names})")
     end
+
+    it "points a Rails-only setting to config.tasker_trace_native", :gc_stress_safe do
+      expect { TaskerTraceNative.configure { |c| c.lifecycle_tracing = false } }
+        .to raise_error(ArgumentError, /\Alifecycle_tracing is a Rails setting: set config\.tasker_trace_native\.lifecycle_tracing/)
+    end
   end
 
   it "accepts the edges of each range", :gc_stress_safe do

@@ -91,6 +91,26 @@ pub fn hash_set(hash: VALUE, key: VALUE, val: VALUE) {
     }
 }
 
+/// Sets `key` unless the Hash has it already: of two stored keys that are
+/// equal as Ruby keys (two objects stored by the same `to_s`, equal Strings
+/// of a compare_by_identity Hash) the first keeps its value, as in OTLP
+/// export, which sends each attribute key once, the first.
+fn hash_set_first(hash: VALUE, key: VALUE, val: VALUE) {
+    // SAFETY: as in `hash_set`; the lookup hashes a converted key (no
+    // application code unless it redefines a core class's `hash`).
+    let absent = unsafe { rb_sys::rb_hash_lookup2(hash, key, rb_sys::Qundef as VALUE) }
+        == rb_sys::Qundef as VALUE;
+    if absent {
+        hash_set(hash, key, val);
+    }
+}
+
+/// The number of entries of a Hash.
+fn hash_len(hash: VALUE) -> usize {
+    // SAFETY: `hash` is a T_HASH; its size is read only.
+    unsafe { rb_sys::RHASH_SIZE(hash) as usize }
+}
+
 pub fn str_to_ruby(s: &Str) -> VALUE {
     bytes_to_ruby(s.bytes(), s.encoding())
 }
@@ -382,14 +402,23 @@ fn item_to_ruby(item: Item<'_>, r: &mut PackedReader<'_>) -> VALUE {
                 kv[2 * i] = read_key_to_ruby(r);
                 kv[2 * i + 1] = read_to_ruby(r);
             }
-            hash_from_pairs(&kv[..2 * n])
+            let hash = hash_from_pairs(&kv[..2 * n]);
+            if hash_len(hash) == n {
+                return hash;
+            }
+            // Two keys fell together, the later value won: first wins instead.
+            let first = new_hash(n);
+            for pair in kv[..2 * n].chunks_exact(2) {
+                hash_set_first(first, pair[0], pair[1]);
+            }
+            first
         }
         Item::Hash(n) => {
             let hash = new_hash(n as usize);
             for _ in 0..n {
                 let key = read_key_to_ruby(r);
                 let value = read_to_ruby(r);
-                hash_set(hash, key, value);
+                hash_set_first(hash, key, value);
             }
             hash
         }
