@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::env;
+use super::proxy::proxy_for;
 use super::response::{self, PartialSuccess};
 use super::retry::jitter;
 pub use super::retry::{
@@ -112,9 +113,19 @@ impl Transport {
     pub fn new(target: Destination) -> Result<Transport, String> {
         env::check_endpoint(&target.url)?;
         let timeout = target.timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
+        // The proxy variables of the endpoint's scheme only, and loopback
+        // and `no_proxy` hosts directly (ureq's own reading takes
+        // `HTTPS_PROXY` for http too, and reads `no_proxy` untrimmed).
+        let proxy = match proxy_for(&target.url, |name| std::env::var(name).ok()) {
+            None => None,
+            Some((variable, value)) => Some(ureq::Proxy::new(&value).map_err(|_| {
+                format!("{variable} is not a proxy URL ({})", env::shown_url(&value))
+            })?),
+        };
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            .proxy(proxy)
             .timeout_global(Some(timeout))
             .user_agent(USER_AGENT)
             .tls_config(tls_config(&target.tls)?)
