@@ -281,6 +281,49 @@ fn a_413_cuts_later_requests_smaller_and_keeps_what_it_carried() {
 const MAX_LIMIT: usize = 64 * 1024 * 1024;
 
 #[test]
+fn a_redirect_is_not_followed_and_says_where_it_points() {
+    // The body and its credentials go only where the endpoint says: a
+    // redirect is reported with its target, and the traces stay.
+    let target_collector = Collector::start(vec![Reply::status(200)]);
+    let moved = target_collector
+        .url
+        .replacen("http://", "https://otel:s3cret@", 1);
+    for status in [301u16, 307, 308] {
+        let collector = Collector::start(vec![Reply::status(status).header("Location", &moved)]);
+        let b = store();
+        match push_to(&b, &collector.url, 5_000) {
+            PushOutcome::Failed {
+                records,
+                status: got,
+                attempts,
+                error,
+                ..
+            } => {
+                assert_eq!((records, got, attempts), (3, Some(status), 1));
+                assert!(
+                    error.contains("redirected to https://otel:***@127.0.0.1"),
+                    "{error}"
+                );
+                assert!(error.contains("not followed"), "{error}");
+                assert!(!error.contains("s3cret"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(collector.requests().len(), 1);
+        assert_eq!(b.len(), 4);
+    }
+    assert!(target_collector.requests().is_empty());
+    // An error without a body says so rather than ending in a colon.
+    let collector = Collector::start(vec![Reply::status(404).body("")]);
+    match push_to(&store(), &collector.url, 5_000) {
+        PushOutcome::Failed { error, .. } => {
+            assert!(error.ends_with("(no message in the response)"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn connection_refused_keeps_the_traces() {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -98,6 +98,8 @@ enum Attempt {
         status: u16,
         retry_after: Option<Duration>,
         content_type: Option<String>,
+        /// Where a redirect points (its `Location`).
+        location: Option<String>,
         body: Vec<u8>,
         /// The body was over [`MAX_RESPONSE_BODY`] and was not read.
         over_limit: bool,
@@ -268,11 +270,14 @@ impl Transport {
                     status,
                     retry_after,
                     content_type,
+                    location,
                     body,
                     over_limit,
                 } => {
                     last_status = Some(status);
-                    let text = if over_limit {
+                    let text = if (300..400).contains(&status) {
+                        redirect_text(location.as_deref())
+                    } else if over_limit {
                         format!("the response body is over {} MiB", MAX_RESPONSE_BODY >> 20)
                     } else {
                         self.error_text(content_type.as_deref(), &body)
@@ -379,6 +384,7 @@ impl Transport {
                 let retry_after =
                     header("retry-after").and_then(|v| parse_retry_after(&v, SystemTime::now()));
                 let content_type = header("content-type");
+                let location = header("location");
                 let coding = header("content-encoding");
                 let (body, over_limit) = match response
                     .body_mut()
@@ -397,6 +403,7 @@ impl Transport {
                     status,
                     retry_after,
                     content_type,
+                    location,
                     body,
                     over_limit,
                 }
@@ -409,6 +416,20 @@ impl Transport {
     /// the start of the body as text.
     fn error_text(&self, content_type: Option<&str>, body: &[u8]) -> String {
         response::error_text(content_type, self.target.protocol, body)
+    }
+}
+
+/// What a redirect says: where it points (its password hidden). Redirects
+/// are not followed: a POST's body and headers (credentials among them)
+/// go only where the endpoint says, so the endpoint is what to change.
+fn redirect_text(location: Option<&str>) -> String {
+    match location.map(str::trim).filter(|l| !l.is_empty()) {
+        Some(l) => format!(
+            "redirected to {} (redirects are not followed: set the endpoint to the URL \
+             the collector redirects to)",
+            env::shown_url(l)
+        ),
+        None => "a redirect without a Location (redirects are not followed)".to_string(),
     }
 }
 
