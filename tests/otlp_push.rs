@@ -278,7 +278,72 @@ fn a_413_cuts_later_requests_smaller_and_keeps_what_it_carried() {
 }
 
 /// The request size limit a transport starts with.
-const MAX_LIMIT: usize = 64 * 1024 * 1024;
+const MAX_LIMIT: usize = tasker_trace_core::support::protocol::MAX_REQUEST_BODY;
+
+#[test]
+fn the_collectors_400_for_a_body_over_its_limit_cuts_requests_and_keeps_the_traces() {
+    // The OpenTelemetry Collector answers a body over its
+    // max_request_body_size with a 400, not a 413: what the request
+    // carried is not bad, and must not be dropped as refused.
+    const {
+        assert!(
+            MAX_LIMIT < 20 * 1024 * 1024,
+            "under the Collector's default limit"
+        )
+    };
+    let too_large =
+        Reply::status(400).body(r#"{"code":3,"message":"http: request body too large"}"#);
+    let collector = Collector::start(vec![too_large, Reply::status(200)]);
+    let b = tasks(2_000);
+    let transport = target(&collector.url, 5_000);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let refused_len = collector.requests()[0].body.len();
+    match out {
+        PushOutcome::Failed {
+            records,
+            status,
+            rejected_traces,
+            error,
+            ..
+        } => {
+            assert_eq!((records, status, rejected_traces), (2_000, Some(400), 0));
+            assert!(error.contains("request body too large"), "{error}");
+            assert!(error.contains("requests of at most"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.len(), 2_000, "kept for the next push");
+    assert!(transport.request_limit() < MAX_LIMIT);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let got = collector.requests();
+    assert!(got[1..].iter().all(|r| r.body.len() < refused_len));
+    assert!(
+        matches!(
+            out,
+            PushOutcome::Sent {
+                records: 2_000,
+                rejected_traces: 0,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(b.is_empty());
+    // Any other 400 still refuses what its request carried, for good.
+    let collector = Collector::start(vec![Reply::status(400).body(r#"{"message":"bad span"}"#)]);
+    let b = store();
+    let out = push_to(&b, &collector.url, 5_000);
+    assert!(
+        matches!(
+            out,
+            PushOutcome::Sent {
+                rejected_traces: 3,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+}
 
 #[test]
 fn a_redirect_is_not_followed_and_says_where_it_points() {
@@ -913,12 +978,12 @@ fn when_a_later_request_fails_only_what_it_carried_is_put_back() {
 }
 
 #[test]
-fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
+fn a_push_over_16_mib_is_split_and_every_body_stays_under_it() {
     const MIB: usize = 1024 * 1024;
     let collector = Collector::start(vec![Reply::status(200)]);
     let b = Backend::new("h");
     let blob = "x".repeat(MIB);
-    for i in 1..=70 {
+    for i in 1..=20 {
         event(
             &b,
             "big.started",
@@ -940,7 +1005,7 @@ fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
         ..Destination::new(&collector.url)
     })
     .unwrap();
-    assert_eq!(transport.request_limit(), 64 * MIB);
+    assert_eq!(transport.request_limit(), 16 * MIB);
     // No value length limit: each blob goes out whole.
     let whole = Resource {
         span_limits: SpanLimits::NONE,
@@ -953,14 +1018,14 @@ fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
             spans,
             requests,
             ..
-        } => assert_eq!((records, spans, requests), (70, 70, 2)),
+        } => assert_eq!((records, spans, requests), (20, 20, 2)),
         other => panic!("{other:?}"),
     }
     let got = collector.requests();
     assert_eq!(got.len(), 2);
-    assert!(got.iter().all(|r| r.body.len() <= 64 * MIB));
-    assert!(got[0].body.len() > 60 * MIB, "{}", got[0].body.len());
-    assert_eq!(got.iter().map(Received::span_count).sum::<usize>(), 70);
+    assert!(got.iter().all(|r| r.body.len() <= 16 * MIB));
+    assert!(got[0].body.len() > 14 * MIB, "{}", got[0].body.len());
+    assert_eq!(got.iter().map(Received::span_count).sum::<usize>(), 20);
 }
 
 /// A store of two finished tasks with a trace between them whose first span

@@ -48,8 +48,13 @@ pub enum Delivery {
         note: Option<String>,
     },
     /// Not delivered. `status` is the last HTTP status, if any response came.
+    /// `too_large`: the collector refused the request as too large, with a
+    /// 413 or with the 400 the OpenTelemetry Collector answers (`http:
+    /// request body too large`) when a body passes its
+    /// `max_request_body_size`.
     Failed {
         status: Option<u16>,
+        too_large: bool,
         attempts: u32,
         error: String,
     },
@@ -145,7 +150,7 @@ impl Transport {
         &self.target
     }
 
-    /// Most bytes of one (uncompressed) request body: 64 MiB, or less once
+    /// Most bytes of one (uncompressed) request body: 16 MiB, or less once
     /// the collector refused a request as too large.
     pub fn request_limit(&self) -> usize {
         self.request_limit
@@ -211,6 +216,7 @@ impl Transport {
                 Err(e) => {
                     return Delivery::Failed {
                         status: None,
+                        too_large: false,
                         attempts: 0,
                         error: format!("gzip failed: {e}"),
                     }
@@ -223,6 +229,7 @@ impl Transport {
             if cancel.is_cancelled() {
                 return Delivery::Failed {
                     status: last_status,
+                    too_large: false,
                     attempts,
                     error: "interrupted".to_string(),
                 };
@@ -231,6 +238,7 @@ impl Transport {
             if remaining.is_zero() {
                 return Delivery::Failed {
                     status: last_status,
+                    too_large: false,
                     attempts,
                     error: format!(
                         "timed out after {attempts} attempt(s) ({})",
@@ -282,17 +290,12 @@ impl Transport {
                     } else {
                         self.error_text(content_type.as_deref(), &body)
                     };
+                    let too_large = status == 413 || (status == 400 && says_too_large(&text));
                     let error = format!("HTTP {status} from {}: {text}", self.target.shown_url());
-                    if over_limit {
+                    if over_limit || !RETRYABLE_STATUSES.contains(&status) {
                         return Delivery::Failed {
                             status: Some(status),
-                            attempts,
-                            error,
-                        };
-                    }
-                    if !RETRYABLE_STATUSES.contains(&status) {
-                        return Delivery::Failed {
-                            status: Some(status),
+                            too_large,
                             attempts,
                             error,
                         };
@@ -309,6 +312,7 @@ impl Transport {
                     if !retryable {
                         return Delivery::Failed {
                             status: last_status,
+                            too_large: false,
                             attempts,
                             error,
                         };
@@ -321,6 +325,7 @@ impl Transport {
             if resume >= deadline {
                 return Delivery::Failed {
                     status: last_status,
+                    too_large: false,
                     attempts,
                     error: format!(
                         "{failure}; gave up after {attempts} attempt(s): the next retry \
@@ -332,6 +337,7 @@ impl Transport {
             if cancel.sleep_until(resume) {
                 return Delivery::Failed {
                     status: last_status,
+                    too_large: false,
                     attempts,
                     error: format!("interrupted; last error: {failure}"),
                 };
@@ -417,6 +423,17 @@ impl Transport {
     fn error_text(&self, content_type: Option<&str>, body: &[u8]) -> String {
         response::error_text(content_type, self.target.protocol, body)
     }
+}
+
+/// Whether a 400's message is the one Go's HTTP server gives a body over
+/// its limit (`http: request body too large`): the OpenTelemetry Collector
+/// answers so, with a 400 rather than a 413, when a request passes its
+/// `max_request_body_size` (20 MiB by default). What such a request
+/// carried is not bad: it goes again in smaller requests.
+fn says_too_large(message: &str) -> bool {
+    message
+        .to_ascii_lowercase()
+        .contains("request body too large")
 }
 
 /// What a redirect says: where it points (its password hidden). Redirects
