@@ -389,6 +389,32 @@ fn a_redirect_is_not_followed_and_says_where_it_points() {
 }
 
 #[test]
+fn an_http2_only_port_is_named_as_the_grpc_port_it_likely_is() {
+    // What an OTLP/gRPC port (4317) sends first: an HTTP/2 SETTINGS frame,
+    // not an HTTP/1.1 status line.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+    });
+    let b = store();
+    match push_to(&b, &url, 5_000) {
+        PushOutcome::Failed { records, error, .. } => {
+            assert_eq!(records, 3);
+            assert!(error.contains("OTLP/gRPC port (4317)"), "{error}");
+            assert!(error.contains("port 4318"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.len(), 4);
+    server.join().unwrap();
+}
+
+#[test]
 fn connection_refused_keeps_the_traces() {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

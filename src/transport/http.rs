@@ -524,9 +524,18 @@ fn classify(e: ureq::Error, url: &str, no_client_certificate: bool) -> Attempt {
     let https = url
         .get(..8)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    // An OTLP/gRPC port (4317) speaks HTTP/2 only: its first bytes are not
+    // an HTTP/1.1 status line.
+    let not_http1 = matches!(
+        &e,
+        ureq::Error::Protocol(p) if p.to_string().contains("invalid HTTP version")
+    );
     let hint = if cut_short && https && no_client_certificate {
         "; the server ended the connection, as one that requires a client certificate \
          (otlp_client_certificate, otlp_client_key) may"
+    } else if not_http1 {
+        "; the server does not answer in HTTP/1.1, as an OTLP/gRPC port (4317) does: this \
+         exporter speaks OTLP/HTTP (the collector's port 4318)"
     } else {
         ""
     };
