@@ -454,6 +454,48 @@ fn drain_under_concurrent_writers_exports_every_trace_once() {
 }
 
 #[test]
+fn a_step_pair_overwrites_shared_keys_without_counting_them_dropped() {
+    // Both payloads of a pair carry the keys that pair them: the
+    // `.after_` values overwrite the `.before_` ones, as setting an
+    // attribute again does in OpenTelemetry; nothing was dropped.
+    let b = Backend::new("h");
+    let step = |extra: (Value, Value)| {
+        hash(vec![
+            (sym("task_id"), Value::Int(1)),
+            (sym("workflow_step_id"), Value::Int(7)),
+            extra,
+        ])
+    };
+    event(&b, "task.started", task_key(1), hash(vec![]), at(1, 0));
+    event(
+        &b,
+        "step.before_handle",
+        task_key(1),
+        step((sym("state"), s("running"))),
+        at(1, 1),
+    );
+    event(
+        &b,
+        "step.after_handle",
+        task_key(1),
+        step((sym("state"), s("done"))),
+        at(1, 2),
+    );
+    event(&b, "task.completed", task_key(1), hash(vec![]), at(1, 3));
+    let all = spans(&validate(&export_all(&b, false)));
+    let pair = all
+        .iter()
+        .find(|s| s.name == "step.handle")
+        .expect("the pair's span");
+    assert_eq!(
+        attr(&pair.attributes, "tasker.state"),
+        &Av::StringValue("done".into())
+    );
+    assert_eq!(pair.attributes.len(), 3);
+    assert_eq!(pair.dropped_attributes_count, 0);
+}
+
+#[test]
 fn duplicate_attribute_keys_are_dropped_and_counted() {
     let b = Backend::new("h");
     event(

@@ -278,7 +278,141 @@ fn a_413_cuts_later_requests_smaller_and_keeps_what_it_carried() {
 }
 
 /// The request size limit a transport starts with.
-const MAX_LIMIT: usize = 64 * 1024 * 1024;
+const MAX_LIMIT: usize = tasker_trace_core::support::protocol::MAX_REQUEST_BODY;
+
+#[test]
+fn the_collectors_400_for_a_body_over_its_limit_cuts_requests_and_keeps_the_traces() {
+    // The OpenTelemetry Collector answers a body over its
+    // max_request_body_size with a 400, not a 413: what the request
+    // carried is not bad, and must not be dropped as refused.
+    const {
+        assert!(
+            MAX_LIMIT < 20 * 1024 * 1024,
+            "under the Collector's default limit"
+        )
+    };
+    let too_large =
+        Reply::status(400).body(r#"{"code":3,"message":"http: request body too large"}"#);
+    let collector = Collector::start(vec![too_large, Reply::status(200)]);
+    let b = tasks(2_000);
+    let transport = target(&collector.url, 5_000);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let refused_len = collector.requests()[0].body.len();
+    match out {
+        PushOutcome::Failed {
+            records,
+            status,
+            rejected_traces,
+            error,
+            ..
+        } => {
+            assert_eq!((records, status, rejected_traces), (2_000, Some(400), 0));
+            assert!(error.contains("request body too large"), "{error}");
+            assert!(error.contains("requests of at most"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.len(), 2_000, "kept for the next push");
+    assert!(transport.request_limit() < MAX_LIMIT);
+    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
+    let got = collector.requests();
+    assert!(got[1..].iter().all(|r| r.body.len() < refused_len));
+    assert!(
+        matches!(
+            out,
+            PushOutcome::Sent {
+                records: 2_000,
+                rejected_traces: 0,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(b.is_empty());
+    // Any other 400 still refuses what its request carried, for good.
+    let collector = Collector::start(vec![Reply::status(400).body(r#"{"message":"bad span"}"#)]);
+    let b = store();
+    let out = push_to(&b, &collector.url, 5_000);
+    assert!(
+        matches!(
+            out,
+            PushOutcome::Sent {
+                rejected_traces: 3,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_redirect_is_not_followed_and_says_where_it_points() {
+    // The body and its credentials go only where the endpoint says: a
+    // redirect is reported with its target, and the traces stay.
+    let target_collector = Collector::start(vec![Reply::status(200)]);
+    let moved = target_collector
+        .url
+        .replacen("http://", "https://otel:s3cret@", 1);
+    for status in [301u16, 307, 308] {
+        let collector = Collector::start(vec![Reply::status(status).header("Location", &moved)]);
+        let b = store();
+        match push_to(&b, &collector.url, 5_000) {
+            PushOutcome::Failed {
+                records,
+                status: got,
+                attempts,
+                error,
+                ..
+            } => {
+                assert_eq!((records, got, attempts), (3, Some(status), 1));
+                assert!(
+                    error.contains("redirected to https://otel:***@127.0.0.1"),
+                    "{error}"
+                );
+                assert!(error.contains("not followed"), "{error}");
+                assert!(!error.contains("s3cret"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(collector.requests().len(), 1);
+        assert_eq!(b.len(), 4);
+    }
+    assert!(target_collector.requests().is_empty());
+    // An error without a body says so rather than ending in a colon.
+    let collector = Collector::start(vec![Reply::status(404).body("")]);
+    match push_to(&store(), &collector.url, 5_000) {
+        PushOutcome::Failed { error, .. } => {
+            assert!(error.ends_with("(no message in the response)"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_http2_only_port_is_named_as_the_grpc_port_it_likely_is() {
+    // What an OTLP/gRPC port (4317) sends first: an HTTP/2 SETTINGS frame,
+    // not an HTTP/1.1 status line.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+    });
+    let b = store();
+    match push_to(&b, &url, 5_000) {
+        PushOutcome::Failed { records, error, .. } => {
+            assert_eq!(records, 3);
+            assert!(error.contains("OTLP/gRPC port (4317)"), "{error}");
+            assert!(error.contains("port 4318"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.len(), 4);
+    server.join().unwrap();
+}
 
 #[test]
 fn connection_refused_keeps_the_traces() {
@@ -870,12 +1004,12 @@ fn when_a_later_request_fails_only_what_it_carried_is_put_back() {
 }
 
 #[test]
-fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
+fn a_push_over_16_mib_is_split_and_every_body_stays_under_it() {
     const MIB: usize = 1024 * 1024;
     let collector = Collector::start(vec![Reply::status(200)]);
     let b = Backend::new("h");
     let blob = "x".repeat(MIB);
-    for i in 1..=70 {
+    for i in 1..=20 {
         event(
             &b,
             "big.started",
@@ -897,7 +1031,7 @@ fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
         ..Destination::new(&collector.url)
     })
     .unwrap();
-    assert_eq!(transport.request_limit(), 64 * MIB);
+    assert_eq!(transport.request_limit(), 16 * MIB);
     // No value length limit: each blob goes out whole.
     let whole = Resource {
         span_limits: SpanLimits::NONE,
@@ -910,14 +1044,14 @@ fn a_push_over_64_mib_is_split_and_every_body_stays_under_it() {
             spans,
             requests,
             ..
-        } => assert_eq!((records, spans, requests), (70, 70, 2)),
+        } => assert_eq!((records, spans, requests), (20, 20, 2)),
         other => panic!("{other:?}"),
     }
     let got = collector.requests();
     assert_eq!(got.len(), 2);
-    assert!(got.iter().all(|r| r.body.len() <= 64 * MIB));
-    assert!(got[0].body.len() > 60 * MIB, "{}", got[0].body.len());
-    assert_eq!(got.iter().map(Received::span_count).sum::<usize>(), 70);
+    assert!(got.iter().all(|r| r.body.len() <= 16 * MIB));
+    assert!(got[0].body.len() > 14 * MIB, "{}", got[0].body.len());
+    assert_eq!(got.iter().map(Received::span_count).sum::<usize>(), 20);
 }
 
 /// A store of two finished tasks with a trace between them whose first span

@@ -136,7 +136,18 @@ RSpec.describe "Lifecycle tracer: attributes, secrets and values" do
       expect(long.last).to eq("[truncated]")
     end
 
-    it "gives Bignums as decimal Strings, Time and Date as ISO 8601, Hashes as structure, others as to_s" do
+    it "keeps every Integer that fits in 64 bits an Integer, also past Ruby's Fixnums (2**62)" do
+      edges = [2**62, 2**63 - 1, -2**62 - 1, -2**63]
+      expect(step_attrs(v: edges, retry_limit: 2**62)).to include("v" => edges, "retry_limit" => 2**62)
+      expect(step_attrs(v: 2**63)["v"]).to eq((2**63).to_s)
+      expect(step_attrs(v: -2**63 - 1)["v"]).to eq((-2**63 - 1).to_s)
+      step = JSON.parse(exported_json)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                 .find { |s| s["name"] == "tasker.step.execution" }
+      limit = step["attributes"].find { |a| a["key"] == "tasker.retry_limit" }
+      expect(limit["value"]).to eq("intValue" => (2**62).to_s)
+    end
+
+    it "gives Integers beyond 64 bits as decimal Strings, Time and Date as ISO 8601, Hashes as structure, others as to_s" do
       require "time"
       expect(step_attrs(v: 2**70)["v"]).to eq((2**70).to_s)
       expect(step_attrs(v: Time.utc(2026, 12, 1, 10, 0, 0))["v"]).to eq("2026-12-01T10:00:00Z")

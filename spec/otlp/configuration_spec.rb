@@ -68,6 +68,29 @@ RSpec.describe "OTLP resource settings" do
     expect(TaskerTraceNative.config.to_h).to eq(before)
   end
 
+  it "names the service after a service.name in resource_attributes, unless service_name is given too" do
+    script = <<~RUBY
+      require "tasker_trace_native"
+      require "json"
+      TaskerTraceNative.configure { |c| c.resource_attributes = { "service.name" => :orders, "team" => "a" } }
+      b = Tasker::Telemetry::TraceBackend.instance
+      b.handle_event("task.started", task_id: 1)
+      b.handle_event("task.completed", task_id: 1)
+      sent = JSON.parse(b.export_otlp)["resourceSpans"][0]["resource"]["attributes"]
+                 .find { |a| a["key"] == "service.name" }["value"]["stringValue"]
+      first = [TaskerTraceNative.config.service_name, sent]
+      TaskerTraceNative.configure { |c| c.service_name = "billing" }
+      given = TaskerTraceNative.config.service_name
+      puts JSON.generate(first: first, given: given)
+    RUBY
+    env = { "OTEL_SERVICE_NAME" => "from_env", "OTEL_RESOURCE_ATTRIBUTES" => nil }
+    out = IO.popen(env, [RbConfig.ruby, "-I", File.expand_path("../../lib", __dir__), "-e", script], &:read)
+    expect($?).to be_success
+    # Ruby first, then the environment: the setting's service.name wins over
+    # OTEL_SERVICE_NAME, and service_name over both.
+    expect(JSON.parse(out)).to eq("first" => %w[orders orders], "given" => "billing")
+  end
+
   it "defaults to OTEL_SERVICE_NAME, else service.name in OTEL_RESOURCE_ATTRIBUTES, else tasker" do
     none = { "OTEL_SERVICE_NAME" => nil, "OTEL_RESOURCE_ATTRIBUTES" => nil }
     expect(fresh_config(none)).to eq(["tasker", {}])

@@ -73,7 +73,7 @@ RSpec.describe "TraceBackend#export_otlp" do
 
   it "maps Ruby values to OTLP AnyValues" do
     payload = {
-      task_id: 3, big: 2**70, ratio: 0.5, nan: Float::NAN, inf: -Float::INFINITY, state: :pending,
+      task_id: 3, big: 2**70, wide: 2**62, top: 2**63 - 1, low: -2**62 - 1, bottom: -2**63, past: 2**63, ratio: 0.5, nan: Float::NAN, inf: -Float::INFINITY, state: :pending,
       raw: "\xFF\x00a".b, flag: false, none: nil, "string_key" => "s",
       context: { customer: "c-1", items: [1, "two", nil], at: Time.utc(2026, 1, 2, 3, 4, 5) }
     }
@@ -81,6 +81,10 @@ RSpec.describe "TraceBackend#export_otlp" do
     backend.handle_event("task.completed", { task_id: 3 })
     root = spans(backend.export_otlp).first
     expect(attr(root, "tasker.big")).to eq("stringValue" => (2**70).to_s)
+    # Past Ruby's Fixnums but within 64 bits: still an intValue.
+    expect(%w[wide top low bottom].map { |k| attr(root, "tasker.#{k}") })
+      .to eq([2**62, 2**63 - 1, -2**62 - 1, -2**63].map { |n| { "intValue" => n.to_s } })
+    expect(attr(root, "tasker.past")).to eq("stringValue" => (2**63).to_s)
     expect(attr(root, "tasker.ratio")).to eq("doubleValue" => 0.5)
     expect(attr(root, "tasker.nan")).to eq("stringValue" => "NaN")
     expect(attr(root, "tasker.inf")).to eq("stringValue" => "-Infinity")

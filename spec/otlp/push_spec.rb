@@ -119,8 +119,8 @@ RSpec.describe "TraceBackend#push_otlp" do
     expect(backend.traces.keys).to eq(["task_99"])
   end
 
-  it "over 64 MiB, splits the push; when a later request fails it reports what was delivered", timeout: 60 do
-    big = "x" * 25_000_000
+  it "over 16 MiB, splits the push; when a later request fails it reports what was delivered", timeout: 60 do
+    big = "x" * 7_000_000
     (1..3).each { |i| finished(i, blob: big) }
     configure_otlp(compression: "none")
     # No value length limit: each blob goes out whole (restored below).
@@ -129,7 +129,7 @@ RSpec.describe "TraceBackend#push_otlp" do
       result = backend.push_otlp(endpoint: c.base_url)
       sizes = c.requests.map { |r| r.raw_body.bytesize }
       expect(sizes.size).to eq(2)
-      expect(sizes).to all(be <= 64 * 1024 * 1024)
+      expect(sizes).to all(be <= 16 * 1024 * 1024)
       expect(result).to include(sent: 2, status: 500, rejected: 0)
       expect(result[:error]).to match(/\Arequest 2 of 2: HTTP 500 .*no more/)
     end

@@ -612,7 +612,8 @@ mod tests {
                 r#"{"key":"tasker.c","value":{"kvlistValue":{"values":[{"key":"1","value":{}}]}}}]"#
             )
         );
-        assert_eq!(entries.borrow().dropped(), 1);
+        // "b" from before was overwritten, not dropped.
+        assert_eq!(entries.borrow().dropped(), 0);
     }
 
     #[test]

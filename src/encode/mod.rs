@@ -9,7 +9,7 @@
 //! - [`limits`]: OpenTelemetry's span limits, applied here, and what they cut
 //! - `payload` (private): reading packed payloads as OTLP values
 //! - [`json`], [`protobuf`]: one encoder per wire format
-//! - [`request`]: request bodies, split where one would pass 64 MiB
+//! - [`request`]: request bodies, split where one would pass 16 MiB
 //! - [`waterfall`]: a run drawn as text (the console exporter, `bin/demo`)
 
 pub mod json;

@@ -145,6 +145,27 @@ impl ResourceSettings {
     }
 }
 
+impl ResourceSettings {
+    /// The `service.name` among the extra attributes, when it is a
+    /// non-empty String or Symbol: the service's name when `service_name`
+    /// is not given (as in `OTEL_RESOURCE_ATTRIBUTES` when
+    /// `OTEL_SERVICE_NAME` is unset).
+    pub fn service_name_attribute(&self) -> Option<String> {
+        let (_, value) = self
+            .attributes
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "service.name")?;
+        let text = match value {
+            Value::Str(s) => s.as_utf8(),
+            Value::Sym(s) => s.as_utf8(),
+            _ => None,
+        }?;
+        let text = text.trim();
+        (!text.is_empty()).then(|| text.to_string())
+    }
+}
+
 /// The resource settings in force, process-wide (the binding keeps one in a
 /// static; its lock is fork-safe once registered).
 pub struct ResourceConfig {
@@ -181,6 +202,26 @@ impl ResourceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_name_attribute_is_a_non_empty_string_or_symbol() {
+        let with = |v: Value| ResourceSettings {
+            service_name: "tasker".into(),
+            attributes: vec![
+                ("team".into(), Value::string("a")),
+                ("service.name".into(), v),
+            ],
+        };
+        let name = |v: Value| with(v).service_name_attribute();
+        assert_eq!(name(Value::string("orders")).as_deref(), Some("orders"));
+        assert_eq!(name(Value::symbol("orders")).as_deref(), Some("orders"));
+        assert_eq!(name(Value::string(" ")), None);
+        assert_eq!(name(Value::Int(1)), None);
+        assert_eq!(
+            ResourceSettings::from_env_values(None, None).service_name_attribute(),
+            None
+        );
+    }
 
     #[test]
     fn resource_attributes_are_unique_and_ordered() {

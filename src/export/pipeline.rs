@@ -399,6 +399,7 @@ fn send_records(
             }
             Delivery::Failed {
                 status,
+                too_large,
                 attempts: a,
                 error,
             } => {
@@ -413,11 +414,13 @@ fn send_records(
                 // specification says neither is retried). It is dropped,
                 // counted as rejected, and the next requests go on, so
                 // that one bad trace never holds back the ones after it.
-                // A 413 on a request that can be cut smaller keeps what it
-                // carried for the next attempt, in smaller requests.
+                // A request refused as too large (a 413, or the
+                // Collector's 400 for a body over its limit) that can be
+                // cut smaller keeps what it carried for the next attempt,
+                // in smaller requests.
                 let refused = match status {
+                    _ if too_large => !transport.too_large(body_len),
                     Some(400) => true,
-                    Some(413) => !transport.too_large(body_len),
                     _ => false,
                 };
                 if refused {
@@ -430,7 +433,7 @@ fn send_records(
                     delivered.runs.set(next_run);
                     continue;
                 }
-                let error = if status == Some(413) {
+                let error = if too_large {
                     format!(
                         "{error}; what it carried goes again in requests of at most {} KiB",
                         transport.request_limit() >> 10

@@ -28,6 +28,8 @@ impl Protocol {
     }
 }
 
-/// Most bytes of one request body: OTLP receivers refuse larger ones (the
-/// collector's default limit), so bigger exports are split.
-pub const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
+/// Most bytes of one (uncompressed) request body; bigger exports are
+/// split. Under the OpenTelemetry Collector's default
+/// `max_request_body_size`, 20 MiB (which recent Collectors apply to the
+/// decompressed body, and answer with a 400 when it is passed).
+pub const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::env;
+use super::proxy::proxy_for;
 use super::response::{self, PartialSuccess};
 use super::retry::jitter;
 pub use super::retry::{
@@ -47,8 +48,13 @@ pub enum Delivery {
         note: Option<String>,
     },
     /// Not delivered. `status` is the last HTTP status, if any response came.
+    /// `too_large`: the collector refused the request as too large, with a
+    /// 413 or with the 400 the OpenTelemetry Collector answers (`http:
+    /// request body too large`) when a body passes its
+    /// `max_request_body_size`.
     Failed {
         status: Option<u16>,
+        too_large: bool,
         attempts: u32,
         error: String,
     },
@@ -97,6 +103,8 @@ enum Attempt {
         status: u16,
         retry_after: Option<Duration>,
         content_type: Option<String>,
+        /// Where a redirect points (its `Location`).
+        location: Option<String>,
         body: Vec<u8>,
         /// The body was over [`MAX_RESPONSE_BODY`] and was not read.
         over_limit: bool,
@@ -112,9 +120,19 @@ impl Transport {
     pub fn new(target: Destination) -> Result<Transport, String> {
         env::check_endpoint(&target.url)?;
         let timeout = target.timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
+        // The proxy variables of the endpoint's scheme only, and loopback
+        // and `no_proxy` hosts directly (ureq's own reading takes
+        // `HTTPS_PROXY` for http too, and reads `no_proxy` untrimmed).
+        let proxy = match proxy_for(&target.url, |name| std::env::var(name).ok()) {
+            None => None,
+            Some((variable, value)) => Some(ureq::Proxy::new(&value).map_err(|_| {
+                format!("{variable} is not a proxy URL ({})", env::shown_url(&value))
+            })?),
+        };
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            .proxy(proxy)
             .timeout_global(Some(timeout))
             .user_agent(USER_AGENT)
             .tls_config(tls_config(&target.tls)?)
@@ -132,7 +150,7 @@ impl Transport {
         &self.target
     }
 
-    /// Most bytes of one (uncompressed) request body: 64 MiB, or less once
+    /// Most bytes of one (uncompressed) request body: 16 MiB, or less once
     /// the collector refused a request as too large.
     pub fn request_limit(&self) -> usize {
         self.request_limit
@@ -198,6 +216,7 @@ impl Transport {
                 Err(e) => {
                     return Delivery::Failed {
                         status: None,
+                        too_large: false,
                         attempts: 0,
                         error: format!("gzip failed: {e}"),
                     }
@@ -210,6 +229,7 @@ impl Transport {
             if cancel.is_cancelled() {
                 return Delivery::Failed {
                     status: last_status,
+                    too_large: false,
                     attempts,
                     error: "interrupted".to_string(),
                 };
@@ -218,6 +238,7 @@ impl Transport {
             if remaining.is_zero() {
                 return Delivery::Failed {
                     status: last_status,
+                    too_large: false,
                     attempts,
                     error: format!(
                         "timed out after {attempts} attempt(s) ({})",
@@ -257,26 +278,24 @@ impl Transport {
                     status,
                     retry_after,
                     content_type,
+                    location,
                     body,
                     over_limit,
                 } => {
                     last_status = Some(status);
-                    let text = if over_limit {
+                    let text = if (300..400).contains(&status) {
+                        redirect_text(location.as_deref())
+                    } else if over_limit {
                         format!("the response body is over {} MiB", MAX_RESPONSE_BODY >> 20)
                     } else {
                         self.error_text(content_type.as_deref(), &body)
                     };
+                    let too_large = status == 413 || (status == 400 && says_too_large(&text));
                     let error = format!("HTTP {status} from {}: {text}", self.target.shown_url());
-                    if over_limit {
+                    if over_limit || !RETRYABLE_STATUSES.contains(&status) {
                         return Delivery::Failed {
                             status: Some(status),
-                            attempts,
-                            error,
-                        };
-                    }
-                    if !RETRYABLE_STATUSES.contains(&status) {
-                        return Delivery::Failed {
-                            status: Some(status),
+                            too_large,
                             attempts,
                             error,
                         };
@@ -293,6 +312,7 @@ impl Transport {
                     if !retryable {
                         return Delivery::Failed {
                             status: last_status,
+                            too_large: false,
                             attempts,
                             error,
                         };
@@ -305,6 +325,7 @@ impl Transport {
             if resume >= deadline {
                 return Delivery::Failed {
                     status: last_status,
+                    too_large: false,
                     attempts,
                     error: format!(
                         "{failure}; gave up after {attempts} attempt(s): the next retry \
@@ -316,6 +337,7 @@ impl Transport {
             if cancel.sleep_until(resume) {
                 return Delivery::Failed {
                     status: last_status,
+                    too_large: false,
                     attempts,
                     error: format!("interrupted; last error: {failure}"),
                 };
@@ -368,6 +390,7 @@ impl Transport {
                 let retry_after =
                     header("retry-after").and_then(|v| parse_retry_after(&v, SystemTime::now()));
                 let content_type = header("content-type");
+                let location = header("location");
                 let coding = header("content-encoding");
                 let (body, over_limit) = match response
                     .body_mut()
@@ -386,6 +409,7 @@ impl Transport {
                     status,
                     retry_after,
                     content_type,
+                    location,
                     body,
                     over_limit,
                 }
@@ -398,6 +422,31 @@ impl Transport {
     /// the start of the body as text.
     fn error_text(&self, content_type: Option<&str>, body: &[u8]) -> String {
         response::error_text(content_type, self.target.protocol, body)
+    }
+}
+
+/// Whether a 400's message is the one Go's HTTP server gives a body over
+/// its limit (`http: request body too large`): the OpenTelemetry Collector
+/// answers so, with a 400 rather than a 413, when a request passes its
+/// `max_request_body_size` (20 MiB by default). What such a request
+/// carried is not bad: it goes again in smaller requests.
+fn says_too_large(message: &str) -> bool {
+    message
+        .to_ascii_lowercase()
+        .contains("request body too large")
+}
+
+/// What a redirect says: where it points (its password hidden). Redirects
+/// are not followed: a POST's body and headers (credentials among them)
+/// go only where the endpoint says, so the endpoint is what to change.
+fn redirect_text(location: Option<&str>) -> String {
+    match location.map(str::trim).filter(|l| !l.is_empty()) {
+        Some(l) => format!(
+            "redirected to {} (redirects are not followed: set the endpoint to the URL \
+             the collector redirects to)",
+            env::shown_url(l)
+        ),
+        None => "a redirect without a Location (redirects are not followed)".to_string(),
     }
 }
 
@@ -475,9 +524,18 @@ fn classify(e: ureq::Error, url: &str, no_client_certificate: bool) -> Attempt {
     let https = url
         .get(..8)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    // An OTLP/gRPC port (4317) speaks HTTP/2 only: its first bytes are not
+    // an HTTP/1.1 status line.
+    let not_http1 = matches!(
+        &e,
+        ureq::Error::Protocol(p) if p.to_string().contains("invalid HTTP version")
+    );
     let hint = if cut_short && https && no_client_certificate {
         "; the server ended the connection, as one that requires a client certificate \
          (otlp_client_certificate, otlp_client_key) may"
+    } else if not_http1 {
+        "; the server does not answer in HTTP/1.1, as an OTLP/gRPC port (4317) does: this \
+         exporter speaks OTLP/HTTP (the collector's port 4318)"
     } else {
         ""
     };

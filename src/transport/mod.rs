@@ -7,6 +7,7 @@
 //!   ([`OtlpClient::transport`])
 //! - [`http`]: the HTTP client: compression, attempts, the [`Transport`]
 //! - [`response`]: a response's partial success or error message
+//! - [`proxy`]: the proxy variables of the endpoint's scheme, `no_proxy`
 //! - [`tls`]: rustls (ring), the certificate store or a CA, mTLS
 //! - [`retry`]: retryable statuses, backoff, `Retry-After`, [`Cancel`]
 //! - [`sender`]: the push thread, whose wait a cancel ends at once
@@ -14,6 +15,7 @@
 pub mod client;
 pub mod env;
 pub mod http;
+pub mod proxy;
 pub mod response;
 pub mod retry;
 pub mod sender;

@@ -59,6 +59,7 @@ pub fn error_text(content_type: Option<&str>, request: Protocol, body: &[u8]) ->
         return message;
     }
     match std::str::from_utf8(body) {
+        Ok(text) if text.trim().is_empty() => "(no message in the response)".to_string(),
         Ok(text) => snippet(text),
         Err(_) => format!("({} bytes)", body.len()),
     }

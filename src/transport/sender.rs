@@ -132,6 +132,7 @@ impl PushSender {
             Err(NotQueued::Busy(live)) => {
                 return Delivery::Failed {
                     status: None,
+                    too_large: false,
                     attempts: 0,
                     error: format!(
                         "not sent: {live} earlier requests to {url}, interrupted, are still \
@@ -151,6 +152,7 @@ impl PushSender {
                 Err(TryRecvError::Disconnected) => {
                     return Delivery::Failed {
                         status: None,
+                        too_large: false,
                         attempts: 0,
                         error: format!("the request to {url} ended without a result"),
                     }
@@ -161,6 +163,7 @@ impl PushSender {
                 self.retire(thread);
                 return Delivery::Failed {
                     status: None,
+                    too_large: false,
                     attempts: 0,
                     error: format!(
                         "interrupted while the request to {url} was in flight (it may still arrive)"
@@ -174,6 +177,7 @@ impl PushSender {
                 self.retire(thread);
                 return Delivery::Failed {
                     status: None,
+                    too_large: false,
                     attempts: 0,
                     error: format!("timed out waiting for the request to {url}"),
                 };

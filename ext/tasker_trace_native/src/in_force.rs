@@ -133,6 +133,14 @@ fn combine(mut base: InForce, given: &[&str], env: &InForce) -> InForce {
             take_from_environment(name, env, &mut base);
         }
     }
+    // A `service.name` among the resource_attributes given in Ruby names
+    // the service unless service_name is given too (Ruby first, then the
+    // environment), as OpenTelemetry's SDKs take a resource's service.name.
+    if !given.contains(&"service_name") && given.contains(&"resource_attributes") {
+        if let Some(name) = base.resource.service_name_attribute() {
+            base.resource.service_name = name;
+        }
+    }
     // Not a setting: OTEL_SDK_DISABLED alone decides it.
     base.exporter.sdk_disabled = env.exporter.sdk_disabled;
     // Nor is whether the sampler is parent-based: OTEL_TRACES_SAMPLER.

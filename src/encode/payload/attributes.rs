@@ -13,8 +13,8 @@ pub const ATTRIBUTE_PREFIX: &str = "tasker.";
 /// A span's (or event's, or the resource's) attributes from payloads:
 /// `<prefix>trace_key` when given, then the payloads' top-level keys as
 /// `<prefix><key>`. With two payloads (a child span's `.before_` and
-/// `.after_`), a key in both takes the second's value. Keys are unique;
-/// duplicates are dropped and counted, and so are the keys beyond a count
+/// `.after_`), a key in both takes the second's value (an overwrite, not
+/// counted as dropped). Keys are unique; duplicates are dropped and counted, and so are the keys beyond a count
 /// limit (see [`crate::encode::limits`]).
 #[derive(Clone, Copy)]
 pub struct PayloadAttributes<'a> {
@@ -181,9 +181,10 @@ impl<'a> AttributeEntries<'a> {
                                     .is_some_and(|later| later.contains(key.bytes()));
                             if replaced_later {
                                 // Not written here, and free for the second
-                                // payload's value.
+                                // payload's value: an overwrite, as setting
+                                // an attribute again is in OpenTelemetry,
+                                // not a dropped attribute.
                                 self.seen.remove(key.bytes());
-                                dropped = dropped.saturating_add(1);
                                 reader.skip_value();
                                 continue;
                             }
@@ -289,9 +290,10 @@ mod tests {
                 ),
             ]
         );
-        // "b" from before (replaced) and the second "a" were dropped; the
-        // nested duplicate "1" is dropped without counting in the list.
-        assert_eq!(dropped, 2);
+        // The second "a" was dropped; "b" from before was replaced (not
+        // dropped); the nested duplicate "1" is dropped without counting
+        // in the list.
+        assert_eq!(dropped, 1);
     }
     #[test]
     fn the_trace_key_comes_first_and_shadows_a_payload_key() {

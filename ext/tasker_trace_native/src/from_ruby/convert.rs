@@ -65,6 +65,29 @@ fn encoding_of(v: VALUE) -> Encoding {
     static_ids::encoding_from_index(idx)
 }
 
+/// A Bignum's value when it fits in 64 bits: Ruby's Fixnums stop at 62,
+/// so an Integer from 2**62 to 2**63-1 (or its negative) is a Bignum that
+/// is still an OTLP `intValue`. `None` beyond 64 bits.
+pub fn bignum_i64(v: VALUE) -> Option<i64> {
+    let mut word = [0u8; 8];
+    let flags = rb_sys::INTEGER_PACK_2COMP
+        | rb_sys::INTEGER_PACK_LSWORD_FIRST
+        | rb_sys::INTEGER_PACK_NATIVE_BYTE_ORDER;
+    // SAFETY: `v` is a Bignum (an Integer: no `to_int` is called); one
+    // 8-byte word is written into `word`, without allocating or raising.
+    let sign =
+        unsafe { rb_sys::rb_integer_pack(v, word.as_mut_ptr().cast(), 1, 8, 0, flags as c_int) };
+    let n = i64::from_ne_bytes(word);
+    // In two's complement the pack reports no overflow up to 2**64-1: the
+    // sign of the word tells whether the value fits an i64.
+    match sign {
+        0 => Some(0),
+        1 if n > 0 => Some(n),
+        -1 if n < 0 => Some(n),
+        _ => None,
+    }
+}
+
 /// A Ruby String as a core string (bytes and encoding kept).
 pub fn string_to_str(v: VALUE) -> Str {
     // SAFETY: `v` is a T_STRING; copied before any Ruby code can run.
@@ -327,13 +350,16 @@ impl<'r> PayloadConverter<'r> {
             T::RUBY_T_FLOAT => self.st.w.float(unsafe { rb_sys::NUM2DBL(v) }),
             T::RUBY_T_STRING => write_string(&mut self.st.w, v),
             T::RUBY_T_SYMBOL => write_symbol(&mut self.st, v),
-            T::RUBY_T_BIGNUM => {
-                // Allocates, so it can raise NoMemoryError: under protect.
-                // SAFETY: `v` is a Bignum; rb_big2str returns a new String.
-                let s = magnus::rb_sys::protect(|| unsafe { rb_sys::rb_big2str(v, 10) })?;
-                let digits = String::from_utf8_lossy(&string_bytes(s)).into_owned();
-                self.st.w.big_int(&digits);
-            }
+            T::RUBY_T_BIGNUM => match bignum_i64(v) {
+                Some(n) => self.st.w.int(n),
+                None => {
+                    // Allocates, so it can raise NoMemoryError: under protect.
+                    // SAFETY: `v` is a Bignum; rb_big2str returns a new String.
+                    let s = magnus::rb_sys::protect(|| unsafe { rb_sys::rb_big2str(v, 10) })?;
+                    let digits = String::from_utf8_lossy(&string_bytes(s)).into_owned();
+                    self.st.w.big_int(&digits);
+                }
+            },
             T::RUBY_T_ARRAY => self.convert_array(v, depth)?,
             T::RUBY_T_HASH => self.convert_hash(v, depth)?,
             _ => self.convert_object(v)?,

@@ -21,7 +21,7 @@
 //! (HashWithIndifferentAccess, JSON), every key is read as a String. Of a
 //! payload without a task id nothing is converted (the tracer ignores it).
 //!
-//! Values: Integer (Bignum as its decimal String), Float, true/false, String
+//! Values: Integer (beyond 64 bits as its decimal String), Float, true/false, String
 //! (as UTF-8, invalid bytes replaced, cut at 4 bytes a character of the
 //! attribute value length limit, which the export then applies), Symbol (its
 //! name); nil is absent; Hashes and Arrays as structure, bounded and with
@@ -49,7 +49,7 @@ use tasker_trace_core::support::clock::Stamp;
 use crate::process;
 
 use crate::from_ruby::convert::{
-    class_placeholder, describe_object_hiding_contents, string_slice, Described,
+    bignum_i64, class_placeholder, describe_object_hiding_contents, string_slice, Described,
 };
 use crate::from_ruby::lifecycle_read_plan::{
     self, KeyMode, PlanKey, ReadPlan, FILTERED, MAX_ALLOWLIST, QUNDEF, SMALL_PLAN,
@@ -241,7 +241,10 @@ fn scalar(v: VALUE, ty: T) -> Option<AttrValue> {
         T::RUBY_T_FIXNUM => AttrValue::Int(unsafe { rb_sys::FIX2LONG(v) } as i64),
         // SAFETY: `v` is a Float (flonum or heap); NUM2DBL reads it.
         T::RUBY_T_FLOAT => AttrValue::Float(unsafe { rb_sys::NUM2DBL(v) }),
-        T::RUBY_T_BIGNUM => AttrValue::Str(bignum_text(v)),
+        T::RUBY_T_BIGNUM => match bignum_i64(v) {
+            Some(n) => AttrValue::Int(n),
+            None => AttrValue::Str(bignum_text(v)),
+        },
         T::RUBY_T_STRING => AttrValue::Str(string_text(v)),
         // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
         T::RUBY_T_SYMBOL => AttrValue::Str(string_text(unsafe { rb_sys::rb_sym2str(v) })),

@@ -36,8 +36,8 @@ use tasker_trace_core::input::lifecycle::values::{
 use tasker_trace_core::input::lifecycle::{AttrValue, Text, MAX_ARRAY_ITEMS};
 
 use crate::from_ruby::convert::{
-    class_placeholder, describe_object_hiding_contents, string_slice, text_matchable, Described,
-    FastMap,
+    bignum_i64, class_placeholder, describe_object_hiding_contents, string_slice, text_matchable,
+    Described, FastMap,
 };
 use crate::from_ruby::lifecycle_read_plan::{self, FILTERED};
 use crate::helpers::errors::{must_propagate, panic_error};
@@ -248,7 +248,10 @@ impl Walk<'_> {
             T::RUBY_T_FIXNUM => AttrValue::Int(unsafe { rb_sys::FIX2LONG(v) } as i64),
             // SAFETY: `v` is a Float (flonum or heap); NUM2DBL reads it.
             T::RUBY_T_FLOAT => AttrValue::Float(unsafe { rb_sys::NUM2DBL(v) }),
-            T::RUBY_T_BIGNUM => AttrValue::Str(self.bignum(v, process::lifecycle_text_bytes())?),
+            T::RUBY_T_BIGNUM => match bignum_i64(v) {
+                Some(n) => AttrValue::Int(n),
+                None => AttrValue::Str(self.bignum(v, process::lifecycle_text_bytes())?),
+            },
             T::RUBY_T_STRING => AttrValue::Str(self.string(v, process::lifecycle_text_bytes())),
             // SAFETY: `v` is a Symbol; rb_sym2str returns its name String.
             T::RUBY_T_SYMBOL => AttrValue::Str(self.string(
