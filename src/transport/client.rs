@@ -8,6 +8,7 @@
 
 use super::env::{self, DEFAULT_TRACES_ENDPOINT};
 use super::http::Transport;
+use super::proxy::ProxyVariables;
 use super::sender::PushSender;
 use super::settings::{Destination, OtlpSettings, PushOverrides};
 use super::tls::{check_client_files, check_pem_file, PemRole, Tls};
@@ -15,11 +16,13 @@ use crate::support::env::Warning;
 use crate::support::fork::{forks, ForkSafeMutex};
 
 /// The target of a push: `overrides` over `settings`, whose endpoint falls
-/// back to `environment_endpoint` (a full traces URL). Reads the TLS files
-/// now; an unreadable or unusable one is the error.
+/// back to `environment_endpoint` (a full traces URL), through the proxy
+/// `proxy` names. Reads the TLS files now; an unreadable or unusable one is
+/// the error.
 pub fn target_for(
     settings: &OtlpSettings,
     environment_endpoint: &str,
+    proxy: &ProxyVariables,
     overrides: &PushOverrides,
 ) -> Result<Destination, String> {
     let url = match overrides.endpoint.as_ref().or(settings.endpoint.as_ref()) {
@@ -39,6 +42,7 @@ pub fn target_for(
             settings.client_certificate.as_deref(),
             settings.client_key.as_deref(),
         )?,
+        proxy: proxy.clone(),
     })
 }
 
@@ -109,6 +113,8 @@ struct State {
     /// The traces URL the environment gave (or the default), for settings
     /// without an endpoint.
     environment_endpoint: String,
+    /// The proxy variables, read with the environment's settings.
+    environment_proxy: ProxyVariables,
     cached: Option<Built>,
 }
 
@@ -133,6 +139,7 @@ impl OtlpClient {
             state: ForkSafeMutex::new(State {
                 settings: OtlpSettings::DEFAULT,
                 environment_endpoint: String::new(),
+                environment_proxy: ProxyVariables::NONE,
                 cached: None,
             }),
             sender: PushSender::new(),
@@ -156,6 +163,13 @@ impl OtlpClient {
         drop(old);
     }
 
+    /// Sets the proxy variables as the environment has them (read with the
+    /// other variables, on an application thread).
+    pub fn set_environment_proxy(&self, proxy: ProxyVariables) {
+        let old = std::mem::replace(&mut self.state.lock().environment_proxy, proxy);
+        drop(old);
+    }
+
     /// The settings in force (a copy).
     pub fn settings(&self) -> OtlpSettings {
         self.state.lock().settings.clone()
@@ -169,16 +183,20 @@ impl OtlpClient {
 
     /// The target a push with `overrides` sends to (TLS files read now).
     pub fn target(&self, overrides: &PushOverrides) -> Result<Destination, String> {
-        let (settings, endpoint) = {
+        let (settings, endpoint, proxy) = {
             let state = self.state.lock();
-            (state.settings.clone(), state.environment_endpoint.clone())
+            (
+                state.settings.clone(),
+                state.environment_endpoint.clone(),
+                state.environment_proxy.clone(),
+            )
         };
         let endpoint = if endpoint.is_empty() {
             DEFAULT_TRACES_ENDPOINT.to_string()
         } else {
             endpoint
         };
-        target_for(&settings, &endpoint, overrides)
+        target_for(&settings, &endpoint, &proxy, overrides)
     }
 
     /// The transport for a push with `overrides` (the default: the settings
@@ -227,7 +245,9 @@ mod tests {
         let settings = OtlpSettings::DEFAULT;
         let env_url = "http://env:4318/custom";
         assert_eq!(
-            target_for(&settings, env_url, &overrides()).unwrap().url,
+            target_for(&settings, env_url, &ProxyVariables::NONE, &overrides())
+                .unwrap()
+                .url,
             env_url
         );
         let set = OtlpSettings {
@@ -235,7 +255,9 @@ mod tests {
             ..OtlpSettings::DEFAULT
         };
         assert_eq!(
-            target_for(&set, env_url, &overrides()).unwrap().url,
+            target_for(&set, env_url, &ProxyVariables::NONE, &overrides())
+                .unwrap()
+                .url,
             "https://set:4318/v1/traces"
         );
         let arg = PushOverrides {
@@ -243,7 +265,9 @@ mod tests {
             ..overrides()
         };
         assert_eq!(
-            target_for(&set, env_url, &arg).unwrap().url,
+            target_for(&set, env_url, &ProxyVariables::NONE, &arg)
+                .unwrap()
+                .url,
             "http://arg:1/v1/traces"
         );
     }
@@ -257,7 +281,13 @@ mod tests {
             timeout: Duration::from_secs(3),
             ..OtlpSettings::DEFAULT
         };
-        let plain = target_for(&settings, DEFAULT_TRACES_ENDPOINT, &overrides()).unwrap();
+        let plain = target_for(
+            &settings,
+            DEFAULT_TRACES_ENDPOINT,
+            &ProxyVariables::NONE,
+            &overrides(),
+        )
+        .unwrap();
         assert_eq!(
             (plain.protocol, plain.compression, plain.timeout),
             (
@@ -272,7 +302,13 @@ mod tests {
             protocol: Some(Protocol::HttpProtobuf),
             ..overrides()
         };
-        let t = target_for(&settings, DEFAULT_TRACES_ENDPOINT, &given).unwrap();
+        let t = target_for(
+            &settings,
+            DEFAULT_TRACES_ENDPOINT,
+            &ProxyVariables::NONE,
+            &given,
+        )
+        .unwrap();
         assert_eq!(
             t.headers,
             vec![("a".to_string(), "1".to_string()), ("B".into(), "3".into())]
@@ -288,7 +324,13 @@ mod tests {
             certificate: Some("/nonexistent/ca.pem".into()),
             ..OtlpSettings::DEFAULT
         };
-        let e = target_for(&settings, DEFAULT_TRACES_ENDPOINT, &overrides()).unwrap_err();
+        let e = target_for(
+            &settings,
+            DEFAULT_TRACES_ENDPOINT,
+            &ProxyVariables::NONE,
+            &overrides(),
+        )
+        .unwrap_err();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 

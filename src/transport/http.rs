@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::env;
-use super::proxy::proxy_for;
 use super::response::{self, PartialSuccess};
 use super::retry::jitter;
 pub use super::retry::{
@@ -122,8 +121,9 @@ impl Transport {
         let timeout = target.timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
         // The proxy variables of the endpoint's scheme only, and loopback
         // and `no_proxy` hosts directly (ureq's own reading takes
-        // `HTTPS_PROXY` for http too, and reads `no_proxy` untrimmed).
-        let proxy = match proxy_for(&target.url, |name| std::env::var(name).ok()) {
+        // `HTTPS_PROXY` for http too, and reads `no_proxy` untrimmed), as
+        // read with the settings.
+        let proxy = match target.proxy.for_url(&target.url) {
             None => None,
             Some((variable, value)) => Some(ureq::Proxy::new(&value).map_err(|_| {
                 format!("{variable} is not a proxy URL ({})", env::shown_url(&value))

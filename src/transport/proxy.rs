@@ -15,8 +15,12 @@
 //!   directly, as Go's HTTP client does: a sidecar collector is never sent
 //!   through an egress proxy.
 //!
-//! Nothing here reads the process environment: the variables come in
-//! through a lookup function.
+//! Nothing here reads the process environment: the variables are read
+//! with the settings, on an application thread ([`ProxyVariables::read`]),
+//! and travel with the destination, so the choice is made from what the
+//! settings saw. (ureq's default configuration still reads the proxy
+//! variables once when a transport is built, on the thread that builds it;
+//! that reading is replaced by this one.)
 
 use std::net::IpAddr;
 
@@ -24,6 +28,49 @@ use std::net::IpAddr;
 const HTTPS_VARIABLES: [&str; 4] = ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"];
 const HTTP_VARIABLES: [&str; 4] = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"];
 const NO_PROXY_VARIABLES: [&str; 2] = ["no_proxy", "NO_PROXY"];
+
+/// The proxy variables as the environment had them when the settings were
+/// read: the names set (non-empty) and their values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ProxyVariables {
+    set: Vec<(&'static str, String)>,
+}
+
+impl ProxyVariables {
+    /// None set: every request goes directly.
+    pub const NONE: ProxyVariables = ProxyVariables { set: Vec::new() };
+
+    /// Reads every proxy variable through `get`.
+    pub fn read(get: impl Fn(&str) -> Option<String>) -> ProxyVariables {
+        let names = HTTPS_VARIABLES[..2]
+            .iter()
+            .chain(HTTP_VARIABLES.iter())
+            .chain(NO_PROXY_VARIABLES.iter());
+        let set = names
+            .filter_map(|&name| get(name).map(|value| (name, value)))
+            .collect();
+        ProxyVariables { set }
+    }
+
+    /// The proxy a request to `url` goes through under these variables
+    /// (see [`proxy_for`]).
+    pub fn for_url(&self, url: &str) -> Option<(&'static str, String)> {
+        proxy_for(url, |name| {
+            self.set
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+}
+
+impl std::fmt::Debug for ProxyVariables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A proxy URL may hold a password: the names only.
+        let names: Vec<&str> = self.set.iter().map(|(n, _)| *n).collect();
+        f.debug_tuple("ProxyVariables").field(&names).finish()
+    }
+}
 
 /// The proxy a request to `url` goes through: the variable it comes from
 /// and its value, or `None` (directly).
@@ -238,5 +285,28 @@ mod tests {
             ("NO_PROXY", "other"),
         ];
         assert_eq!(via("https://collector/", &both), None);
+    }
+
+    #[test]
+    fn variables_read_once_decide_later_and_never_show_their_values() {
+        let env = [
+            ("http_proxy", "http://user:secret@proxy:3128"),
+            ("no_proxy", "skip.example"),
+            ("UNRELATED", "x"),
+        ];
+        let read = ProxyVariables::read(vars(&env));
+        // What was read decides, whatever the environment says later.
+        assert_eq!(
+            read.for_url("http://collector.example:4318/v1/traces"),
+            Some(("http_proxy", "http://user:secret@proxy:3128".to_string()))
+        );
+        assert_eq!(read.for_url("http://skip.example:4318/"), None);
+        assert_eq!(read.for_url("https://collector.example/"), None);
+        assert_eq!(
+            ProxyVariables::NONE.for_url("http://collector.example/"),
+            None
+        );
+        let shown = format!("{read:?}");
+        assert_eq!(shown, r#"ProxyVariables(["http_proxy", "no_proxy"])"#);
     }
 }

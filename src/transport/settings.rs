@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::proxy::ProxyVariables;
 use super::tls::Tls;
 use crate::support::protocol::Protocol;
 
@@ -35,6 +36,8 @@ pub struct Destination {
     pub protocol: Protocol,
     pub compression: Compression,
     pub tls: Tls,
+    /// The proxy variables read with the settings.
+    pub proxy: ProxyVariables,
 }
 
 impl std::fmt::Debug for Destination {
@@ -49,6 +52,7 @@ impl std::fmt::Debug for Destination {
             .field("protocol", &self.protocol)
             .field("compression", &self.compression)
             .field("tls", &self.tls)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -69,6 +73,7 @@ impl Destination {
             protocol: Protocol::default(),
             compression: Compression::default(),
             tls: Tls::default(),
+            proxy: ProxyVariables::NONE,
         }
     }
 }

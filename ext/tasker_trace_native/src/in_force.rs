@@ -25,6 +25,7 @@ use tasker_trace_core::model::lifecycle::LifecycleLimits;
 use tasker_trace_core::model::sampling::Sampling;
 use tasker_trace_core::support::env::Warning;
 use tasker_trace_core::transport::client::settings_from_environment;
+use tasker_trace_core::transport::proxy::ProxyVariables;
 
 use crate::from_ruby::lifecycle_read_plan;
 use crate::from_ruby::setting_checks::{
@@ -86,6 +87,7 @@ impl InForce {
 struct Environment {
     settings: InForce,
     endpoint: String,
+    proxy: ProxyVariables,
     warnings: Vec<Warning>,
 }
 
@@ -122,6 +124,7 @@ fn read_environment() -> Environment {
     Environment {
         settings,
         endpoint,
+        proxy: ProxyVariables::read(var),
         warnings,
     }
 }
@@ -174,6 +177,7 @@ fn read_and_put_in_force(ruby: &Ruby) -> Result<(), Error> {
     note(env.warnings);
     guarded(ruby, || {
         otlp_client().set_environment_endpoint(env.endpoint);
+        otlp_client().set_environment_proxy(env.proxy);
         next.put_in_force(b);
         process::mark_environment_read();
         Ok(())
@@ -219,6 +223,7 @@ pub fn apply(ruby: &Ruby, given: RHash) -> Result<(), Error> {
     check_client_pair(ruby, &before.otlp, &next.otlp)?;
     guarded(ruby, || {
         otlp_client().set_environment_endpoint(env.endpoint);
+        otlp_client().set_environment_proxy(env.proxy);
         next.put_in_force(b);
         process::set_given_settings(names);
         process::mark_environment_read();
