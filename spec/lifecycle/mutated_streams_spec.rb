@@ -110,6 +110,35 @@ module MutatedStreams
     out
   end
 
+  CLOSING_STEP = %w[step.completed step.failed].freeze
+  ENDING_TASK = %w[task.completed task.failed task.initialize_requested].freeze
+
+  # A recorded stream in which steps were still running when their task
+  # finalized: before each run's end (with a chance of one in two), the
+  # closing events of the step that closed last are moved to just after
+  # the task's ending event.
+  def late_steps(seed)
+    rng = Random.new(seed)
+    events = plain(STREAMS.fetch(NAMES.sample(random: rng)))
+    ends = events.each_index.select { |i| ENDING_TASK.include?(events[i][1]) && events[i - 1][1] != events[i][1] }
+    ends.reverse_each do |e|
+      next if rng.rand(2).zero?
+
+      last = (0...e).reverse_each.find { |i| CLOSING_STEP.include?(events[i][1]) }
+      next if last.nil?
+
+      step = events[last][2][:step_id]
+      opened = (0...last).reverse_each.find do |i|
+        events[i][1] == "step.execution_requested" && events[i][2][:step_id] == step
+      end
+      moved = ((opened || 0)...e).select { |i| CLOSING_STEP.include?(events[i][1]) && events[i][2][:step_id] == step }
+      late = moved.map { |i| events[i] }
+      moved.reverse_each { |i| events.delete_at(i) }
+      events.insert(e - moved.size + 1, *late)
+    end
+    events
+  end
+
   # A mutated scenario for `seed`: the events, the points (indexes) where
   # the tracer is drained, reset or its open runs expired, and the bounds
   # in force. With `reorder: false`, each task's events keep their order
@@ -351,6 +380,19 @@ RSpec.describe "Lifecycle tracer: mutated recorded streams" do
     nan_free({ task_id: run[:task_id], end: run[:end], spans: spans })
   end
 
+  # The finished runs of MutatedStreams.late_steps(seed) at `ratio`, its
+  # events published in their recorded threads.
+  def late_step_runs(seed, ratio)
+    configure_lifecycle(sample_ratio: ratio)
+    TaskerTraceNative.lifecycle_reset!
+    TaskerTraceNative::TestHooks.seed_lifecycle_ids(seed)
+    recorded = MutatedStreams.late_steps(seed).each_with_index.map do |(t, n, p), i|
+      StreamReplayer::Recorded.new(seq: i, t_ns: 0, thread: t, name: n, payload: p)
+    end
+    StreamReplayer.replay(recorded, publisher)
+    TaskerTraceNative.lifecycle_runs
+  end
+
   it "keeps its invariants on every mutated stream, and never raises", timeout: 120 do
     seeds.each { |seed| check_everything(run_scenario(seed), seed) }
   end
@@ -415,6 +457,17 @@ RSpec.describe "Lifecycle tracer: mutated recorded streams" do
                                                "seed #{seed}"
       end
     end
+
+    it "keeps a run whose step fails after its task's end" do
+      seeds.first(40).each do |seed|
+        all = late_step_runs(seed, 1.0)
+        kept = late_step_runs(seed, 0.0)
+        expect(kept.map { |r| shape(r) }).to eq(all.select { |r| failed?(r) || retried?(r) }.map { |r| shape(r) }),
+                                               "seed #{seed}"
+        # No unbalanced detach was reported.
+        expect(otel.errors).to eq([]), "seed #{seed}"
+      end
+    end
   end
 
   describe "sampling" do
@@ -451,6 +504,34 @@ RSpec.describe "Lifecycle tracer: mutated recorded streams" do
       expect(TaskerTraceNative.lifecycle_runs.map { |r| [r[:end], r[:spans].map { |s| [s[:name], s[:status]] }] })
         .to eq([["failed", [["tasker.task.initialize", { code: "ERROR", message: "initialization_failed" }]]]])
       expect(TaskerTraceNative.lifecycle_stats[:sampled_out]).to eq(1)
+    end
+
+    # A step still running when its task finalized (its attempt open as
+    # the run ends): its failure arrives after the task's end. A run left
+    # out at the head with an attempt still open waits undecided for it, as
+    # a sampled run waits for its late events, and a late failure keeps it.
+    it "keeps a run whose step fails after its task's end, whole" do
+      seeds.each do |seed|
+        all, kept = [1.0, 0.0].map { |ratio| late_step_runs(seed, ratio) }
+        expect(kept.map { |r| shape(r) }).to eq(all.select { |r| failed?(r) || retried?(r) }.map { |r| shape(r) }),
+                                               "seed #{seed}"
+        expect(sampled_out_after_take(kept)).to eq(all.count { |r| !failed?(r) && !retried?(r) }), "seed #{seed}"
+      end
+    end
+
+    # Reordered too: a step's failure may reach its run after the task's
+    # end (a step still running when its task finalized). A run left out at
+    # the head with an attempt still open waits undecided for it, as a
+    # sampled run waits for its late events.
+    it "keeps every failed run whole with only the error rule on, failures arriving late included",
+       timeout: 120 do
+      configure_lifecycle(sample_keep_retried: false)
+      seeds.each do |seed|
+        all = finished(seed, 1.0, reorder: true)
+        kept = finished(seed, 0.0, reorder: true)
+        expect(kept.map { |r| shape(r) }).to eq(all.select { |r| failed?(r) }.map { |r| shape(r) }), "seed #{seed}"
+        expect(sampled_out_after_take(kept)).to eq(all.count { |r| !failed?(r) }), "seed #{seed}"
+      end
     end
   end
 end

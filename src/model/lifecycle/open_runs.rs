@@ -343,6 +343,11 @@ impl LiveRun {
         self.attempts.iter().rposition(|a| a.step == *step)
     }
 
+    /// Whether an attempt is still open (its closing event not in yet).
+    pub fn any_attempt_open(&self) -> bool {
+        self.attempts.iter().any(|a| a.span.is_open())
+    }
+
     /// The index of the open attempt of `step`, if any.
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn open_attempt(&self, step: &Id) -> Option<usize> {
