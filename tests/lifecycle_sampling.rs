@@ -278,3 +278,29 @@ fn undecided_runs_are_bounded_by_max_finished_runs() {
     );
     assert_eq!(t.stats().sampled_out, 4);
 }
+
+#[test]
+fn a_failed_attempt_evicted_for_room_still_keeps_its_run() {
+    // Room for the root and a few entries: the failed first attempt is
+    // evicted by the later ones, and the run ends pending (root UNSET).
+    let t = Tracer::new(limits(100, 5, 100, 3600));
+    t.set_sampling(Sampling {
+        ratio: 0.0,
+        keep_retried: false,
+        ..Sampling::default()
+    });
+    t.record(start_requested(1, at(0)));
+    t.record(step_ev("step.execution_requested", 1, 0, 1, at(1)));
+    t.record(step_failed(1, 0, 1, at(2)));
+    for i in 1..10 {
+        let ms = 10 * i as u64;
+        t.record(step_ev("step.execution_requested", 1, i, 1, at(ms)));
+        t.record(step_ev("step.completed", 1, i, 1, at(ms + 1)));
+    }
+    t.record(ev("task.initialize_requested", 1, at(200)));
+    let runs = drain(&t);
+    assert_eq!(runs.len(), 1, "the run had a failed attempt: kept");
+    assert!(runs[0].spans.len() <= 5);
+    assert!(t.stats().spans_dropped > 0);
+    assert_eq!(t.stats().sampled_out, 0);
+}

@@ -237,6 +237,9 @@ pub(crate) struct LiveRun {
     /// left out while no keep rule could bring it back and without an
     /// OpenTelemetry parent (it records its end and nothing else).
     pub records: bool,
+    /// Whether an attempt with status ERROR was evicted to make room (see
+    /// `evict_oldest`): the run had a failure, which the keep rules still see.
+    evicted_error: bool,
     attempts: VecDeque<Attempt>,
     events: VecDeque<Entry>,
     next_order: u64,
@@ -264,6 +267,7 @@ impl LiveRun {
             last_active: at.mono_ns,
             sampled: true,
             records: true,
+            evicted_error: false,
             attempts: VecDeque::new(),
             events: VecDeque::new(),
             next_order: 0,
@@ -298,7 +302,8 @@ impl LiveRun {
         1 + self.attempts.len()
     }
 
-    /// What the sampling keep rules look at: an ERROR status on any span,
+    /// What the sampling keep rules look at: an ERROR status on any span
+    /// (or on an attempt evicted to make room),
     /// the root's duration (to its end, or to the run's latest event while
     /// open) and whether a step had more than one attempt (an
     /// `attempt_number` above 1, or two attempts of one step in the run).
@@ -314,7 +319,9 @@ impl LiveRun {
         let mut steps = std::collections::HashSet::with_capacity(self.attempts.len());
         let retried = later_attempt || !self.attempts.iter().all(|a| steps.insert(&a.step));
         RunFacts {
-            any_error: is_error(&self.root) || self.attempts.iter().any(|a| is_error(&a.span)),
+            any_error: self.evicted_error
+                || is_error(&self.root)
+                || self.attempts.iter().any(|a| is_error(&a.span)),
             root_ns: end.saturating_sub(self.root.start.mono_ns),
             retried,
         }
@@ -376,6 +383,7 @@ impl LiveRun {
             return Some(1);
         }
         let gone = closed.and_then(|i| self.attempts.remove(i))?;
+        self.evicted_error |= gone.span.status.code == StatusCode::Error;
         let before = self.events.len();
         let target = Target::Attempt(gone.order);
         self.events.retain(|e| e.target != target);
