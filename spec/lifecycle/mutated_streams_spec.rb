@@ -506,6 +506,18 @@ RSpec.describe "Lifecycle tracer: mutated recorded streams" do
       expect(TaskerTraceNative.lifecycle_stats[:sampled_out]).to eq(1)
     end
 
+    it "keeps a run whose failed attempt was dropped for room" do
+      configure_lifecycle(sample_ratio: 0.0, sample_keep_retried: false, lifecycle_max_spans_per_run: 3)
+      MutatedStreams.plain(MutatedStreams::STREAMS.fetch("order_payment_retry"))
+                    .each { |(_, name, payload)| publisher.publish(name, payload) }
+      # The first run ends pending with process_payment failed; its spans
+      # beyond 3 went, the failed attempt among them.
+      runs = TaskerTraceNative.lifecycle_runs
+      expect(runs.map { |r| r[:end] }).to eq(["pending"])
+      expect(runs.first[:spans].map { |s| s[:status][:code] }).not_to include("ERROR")
+      expect(TaskerTraceNative.lifecycle_stats).to include(sampled_out: 1)
+    end
+
     # A step still running when its task finalized (its attempt open as
     # the run ends): its failure arrives after the task's end. A run left
     # out at the head with an attempt still open waits undecided for it, as
