@@ -304,3 +304,37 @@ fn a_failed_attempt_evicted_for_room_still_keeps_its_run() {
     assert!(t.stats().spans_dropped > 0);
     assert_eq!(t.stats().sampled_out, 0);
 }
+
+#[test]
+fn with_the_background_exporter_an_undecided_run_is_decided_once_it_settled() {
+    let t = tracer();
+    t.set_export_settle(Some(Duration::from_secs(1)));
+    t.set_sampling(Sampling {
+        ratio: 0.0,
+        keep_retried: false,
+        ..Sampling::default()
+    });
+    // Task 1's step ends after the task, within the settle time: kept.
+    t.record(start_requested(1, at(0)));
+    t.record(step_ev("step.execution_requested", 1, 10, 1, at(1)));
+    t.record(task_completed(1, at(2), false));
+    t.record(step_failed(1, 10, 1, at(500)));
+    // Task 2's never does: left out once it settled.
+    t.record(start_requested(2, at(600)));
+    t.record(step_ev("step.execution_requested", 2, 20, 1, at(601)));
+    t.record(task_completed(2, at(602), false));
+    assert!(t
+        .drain_finished_at(at(1_000), Duration::from_secs(1))
+        .is_empty());
+    assert_eq!(t.stats().sampled_out, 0, "task 2's run is still settling");
+    let runs = t.drain_finished_at(at(2_000), Duration::from_secs(1));
+    assert_eq!(
+        runs.iter().map(|r| r.task_id.clone()).collect::<Vec<_>>(),
+        vec![Some(Id::Int(1))]
+    );
+    assert_eq!(t.stats().sampled_out, 1);
+    // Its step's end, once it settled, is late.
+    t.record(step_failed(2, 20, 1, at(2_100)));
+    assert_eq!(t.stats().events_late, 1);
+    assert!(t.drain_finished_at(at(5_000), Duration::ZERO).is_empty());
+}
