@@ -338,3 +338,27 @@ fn with_the_background_exporter_an_undecided_run_is_decided_once_it_settled() {
     assert_eq!(t.stats().events_late, 1);
     assert!(t.drain_finished_at(at(5_000), Duration::ZERO).is_empty());
 }
+
+#[test]
+fn a_retried_attempt_evicted_for_room_still_keeps_its_run() {
+    let t = Tracer::new(limits(100, 5, 100, 3600));
+    t.set_sampling(Sampling {
+        ratio: 0.0,
+        keep_errors: false,
+        ..Sampling::default()
+    });
+    // The run after a retry: its first attempt is the retried step's
+    // second (attempt_number 2), evicted by the later ones.
+    t.record(start_requested(1, at(0)));
+    t.record(step_ev("step.execution_requested", 1, 0, 2, at(1)));
+    t.record(step_ev("step.completed", 1, 0, 2, at(2)));
+    for i in 1..10 {
+        let ms = 10 * i as u64;
+        t.record(step_ev("step.execution_requested", 1, i, 1, at(ms)));
+        t.record(step_ev("step.completed", 1, i, 1, at(ms + 1)));
+    }
+    t.record(task_completed(1, at(200), false));
+    assert_eq!(drain(&t).len(), 1, "the run had a retried step: kept");
+    assert!(t.stats().spans_dropped > 0);
+    assert_eq!(t.stats().sampled_out, 0);
+}
