@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lifecycle_support::*;
 use tasker_trace_core::input::lifecycle::Id;
-use tasker_trace_core::model::lifecycle::Tracer;
+use tasker_trace_core::model::lifecycle::{StatusCode, Tracer};
 use tasker_trace_core::model::sampling::{ratio_sampled, Sampling};
 
 const RUNS: i64 = 10_000;
@@ -198,4 +198,167 @@ fn without_keep_rules_a_run_left_out_records_only_its_end() {
     assert!(!kept.sampled);
     assert_eq!(kept.spans.len(), 2);
     assert_eq!(t.stats().kept_spans.errors, 2);
+}
+
+#[test]
+fn a_run_left_out_waits_for_the_attempts_open_at_its_end() {
+    let t = tracer();
+    t.set_sampling(Sampling {
+        ratio: 0.0,
+        keep_retried: false,
+        ..Sampling::default()
+    });
+    // Task 1's step is still running when the task ends (pending); its
+    // failure arrives after: the run is a failure, kept whole.
+    t.record(start_requested(1, at(0)));
+    t.record(step_ev("step.execution_requested", 1, 10, 1, at(1)));
+    t.record(ev("task.initialize_requested", 1, at(2)));
+    assert!(
+        t.snapshot(true).is_empty(),
+        "undecided, not waiting for export"
+    );
+    assert_eq!(t.stats().sampled_out, 0);
+    t.record(step_failed(1, 10, 1, at(3)));
+    let kept = t.snapshot(false);
+    assert_eq!(kept.len(), 1, "kept by its late failure: {kept:#?}");
+    assert_eq!(kept[0].spans.len(), 2);
+    assert_eq!(kept[0].spans[1].status.code, StatusCode::Error);
+    assert_eq!(t.stats().kept_spans.errors, 2);
+    assert_eq!(drain(&t).len(), 1);
+    // Task 2's late closing event is a success: left out, counted when an
+    // export takes what waits.
+    t.record(start_requested(2, at(10)));
+    t.record(step_ev("step.execution_requested", 2, 20, 1, at(11)));
+    t.record(task_completed(2, at(12), false));
+    t.record(step_ev("step.completed", 2, 20, 1, at(13)));
+    assert!(t.snapshot(true).is_empty());
+    assert!(drain(&t).is_empty());
+    assert_eq!(t.stats().sampled_out, 1);
+    assert_eq!(t.stats().events_late, 0);
+    // Task 3's next run opens before its step's end arrives: the first run
+    // takes no more events and is left out then.
+    t.record(start_requested(3, at(20)));
+    t.record(step_ev("step.execution_requested", 3, 30, 1, at(21)));
+    t.record(ev("task.initialize_requested", 3, at(22)));
+    t.record(start_requested(3, at(23)));
+    assert_eq!(t.stats().sampled_out, 2);
+    t.record(step_failed(3, 30, 1, at(24)));
+    t.record(task_completed(3, at(25), false));
+    assert!(drain(&t).is_empty(), "the failure went to no run");
+    assert_eq!(t.stats().sampled_out, 3);
+}
+
+#[test]
+fn undecided_runs_are_bounded_by_max_finished_runs() {
+    let t = Tracer::new(limits(100, 100, 2, 3600));
+    t.set_sampling(Sampling {
+        ratio: 0.0,
+        ..Sampling::default()
+    });
+    for i in 0..5 {
+        t.record(start_requested(i, at(i as u64 * 10)));
+        t.record(step_ev(
+            "step.execution_requested",
+            i,
+            i * 10,
+            1,
+            at(i as u64 * 10 + 1),
+        ));
+        t.record(task_completed(i, at(i as u64 * 10 + 2), false));
+    }
+    // Three went past the bound: left out, counted.
+    assert_eq!(t.stats().sampled_out, 3);
+    // The two kept undecided still take their late failures.
+    t.record(step_failed(4, 40, 1, at(100)));
+    t.record(step_failed(0, 0, 1, at(101)));
+    let runs = drain(&t);
+    assert_eq!(
+        runs.iter().map(|r| r.task_id.clone()).collect::<Vec<_>>(),
+        vec![Some(Id::Int(4))]
+    );
+    assert_eq!(t.stats().sampled_out, 4);
+}
+
+#[test]
+fn a_failed_attempt_evicted_for_room_still_keeps_its_run() {
+    // Room for the root and a few entries: the failed first attempt is
+    // evicted by the later ones, and the run ends pending (root UNSET).
+    let t = Tracer::new(limits(100, 5, 100, 3600));
+    t.set_sampling(Sampling {
+        ratio: 0.0,
+        keep_retried: false,
+        ..Sampling::default()
+    });
+    t.record(start_requested(1, at(0)));
+    t.record(step_ev("step.execution_requested", 1, 0, 1, at(1)));
+    t.record(step_failed(1, 0, 1, at(2)));
+    for i in 1..10 {
+        let ms = 10 * i as u64;
+        t.record(step_ev("step.execution_requested", 1, i, 1, at(ms)));
+        t.record(step_ev("step.completed", 1, i, 1, at(ms + 1)));
+    }
+    t.record(ev("task.initialize_requested", 1, at(200)));
+    let runs = drain(&t);
+    assert_eq!(runs.len(), 1, "the run had a failed attempt: kept");
+    assert!(runs[0].spans.len() <= 5);
+    assert!(t.stats().spans_dropped > 0);
+    assert_eq!(t.stats().sampled_out, 0);
+}
+
+#[test]
+fn with_the_background_exporter_an_undecided_run_is_decided_once_it_settled() {
+    let t = tracer();
+    t.set_export_settle(Some(Duration::from_secs(1)));
+    t.set_sampling(Sampling {
+        ratio: 0.0,
+        keep_retried: false,
+        ..Sampling::default()
+    });
+    // Task 1's step ends after the task, within the settle time: kept.
+    t.record(start_requested(1, at(0)));
+    t.record(step_ev("step.execution_requested", 1, 10, 1, at(1)));
+    t.record(task_completed(1, at(2), false));
+    t.record(step_failed(1, 10, 1, at(500)));
+    // Task 2's never does: left out once it settled.
+    t.record(start_requested(2, at(600)));
+    t.record(step_ev("step.execution_requested", 2, 20, 1, at(601)));
+    t.record(task_completed(2, at(602), false));
+    assert!(t
+        .drain_finished_at(at(1_000), Duration::from_secs(1))
+        .is_empty());
+    assert_eq!(t.stats().sampled_out, 0, "task 2's run is still settling");
+    let runs = t.drain_finished_at(at(2_000), Duration::from_secs(1));
+    assert_eq!(
+        runs.iter().map(|r| r.task_id.clone()).collect::<Vec<_>>(),
+        vec![Some(Id::Int(1))]
+    );
+    assert_eq!(t.stats().sampled_out, 1);
+    // Its step's end, once it settled, is late.
+    t.record(step_failed(2, 20, 1, at(2_100)));
+    assert_eq!(t.stats().events_late, 1);
+    assert!(t.drain_finished_at(at(5_000), Duration::ZERO).is_empty());
+}
+
+#[test]
+fn a_retried_attempt_evicted_for_room_still_keeps_its_run() {
+    let t = Tracer::new(limits(100, 5, 100, 3600));
+    t.set_sampling(Sampling {
+        ratio: 0.0,
+        keep_errors: false,
+        ..Sampling::default()
+    });
+    // The run after a retry: its first attempt is the retried step's
+    // second (attempt_number 2), evicted by the later ones.
+    t.record(start_requested(1, at(0)));
+    t.record(step_ev("step.execution_requested", 1, 0, 2, at(1)));
+    t.record(step_ev("step.completed", 1, 0, 2, at(2)));
+    for i in 1..10 {
+        let ms = 10 * i as u64;
+        t.record(step_ev("step.execution_requested", 1, i, 1, at(ms)));
+        t.record(step_ev("step.completed", 1, i, 1, at(ms + 1)));
+    }
+    t.record(task_completed(1, at(200), false));
+    assert_eq!(drain(&t).len(), 1, "the run had a retried step: kept");
+    assert!(t.stats().spans_dropped > 0);
+    assert_eq!(t.stats().sampled_out, 0);
 }

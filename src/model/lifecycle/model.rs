@@ -154,6 +154,32 @@ impl Settled {
 pub(crate) struct Garbage {
     pub live: Vec<LiveRun>,
     pub runs: Vec<Run>,
+    /// Undecided runs swapped out whole (see `State::undecided`).
+    pub held: Option<LinkedHashMap<u64, LiveRun>>,
+}
+
+/// The finished run `number` still taking late events: waiting for export
+/// (`false`) or undecided (`true`).
+fn waiting_run<'a>(
+    finished: &'a mut LinkedHashMap<u64, LiveRun>,
+    undecided: &'a mut LinkedHashMap<u64, LiveRun>,
+    number: u64,
+) -> Option<(&'a mut LiveRun, bool)> {
+    match finished.get_mut(&number) {
+        Some(run) => Some((run, false)),
+        None => undecided.get_mut(&number).map(|r| (r, true)),
+    }
+}
+
+/// What becomes of a run as it ends (see [`State::finish`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Sampled, or kept by a rule: it waits for export.
+    Export,
+    /// Left out so far, with an attempt still open: undecided.
+    Hold,
+    /// Left out: freed, counted as sampled out.
+    Drop,
 }
 
 const PENDING: EventName = EventName::synthetic("task.pending");
@@ -165,6 +191,14 @@ pub(crate) struct State {
     open: LinkedHashMap<Id, LiveRun>,
     /// Finished runs by number, least recently active first.
     finished: LinkedHashMap<u64, LiveRun>,
+    /// Runs the head left out and no keep rule kept as they ended, while an
+    /// attempt of theirs was still open: that attempt's closing event may
+    /// yet arrive and fail it. Each takes its late events as a finished run
+    /// does (by number, least recently active first), moves to `finished`
+    /// the moment a keep rule holds, and is freed and counted as sampled
+    /// out when a finished run would stop taking them (an export's take,
+    /// settling, its task's next run) or past `max_finished_runs`.
+    undecided: LinkedHashMap<u64, LiveRun>,
     /// Runs put back after a failed delivery; older than any in `finished`.
     restored: VecDeque<Run>,
     /// Runs settled while a background exporter takes them: they take no
@@ -250,6 +284,7 @@ impl State {
             ids: IdGenerator::new(),
             open: LinkedHashMap::new(),
             finished: LinkedHashMap::new(),
+            undecided: LinkedHashMap::new(),
             restored: VecDeque::new(),
             ready: VecDeque::new(),
             export_settle_ns: None,
@@ -340,8 +375,8 @@ impl State {
                 Some(Past {
                     waiting: Some(number),
                     ..
-                }) => match self.finished.get_mut(&number) {
-                    Some(run) => {
+                }) => match waiting_run(&mut self.finished, &mut self.undecided, number) {
+                    Some((run, held)) => {
                         let (outcome, _) = if run.records {
                             apply_to_run(run, ev, false, &mut self.ids, &mut self.stats, max)
                         } else {
@@ -351,7 +386,12 @@ impl State {
                             // The root ends at the run's last event.
                             run.root.extend_to(ev.at);
                             run.touch(ev.at);
-                            self.finished.to_back(&number);
+                            if held {
+                                self.undecided.to_back(&number);
+                                self.decide_undecided(number, garbage);
+                            } else {
+                                self.finished.to_back(&number);
+                            }
                         }
                         outcome
                     }
@@ -408,10 +448,14 @@ impl State {
         };
         // From now on the task's events belong to this run; its previous run,
         // if still waiting for export, takes no more of them.
-        let link = self.history.get_mut(&task).map(|p| {
-            p.waiting = None;
-            p.link
-        });
+        let (link, waiting) = match self.history.get_mut(&task) {
+            Some(p) => (Some(p.link), p.waiting.take()),
+            None => (None, None),
+        };
+        if let Some(run) = waiting.and_then(|n| self.undecided.remove(&n)) {
+            self.stats.sampled_out += 1;
+            garbage.live.push(run);
+        }
         let mut attrs = std::mem::take(&mut ev.attrs);
         rename_error_class(&mut attrs);
         attrs.push((AttrKey::TaskId, task.to_value()));
@@ -437,10 +481,11 @@ impl State {
 
     /// Whether a run that just ended goes on to export: sampled at its
     /// head, or kept by a rule (its spans counted under the rule); a run
-    /// left out by both is counted as `sampled_out`.
-    fn exported(&mut self, run: &LiveRun) -> bool {
+    /// left out by both waits undecided while an attempt of it is still
+    /// open, else is counted as `sampled_out`.
+    fn exported(&mut self, run: &LiveRun) -> Decision {
         if run.sampled {
-            return true;
+            return Decision::Export;
         }
         let rule = if run.records {
             self.sampling.keep_rule(&run.facts())
@@ -448,18 +493,72 @@ impl State {
             None
         };
         match rule {
-            Some(rule) => self.stats.kept_spans.add(rule, run.spans() as u64),
-            None => self.stats.sampled_out += 1,
+            Some(rule) => {
+                self.stats.kept_spans.add(rule, run.spans() as u64);
+                Decision::Export
+            }
+            // An attempt still open may yet fail (its closing event comes
+            // after the task's end): the run waits for it undecided.
+            None if run.records && run.any_attempt_open() => Decision::Hold,
+            None => {
+                self.stats.sampled_out += 1;
+                Decision::Drop
+            }
         }
-        rule.is_some()
     }
 
-    /// Moves an ended run to the finished runs and remembers it for its
-    /// task; a run sampling leaves out (head and keep rules) is remembered
-    /// (for the link) and dropped.
+    /// After a late event merged into the undecided run `number`: a keep
+    /// rule that now holds (a late failure) moves it to the finished runs,
+    /// to be exported whole.
+    fn decide_undecided(&mut self, number: u64, garbage: &mut Garbage) {
+        let rule = match self.undecided.get(&number) {
+            Some(run) => self.sampling.keep_rule(&run.facts()),
+            None => None,
+        };
+        let Some(rule) = rule else {
+            return;
+        };
+        if let Some(run) = self.undecided.remove(&number) {
+            self.stats.kept_spans.add(rule, run.spans() as u64);
+            self.wait_for_export(number, run, garbage);
+        }
+    }
+
+    /// Frees the undecided runs a finished run would no longer take late
+    /// events for: idle for `settle_ns` at `now_ns` (least recently active
+    /// first), or all of them (`None`: an export's take, swapped out).
+    fn settle_undecided(&mut self, now_ns: u64, settle_ns: Option<u64>, garbage: &mut Garbage) {
+        let Some(settle_ns) = settle_ns else {
+            let all = std::mem::take(&mut self.undecided);
+            self.stats.sampled_out += all.len() as u64;
+            if !all.is_empty() {
+                garbage.held = Some(all);
+            }
+            return;
+        };
+        while let Some((_, run)) = self.undecided.front() {
+            if now_ns.saturating_sub(run.last_active) < settle_ns {
+                break;
+            }
+            self.drop_undecided_oldest(garbage);
+        }
+    }
+
+    fn drop_undecided_oldest(&mut self, garbage: &mut Garbage) {
+        if let Some((number, run)) = self.undecided.pop_front() {
+            self.forget_waiting(run.task.as_ref(), number);
+            self.stats.sampled_out += 1;
+            garbage.live.push(run);
+        }
+    }
+
+    /// Moves an ended run to the finished runs (or the undecided ones) and
+    /// remembers it for its task; a run sampling leaves out (head and keep
+    /// rules) is remembered (for the link) and dropped.
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     fn finish(&mut self, run: LiveRun, garbage: &mut Garbage) {
-        if !self.exported(&run) {
+        let decision = self.exported(&run);
+        if decision == Decision::Drop {
             if let Some(task) = &run.task {
                 let past = Past {
                     link: Link {
@@ -488,6 +587,22 @@ impl State {
             self.history.insert(task.clone(), past);
             self.bound_history();
         }
+        if decision == Decision::Hold {
+            let now_ns = run.last_active;
+            self.undecided.insert(number, run);
+            if self.export_settle_ns.is_some() {
+                self.settle_undecided(now_ns, self.export_settle_ns, garbage);
+            }
+            while self.undecided.len() > self.limits.max_finished_runs {
+                self.drop_undecided_oldest(garbage);
+            }
+            return;
+        }
+        self.wait_for_export(number, run, garbage);
+    }
+
+    /// Puts the finished run `number` among the runs waiting for export.
+    fn wait_for_export(&mut self, number: u64, run: LiveRun, garbage: &mut Garbage) {
         let now_ns = run.last_active;
         self.finished.insert(number, run);
         if let Some(settle_ns) = self.export_settle_ns {
@@ -544,6 +659,9 @@ impl State {
 
     fn bound_finished(&mut self, garbage: &mut Garbage) {
         let max = self.limits.max_finished_runs;
+        while self.undecided.len() > max {
+            self.drop_undecided_oldest(garbage);
+        }
         if self.export_settle_ns.is_some() {
             while self.finished.len() > max {
                 self.settle_oldest();
@@ -638,9 +756,11 @@ impl State {
         self.forget_repeat();
         self.expire(now.expire_ns, garbage);
         let finished = if settled_ns == 0 {
+            self.settle_undecided(now_ns, None, garbage);
             std::mem::take(&mut self.finished)
         } else {
             self.settle_front(now_ns, settled_ns);
+            self.settle_undecided(now_ns, Some(settled_ns), garbage);
             LinkedHashMap::new()
         };
         Settled {
@@ -683,6 +803,15 @@ impl State {
                 garbage.live.push(run);
             } else {
                 self.finished.insert(number, run);
+            }
+        }
+        // The parent decides its own undecided runs.
+        for (number, run) in std::mem::take(&mut self.undecided) {
+            if inherited(run.root.end) {
+                self.forget_waiting(run.task.as_ref(), number);
+                garbage.live.push(run);
+            } else {
+                self.undecided.insert(number, run);
             }
         }
         removed
@@ -836,7 +965,7 @@ impl State {
                     None => match self.history.get(&task) {
                         Some(Past {
                             waiting: Some(n), ..
-                        }) => self.finished.get(n),
+                        }) => self.finished.get(n).or_else(|| self.undecided.get(n)),
                         _ => None,
                     },
                 };
@@ -867,6 +996,7 @@ impl State {
     fn ended_run(&self, task: &Id) -> Option<SpanChange> {
         let past = self.history.get(task)?;
         let sampled = match past.waiting {
+            Some(n) if self.undecided.contains_key(&n) => false,
             Some(n) => self.finished.get(&n).is_none_or(|r| r.sampled),
             None => false,
         };
@@ -911,6 +1041,7 @@ impl State {
         self.forget_repeat();
         garbage.live.extend(self.open.drain().map(|(_, r)| r));
         garbage.live.extend(self.finished.drain().map(|(_, r)| r));
+        garbage.live.extend(self.undecided.drain().map(|(_, r)| r));
         garbage.live.extend(self.ready.drain(..));
         garbage.runs.extend(self.restored.drain(..));
         self.history.clear();

@@ -194,6 +194,16 @@ pub(crate) struct Attempt {
     pub span: LiveSpan,
 }
 
+impl Attempt {
+    /// Whether its `attempt_number` is above 1 (a retry).
+    pub fn is_retry(&self) -> bool {
+        self.span
+            .attrs
+            .iter()
+            .any(|(k, v)| *k == AttrKey::AttemptNumber && v.as_f64().is_some_and(|n| n > 1.0))
+    }
+}
+
 /// Which span a span event belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -237,6 +247,12 @@ pub(crate) struct LiveRun {
     /// left out while no keep rule could bring it back and without an
     /// OpenTelemetry parent (it records its end and nothing else).
     pub records: bool,
+    /// Whether an attempt with status ERROR was evicted to make room (see
+    /// `evict_oldest`): the run had a failure, which the keep rules still see.
+    evicted_error: bool,
+    /// Likewise, whether an evicted attempt was a retry (an
+    /// `attempt_number` above 1, or a step with another attempt held).
+    evicted_retry: bool,
     attempts: VecDeque<Attempt>,
     events: VecDeque<Entry>,
     next_order: u64,
@@ -264,6 +280,8 @@ impl LiveRun {
             last_active: at.mono_ns,
             sampled: true,
             records: true,
+            evicted_error: false,
+            evicted_retry: false,
             attempts: VecDeque::new(),
             events: VecDeque::new(),
             next_order: 0,
@@ -298,23 +316,23 @@ impl LiveRun {
         1 + self.attempts.len()
     }
 
-    /// What the sampling keep rules look at: an ERROR status on any span,
+    /// What the sampling keep rules look at (attempts evicted to make room
+    /// included): an ERROR status on any span,
     /// the root's duration (to its end, or to the run's latest event while
     /// open) and whether a step had more than one attempt (an
     /// `attempt_number` above 1, or two attempts of one step in the run).
     pub fn facts(&self) -> RunFacts {
         let is_error = |s: &LiveSpan| s.status.code == StatusCode::Error;
         let end = self.root.end.map_or(self.last_active, |e| e.mono_ns);
-        let later_attempt = self.attempts.iter().any(|a| {
-            a.span
-                .attrs
-                .iter()
-                .any(|(k, v)| *k == AttrKey::AttemptNumber && v.as_f64().is_some_and(|n| n > 1.0))
-        });
+        let later_attempt = self.attempts.iter().any(|a| a.is_retry());
         let mut steps = std::collections::HashSet::with_capacity(self.attempts.len());
-        let retried = later_attempt || !self.attempts.iter().all(|a| steps.insert(&a.step));
+        let retried = self.evicted_retry
+            || later_attempt
+            || !self.attempts.iter().all(|a| steps.insert(&a.step));
         RunFacts {
-            any_error: is_error(&self.root) || self.attempts.iter().any(|a| is_error(&a.span)),
+            any_error: self.evicted_error
+                || is_error(&self.root)
+                || self.attempts.iter().any(|a| is_error(&a.span)),
             root_ns: end.saturating_sub(self.root.start.mono_ns),
             retried,
         }
@@ -341,6 +359,11 @@ impl LiveRun {
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tasker_trace")]
     pub fn latest_attempt(&self, step: &Id) -> Option<usize> {
         self.attempts.iter().rposition(|a| a.step == *step)
+    }
+
+    /// Whether an attempt is still open (its closing event not in yet).
+    pub fn any_attempt_open(&self) -> bool {
+        self.attempts.iter().any(|a| a.span.is_open())
     }
 
     /// The index of the open attempt of `step`, if any.
@@ -371,6 +394,8 @@ impl LiveRun {
             return Some(1);
         }
         let gone = closed.and_then(|i| self.attempts.remove(i))?;
+        self.evicted_error |= gone.span.status.code == StatusCode::Error;
+        self.evicted_retry |= gone.is_retry() || self.attempts.iter().any(|a| a.step == gone.step);
         let before = self.events.len();
         let target = Target::Attempt(gone.order);
         self.events.retain(|e| e.target != target);
