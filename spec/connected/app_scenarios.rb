@@ -86,6 +86,24 @@ scenario.call(:nested) do
   nil
 end
 
+# A step thread whose context is cleared between steps (as code that resets
+# the context at a job's boundary does): its next steps' calls are still
+# their children.
+scenario.call(:cleared) do
+  publish.call("task.start_requested", task_id: 3, task_name: "cleared", to_state: "in_progress")
+  thread_stack = Thread.new do
+    [31, 32, 33].each do |step|
+      publish.call("step.execution_requested", task_id: 3, step_id: step, step_name: "s#{step}")
+      in_span.call("call of #{step}") { nil }
+      publish.call("step.completed", task_id: 3, step_id: step)
+      OpenTelemetry::Context.clear if step == 31
+    end
+    stack.call.size
+  end.value
+  publish.call("task.completed", task_id: 3)
+  thread_stack
+end
+
 puts JSON.generate(
   real: real ? true : false, spans: recorded.call, runs: TaskerTraceNative.lifecycle_runs,
   results: results, errors: errors.map(&:to_s) + (real ? [] : OpenTelemetry.errors.map(&:to_s))

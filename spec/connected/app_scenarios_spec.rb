@@ -38,6 +38,14 @@ RSpec.describe "Connected traces in app-side scenarios" do
     expect(result[:results][:nested][:context_kept]).to be(true)
   end
 
+  it "keeps a step thread's calls under their steps after its context was cleared" do
+    _root, *steps = run_spans(3)
+    calls = [31, 32, 33].map { |step| span("call of #{step}")[:parent] }
+    expect(calls).to eq(steps.map { |s| s[:span_id] })
+    expect(result[:results][:cleared][:out]).to eq(1) # the thread's span, attached again
+    expect(result[:results][:cleared][:context_kept]).to be(true)
+  end
+
   it "reports no error through the API" do
     expect(result[:errors]).to eq([])
   end
