@@ -267,6 +267,21 @@ module TaskerTraceNative
         nil
       end
 
+      # For ContextDetachGuard#attach: `context`, or, when its current span
+      # is one of the gem's attached in another thread, a context with that
+      # span pinned (see OpenTelemetrySpan#carried). Never raises.
+      def carried(context)
+        return context unless @enabled && context.is_a?(::OpenTelemetry::Context)
+
+        span = ::OpenTelemetry::Trace.current_span(context)
+        return context unless span.is_a?(OpenTelemetrySpan) || span.is_a?(OpenTelemetryThreadSpan)
+
+        pinned = span.carried
+        pinned.equal?(span) ? context : ::OpenTelemetry::Trace.context_with_span(pinned, parent_context: context)
+      rescue StandardError
+        context
+      end
+
       # Detaches every context this fiber holds.
       def release!
         held = Thread.current[KEY]

@@ -104,6 +104,38 @@ scenario.call(:cleared) do
   thread_stack
 end
 
+# A step's handler carries its context into another thread (a future's, as
+# the concurrent-ruby instrumentation does): the work there is the step's
+# child, whether the step runs in the run's thread, in a thread of its own
+# (the thread's span), or in a thread the run's root was carried into.
+carry = lambda do |&work|
+  context = OpenTelemetry::Context.current
+  Thread.new { OpenTelemetry::Context.with_current(context, &work) }.value
+end
+scenario.call(:carried) do
+  in_span.call("fan-out job") do
+    publish.call("task.start_requested", task_id: 4, task_name: "fan_out", to_state: "in_progress")
+    publish.call("step.execution_requested", task_id: 4, step_id: 41, step_name: "inline")
+    carry.call { in_span.call("carried from 41") { nil } }
+    publish.call("step.completed", task_id: 4, step_id: 41)
+    Thread.new do
+      publish.call("step.execution_requested", task_id: 4, step_id: 42, step_name: "own_thread")
+      carry.call { in_span.call("carried from 42") { nil } }
+      publish.call("step.completed", task_id: 4, step_id: 42)
+      # Between steps, what it carries is what was current below its span.
+      carry.call { in_span.call("carried between steps") { nil } }
+    end.join
+    carry.call do
+      publish.call("step.execution_requested", task_id: 4, step_id: 43, step_name: "carried_root")
+      carry.call { in_span.call("carried from 43") { nil } }
+      publish.call("step.completed", task_id: 4, step_id: 43)
+    end
+    carry.call { in_span.call("carried from the run") { nil } }
+    publish.call("task.completed", task_id: 4)
+  end
+  nil
+end
+
 puts JSON.generate(
   real: real ? true : false, spans: recorded.call, runs: TaskerTraceNative.lifecycle_runs,
   results: results, errors: errors.map(&:to_s) + (real ? [] : OpenTelemetry.errors.map(&:to_s))

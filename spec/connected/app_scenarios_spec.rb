@@ -46,6 +46,18 @@ RSpec.describe "Connected traces in app-side scenarios" do
     expect(result[:results][:cleared][:context_kept]).to be(true)
   end
 
+  it "nests the work a step's handler carried into another thread under that step" do
+    root, *steps = run_spans(4)
+    calls = [41, 42, 43].map { |step| span("carried from #{step}") }
+    # A step in a thread the run's root was carried into carries the root
+    # on (a documented limit: its work there is the run's child).
+    expect(calls.map { |c| c[:parent] }).to eq(steps.first(2).map { |s| s[:span_id] } + [root[:span_id]])
+    expect(calls.map { |c| c[:trace_id] }.uniq).to eq([span("fan-out job")[:trace_id]])
+    expect(span("carried from the run")[:parent]).to eq(root[:span_id])
+    expect(span("carried between steps")[:parent]).to be_nil
+    expect(result[:results][:carried][:context_kept]).to be(true)
+  end
+
   it "reports no error through the API" do
     expect(result[:errors]).to eq([])
   end
