@@ -22,6 +22,17 @@ module TaskerTraceNative
   # as the app's is. Any other detach is the API's own, unchanged: one
   # fiber-local read decides.
   module ContextDetachGuard
+    # A context whose current span is one of the gem's, attached in another
+    # thread than the one that span was attached in (a step's handler
+    # carried it into a future's thread, as the concurrent-ruby
+    # instrumentation does), is attached with that span pinned to what it
+    # answers there now (see OpenTelemetrySpan#carried): the work done
+    # there is the step's child, as with the SDK's own spans. Any other
+    # context is attached as given.
+    def attach(context)
+      super(ContextListener.carried(context))
+    end
+
     def detach(token)
       held = Thread.current[ContextListener::KEY]
       # A fiber that holds nothing of the gem's (never did, or let go of

@@ -231,10 +231,23 @@ module TaskerTraceNative
       end
 
       # For ContextDetachGuard: the fiber's stack was cleared
-      # (`Context.clear`) while it held contexts of ours. `held`: this
-      # fiber's (the guard read it).
+      # (`Context.clear`) while it held contexts of ours: none of them is on
+      # it any longer. A run's root is attached again at its next entry
+      # (`verify`), the thread span at the thread's next attempt (as when
+      # an app's block took it). `held`: this fiber's (the guard read it).
       def cleared(held)
+        return if held.entries.empty? && held.covered.empty?
+
         context_taken unless held.entries.empty?
+        held.covered.clear
+        held.entries.each { |entry| entry.token = nil }
+        return unless held.entries.any? { |e| e.handle.equal?(THREAD) }
+
+        held.entries.delete_if { |e| e.handle.equal?(THREAD) }
+        @detached += 1
+        Native.thread_span_held(false)
+      rescue StandardError
+        nil
       end
 
       # For ContextDetachGuard, after any detach: a context of ours whose
@@ -252,6 +265,21 @@ module TaskerTraceNative
         ::OpenTelemetry::Context.detach(stack.size)
       rescue StandardError
         nil
+      end
+
+      # For ContextDetachGuard#attach: `context`, or, when its current span
+      # is one of the gem's attached in another thread, a context with that
+      # span pinned (see OpenTelemetrySpan#carried). Never raises.
+      def carried(context)
+        return context unless @enabled && context.is_a?(::OpenTelemetry::Context)
+
+        span = ::OpenTelemetry::Trace.current_span(context)
+        return context unless span.is_a?(OpenTelemetrySpan) || span.is_a?(OpenTelemetryThreadSpan)
+
+        pinned = span.carried
+        pinned.equal?(span) ? context : ::OpenTelemetry::Trace.context_with_span(pinned, parent_context: context)
+      rescue StandardError
+        context
       end
 
       # Detaches every context this fiber holds.

@@ -31,8 +31,9 @@ module TaskerTraceNative
       # asking for a span's ids (its HTTP client, its SQL) never sees the
       # gem raise. Reading the events that wait may run a payload value's
       # `to_s`; an exception that must propagate (an interrupt) still does.
-      def current_attempt(root)
-        Native.current_attempt(root)
+      # With `owner` (a Thread): the attempt current there instead.
+      def current_attempt(root, owner = nil)
+        owner ? Native.current_attempt(root, owner) : Native.current_attempt(root)
       rescue StandardError => e
         TaskerTraceNative.log_lifecycle_error("current_attempt", "OpenTelemetry context: #{e.class}: #{e.message}")
         nil
@@ -59,9 +60,11 @@ module TaskerTraceNative
 
     # `entered` is the frozen [trace_id, span_id, sampled, handle,
     # root_handle] Native.listen answers (binary ids). The API's own
-    # initializer is not called: it would make the SpanContext now.
+    # initializer is not called: it would make the SpanContext now. Made in
+    # the thread that attaches it (its owner).
     def initialize(entered) # rubocop:disable Lint/MissingSuper
       @entered = entered
+      @owner = Thread.current
     end
 
     # The span's OpenTelemetry::Trace::SpanContext, made at the first call;
@@ -78,6 +81,19 @@ module TaskerTraceNative
     # of its run's is (ContextListener then attaches nothing for it).
     def answers_here?
       OpenTelemetrySpan.current_attempt(@entered[1]) ? true : false
+    end
+
+    # The span a context carrying this one is attached with in the calling
+    # thread (ContextDetachGuard#attach): itself in its owner; in another
+    # thread (a step's handler carried the context into a future's), the
+    # attempt of its run current in its owner now, as the API's
+    # non-recording span, or itself when none is (a run's root carried into
+    # the thread that runs its step answers for that step there).
+    def carried
+      return self if @owner.equal?(Thread.current)
+
+      ids = OpenTelemetrySpan.current_attempt(@entered[1], @owner)
+      ids ? ::OpenTelemetry::Trace.non_recording_span(OpenTelemetrySpan.span_context(ids)) : self
     end
 
     def inspect

@@ -16,6 +16,7 @@ module TaskerTraceNative
     # `below`: the span current when it was attached.
     def initialize(below) # rubocop:disable Lint/MissingSuper
       @below = below
+      @owner = Thread.current
     end
 
     def context
@@ -23,6 +24,18 @@ module TaskerTraceNative
       return @below.context unless ids
 
       (@attempt = OpenTelemetrySpan.attempt_pair(@attempt, ids))[1]
+    end
+
+    # The span a context carrying this one is attached with in the calling
+    # thread (ContextDetachGuard#attach): itself in the thread it was
+    # attached in; in another (a step's handler carried the context into a
+    # future's), the attempt current in that thread now, as the API's
+    # non-recording span, or, between attempts, the span below it.
+    def carried
+      return self if @owner.equal?(Thread.current)
+
+      ids = OpenTelemetrySpan.current_attempt(nil, @owner)
+      ids ? ::OpenTelemetry::Trace.non_recording_span(OpenTelemetrySpan.span_context(ids)) : @below
     end
 
     def inspect

@@ -69,6 +69,10 @@ struct View {
     below: Option<[u8; 8]>,
     /// The attempt entered here last and not ended since.
     attempt: Option<SpanRef>,
+    /// The attempt of another run that was current here when an attempt
+    /// of a run opened in this thread (a task run inline inside a step)
+    /// was entered: current again once that one ends.
+    attempt_below: Option<SpanRef>,
     /// A thread span is attached in this thread (the Ruby layer said so).
     thread_span: bool,
     /// An app's block took a context of the gem's in this thread since its
@@ -149,6 +153,16 @@ impl ThreadViews {
             None if up_to_date => Answer::Nothing,
             None => Self::settle(view, ends, dropped),
             Some(SpanChange::Entered(r)) if r.span_id != r.root_span_id => {
+                match view.attempt {
+                    // A run opened here inside a step of another run: that
+                    // step's attempt is current again when this one ends.
+                    Some(a)
+                        if a.root_span_id != r.root_span_id && view.top == Some(r.root_span_id) =>
+                    {
+                        view.attempt_below = Some(a);
+                    }
+                    _ => {}
+                }
                 view.attempt = Some(r);
                 if !(view.thread_span || view.top == Some(r.root_span_id)) {
                     // Nothing of the gem's answers for it here yet.
@@ -163,7 +177,10 @@ impl ThreadViews {
             }
             Some(SpanChange::Ended(r)) => {
                 if view.attempt.is_some_and(|a| a.span_id == r.span_id) {
-                    view.attempt = None;
+                    view.attempt = view.attempt_below.take();
+                } else if view.attempt_below.is_some_and(|a| a.span_id == r.span_id) {
+                    view.attempt_below = None;
+                    return self.answer_unchanged(thread, up_to_date);
                 } else {
                     // Ended in another thread than its own: no thread
                     // answers for it any longer.
@@ -235,8 +252,11 @@ impl ThreadViews {
     /// No thread's current attempt is one that `gone` selects any longer.
     fn forget_attempts(&mut self, gone: impl Fn(&SpanRef) -> bool) {
         for view in &mut self.views[..self.len] {
+            if view.attempt_below.as_ref().is_some_and(&gone) {
+                view.attempt_below = None;
+            }
             if view.attempt.as_ref().is_some_and(&gone) {
-                view.attempt = None;
+                view.attempt = view.attempt_below.take();
             }
         }
     }
@@ -334,8 +354,12 @@ impl ThreadViews {
                     self.len += 1;
                     self.len - 1
                 } else {
-                    let idle =
-                        |v: &View| v.attempt.is_none() && v.top.is_none() && v.below.is_none();
+                    let idle = |v: &View| {
+                        v.attempt.is_none()
+                            && v.attempt_below.is_none()
+                            && v.top.is_none()
+                            && v.below.is_none()
+                    };
                     (0..self.len)
                         .min_by_key(|&i| (!idle(&self.views[i]), self.views[i].used))
                         .unwrap_or(0)
@@ -416,6 +440,42 @@ mod tests {
         v.set_thread_span(1, false);
         assert!(!v.queues(1));
         assert_eq!(v.answer(1, entered(span(6))), Answer::ThreadSpan);
+    }
+
+    /// An attempt `id` of the run whose root is `root`.
+    fn attempt_of(id: u8, root: u8) -> SpanRef {
+        SpanRef {
+            trace_id: [root; 16],
+            span_id: [id; 8],
+            root_span_id: [root; 8],
+            sampled: true,
+        }
+    }
+
+    #[test]
+    fn a_run_inline_in_a_step_gives_the_step_back_its_attempt() {
+        let mut v = ThreadViews::default();
+        v.answer(1, entered(root(9)));
+        v.answer(1, entered(attempt_of(5, 9)));
+        // A task run inline inside step 5, in the same thread.
+        v.answer(1, entered(root(7)));
+        assert_eq!(v.attempt_in(1, Some([7; 8])), None);
+        v.answer(1, entered(attempt_of(6, 7)));
+        assert_eq!(v.attempt_in(1, Some([7; 8])), Some(attempt_of(6, 7)));
+        v.answer(1, Some(SpanChange::Ended(attempt_of(6, 7))));
+        assert_eq!(v.attempt_in(1, Some([9; 8])), Some(attempt_of(5, 9)));
+        // Its next step, and its end without the step's end.
+        v.answer(1, entered(attempt_of(4, 7)));
+        v.answer(1, Some(SpanChange::RunEnded(root(7))));
+        assert_eq!(v.attempt_in(1, Some([9; 8])), Some(attempt_of(5, 9)));
+        v.answer(1, Some(SpanChange::Ended(attempt_of(5, 9))));
+        assert_eq!(v.attempt_in(1, None), None);
+        // Another run's attempt in a thread that did not open it replaces
+        // the current one (a pool thread's next step).
+        v.answer(2, entered(attempt_of(3, 9)));
+        v.answer(2, entered(attempt_of(2, 8)));
+        v.answer(2, Some(SpanChange::Ended(attempt_of(2, 8))));
+        assert_eq!(v.attempt_in(2, None), None);
     }
 
     #[test]

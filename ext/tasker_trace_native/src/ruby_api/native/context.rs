@@ -3,7 +3,7 @@
 //! `current_attempt`, `thread_span_held`, `context_taken`.
 
 use magnus::rb_sys::AsRawValue;
-use magnus::{function, Error, RModule, RString, Ruby, Value as RValue};
+use magnus::{function, value::ReprValue, Error, RModule, RString, Ruby, Value as RValue};
 
 use crate::helpers::errors::guarded;
 use crate::helpers::thread_token;
@@ -12,19 +12,39 @@ use crate::ruby_api::native::lifecycle::read_pending;
 use crate::to_ruby::lifecycle::span_handle;
 use crate::to_ruby::values::{array_of, binary_to_ruby, bool_to_ruby, int_to_ruby, nil, wrap};
 
-/// `Native.current_attempt(root)` → the step attempt current in the calling
-/// thread, as a frozen `[trace_id, span_id, sampled, handle]` (binary ids),
-/// or nil when none is; with `root` (a run's root span id, 8 binary
-/// bytes), only an attempt of that run. What a thread span, and a run's
-/// root span asked in a thread running one of its steps, answer.
-fn current_attempt(ruby: &Ruby, root: RValue) -> Result<RValue, Error> {
+/// `Native.current_attempt(root, owner = nil)` → the step attempt current
+/// in the calling thread (in `owner`, a Thread, when given), as a frozen
+/// `[trace_id, span_id, sampled, handle]` (binary ids), or nil when none
+/// is; with `root` (a run's root span id, 8 binary bytes), only an attempt
+/// of that run. What a thread span, and a run's root span asked in a
+/// thread running one of its steps, answer; with `owner`, what a context
+/// of the gem's carried into another thread is pinned to there (see
+/// `ContextDetachGuard#attach`).
+fn current_attempt(ruby: &Ruby, args: &[RValue]) -> Result<RValue, Error> {
+    let (root, owner) = match args {
+        [root] => (*root, None),
+        [root, owner] => (*root, Some(*owner)),
+        _ => {
+            return Err(Error::new(
+                ruby.exception_arg_error(),
+                format!(
+                    "wrong number of arguments (given {}, expected 1..2)",
+                    args.len()
+                ),
+            ))
+        }
+    };
     let root = RString::from_value(root).and_then(|s| {
         // SAFETY: the bytes are copied at once, before any Ruby code runs.
         <[u8; 8]>::try_from(unsafe { s.as_slice() }).ok()
     });
+    // A Thread's token is its VALUE, as `thread_token::current` makes it.
+    let owner = owner
+        .filter(|o| o.is_kind_of(ruby.class_thread()))
+        .map(|o| o.as_raw());
     // Step events that waited say which attempt is current.
     read_pending(ruby)?;
-    let thread = thread_token::current();
+    let thread = owner.unwrap_or_else(thread_token::current);
     guarded(ruby, || {
         let Some(a) = lifecycle_tracer().attempt_in(thread, root) else {
             return Ok(wrap(nil()));
@@ -73,7 +93,7 @@ fn context_taken(ruby: &Ruby) -> Result<bool, Error> {
 
 pub fn define(native: RModule) -> Result<(), Error> {
     native.define_module_function("context_taken", function!(context_taken, 0))?;
-    native.define_module_function("current_attempt", function!(current_attempt, 1))?;
+    native.define_module_function("current_attempt", function!(current_attempt, -1))?;
     native.define_module_function("thread_span_held", function!(thread_span_held, 1))?;
     Ok(())
 }
