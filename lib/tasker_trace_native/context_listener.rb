@@ -296,6 +296,10 @@ module TaskerTraceNative
       def guard!(context_class)
         guard = context_class.singleton_class
         guard.prepend(ContextDetachGuard) unless guard.include?(ContextDetachGuard)
+        # The attach past the guard's, for the gem's own contexts (see
+        # own_attach); none when something else wraps it above the guard.
+        attach = guard.instance_method(:attach)
+        @api_attach = attach.owner == ContextDetachGuard ? attach.super_method : nil
         true
       rescue StandardError
         false
@@ -557,7 +561,7 @@ module TaskerTraceNative
         held ||= hold
         context = ::OpenTelemetry::Trace.context_with_span(@thread_span_class.new(current), parent_context: below)
         under = stack&.dup
-        token = ::OpenTelemetry::Context.attach(context)
+        token = own_attach(context)
         held.entries << Entry.new(token, context, under, THREAD, THREAD)
         Native.thread_span_held(true)
       rescue StandardError => e
@@ -590,6 +594,15 @@ module TaskerTraceNative
         context_error(event, e)
       end
 
+      # Attaches one of the gem's contexts, made in this thread: the API's
+      # attach past ContextDetachGuard's, which would find nothing to pin
+      # (a few cold calls less at a run's opening); the guarded attach when
+      # something else wraps the API's above the guard.
+      def own_attach(context)
+        api = @api_attach
+        api ? api.bind_call(::OpenTelemetry::Context, context) : ::OpenTelemetry::Context.attach(context)
+      end
+
       # Attaches a context with `span` current above the fiber's current
       # one, as an entry of the span `handle` of the run `root`.
       def attach(entries, span, handle, root, stack)
@@ -598,7 +611,7 @@ module TaskerTraceNative
         # What was under it matters only where the guard is not there to
         # take the gem's contexts with an app's block (see `left_behind`).
         under = stack&.dup unless @guarded
-        token = ::OpenTelemetry::Context.attach(context)
+        token = own_attach(context)
         entries << Entry.new(token, context, under, handle, root)
         @open[root] = true
         @open[handle] = true
