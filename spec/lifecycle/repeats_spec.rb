@@ -9,19 +9,6 @@ require "spec_helper"
 RSpec.describe "Lifecycle tracer: repeated step events" do
   include LifecycleHelper
 
-  # A run without its ids and clock readings (durations included).
-  def comparable(run)
-    spans = run[:spans].map do |s|
-      s.slice(:name, :status).merge(
-        attributes: s[:attributes].reject { |k, _| k.end_with?(".execution_duration") },
-        parent: s[:parent_span_id] ? run[:spans].index { |p| p[:span_id] == s[:parent_span_id] } : nil,
-        events: s[:events].map { |e| [e[:name], e[:attributes]] },
-        open: s[:end_time].nil?
-      )
-    end
-    { task_id: run[:task_id], end: run[:end], spans: spans }
-  end
-
   def replay_through_listener(events)
     publisher = StreamReplayer.publisher_for(events)
     TaskerTraceNative.trace_lifecycle!(publisher)

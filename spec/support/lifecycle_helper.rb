@@ -75,6 +75,30 @@ module LifecycleHelper
       settings.each { |k, v| c.public_send(:"#{k}=", v) }
     end
   end
+
+  # A run without its ids and clock readings (durations included), NaN
+  # made comparable: two ways of reading the same events compare equal.
+  def comparable(run)
+    spans = run[:spans].map do |s|
+      s.slice(:name, :status).merge(
+        attributes: s[:attributes].reject { |k, _| k.end_with?(".execution_duration") },
+        parent: s[:parent_span_id] ? run[:spans].index { |p| p[:span_id] == s[:parent_span_id] } : nil,
+        events: s[:events].map { |e| [e[:name], e[:attributes]] },
+        open: s[:end_time].nil?
+      )
+    end
+    nan_free({ task_id: run[:task_id], end: run[:end], spans: spans })
+  end
+
+  # NaN made comparable (NaN == NaN is false).
+  def nan_free(value)
+    case value
+    when Float then value.nan? ? :nan : value
+    when Array then value.map { |v| nan_free(v) }
+    when Hash then value.transform_values { |v| nan_free(v) }
+    else value
+    end
+  end
 end
 
 RSpec.configure do |config|
