@@ -68,6 +68,27 @@ fn run_of(t: &Tracer, i: i64, t0: u64) -> ([u8; 16], bool) {
     head
 }
 
+/// Every run left out at its head, the keep rules for errors and retries
+/// as given.
+fn head_leaves_out(keep_errors: bool, keep_retried: bool) -> Sampling {
+    Sampling {
+        ratio: 0.0,
+        keep_errors,
+        keep_retried,
+        ..Sampling::default()
+    }
+}
+
+/// Steps 1 to 9 of task `task`, one completed attempt each, 10 ms apart:
+/// in a small run they evict its oldest attempts.
+fn completed_steps(t: &Tracer, task: i64) {
+    for i in 1..10 {
+        let ms = 10 * i as u64;
+        t.record(step_ev("step.execution_requested", task, i, 1, at(ms)));
+        t.record(step_ev("step.completed", task, i, 1, at(ms + 1)));
+    }
+}
+
 fn sampler(ratio: f64) -> Sampling {
     Sampling {
         ratio,
@@ -186,10 +207,7 @@ fn without_keep_rules_a_run_left_out_records_only_its_end() {
     assert_eq!(t.stats().sampled_out, 2);
     // With a rule on, a run left out is recorded in full (the rule may
     // keep it at the end).
-    t.set_sampling(Sampling {
-        ratio: 0.0,
-        ..Sampling::default()
-    });
+    t.set_sampling(head_leaves_out(true, true));
     t.record(start_requested(3, at(2_000)));
     t.record(step_ev("step.execution_requested", 3, 30, 1, at(2_001)));
     t.record(step_failed(3, 30, 1, at(2_002)));
@@ -203,11 +221,7 @@ fn without_keep_rules_a_run_left_out_records_only_its_end() {
 #[test]
 fn a_run_left_out_waits_for_the_attempts_open_at_its_end() {
     let t = tracer();
-    t.set_sampling(Sampling {
-        ratio: 0.0,
-        keep_retried: false,
-        ..Sampling::default()
-    });
+    t.set_sampling(head_leaves_out(true, false));
     // Task 1's step is still running when the task ends (pending); its
     // failure arrives after: the run is a failure, kept whole.
     t.record(start_requested(1, at(0)));
@@ -251,10 +265,7 @@ fn a_run_left_out_waits_for_the_attempts_open_at_its_end() {
 #[test]
 fn undecided_runs_are_bounded_by_max_finished_runs() {
     let t = Tracer::new(limits(100, 100, 2, 3600));
-    t.set_sampling(Sampling {
-        ratio: 0.0,
-        ..Sampling::default()
-    });
+    t.set_sampling(head_leaves_out(true, true));
     for i in 0..5 {
         t.record(start_requested(i, at(i as u64 * 10)));
         t.record(step_ev(
@@ -284,19 +295,11 @@ fn a_failed_attempt_evicted_for_room_still_keeps_its_run() {
     // Room for the root and a few entries: the failed first attempt is
     // evicted by the later ones, and the run ends pending (root UNSET).
     let t = Tracer::new(limits(100, 5, 100, 3600));
-    t.set_sampling(Sampling {
-        ratio: 0.0,
-        keep_retried: false,
-        ..Sampling::default()
-    });
+    t.set_sampling(head_leaves_out(true, false));
     t.record(start_requested(1, at(0)));
     t.record(step_ev("step.execution_requested", 1, 0, 1, at(1)));
     t.record(step_failed(1, 0, 1, at(2)));
-    for i in 1..10 {
-        let ms = 10 * i as u64;
-        t.record(step_ev("step.execution_requested", 1, i, 1, at(ms)));
-        t.record(step_ev("step.completed", 1, i, 1, at(ms + 1)));
-    }
+    completed_steps(&t, 1);
     t.record(ev("task.initialize_requested", 1, at(200)));
     let runs = drain(&t);
     assert_eq!(runs.len(), 1, "the run had a failed attempt: kept");
@@ -309,11 +312,7 @@ fn a_failed_attempt_evicted_for_room_still_keeps_its_run() {
 fn with_the_background_exporter_an_undecided_run_is_decided_once_it_settled() {
     let t = tracer();
     t.set_export_settle(Some(Duration::from_secs(1)));
-    t.set_sampling(Sampling {
-        ratio: 0.0,
-        keep_retried: false,
-        ..Sampling::default()
-    });
+    t.set_sampling(head_leaves_out(true, false));
     // Task 1's step ends after the task, within the settle time: kept.
     t.record(start_requested(1, at(0)));
     t.record(step_ev("step.execution_requested", 1, 10, 1, at(1)));
@@ -342,21 +341,13 @@ fn with_the_background_exporter_an_undecided_run_is_decided_once_it_settled() {
 #[test]
 fn a_retried_attempt_evicted_for_room_still_keeps_its_run() {
     let t = Tracer::new(limits(100, 5, 100, 3600));
-    t.set_sampling(Sampling {
-        ratio: 0.0,
-        keep_errors: false,
-        ..Sampling::default()
-    });
+    t.set_sampling(head_leaves_out(false, true));
     // The run after a retry: its first attempt is the retried step's
     // second (attempt_number 2), evicted by the later ones.
     t.record(start_requested(1, at(0)));
     t.record(step_ev("step.execution_requested", 1, 0, 2, at(1)));
     t.record(step_ev("step.completed", 1, 0, 2, at(2)));
-    for i in 1..10 {
-        let ms = 10 * i as u64;
-        t.record(step_ev("step.execution_requested", 1, i, 1, at(ms)));
-        t.record(step_ev("step.completed", 1, i, 1, at(ms + 1)));
-    }
+    completed_steps(&t, 1);
     t.record(task_completed(1, at(200), false));
     assert_eq!(drain(&t).len(), 1, "the run had a retried step: kept");
     assert!(t.stats().spans_dropped > 0);
