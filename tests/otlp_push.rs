@@ -258,13 +258,9 @@ fn a_413_cuts_later_requests_smaller_and_keeps_what_it_carried() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(b.len(), 2_000, "kept for the next push");
-    assert!(transport.request_limit() < MAX_LIMIT);
     // The next push goes out in requests the collector takes.
-    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
-    let got = collector.requests();
-    assert!(got.len() > 2, "{} requests", got.len());
-    assert!(got[1..].iter().all(|r| r.body.len() < refused_len));
+    let (out, got) = pushed_again_smaller(&b, &transport, &collector, refused_len);
+    assert!(got > 2, "{got} requests");
     match out {
         PushOutcome::Sent {
             records,
@@ -279,6 +275,24 @@ fn a_413_cuts_later_requests_smaller_and_keeps_what_it_carried() {
 
 /// The request size limit a transport starts with.
 const MAX_LIMIT: usize = tasker_trace_core::support::protocol::MAX_REQUEST_BODY;
+
+/// After the 2,000 traces of `b` went in one request (`refused_len`
+/// bytes) refused as too large: they were kept and the transport's limit
+/// lowered; pushed again, they go in smaller requests. The second push's
+/// outcome, and how many requests the collector got in all.
+fn pushed_again_smaller(
+    b: &Backend,
+    transport: &Transport,
+    collector: &Collector,
+    refused_len: usize,
+) -> (PushOutcome, usize) {
+    assert_eq!(b.len(), 2_000, "kept for the next push");
+    assert!(transport.request_limit() < MAX_LIMIT);
+    let out = push_finished(b, &resource(), transport, &Cancel::for_current_thread());
+    let got = collector.requests();
+    assert!(got[1..].iter().all(|r| r.body.len() < refused_len));
+    (out, got.len())
+}
 
 #[test]
 fn the_collectors_400_for_a_body_over_its_limit_cuts_requests_and_keeps_the_traces() {
@@ -312,11 +326,7 @@ fn the_collectors_400_for_a_body_over_its_limit_cuts_requests_and_keeps_the_trac
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(b.len(), 2_000, "kept for the next push");
-    assert!(transport.request_limit() < MAX_LIMIT);
-    let out = push_finished(&b, &resource(), &transport, &Cancel::for_current_thread());
-    let got = collector.requests();
-    assert!(got[1..].iter().all(|r| r.body.len() < refused_len));
+    let (out, _) = pushed_again_smaller(&b, &transport, &collector, refused_len);
     assert!(
         matches!(
             out,
