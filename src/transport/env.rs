@@ -27,7 +27,7 @@
 use std::time::Duration;
 
 use super::settings::{Compression, OtlpSettings, DEFAULT_TIMEOUT, MAX_TIMEOUT};
-use super::url::scheme;
+use super::url::{http_authority, scheme};
 pub use super::url::{shown_url, without_password};
 use crate::support::env::{parse_secret_key_values, set, Warning};
 use crate::support::protocol::Protocol;
@@ -113,10 +113,7 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
 
 fn check_written_endpoint(url: &str, shown: &str) -> Result<(), String> {
     let lower = url.to_ascii_lowercase();
-    let Some(rest) = lower
-        .strip_prefix("http://")
-        .or_else(|| lower.strip_prefix("https://"))
-    else {
+    let Some((_, host)) = http_authority(&lower) else {
         return Err(match scheme(url) {
             Some(other) => format!(
                 "{shown} has the scheme {other}://; only http:// and https:// are supported"
@@ -124,8 +121,6 @@ fn check_written_endpoint(url: &str, shown: &str) -> Result<(), String> {
             None => format!("{shown} has no scheme (write http://{shown} or https://{shown})"),
         });
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority.rsplit('@').next().unwrap_or("");
     if host.is_empty() || host.starts_with(':') {
         return Err(format!("{shown} has no host"));
     }

@@ -24,6 +24,8 @@
 
 use std::net::IpAddr;
 
+use super::url::http_authority;
+
 /// The proxy variables of one scheme, in the order they are read.
 const HTTPS_VARIABLES: [&str; 4] = ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"];
 const HTTP_VARIABLES: [&str; 4] = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"];
@@ -102,16 +104,7 @@ pub fn proxy_for(
 /// Whether `https://`, the host (lowercase, without brackets or a trailing
 /// dot) and the port of an `http://` or `https://` URL.
 fn target(url: &str) -> Option<(bool, String, u16)> {
-    let url = url.trim();
-    let (https, rest) = match url.get(..8) {
-        Some(s) if s.eq_ignore_ascii_case("https://") => (true, &url[8..]),
-        _ => match url.get(..7) {
-            Some(s) if s.eq_ignore_ascii_case("http://") => (false, &url[7..]),
-            _ => return None,
-        },
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let (https, host_port) = http_authority(url.trim())?;
     let (host, port) = split_host_port(host_port);
     let port = match port {
         Some(p) => p.parse().ok()?,

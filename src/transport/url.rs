@@ -48,6 +48,21 @@ pub fn without_password<'a>(text: &'a str, url: &str) -> Cow<'a, str> {
     Cow::Owned(text.replace(userinfo, &shown))
 }
 
+/// Whether an `http://` or `https://` URL is https (schemes compare
+/// case-insensitively), and its `host[:port]` as written (without userinfo,
+/// path, query or fragment); `None` for another scheme or none.
+pub(crate) fn http_authority(url: &str) -> Option<(bool, &str)> {
+    let (https, rest) = match url.get(..8) {
+        Some(s) if s.eq_ignore_ascii_case("https://") => (true, &url[8..]),
+        _ => match url.get(..7) {
+            Some(s) if s.eq_ignore_ascii_case("http://") => (false, &url[7..]),
+            _ => return None,
+        },
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    Some((https, authority.rsplit('@').next().unwrap_or("")))
+}
+
 /// The scheme of `url` when it starts with one (`ftp` of `ftp://x`): a
 /// letter, then letters, digits, `+`, `-` or `.`, then `://`.
 pub(crate) fn scheme(url: &str) -> Option<&str> {
