@@ -550,6 +550,7 @@ fn classify(e: ureq::Error, url: &str, no_client_certificate: bool) -> Attempt {
 
 #[cfg(test)]
 mod tests {
+    use super::super::proxy::ProxyVariables;
     use super::super::tls::root_certs;
     use super::*;
     use std::time::UNIX_EPOCH;
@@ -644,6 +645,30 @@ mod tests {
             shown.contains("authorization") && !shown.contains("secret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn an_unusable_proxy_variable_is_named_its_password_hidden() {
+        let proxy = ProxyVariables::read(|name| {
+            (name == "http_proxy").then(|| "ftp://user:secret@proxy.example:21".to_string())
+        });
+        let target = Destination {
+            proxy,
+            ..Destination::new("http://collector.example:4318/v1/traces")
+        };
+        let error = Transport::new(target).unwrap_err();
+        assert!(
+            error.starts_with("http_proxy is not a proxy URL"),
+            "{error}"
+        );
+        assert!(!error.contains("secret"), "{error}");
+        // Empty and blank values are no proxy at all.
+        let blank = ProxyVariables::read(|name| (name == "HTTP_PROXY").then(|| " ".to_string()));
+        let target = Destination {
+            proxy: blank,
+            ..Destination::new("http://collector.example:4318/v1/traces")
+        };
+        assert!(Transport::new(target).is_ok());
     }
 
     #[test]
